@@ -1,0 +1,9 @@
+"""Checkpoint converter: official ACE-Step 1.5 PyTorch checkpoints -> MLX folders.
+
+Installed as `mlx_acestep_convert`; run as `mlx-acestep convert SRC DST`.
+Reads safetensors with numpy (no torch, nothing unpickled).
+"""
+
+from .converter import ConvertOptions, ConvertReport, convert_checkpoints
+
+__all__ = ["ConvertOptions", "ConvertReport", "convert_checkpoints"]

@@ -1,0 +1,123 @@
+"""Audio files in and out: 48 kHz stereo float32, channels-last `[samples, 2]`.
+
+Reading: anything libsndfile (through soundfile) decodes. Mono is duplicated to
+stereo; files with more than two channels keep the first two (front left and
+right). Other sample rates are resampled to 48 kHz with windowed-sinc
+interpolation, the method and parameters of torchaudio's default
+`functional.resample` (Hann window, 6 zero crossings, roll-off 0.99), which is
+what the reference pipeline uses; the result is clamped to [-1, 1] like the
+reference's loader.
+
+Writing is atomic: a temporary file beside the target, renamed when complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .errors import AceStepError
+
+SAMPLE_RATE = 48000
+
+# File suffix -> (libsndfile format, default subtype)
+_FORMATS = {
+    ".wav": ("WAV", "PCM_16"),
+    ".flac": ("FLAC", "PCM_24"),
+}
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read `path` as float32 `[samples, 2]` at `sample_rate`."""
+    path = Path(path)
+    if not path.is_file():
+        raise AceStepError(f"{path}: audio file not found")
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AceStepError(f"{path}: cannot decode audio ({e})") from None
+    if audio.shape[0] == 0:
+        raise AceStepError(f"{path}: audio file holds no samples")
+    if audio.shape[1] == 1:
+        audio = np.repeat(audio, 2, axis=1)
+    audio = audio[:, :2]
+    if sr != sample_rate:
+        audio = resample(audio, sr, sample_rate)
+    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def _sinc_kernel(orig: int, new: int, zero_crossings: int = 6, rolloff: float = 0.99) -> tuple[np.ndarray, int]:
+    """Polyphase windowed-sinc filter bank `[new, taps]` for reduced rates orig -> new."""
+    base = min(orig, new) * rolloff
+    width = math.ceil(zero_crossings * orig / base)
+    idx = np.arange(-width, width + orig, dtype=np.float64) / orig
+    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx[None, :]) * base
+    t = np.clip(t, -zero_crossings, zero_crossings)
+    window = np.cos(t * math.pi / zero_crossings / 2) ** 2
+    t = t * math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kernel = np.where(t == 0, 1.0, np.sin(t) / t)
+    return (kernel * window * base / orig).astype(np.float32), width
+
+
+def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Resample `[samples, channels]` from `orig_sr` to `new_sr` (torchaudio's sinc_interp_hann)."""
+    if orig_sr <= 0 or new_sr <= 0:
+        raise AceStepError(f"invalid sample rate {orig_sr} -> {new_sr}")
+    if orig_sr == new_sr:
+        return audio
+    g = math.gcd(orig_sr, new_sr)
+    orig, new = orig_sr // g, new_sr // g
+    kernel, width = _sinc_kernel(orig, new)
+    n = audio.shape[0]
+    padded = np.pad(audio.astype(np.float32), ((width, width + orig), (0, 0)))
+    out = []
+    for ch in range(audio.shape[1]):
+        frames = np.lib.stride_tricks.sliding_window_view(padded[:, ch], kernel.shape[1])[::orig]
+        out.append((frames @ kernel.T).reshape(-1))
+    target = math.ceil(new * n / orig)
+    return np.stack(out, axis=1)[:target]
+
+
+def peak_limit(audio: np.ndarray) -> np.ndarray:
+    """Divide by the peak where it exceeds 1, as the reference does after the VAE (per item for `[B, ...]`)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    axes = tuple(range(1, audio.ndim)) if audio.ndim == 3 else None
+    peak = np.max(np.abs(audio), axis=axes, keepdims=axes is not None)
+    return audio / np.maximum(peak, 1.0)
+
+
+def peak_normalize(audio: np.ndarray, target_db: float = -1.0) -> np.ndarray:
+    """Scale so the peak sits at `target_db` dBFS, up or down (the reference's default -1 dB); silence is left alone."""
+    audio = np.asarray(audio, dtype=np.float32)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak < 1e-6:
+        return audio
+    return audio * np.float32(10 ** (target_db / 20) / peak)
+
+
+def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str | None = None) -> Path:
+    """Write `[samples, channels]` float audio to .wav or .flac, atomically."""
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AceStepError(f"{path}: unsupported output format (use {', '.join(_FORMATS)})")
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2 or audio.shape[0] == 0:
+        raise AceStepError(f"cannot write {path}: audio must be [samples, channels], got {audio.shape}")
+    if not path.parent.is_dir():
+        raise AceStepError(f"{path.parent}: output folder does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, audio, sample_rate, format=fmt[0], subtype=subtype or fmt[1])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

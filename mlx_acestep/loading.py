@@ -1,0 +1,100 @@
+"""Load a converted MLX component folder strictly.
+
+A folder written by `mlx-acestep convert` holds `config.json` (component,
+layout version, dtype, quantization block, model fields), `model.safetensors`
+in MLX layout and `manifest.json`. Loading builds the module from the config,
+replays the recorded quantization, then loads the weights: a missing or
+unexpected key or a wrong shape is an error naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .errors import AceStepError
+from .oobleck import AutoencoderOobleck, OobleckConfig
+from .quantization import apply_recorded_quantization
+from .safetensors_io import read_header
+
+LAYOUT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+
+# component name in config.json -> builder from that config
+BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
+    "vae": lambda cfg: AutoencoderOobleck(OobleckConfig.from_dict(cfg)),
+}
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise AceStepError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AceStepError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise AceStepError(f"{path}: expected a JSON object")
+    return data
+
+
+def check_weights(
+    model: nn.Module, weights: dict[str, mx.array], source: str, hint: Callable[[str], str] | None = None
+) -> None:
+    """Raise a one-line error for the first missing, unexpected or mis-shaped key.
+
+    `hint` names the source tensor(s) a key comes from, when the caller remapped them.
+    """
+    expected = dict(tree_flatten(model.parameters()))
+    for k in sorted(expected):
+        if k not in weights:
+            raise AceStepError(f"{source}: missing key " + (hint(k) if hint else f"'{k}'"))
+    for k in sorted(weights):
+        if k not in expected:
+            raise AceStepError(f"{source}: unexpected key '{k}'")
+        if tuple(weights[k].shape) != tuple(expected[k].shape):
+            raise AceStepError(
+                f"{source}: key '{k}' has shape {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}"
+            )
+
+
+def load_safetensors(path: Path) -> dict[str, mx.array]:
+    read_header(path)  # validates size, offsets and dtypes with a clear error
+    try:
+        return mx.load(str(path))
+    except (RuntimeError, ValueError) as e:
+        raise AceStepError(f"{path}: cannot read ({e})") from None
+
+
+def load_component(folder: str | Path, component: str | None = None) -> nn.Module:
+    """Build and strictly load the converted component in `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AceStepError(f"{folder}: model folder not found")
+    config_path = folder / "config.json"
+    cfg = read_json(config_path)
+    version = cfg.get("layout_version")
+    if version != LAYOUT_VERSION:
+        raise AceStepError(
+            f"{config_path}: layout_version {version!r} is not {LAYOUT_VERSION}; "
+            "re-run `mlx-acestep convert` on the original checkpoint"
+        )
+    name = cfg.get("component")
+    if component is not None and name != component:
+        raise AceStepError(f"{config_path}: holds component {name!r}, expected {component!r}")
+    if name not in BUILDERS:
+        raise AceStepError(f"{config_path}: unknown component {name!r}")
+    model = BUILDERS[name](cfg)
+    apply_recorded_quantization(model, cfg.get("quantization"), str(config_path))
+    weights_path = folder / WEIGHTS_FILE
+    weights = load_safetensors(weights_path)
+    check_weights(model, weights, str(weights_path))
+    model.load_weights(list(weights.items()), strict=True)
+    model.eval()
+    mx.eval(model.parameters())
+    return model
