@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import mlx.core as mx
 import mlx.nn as nn
 
+from .conv import Conv1d, ConvTranspose1d
 from .errors import AceStepError
 
 
@@ -100,9 +101,9 @@ class OobleckResidualUnit(nn.Module):
     def __init__(self, dims: int, dilation: int):
         super().__init__()
         self.snake1 = Snake1d(dims)
-        self.conv1 = nn.Conv1d(dims, dims, kernel_size=7, dilation=dilation, padding=3 * dilation)
+        self.conv1 = Conv1d(dims, dims, kernel_size=7, dilation=dilation, padding=3 * dilation)
         self.snake2 = Snake1d(dims)
-        self.conv2 = nn.Conv1d(dims, dims, kernel_size=1)
+        self.conv2 = Conv1d(dims, dims, kernel_size=1)
 
     def __call__(self, x: mx.array) -> mx.array:
         y = self.conv2(self.snake2(self.conv1(self.snake1(x))))
@@ -119,7 +120,7 @@ class OobleckEncoderBlock(nn.Module):
         self.res_unit2 = OobleckResidualUnit(input_dim, 3)
         self.res_unit3 = OobleckResidualUnit(input_dim, 9)
         self.snake1 = Snake1d(input_dim)
-        self.conv1 = nn.Conv1d(input_dim, output_dim, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2))
+        self.conv1 = Conv1d(input_dim, output_dim, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2))
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.res_unit3(self.res_unit2(self.res_unit1(x)))
@@ -130,7 +131,7 @@ class OobleckDecoderBlock(nn.Module):
     def __init__(self, input_dim: int, output_dim: int, stride: int):
         super().__init__()
         self.snake1 = Snake1d(input_dim)
-        self.conv_t1 = nn.ConvTranspose1d(
+        self.conv_t1 = ConvTranspose1d(
             input_dim, output_dim, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2)
         )
         self.res_unit1 = OobleckResidualUnit(output_dim, 1)
@@ -147,12 +148,12 @@ class OobleckEncoder(nn.Module):
         super().__init__()
         h = cfg.encoder_hidden_size
         mult = [1] + list(cfg.channel_multiples)
-        self.conv1 = nn.Conv1d(cfg.audio_channels, h, kernel_size=7, padding=3)
+        self.conv1 = Conv1d(cfg.audio_channels, h, kernel_size=7, padding=3)
         self.block = [
             OobleckEncoderBlock(h * mult[i], h * mult[i + 1], s) for i, s in enumerate(cfg.downsampling_ratios)
         ]
         self.snake1 = Snake1d(h * mult[-1])
-        self.conv2 = nn.Conv1d(h * mult[-1], h, kernel_size=3, padding=1)
+        self.conv2 = Conv1d(h * mult[-1], h, kernel_size=3, padding=1)
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.conv1(x)
@@ -168,10 +169,10 @@ class OobleckDecoder(nn.Module):
         mult = [1] + list(cfg.channel_multiples)
         strides = list(reversed(cfg.downsampling_ratios))
         n = len(strides)
-        self.conv1 = nn.Conv1d(cfg.decoder_input_channels, c * mult[-1], kernel_size=7, padding=3)
+        self.conv1 = Conv1d(cfg.decoder_input_channels, c * mult[-1], kernel_size=7, padding=3)
         self.block = [OobleckDecoderBlock(c * mult[n - i], c * mult[n - i - 1], s) for i, s in enumerate(strides)]
         self.snake1 = Snake1d(c)
-        self.conv2 = nn.Conv1d(c, cfg.audio_channels, kernel_size=7, padding=3, bias=False)
+        self.conv2 = Conv1d(c, cfg.audio_channels, kernel_size=7, padding=3, bias=False)
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.conv1(x)

@@ -1,0 +1,95 @@
+"""1-D convolutions that are fast on MLX's CPU backend too.
+
+Same parameters and layout as `mlx.nn.Conv1d` / `mlx.nn.ConvTranspose1d`
+(weight `[out, kernel, in]`), so converted weights load into either. On Metal
+they call MLX's own kernels. On the CPU backend MLX lowers a convolution to an
+explicit im2col (kernel-size times the input in memory) and dilated or
+transposed convolutions to a naive loop (~1 GFLOP/s); there we instead write
+the convolution as a chain of `addmm`s over shifted views of the input, one
+per kernel tap (or per stride phase), which runs at BLAS speed with no
+im2col buffer. Measured on 2 x86 cores with OpenBLAS, 128 channels, k=7,
+491 520 frames: 0.96 s / +0.5 GB instead of 4.9 s / +2.3 GB (dilation 1), and
+~10x faster for dilation 3 and 9 and for the transposed convolutions.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+def _on_cpu() -> bool:
+    return mx.default_device() == mx.cpu
+
+
+def _bias_or_zero(module: nn.Module, out_channels: int, dtype) -> mx.array:
+    return module.bias if "bias" in module else mx.zeros((out_channels,), dtype=dtype)
+
+
+def conv1d_taps(x: mx.array, weight: mx.array, bias: mx.array, padding: int, dilation: int) -> mx.array:
+    """Stride-1 convolution as sum_k x[t + k*d - p] @ W_k (one addmm per tap)."""
+    k = weight.shape[1]
+    if padding:
+        x = mx.pad(x, ((0, 0), (padding, padding), (0, 0)))
+    out_len = x.shape[1] - dilation * (k - 1)
+    w = weight.transpose(1, 2, 0)  # [K, in, out]
+    y = mx.addmm(bias, x[:, :out_len], w[0])
+    for tap in range(1, k):
+        y = mx.addmm(y, x[:, tap * dilation : tap * dilation + out_len], w[tap])
+    return y
+
+
+def conv1d_strided(x: mx.array, weight: mx.array, bias: mx.array, stride: int, padding: int) -> mx.array:
+    """Strided convolution with kernel = m * stride, as m addmms over frames of `stride` samples."""
+    out_ch, k, in_ch = weight.shape
+    m = k // stride
+    length = x.shape[1]
+    out_len = (length + 2 * padding - k) // stride + 1
+    frames = out_len + m - 1
+    right = frames * stride - length - padding
+    x = mx.pad(x, ((0, 0), (padding, max(right, 0)), (0, 0)))[:, : frames * stride]
+    x = x.reshape(x.shape[0], frames, stride * in_ch)
+    w = weight.reshape(out_ch, m, stride * in_ch).transpose(1, 2, 0)  # [m, stride*in, out]
+    y = mx.addmm(bias, x[:, :out_len], w[0])
+    for j in range(1, m):
+        y = mx.addmm(y, x[:, j : j + out_len], w[j])
+    return y
+
+
+def conv_transpose1d_phases(x: mx.array, weight: mx.array, bias: mx.array, stride: int, padding: int) -> mx.array:
+    """Transposed convolution with kernel = m * stride: each input frame writes m blocks of `stride` outputs."""
+    out_ch, k, in_ch = weight.shape
+    m = k // stride
+    b, length, _ = x.shape
+    # Output block j (stride samples) = sum_r x[j - r] @ W_r, W_r the taps [r*stride, (r+1)*stride).
+    w = weight.reshape(out_ch, m, stride, in_ch).transpose(1, 3, 2, 0).reshape(m, in_ch, stride * out_ch)
+    if m > 1:
+        x = mx.pad(x, ((0, 0), (m - 1, m - 1), (0, 0)))
+    blocks = length + m - 1
+    y = x[:, m - 1 : m - 1 + blocks] @ w[0]
+    for r in range(1, m):
+        y = mx.addmm(y, x[:, m - 1 - r : m - 1 - r + blocks], w[r])
+    y = y.reshape(b, blocks * stride, out_ch)
+    out_len = (length - 1) * stride + k - 2 * padding
+    return y[:, padding : padding + out_len] + bias
+
+
+class Conv1d(nn.Conv1d):
+    def __call__(self, x: mx.array) -> mx.array:
+        if not _on_cpu() or self.groups != 1:
+            return super().__call__(x)
+        bias = _bias_or_zero(self, self.weight.shape[0], x.dtype)
+        if self.stride == 1:
+            return conv1d_taps(x, self.weight, bias, self.padding, self.dilation)
+        if self.dilation == 1 and self.weight.shape[1] % self.stride == 0:
+            return conv1d_strided(x, self.weight, bias, self.stride, self.padding)
+        return super().__call__(x)
+
+
+class ConvTranspose1d(nn.ConvTranspose1d):
+    def __call__(self, x: mx.array) -> mx.array:
+        k = self.weight.shape[1]
+        if not _on_cpu() or self.dilation != 1 or self.output_padding != 0 or k % self.stride:
+            return super().__call__(x)
+        bias = _bias_or_zero(self, self.weight.shape[0], x.dtype)
+        return conv_transpose1d_phases(x, self.weight, bias, self.stride, self.padding)

@@ -1,0 +1,55 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from parity import fixtures_dir  # noqa: E402
+
+# (case, output, error relative to max|ref|) of every parity comparison, for the summary.
+PARITY_ERRORS: list[tuple[str, str, float]] = []
+
+
+@pytest.fixture(scope="session")
+def fixtures():
+    root = fixtures_dir()
+    if not (root / "cases.json").is_file():
+        pytest.fail(f"parity fixtures not found at {root} (set MLX_ACESTEP_FIXTURES)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def converted(fixtures, tmp_path_factory):
+    """The fixture checkpoints converted once with the project's own converter."""
+    from mlx_acestep_convert import convert_checkpoints
+
+    dst = tmp_path_factory.mktemp("converted") / "mlx"
+    convert_checkpoints(fixtures / "checkpoints", dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def load_converted(converted):
+    """Load a converted component by folder name (cached for the session)."""
+    from mlx_acestep.loading import load_component
+
+    cache = {}
+
+    def load(name):
+        if name not in cache:
+            path = converted / name
+            if not path.is_dir():
+                pytest.fail(f"the converter did not produce {name}/ from the fixture checkpoints")
+            cache[name] = load_component(path)
+        return cache[name]
+
+    return load
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not PARITY_ERRORS:
+        return
+    terminalreporter.section("parity: max|ours - ref| / max|ref|")
+    for case, output, err in PARITY_ERRORS:
+        terminalreporter.write_line(f"{case:<32} {output:<24} {err:.2e}")

@@ -1,0 +1,30 @@
+"""One test per case of the fixture folder's cases.json (ids contain the case name)."""
+
+import pytest
+
+from conftest import PARITY_ERRORS
+from parity import compare, fixtures_dir, load_case_tensors, load_cases, run_case, runner_for
+
+CASES = load_cases(fixtures_dir()) if (fixtures_dir() / "cases.json").is_file() else {}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_parity(name, fixtures, load_converted):
+    case = CASES[name]
+    runner, reason = runner_for(case)
+    if runner is None:
+        pytest.skip(reason)
+    inputs, outputs = load_case_tensors(fixtures, case)
+    ours = run_case(runner, load_converted(runner.component), inputs, outputs)
+    failures = []
+    for out_name, spec in case["outputs"].items():
+        if out_name.startswith("debug_") or out_name in runner.injected:
+            continue
+        if out_name not in ours:
+            failures.append(f"{out_name}: not produced")
+            continue
+        ok, msg, err = compare(out_name, ours[out_name], outputs[out_name], runner.tolerance, spec.get("exact", False))
+        PARITY_ERRORS.append((name, out_name, err))
+        if not ok:
+            failures.append(msg)
+    assert not failures, f"{name}: " + "; ".join(failures)
