@@ -1,0 +1,55 @@
+"""Half-precision VAE: error against our float32 path on the fixture shapes, as SNR.
+
+Measured on the fixture set: bfloat16 ~35-37 dB, float16 ~50-52 dB. The floors
+leave ~7 dB of room for other seeds; a real defect (a wrong cast, Snake
+overflowing in half precision) costs far more than that.
+"""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from conftest import PARITY_ERRORS
+from helpers import copy_vae_root, snr_db
+from mlx_acestep.loading import load_component
+from mlx_acestep.safetensors_io import read_safetensors
+from mlx_acestep_convert import ConvertOptions, convert_checkpoints
+from parity import load_cases
+
+FLOORS_DB = {"bfloat16": 28.0, "float16": 42.0}
+
+
+@pytest.fixture(scope="module")
+def vae_inputs(fixtures):
+    cases = load_cases(fixtures)
+    dec = next(c for c in cases.values() if c["component"] == "vae" and set(c["inputs"]) == {"latents"})
+    enc = next(c for c in cases.values() if c["component"] == "vae" and set(c["inputs"]) == {"audio"})
+    z = np.array(read_safetensors(fixtures / dec["file"])["in.latents"]).transpose(0, 2, 1)
+    x = np.array(read_safetensors(fixtures / enc["file"])["in.audio"]).transpose(0, 2, 1)
+    # Half-precision matmuls have no BLAS path on the CPU: keep the shapes small.
+    return mx.array(z[:1, :8]), mx.array(x[:1, : 8 * 1920])
+
+
+@pytest.fixture(scope="module")
+def src_root(fixtures, tmp_path_factory):
+    return copy_vae_root(fixtures, tmp_path_factory.mktemp("dtypes") / "src")
+
+
+def run(root, dst, dtype, z, x):
+    convert_checkpoints(root, dst, ConvertOptions(dtype=dtype))
+    vae = load_component(dst / "vae")
+    assert vae.dtype == getattr(mx, dtype)
+    mean, _ = vae.encode_moments(x)
+    return np.array(vae.decode(z)), np.array(mean)
+
+
+@pytest.mark.parametrize("dtype", sorted(FLOORS_DB))
+def test_half_precision_snr(dtype, vae_inputs, src_root, tmp_path):
+    z, x = vae_inputs
+    ref_wave, ref_mean = run(src_root, tmp_path / "f32", "float32", z, x)
+    wave, mean = run(src_root, tmp_path / dtype, dtype, z, x)
+    assert wave.dtype == np.float32 and np.isfinite(wave).all() and np.isfinite(mean).all()
+    for what, ours, ref in (("decode", wave, ref_wave), ("encode mean", mean, ref_mean)):
+        snr = snr_db(ours, ref)
+        PARITY_ERRORS.append((f"vae {dtype} SNR dB", what, snr))  # reported in the summary
+        assert snr >= FLOORS_DB[dtype], f"{dtype} {what}: SNR {snr:.1f} dB < {FLOORS_DB[dtype]} dB"
