@@ -57,32 +57,49 @@ def conv1d_strided(x: mx.array, weight: mx.array, bias: mx.array, stride: int, p
 
 
 def conv_transpose1d_phases(x: mx.array, weight: mx.array, bias: mx.array, stride: int, padding: int) -> mx.array:
-    """Transposed convolution with kernel = m * stride: each input frame writes m blocks of `stride` outputs."""
+    """Transposed convolution with kernel = m * stride: each input frame writes m blocks of `stride` outputs.
+
+    Output block j (`stride` samples) = sum_r x[j - r] @ W_r, W_r the taps [r*stride, (r+1)*stride).
+    """
     out_ch, k, in_ch = weight.shape
     m = k // stride
     b, length, _ = x.shape
-    # Output block j (stride samples) = sum_r x[j - r] @ W_r, W_r the taps [r*stride, (r+1)*stride).
-    w = weight.reshape(out_ch, m, stride, in_ch).transpose(1, 3, 2, 0).reshape(m, in_ch, stride * out_ch)
+    blocks = length + m - 1
     if m > 1:
         x = mx.pad(x, ((0, 0), (m - 1, m - 1), (0, 0)))
-    blocks = length + m - 1
-    y = x[:, m - 1 : m - 1 + blocks] @ w[0]
-    for r in range(1, m):
-        y = mx.addmm(y, x[:, m - 1 - r : m - 1 - r + blocks], w[r])
+    if length < in_ch:
+        # Few frames, wide weight (the first decoder block): re-laying out the weight
+        # would cost more than the convolution, so multiply by it as stored
+        # ([out*k, in], transposed operand) and re-lay out the small result instead.
+        h = (x @ weight.reshape(out_ch * k, in_ch).T).reshape(b, -1, out_ch, m, stride)
+        y = h[:, m - 1 : m - 1 + blocks, :, 0]
+        for r in range(1, m):
+            y = y + h[:, m - 1 - r : m - 1 - r + blocks, :, r]
+        y = y.transpose(0, 1, 3, 2)
+    else:
+        w = weight.reshape(out_ch, m, stride, in_ch).transpose(1, 3, 2, 0).reshape(m, in_ch, stride * out_ch)
+        y = x[:, m - 1 : m - 1 + blocks] @ w[0]
+        for r in range(1, m):
+            y = mx.addmm(y, x[:, m - 1 - r : m - 1 - r + blocks], w[r])
     y = y.reshape(b, blocks * stride, out_ch)
     out_len = (length - 1) * stride + k - 2 * padding
     return y[:, padding : padding + out_len] + bias
 
 
 class Conv1d(nn.Conv1d):
-    def __call__(self, x: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, prepadded: bool = False) -> mx.array:
+        """`prepadded`: x already carries the `padding` zeros on both sides (CPU path only)."""
         if not _on_cpu() or self.groups != 1:
+            assert not prepadded, "prepadded input is a CPU-path optimisation"
             return super().__call__(x)
         bias = _bias_or_zero(self, self.weight.shape[0], x.dtype)
+        padding = 0 if prepadded else self.padding
         if self.stride == 1:
-            return conv1d_taps(x, self.weight, bias, self.padding, self.dilation)
+            return conv1d_taps(x, self.weight, bias, padding, self.dilation)
         if self.dilation == 1 and self.weight.shape[1] % self.stride == 0:
-            return conv1d_strided(x, self.weight, bias, self.stride, self.padding)
+            return conv1d_strided(x, self.weight, bias, self.stride, padding)
+        if prepadded:
+            x = x[:, self.padding : x.shape[1] - self.padding]
         return super().__call__(x)
 
 

@@ -54,10 +54,12 @@ class OobleckConfig:
 # --- Snake -----------------------------------------------------------------
 # y = x + sin(a x)^2 / (b + 1e-9) with a = exp(alpha), b = exp(beta).
 # On Metal `sin` is cheap and this is one fused kernel. On the CPU backend
-# elementwise kernels are scalar and `sin` dominates the whole decode, so we
-# use the period of sin^2 (pi / a): reduce r = a x / pi to f in [-1/2, 1/2]
-# and evaluate sin(pi f) with an odd polynomial (Taylor to f^13, error
-# < 6e-8), which the compiled CPU kernel runs ~2x faster than `sin`.
+# elementwise kernels are scalar and `sin` dominated the whole decode, so we
+# use that sin^2 has period pi / a: reduce r = a x / pi to f in [-1/2, 1/2]
+# and evaluate sin^2(pi f) as a degree-6 polynomial in f^2 (least-squares
+# fit, max error 2e-8). The compiled CPU kernel runs ~4x faster than with `sin`.
+
+_SIN2_COEFFS = (9.86960323959967, -32.46960184377248, 42.7258105681059, -30.089708855023513, 13.005595486278688, -3.294641072775591)
 
 
 @mx.compile
@@ -69,12 +71,39 @@ def _snake_sin(x, a, inv_b):
 def _snake_poly(x, a_over_pi, inv_b):
     r = x * a_over_pi
     f = r - mx.round(r)
-    f2 = f * f
-    s = f * (
-        3.141592653589793
-        + f2 * (-5.16771278004997 + f2 * (2.5501640398773455 + f2 * (-0.5992645293207921 + f2 * (0.08214588661112823 + f2 * -0.007370430945714350))))
-    )
-    return x + inv_b * s * s
+    g = f * f
+    q = _SIN2_COEFFS
+    sin2 = g * (q[0] + g * (q[1] + g * (q[2] + g * (q[3] + g * (q[4] + g * q[5])))))
+    return x + inv_b * sin2
+
+
+# MLX runs elementwise CPU kernels on one thread, one per stream: a second
+# stream computes half of a large Snake concurrently (1.5-2x on two cores).
+_PARALLEL_MIN_SIZE = 1 << 20
+_side_stream = None
+
+
+def _second_cpu_stream():
+    global _side_stream
+    if _side_stream is None:
+        _side_stream = mx.new_stream(mx.cpu)
+    return _side_stream
+
+
+def _snake_cpu(x: mx.array, a_over_pi: mx.array, inv_b: mx.array, pad: int) -> mx.array:
+    if x.size < _PARALLEL_MIN_SIZE:
+        y = _snake_poly(x, a_over_pi, inv_b)
+        return mx.pad(y, ((0, 0), (pad, pad), (0, 0))) if pad else y
+    half = x.shape[1] // 2
+    first = _snake_poly(x[:, :half], a_over_pi, inv_b)
+    with mx.stream(_second_cpu_stream()):
+        second = _snake_poly(x[:, half:], a_over_pi, inv_b)
+    # The join is a copy either way; it writes the next conv's zero padding too.
+    parts = [first, second]
+    if pad:
+        zeros = mx.zeros((x.shape[0], pad, x.shape[2]), dtype=x.dtype)
+        parts = [zeros, *parts, zeros]
+    return mx.concatenate(parts, axis=1)
 
 
 class Snake1d(nn.Module):
@@ -83,15 +112,24 @@ class Snake1d(nn.Module):
         self.alpha = mx.zeros((dims,))  # log-scale, as stored by diffusers
         self.beta = mx.zeros((dims,))
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, pad: int = 0) -> mx.array:
+        """Snake of `x`; with `pad` (CPU path), also `pad` zero frames on both sides."""
         # The per-channel constants are computed in float32: exp() of a
         # half-precision alpha overflows float16 past alpha ~ 11.
         a = mx.exp(self.alpha.astype(mx.float32))
         inv_b = 1.0 / (mx.exp(self.beta.astype(mx.float32)) + 1e-9)
         inv_b = inv_b.astype(x.dtype)
         if mx.default_device() == mx.cpu:
-            return _snake_poly(x, (a / math.pi).astype(x.dtype), inv_b)
+            return _snake_cpu(x, (a / math.pi).astype(x.dtype), inv_b, pad)
+        assert not pad, "padding inside Snake is a CPU-path optimisation"
         return _snake_sin(x, a.astype(x.dtype), inv_b)
+
+
+def snake_conv(snake: Snake1d, conv: Conv1d, x: mx.array) -> mx.array:
+    """conv(snake(x)); on the CPU the Snake also writes the conv's zero padding."""
+    if mx.default_device() == mx.cpu and conv.padding:
+        return conv(snake(x, pad=conv.padding), prepadded=True)
+    return conv(snake(x))
 
 
 # --- Blocks ----------------------------------------------------------------
@@ -106,7 +144,7 @@ class OobleckResidualUnit(nn.Module):
         self.conv2 = Conv1d(dims, dims, kernel_size=1)
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = self.conv2(self.snake2(self.conv1(self.snake1(x))))
+        y = snake_conv(self.snake2, self.conv2, snake_conv(self.snake1, self.conv1, x))
         crop = (x.shape[1] - y.shape[1]) // 2
         if crop > 0:  # never with these paddings; kept to mirror the reference
             x = x[:, crop:-crop]
@@ -124,7 +162,7 @@ class OobleckEncoderBlock(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.res_unit3(self.res_unit2(self.res_unit1(x)))
-        return self.conv1(self.snake1(x))
+        return snake_conv(self.snake1, self.conv1, x)
 
 
 class OobleckDecoderBlock(nn.Module):
@@ -159,7 +197,7 @@ class OobleckEncoder(nn.Module):
         x = self.conv1(x)
         for block in self.block:
             x = block(x)
-        return self.conv2(self.snake1(x))
+        return snake_conv(self.snake1, self.conv2, x)
 
 
 class OobleckDecoder(nn.Module):
@@ -178,7 +216,7 @@ class OobleckDecoder(nn.Module):
         x = self.conv1(x)
         for block in self.block:
             x = block(x)
-        return self.conv2(self.snake1(x))
+        return snake_conv(self.snake1, self.conv2, x)
 
 
 # --- Chunk planning ----------------------------------------------------------
@@ -254,8 +292,10 @@ class AutoencoderOobleck(nn.Module):
             for w in windows:
                 audio = self.decode(latents[b : b + 1, w.start : w.stop])[0]
                 audio = audio[(w.core_start - w.start) * hop : (w.core_stop - w.start) * hop]
+                # Evaluate per window so only one window's activations live at a time. The
+                # buffer cache is kept: the next window reuses the same sizes (clearing it
+                # costs page faults on every window); it is released at the end.
                 mx.eval(audio)
-                mx.clear_cache()
                 done += 1
                 yield done, total, audio
 
@@ -276,6 +316,7 @@ class AutoencoderOobleck(nn.Module):
                 parts = []
             if progress is not None:
                 progress(done, total)
+        mx.clear_cache()
         return mx.stack(items)
 
     def encode_moments_chunked(
@@ -303,7 +344,6 @@ class AutoencoderOobleck(nn.Module):
                 keep = slice(w.core_start - w.start, w.core_stop - w.start)
                 m, s = m[0, keep], s[0, keep]
                 mx.eval(m, s)
-                mx.clear_cache()
                 item_m.append(m)
                 item_s.append(s)
                 done += 1
@@ -311,6 +351,7 @@ class AutoencoderOobleck(nn.Module):
                     progress(done, total)
             means.append(mx.concatenate(item_m, axis=0))
             stds.append(mx.concatenate(item_s, axis=0))
+        mx.clear_cache()
         return mx.stack(means), mx.stack(stds)
 
     @staticmethod
