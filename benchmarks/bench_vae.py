@@ -75,7 +75,7 @@ def run_mlx(folder: Path, task: str, seconds: float, chunk: int | None) -> dict:
 
     from mlx_acestep.loading import load_component
 
-    vae = load_component(folder, "vae")
+    vae = load_component(folder, "vae", parts=("decoder",) if task == "decode" else None)
     x = mx.array(inputs(task, seconds))
     mx.eval(x)
     mx.reset_peak_memory()

@@ -25,9 +25,11 @@ from .safetensors_io import read_header
 LAYOUT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 
-# component name in config.json -> builder from that config
-BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
-    "vae": lambda cfg: AutoencoderOobleck(OobleckConfig.from_dict(cfg)),
+# component name in config.json -> builder from that config and the `parts` wanted
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "vae": lambda cfg, parts: AutoencoderOobleck(
+        OobleckConfig.from_dict(cfg), with_encoder=parts is None or "encoder" in parts
+    ),
 }
 
 
@@ -71,8 +73,13 @@ def load_safetensors(path: Path) -> dict[str, mx.array]:
         raise AceStepError(f"{path}: cannot read ({e})") from None
 
 
-def load_component(folder: str | Path, component: str | None = None) -> nn.Module:
-    """Build and strictly load the converted component in `folder`."""
+def load_component(folder: str | Path, component: str | None = None, parts: tuple[str, ...] | None = None) -> nn.Module:
+    """Build and strictly load the converted component in `folder`.
+
+    `parts` keeps only those top-level sub-modules (e.g. `("decoder",)` for a
+    decode-only VAE); the file's other tensors are then not read at all, and
+    every key of the kept parts is still required.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise AceStepError(f"{folder}: model folder not found")
@@ -89,10 +96,12 @@ def load_component(folder: str | Path, component: str | None = None) -> nn.Modul
         raise AceStepError(f"{config_path}: holds component {name!r}, expected {component!r}")
     if name not in BUILDERS:
         raise AceStepError(f"{config_path}: unknown component {name!r}")
-    model = BUILDERS[name](cfg)
+    model = BUILDERS[name](cfg, parts)
     apply_recorded_quantization(model, cfg.get("quantization"), str(config_path))
     weights_path = folder / WEIGHTS_FILE
     weights = load_safetensors(weights_path)
+    if parts is not None:
+        weights = {k: v for k, v in weights.items() if k.split(".", 1)[0] in parts}
     check_weights(model, weights, str(weights_path))
     model.load_weights(list(weights.items()), strict=True)
     model.eval()

@@ -77,33 +77,55 @@ def _snake_poly(x, a_over_pi, inv_b):
     return x + inv_b * sin2
 
 
-# MLX runs elementwise CPU kernels on one thread, one per stream: a second
-# stream computes half of a large Snake concurrently (1.5-2x on two cores).
-_PARALLEL_MIN_SIZE = 1 << 20
+# --- Time-split execution on the CPU ------------------------------------------
+# MLX runs each elementwise CPU kernel on one thread, one thread per stream. On
+# the CPU the activations therefore travel as two time-halves ("parts"): Snake
+# and the residual adds run one half per stream, i.e. on both cores, and the
+# halves are joined only where a convolution needs its neighbours; that join
+# writes the convolution's zero padding, a copy the convolution needed anyway.
+# Fewer full-size temporaries are alive at once, too.
+
+Parts = list[mx.array]
+_SPLIT_MIN_SIZE = 1 << 20  # below this, one part: a second stream is not worth it
 _side_stream = None
 
 
-def _second_cpu_stream():
+def _stream_for(i: int):
     global _side_stream
+    if i == 0:
+        return mx.default_stream(mx.cpu)
     if _side_stream is None:
         _side_stream = mx.new_stream(mx.cpu)
     return _side_stream
 
 
-def _snake_cpu(x: mx.array, a_over_pi: mx.array, inv_b: mx.array, pad: int) -> mx.array:
-    if x.size < _PARALLEL_MIN_SIZE:
-        y = _snake_poly(x, a_over_pi, inv_b)
-        return mx.pad(y, ((0, 0), (pad, pad), (0, 0))) if pad else y
+def split(x: mx.array) -> Parts:
+    if x.size < _SPLIT_MIN_SIZE:
+        return [x]
     half = x.shape[1] // 2
-    first = _snake_poly(x[:, :half], a_over_pi, inv_b)
-    with mx.stream(_second_cpu_stream()):
-        second = _snake_poly(x[:, half:], a_over_pi, inv_b)
-    # The join is a copy either way; it writes the next conv's zero padding too.
-    parts = [first, second]
+    return [x[:, :half], x[:, half:]]
+
+
+def split_like(y: mx.array, parts: Parts) -> Parts:
+    if len(parts) == 1:
+        return [y]
+    half = parts[0].shape[1]
+    return [y[:, :half], y[:, half:]]
+
+
+def join(parts: Parts, pad: int = 0) -> mx.array:
     if pad:
-        zeros = mx.zeros((x.shape[0], pad, x.shape[2]), dtype=x.dtype)
+        zeros = mx.zeros((parts[0].shape[0], pad, parts[0].shape[2]), dtype=parts[0].dtype)
         parts = [zeros, *parts, zeros]
-    return mx.concatenate(parts, axis=1)
+    return parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
+
+
+def on_streams(fn, *part_lists: Parts) -> Parts:
+    out = []
+    for i, args in enumerate(zip(*part_lists)):
+        with mx.stream(_stream_for(i)):
+            out.append(fn(*args))
+    return out
 
 
 class Snake1d(nn.Module):
@@ -112,27 +134,44 @@ class Snake1d(nn.Module):
         self.alpha = mx.zeros((dims,))  # log-scale, as stored by diffusers
         self.beta = mx.zeros((dims,))
 
-    def __call__(self, x: mx.array, pad: int = 0) -> mx.array:
-        """Snake of `x`; with `pad` (CPU path), also `pad` zero frames on both sides."""
-        # The per-channel constants are computed in float32: exp() of a
-        # half-precision alpha overflows float16 past alpha ~ 11.
+    def _constants(self, dtype) -> tuple[mx.array, mx.array]:
+        # Computed in float32: exp() of a half-precision alpha overflows float16 past ~11.
         a = mx.exp(self.alpha.astype(mx.float32))
         inv_b = 1.0 / (mx.exp(self.beta.astype(mx.float32)) + 1e-9)
-        inv_b = inv_b.astype(x.dtype)
+        return a, inv_b.astype(dtype)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        a, inv_b = self._constants(x.dtype)
         if mx.default_device() == mx.cpu:
-            return _snake_cpu(x, (a / math.pi).astype(x.dtype), inv_b, pad)
-        assert not pad, "padding inside Snake is a CPU-path optimisation"
+            return _snake_poly(x, (a / math.pi).astype(x.dtype), inv_b)
         return _snake_sin(x, a.astype(x.dtype), inv_b)
 
+    def parts(self, parts: Parts) -> Parts:
+        """CPU path: Snake of each part, one part per stream."""
+        a, inv_b = self._constants(parts[0].dtype)
+        a_over_pi = (a / math.pi).astype(parts[0].dtype)
+        return on_streams(lambda x: _snake_poly(x, a_over_pi, inv_b), parts)
 
-def snake_conv(snake: Snake1d, conv: Conv1d, x: mx.array) -> mx.array:
-    """conv(snake(x)); on the CPU the Snake also writes the conv's zero padding."""
-    if mx.default_device() == mx.cpu and conv.padding:
-        return conv(snake(x, pad=conv.padding), prepadded=True)
-    return conv(snake(x))
+
+def _snake_then_conv(snake: Snake1d, conv: Conv1d, parts: Parts) -> mx.array:
+    return conv(join(snake.parts(parts), pad=conv.padding), prepadded=True)
+
+
+def _on_cpu() -> bool:
+    return mx.default_device() == mx.cpu
+
+
+def _sync_if_large(parts: Parts) -> Parts:
+    # Evaluated as one graph, a residual unit split over two streams keeps ~7
+    # full-size activations alive (buffers crossing streams wait for the streams
+    # to meet); evaluating at these two points keeps it to ~3, at no measurable cost.
+    if len(parts) > 1:
+        mx.eval(parts)
+    return parts
 
 
 # --- Blocks ----------------------------------------------------------------
+# Each block has the plain `__call__` (any device) and `forward_parts` (the CPU path).
 
 
 class OobleckResidualUnit(nn.Module):
@@ -144,11 +183,20 @@ class OobleckResidualUnit(nn.Module):
         self.conv2 = Conv1d(dims, dims, kernel_size=1)
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = snake_conv(self.snake2, self.conv2, snake_conv(self.snake1, self.conv1, x))
+        y = self.conv2(self.snake2(self.conv1(self.snake1(x))))
         crop = (x.shape[1] - y.shape[1]) // 2
         if crop > 0:  # never with these paddings; kept to mirror the reference
             x = x[:, crop:-crop]
         return x + y
+
+    def forward_parts(self, parts: Parts) -> Parts:
+        y = _sync_if_large(split_like(_snake_then_conv(self.snake1, self.conv1, parts), parts))
+        y = self.snake2.parts(y)
+        # x + conv2(y) with conv2 1x1: add the bias to x on both streams, then one
+        # in-place addmm per part (BLAS is on both cores already).
+        x_plus_bias = on_streams(lambda x: x + self.conv2.bias, parts)
+        w = self.conv2.weight[:, 0, :].T
+        return _sync_if_large([mx.addmm(xb, h, w) for xb, h in zip(x_plus_bias, y)])
 
 
 class OobleckEncoderBlock(nn.Module):
@@ -162,7 +210,11 @@ class OobleckEncoderBlock(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.res_unit3(self.res_unit2(self.res_unit1(x)))
-        return snake_conv(self.snake1, self.conv1, x)
+        return self.conv1(self.snake1(x))
+
+    def forward_parts(self, parts: Parts) -> Parts:
+        parts = self.res_unit3.forward_parts(self.res_unit2.forward_parts(self.res_unit1.forward_parts(parts)))
+        return split(_snake_then_conv(self.snake1, self.conv1, parts))
 
 
 class OobleckDecoderBlock(nn.Module):
@@ -180,6 +232,10 @@ class OobleckDecoderBlock(nn.Module):
         x = self.conv_t1(self.snake1(x))
         return self.res_unit3(self.res_unit2(self.res_unit1(x)))
 
+    def forward_parts(self, parts: Parts) -> Parts:
+        parts = split(self.conv_t1(join(self.snake1.parts(parts))))
+        return self.res_unit3.forward_parts(self.res_unit2.forward_parts(self.res_unit1.forward_parts(parts)))
+
 
 class OobleckEncoder(nn.Module):
     def __init__(self, cfg: OobleckConfig):
@@ -194,10 +250,15 @@ class OobleckEncoder(nn.Module):
         self.conv2 = Conv1d(h * mult[-1], h, kernel_size=3, padding=1)
 
     def __call__(self, x: mx.array) -> mx.array:
+        if _on_cpu():
+            parts = split(self.conv1(x))
+            for block in self.block:
+                parts = block.forward_parts(parts)
+            return _snake_then_conv(self.snake1, self.conv2, parts)
         x = self.conv1(x)
         for block in self.block:
             x = block(x)
-        return snake_conv(self.snake1, self.conv2, x)
+        return self.conv2(self.snake1(x))
 
 
 class OobleckDecoder(nn.Module):
@@ -213,10 +274,15 @@ class OobleckDecoder(nn.Module):
         self.conv2 = Conv1d(c, cfg.audio_channels, kernel_size=7, padding=3, bias=False)
 
     def __call__(self, x: mx.array) -> mx.array:
+        if _on_cpu():
+            parts = split(self.conv1(x))
+            for block in self.block:
+                parts = block.forward_parts(parts)
+            return _snake_then_conv(self.snake1, self.conv2, parts)
         x = self.conv1(x)
         for block in self.block:
             x = block(x)
-        return snake_conv(self.snake1, self.conv2, x)
+        return self.conv2(self.snake1(x))
 
 
 # --- Chunk planning ----------------------------------------------------------
@@ -255,10 +321,12 @@ def plan_windows(total: int, chunk: int, overlap: int) -> list[Window]:
 class AutoencoderOobleck(nn.Module):
     """Latents `[B, T, 64]` <-> waveform `[B, T * hop, channels]` (channels-last)."""
 
-    def __init__(self, cfg: OobleckConfig):
+    def __init__(self, cfg: OobleckConfig, with_encoder: bool = True):
+        """`with_encoder=False` builds a decoder-only VAE (text2music never encodes; saves half the weights)."""
         super().__init__()
         self.config = cfg
-        self.encoder = OobleckEncoder(cfg)
+        if with_encoder:
+            self.encoder = OobleckEncoder(cfg)
         self.decoder = OobleckDecoder(cfg)
 
     @property
@@ -274,6 +342,8 @@ class AutoencoderOobleck(nn.Module):
 
     def encode_moments(self, audio: mx.array) -> tuple[mx.array, mx.array]:
         """`[B, N, 2]` -> (mean, std), each `[B, N // hop, 64]` float32, in one pass."""
+        if "encoder" not in self:
+            raise AceStepError("this VAE was loaded without its encoder (load it with encoder=True to encode audio)")
         self._check_audio(audio)
         h = self.encoder(audio.astype(self.dtype)).astype(mx.float32)
         mean, scale = mx.split(h, 2, axis=-1)
@@ -317,7 +387,7 @@ class AutoencoderOobleck(nn.Module):
             if progress is not None:
                 progress(done, total)
         mx.clear_cache()
-        return mx.stack(items)
+        return items[0][None] if len(items) == 1 else mx.stack(items)  # no extra copy for one item
 
     def encode_moments_chunked(
         self,

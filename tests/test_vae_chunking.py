@@ -56,3 +56,14 @@ def test_bad_shapes_are_clear_errors(load_converted):
         vae.encode_moments(mx.zeros((1, 100, 2)))
     with pytest.raises(AceStepError, match="noise has shape"):
         vae.sample(mx.zeros((1, 3, 64)), mx.ones((1, 3, 64)), noise=mx.zeros((1, 4, 64)))
+
+
+def test_decoder_only_vae(converted):
+    from mlx_acestep.loading import load_component
+
+    vae = load_component(converted / "vae", "vae", parts=("decoder",))
+    assert "encoder" not in vae
+    z = mx.zeros((1, 3, 64))
+    assert vae.decode(z).shape == (1, 3 * 1920, 2)
+    with pytest.raises(AceStepError, match="without its encoder"):
+        vae.encode_moments(mx.zeros((1, 1920, 2)))
