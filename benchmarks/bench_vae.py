@@ -161,6 +161,7 @@ def main() -> None:
     p.add_argument("--tasks", default="decode:30,decode:120,encode:10", help="comma list of task:seconds")
     p.add_argument("--sides", default="mlx,diffusers,diffusers-tiled")
     p.add_argument("--long", action="store_true", help="also decode 600 s with MLX (peak memory)")
+    p.add_argument("--long-chunk", type=int, default=160, help="MLX chunk for the 600 s decode (bounds peak memory)")
     p.add_argument("--chunk", type=int, default=None, help="MLX chunk in latent frames (default: the library's)")
     p.add_argument("--untiled-max", type=float, default=60, help="skip untiled diffusers beyond this many seconds (memory)")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "mlx_acestep_bench_vae"))
@@ -178,8 +179,8 @@ def main() -> None:
     if args.long:
         tasks.append(("decode", 600.0))
     print(f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores")
-    print("| task | side | BLAS | time (s) | RTF (audio s / s) | peak MLX (GB) | max RSS (GB) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| task | side | chunk | BLAS | time (s) | RTF (audio s / s) | peak MLX (GB) | max RSS (GB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for task, seconds in tasks:
         for side in args.sides.split(","):
             if side != "mlx" and (seconds >= 600 or (side == "diffusers" and seconds > args.untiled_max)):
@@ -187,13 +188,15 @@ def main() -> None:
             if side == "diffusers-tiled" and task == "encode" and seconds <= 30:
                 continue  # diffusers only tiles encodes past 30 s: same as untiled
             folder = mlx_folder if side == "mlx" else torch_folder
-            r = measure(side, folder, task, seconds, args.chunk)
+            chunk = args.long_chunk if seconds >= 600 else args.chunk
+            r = measure(side, folder, task, seconds, chunk)
+            chunk_text = ("default" if chunk is None else str(chunk)) if side == "mlx" else ("tiled" if "tiled" in side else "untiled")
             if "error" in r:
-                print(f"| {task} {seconds:g} s | {side} | | failed: {r['error']} | | | |", flush=True)
+                print(f"| {task} {seconds:g} s | {side} | {chunk_text} | | failed: {r['error']} | | | |", flush=True)
                 continue
             peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else ""
             print(
-                f"| {task} {seconds:g} s | {side} | {r['blas']} | {r['time_s']:.1f} | {seconds / r['time_s']:.2f} | {peak} | {r['max_rss_gb']:.2f} |",
+                f"| {task} {seconds:g} s | {side} | {chunk_text} | {r['blas']} | {r['time_s']:.1f} | {seconds / r['time_s']:.2f} | {peak} | {r['max_rss_gb']:.2f} |",
                 flush=True,
             )
 

@@ -343,7 +343,7 @@ class AutoencoderOobleck(nn.Module):
     def encode_moments(self, audio: mx.array) -> tuple[mx.array, mx.array]:
         """`[B, N, 2]` -> (mean, std), each `[B, N // hop, 64]` float32, in one pass."""
         if "encoder" not in self:
-            raise AceStepError("this VAE was loaded without its encoder (load it with encoder=True to encode audio)")
+            raise AceStepError("this VAE was loaded decoder-only (load_component(..., parts=None) to encode audio)")
         self._check_audio(audio)
         h = self.encoder(audio.astype(self.dtype)).astype(mx.float32)
         mean, scale = mx.split(h, 2, axis=-1)
@@ -377,7 +377,8 @@ class AutoencoderOobleck(nn.Module):
         progress: Callable[[int, int], None] | None = None,
     ) -> mx.array:
         """Like `decode`, with peak memory bounded by `chunk` instead of the length."""
-        n_windows = len(plan_windows(latents.shape[1], chunk, overlap)) if latents.ndim == 3 else 1
+        self._check_latents(latents)
+        n_windows = len(plan_windows(latents.shape[1], chunk, overlap))
         items, parts = [], []
         for done, total, audio in self.iter_decode(latents, chunk, overlap):
             parts.append(audio)
@@ -392,11 +393,15 @@ class AutoencoderOobleck(nn.Module):
     def encode_moments_chunked(
         self,
         audio: mx.array,
-        chunk: int = 750,
+        chunk: int = 256,
         overlap: int = 16,
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[mx.array, mx.array]:
-        """Like `encode_moments`, in windows of `chunk` latent frames (750 = 30 s)."""
+        """Like `encode_moments`, in windows of `chunk` latent frames (256 = 10.24 s).
+
+        Upstream encodes 30 s windows; at the real width that needs ~4 GB of
+        activations, and the encoder's reach (~6 frames) needs no more than ours.
+        """
         self._check_audio(audio)
         hop = self.config.hop_length
         n_samples = audio.shape[1]

@@ -46,3 +46,21 @@ def test_bad_inputs_give_one_line_errors(fixtures, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     assert_one_line_error(cli("convert", root, tmp_path / "o2"), "diffusion_pytorch_model.safetensors")
     assert not (tmp_path / "o2").exists()
+
+
+def test_reconstruct_roundtrip_and_audio_errors(converted, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(22050 * 2) / 22050  # 2 s mono at 22.05 kHz: exercises resampling and mono -> stereo
+    sf.write(tmp_path / "in.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 22050)
+    result = cli("reconstruct", tmp_path / "in.wav", tmp_path / "out.flac", "--vae", converted / "vae", "--chunk", "32")
+    assert result.returncode == 0, result.stderr
+    out, sr = sf.read(tmp_path / "out.flac")
+    assert sr == 48000 and out.shape == (50 * 1920, 2)  # 2 s -> 50 latent frames
+
+    assert_one_line_error(cli("reconstruct", tmp_path / "nope.wav", tmp_path / "o.wav", "--vae", converted / "vae"), "nope.wav", "not found")
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    assert_one_line_error(cli("reconstruct", tmp_path / "bad.wav", tmp_path / "o.wav", "--vae", converted / "vae"), "bad.wav", "cannot decode")
+    assert_one_line_error(cli("reconstruct", tmp_path / "in.wav", tmp_path / "o.wav", "--vae", tmp_path / "novae"), "novae")
+    assert not (tmp_path / "o.wav").exists()
