@@ -67,3 +67,18 @@ def test_decoder_only_vae(converted):
     assert vae.decode(z).shape == (1, 3 * 1920, 2)
     with pytest.raises(AceStepError, match="decoder-only"):
         vae.encode_moments(mx.zeros((1, 1920, 2)))
+
+
+def test_plain_path_used_on_metal_matches_the_cpu_path(load_converted, monkeypatch):
+    """Metal runs MLX's own convolutions and sin-based Snake; here that formulation runs on the CPU."""
+    import mlx_acestep.conv as conv
+
+    vae = load_converted("vae")
+    rng = np.random.default_rng(3)
+    z = mx.array(rng.standard_normal((1, 20, 64)).astype(np.float32))
+    x = mx.array((0.3 * rng.standard_normal((1, 2 * 1920 + 77, 2))).astype(np.float32))  # the plain CPU path is slow
+    fast = np.array(vae.decode(z)), np.array(vae.encode_moments(x)[0])
+    monkeypatch.setattr(conv, "CPU_FAST_PATH", False)
+    plain = np.array(vae.decode(z)), np.array(vae.encode_moments(x)[0])
+    assert rel_err(fast[0], plain[0]) < 1e-5
+    assert rel_err(fast[1], plain[1]) < 1e-5
