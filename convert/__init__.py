@@ -4,6 +4,7 @@ Installed as `mlx_acestep_convert`; run as `mlx-acestep convert SRC DST`.
 Reads safetensors with numpy (no torch, nothing unpickled).
 """
 
-from .converter import ConvertOptions, ConvertReport, convert_checkpoints
+from .common import ConvertOptions
+from .converter import ConvertReport, convert_checkpoints
 
 __all__ = ["ConvertOptions", "ConvertReport", "convert_checkpoints"]

@@ -9,48 +9,21 @@ failure or an interrupt leaves nothing half-written.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import mlx.core as mx
-import mlx.nn as nn
-from mlx.utils import tree_flatten
-
-from mlx_acestep import __version__
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.loading import LAYOUT_VERSION, WEIGHTS_FILE, check_weights, read_json
-from mlx_acestep.oobleck import AutoencoderOobleck, OobleckConfig
-from mlx_acestep.quantization import MODES, quantize_model
-from mlx_acestep.safetensors_io import read_safetensors
+from mlx_acestep.loading import read_json
 
+from .common import ConvertOptions
 from .layouts import LAYOUTS, SourceFolder, classify_single_folder
-from .vae import source_key_hint, vae_to_mlx
-
-DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
-
-
-@dataclass
-class ConvertOptions:
-    dtype: str = "float32"
-    quantize: str = "none"  # none | q8 | q4
-    group_size: int = 64
-    force: bool = False
-
-    def validate(self) -> None:
-        if self.dtype not in DTYPES:
-            raise AceStepError(f"unsupported dtype {self.dtype!r} (choose from {', '.join(DTYPES)})")
-        if self.quantize not in MODES:
-            raise AceStepError(f"unsupported quantization {self.quantize!r} (choose from {', '.join(MODES)})")
-        if self.group_size not in (32, 64, 128):
-            raise AceStepError(f"unsupported group size {self.group_size} (choose 32, 64 or 128)")
-
+from .text_encoder import convert_text_encoder
+from .vae import convert_vae
 
 @dataclass
 class ConvertReport:
@@ -58,74 +31,13 @@ class ConvertReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source folder, reason)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_component(
-    out: Path, component: str, model: nn.Module, fields: dict, opts: ConvertOptions, quantization: dict | None, sources: list[Path], root: Path
-) -> None:
-    """Write config.json, model.safetensors and manifest.json for one component."""
-    out.mkdir(parents=True)
-    weights = dict(tree_flatten(model.parameters()))
-    mx.save_safetensors(str(out / WEIGHTS_FILE), weights, metadata={"format": "mlx"})
-    config = {
-        **{k: v for k, v in fields.items() if not k.startswith("_")},
-        "component": component,
-        "layout_version": LAYOUT_VERSION,
-        "dtype": opts.dtype,
-        "quantization": quantization,
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    manifest = {
-        "component": component,
-        "layout_version": LAYOUT_VERSION,
-        "converter": f"mlx-acestep {__version__}",
-        "options": {k: v for k, v in asdict(opts).items() if k != "force"},
-        "sources": {
-            str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sources
-        },
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def _cast_and_quantize(model: nn.Module, opts: ConvertOptions, keep: tuple[str, ...] = ()) -> tuple[dict | None, str]:
-    model.set_dtype(DTYPES[opts.dtype])
-    bits = MODES[opts.quantize]
-    if bits is None:
-        return None, opts.dtype
-    block = quantize_model(model, bits, opts.group_size, keep)
-    if not block["layers"]:
-        return block, f"{opts.dtype} (no quantizable layers: convolutions have no quantized form in MLX)"
-    return block, f"{opts.dtype}, {len(block['layers'])} layers at {bits} bits"
-
-
-def convert_vae(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> str:
-    config_path = folder / "config.json"
-    weights_path = folder / "diffusion_pytorch_model.safetensors"
-    fields = read_json(config_path)
-    try:
-        model = AutoencoderOobleck(OobleckConfig.from_dict(fields))
-    except (TypeError, ValueError) as e:
-        raise AceStepError(f"{config_path}: invalid VAE config ({e})") from None
-    state = read_safetensors(weights_path)
-    weights = {k: mx.array(v) for k, v in vae_to_mlx(state, str(weights_path)).items()}
-    check_weights(model, weights, str(weights_path), hint=source_key_hint)
-    model.load_weights(list(weights.items()), strict=True)
-    quantization, summary = _cast_and_quantize(model, opts)
-    write_component(out, "vae", model, fields, opts, quantization, [config_path, weights_path], root)
-    return f"{len(state)} tensors -> {len(weights)} ({summary})"
-
-
 # kind -> converter; kinds without one are reported as skipped.
-CONVERTERS: dict[str, Callable[[Path, Path, ConvertOptions, Path], str]] = {"vae": convert_vae}
+CONVERTERS: dict[str, Callable[[Path, Path, ConvertOptions, Path], str]] = {
+    "vae": convert_vae,
+    "text_encoder": convert_text_encoder,
+}
 NOT_YET = {
     "dit": "DiT decoder / condition encoder / FSQ conversion is not implemented yet",
-    "text_encoder": "Qwen3 text encoder conversion is not implemented yet",
     "lm": "5 Hz planner LM conversion is not implemented yet",
 }
 

@@ -10,9 +10,17 @@ Conv1d [out, in, k] -> [out, k, in] and ConvTranspose1d [in, out, k] ->
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import mlx.core as mx
 import numpy as np
 
 from mlx_acestep.errors import AceStepError
+from mlx_acestep.loading import check_weights, read_json
+from mlx_acestep.oobleck import AutoencoderOobleck, OobleckConfig
+from mlx_acestep.safetensors_io import read_safetensors
+
+from .common import ConvertOptions, cast_and_quantize, write_component
 
 _WN_SUFFIXES = {
     ".weight_g": "g",
@@ -70,3 +78,20 @@ def source_key_hint(mlx_key: str) -> str:
     if mlx_key.endswith(".weight"):
         return f"'{mlx_key[:-7]}.weight_g' / '{mlx_key[:-7]}.weight_v'"
     return f"'{mlx_key}'"
+
+
+def convert_vae(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> str:
+    config_path = folder / "config.json"
+    weights_path = folder / "diffusion_pytorch_model.safetensors"
+    fields = read_json(config_path)
+    try:
+        model = AutoencoderOobleck(OobleckConfig.from_dict(fields))
+    except (TypeError, ValueError) as e:
+        raise AceStepError(f"{config_path}: invalid VAE config ({e})") from None
+    state = read_safetensors(weights_path)
+    weights = {k: mx.array(v) for k, v in vae_to_mlx(state, str(weights_path)).items()}
+    check_weights(model, weights, str(weights_path), hint=source_key_hint)
+    model.load_weights(list(weights.items()), strict=True)
+    quantization, summary = cast_and_quantize(model, opts)
+    write_component(out, "vae", model, fields, opts, quantization, [config_path, weights_path], root)
+    return f"{len(state)} tensors -> {len(weights)} ({summary})"

@@ -20,6 +20,7 @@ from mlx.utils import tree_flatten
 from .errors import AceStepError
 from .oobleck import AutoencoderOobleck, OobleckConfig
 from .quantization import apply_recorded_quantization
+from .text_encoder import Qwen3TextEncoder, text_encoder_args
 from .safetensors_io import read_header
 
 LAYOUT_VERSION = 1
@@ -30,6 +31,7 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "vae": lambda cfg, parts: AutoencoderOobleck(
         OobleckConfig.from_dict(cfg), with_encoder=parts is None or "encoder" in parts
     ),
+    "text_encoder": lambda cfg, parts: Qwen3TextEncoder(text_encoder_args(cfg)),
 }
 
 

@@ -1,0 +1,61 @@
+"""Qwen3-Embedding-0.6B: transformers `Qwen3Model` checkpoint -> MLX, tokenizer files copied.
+
+The tensors keep their names (mlx-lm's Qwen3Model uses the same ones). A
+`model.` prefix, which some exports carry, is removed, and a tied `lm_head` is
+dropped. Quantization keeps the embedding table at full precision: the lyric
+branch uses it directly.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlx.core as mx
+
+from mlx_acestep.errors import AceStepError
+from mlx_acestep.loading import check_weights, read_json
+from mlx_acestep.safetensors_io import read_safetensors
+from mlx_acestep.text_encoder import Qwen3TextEncoder, text_encoder_args
+
+from .common import ConvertOptions, cast_and_quantize, write_component
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+
+
+def qwen3_to_mlx(state: dict, tied: bool) -> dict:
+    out = {}
+    for key, value in state.items():
+        name = key.removeprefix("model.")
+        if tied and name == "lm_head.weight":
+            continue
+        out[name] = value
+    return out
+
+
+def convert_text_encoder(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> str:
+    config_path = folder / "config.json"
+    weights_path = folder / "model.safetensors"
+    fields = read_json(config_path)
+    args = text_encoder_args(fields)
+    model = Qwen3TextEncoder(args)
+    state = read_safetensors(weights_path)
+    weights = {k: mx.array(v) for k, v in qwen3_to_mlx(state, args.tie_word_embeddings).items()}
+    check_weights(model, weights, str(weights_path))
+    model.load_weights(list(weights.items()), strict=True)
+    quantization, summary = cast_and_quantize(model, opts, keep=("embed_tokens",))
+    tokenizer = [folder / f for f in TOKENIZER_FILES if (folder / f).is_file()]
+    if not (folder / "tokenizer.json").is_file():
+        raise AceStepError(f"{folder / 'tokenizer.json'}: file not found (the text encoder needs its tokenizer)")
+    write_component(out, "text_encoder", model, fields, opts, quantization, [config_path, weights_path, *tokenizer], root)
+    for f in tokenizer:
+        shutil.copy2(f, out / f.name)
+    return f"{len(state)} tensors, tokenizer ({summary})"
