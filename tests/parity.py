@@ -82,20 +82,39 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, tol: Tolerance, exact:
 
 @dataclass
 class Runner:
-    component: str  # converted component folder to load
-    run: Callable[[object, dict[str, np.ndarray]], dict[str, np.ndarray]]
+    component: str  # converted component folder (a glob pattern) to load
+    run: Callable[..., dict[str, np.ndarray]]  # (model or folder, inputs, case) -> outputs
     tolerance: Tolerance
     injected: tuple[str, ...] = ()  # outputs that are really inputs (the reference's noise draw)
+    wants_folder: bool = False  # pass the converted folder instead of the loaded model
 
 
-def _vae_decode(vae, inp):
+def _tokenizers(folder, inp, case):
+    """The padded caption/lyric batches from the case's prompt strings, and its tokenizer round trips."""
+    from mlx_acestep.prompts import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, PromptTokenizer
+
+    tok = PromptTokenizer(folder)
+    for item in case.get("text_tokenizer", []):
+        ids = tok.tokenizer(item["text"])["input_ids"]
+        assert ids == item["ids"], f"text tokenizer round trip differs for {item['text'][:40]!r}"
+    text_ids, text_mask = tok.batch(case["strings"]["text_prompts"], CAPTION_MAX_TOKENS)
+    lyric_ids, lyric_mask = tok.batch(case["strings"]["lyric_prompts"], LYRIC_MAX_TOKENS)
+    return {
+        "text_token_ids": text_ids,
+        "text_attention_mask": text_mask,
+        "lyric_token_ids": lyric_ids,
+        "lyric_attention_mask": lyric_mask,
+    }
+
+
+def _vae_decode(vae, inp, case=None):
     import mlx.core as mx
 
     z = mx.array(inp["latents"]).transpose(0, 2, 1)  # [B, 64, T] -> [B, T, 64]
     return {"waveform": np.array(vae.decode(z)).transpose(0, 2, 1)}
 
 
-def _vae_encode(vae, inp):
+def _vae_encode(vae, inp, case=None):
     import mlx.core as mx
 
     x = mx.array(inp["audio"]).transpose(0, 2, 1)  # [B, 2, N] -> [B, N, 2]
@@ -104,7 +123,7 @@ def _vae_encode(vae, inp):
     return {k: np.array(v).transpose(0, 2, 1) for k, v in (("mean", mean), ("std", std), ("sample", sample))}
 
 
-def _text_encoder(model, inp):
+def _text_encoder(model, inp, case=None):
     import mlx.core as mx
 
     ids = mx.array(inp["input_ids"].astype(np.int32))
@@ -112,7 +131,7 @@ def _text_encoder(model, inp):
     return {"last_hidden_state": np.array(model(ids, attention_mask=mask))}
 
 
-def _text_embed(model, inp):
+def _text_embed(model, inp, case=None):
     import mlx.core as mx
 
     return {"embeddings": np.array(model.embed(mx.array(inp["input_ids"].astype(np.int32))))}
@@ -120,7 +139,6 @@ def _text_embed(model, inp):
 
 # Components that later issues build; a case for one of them is skipped with this reason.
 NOT_BUILT = [
-    ("tokenizers", "prompt formatting and tokenizers (issue 3)"),
     (":encoder", "condition encoder: lyric/timbre encoders and packing (issue 3)"),
     (":tokenizer", "FSQ audio tokenizer (issue 4)"),
     (":detokenizer", "FSQ detokenizer (issue 4)"),
@@ -135,6 +153,8 @@ def runner_for(case: dict) -> tuple[Runner | None, str]:
     """The runner for a case, or None with the reason (what is missing)."""
     component = case["component"]
     inputs = set(case["inputs"])
+    if component == "tokenizers":  # the LM tokenizer's round trips come with the LM (issue 6)
+        return Runner("Qwen3-Embedding*", _tokenizers, MODULE, wants_folder=True), ""
     if component == "vae" and inputs == {"latents"}:
         return Runner("vae", _vae_decode, VAE), ""
     if component == "vae" and inputs == {"audio"}:
@@ -151,5 +171,5 @@ def runner_for(case: dict) -> tuple[Runner | None, str]:
     return None, f"no runner for component {component!r} with inputs {sorted(inputs)}"
 
 
-def run_case(runner: Runner, model, inputs: dict, outputs: dict) -> dict[str, np.ndarray]:
-    return runner.run(model, {**inputs, **{k: outputs[k] for k in runner.injected}})
+def run_case(runner: Runner, model, inputs: dict, outputs: dict, case: dict) -> dict[str, np.ndarray]:
+    return runner.run(model, {**inputs, **{k: outputs[k] for k in runner.injected}}, case)
