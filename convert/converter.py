@@ -22,6 +22,7 @@ from mlx_acestep.loading import read_json
 
 from .common import ConvertOptions
 from .layouts import LAYOUTS, SourceFolder, classify_single_folder
+from .dit import convert_dit
 from .text_encoder import convert_text_encoder
 from .vae import convert_vae
 
@@ -35,9 +36,9 @@ class ConvertReport:
 CONVERTERS: dict[str, Callable[[Path, Path, ConvertOptions, Path], str]] = {
     "vae": convert_vae,
     "text_encoder": convert_text_encoder,
+    "dit": convert_dit,
 }
 NOT_YET = {
-    "dit": "DiT decoder / condition encoder / FSQ conversion is not implemented yet",
     "lm": "5 Hz planner LM conversion is not implemented yet",
 }
 

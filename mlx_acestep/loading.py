@@ -17,6 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from .condition import AceStepConfig, AceStepModel
 from .errors import AceStepError
 from .oobleck import AutoencoderOobleck, OobleckConfig
 from .quantization import apply_recorded_quantization
@@ -32,6 +33,7 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
         OobleckConfig.from_dict(cfg), with_encoder=parts is None or "encoder" in parts
     ),
     "text_encoder": lambda cfg, parts: Qwen3TextEncoder(text_encoder_args(cfg)),
+    "dit": lambda cfg, parts: AceStepModel(AceStepConfig.from_dict(cfg)),
 }
 
 

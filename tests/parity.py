@@ -137,9 +137,38 @@ def _text_embed(model, inp, case=None):
     return {"embeddings": np.array(model.embed(mx.array(inp["input_ids"].astype(np.int32))))}
 
 
+def _lyric_encoder(model, inp, case=None):
+    import mlx.core as mx
+
+    out = model.encoder.lyric_encoder(mx.array(inp["inputs_embeds"]), mx.array(inp["attention_mask"]))
+    return {"last_hidden_state": np.array(out)}
+
+
+def _timbre_encoder(model, inp, case=None):
+    import mlx.core as mx
+
+    emb, mask = model.encoder.timbre_encoder(
+        mx.array(inp["refer_audio_acoustic_hidden_states_packed"]), mx.array(inp["refer_audio_order_mask"])
+    )
+    return {"timbre_embs_unpack": np.array(emb), "timbre_embs_mask": np.array(mask)}
+
+
+def _condition_encoder(model, inp, case=None):
+    import mlx.core as mx
+
+    h, mask = model.encoder(
+        mx.array(inp["text_hidden_states"]),
+        mx.array(inp["text_attention_mask"]),
+        mx.array(inp["lyric_hidden_states"]),
+        mx.array(inp["lyric_attention_mask"]),
+        mx.array(inp["refer_audio_acoustic_hidden_states_packed"]),
+        mx.array(inp["refer_audio_order_mask"]),
+    )
+    return {"encoder_hidden_states": np.array(h), "encoder_attention_mask": np.array(mask)}
+
+
 # Components that later issues build; a case for one of them is skipped with this reason.
 NOT_BUILT = [
-    (":encoder", "condition encoder: lyric/timbre encoders and packing (issue 3)"),
     (":tokenizer", "FSQ audio tokenizer (issue 4)"),
     (":detokenizer", "FSQ detokenizer (issue 4)"),
     (":decoder", "DiT decoder (issue 4)"),
@@ -161,6 +190,14 @@ def runner_for(case: dict) -> tuple[Runner | None, str]:
         return Runner("vae", _vae_encode, VAE, injected=("eps",)), ""
     folder = component.split(":")[0]
     outputs = set(case["outputs"])
+    encoder_runners = {
+        "encoder.lyric_encoder": _lyric_encoder,
+        "encoder.timbre_encoder": _timbre_encoder,
+        "encoder": _condition_encoder,
+    }
+    part = component.split(":", 1)[1] if ":" in component else None
+    if part in encoder_runners:
+        return Runner(folder, encoder_runners[part], MODULE), ""
     if folder.startswith("Qwen3-Embedding") and outputs == {"embeddings"}:
         return Runner(folder, _text_embed, MODULE), ""
     if folder.startswith("Qwen3-Embedding") and outputs == {"last_hidden_state"}:

@@ -103,10 +103,10 @@ def test_refuses_existing_dst_and_replaces_with_force(vae_root, tmp_path):
 
 def test_reports_skipped_components(fixtures, tmp_path):
     report = convert_checkpoints(fixtures / "checkpoints", tmp_path / "out")
-    assert sorted(n for n, _ in report.converted) == ["Qwen3-Embedding-0.6B", "vae"]
-    skipped = dict(report.skipped)
-    assert "not implemented yet" in skipped["acestep-v15-turbo"]
-    assert {"acestep-v15-base", "acestep-5Hz-lm-0.6B"} <= set(skipped)
+    converted = dict(report.converted)
+    assert sorted(converted) == ["Qwen3-Embedding-0.6B", "acestep-v15-base", "acestep-v15-turbo", "vae"]
+    assert "decoder/FSQ tensors not converted yet" in converted["acestep-v15-turbo"]
+    assert "not implemented yet" in dict(report.skipped)["acestep-5Hz-lm-0.6B"]
     text = tmp_path / "out" / "Qwen3-Embedding-0.6B"
     assert (text / "tokenizer.json").is_file() and (text / "tokenizer_config.json").is_file()
 
