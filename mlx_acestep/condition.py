@@ -7,18 +7,19 @@ the ones the DiT, the FSQ attention pooler and the detokenizer share.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from mlx_lm.models.qwen3 import MLP
 
+from .config import FromDict
 from .errors import AceStepError
 
 
 @dataclass
-class AceStepConfig:
+class AceStepConfig(FromDict):
     """The DiT checkpoint's `config.json` (class AceStepConfig); unknown keys are ignored."""
 
     hidden_size: int = 2048
@@ -42,10 +43,6 @@ class AceStepConfig:
     encoder_num_attention_heads: int | None = None
     encoder_num_key_value_heads: int | None = None
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "AceStepConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     @property
     def is_xl(self) -> bool:

@@ -16,18 +16,19 @@ Upstream uses 64; it costs 2x the compute at its CPU chunk size for no gain.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from .conv import Conv1d, ConvTranspose1d, use_cpu_fast_path
+from .config import FromDict
 from .errors import AceStepError
 
 
 @dataclass
-class OobleckConfig:
+class OobleckConfig(FromDict):
     encoder_hidden_size: int = 128
     downsampling_ratios: list[int] = field(default_factory=lambda: [2, 4, 4, 6, 10])
     channel_multiples: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
@@ -36,10 +37,6 @@ class OobleckConfig:
     audio_channels: int = 2
     sampling_rate: int = 48000
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "OobleckConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     @property
     def hop_length(self) -> int:
