@@ -77,5 +77,5 @@ def cast_and_quantize(model: nn.Module, opts: ConvertOptions, keep: tuple[str, .
         return None, opts.dtype
     block = quantize_model(model, bits, opts.group_size, keep)
     if not block["layers"]:
-        return block, f"{opts.dtype} (no quantizable layers: convolutions have no quantized form in MLX)"
+        return block, f"{opts.dtype} (no quantizable layers: only linear layers quantize in MLX, not convolutions)"
     return block, f"{opts.dtype}, {len(block['layers'])} layers at {bits} bits"

@@ -21,10 +21,11 @@ from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import read_json
 
 from .common import ConvertOptions
-from .layouts import LAYOUTS, SourceFolder, classify_single_folder
 from .dit import convert_dit
+from .layouts import LAYOUTS, SourceFolder, classify_single_folder
 from .text_encoder import convert_text_encoder
 from .vae import convert_vae
+
 
 @dataclass
 class ConvertReport:

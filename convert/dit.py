@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlx.core as mx
-
 from mlx_acestep.condition import AceStepConfig, AceStepModel
-from mlx_acestep.loading import check_weights, read_json
+from mlx_acestep.loading import load_checked, read_json
 from mlx_acestep.safetensors_io import read_safetensors
 
 from .common import ConvertOptions, cast_and_quantize, write_component
@@ -30,10 +28,10 @@ def convert_dit(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> st
     model = AceStepModel(AceStepConfig.from_dict(fields))
     state = read_safetensors(weights_path)
     pending = [k for k in state if k.startswith(PENDING_PREFIXES)]
-    weights = {k: mx.array(v) for k, v in state.items() if k.startswith(BUILT_PREFIXES)}
-    others = {k: mx.array(v) for k, v in state.items() if not k.startswith(BUILT_PREFIXES + PENDING_PREFIXES)}
-    check_weights(model, weights | others, str(weights_path))  # an unknown prefix is an unexpected key
-    model.load_weights(list(weights.items()), strict=True)
-    quantization, summary = cast_and_quantize(model, opts, keep=("embed_tokens", "null_condition_emb"))
+    weights = {k: v for k, v in state.items() if k.startswith(BUILT_PREFIXES)}
+    unknown = {k: v for k, v in state.items() if not k.startswith(BUILT_PREFIXES + PENDING_PREFIXES)}
+    load_checked(model, weights, str(weights_path), extra=unknown)  # an unknown prefix is an unexpected key
+    # The input projections stay at full precision; null_condition_emb is a bare array, never quantized.
+    quantization, summary = cast_and_quantize(model, opts, keep=("embed_tokens",))
     write_component(out, "dit", model, fields, opts, quantization, [config_path, weights_path], root)
     return f"condition encoder ({len(weights)} tensors, {summary}); {len(pending)} decoder/FSQ tensors not converted yet"

@@ -11,10 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import mlx.core as mx
-
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.loading import check_weights, read_json
+from mlx_acestep.loading import load_checked, read_json
 from mlx_acestep.safetensors_io import read_safetensors
 from mlx_acestep.text_encoder import Qwen3TextEncoder, text_encoder_args
 
@@ -44,17 +42,15 @@ def qwen3_to_mlx(state: dict, tied: bool) -> dict:
 def convert_text_encoder(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> str:
     config_path = folder / "config.json"
     weights_path = folder / "model.safetensors"
+    if not (folder / "tokenizer.json").is_file():  # before the (large) weights are read
+        raise AceStepError(f"{folder / 'tokenizer.json'}: file not found (the text encoder needs its tokenizer)")
+    tokenizer = [folder / f for f in TOKENIZER_FILES if (folder / f).is_file()]
     fields = read_json(config_path)
     args = text_encoder_args(fields)
     model = Qwen3TextEncoder(args)
     state = read_safetensors(weights_path)
-    weights = {k: mx.array(v) for k, v in qwen3_to_mlx(state, args.tie_word_embeddings).items()}
-    check_weights(model, weights, str(weights_path))
-    model.load_weights(list(weights.items()), strict=True)
+    load_checked(model, qwen3_to_mlx(state, args.tie_word_embeddings), str(weights_path))
     quantization, summary = cast_and_quantize(model, opts, keep=("embed_tokens",))
-    tokenizer = [folder / f for f in TOKENIZER_FILES if (folder / f).is_file()]
-    if not (folder / "tokenizer.json").is_file():
-        raise AceStepError(f"{folder / 'tokenizer.json'}: file not found (the text encoder needs its tokenizer)")
     write_component(out, "text_encoder", model, fields, opts, quantization, [config_path, weights_path, *tokenizer], root)
     for f in tokenizer:
         shutil.copy2(f, out / f.name)

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.loading import check_weights, read_json
+from mlx_acestep.loading import load_checked, read_json
 from mlx_acestep.oobleck import AutoencoderOobleck, OobleckConfig
 from mlx_acestep.safetensors_io import read_safetensors
 
@@ -89,9 +88,8 @@ def convert_vae(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> st
     except (TypeError, ValueError) as e:
         raise AceStepError(f"{config_path}: invalid VAE config ({e})") from None
     state = read_safetensors(weights_path)
-    weights = {k: mx.array(v) for k, v in vae_to_mlx(state, str(weights_path)).items()}
-    check_weights(model, weights, str(weights_path), hint=source_key_hint)
-    model.load_weights(list(weights.items()), strict=True)
+    weights = vae_to_mlx(state, str(weights_path))
+    load_checked(model, weights, str(weights_path), hint=source_key_hint)
     quantization, summary = cast_and_quantize(model, opts)
     write_component(out, "vae", model, fields, opts, quantization, [config_path, weights_path], root)
     return f"{len(state)} tensors -> {len(weights)} ({summary})"

@@ -21,8 +21,8 @@ from .condition import AceStepConfig, AceStepModel
 from .errors import AceStepError
 from .oobleck import AutoencoderOobleck, OobleckConfig
 from .quantization import apply_recorded_quantization
-from .text_encoder import Qwen3TextEncoder, text_encoder_args
 from .safetensors_io import read_header
+from .text_encoder import Qwen3TextEncoder, text_encoder_args
 
 LAYOUT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -69,6 +69,19 @@ def check_weights(
             )
 
 
+def load_checked(
+    model: nn.Module, weights: dict, source: str, hint: Callable[[str], str] | None = None, extra: dict | None = None
+) -> None:
+    """Strictly load `weights` (numpy or mx arrays) into `model`, with one-line errors naming key and `source`.
+
+    `extra` are tensors the file holds but this model deliberately leaves out; they only count as
+    unexpected when their names are unknown (the caller passes only unknown ones).
+    """
+    weights = {k: v if isinstance(v, mx.array) else mx.array(v) for k, v in weights.items()}
+    check_weights(model, {**weights, **(extra or {})}, source, hint=hint)
+    model.load_weights(list(weights.items()), strict=True)
+
+
 def load_safetensors(path: Path) -> dict[str, mx.array]:
     read_header(path)  # validates size, offsets and dtypes with a clear error
     try:
@@ -106,8 +119,7 @@ def load_component(folder: str | Path, component: str | None = None, parts: tupl
     weights = load_safetensors(weights_path)
     if parts is not None:
         weights = {k: v for k, v in weights.items() if k.split(".", 1)[0] in parts}
-    check_weights(model, weights, str(weights_path))
-    model.load_weights(list(weights.items()), strict=True)
+    load_checked(model, weights, str(weights_path))
     model.eval()
     mx.eval(model.parameters())
     return model

@@ -36,7 +36,7 @@ LANGUAGES = frozenset(
 
 
 def instruction(task: str = "text2music", tracks: list[str] | None = None) -> str:
-    """The task instruction line (a trailing ':' is ensured, as the reference does)."""
+    """The built-in instruction line of a task."""
     names = [t.upper() for t in (tracks or [])]
     for t in tracks or []:
         if t not in TRACKS:
@@ -51,7 +51,7 @@ def instruction(task: str = "text2music", tracks: list[str] | None = None) -> st
         text = f"Complete the input track with {' | '.join(names)}:" if names else "Complete the input track:"
     else:
         raise AceStepError(f"unknown task {task!r}")
-    return text if text.endswith(":") else text + ":"
+    return text
 
 
 @dataclass
@@ -77,6 +77,8 @@ def caption_prompt(caption: str, metas: Metas | str | None = None, task_instruct
     """The text-encoder prompt. A string `metas` is used verbatim, as the reference allows."""
     metas_text = metas if isinstance(metas, str) else (metas or Metas()).format()
     text = task_instruction if task_instruction is not None else instruction()
+    if not text.endswith(":"):  # as the reference: a custom instruction gets its trailing colon
+        text += ":"
     return f"# Instruction\n{text}\n\n# Caption\n{caption}\n\n# Metas\n{metas_text}<|endoftext|>\n"
 
 

@@ -8,6 +8,11 @@ from parity import compare, fixtures_dir, load_case_tensors, load_cases, run_cas
 CASES = load_cases(fixtures_dir()) if (fixtures_dir() / "cases.json").is_file() else {}
 
 
+def test_fixture_folder_has_cases():
+    """A wrong MLX_ACESTEP_FIXTURES must fail, not collect zero parity cases and pass."""
+    assert CASES, f"no parity cases found in {fixtures_dir()}"
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_parity(name, fixtures, converted, load_converted):
     case = CASES[name]

@@ -47,6 +47,11 @@ def test_task_instructions():
         instruction("extract", ["kazoo"])
 
 
+def test_custom_instruction_gets_its_colon():
+    assert caption_prompt("c", task_instruction="Make it loud").startswith("# Instruction\nMake it loud:\n\n")
+    assert caption_prompt("c", task_instruction="Keep it:").startswith("# Instruction\nKeep it:\n\n")
+
+
 def test_metas_string_is_used_verbatim():
     assert "# Metas\nfree text<|endoftext|>\n" in caption_prompt("c", "free text")
 
