@@ -26,6 +26,7 @@ from .text_encoder import Qwen3TextEncoder, text_encoder_args
 
 LAYOUT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
+SILENCE_FILE = "silence_latent.safetensors"  # beside a converted DiT's weights, [1, T, C] float32
 
 # component name in config.json -> builder from that config and the `parts` wanted
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
@@ -123,3 +124,15 @@ def load_component(folder: str | Path, component: str | None = None, parts: tupl
     model.eval()
     mx.eval(model.parameters())
     return model
+
+
+def load_silence_latent(folder: str | Path) -> mx.array:
+    """A converted DiT folder's silence latent, float32 `[1, T, C]` ("silence" in latent space is not zeros)."""
+    path = Path(folder) / SILENCE_FILE
+    if not path.is_file():
+        raise AceStepError(f"{path}: file not found (re-run `mlx-acestep convert` on the DiT checkpoint)")
+    tensors = load_safetensors(path)
+    latent = tensors.get("silence_latent")
+    if latent is None or latent.ndim != 3 or latent.shape[0] != 1:
+        raise AceStepError(f"{path}: expected one tensor 'silence_latent' of shape (1, T, C)")
+    return latent.astype(mx.float32)

@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import save_file
 
 from conftest import PARITY_ERRORS
-from helpers import rel_err, snr_db
+from helpers import ATTENTION_RENAMES, CONDITION_ENCODER_ARGS, rel_err, rename_segments, snr_db
 from mlx_acestep.condition import unpack_by_order
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
@@ -31,26 +31,26 @@ def live(tmp_path_factory):
     from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
 
     torch.manual_seed(5)
-    keys = ("hidden_size", "intermediate_size", "text_hidden_dim", "timbre_hidden_dim", "num_lyric_encoder_hidden_layers",
-            "num_timbre_encoder_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "rope_theta",
-            "rms_norm_eps", "sliding_window", "layer_types")
-    ref = AceStepConditionEncoder(**{k: CONFIG[k] for k in keys}).eval()
+    ref = AceStepConditionEncoder(**{k: CONFIG[k] for k in CONDITION_ENCODER_ARGS}).eval()
     with torch.no_grad():
         for name, p in ref.named_parameters():
             p.copy_(1 + 0.1 * torch.randn_like(p) if name.endswith("norm.weight") or "layernorm" in name else 0.3 * torch.randn_like(p))
     # The original layout: one model.safetensors with `encoder.` prefixes (DIFFUSERS-MAPPING rule 2 reversed).
-    renames = {".to_q.": ".q_proj.", ".to_k.": ".k_proj.", ".to_v.": ".v_proj.", ".to_out.0.": ".o_proj.", ".norm_q.": ".q_norm.", ".norm_k.": ".k_norm."}
+    renames = {b: a for a, b in ATTENTION_RENAMES.items()}
     state = {}
     for k, v in ref.state_dict().items():
         if k == "silence_latent":
             continue
-        for a, b in renames.items():
-            k = k.replace(a, b)
+        k = rename_segments(k, renames)
         state[k if k == "null_condition_emb" else f"encoder.{k}"] = v.contiguous()
     root = tmp_path_factory.mktemp("live_cond")
     src = root / "src" / "acestep-v15-turbo"
     src.mkdir(parents=True)
     save_file(state, str(src / "model.safetensors"))
+    # The real checkpoints ship the silence latent as a torch pickle, channel-first (spec 1.2).
+    with torch.no_grad():
+        ref.silence_latent.copy_(torch.randn_like(ref.silence_latent[:, :]))
+    torch.save(ref.silence_latent[:, :900].transpose(1, 2).contiguous(), src / "silence_latent.pt")
     (src / "config.json").write_text(json.dumps(CONFIG | {"model_type": "acestep"}))
     convert_checkpoints(root / "src", root / "f32")
     convert_checkpoints(root / "src", root / "bf16", ConvertOptions(dtype="bfloat16"))
