@@ -37,12 +37,12 @@ class AceStepConfig(FromDict):
     timbre_hidden_dim: int = 64
     num_lyric_encoder_hidden_layers: int = 8
     num_timbre_encoder_hidden_layers: int = 4
+    timbre_fix_frame: int = 750  # the timbre window in latent frames (30 s)
     # XL checkpoints give the condition encoder its own widths; 2B ones leave them out.
     encoder_hidden_size: int | None = None
     encoder_intermediate_size: int | None = None
     encoder_num_attention_heads: int | None = None
     encoder_num_key_value_heads: int | None = None
-
 
     @property
     def is_xl(self) -> bool:
