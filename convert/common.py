@@ -70,12 +70,15 @@ def write_component(
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def cast_and_quantize(model: nn.Module, opts: ConvertOptions, keep: tuple[str, ...] = ()) -> tuple[dict | None, str]:
+def cast_and_quantize(
+    model: nn.Module, opts: ConvertOptions, keep: tuple[str, ...] = (), at_least_8: tuple[str, ...] = ()
+) -> tuple[dict | None, str]:
     model.set_dtype(DTYPES[opts.dtype])
     bits = MODES[opts.quantize]
     if bits is None:
         return None, opts.dtype
-    block = quantize_model(model, bits, opts.group_size, keep)
+    block = quantize_model(model, bits, opts.group_size, keep, at_least_8)
     if not block["layers"]:
         return block, f"{opts.dtype} (no quantizable layers: only linear layers quantize in MLX, not convolutions)"
-    return block, f"{opts.dtype}, {len(block['layers'])} layers at {bits} bits"
+    at_8 = len(block.get("layer_bits", {}))
+    return block, f"{opts.dtype}, {len(block['layers']) - at_8} layers at {bits} bits" + (f", {at_8} at 8 bits" if at_8 else "")

@@ -1,10 +1,16 @@
 """ACE-Step DiT checkpoint (`acestep-v15-*/model.safetensors`) -> MLX.
 
 The checkpoint holds the decoder, the condition encoder, the FSQ audio
-tokenizer and detokenizer, and the bare `null_condition_emb`; the MLX model
-(`AceStepModel`) uses the same names, so the remap is the identity. Only the
-condition encoder and `null_condition_emb` are built so far: the other
-prefixes are reported as not converted yet (issue 4).
+tokenizer and detokenizer, and the bare `null_condition_emb`; `AceStepModel`
+uses the same names. The one remap is the pair of patch convolutions, stored
+as linear maps over frame pairs (spec 2.5):
+
+    decoder.proj_in.1.weight   [D, 192, 2] -> decoder.proj_in.weight  [D, 2*192]
+    decoder.proj_out.1.weight  [D, 64, 2]  -> decoder.proj_out.weight [2*64, D]
+    decoder.proj_out.1.bias    [64]        -> decoder.proj_out.bias   [2*64] (once per frame)
+
+Tensors are read as MLX arrays in their stored dtype (bf16 in the real files)
+and cast straight to the target dtype, never widened on the way.
 
 The silence latent ships beside the weights: `silence_latent.pt` (a torch
 pickle, read without torch) in the real checkpoints, `silence_latent.safetensors`
@@ -19,16 +25,47 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from mlx_acestep.condition import AceStepConfig, AceStepModel
+from mlx_acestep.condition import AceStepConfig
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.loading import SILENCE_FILE, load_checked, read_json
+from mlx_acestep.loading import SILENCE_FILE, load_checked, load_safetensors, read_json
+from mlx_acestep.model import AceStepModel
 from mlx_acestep.safetensors_io import read_safetensors
 
 from .common import ConvertOptions, cast_and_quantize, write_component
 from .torch_pickle import read_torch_tensors
 
-BUILT_PREFIXES = ("encoder.", "null_condition_emb")
-PENDING_PREFIXES = ("decoder.", "tokenizer.", "detokenizer.")  # issue 4
+# Full precision: input projections, the FSQ projections (they decide the codes), the patch maps.
+KEEP_FULL_PRECISION = ("embed_tokens", "quantizer", "proj_in", "proj_out", "audio_acoustic_proj")
+# At least 8 bits: the timestep embedders and their AdaLN projection.
+AT_LEAST_8_BITS = ("time_embed",)
+
+PATCH_RENAMES = {
+    "decoder.proj_in.1.weight": "decoder.proj_in.weight",
+    "decoder.proj_in.1.bias": "decoder.proj_in.bias",
+    "decoder.proj_out.1.weight": "decoder.proj_out.weight",
+    "decoder.proj_out.1.bias": "decoder.proj_out.bias",
+}
+
+
+def dit_to_mlx(state: dict[str, mx.array], patch_size: int) -> dict[str, mx.array]:
+    out = {}
+    for key, value in state.items():
+        if key.endswith("rotary_emb.inv_freq"):  # recomputed, never loaded
+            continue
+        name = PATCH_RENAMES.get(key, key)
+        if key == "decoder.proj_in.1.weight" and value.ndim == 3:  # [D, C, K] -> [D, K*C]
+            value = value.transpose(0, 2, 1).reshape(value.shape[0], -1)
+        elif key == "decoder.proj_out.1.weight" and value.ndim == 3:  # [D, C, K] -> [K*C, D]
+            value = value.transpose(2, 1, 0).reshape(-1, value.shape[0])
+        elif key == "decoder.proj_out.1.bias":
+            value = mx.tile(value, (patch_size,))
+        out[name] = value
+    return out
+
+
+def source_key_hint(mlx_key: str) -> str:
+    source = {v: k for k, v in PATCH_RENAMES.items()}.get(mlx_key, mlx_key)
+    return f"'{source}'"
 
 
 SILENCE_SOURCES = ("silence_latent.pt", "silence_latent.safetensors")
@@ -48,19 +85,41 @@ def read_silence_latent(folder: Path, channels: int) -> tuple[np.ndarray, Path]:
     return np.ascontiguousarray(latent.transpose(0, 2, 1), dtype=np.float32), path
 
 
+def load_weight_files(folder: Path) -> tuple[dict[str, mx.array], list[Path]]:
+    """`model.safetensors`, or the shards named by `model.safetensors.index.json` (XL checkpoints may be sharded)."""
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return load_safetensors(folder / "model.safetensors"), [folder / "model.safetensors"]
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise AceStepError(f"{index}: no 'weight_map'")
+    shards = sorted({folder / name for name in weight_map.values()})
+    state: dict[str, mx.array] = {}
+    for shard in shards:
+        tensors = load_safetensors(shard)
+        unlisted = sorted(k for k in tensors if weight_map.get(k) != shard.name)
+        if unlisted:
+            raise AceStepError(f"{shard}: key '{unlisted[0]}' is not listed for this shard in {index.name}")
+        state.update(tensors)
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise AceStepError(f"{index}: key '{missing[0]}' is listed but in no shard")
+    return state, [index, *shards]
+
+
 def convert_dit(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> str:
     config_path = folder / "config.json"
-    weights_path = folder / "model.safetensors"
     fields = read_json(config_path)
-    model = AceStepModel(AceStepConfig.from_dict(fields))
-    state = read_safetensors(weights_path)
-    pending = [k for k in state if k.startswith(PENDING_PREFIXES)]
-    weights = {k: v for k, v in state.items() if k.startswith(BUILT_PREFIXES)}
-    unknown = {k: v for k, v in state.items() if not k.startswith(BUILT_PREFIXES + PENDING_PREFIXES)}
-    load_checked(model, weights, str(weights_path), extra=unknown)  # an unknown prefix is an unexpected key
-    # The input projections stay at full precision; null_condition_emb is a bare array, never quantized.
-    quantization, summary = cast_and_quantize(model, opts, keep=("embed_tokens",))
-    silence, silence_path = read_silence_latent(folder, model.config.timbre_hidden_dim)
-    write_component(out, "dit", model, fields, opts, quantization, [config_path, weights_path, silence_path], root)
+    cfg = AceStepConfig.from_dict(fields)
+    model = AceStepModel(cfg)
+    state, weight_files = load_weight_files(folder)
+    weights = dit_to_mlx(state, cfg.patch_size)
+    del state
+    load_checked(model, weights, str(weight_files[0]), hint=source_key_hint)
+    del weights
+    quantization, summary = cast_and_quantize(model, opts, keep=KEEP_FULL_PRECISION, at_least_8=AT_LEAST_8_BITS)
+    silence, silence_path = read_silence_latent(folder, cfg.timbre_hidden_dim)
+    write_component(out, "dit", model, fields, opts, quantization, [config_path, *weight_files, silence_path], root)
     mx.save_safetensors(str(out / SILENCE_FILE), {"silence_latent": mx.array(silence)})
-    return f"condition encoder ({len(weights)} tensors, {summary}), silence latent {silence.shape[1]} frames; {len(pending)} decoder/FSQ tensors not converted yet"
+    kind = "XL" if cfg.is_xl else "2B"
+    return f"{kind} DiT, condition encoder, FSQ tokenizer/detokenizer ({summary}), silence latent {silence.shape[1]} frames"

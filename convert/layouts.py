@@ -54,4 +54,6 @@ _SINGLE_FOLDER_MARKERS = {
 
 def classify_single_folder(folder: Path, config: dict) -> SourceFolder | None:
     kind = _SINGLE_FOLDER_MARKERS.get(config.get("_class_name", ""))
+    if kind is None and config.get("model_type") == "acestep":  # an acestep-v15-* DiT folder
+        kind = "dit"
     return SourceFolder(folder.name, kind) if kind else None

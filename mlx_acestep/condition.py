@@ -38,6 +38,15 @@ class AceStepConfig(FromDict):
     num_lyric_encoder_hidden_layers: int = 8
     num_timbre_encoder_hidden_layers: int = 4
     timbre_fix_frame: int = 750  # the timbre window in latent frames (30 s)
+    in_channels: int = 192  # src/hint latents | chunk mask | noisy latents
+    audio_acoustic_hidden_dim: int = 64
+    patch_size: int = 2
+    pool_window_size: int = 5
+    fsq_dim: int = 2048
+    fsq_input_levels: list[int] = field(default_factory=lambda: [8, 8, 8, 5, 5, 5])
+    fsq_input_num_quantizers: int = 1
+    num_attention_pooler_hidden_layers: int = 2
+    is_turbo: bool = False
     # XL checkpoints give the condition encoder its own widths; 2B ones leave them out.
     encoder_hidden_size: int | None = None
     encoder_intermediate_size: int | None = None
@@ -93,15 +102,27 @@ class AceStepAttention(nn.Module):
         self.q_norm = nn.RMSNorm(head_dim, eps=eps)
         self.k_norm = nn.RMSNorm(head_dim, eps=eps)
 
-    def __call__(self, x: mx.array, mask: mx.array | None = None, context: mx.array | None = None) -> mx.array:
+    def key_values(self, source: mx.array) -> tuple[mx.array, mx.array]:
+        """Keys (normed; RoPE'd for self-attention) and values of `source`, heads-first.
+
+        For cross-attention they depend only on the condition, so the DiT computes
+        them once per generation and passes them back in as `kv`.
+        """
+        b, length, _ = source.shape
+        k = self.k_norm(self.k_proj(source).reshape(b, length, self.kv_heads, self.head_dim)).transpose(0, 2, 1, 3)
+        v = self.v_proj(source).reshape(b, length, self.kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        if not self.cross:
+            k = mx.fast.rope(k, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=0)
+        return k, v
+
+    def __call__(
+        self, x: mx.array, mask: mx.array | None = None, context: mx.array | None = None, kv: tuple | None = None
+    ) -> mx.array:
         b, length, _ = x.shape
-        kv = x if context is None else context
+        k, v = kv if kv is not None else self.key_values(x if context is None else context)
         q = self.q_norm(self.q_proj(x).reshape(b, length, self.heads, self.head_dim)).transpose(0, 2, 1, 3)
-        k = self.k_norm(self.k_proj(kv).reshape(b, kv.shape[1], self.kv_heads, self.head_dim)).transpose(0, 2, 1, 3)
-        v = self.v_proj(kv).reshape(b, kv.shape[1], self.kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         if not self.cross:
             q = mx.fast.rope(q, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=0)
-            k = mx.fast.rope(k, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=0)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(b, length, -1))
 
@@ -223,17 +244,3 @@ class AceStepConditionEncoder(nn.Module):
             raise AceStepError(f"reference clips cover {timbre.shape[0]} batch items, the captions {text.shape[0]}")
         h, mask = pack_sequences(lyric, timbre, lyric_attention_mask, timbre_mask)
         return pack_sequences(h, text, mask, text_attention_mask)
-
-
-class AceStepModel(nn.Module):
-    """The DiT checkpoint's modules, named as in its `model.safetensors`.
-
-    So far the condition encoder and the CFG null embedding; the decoder and the
-    FSQ tokenizer/detokenizer join them with issue 4.
-    """
-
-    def __init__(self, cfg: AceStepConfig):
-        super().__init__()
-        self.config = cfg
-        self.encoder = AceStepConditionEncoder(cfg)
-        self.null_condition_emb = mx.zeros((1, 1, cfg.encoder_widths()["hidden"]))

@@ -22,7 +22,7 @@ from typing import Sequence, Union
 import mlx.core as mx
 import numpy as np
 
-from .condition import AceStepModel
+from .model import AceStepModel
 from .errors import AceStepError
 from .prompts import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, Metas, PromptTokenizer, caption_prompt, lyric_prompt
 from .text_encoder import Qwen3TextEncoder

@@ -17,7 +17,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .condition import AceStepConfig, AceStepModel
+from .condition import AceStepConfig
+from .model import AceStepModel
 from .errors import AceStepError
 from .oobleck import AutoencoderOobleck, OobleckConfig
 from .quantization import apply_recorded_quantization

@@ -24,18 +24,31 @@ def quantizable(path: str, module: nn.Module, group_size: int, keep: tuple[str, 
     return not any(k in path for k in keep)
 
 
-def quantize_model(model: nn.Module, bits: int, group_size: int, keep: tuple[str, ...] = ()) -> dict:
-    """Quantize in place; return the `quantization` block to record in config.json."""
+def quantize_model(
+    model: nn.Module, bits: int, group_size: int, keep: tuple[str, ...] = (), at_least_8: tuple[str, ...] = ()
+) -> dict:
+    """Quantize in place; return the `quantization` block to record in config.json.
+
+    Layers whose path contains one of `keep` stay at full precision; those containing
+    one of `at_least_8` get max(bits, 8) (recorded per layer under `layer_bits`).
+    """
     chosen: list[str] = []
+    layer_bits: dict[str, int] = {}
 
     def predicate(path, module):
-        ok = quantizable(path, module, group_size, keep)
-        if ok:
-            chosen.append(path)
-        return ok
+        if not quantizable(path, module, group_size, keep):
+            return False
+        chosen.append(path)
+        if bits < 8 and any(k in path for k in at_least_8):
+            layer_bits[path] = 8
+            return {"group_size": group_size, "bits": 8}
+        return True
 
     nn.quantize(model, group_size=group_size, bits=bits, class_predicate=predicate)
-    return {"bits": bits, "group_size": group_size, "layers": sorted(chosen)}
+    block = {"bits": bits, "group_size": group_size, "layers": sorted(chosen)}
+    if layer_bits:
+        block["layer_bits"] = dict(sorted(layer_bits.items()))
+    return block
 
 
 def apply_recorded_quantization(model: nn.Module, block: dict | None, source: str) -> None:
@@ -44,6 +57,13 @@ def apply_recorded_quantization(model: nn.Module, block: dict | None, source: st
         return
     try:
         bits, group_size, layers = int(block["bits"]), int(block["group_size"]), set(block["layers"])
-    except (KeyError, TypeError, ValueError):
+        layer_bits = {str(k): int(v) for k, v in (block.get("layer_bits") or {}).items()}
+    except (AttributeError, KeyError, TypeError, ValueError):
         raise AceStepError(f"{source}: malformed 'quantization' block") from None
-    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=lambda p, m: p in layers)
+
+    def predicate(path, module):
+        if path not in layers:
+            return False
+        return {"group_size": group_size, "bits": layer_bits[path]} if path in layer_bits else True
+
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=predicate)

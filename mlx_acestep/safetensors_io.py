@@ -28,6 +28,7 @@ _DTYPES = {
     "I16": np.int16,
     "I8": np.int8,
     "U8": np.uint8,
+    "U32": np.uint32,  # MLX's packed quantized weights
     "BOOL": np.bool_,
 }
 

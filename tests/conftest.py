@@ -29,6 +29,16 @@ def converted(fixtures, tmp_path_factory):
     return dst
 
 
+@pytest.fixture
+def turbo_root(fixtures, tmp_path):
+    """A writable copy of the fixture turbo DiT folder, alone under `src/`."""
+    import shutil
+
+    src = tmp_path / "src" / "acestep-v15-turbo"
+    shutil.copytree(fixtures / "checkpoints" / "acestep-v15-turbo", src)
+    return src
+
+
 @pytest.fixture(scope="session")
 def load_converted(converted):
     """Load a converted component by folder name (cached for the session)."""

@@ -55,3 +55,62 @@ def diffusers_condition_encoder(config: dict, state: dict, silence_latent):
     mapped["silence_latent"] = ref.silence_latent
     ref.load_state_dict({k: torch.as_tensor(v) for k, v in mapped.items()}, strict=True)
     return ref
+
+
+# diffusers module -> original prefix (DIFFUSERS-MAPPING rule 1) and its patch-conv names (rule 3).
+DIFFUSERS_PREFIXES = {"transformer": "decoder.", "condition_encoder": "encoder.", "audio_tokenizer": "tokenizer.",
+                      "audio_token_detokenizer": "detokenizer."}
+PATCH_RENAMES = {"proj_in_conv.": "proj_in.1.", "proj_out_conv.": "proj_out.1."}
+
+
+def _init_args(cls, config: dict, encoder_side: bool) -> dict:
+    import inspect
+
+    names = set(inspect.signature(cls.__init__).parameters)
+    args = {k: v for k, v in config.items() if k in names}
+    if encoder_side:  # XL: the encoder-side modules have their own widths (absent on 2B)
+        for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
+            if config.get(f"encoder_{k}") is not None:
+                args[k] = config[f"encoder_{k}"]
+    return args
+
+
+def diffusers_dit_checkpoint(config: dict, folder, seed: int = 0, silence_frames: int = 900) -> dict:
+    """Random diffusers ACE-Step modules for `config`, written to `folder` as an original-layout DiT checkpoint.
+
+    Returns the four diffusers modules (eval mode) and the silence latent tensor `[1, T, C]`.
+    """
+    import json
+
+    import torch
+    from diffusers import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step.modeling_ace_step import (
+        AceStepAudioTokenDetokenizer, AceStepAudioTokenizer, AceStepConditionEncoder)
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    classes = {"transformer": AceStepTransformer1DModel, "condition_encoder": AceStepConditionEncoder,
+               "audio_tokenizer": AceStepAudioTokenizer, "audio_token_detokenizer": AceStepAudioTokenDetokenizer}
+    modules, state = {}, {}
+    for name, cls in classes.items():
+        module = cls(**_init_args(cls, config, encoder_side=name != "transformer")).eval()
+        with torch.no_grad():
+            for key, p in module.named_parameters():
+                if key.endswith("norm.weight") or "norm_" in key or "layernorm" in key or key.endswith(("norm_q.weight", "norm_k.weight")):
+                    p.copy_(1 + 0.1 * torch.randn_like(p))
+                else:
+                    p.add_(0.02 * torch.randn_like(p))
+        modules[name] = module
+        for key, value in module.state_dict().items():
+            if key == "silence_latent":
+                continue
+            key = rename_segments(rename_segments(key, {b: a for a, b in ATTENTION_RENAMES.items()}), PATCH_RENAMES)
+            state[key if key == "null_condition_emb" else DIFFUSERS_PREFIXES[name] + key] = value.contiguous()
+    silence = torch.randn(1, silence_frames, config["timbre_hidden_dim"])
+    with torch.no_grad():
+        modules["condition_encoder"].silence_latent = silence
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "acestep"}))
+    torch.save(silence.transpose(1, 2).contiguous(), folder / "silence_latent.pt")  # channel-first, as shipped
+    return {**modules, "silence_latent": silence}

@@ -105,7 +105,7 @@ def test_reports_skipped_components(fixtures, tmp_path):
     report = convert_checkpoints(fixtures / "checkpoints", tmp_path / "out")
     converted = dict(report.converted)
     assert sorted(converted) == ["Qwen3-Embedding-0.6B", "acestep-v15-base", "acestep-v15-turbo", "vae"]
-    assert "decoder/FSQ tensors not converted yet" in converted["acestep-v15-turbo"]
+    assert "2B DiT, condition encoder, FSQ tokenizer/detokenizer" in converted["acestep-v15-turbo"]
     assert "not implemented yet" in dict(report.skipped)["acestep-5Hz-lm-0.6B"]
     text = tmp_path / "out" / "Qwen3-Embedding-0.6B"
     assert (text / "tokenizer.json").is_file() and (text / "tokenizer_config.json").is_file()

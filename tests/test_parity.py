@@ -23,7 +23,7 @@ def test_parity(name, fixtures, converted, load_converted):
     folders = sorted(converted.glob(runner.component))
     assert folders, f"the converter produced no {runner.component} folder from the fixture checkpoints"
     model = folders[0] if runner.wants_folder else load_converted(folders[0].name)
-    ours = run_case(runner, model, inputs, outputs, case)
+    ours = run_case(runner, model, inputs, outputs, case, folders[0])
     failures = []
     for out_name, spec in case["outputs"].items():
         if out_name.startswith("debug_") or out_name in runner.injected:

@@ -13,13 +13,6 @@ from mlx_acestep_convert import convert_checkpoints
 from mlx_acestep_convert.torch_pickle import read_torch_tensors
 
 
-@pytest.fixture
-def turbo_root(fixtures, tmp_path):
-    src = tmp_path / "src" / "acestep-v15-turbo"
-    shutil.copytree(fixtures / "checkpoints" / "acestep-v15-turbo", src)
-    return src
-
-
 def fixture_silence(fixtures):
     return load_file(str(fixtures / "checkpoints" / "acestep-v15-turbo" / "silence_latent.safetensors"))["silence_latent"]
 

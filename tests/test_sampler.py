@@ -1,0 +1,155 @@
+"""Samplers: schedules against the spec, compile vs eager, seeded noise, bf16 and quantized DiTs on the fixture runs."""
+
+import shutil
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from conftest import PARITY_ERRORS
+from helpers import rel_err, snr_db
+from parity import CONDITION_INPUTS, _mx, load_case_tensors, load_cases, sampler_settings
+from mlx_acestep.errors import AceStepError
+from mlx_acestep.loading import load_component, load_silence_latent
+from mlx_acestep.sampler import (
+    VALID_TIMESTEPS, BaseSettings, TurboSettings, base_timesteps, sample_base, sample_turbo, turbo_timesteps)
+from mlx_acestep_convert import ConvertOptions, convert_checkpoints
+
+# spec 5.6: the tables and the bf16-rounded values the reference uses on CUDA
+SPEC_TABLES = {
+    1: [1, .875, .75, .625, .5, .375, .25, .125],
+    2: [1, .93333, .85714, .76923, .66667, .54545, .4, .22222],
+    3: [1, .954545, .9, .833333, .75, .642857, .5, .3],
+}
+SPEC_BF16 = {
+    2: [1, .93359375, .85546875, .76953125, .66796875, .546875, .400390625, .22265625],
+    3: [1, .953125, .8984375, .83203125, .75, .64453125, .5, .30078125],
+}
+# bf16 against float32. The reference builds its schedule in the model dtype, so a bf16 run also steps
+# through bf16-rounded times (0.954545 -> 0.953125); that alone costs 17-27 dB on these tiny random
+# models. The arithmetic on its own (both runs on the bf16 schedule) is held to the second floor.
+BF16_FLOOR_DB = 12.0
+BF16_ARITHMETIC_FLOOR_DB = 30.0
+# (min cosine, max error relative to max|ref|); measured on the fixture: q8 1-cos 4e-5, 8.8e-3; q4 1-cos 1e-2, 0.16
+QUANT_FLOORS = {"q8": (0.999, 0.05), "q4": (0.95, 0.35)}
+
+
+@pytest.mark.parametrize("shift", [1, 2, 3])
+def test_turbo_tables_are_the_specs(shift):
+    np.testing.assert_allclose(turbo_timesteps(shift), SPEC_TABLES[shift], atol=1e-5)
+    if shift in SPEC_BF16:
+        assert mx.array(turbo_timesteps(shift), dtype=mx.bfloat16).tolist() == SPEC_BF16[shift]
+    assert turbo_timesteps(shift + 0.4) == turbo_timesteps(shift)  # snapped to the nearest table
+
+
+def test_custom_timesteps_snap_to_the_twenty_table_values():
+    assert len(VALID_TIMESTEPS) == 20
+    got = turbo_timesteps(timesteps=[0.97, 0.76, 0.615, 0.5, 0.395, 0.28, 0.18, 0.085, 0.0, 0.0])
+    np.testing.assert_allclose(got, [.954545, .769231, .625, .5, .4, .3, .222222, .125], atol=1e-5)
+    for bad in ([], [0.0], [0.5] * 21, [1.5]):
+        with pytest.raises(AceStepError):
+            turbo_timesteps(timesteps=bad)
+
+
+@pytest.mark.parametrize("steps, shift", [(8, 3.0), (50, 1.0), (30, 2.5), (7, 1.0)])
+def test_base_schedule_is_torch_linspace_then_shift(steps, shift):
+    torch = pytest.importorskip("torch")
+    t = torch.linspace(1, 0, steps + 1, dtype=torch.float32)
+    if shift != 1.0:
+        t = shift * t / (1 + (shift - 1) * t)
+    assert base_timesteps(steps, shift) == t.tolist()
+
+
+def test_base_schedule_in_bfloat16_matches_the_spec_example():
+    values = mx.array(base_timesteps(50, 1.0), dtype=mx.bfloat16).tolist()
+    assert values[:6] == [1, .98046875, .9609375, .94140625, .921875, .8984375]
+    assert values[-3:] == [.0400390625, .02001953125, 0]
+
+
+# --- whole runs on the fixture cases ----------------------------------------------------
+
+
+def fixture_run(fixtures, folder, case_name, schedule_dtype=None, **kwargs):
+    case = load_cases(fixtures)[case_name]
+    inp, out = load_case_tensors(fixtures, case)
+    model = load_component(folder, "dit")
+    prepared = model.prepare_condition(*_mx(inp, *CONDITION_INPUTS), load_silence_latent(folder))
+    dtype = model.dtype
+    settings = sampler_settings(case)
+    settings.schedule_dtype = schedule_dtype
+    args = (model.decoder, prepared.encoder_hidden_states.astype(dtype), prepared.context_latents.astype(dtype))
+    noise = mx.array(inp["noise"])
+    if isinstance(settings, BaseSettings):
+        x0 = sample_base(*args, model.null_condition_emb, settings, noise=noise, **kwargs)
+    else:
+        renoise = list(mx.array(inp["sde_noise"])) if "sde_noise" in inp else None
+        x0 = sample_turbo(*args, settings, noise=noise, renoise=renoise, **kwargs)
+    return np.array(x0.astype(mx.float32)), out["target_latents"]
+
+
+@pytest.mark.parametrize("case_name", ["turbo_generate_ode", "base_generate_apg"])
+def test_compiled_step_equals_eager(fixtures, converted, case_name):
+    folder = converted / ("acestep-v15-turbo" if "turbo" in case_name else "acestep-v15-base")
+    eager, ref = fixture_run(fixtures, folder, case_name)
+    compiled, _ = fixture_run(fixtures, folder, case_name, compile=True)
+    assert rel_err(compiled, eager) < 1e-5
+    assert rel_err(compiled, ref) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def variants(fixtures, tmp_path_factory):
+    """The fixture DiTs converted in bfloat16, q8 and q4 (affine, group 64)."""
+    root = tmp_path_factory.mktemp("dit_variants")
+    for name in ("acestep-v15-turbo", "acestep-v15-base"):
+        shutil.copytree(fixtures / "checkpoints" / name, root / "src" / name)
+    options = {"bf16": ConvertOptions(dtype="bfloat16"), "q8": ConvertOptions(quantize="q8"), "q4": ConvertOptions(quantize="q4")}
+    for label, opts in options.items():
+        convert_checkpoints(root / "src", root / label, opts)
+    return root
+
+
+@pytest.mark.parametrize("case_name", ["turbo_generate_ode", "turbo_generate_sde", "base_generate_apg", "base_generate_adg"])
+def test_bfloat16_sampling_against_float32(fixtures, converted, variants, case_name):
+    name = "acestep-v15-turbo" if "turbo" in case_name else "acestep-v15-base"
+    full, _ = fixture_run(fixtures, converted / name, case_name)
+    full_on_bf16_times, _ = fixture_run(fixtures, converted / name, case_name, schedule_dtype=mx.bfloat16)
+    half, _ = fixture_run(fixtures, variants / "bf16" / name, case_name)
+    snr, arithmetic = snr_db(half, full), snr_db(half, full_on_bf16_times)
+    PARITY_ERRORS.append((f"{case_name} bf16 SNR dB", "target_latents", snr))
+    PARITY_ERRORS.append((f"{case_name} bf16 arith SNR dB", "target_latents", arithmetic))
+    assert snr >= BF16_FLOOR_DB and arithmetic >= BF16_ARITHMETIC_FLOOR_DB
+
+
+@pytest.mark.parametrize("mode", ["q8", "q4"])
+def test_quantized_dit_on_turbo_ode(fixtures, converted, variants, mode):
+    import json
+
+    config = json.loads((variants / mode / "acestep-v15-turbo" / "config.json").read_text())["quantization"]
+    time_layers = [p for p in config["layers"] if "time_embed" in p]
+    assert time_layers and all(config.get("layer_bits", {}).get(p, config["bits"]) >= 8 for p in time_layers)
+    full, _ = fixture_run(fixtures, converted / "acestep-v15-turbo", "turbo_generate_ode")
+    quant, _ = fixture_run(fixtures, variants / mode / "acestep-v15-turbo", "turbo_generate_ode")
+    cosine = float(np.sum(full * quant) / np.sqrt(np.sum(full**2) * np.sum(quant**2)))
+    err = rel_err(quant, full)
+    PARITY_ERRORS.append((f"turbo_generate_ode {mode} 1-cosine", "target_latents", 1 - cosine))
+    PARITY_ERRORS.append((f"turbo_generate_ode {mode}", "target_latents", err))
+    min_cos, max_err = QUANT_FLOORS[mode]
+    assert cosine >= min_cos and err <= max_err
+
+
+# --- noise and bad settings ---------------------------------------------------------------
+
+
+def test_seeded_noise_is_reproducible_and_checked(converted):
+    model = load_component(converted / "acestep-v15-turbo", "dit")
+    states = mx.random.normal((1, 6, 64), key=mx.random.key(1))
+    context = mx.zeros((1, 12, 128))
+    runs = [sample_turbo(model.decoder, states, context, key=mx.random.key(seed)) for seed in (5, 5, 6)]
+    np.testing.assert_array_equal(np.array(runs[0]), np.array(runs[1]))
+    assert not np.allclose(np.array(runs[0]), np.array(runs[2]))
+    with pytest.raises(AceStepError, match=r"noise has shape \(1, 11, 64\), expected \(1, 12, 64\)"):
+        sample_turbo(model.decoder, states, context, noise=mx.zeros((1, 11, 64)))
+    with pytest.raises(AceStepError, match="unknown sampling method 'heun'"):
+        sample_turbo(model.decoder, states, context, TurboSettings(method="heun"))
+    with pytest.raises(AceStepError, match="unknown guidance 'pag'"):
+        sample_base(model.decoder, states, context, model.null_condition_emb, BaseSettings(guidance="pag"))
