@@ -14,15 +14,15 @@ the test extra (torch, diffusers) for the reference side.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import report, run_child  # noqa: E402
 
 REAL_VAE = dict(
     encoder_hidden_size=128,
@@ -34,7 +34,6 @@ REAL_VAE = dict(
     sampling_rate=48000,
 )
 HOP, RATE = 1920, 48000
-OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
 
 
 def make_checkpoints(workdir: Path) -> tuple[Path, Path]:
@@ -112,48 +111,12 @@ def child(args) -> None:
         result = run_mlx(Path(args.folder), args.task, args.seconds, args.chunk)
     else:
         result = run_torch(Path(args.folder), args.task, args.seconds, args.side == "diffusers-tiled")
-    result["max_rss_gb"] = max_rss_gb()
-    print("RESULT " + json.dumps(result))
-
-
-def max_rss_gb() -> float:
-    # ru_maxrss survives exec on Linux (it would report the parent's peak); VmHWM does not.
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1e6  # kB
-    except OSError:
-        pass
-    scale = 1e9 if sys.platform == "darwin" else 1e6  # bytes on macOS, KiB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
-
-
-def blas_of(side: str, env: dict) -> str:
-    if side == "mlx":
-        if sys.platform == "darwin":
-            return "Accelerate / Metal"
-        return "OpenBLAS (preloaded)" if OPENBLAS in env.get("LD_PRELOAD", "") else "MLX bundled reference BLAS"
-    import torch
-
-    cfg = torch.__config__.show()
-    for name in ("MKL", "OpenBLAS", "BLIS"):
-        if f"BLAS_INFO={name.lower()}" in cfg.replace(" ", "").lower() or name in cfg:
-            return f"torch {torch.__version__} ({name})"
-    return f"torch {torch.__version__}"
+    report(result)
 
 
 def measure(side: str, folder: Path, task: str, seconds: float, chunk: int | None) -> dict:
-    env = dict(os.environ)
-    if side == "mlx" and platform.system() == "Linux" and Path(OPENBLAS).exists():
-        env["LD_PRELOAD"] = OPENBLAS
-    cmd = [sys.executable, __file__, "--child", "--side", side, "--folder", str(folder), "--task", task, "--seconds", str(seconds)]
-    if chunk:
-        cmd += ["--chunk", str(chunk)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-    if line is None:
-        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(line[7:]) | {"blas": blas_of(side, env)}
+    extra = ["--folder", str(folder), "--task", task, "--seconds", str(seconds)] + (["--chunk", str(chunk)] if chunk else [])
+    return run_child(__file__, side, extra)
 
 
 def main() -> None:

@@ -87,6 +87,87 @@ def additive_mask(length: int, key_mask: mx.array | None, window: int | None, dt
     return mx.where(allowed, mx.array(0.0, dtype), mx.array(mx.finfo(dtype).min, dtype))
 
 
+_side_stream = None
+_CPU_SPLIT_MIN = 1 << 21  # score elements below which one stream is enough
+
+
+def _band_mask(length: int, window: int, dtype) -> mx.array:
+    """`[blocks, window, 3*window]` additive mask of the banded layout: query block i sees keys i*w - w ... i*w + 2w."""
+    blocks = -(-length // window)
+    start = np.arange(blocks)[:, None, None] * window
+    query = start + np.arange(window)[None, :, None]
+    key = start - window + np.arange(3 * window)[None, None, :]
+    allowed = (np.abs(key - query) <= window) & (key >= 0) & (key < length)
+    return mx.where(mx.array(allowed), mx.array(0.0, dtype), mx.array(mx.finfo(dtype).min, dtype))
+
+
+def _banded_part(q, k, v, scale: float, window: int):
+    """Sliding-window attention computing only the band: each block of `window` queries against 3 windows of keys."""
+    b, heads, length, d = q.shape
+    g = k.shape[1]
+    rep = heads // g
+    blocks = -(-length // window)
+    tail = blocks * window - length
+    q = mx.pad(q, [(0, 0), (0, 0), (0, tail), (0, 0)])
+    k = mx.pad(k, [(0, 0), (0, 0), (window, window + tail), (0, 0)])
+    v = mx.pad(v, [(0, 0), (0, 0), (window, window + tail), (0, 0)])
+    index = mx.array((np.arange(blocks)[:, None] * window + np.arange(3 * window)[None]).reshape(-1).astype(np.int32))
+    kw = k[:, :, index].reshape(b, g, blocks, 3 * window, d)
+    vw = v[:, :, index].reshape(b, g, blocks, 3 * window, d)
+    qb = q.reshape(b, g, rep, blocks, window, d).transpose(0, 1, 3, 2, 4, 5).reshape(b, g, blocks, rep * window, d)
+    s = (qb * scale) @ kw.swapaxes(-1, -2)
+    s = s.reshape(b, g, blocks, rep, window, 3 * window) + _band_mask(length, window, s.dtype)[:, None]
+    p = mx.softmax(s.astype(mx.float32), axis=-1).astype(vw.dtype).reshape(b, g, blocks, rep * window, 3 * window)
+    o = (p @ vw).reshape(b, g, blocks, rep, window, d).transpose(0, 1, 3, 2, 4, 5)
+    return o.reshape(b, heads, blocks * window, d)[:, :, :length]
+
+
+def _cpu_attention(q, k, v, scale: float, mask, band: int | None = None):
+    """softmax(q k^T * scale + mask) v with the GQA groups as a batch of plain matmuls.
+
+    MLX's fused kernel is Metal's; on the CPU its fallback is slower than this, and
+    the softmax (an exp per score, ~17 ns each on the CPU) runs on one core, so the
+    kv-head groups are split in two halves on two CPU streams. With `band` (a
+    sliding window over a sequence longer than 3 windows) only the band is computed.
+    """
+    global _side_stream
+    b, heads, length, d = q.shape
+    kv_heads, keys = k.shape[1], k.shape[2]
+    rep = heads // kv_heads
+
+    def part(qp, kp, vp):
+        if band is not None:
+            return _banded_part(qp, kp, vp, scale, band)
+        g = kp.shape[1]
+        s = (qp.reshape(b, g, rep * length, d) * scale) @ kp.swapaxes(-1, -2)
+        if mask is not None:
+            s = (s.reshape(b, g, rep, length, keys) + mask[:, :, None]).reshape(b, g, rep * length, keys)
+        p = mx.softmax(s.astype(mx.float32), axis=-1).astype(vp.dtype)
+        return (p @ vp).reshape(b, g * rep, length, d)
+
+    if kv_heads < 2 or b * heads * length * keys < _CPU_SPLIT_MIN:
+        return part(q, k, v)
+    if _side_stream is None:
+        _side_stream = mx.new_stream(mx.cpu)
+    h = kv_heads // 2
+    first = part(q[:, : h * rep], k[:, :h], v[:, :h])
+    with mx.stream(_side_stream):
+        second = part(q[:, h * rep :], k[:, h:], v[:, h:])
+    return mx.concatenate([first, second], axis=1)
+
+
+def attention(q, k, v, scale: float, mask=None, band: int | None = None):
+    """Bidirectional attention, heads-first; `k`/`v` may have fewer (GQA) heads; `mask` additive, broadcastable.
+
+    `band` says the mask is exactly the sliding window |i - j| <= band (no padding), which
+    lets the CPU path compute only the band on long sequences.
+    """
+    if mx.default_device() == mx.cpu:
+        use_band = band if band is not None and q.shape[2] == k.shape[2] and q.shape[2] > 3 * band else None
+        return _cpu_attention(q, k, v, scale, mask, use_band)
+    return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+
+
 class AceStepAttention(nn.Module):
     """q/k/v/o without bias, per-head RMSNorm on q and k, RoPE on self-attention only, GQA."""
 
@@ -116,14 +197,19 @@ class AceStepAttention(nn.Module):
         return k, v
 
     def __call__(
-        self, x: mx.array, mask: mx.array | None = None, context: mx.array | None = None, kv: tuple | None = None
+        self,
+        x: mx.array,
+        mask: mx.array | None = None,
+        context: mx.array | None = None,
+        kv: tuple | None = None,
+        band: int | None = None,
     ) -> mx.array:
         b, length, _ = x.shape
         k, v = kv if kv is not None else self.key_values(x if context is None else context)
         q = self.q_norm(self.q_proj(x).reshape(b, length, self.heads, self.head_dim)).transpose(0, 2, 1, 3)
         if not self.cross:
             q = mx.fast.rope(q, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=0)
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        out = attention(q, k, v, self.scale, mask, band)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(b, length, -1))
 
 

@@ -61,9 +61,11 @@ class AceStepDiTLayer(nn.Module):
         self.mlp = MLP(d, cfg.intermediate_size)
         self.scale_shift_table = mx.zeros((1, 6, d))
 
-    def __call__(self, h: mx.array, tproj: mx.array, mask: mx.array | None, cross_kv: tuple) -> mx.array:
+    def __call__(
+        self, h: mx.array, tproj: mx.array, mask: mx.array | None, cross_kv: tuple, band: int | None = None
+    ) -> mx.array:
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mx.split(self.scale_shift_table + tproj, 6, axis=1)
-        h = h + self.self_attn(self.self_attn_norm(h) * (1 + scale_a) + shift_a, mask) * gate_a
+        h = h + self.self_attn(self.self_attn_norm(h) * (1 + scale_a) + shift_a, mask, band=band) * gate_a
         h = h + self.cross_attn(self.cross_attn_norm(h), kv=cross_kv)
         return h + self.mlp(self.mlp_norm(h) * (1 + scale_m) + shift_m) * gate_m
 
@@ -109,8 +111,10 @@ class AceStepDiTModel(nn.Module):
         h = self.proj_in(h.reshape(b, (length + pad) // p, -1))
 
         window = additive_mask(h.shape[1], None, self.cfg.sliding_window, h.dtype)
+        band = self.cfg.sliding_window
         for i, layer in enumerate(self.layers):
-            h = layer(h, tproj, window if self.cfg.is_sliding(i) else None, cross_kv[i])
+            sliding = self.cfg.is_sliding(i)
+            h = layer(h, tproj, window if sliding else None, cross_kv[i], band if sliding else None)
 
         shift, scale = mx.split(self.scale_shift_table + temb[:, None], 2, axis=1)
         h = self.norm_out(h) * (1 + scale) + shift

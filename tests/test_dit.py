@@ -121,3 +121,15 @@ def test_patch_remap_is_the_convolution():
     np.testing.assert_allclose(np.array(got_h), h.numpy().transpose(0, 2, 1), atol=1e-5)
     got = (got_h @ mapped["decoder.proj_out.weight"].T + mapped["decoder.proj_out.bias"]).reshape(1, 8, 3)
     np.testing.assert_allclose(np.array(got), want.transpose(0, 2, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("length, window, heads, kv_heads", [(37, 3, 6, 2), (40, 8, 4, 4), (13, 4, 4, 1), (100, 7, 8, 2)])
+def test_banded_sliding_attention_equals_the_masked_one(length, window, heads, kv_heads):
+    from mlx_acestep.condition import _cpu_attention, additive_mask, attention
+
+    keys = mx.random.split(mx.random.key(length), 3)
+    q = mx.random.normal((2, heads, length, 16), key=keys[0])
+    k, v = (mx.random.normal((2, kv_heads, length, 16), key=key) for key in keys[1:])
+    mask = additive_mask(length, None, window, mx.float32)
+    np.testing.assert_allclose(np.array(attention(q, k, v, 0.25, mask, band=window)),
+                               np.array(_cpu_attention(q, k, v, 0.25, mask)), atol=1e-6)

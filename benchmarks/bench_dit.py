@@ -1,0 +1,150 @@
+"""One DiT denoising step at the real 2B turbo size (random weights): MLX beside diffusers, one run.
+
+    python benchmarks/bench_dit.py                          # T = 750 and 3000, float32, both sides
+    python benchmarks/bench_dit.py --frames 750 --sides mlx,mlx-bf16,mlx-q8,mlx-q4
+    python benchmarks/bench_dit.py --tiny                   # a tiny config (checks the script runs)
+
+A step is one decoder forward on `[1, T, 64]` latents with a ~640-token
+condition, as in sampling: MLX reuses the condition's cross-attention K/V
+across steps (so they are computed once, outside the timed steps), diffusers'
+AceStepTransformer1DModel recomputes them every step. Each measurement runs in
+a fresh process (weights built there, no checkpoint files); the first step is
+a warm-up. On Linux the MLX side preloads OpenBLAS if it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import report, run_child  # noqa: E402
+
+REAL_2B = dict(
+    hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8,
+    head_dim=128, rope_theta=1_000_000.0, rms_norm_eps=1e-6, sliding_window=128, in_channels=192,
+    audio_acoustic_hidden_dim=64, patch_size=2, layer_types=["sliding_attention", "full_attention"] * 12,
+)
+TINY = REAL_2B | dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, layer_types=["sliding_attention", "full_attention"])
+
+
+def inputs(config: dict, frames: int, condition: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return (
+        rng.standard_normal((1, frames, 64)).astype(np.float32),
+        np.concatenate([rng.standard_normal((1, frames, 64)), np.ones((1, frames, 64))], -1).astype(np.float32),
+        rng.standard_normal((1, condition, config["hidden_size"])).astype(np.float32),
+    )
+
+
+def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int, compile: bool) -> dict:
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from mlx_acestep.condition import AceStepConfig
+    from mlx_acestep.dit import AceStepDiTModel
+    from mlx_acestep.quantization import quantize_model
+    from mlx_acestep.sampler import Denoiser
+    from mlx_acestep_convert.dit import AT_LEAST_8_BITS, KEEP_FULL_PRECISION
+
+    dit = AceStepDiTModel(AceStepConfig.from_dict(config))
+    dit.update(nn.utils.tree_map(lambda p: p * 0.5, dit.parameters()))  # keep activations tame through 24 layers
+    if variant == "bf16":
+        dit.set_dtype(mx.bfloat16)
+    elif variant in ("q8", "q4"):
+        quantize_model(dit, 8 if variant == "q8" else 4, 64, KEEP_FULL_PRECISION, AT_LEAST_8_BITS)
+    mx.eval(dit.parameters())
+    dtype = mx.bfloat16 if variant == "bf16" else mx.float32
+    x, context, states = (mx.array(a).astype(dtype) for a in inputs(config, frames, condition))
+    mx.reset_peak_memory()
+    denoise = Denoiser(dit, states, context, compile=compile)
+    mx.eval(denoise.kv)
+    mx.eval(denoise(x, 0.9))  # warm-up (and compilation)
+    start = time.perf_counter()
+    for _ in range(steps):
+        mx.eval(denoise(x, 0.9))
+    return {"step_s": (time.perf_counter() - start) / steps, "peak_gb": mx.get_peak_memory() / 1e9}
+
+
+def run_torch(config: dict, frames: int, condition: int, steps: int) -> dict:
+    import torch
+    from diffusers import AceStepTransformer1DModel
+
+    torch.set_grad_enabled(False)
+    torch.manual_seed(0)
+    dit = AceStepTransformer1DModel(**config).eval()
+    x, context, states = (torch.from_numpy(a) for a in inputs(config, frames, condition))
+    t = torch.full((1,), 0.9)
+
+    def step():
+        return dit(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=states, context_latents=context,
+                   return_dict=False)[0]
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return {"step_s": (time.perf_counter() - start) / steps, "peak_gb": None}
+
+
+def child(args) -> None:
+    config = TINY if args.tiny else REAL_2B
+    if args.layers:
+        config = config | dict(num_hidden_layers=args.layers, layer_types=config["layer_types"][: args.layers])
+    if args.side.startswith("mlx"):
+        variant = args.side.split("-", 1)[1] if "-" in args.side else "f32"
+        result = run_mlx(config, variant, args.frame, args.condition, args.steps, args.compile)
+    else:
+        result = run_torch(config, args.frame, args.condition, args.steps)
+    if args.layers:
+        result["step_s"] *= REAL_2B["num_hidden_layers"] / args.layers
+    report(result)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", default="750,3000", help="comma list of latent lengths T (25 Hz)")
+    p.add_argument("--sides", default="mlx,diffusers", help="mlx, mlx-bf16, mlx-q8, mlx-q4, diffusers")
+    p.add_argument("--condition", type=int, default=640, help="condition tokens")
+    p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
+    p.add_argument("--compile", action="store_true", help="mx.compile the MLX step")
+    p.add_argument("--tiny", action="store_true", help="a tiny config instead of the real 2B size")
+    p.add_argument("--layers", type=int, default=None,
+                   help="build only this many of the 24 layers and scale the time to 24 (for the slow CPU bf16/q8/q4 runs)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--side", help=argparse.SUPPRESS)
+    p.add_argument("--frame", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child(args)
+    print(f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores; "
+          f"{'tiny' if args.tiny else '2B turbo'} DiT, condition {args.condition} tokens"
+          + (f"; {args.layers} of 24 layers built, s/step scaled to 24" if args.layers else ""))
+    print("| T | audio | side | BLAS | s / step | peak MLX (GB) | max RSS (GB) |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for frames in (int(f) for f in args.frames.split(",")):
+        for side in args.sides.split(","):
+            extra = ["--frame", str(frames), "--condition", str(args.condition), "--steps", str(args.steps)]
+            extra += ["--tiny"] * args.tiny + ["--compile"] * args.compile
+            extra += ["--layers", str(args.layers)] if args.layers else []
+            r = run_child(__file__, side, extra) | {"frames": frames, "side": side}
+            rows.append(r)
+            if "error" in r:
+                print(f"| {frames} | {frames / 25:g} s | {side} | | failed: {r['error']} | | |", flush=True)
+                continue
+            peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else ""
+            print(f"| {frames} | {frames / 25:g} s | {side} | {r['blas']} | {r['step_s']:.2f} | {peak} | {r['max_rss_gb']:.2f} |",
+                  flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
