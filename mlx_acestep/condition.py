@@ -7,6 +7,7 @@ the ones the DiT, the FSQ attention pooler and the detokenizer share.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import mlx.core as mx
@@ -91,6 +92,7 @@ _side_stream = None
 _CPU_SPLIT_MIN = 1 << 21  # score elements below which one stream is enough
 
 
+@functools.lru_cache(maxsize=16)  # the same for every sliding layer and every step of a generation
 def _band_mask(length: int, window: int, dtype) -> mx.array:
     """`[blocks, window, 3*window]` additive mask of the banded layout: query block i sees keys i*w - w ... i*w + 2w."""
     blocks = -(-length // window)
