@@ -230,7 +230,7 @@ class AceStepEncoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class _EncoderStack(nn.Module):
+class EncoderStack(nn.Module):
     """embed_tokens (Linear with bias) -> encoder layers (sliding/full by index) -> RMSNorm."""
 
     def __init__(self, cfg: AceStepConfig, in_dim: int, n_layers: int):
@@ -254,7 +254,7 @@ class _EncoderStack(nn.Module):
         return self.norm(h)
 
 
-class AceStepLyricEncoder(_EncoderStack):
+class AceStepLyricEncoder(EncoderStack):
     def __init__(self, cfg: AceStepConfig):
         super().__init__(cfg, cfg.text_hidden_dim, cfg.num_lyric_encoder_hidden_layers)
 
@@ -263,7 +263,7 @@ class AceStepLyricEncoder(_EncoderStack):
         return self.run_layers(self.embed_tokens(inputs_embeds), attention_mask)
 
 
-class AceStepTimbreEncoder(_EncoderStack):
+class AceStepTimbreEncoder(EncoderStack):
     def __init__(self, cfg: AceStepConfig):
         super().__init__(cfg, cfg.timbre_hidden_dim, cfg.num_timbre_encoder_hidden_layers)
         self.special_token = mx.zeros((1, 1, cfg.encoder_widths()["hidden"]))

@@ -122,7 +122,7 @@ class ConditionBuilder:
 
     @property
     def dtype(self):
-        return self.dit.null_condition_emb.dtype
+        return self.dit.dtype
 
     def tokenize(self, items: Sequence[ConditionInput]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(caption ids, caption mask, lyric ids, lyric mask), each `[B, L]`, right-padded."""

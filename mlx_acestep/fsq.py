@@ -15,11 +15,11 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .condition import AceStepConfig, _EncoderStack
+from .condition import AceStepConfig, EncoderStack
 from .errors import AceStepError
 
 
-class AttentionPooler(_EncoderStack):
+class AttentionPooler(EncoderStack):
     """One learned token prepended to every window of `pool_window_size` frames; its output is the window's summary."""
 
     def __init__(self, cfg: AceStepConfig):
@@ -129,7 +129,7 @@ class AceStepAudioTokenizer(nn.Module):
         return quantized, indices, mask, pooled
 
 
-class AudioTokenDetokenizer(_EncoderStack):
+class AudioTokenDetokenizer(EncoderStack):
     """Each 5 Hz token is repeated to `pool_window_size` slots plus learned per-slot offsets, refined, projected to latents."""
 
     def __init__(self, cfg: AceStepConfig):
