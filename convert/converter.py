@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import read_json
@@ -57,9 +57,17 @@ def find_components(src: Path) -> list[tuple[SourceFolder, Path]]:
 
 
 def convert_checkpoints(
-    src: str | Path, dst: str | Path, opts: ConvertOptions | None = None, log: Callable[[str], None] | None = None
+    src: str | Path,
+    dst: str | Path,
+    opts: ConvertOptions | None = None,
+    log: Callable[[str], None] | None = None,
+    only: Sequence[str] | None = None,
 ) -> ConvertReport:
-    """Convert every supported component under `src` into `dst` (atomically)."""
+    """Convert every supported component under `src` into `dst` (atomically).
+
+    `only` names the source folders to convert (e.g. `["vae", "acestep-v15-turbo"]`); the rest are skipped
+    silently, so a pipeline converts just what it will load.
+    """
     opts = opts or ConvertOptions()
     opts.validate()
     log = log or (lambda msg: None)
@@ -75,6 +83,13 @@ def convert_checkpoints(
         raise AceStepError(
             f"{src}: no ACE-Step 1.5 checkpoint folders found (expected vae/, acestep-v15-*/, Qwen3-Embedding-*/, acestep-5Hz-lm-*/)"
         )
+
+    if only is not None:
+        names = {folder.name for _, folder in found}
+        missing = [n for n in only if n not in names]
+        if missing:
+            raise AceStepError(f"{src}: no component folder(s) {', '.join(missing)} (found: {', '.join(sorted(names))})")
+        found = [(spec, folder) for spec, folder in found if folder.name in only]
 
     report = ConvertReport()
     dst.parent.mkdir(parents=True, exist_ok=True)

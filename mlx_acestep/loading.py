@@ -18,7 +18,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .condition import AceStepConfig
-from .model import AceStepModel
+from .model import DIT_PARTS, AceStepModel
 from .errors import AceStepError
 from .oobleck import AutoencoderOobleck, OobleckConfig
 from .quantization import apply_recorded_quantization
@@ -35,8 +35,19 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
         OobleckConfig.from_dict(cfg), with_encoder=parts is None or "encoder" in parts
     ),
     "text_encoder": lambda cfg, parts: Qwen3TextEncoder(text_encoder_args(cfg)),
-    "dit": lambda cfg, parts: AceStepModel(AceStepConfig.from_dict(cfg)),
+    "dit": lambda cfg, parts: AceStepModel(AceStepConfig.from_dict(cfg), parts=dit_parts(cfg, parts)),
 }
+
+
+def dit_parts(cfg: dict, wanted: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The DiT modules to build: those wanted (all by default) that the converted folder holds."""
+    present = [p for p in DIT_PARTS if p not in cfg.get("absent_parts", ())]
+    if wanted is None:
+        return tuple(present)
+    unknown = set(wanted) - set(DIT_PARTS)
+    if unknown:
+        raise AceStepError(f"unknown DiT part(s) {sorted(unknown)}; choose from {list(DIT_PARTS)}")
+    return tuple(p for p in present if p in wanted)
 
 
 def read_json(path: Path) -> dict:

@@ -21,22 +21,53 @@ class PreparedCondition:
     context_latents: mx.array  # [B, T, 128] = [src or hints | chunk mask]
 
 
+DIT_PARTS = ("encoder", "decoder", "tokenizer", "detokenizer", "null_condition_emb")
+
+
 class AceStepModel(nn.Module):
-    def __init__(self, cfg: AceStepConfig):
+    """`parts` builds only those top-level modules (a phase that only samples needs no condition encoder;
+    folders from old diffusers converters hold no audio tokenizer)."""
+
+    def __init__(self, cfg: AceStepConfig, parts: tuple[str, ...] | None = None):
         super().__init__()
         self.config = cfg
-        self.encoder = AceStepConditionEncoder(cfg)
-        self.decoder = AceStepDiTModel(cfg)
-        self.tokenizer = AceStepAudioTokenizer(cfg)
-        self.detokenizer = AudioTokenDetokenizer(cfg)
-        self.null_condition_emb = mx.zeros((1, 1, cfg.encoder_widths()["hidden"]))
+        parts = DIT_PARTS if parts is None else parts
+        unknown = set(parts) - set(DIT_PARTS)
+        if unknown:
+            raise AceStepError(f"unknown DiT part(s) {sorted(unknown)}; choose from {list(DIT_PARTS)}")
+        if "encoder" in parts:
+            self.encoder = AceStepConditionEncoder(cfg)
+        if "decoder" in parts:
+            self.decoder = AceStepDiTModel(cfg)
+        if "tokenizer" in parts:
+            self.tokenizer = AceStepAudioTokenizer(cfg)
+        if "detokenizer" in parts:
+            self.detokenizer = AudioTokenDetokenizer(cfg)
+        if "null_condition_emb" in parts:
+            self.null_condition_emb = mx.zeros((1, 1, cfg.encoder_widths()["hidden"]))
+        self.parts = tuple(p for p in DIT_PARTS if p in parts)
 
     @property
     def dtype(self):
-        return self.null_condition_emb.dtype
+        """The compute dtype: that of the first floating-point parameter."""
+        from mlx.utils import tree_flatten
+
+        for _, v in tree_flatten(self.parameters()):
+            if mx.issubdtype(v.dtype, mx.floating):
+                return v.dtype
+        return mx.float32
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if n not in self.parts]
+        if missing:
+            raise AceStepError(
+                f"this DiT was loaded without {', '.join(missing)} (loaded: {', '.join(self.parts)}); "
+                "the checkpoint or the `parts` argument leaves it out"
+            )
 
     def codes_to_hints(self, codes: mx.array) -> mx.array:
         """5 Hz audio codes `[B, T5]` or `[B, T5, Q]` -> 25 Hz hints `[B, 5 T5, C]` (spec 5.3)."""
+        self.require("tokenizer", "detokenizer")
         if codes.ndim == 2:
             codes = codes[..., None]
         size = self.tokenizer.quantizer.codebook_size
@@ -45,6 +76,7 @@ class AceStepModel(nn.Module):
 
     def fsq_round_trip(self, latents: mx.array, silence_latent: mx.array) -> mx.array:
         """Latents `[B, T, C]` -> tokenize -> detokenize, cropped to T: what a cover hears of its source."""
+        self.require("tokenizer", "detokenizer")
         quantized = self.tokenizer.tokenize(latents, silence_latent)[0]
         return self.detokenizer(quantized)[:, : latents.shape[1]]
 
