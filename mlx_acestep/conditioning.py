@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import NamedTuple, Sequence, Union
 
 import mlx.core as mx
 import numpy as np
@@ -87,6 +87,60 @@ def timbre_window(latents: LatentClip, frames: int = 750, rng: np.random.Generat
     return x[mx.array(source.astype(np.int32))]
 
 
+class PromptTokens(NamedTuple):
+    """Caption and lyric token ids `[B, L]` (int) with their masks (bool), right-padded."""
+
+    text_ids: np.ndarray
+    text_mask: np.ndarray
+    lyric_ids: np.ndarray
+    lyric_mask: np.ndarray
+
+
+def tokenize_items(tokenizer: PromptTokenizer, items: Sequence[ConditionInput]) -> PromptTokens:
+    """Format each item's caption and lyric prompts and tokenize the batch (256 / 2048 tokens)."""
+    captions, lyrics = [], []
+    for n, item in enumerate(items):
+        if not isinstance(item.caption, str) or not item.caption.strip():
+            raise AceStepError(f"item {n}: the caption is empty; describe the music (genre, mood, instruments)")
+        if not isinstance(item.lyrics, str):
+            raise AceStepError(f"item {n}: lyrics must be a string, got {type(item.lyrics).__name__}")
+        captions.append(caption_prompt(item.caption, item.metas, item.instruction))
+        lyrics.append(lyric_prompt(item.lyrics, item.language))
+    return PromptTokens(*tokenizer.batch(captions, CAPTION_MAX_TOKENS), *tokenizer.batch(lyrics, LYRIC_MAX_TOKENS))
+
+
+def reference_clips(
+    items: Sequence[ConditionInput], silence_latent: mx.array, frames: int, dtype: mx.Dtype, seed: int = 0
+) -> tuple[mx.array, np.ndarray]:
+    """(`[N, frames, C]` timbre clips, `[N]` batch index of each): every item gets at least one.
+
+    An item without reference latents gets the first `frames` of the silence latent, as the reference.
+    """
+    rng = np.random.default_rng(seed)
+    channels = silence_latent.shape[2]
+    clips, order = [], []
+    for n, item in enumerate(items):
+        refs = item.reference_latents
+        if refs is None:
+            clips.append(silence_latent[0, :frames])
+            order.append(n)
+            continue
+        if isinstance(refs, (mx.array, np.ndarray)):
+            refs = [refs]
+        if len(refs) == 0:
+            raise AceStepError(f"item {n}: the list of reference latents is empty (pass None for no reference)")
+        for clip in refs:
+            try:
+                window = timbre_window(clip, frames, rng)
+            except AceStepError as e:
+                raise AceStepError(f"item {n}: {e}") from None
+            if window.shape[1] != channels:
+                raise AceStepError(f"item {n}: reference latents have {window.shape[1]} channels, expected {channels}")
+            clips.append(window)
+            order.append(n)
+    return mx.stack(clips).astype(dtype), np.array(order)
+
+
 class ConditionBuilder:
     """The text encoder, its tokenizer and the DiT's condition encoder, with the silence latent."""
 
@@ -124,43 +178,11 @@ class ConditionBuilder:
     def dtype(self):
         return self.dit.dtype
 
-    def tokenize(self, items: Sequence[ConditionInput]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(caption ids, caption mask, lyric ids, lyric mask), each `[B, L]`, right-padded."""
-        captions, lyrics = [], []
-        for n, item in enumerate(items):
-            if not isinstance(item.caption, str) or not item.caption.strip():
-                raise AceStepError(f"item {n}: the caption is empty; describe the music (genre, mood, instruments)")
-            if not isinstance(item.lyrics, str):
-                raise AceStepError(f"item {n}: lyrics must be a string, got {type(item.lyrics).__name__}")
-            captions.append(caption_prompt(item.caption, item.metas, item.instruction))
-            lyrics.append(lyric_prompt(item.lyrics, item.language))
-        return (*self.tokenizer.batch(captions, CAPTION_MAX_TOKENS), *self.tokenizer.batch(lyrics, LYRIC_MAX_TOKENS))
+    def tokenize(self, items: Sequence[ConditionInput]) -> PromptTokens:
+        return tokenize_items(self.tokenizer, items)
 
     def references(self, items: Sequence[ConditionInput], seed: int = 0) -> tuple[mx.array, np.ndarray]:
-        """(`[N, frames, C]` timbre clips, `[N]` batch index of each): every item gets at least one."""
-        rng = np.random.default_rng(seed)
-        channels = self.silence_latent.shape[2]
-        clips, order = [], []
-        for n, item in enumerate(items):
-            refs = item.reference_latents
-            if refs is None:
-                clips.append(self.silence_latent[0, : self.timbre_frames])
-                order.append(n)
-                continue
-            if isinstance(refs, (mx.array, np.ndarray)):
-                refs = [refs]
-            if len(refs) == 0:
-                raise AceStepError(f"item {n}: the list of reference latents is empty (pass None for no reference)")
-            for clip in refs:
-                try:
-                    window = timbre_window(clip, self.timbre_frames, rng)
-                except AceStepError as e:
-                    raise AceStepError(f"item {n}: {e}") from None
-                if window.shape[1] != channels:
-                    raise AceStepError(f"item {n}: reference latents have {window.shape[1]} channels, expected {channels}")
-                clips.append(window)
-                order.append(n)
-        return mx.stack(clips).astype(self.dtype), np.array(order)
+        return reference_clips(items, self.silence_latent, self.timbre_frames, self.dtype, seed)
 
     def __call__(self, items: ConditionInput | Sequence[ConditionInput], seed: int = 0) -> EncodedConditions:
         """Encode a batch (ragged prompts and references are fine). `seed` picks the timbre slices."""

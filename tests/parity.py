@@ -259,10 +259,40 @@ def _generate(model, inp, case, silence):
     return {"target_latents": np.array(x0)}
 
 
+def _pipeline(dit_folder, inp, case):
+    """The whole pipeline from token ids: text encoder -> condition -> sampler -> VAE, with the case's noise.
+
+    The converted root holds every component; the DiT variant is the one the case names. The
+    reference's timbre input is the first `timbre_frames` frames of the silence latent (no reference audio).
+    """
+    import mlx.core as mx
+
+    from mlx_acestep.conditioning import PromptTokens
+    from mlx_acestep.pipeline import ACEStep, ModelFolders
+    from mlx_acestep.prompts import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS
+
+    root = dit_folder.parent
+    pipe = ACEStep(ModelFolders(next(root.glob("Qwen3-Embedding*")), dit_folder, root / "vae"))
+    tokens = PromptTokens(inp["text_token_ids"], inp["text_attention_mask"].astype(bool),
+                          inp["lyric_token_ids"], inp["lyric_attention_mask"].astype(bool))
+    if "text_prompts" in case:  # the pipeline's tokenizer gives the reference's ids for the recorded prompts
+        ids, mask = pipe.tokenizer.batch(case["text_prompts"], CAPTION_MAX_TOKENS)
+        assert np.array_equal(ids, tokens.text_ids) and np.array_equal(mask, tokens.text_mask), "caption ids differ"
+        ids, mask = pipe.tokenizer.batch(case["lyric_prompts"], LYRIC_MAX_TOKENS)
+        assert np.array_equal(ids, tokens.lyric_ids) and np.array_equal(mask, tokens.lyric_mask), "lyric ids differ"
+    noise = mx.array(inp["noise"])
+    out = pipe.generate_from_tokens(tokens, noise.shape[1], noise, sampler_settings(case), timbre_frames=case.get("timbre_frames"))
+    return {
+        "text_hidden_states": np.array(out.text_hidden_states),
+        "lyric_hidden_states": np.array(out.lyric_hidden_states),
+        "target_latents": np.array(out.latents),
+        "waveform": np.array(out.waveform).transpose(0, 2, 1),  # ours [B, samples, 2], the reference's [B, 2, samples]
+    }
+
+
 # Components that later issues build; a case for one of them is skipped with this reason.
 NOT_BUILT = [
     ("acestep-5Hz-lm", "5 Hz planner LM (issue 6)"),
-    ("pipeline", "end-to-end text2music pipeline (issue 5)"),
 ]
 
 
@@ -276,8 +306,11 @@ def runner_for(case: dict) -> tuple[Runner | None, str]:
         return Runner("vae", _vae_decode, VAE), ""
     if component == "vae" and inputs == {"audio"}:
         return Runner("vae", _vae_encode, VAE, injected=("eps",)), ""
-    folder = component.split(":")[0]
     outputs = set(case["outputs"])
+    if component.startswith("pipeline") and "waveform" in outputs:
+        variant = "acestep-v15-base" if "base" in component else "acestep-v15-turbo"
+        return Runner(variant, _pipeline, SAMPLING, wants_folder=True), ""
+    folder = component.split(":")[0]
     encoder_runners = {
         "encoder.lyric_encoder": _lyric_encoder,
         "encoder.timbre_encoder": _timbre_encoder,

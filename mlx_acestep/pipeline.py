@@ -1,0 +1,456 @@
+"""Text to music: caption, lyrics and metadata -> 48 kHz stereo audio (spec 5).
+
+    pipe = ACEStep.from_pretrained("ACE-Step/Ace-Step1.5")
+    result = pipe.generate("gentle piano, warm strings", lyrics="[Instrumental]", duration=30, seed=7)
+    result.save("song.wav")
+
+Phases, each timed and with its peak memory recorded: `text` (tokenizer and
+Qwen3 text encoder), `condition` (condition encoder and context latents),
+`dit` (the sampler), `vae` (chunked decode), `post` (peak limiting and -1 dBFS
+normalisation). Weight loading is timed apart as `load`. With
+`keep_loaded=False` each phase loads only the modules it runs and frees them
+afterwards, so peak memory is that of the largest phase, not the sum.
+
+The library never prints: progress goes to `callback`, notices to `warnings`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import secrets
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from .audio import SAMPLE_RATE, peak_limit, peak_normalize, save_audio
+from .condition import AceStepConfig
+from .conditioning import ConditionInput, PromptTokens, reference_clips, tokenize_items
+from .errors import AceStepError
+from .loading import load_component, load_silence_latent, read_json
+from .prompts import Metas, PromptTokenizer
+from .sampler import BaseSettings, TurboSettings, sample_base, sample_turbo
+
+MIN_SECONDS, MAX_SECONDS = 10.0, 600.0
+MAX_BATCH = 8
+MIN_FRAMES = 128  # the reference pads every target to at least 128 latent frames (spec 5.2)
+PHASES = ("text", "condition", "dit", "vae", "post")
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    steps: int
+    shift: float
+    guidance: float
+
+
+# Per model family, as the reference's UI runs them (spec 9.2): turbo always runs its 8-step table
+# without CFG; base and SFT use APG guidance 7.0. Shift 3.0 is the UI/REST default for all.
+MODEL_DEFAULTS = {
+    "turbo": SamplerDefaults(steps=8, shift=3.0, guidance=1.0),
+    "base": SamplerDefaults(steps=32, shift=3.0, guidance=7.0),
+    "sft": SamplerDefaults(steps=50, shift=3.0, guidance=7.0),
+}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What `callback` receives: `done` of `total` units of `phase` are finished."""
+
+    phase: str
+    done: int
+    total: int
+
+
+class Cancelled(AceStepError):
+    """The progress callback returned False."""
+
+
+@dataclass
+class GenerationResult:
+    audio: np.ndarray  # [B, samples, channels] float32, post-processed
+    sample_rate: int
+    seeds: list[int]
+    duration: float  # seconds of audio per item
+    seconds: dict[str, float]  # per phase (and "load")
+    peak_memory: dict[str, int]  # bytes, MLX's peak during each phase (weights included)
+    latents: np.ndarray  # [B, T, 64] float32, what the VAE decoded
+
+    @property
+    def compute_seconds(self) -> float:
+        return sum(v for k, v in self.seconds.items() if k != "load")
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+    @property
+    def rtf(self) -> float:
+        """Seconds of audio made per second of compute (higher is faster, as ACE-Step reports it); loading excluded."""
+        return self.duration * len(self.audio) / max(self.compute_seconds, 1e-9)
+
+    @property
+    def peak_memory_bytes(self) -> int:
+        return max(self.peak_memory.values(), default=0)
+
+    def save(self, path: str | Path, subtype: str | None = None) -> list[Path]:
+        """Write each item (`.wav` or `.flac`, atomically); a batch gets `name_0.wav`, `name_1.wav`, ..."""
+        path = Path(path)
+        paths = [path] if len(self.audio) == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(len(self.audio))]
+        return [save_audio(p, a, self.sample_rate, subtype) for p, a in zip(paths, self.audio)]
+
+
+@dataclass
+class Generated:
+    """The raw outputs of one run, before post-processing (what the parity fixtures store)."""
+
+    text_hidden_states: mx.array
+    lyric_hidden_states: mx.array
+    latents: mx.array  # [B, T, 64]
+    waveform: mx.array  # [B, T * 1920, 2]
+
+
+class PhaseMeter:
+    """Wall time and MLX peak memory per phase; loads inside a phase are timed apart as `load`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.peak: dict[str, int] = {}
+        self._loading = 0.0
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        mx.reset_peak_memory()
+        self._loading = 0.0
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start - self._loading
+            self.peak[name] = max(self.peak.get(name, 0), mx.get_peak_memory())
+
+    @contextlib.contextmanager
+    def loading(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - start
+            self._loading += took
+            self.seconds["load"] = self.seconds.get("load", 0.0) + took
+
+
+@dataclass
+class ModelFolders:
+    """Converted MLX component folders (`mlx-acestep convert`)."""
+
+    text_encoder: Path
+    dit: Path
+    vae: Path
+
+    def __post_init__(self):
+        for name in ("text_encoder", "dit", "vae"):
+            setattr(self, name, Path(getattr(self, name)))
+
+
+# role -> (component, parts to load); with keep_loaded the DiT is loaded whole once and shared.
+_ROLES = {
+    "text_encoder": ("text_encoder", None),
+    "condition": ("dit", ("encoder",)),
+    "denoiser": ("dit", ("decoder", "null_condition_emb")),
+    "vae": ("vae", ("decoder",)),
+}
+
+
+def model_family(name: str, config: AceStepConfig) -> str:
+    if config.is_turbo:
+        return "turbo"
+    return "sft" if "sft" in name.lower() else "base"
+
+
+def target_frames(duration: float, hop: int = 1920) -> int:
+    """Latent frames of a request: duration rounded to 0.1 s, `int(d * 48000) // 1920` (spec 5.2)."""
+    return int(round(duration, 1) * SAMPLE_RATE) // hop
+
+
+def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
+    """One seed per item. None or -1: random; one int: seed, seed+1, ... (upstream draws fresh ones; this repeats)."""
+    if seed is None or (isinstance(seed, int) and seed == -1):
+        return [secrets.randbits(32) for _ in range(batch)]
+    if isinstance(seed, (int, np.integer)):
+        seeds = [int(seed) + i for i in range(batch)]
+    else:
+        seeds = [int(s) for s in seed]
+        if len(seeds) != batch:
+            raise AceStepError(f"got {len(seeds)} seeds for a batch of {batch}")
+    if any(not 0 <= s < 2**63 for s in seeds):
+        raise AceStepError(f"seeds must be between 0 and 2**63 - 1 (or -1 for random), got {seed}")
+    return seeds
+
+
+def initial_noise(seeds: Sequence[int], frames: int, channels: int, dtype: mx.Dtype) -> mx.array:
+    """`[B, T, C]` standard normal noise in the model dtype, one generator per item (spec 5.5)."""
+    return mx.concatenate([mx.random.normal((1, frames, channels), dtype=dtype, key=mx.random.key(s)) for s in seeds])
+
+
+class ACEStep:
+    """The text-to-music pipeline over converted folders (or preloaded modules)."""
+
+    def __init__(
+        self,
+        folders: ModelFolders,
+        *,
+        keep_loaded: bool = True,
+        vae_chunk: int = 256,
+        vae_overlap: int = 16,
+        cache_limit_gb: float = 2.0,
+        name: str | None = None,
+        modules: dict[str, nn.Module] | None = None,
+    ):
+        """`keep_loaded=False` loads each phase's modules when it starts and frees them after (lowest peak
+        memory, for one-shot use); True keeps them loaded across calls (apps that generate repeatedly)."""
+        self.folders = folders
+        self.name = name or folders.dit.name
+        self.keep_loaded = keep_loaded or modules is not None
+        self.vae_chunk, self.vae_overlap = vae_chunk, vae_overlap
+        self.cache_limit = int(cache_limit_gb * 2**30)
+        fields = read_json(folders.dit / "config.json")
+        self.config = AceStepConfig.from_dict(fields)
+        self.dtype = getattr(mx, fields.get("dtype", "float32"))
+        self.family = model_family(self.name, self.config)
+        self.tokenizer = PromptTokenizer(folders.text_encoder)
+        self.silence_latent = load_silence_latent(folders.dit)
+        self._loaded: dict[str, nn.Module] = dict(modules or {})
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path = "ACE-Step/Ace-Step1.5",
+        *,
+        dit: str | None = None,
+        dtype: str = "float32",
+        quantize: str | None = None,
+        q_group_size: int = 64,
+        cache_dir: str | Path | None = None,
+        reconvert: bool = False,
+        log: Callable[[str], None] | None = None,
+        **kwargs,
+    ) -> "ACEStep":
+        """Load from a converted MLX folder, a PyTorch checkpoint root (original or diffusers layout,
+        converted once into the cache), a Hugging Face repo id (downloaded, converted, cached) or "tiny".
+
+        `dit` picks the DiT folder (e.g. "acestep-v15-base"; default: the turbo model). `quantize` is
+        None, "q8" or "q4" (the DiT's and text encoder's linear layers). Other keyword arguments go
+        to the constructor (`keep_loaded`, `vae_chunk`, ...).
+        """
+        from .hub import resolve_model
+
+        folders = resolve_model(
+            model, dit=dit, dtype=dtype, quantize=quantize, q_group_size=q_group_size, cache_dir=cache_dir,
+            reconvert=reconvert, log=log,
+        )
+        return cls(folders, **kwargs)
+
+    # -- modules -------------------------------------------------------------------------------
+
+    def _module(self, role: str, meter: PhaseMeter) -> nn.Module:
+        component, parts = _ROLES[role]
+        key = component if self.keep_loaded else role
+        if key not in self._loaded:
+            folder = getattr(self.folders, component)
+            with meter.loading():
+                self._loaded[key] = load_component(folder, component, None if self.keep_loaded else parts)
+        return self._loaded[key]
+
+    def _release(self, role: str) -> None:
+        if not self.keep_loaded:
+            self._loaded.pop(role, None)
+            gc.collect()
+        mx.clear_cache()
+
+    # -- settings ------------------------------------------------------------------------------
+
+    def sampler_settings(
+        self, steps: int | None = None, shift: float | None = None, guidance: float | None = None, method: str = "ode"
+    ) -> TurboSettings | BaseSettings:
+        """The model family's defaults with the given overrides; turbo warns about what it ignores."""
+        defaults = MODEL_DEFAULTS[self.family]
+        if steps is not None and not 1 <= steps <= 200:
+            raise AceStepError(f"steps must be between 1 and 200, got {steps}")
+        if shift is not None and not 0 < shift <= 10:
+            raise AceStepError(f"shift must be in (0, 10], got {shift}")
+        if guidance is not None and not 0 <= guidance <= 30:
+            raise AceStepError(f"guidance must be between 0 and 30, got {guidance}")
+        if method not in ("ode", "sde"):
+            raise AceStepError(f"unknown sampling method {method!r} (choose ode or sde)")
+        if self.family == "turbo":
+            if steps is not None and steps != defaults.steps:
+                warnings.warn(f"turbo models always run their fixed 8-step schedule; steps={steps} is ignored", stacklevel=3)
+            if guidance is not None and guidance != 1.0:
+                warnings.warn(f"turbo models run without guidance (CFG); guidance={guidance} is ignored", stacklevel=3)
+            if shift is not None and shift not in (1, 2, 3):
+                warnings.warn(f"turbo models snap the shift to 1, 2 or 3; shift={shift} becomes {min((1, 2, 3), key=lambda s: abs(s - shift))}", stacklevel=3)
+            return TurboSettings(shift=defaults.shift if shift is None else shift, method=method)
+        return BaseSettings(
+            steps=steps or defaults.steps,
+            shift=defaults.shift if shift is None else shift,
+            guidance_scale=defaults.guidance if guidance is None else guidance,
+            method=method,
+        )
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        caption: str,
+        lyrics: str = "[Instrumental]",
+        *,
+        duration: float = 30.0,
+        seed: int | Sequence[int] | None = None,
+        batch_size: int = 1,
+        bpm: int | None = None,
+        key: str | None = None,
+        time_signature: int | str | None = None,
+        language: str = "unknown",
+        steps: int | None = None,
+        shift: float | None = None,
+        guidance: float | None = None,
+        method: str = "ode",
+        normalize: bool = True,
+        callback: Callable[[Progress], bool | None] | None = None,
+    ) -> GenerationResult:
+        """Generate `batch_size` songs of `duration` seconds (10-600) from a caption and lyrics.
+
+        `seed`: one int (item i uses seed + i), a list (one per item) or None (random). `steps`,
+        `shift`, `guidance` default per model family (turbo ignores steps and guidance, with a warning).
+        `callback(Progress)` is called as work advances; returning False cancels (raises `Cancelled`).
+        """
+        if not isinstance(duration, (int, float)) or not MIN_SECONDS <= duration <= MAX_SECONDS:
+            raise AceStepError(f"duration must be between {MIN_SECONDS:g} and {MAX_SECONDS:g} seconds, got {duration}")
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+            raise AceStepError(f"batch size must be between 1 and {MAX_BATCH}, got {batch_size}")
+        if bpm is not None and not 30 <= bpm <= 300:
+            raise AceStepError(f"bpm must be between 30 and 300, got {bpm}")
+        settings = self.sampler_settings(steps, shift, guidance, method)
+        seeds = resolve_seeds(seed, batch_size)
+        metas = Metas(duration=duration, bpm=bpm, timesignature=time_signature, keyscale=key)
+        items = [ConditionInput(caption, lyrics, metas, language)] * batch_size
+        frames = max(MIN_FRAMES, target_frames(duration))
+
+        meter = PhaseMeter()
+        with meter.phase("text"):
+            tokens = tokenize_items(self.tokenizer, items)
+        noise = initial_noise(seeds, frames, self.config.audio_acoustic_hidden_dim, self.dtype)
+        out = self.generate_from_tokens(tokens, frames, noise, settings, items=items, seed=seeds[0], callback=callback, meter=meter)
+        with meter.phase("post"):
+            audio = np.array(out.waveform.astype(mx.float32))
+            audio = peak_limit(audio)  # as the reference right after the VAE: per item, only above 1
+            if normalize:  # the reference library's default: peak at -1 dBFS
+                audio = np.stack([peak_normalize(a) for a in audio])
+        return GenerationResult(
+            audio=audio, sample_rate=SAMPLE_RATE, seeds=seeds, duration=frames * 1920 / SAMPLE_RATE,
+            seconds=dict(meter.seconds), peak_memory=dict(meter.peak), latents=np.array(out.latents.astype(mx.float32)),
+        )
+
+    def generate_from_tokens(
+        self,
+        tokens: PromptTokens,
+        frames: int,
+        noise: mx.array,
+        settings: TurboSettings | BaseSettings | None = None,
+        *,
+        items: Sequence[ConditionInput] | None = None,
+        timbre_frames: int | None = None,
+        seed: int = 0,
+        callback: Callable[[Progress], bool | None] | None = None,
+        meter: PhaseMeter | None = None,
+    ) -> Generated:
+        """The pipeline after tokenization: text encoder -> condition -> sampler -> VAE (no post-processing).
+
+        `noise` is the starting `[B, frames, 64]` latent noise. `items` carry reference latents (None:
+        the silence latent's first `timbre_frames`, default the config's 750, as the reference).
+        """
+        previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
+        try:
+            return self._run(tokens, frames, noise, settings, items, timbre_frames, seed, callback, meter or PhaseMeter())
+        finally:
+            mx.set_cache_limit(previous)
+            mx.clear_cache()
+
+    def _run(self, tokens, frames, noise, settings, items, timbre_frames, seed, callback, meter) -> Generated:
+        batch = tokens.text_ids.shape[0]
+        if noise.shape != (batch, frames, self.config.audio_acoustic_hidden_dim):
+            raise AceStepError(f"noise has shape {tuple(noise.shape)}, expected {(batch, frames, self.config.audio_acoustic_hidden_dim)}")
+        if frames > self.silence_latent.shape[1]:
+            raise AceStepError(
+                f"{frames} latent frames exceed the checkpoint's silence latent ({self.silence_latent.shape[1]} frames = "
+                f"{self.silence_latent.shape[1] * 1920 / SAMPLE_RATE:g} s)"
+            )
+        items = items or [ConditionInput("-")] * batch
+        settings = settings or self.sampler_settings()
+        timbre_frames = timbre_frames or self.config.timbre_fix_frame
+        report = _reporter(callback)
+
+        report("text", 0, 1)
+        with meter.phase("text"):
+            text_encoder = self._module("text_encoder", meter)
+            text_hidden = text_encoder(mx.array(tokens.text_ids))  # no mask: causal over the right-padded batch, as the reference
+            lyric_hidden = text_encoder.embed(mx.array(tokens.lyric_ids))
+            mx.eval(text_hidden, lyric_hidden)
+            del text_encoder
+            self._release("text_encoder")
+        report("text", 1, 1)
+
+        report("condition", 0, 1)
+        with meter.phase("condition"):
+            model = self._module("condition", meter)
+            dtype = model.dtype
+            refer, order = reference_clips(items, self.silence_latent, timbre_frames, dtype, seed)
+            states, _ = model.encoder(
+                text_hidden.astype(dtype), mx.array(tokens.text_mask), lyric_hidden.astype(dtype), mx.array(tokens.lyric_mask),
+                refer, mx.array(order),
+            )
+            src = mx.broadcast_to(self.silence_latent[:, :frames].astype(dtype), (batch, frames, self.silence_latent.shape[2]))
+            context = model.context_latents(src, mx.ones((batch, frames)), mx.zeros((batch,), mx.bool_), self.silence_latent)
+            mx.eval(states, context)
+            del model
+            self._release("condition")
+        report("condition", 1, 1)
+
+        with meter.phase("dit"):
+            model = self._module("denoiser", meter)
+            steps_done = lambda done, total: report("dit", done, total)  # noqa: E731
+            report("dit", 0, settings.steps if isinstance(settings, BaseSettings) else 8)
+            if isinstance(settings, TurboSettings):
+                latents = sample_turbo(model.decoder, states, context, settings, noise=noise, callback=steps_done)
+            else:
+                latents = sample_base(model.decoder, states, context, model.null_condition_emb, settings, noise=noise, callback=steps_done)
+            mx.eval(latents)
+            del model, states, context
+            self._release("denoiser")
+
+        with meter.phase("vae"):
+            vae = self._module("vae", meter)
+            waveform = vae.decode_chunked(
+                latents.astype(vae.dtype), self.vae_chunk, self.vae_overlap, progress=lambda d, n: report("vae", d, n)
+            )
+            mx.eval(waveform)
+            del vae
+            self._release("vae")
+        return Generated(text_hidden, lyric_hidden, latents, waveform)
+
+
+def _reporter(callback: Callable[[Progress], bool | None] | None) -> Callable[[str, int, int], None]:
+    def report(phase: str, done: int, total: int) -> None:
+        if callback is not None and callback(Progress(phase, done, total)) is False:
+            raise Cancelled(f"generation cancelled during {phase}")
+
+    return report
+
+
