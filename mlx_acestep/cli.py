@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from pathlib import Path
 
 import click
 
@@ -111,6 +112,133 @@ def reconstruct(audio_in, audio_out, vae_dir, chunk, overlap, sample, seed):
     wave = peak_limit(np.concatenate(parts, axis=0))
     save_audio(audio_out, wave)
     click.echo(f"wrote {audio_out}: {len(wave) / 48000:.2f} s, {latents.shape[1]} latent frames")
+
+
+class PhaseBars:
+    """One stderr progress bar per pipeline phase, driven by the pipeline's Progress callback."""
+
+    LABELS = {"text": "text encoder", "condition": "conditioning ", "dit": "diffusion    ", "vae": "VAE decode   "}
+
+    def __init__(self):
+        self.phase, self.bar = None, None
+
+    def __call__(self, progress) -> None:
+        if progress.phase != self.phase:
+            self.close()
+            self.phase = progress.phase
+            label = self.LABELS.get(progress.phase, progress.phase)
+            self.bar = click.progressbar(length=max(progress.total, 1), label=label, file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+        self.bar.length = max(progress.total, 1)
+        self.bar.update(progress.done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: str) -> tuple[Path, str]:
+    """The output file (checked writable before any work) and its format."""
+    import os
+
+    path = Path(output) if output else Path(f"acestep-{seed_hint}.{fmt or 'wav'}")
+    suffix = path.suffix.lower().lstrip(".")
+    if not suffix:
+        path, suffix = path.with_suffix(f".{fmt or 'wav'}"), fmt or "wav"
+    if suffix not in ("wav", "flac"):
+        raise AceStepError(f"{path}: unsupported output format .{suffix} (use .wav or .flac)")
+    if fmt and fmt != suffix:
+        raise AceStepError(f"--format {fmt} does not match the output file {path}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise AceStepError(f"{parent}: output folder does not exist")
+    if not os.access(parent, os.W_OK):
+        raise AceStepError(f"{parent}: output folder is not writable")
+    if path.is_dir():
+        raise AceStepError(f"{path}: is a folder; give a file name")
+    return path, suffix
+
+
+@main.command()
+@click.argument("caption")
+@click.option("--lyrics", default=None, help="Lyrics text ([verse], [chorus] ... tags; default [Instrumental]).")
+@click.option("--lyrics-file", type=click.Path(dir_okay=False, path_type=str), default=None, help="Read the lyrics from a file.")
+@click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds of audio, 10 to 600.")
+@click.option("--bpm", type=int, default=None, help="Tempo for the metadata block (default N/A).")
+@click.option("--key", "keyscale", default=None, help='Key and scale, e.g. "C major" (default N/A).')
+@click.option("--time-signature", default=None, help="Beats per bar, e.g. 4 (default N/A).")
+@click.option("--language", default="unknown", show_default=True, help="Vocal language code (en, zh, ja, ...).")
+@click.option("--seed", type=int, default=None, help="Random seed (item i of a batch uses seed + i); default random.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Songs to generate at once, 1 to 8.")
+@click.option("--steps", type=int, default=None, help="Diffusion steps (base/SFT; turbo always runs 8). Default per model.")
+@click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
+@click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
+@click.option("--model", default="ACE-Step/Ace-Step1.5", show_default=True,
+              help="Hugging Face repo id, a checkpoint folder (original or diffusers layout, or converted), or 'tiny'.")
+@click.option("--dit", default=None, help="DiT folder inside the model, e.g. acestep-v15-base (default: turbo).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
+              help="Compute dtype when converting a PyTorch checkpoint.")
+@click.option("--quantize", type=click.Choice(["none", "q8", "q4"]), default="none", show_default=True,
+              help="Quantize the DiT's and text encoder's linear layers when converting.")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default=None, help="Output format (default: from -o, else wav).")
+@click.option("-o", "--output", default=None, help="Output file (default acestep-SEED.wav); a batch adds _0, _1, ...")
+@click.option("--cache-dir", default=None, help="Where converted models are kept (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep).")
+@click.option("--reconvert", is_flag=True, help="Convert the PyTorch checkpoint again even if a cached conversion exists.")
+@click.option("--no-normalize", is_flag=True, help="Skip the -1 dBFS peak normalisation.")
+@user_errors
+def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signature, language, seed, batch, steps, shift,
+             guidance, model, dit, dtype, quantize, fmt, output, cache_dir, reconvert, no_normalize):
+    """Generate music from CAPTION (a description: genre, mood, instruments).
+
+    \b
+    mlx-acestep generate "gentle piano, warm strings" --duration 30 -o piano.wav
+    mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
+    """
+    import warnings
+
+    from .pipeline import MAX_BATCH, MAX_SECONDS, MIN_SECONDS, ACEStep
+
+    if lyrics is not None and lyrics_file is not None:
+        raise AceStepError("give --lyrics or --lyrics-file, not both")
+    if lyrics_file is not None:
+        try:
+            lyrics = Path(lyrics_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise AceStepError(f"{lyrics_file}: cannot read the lyrics ({e.__class__.__name__}: {e})") from None
+    if not MIN_SECONDS <= duration <= MAX_SECONDS:
+        raise AceStepError(f"--duration must be between {MIN_SECONDS:g} and {MAX_SECONDS:g} seconds, got {duration:g}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise AceStepError(f"--batch must be between 1 and {MAX_BATCH}, got {batch}")
+    path, _ = _output_paths(output, fmt, batch, str(seed) if seed is not None else "random")
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        click.echo(f"warning: {message}", err=True)
+
+    bars = PhaseBars()
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        pipe = ACEStep.from_pretrained(
+            model, dit=dit, dtype=dtype, quantize=None if quantize == "none" else quantize, cache_dir=cache_dir,
+            reconvert=reconvert, log=lambda m: click.echo(m, err=True), keep_loaded=False,
+        )
+        if model == "tiny":
+            click.echo("note: --model tiny has random weights; it checks the pipeline end to end and produces noise", err=True)
+        try:
+            result = pipe.generate(
+                caption, lyrics if lyrics is not None else "[Instrumental]", duration=duration, seed=seed, batch_size=batch,
+                bpm=bpm, key=keyscale, time_signature=time_signature, language=language, steps=steps, shift=shift,
+                guidance=guidance, normalize=not no_normalize, callback=bars,
+            )
+        finally:
+            bars.close()
+    if output is None and seed is None:
+        path = path.with_name(f"acestep-{result.seeds[0]}{path.suffix}")
+    written = result.save(path)
+    for p, s in zip(written, result.seeds):
+        click.echo(f"wrote {p} ({result.duration:g} s, 48 kHz stereo, seed {s})")
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    click.echo(f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB")
 
 
 if __name__ == "__main__":

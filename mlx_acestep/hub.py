@@ -1,0 +1,234 @@
+"""Where a model comes from: a converted folder, a PyTorch checkpoint root, a Hugging Face repo, or "tiny".
+
+PyTorch checkpoints (original or diffusers layout, local or downloaded) are
+converted once into `<cache>/converted/<name>-<key>/`, where the key hashes the
+source files (path, size, mtime), the conversion options and the layout
+version: a changed source or option converts again, an unchanged one reuses
+the entry. The converter writes atomically, so an entry exists only whole.
+The cache is `$MLX_ACESTEP_CACHE`, else `~/.cache/mlx-acestep`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+from .errors import AceStepError
+from .loading import LAYOUT_VERSION, SILENCE_FILE, WEIGHTS_FILE, read_json
+from .safetensors_io import read_header
+
+DEFAULT_REPO = "ACE-Step/Ace-Step1.5"
+DEFAULT_DIT = "acestep-v15-turbo"
+TEXT_ENCODER = "Qwen3-Embedding-0.6B"
+CACHE_ENV = "MLX_ACESTEP_CACHE"
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+# What a pipeline needs from a repo, in either layout (patterns that match nothing cost nothing).
+_DIFFUSERS_PATTERNS = ["model_index.json", "transformer/*", "condition_encoder/*", "audio_tokenizer/*",
+                       "audio_token_detokenizer/*", "text_encoder/*", "tokenizer/*"]
+
+Log = Callable[[str], None]
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    return Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mlx-acestep").expanduser()
+
+
+def resolve_model(
+    model: str | Path,
+    *,
+    dit: str | None = None,
+    dtype: str = "float32",
+    quantize: str | None = None,
+    q_group_size: int = 64,
+    cache_dir: str | Path | None = None,
+    reconvert: bool = False,
+    log: Log | None = None,
+):
+    """The converted folders (text encoder, DiT, VAE) for `model`, converting and downloading as needed."""
+    from .pipeline import ModelFolders
+
+    log = log or (lambda msg: None)
+    cache = cache_root(cache_dir)
+    name = str(model)
+    if name == "tiny":
+        src = tiny_checkpoint(cache, log)
+    elif Path(name).expanduser().exists():
+        src = Path(name).expanduser().resolve()
+        if not src.is_dir():
+            raise AceStepError(f"{src}: is a file; --model takes a checkpoint folder, a Hugging Face repo id or 'tiny'")
+    elif _REPO_ID.fullmatch(name) and not name.startswith((".", "/")):
+        src = download(name, dit, log)
+    else:
+        raise AceStepError(f"unknown model {name!r}: no such folder, and not a Hugging Face repo id (owner/name) or 'tiny'")
+
+    if converted_components(src):
+        if dtype != "float32" or quantize:
+            log(f"{src} is already converted: its own dtype and quantization are used")
+        return ModelFolders(**pick_components(src, dit))
+    entry = convert_cached(src, dit, dtype, quantize, q_group_size, cache, reconvert, log)
+    return ModelFolders(**pick_components(entry, dit))
+
+
+def converted_components(root: Path) -> dict[str, list[Path]]:
+    """Converted component folders under `root` by component name ({} if it is not a converted root)."""
+    found: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        config = folder / "config.json"
+        if not config.is_file():
+            continue
+        try:
+            fields = json.loads(config.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(fields, dict) and "layout_version" in fields and "component" in fields:
+            found.setdefault(fields["component"], []).append(folder)
+    return found
+
+
+def _default_dit(dits: list[Path]) -> Path:
+    by_name = {d.name: d for d in dits}
+    if DEFAULT_DIT in by_name:
+        return by_name[DEFAULT_DIT]
+    turbo = [d for d in dits if read_json(d / "config.json").get("is_turbo")]
+    return (turbo or dits)[0]
+
+
+def pick_components(root: Path, dit: str | None) -> dict[str, Path]:
+    """{text_encoder, dit, vae} folders of a converted root, each checked to be whole."""
+    found = converted_components(root)
+    missing = [c for c in ("text_encoder", "dit", "vae") if not found.get(c)]
+    if missing:
+        raise AceStepError(f"{root}: no converted {', '.join(missing)} folder (the pipeline needs a text encoder, a DiT and the VAE)")
+    dits = found["dit"]
+    if dit is None:
+        chosen = _default_dit(dits)
+    else:
+        chosen = next((d for d in dits if d.name == dit), None)
+        if chosen is None:
+            raise AceStepError(f"{root}: no DiT {dit!r} (available: {', '.join(d.name for d in dits)})")
+    text = next((t for t in found["text_encoder"] if t.name == TEXT_ENCODER), found["text_encoder"][0])
+    folders = {"text_encoder": text, "dit": chosen, "vae": found["vae"][0]}
+    for folder in folders.values():
+        check_converted(folder)
+    return folders
+
+
+def check_converted(folder: Path) -> None:
+    """Cheap integrity check (config, weight header and size, silence latent) with a one-line error."""
+    try:
+        config = read_json(folder / "config.json")
+        if config.get("layout_version") != LAYOUT_VERSION:
+            raise AceStepError(f"{folder}: layout_version {config.get('layout_version')!r} is not {LAYOUT_VERSION}")
+        read_header(folder / WEIGHTS_FILE)
+        if config.get("component") == "dit":
+            read_header(folder / SILENCE_FILE)
+    except AceStepError as e:
+        raise AceStepError(f"{e} — this converted folder is damaged; delete it (or pass --reconvert) and run again") from None
+
+
+# -- conversion cache ---------------------------------------------------------------------------
+
+
+def convert_cached(
+    src: Path, dit: str | None, dtype: str, quantize: str | None, group: int, cache: Path, reconvert: bool, log: Log
+) -> Path:
+    from mlx_acestep_convert import ConvertOptions, convert_checkpoints
+    from mlx_acestep_convert.converter import find_components
+
+    found = find_components(src)
+    if not found:
+        raise AceStepError(
+            f"{src}: not an ACE-Step 1.5 checkpoint (expected vae/, acestep-v15-*/ and {TEXT_ENCODER}/, "
+            "a diffusers folder with model_index.json, or a folder made by `mlx-acestep convert`)"
+        )
+    only = None
+    if not (src / "model_index.json").is_file():  # original layout: convert just the three folders used
+        only = _needed_folders(src, found, dit)
+    opts = ConvertOptions(dtype=dtype, quantize=quantize or "none", group_size=group, force=reconvert)
+    opts.validate()
+    sources = [folder for _, folder in found if only is None or folder.name in only]
+    key = _cache_key(src, sources, opts)
+    entry = cache / "converted" / f"{src.name}-{key}"
+    if entry.is_dir() and not reconvert:
+        log(f"using the converted model in {entry}")
+        return entry
+    log(f"converting {src} into {entry} (once; later runs reuse it)")
+    convert_checkpoints(src, entry, opts, log=log, only=only)
+    return entry
+
+
+def _needed_folders(src: Path, found, dit: str | None) -> list[str]:
+    kinds: dict[str, list[Path]] = {}
+    for spec, folder in found:
+        kinds.setdefault(spec.kind, []).append(folder)
+    missing = [name for name, kind in (("vae/", "vae"), (f"{TEXT_ENCODER}/", "text_encoder"), ("acestep-v15-*/", "dit")) if not kinds.get(kind)]
+    if missing:
+        raise AceStepError(f"{src}: no {', '.join(missing)} folder (a full checkpoint root has vae/, {TEXT_ENCODER}/ and a DiT)")
+    dits = {f.name: f for f in kinds["dit"]}
+    if dit is not None and dit not in dits:
+        raise AceStepError(f"{src}: no DiT folder {dit!r} (available: {', '.join(sorted(dits))})")
+    chosen = dit or _default_dit(kinds["dit"]).name
+    text = next((t for t in kinds["text_encoder"] if t.name == TEXT_ENCODER), kinds["text_encoder"][0])
+    return [kinds["vae"][0].name, text.name, chosen]
+
+
+def _cache_key(src: Path, sources: list[Path], opts) -> str:
+    files = []
+    for folder in sources:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            stat = path.stat()
+            files.append((str(path.relative_to(src)), stat.st_size, stat.st_mtime_ns))
+    if (src / "model_index.json").is_file():
+        files.append(("model_index.json", (src / "model_index.json").stat().st_size, 0))
+    blob = json.dumps({"src": str(src), "files": files, "layout": LAYOUT_VERSION, "dtype": opts.dtype,
+                       "quantize": opts.quantize, "group": opts.group_size}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# -- sources ------------------------------------------------------------------------------------
+
+
+def download(repo_id: str, dit: str | None, log: Log) -> Path:
+    """The repo's files the pipeline needs, via the Hugging Face cache (works offline once cached)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    wanted = [f"{dit or DEFAULT_DIT}/*", "vae/*", f"{TEXT_ENCODER}/*"]
+    how = (
+        f"on a connected machine run `hf download {repo_id} --include " + " ".join(f'"{p}"' for p in wanted)
+        + " --local-dir checkpoints` and pass `--model checkpoints`"
+    )
+    log(f"fetching {repo_id} from Hugging Face (cached after the first time)")
+    try:
+        path = Path(snapshot_download(repo_id, allow_patterns=wanted + _DIFFUSERS_PATTERNS))
+    except LocalEntryNotFoundError:
+        raise AceStepError(f"{repo_id} is not in the local Hugging Face cache and downloading is off or failed; {how}") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise AceStepError(f"{repo_id}: no such model on Hugging Face (or it is private: log in with `hf auth login`)") from None
+    except (HfHubHTTPError, OSError) as e:
+        raise AceStepError(f"could not download {repo_id}: {str(e).splitlines()[0]}; {how}") from None
+    if not (path / "model_index.json").is_file():
+        missing = [p[:-2] for p in wanted if not (path / p[:-2]).is_dir()]
+        if missing:
+            raise AceStepError(f"{repo_id}: the downloaded snapshot {path} has no {', '.join(missing)}/ folder; {how}")
+    return path
+
+
+def tiny_checkpoint(cache: Path, log: Log) -> Path:
+    """A tiny random-weight checkpoint root in the original layout, built once into the cache."""
+    from .tiny import build_tiny_checkpoint
+
+    root = cache / "tiny-checkpoint"
+    if not root.is_dir():
+        log(f"building the tiny random-weight checkpoint in {root}")
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            build_tiny_checkpoint(root)
+        except AceStepError:
+            if not root.is_dir():  # another process may have built it meanwhile
+                raise
+    return root

@@ -1,0 +1,143 @@
+"""The text2music pipeline's API on the fixture checkpoints: phases, seeds, post-processing, bad input.
+
+Numerical parity of the whole chain against the reference is the `pipeline_text2music` parity case;
+these tests cover what surrounds it.
+"""
+
+import warnings
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_acestep.errors import AceStepError
+from mlx_acestep.pipeline import PHASES, ACEStep, Cancelled, ModelFolders, target_frames
+
+
+def folders(converted, dit="acestep-v15-turbo"):
+    return ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / dit, converted / "vae")
+
+
+@pytest.fixture(scope="module")
+def pipe(converted):
+    return ACEStep(folders(converted))
+
+
+@pytest.fixture(scope="module")
+def song(pipe):
+    return pipe.generate("gentle piano", "[verse]\nla la", duration=10, seed=11, bpm=90)
+
+
+def test_a_song_has_the_requested_length_and_every_phase_is_measured(song):
+    assert song.audio.shape == (1, 10 * 48000, 2) and song.audio.dtype == np.float32
+    assert song.sample_rate == 48000 and song.seeds == [11] and song.duration == 10
+    assert set(PHASES) <= set(song.seconds) and all(v >= 0 for v in song.seconds.values())
+    assert set(PHASES) <= set(song.peak_memory) and song.peak_memory["dit"] > 0
+    assert song.rtf == pytest.approx(10 / song.compute_seconds)
+    assert song.latents.shape == (1, target_frames(10), 64)
+
+
+def test_the_output_is_the_decoded_latents_normalised_to_minus_1_dbfs(pipe, song):
+    """Post-processing (spec 5.9): peak limiting, then the library's -1 dBFS peak normalisation."""
+    assert np.max(np.abs(song.audio)) == pytest.approx(10 ** (-1 / 20), rel=1e-5)
+    from mlx_acestep.loading import load_component
+
+    # The decoder sees ~9 frames around each sample: decoding 32 frames gives the first 16 frames' audio exactly.
+    vae = load_component(pipe.folders.vae, "vae", parts=("decoder",))
+    raw = np.array(vae.decode(mx.array(song.latents[:, :32])))[0, : 16 * 1920]
+    ours = song.audio[0, : 16 * 1920]
+    cos = np.sum(raw * ours) / (np.linalg.norm(raw) * np.linalg.norm(ours))
+    assert cos > 1 - 1e-6  # a pure gain of the VAE's output
+
+
+def test_loading_per_phase_gives_the_same_song_as_keeping_everything_loaded(converted, song):
+    lean = ACEStep(folders(converted), keep_loaded=False)
+    again = lean.generate("gentle piano", "[verse]\nla la", duration=10, seed=11, bpm=90)
+    np.testing.assert_array_equal(again.audio, song.audio)
+    assert not lean._loaded  # every phase freed what it loaded
+
+
+@pytest.fixture(scope="module")
+def pair(pipe):
+    return pipe.generate("gentle piano", "[verse]\nla la", duration=10, seed=11, bpm=90, batch_size=2)
+
+
+def test_seeds_repeat_and_differ(song, pair):
+    assert pair.seeds == [11, 12] and pair.audio.shape == (2, 480000, 2)
+    # item 0 of the batch is the single song with the same seed (batching changes rounding only) ...
+    np.testing.assert_allclose(pair.latents[0], song.latents[0], rtol=0, atol=1e-4 * np.abs(song.latents).max())
+    # ... and item 1, seed 12, is another song
+    assert np.abs(pair.latents[1] - pair.latents[0]).max() > 0.1 * np.abs(pair.latents).max()
+
+
+def test_base_model_runs_with_guidance(converted):
+    base = ACEStep(folders(converted, "acestep-v15-base"))
+    assert base.family == "base" and base.sampler_settings().guidance_scale == 7.0
+    out = base.generate("gentle piano", duration=10, seed=0, steps=2)
+    assert out.audio.shape == (1, 480000, 2) and np.isfinite(out.audio).all()
+
+
+def test_turbo_warns_about_settings_it_ignores(pipe):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settings = pipe.sampler_settings(steps=30, guidance=5.0, shift=2.4)
+    text = " ".join(str(w.message) for w in caught)
+    assert "steps=30 is ignored" in text and "guidance=5.0 is ignored" in text and "becomes 2" in text
+    assert settings.shift == 2.4  # snapped by the sampler, as upstream
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"duration": 9.9}, "duration must be between 10 and 600"),
+        ({"duration": 601}, "duration must be between 10 and 600"),
+        ({"batch_size": 0}, "batch size must be between 1 and 8"),
+        ({"batch_size": 9}, "batch size must be between 1 and 8"),
+        ({"seed": [1, 2]}, "2 seeds for a batch of 1"),
+        ({"steps": 0}, "steps must be between 1 and 200"),
+        ({"bpm": 1000}, "bpm must be between 30 and 300"),
+        ({"caption": "  "}, "caption is empty"),
+        ({"method": "heun"}, "unknown sampling method"),
+        ({"duration": 60}, "exceed the checkpoint's silence latent"),  # the fixture's silence latent is 40 s
+    ],
+)
+def test_bad_requests_are_one_line_errors(pipe, kwargs, message):
+    args = {"caption": "piano", "duration": 10, "seed": 0, **kwargs}
+    with pytest.raises(AceStepError, match=message) as info:
+        pipe.generate(args.pop("caption"), **args)
+    assert "\n" not in str(info.value)
+
+
+def test_the_callback_reports_every_phase_and_can_cancel(pipe):
+    seen = []
+
+    def stop_in_dit(progress):
+        seen.append((progress.phase, progress.done, progress.total))
+        return not (progress.phase == "dit" and progress.done == 2)
+
+    with pytest.raises(Cancelled, match="cancelled during dit"):
+        pipe.generate("piano", duration=10, seed=0, callback=stop_in_dit)
+    assert [p for p, _, _ in seen][:4] == ["text", "text", "condition", "condition"]
+    assert ("dit", 2, 8) in seen and not any(p == "vae" for p, _, _ in seen)
+
+
+def test_a_list_of_seeds_gives_one_per_item():
+    from mlx_acestep.pipeline import resolve_seeds
+
+    assert resolve_seeds([3, 9], 2) == [3, 9] and resolve_seeds(5, 3) == [5, 6, 7]
+    randoms = resolve_seeds(None, 2)
+    assert len(set(randoms)) == 2 and all(0 <= s < 2**32 for s in randoms)
+
+
+def test_save_writes_one_file_per_item_atomically(pair, tmp_path):
+    import soundfile as sf
+
+    out = pair
+    written = out.save(tmp_path / "song.flac")
+    assert [p.name for p in written] == ["song_0.flac", "song_1.flac"]
+    data, rate = sf.read(written[1], dtype="float32")
+    assert rate == 48000 and data.shape == (480000, 2)
+    np.testing.assert_allclose(data, out.audio[1], atol=2**-15)  # 16-bit FLAC
+    with pytest.raises(AceStepError, match="does not exist"):
+        out.save(tmp_path / "missing" / "x.wav")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song_0.flac", "song_1.flac"]
