@@ -145,12 +145,11 @@ def convert_cached(
             f"{src}: not an ACE-Step 1.5 checkpoint (expected vae/, acestep-v15-*/ and {TEXT_ENCODER}/, "
             "a diffusers folder with model_index.json, or a folder made by `mlx-acestep convert`)"
         )
-    only = None
-    if not (src / "model_index.json").is_file():  # original layout: convert just the three folders used
-        only = _needed_folders(src, found, dit)
+    only = _needed_components(src, found, dit)
     opts = ConvertOptions(dtype=dtype, quantize=quantize or "none", group_size=group, force=reconvert)
     opts.validate()
-    sources = [folder for _, folder in found if only is None or folder.name in only]
+    diffusers = (src / "model_index.json").is_file()  # its DiT spans several folders: key on all of them
+    sources = [src] if diffusers else [folder for _, folder, name in found if name in only]
     key = _cache_key(src, sources, opts)
     entry = cache / "converted" / f"{src.name}-{key}"
     if entry.is_dir() and not reconvert:
@@ -161,19 +160,22 @@ def convert_cached(
     return entry
 
 
-def _needed_folders(src: Path, found, dit: str | None) -> list[str]:
-    kinds: dict[str, list[Path]] = {}
-    for spec, folder in found:
-        kinds.setdefault(spec.kind, []).append(folder)
+def _needed_components(src: Path, found, dit: str | None) -> list[str]:
+    """Output names of the VAE, the text encoder and the chosen DiT (the same names from either layout)."""
+    kinds: dict[str, dict[str, Path]] = {}
+    for spec, folder, name in found:
+        kinds.setdefault(spec.kind, {})[name] = folder
     missing = [name for name, kind in (("vae/", "vae"), (f"{TEXT_ENCODER}/", "text_encoder"), ("acestep-v15-*/", "dit")) if not kinds.get(kind)]
     if missing:
         raise AceStepError(f"{src}: no {', '.join(missing)} folder (a full checkpoint root has vae/, {TEXT_ENCODER}/ and a DiT)")
-    dits = {f.name: f for f in kinds["dit"]}
+    dits = kinds["dit"]
     if dit is not None and dit not in dits:
         raise AceStepError(f"{src}: no DiT folder {dit!r} (available: {', '.join(sorted(dits))})")
-    chosen = dit or _default_dit(kinds["dit"]).name
-    text = next((t for t in kinds["text_encoder"] if t.name == TEXT_ENCODER), kinds["text_encoder"][0])
-    return [kinds["vae"][0].name, text.name, chosen]
+    if dit is None:
+        turbo = [n for n, f in dits.items() if read_json(f / "config.json").get("is_turbo")]
+        dit = DEFAULT_DIT if DEFAULT_DIT in dits else (turbo or sorted(dits))[0]
+    texts = kinds["text_encoder"]
+    return [next(iter(kinds["vae"])), TEXT_ENCODER if TEXT_ENCODER in texts else next(iter(texts)), dit]
 
 
 def _cache_key(src: Path, sources: list[Path], opts) -> str:
@@ -182,8 +184,6 @@ def _cache_key(src: Path, sources: list[Path], opts) -> str:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             stat = path.stat()
             files.append((str(path.relative_to(src)), stat.st_size, stat.st_mtime_ns))
-    if (src / "model_index.json").is_file():
-        files.append(("model_index.json", (src / "model_index.json").stat().st_size, 0))
     blob = json.dumps({"src": str(src), "files": files, "layout": LAYOUT_VERSION, "dtype": opts.dtype,
                        "quantize": opts.quantize, "group": opts.group_size}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -64,3 +64,73 @@ def test_reconstruct_roundtrip_and_audio_errors(converted, tmp_path):
     assert_one_line_error(cli("reconstruct", tmp_path / "bad.wav", tmp_path / "o.wav", "--vae", converted / "vae"), "bad.wav", "cannot decode")
     assert_one_line_error(cli("reconstruct", tmp_path / "in.wav", tmp_path / "o.wav", "--vae", tmp_path / "novae"), "novae")
     assert not (tmp_path / "o.wav").exists()
+
+
+# -- generate ------------------------------------------------------------------------------------
+
+
+def generate(*args, cwd):
+    from click.testing import CliRunner
+
+    from mlx_acestep.cli import main
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(main, ["generate", *map(str, args)])
+    finally:
+        os.chdir(old)
+
+
+def test_generate_help_documents_the_options():
+    result = cli("generate", "--help")
+    assert result.returncode == 0
+    for option in ("--lyrics-file", "--duration", "--bpm", "--key", "--time-signature", "--language", "--seed", "--batch",
+                   "--steps", "--shift", "--guidance", "--model", "--quantize", "--format", "--output", "tiny"):
+        assert option in result.stdout
+
+
+def test_generate_from_an_original_layout_checkpoint_root(fixtures, tmp_path):
+    import soundfile as sf
+
+    (tmp_path / "lyrics.txt").write_text("[verse]\nhello rain\n")
+    result = generate("soft rain", "--model", fixtures / "checkpoints", "--cache-dir", tmp_path / "cache", "--duration", 10,
+                      "--seed", 4, "--lyrics-file", "lyrics.txt", "--bpm", 80, "--key", "A minor", "--format", "flac",
+                      "--batch", 2, "-o", "rain", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    for name in ("rain_0.flac", "rain_1.flac"):
+        info = sf.info(tmp_path / name)
+        assert (info.samplerate, info.channels, info.frames) == (48000, 2, 480000)
+    assert "seed 4" in result.output and "seed 5" in result.output and "RTF" in result.output
+
+
+def test_turbo_settings_it_ignores_are_warned_about(converted, tmp_path):
+    result = generate("soft rain", "--model", converted, "--duration", 10, "--steps", 30, "--seed", 0, "-o", "a.wav",
+                      cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "warning: turbo models always run their fixed 8-step schedule; steps=30 is ignored" in result.output
+
+
+def test_generate_bad_input_is_a_one_line_error_and_writes_nothing(converted, tmp_path):
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked").chmod(0o500)
+    cases = [
+        (["--duration", 5], "--duration must be between 10 and 600 seconds, got 5"),
+        (["--duration", 700], "--duration must be between 10 and 600 seconds"),
+        (["--batch", 9], "--batch must be between 1 and 8"),
+        (["-o", "nowhere/a.wav"], "output folder does not exist"),
+        (["-o", "a.mp3"], "unsupported output format .mp3"),
+        (["-o", "a.wav", "--format", "flac"], "--format flac does not match"),
+        (["--lyrics", "x", "--lyrics-file", "l.txt"], "not both"),
+        (["--lyrics-file", "missing.txt"], "missing.txt: cannot read the lyrics"),
+        (["--model", "./nothing-here"], "unknown model './nothing-here'"),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append((["-o", "locked/a.wav"], "not writable"))
+    for args, needle in cases:
+        result = generate("soft rain", "--model", converted, *args, cwd=tmp_path)
+        assert result.exit_code == 1, (args, result.output)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert lines[-1].startswith("Error: ") and needle in lines[-1], (args, result.output)
+        assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"]

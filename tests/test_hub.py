@@ -1,0 +1,144 @@
+"""Where models come from: converted folders, checkpoint roots converted once into the cache, the
+Hugging Face cache (offline, pre-populated here: never the network), and the errors of each."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from mlx_acestep.errors import AceStepError
+from mlx_acestep.hub import resolve_model
+
+NEEDED = ("vae", "acestep-v15-turbo", "Qwen3-Embedding-0.6B")
+
+
+@pytest.fixture
+def root(fixtures, tmp_path):
+    """A writable copy of the fixture checkpoint root (original layout)."""
+    dst = tmp_path / "checkpoints"
+    shutil.copytree(fixtures / "checkpoints", dst)
+    return dst
+
+
+def test_a_converted_folder_is_used_as_it_is(converted, tmp_path):
+    folders = resolve_model(converted, cache_dir=tmp_path)
+    assert (folders.dit, folders.vae, folders.text_encoder) == (
+        converted / "acestep-v15-turbo", converted / "vae", converted / "Qwen3-Embedding-0.6B")
+    assert resolve_model(converted, dit="acestep-v15-base", cache_dir=tmp_path).dit.name == "acestep-v15-base"
+    with pytest.raises(AceStepError, match=r"no DiT 'acestep-v15-xl' \(available: acestep-v15-base, acestep-v15-turbo\)"):
+        resolve_model(converted, dit="acestep-v15-xl", cache_dir=tmp_path)
+
+
+def test_a_checkpoint_root_is_converted_once_with_only_what_the_pipeline_needs(root, tmp_path):
+    logs = []
+    first = resolve_model(root, cache_dir=tmp_path / "cache", log=logs.append)
+    entry = first.dit.parent
+    assert entry.parent == tmp_path / "cache" / "converted"
+    assert sorted(p.name for p in entry.iterdir()) == sorted(NEEDED)  # not the base DiT, not the LM
+    assert any("converting" in m for m in logs)
+    logs.clear()
+    again = resolve_model(root, cache_dir=tmp_path / "cache", log=logs.append)
+    assert again == first and not any(m.startswith("converting") for m in logs)
+    # another DiT or another dtype is another entry
+    base = resolve_model(root, dit="acestep-v15-base", cache_dir=tmp_path / "cache")
+    bf16 = resolve_model(root, dtype="bfloat16", cache_dir=tmp_path / "cache")
+    assert len({first.dit.parent, base.dit.parent, bf16.dit.parent}) == 3
+    assert base.dit.name == "acestep-v15-base"
+
+
+def test_a_changed_source_is_converted_again(root, tmp_path):
+    first = resolve_model(root, cache_dir=tmp_path)
+    (root / "vae" / "config.json").write_text((root / "vae" / "config.json").read_text() + "\n")
+    assert resolve_model(root, cache_dir=tmp_path).vae != first.vae
+
+
+def test_a_damaged_cache_entry_is_a_one_line_error_and_reconvert_repairs_it(root, tmp_path):
+    weights = resolve_model(root, cache_dir=tmp_path).dit / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(AceStepError, match="damaged; delete it") as info:
+        resolve_model(root, cache_dir=tmp_path)
+    assert "\n" not in str(info.value)
+    assert resolve_model(root, cache_dir=tmp_path, reconvert=True).dit == weights.parent
+    assert weights.stat().st_size > 0 and len(load_file(str(weights))) > 0
+
+
+def test_a_failed_conversion_leaves_no_cache_entry(root, tmp_path):
+    state = load_file(str(root / "acestep-v15-turbo" / "model.safetensors"))
+    del state["decoder.norm_out.weight"]
+    save_file(state, str(root / "acestep-v15-turbo" / "model.safetensors"))
+    with pytest.raises(AceStepError, match="missing key 'decoder.norm_out.weight'"):
+        resolve_model(root, cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache" / "converted").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("./no-such-folder", "unknown model './no-such-folder'"),
+        ("not a repo", "unknown model 'not a repo'"),
+    ],
+)
+def test_unknown_models_are_one_line_errors(model, message, tmp_path):
+    with pytest.raises(AceStepError, match=message):
+        resolve_model(model, cache_dir=tmp_path)
+
+
+def test_incomplete_roots_say_what_is_missing(root, tmp_path):
+    shutil.rmtree(root / "vae")
+    with pytest.raises(AceStepError, match=r"no vae/ folder"):
+        resolve_model(root, cache_dir=tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AceStepError, match="is a file"):
+        resolve_model(tmp_path / "file", cache_dir=tmp_path)
+
+
+# -- the Hugging Face path, through the command line, offline ---------------------------------------
+
+
+def populate_hub_cache(hub, repo_id, source, folders, commit="0123456789abcdef0123456789abcdef01234567"):
+    """Lay files out as huggingface_hub stores them: content-addressed blobs, snapshot symlinks, refs/main."""
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for folder in folders:
+        for path in sorted((source / folder).iterdir()):
+            data = path.read_bytes()
+            blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.write_bytes(data)
+            link = repo / "snapshots" / commit / folder / path.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(blob, link.parent))
+
+
+def run_cli(args, tmp_path, hub):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "MLX_ACESTEP_CACHE": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, "-m", "mlx_acestep.cli", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_default_repo_comes_from_the_hub_cache_offline(fixtures, tmp_path):
+    import soundfile as sf
+
+    populate_hub_cache(tmp_path / "hub", "ACE-Step/Ace-Step1.5", fixtures / "checkpoints", NEEDED)
+    done = run_cli(["generate", "soft rain", "--duration", "10", "--seed", "1", "-o", "rain.wav"], tmp_path, tmp_path / "hub")
+    assert done.returncode == 0, done.stderr
+    info = sf.info(tmp_path / "rain.wav")
+    assert (info.samplerate, info.channels, info.frames) == (48000, 2, 480000)
+    assert "wrote rain.wav" in done.stdout and "RTF" in done.stdout and "peak memory" in done.stdout
+    assert len(list((tmp_path / "cache" / "converted").iterdir())) == 1
+
+
+def test_offline_with_nothing_cached_says_what_to_download(tmp_path):
+    (tmp_path / "hub").mkdir()
+    done = run_cli(["generate", "soft rain", "--duration", "10", "-o", "rain.wav"], tmp_path, tmp_path / "hub")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "not in the local Hugging Face cache" in error[0]
+    assert 'hf download ACE-Step/Ace-Step1.5 --include "acestep-v15-turbo/*"' in error[0]
+    assert not (tmp_path / "rain.wav").exists()
