@@ -241,5 +241,53 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
     click.echo(f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB")
 
 
+@main.command()
+@click.option("--durations", default="10,30,60,120,240", show_default=True, help="Comma list of song lengths in seconds.")
+@click.option("--precisions", default="float32", show_default=True, help="Comma list of float32, bfloat16, q8, q4.")
+@click.option("--random-weights", is_flag=True, help="Build the real-size model with random weights (no download; cached).")
+@click.option("--tiny", is_flag=True, help="A tiny random model instead (checks that the benchmark runs).")
+@click.option("--model", default=None, help="A converted or convertible model (folder, repo id) instead of random weights.")
+@click.option("--reference/--no-reference", default=None, help="Run the PyTorch reference too (default: when torch and diffusers are installed).")
+@click.option("--cache-dir", default=None, help="Where converted and random-weight models are kept.")
+@click.option("-o", "--output", default="bench", show_default=True, help="Output prefix: writes PREFIX.md, PREFIX.json and PREFIX.png.")
+@user_errors
+def bench(durations, precisions, random_weights, tiny, model, reference, cache_dir, output):
+    """Real-time factor and peak memory per phase (text, condition, DiT, VAE), MLX beside the PyTorch reference.
+
+    Each run is a fresh process. On Linux the MLX side preloads OpenBLAS when it is installed (MLX's
+    wheel bundles a much slower reference BLAS); the table says which BLAS each side used.
+    """
+    import json
+
+    from .benchmark import markdown, plot, run_benchmark
+    from .hub import resolve_model
+
+    if not (random_weights or tiny or model):
+        raise AceStepError("choose --random-weights, --tiny or --model")
+    try:
+        seconds = [float(d) for d in durations.split(",")]
+    except ValueError:
+        raise AceStepError(f"--durations: expected numbers separated by commas, got {durations!r}") from None
+    if any(not 10 <= d <= 600 for d in seconds):
+        raise AceStepError("--durations must lie between 10 and 600 seconds")
+    target = None
+    if model:  # converted once here, so the children only load it
+        target = str(resolve_model(model, cache_dir=cache_dir, log=lambda m: click.echo(m, err=True)).dit.parent)
+    try:
+        rows = run_benchmark(seconds, precisions.split(","), model=target, tiny=tiny, reference=reference,
+                             cache_dir=cache_dir, log=lambda m: click.echo(m, err=True))
+    except ValueError as e:
+        raise AceStepError(str(e)) from None
+    table = markdown(rows)
+    click.echo(table)
+    prefix = Path(output)
+    prefix.with_suffix(".md").write_text(table + "\n")
+    prefix.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    if plot(rows, prefix.with_suffix(".png")):
+        click.echo(f"wrote {prefix.with_suffix('.md')}, .json and .png", err=True)
+    else:
+        click.echo(f"wrote {prefix.with_suffix('.md')} and .json (no plot: pip install matplotlib)", err=True)
+
+
 if __name__ == "__main__":
     main()

@@ -17,3 +17,35 @@ def test_dit_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
     assert all(r["step_s"] > 0 and r["max_rss_gb"] > 0 for r in rows)
     table = capsys.readouterr().out
     assert "| 21 | 0.84 s | mlx | " in table and "| diffusers | torch" in table
+
+
+def test_pipeline_benchmark_runs_mlx_and_the_reference_on_a_tiny_model(tmp_path):
+    """`mlx-acestep bench --tiny`: every phase timed on both sides, a table, JSON and a plot."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mlx_acestep.cli import main
+
+    pytest.importorskip("diffusers")
+    prefix = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["bench", "--tiny", "--durations", "10", "--precisions", "float32,q8",
+                                       "--cache-dir", str(tmp_path / "cache"), "-o", str(prefix)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(prefix.with_suffix(".json").read_text())
+    assert [r["side"] for r in rows] == ["mlx float32", "mlx q8", "reference float32"]
+    for r in rows:
+        assert "error" not in r, r
+        assert set(r["seconds"]) >= {"text", "condition", "dit", "vae"} and r["rtf"] > 0 and r["peak_rss"] > 0
+    assert "torch" in rows[2]["blas"] and rows[0]["blas"].startswith("MLX")
+    assert "| 10 s | reference float32 |" in prefix.with_suffix(".md").read_text()
+    assert prefix.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_needs_a_model_choice():
+    from click.testing import CliRunner
+
+    from mlx_acestep.cli import main
+
+    result = CliRunner().invoke(main, ["bench"])
+    assert result.exit_code == 1 and "choose --random-weights, --tiny or --model" in result.output

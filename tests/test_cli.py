@@ -134,3 +134,18 @@ def test_generate_bad_input_is_a_one_line_error_and_writes_nothing(converted, tm
         assert lines[-1].startswith("Error: ") and needle in lines[-1], (args, result.output)
         assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"]
+
+
+def test_generate_with_the_tiny_model_offline(tmp_path, monkeypatch):
+    """The README's offline line: a tiny random checkpoint built once into the cache, the whole pipeline, noise."""
+    import soundfile as sf
+
+    monkeypatch.setenv("MLX_ACESTEP_CACHE", str(tmp_path / "cache"))
+    result = generate("gentle piano", "--model", "tiny", "--duration", 10, "-o", "a.wav", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    info = sf.info(tmp_path / "a.wav")
+    assert (info.samplerate, info.channels, info.frames) == (48000, 2, 480000)
+    assert "random weights" in result.output and "produces noise" in result.output
+    assert (tmp_path / "cache" / "tiny-checkpoint" / "acestep-5Hz-lm-0.6B").is_dir()  # built in the original layout
+    again = generate("gentle piano", "--model", "tiny", "--duration", 10, "-o", "b.wav", cwd=tmp_path)
+    assert again.exit_code == 0 and "building" not in again.output and "converting" not in again.output
