@@ -44,15 +44,16 @@ NOT_YET = {
 }
 
 
-def find_components(src: Path) -> list[tuple[SourceFolder, Path]]:
+def find_components(src: Path) -> list[tuple[SourceFolder, Path, str]]:
+    """(spec, source folder, output folder name) of every component under `src`."""
     for layout in LAYOUTS:
         found = layout.find(src)
         if found:
-            return found
+            return [(spec, folder, spec.output_name(folder)) for spec, folder in found]
     if (src / "config.json").is_file():  # a single component folder passed directly
         spec = classify_single_folder(src, read_json(src / "config.json"))
         if spec is not None:
-            return [(spec, src)]
+            return [(spec, src, spec.kind)]
     return []
 
 
@@ -65,8 +66,9 @@ def convert_checkpoints(
 ) -> ConvertReport:
     """Convert every supported component under `src` into `dst` (atomically).
 
-    `only` names the source folders to convert (e.g. `["vae", "acestep-v15-turbo"]`); the rest are skipped
-    silently, so a pipeline converts just what it will load.
+    `only` names the components to convert by output folder (e.g. `["vae", "acestep-v15-turbo"]`, the same
+    names from either layout) or by source folder; the rest are skipped silently, so a pipeline converts
+    just what it will load.
     """
     opts = opts or ConvertOptions()
     opts.validate()
@@ -81,15 +83,17 @@ def convert_checkpoints(
     found = find_components(src)
     if not found:
         raise AceStepError(
-            f"{src}: no ACE-Step 1.5 checkpoint folders found (expected vae/, acestep-v15-*/, Qwen3-Embedding-*/, acestep-5Hz-lm-*/)"
+            f"{src}: no ACE-Step 1.5 checkpoint folders found (expected vae/, acestep-v15-*/, Qwen3-Embedding-*/, "
+            "acestep-5Hz-lm-*/, or a diffusers pipeline folder with model_index.json)"
         )
 
     if only is not None:
-        names = {folder.name for _, folder in found}
+        names = {n for _, folder, name in found for n in (name, folder.name)}
         missing = [n for n in only if n not in names]
         if missing:
-            raise AceStepError(f"{src}: no component folder(s) {', '.join(missing)} (found: {', '.join(sorted(names))})")
-        found = [(spec, folder) for spec, folder in found if folder.name in only]
+            outputs = sorted(name for _, _, name in found)
+            raise AceStepError(f"{src}: no component folder(s) {', '.join(missing)} (found: {', '.join(outputs)})")
+        found = [(spec, folder, name) for spec, folder, name in found if {name, folder.name} & set(only)]
 
     report = ConvertReport()
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -98,9 +102,8 @@ def convert_checkpoints(
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; DST should look like any folder
     try:
-        for spec, folder in found:
-            name = folder.name if folder != src else spec.kind
-            converter = CONVERTERS.get(spec.kind)
+        for spec, folder, name in found:
+            converter = spec.convert or CONVERTERS.get(spec.kind)
             if converter is None:
                 report.skipped.append((name, NOT_YET.get(spec.kind, "unsupported component")))
                 log(f"skipped {name}: {report.skipped[-1][1]}")

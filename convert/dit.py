@@ -12,6 +12,9 @@ as linear maps over frame pairs (spec 2.5):
 Tensors are read as MLX arrays in their stored dtype (bf16 in the real files)
 and cast straight to the target dtype, never widened on the way.
 
+Other source layouts (the diffusers pipeline, `diffusers_layout.py`) rebuild
+this layout's state dict and config and end in the same `write_dit`.
+
 The silence latent ships beside the weights: `silence_latent.pt` (a torch
 pickle, read without torch) in the real checkpoints, `silence_latent.safetensors`
 in the fixtures, both channel-first `[1, C, T]`. It is written channel-last
@@ -21,13 +24,14 @@ in the fixtures, both channel-first `[1, C, T]`. It is written channel-last
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import mlx.core as mx
 import numpy as np
 
 from mlx_acestep.condition import AceStepConfig
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.loading import SILENCE_FILE, load_checked, load_safetensors, read_json
+from mlx_acestep.loading import SILENCE_FILE, dit_parts, load_checked, load_safetensors, read_json
 from mlx_acestep.model import AceStepModel
 from mlx_acestep.safetensors_io import read_safetensors
 
@@ -76,20 +80,25 @@ def read_silence_latent(folder: Path, channels: int) -> tuple[np.ndarray, Path]:
     path = next((folder / n for n in SILENCE_SOURCES if (folder / n).is_file()), None)
     if path is None:
         raise AceStepError(f"{folder}: missing {SILENCE_SOURCES[0]} (the DiT checkpoint's silence latent)")
+    return read_silence_file(path, channels), path
+
+
+def read_silence_file(path: Path, channels: int) -> np.ndarray:
+    """One channel-first `[1, channels, T]` tensor (`.pt` or `.safetensors`) as float32 `[1, T, channels]`."""
     tensors = read_torch_tensors(path) if path.suffix == ".pt" else read_safetensors(path)
     if len(tensors) != 1:
         raise AceStepError(f"{path}: expected one tensor, found {len(tensors)} ({', '.join(map(repr, tensors))})")
     latent = next(iter(tensors.values()))
     if latent.ndim != 3 or latent.shape[0] != 1 or latent.shape[1] != channels:
         raise AceStepError(f"{path}: silence latent has shape {tuple(latent.shape)}, expected (1, {channels}, T)")
-    return np.ascontiguousarray(latent.transpose(0, 2, 1), dtype=np.float32), path
+    return np.ascontiguousarray(latent.transpose(0, 2, 1), dtype=np.float32)
 
 
-def load_weight_files(folder: Path) -> tuple[dict[str, mx.array], list[Path]]:
-    """`model.safetensors`, or the shards named by `model.safetensors.index.json` (XL checkpoints may be sharded)."""
-    index = folder / "model.safetensors.index.json"
+def load_weight_files(folder: Path, name: str = "model.safetensors") -> tuple[dict[str, mx.array], list[Path]]:
+    """`name`, or the shards named by `<name>.index.json` (XL checkpoints and diffusers folders may be sharded)."""
+    index = folder / f"{name}.index.json"
     if not index.is_file():
-        return load_safetensors(folder / "model.safetensors"), [folder / "model.safetensors"]
+        return load_safetensors(folder / name), [folder / name]
     weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise AceStepError(f"{index}: no 'weight_map'")
@@ -110,16 +119,37 @@ def load_weight_files(folder: Path) -> tuple[dict[str, mx.array], list[Path]]:
 def convert_dit(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> str:
     config_path = folder / "config.json"
     fields = read_json(config_path)
-    cfg = AceStepConfig.from_dict(fields)
-    model = AceStepModel(cfg)
     state, weight_files = load_weight_files(folder)
+    silence, silence_path = read_silence_latent(folder, AceStepConfig.from_dict(fields).timbre_hidden_dim)
+    sources = [config_path, *weight_files, silence_path]
+    return write_dit(out, fields, state, silence, sources, opts, root, str(weight_files[0]), source_key_hint)
+
+
+def write_dit(
+    out: Path,
+    fields: dict,
+    state: dict[str, mx.array],
+    silence: np.ndarray,
+    sources: list[Path],
+    opts: ConvertOptions,
+    root: Path,
+    source: str,
+    hint: Callable[[str], str],
+) -> str:
+    """Convert an original-layout state dict (any source layout ends here) and write the DiT folder.
+
+    `state` is emptied once remapped, so the source arrays are freed before casting. The parts the
+    folder holds follow `fields["absent_parts"]`; `source` and `hint` name the source in key errors.
+    """
+    cfg = AceStepConfig.from_dict(fields)
+    model = AceStepModel(cfg, parts=dit_parts(fields, None))
     weights = dit_to_mlx(state, cfg.patch_size)
-    del state
-    load_checked(model, weights, str(weight_files[0]), hint=source_key_hint)
+    state.clear()
+    load_checked(model, weights, source, hint=hint)
     del weights
     quantization, summary = cast_and_quantize(model, opts, keep=KEEP_FULL_PRECISION, at_least_8=AT_LEAST_8_BITS)
-    silence, silence_path = read_silence_latent(folder, cfg.timbre_hidden_dim)
-    write_component(out, "dit", model, fields, opts, quantization, [config_path, *weight_files, silence_path], root)
+    write_component(out, "dit", model, fields, opts, quantization, sources, root)
     mx.save_safetensors(str(out / SILENCE_FILE), {"silence_latent": mx.array(silence)})
     kind = "XL" if cfg.is_xl else "2B"
-    return f"{kind} DiT, condition encoder, FSQ tokenizer/detokenizer ({summary}), silence latent {silence.shape[1]} frames"
+    fsq = "FSQ tokenizer/detokenizer" if {"tokenizer", "detokenizer"} <= set(model.parts) else "no FSQ tokenizer/detokenizer"
+    return f"{kind} DiT, condition encoder, {fsq} ({summary}), silence latent {silence.shape[1]} frames"

@@ -1,31 +1,43 @@
 """Where each component lives in a checkpoint root, per layout.
 
 A layout is a table of (folder pattern, component kind). The original
-ACE-Step 1.5 root (Hugging Face `ACE-Step/Ace-Step1.5`) is the first table.
-The diffusers pipeline layout (`transformer/`, `condition_encoder/`, `vae/`,
-`text_encoder/`, ... with a `model_index.json`) is meant to become a second
-table here, with its own key-rename rules in the per-kind remap modules
-(spec DIFFUSERS-MAPPING §1): one converter, two tables.
+ACE-Step 1.5 root (Hugging Face `ACE-Step/Ace-Step1.5`) is one table. The
+diffusers pipeline layout (`transformer/`, `condition_encoder/`, `vae/`,
+`text_encoder/`, ... with a `model_index.json`) is the other, its key renames
+in `diffusers_layout.py` (spec DIFFUSERS-MAPPING §1): one converter, two
+tables. Both write the same output folders (`vae/`, `Qwen3-Embedding-0.6B/`,
+`acestep-v15-<variant>/`), since the loaders find components by those names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from . import diffusers_layout as diffusers
 
 
 @dataclass(frozen=True)
 class SourceFolder:
     pattern: str  # glob relative to the checkpoint root
     kind: str  # "vae", "dit", "text_encoder", "lm"
+    output: Callable[[Path], str] | None = None  # the output folder's name; default: the source folder's
+    convert: Callable[..., str] | None = None  # this layout's converter; default: the kind's
+
+    def output_name(self, folder: Path) -> str:
+        return self.output(folder) if self.output else folder.name
 
 
 @dataclass(frozen=True)
 class Layout:
     name: str
     folders: tuple[SourceFolder, ...]
+    marker: str | None = None  # a file at the root that identifies the layout
 
     def find(self, root: Path) -> list[tuple[SourceFolder, Path]]:
+        if self.marker and not (root / self.marker).is_file():
+            return []
         found = []
         for spec in self.folders:
             for path in sorted(root.glob(spec.pattern)):
@@ -44,7 +56,20 @@ ORIGINAL = Layout(
     ),
 )
 
-LAYOUTS = (ORIGINAL,)
+DIFFUSERS = Layout(
+    "diffusers",
+    (
+        SourceFolder("vae", "vae"),  # the same folder in both layouts
+        SourceFolder("transformer", "dit", diffusers.dit_folder_name, diffusers.convert_diffusers_dit),
+        SourceFolder(
+            "text_encoder", "text_encoder", diffusers.text_encoder_folder_name, diffusers.convert_diffusers_text_encoder
+        ),
+    ),
+    marker="model_index.json",
+)
+
+# The diffusers table first: its root also holds a `vae/`, which the original table would match alone.
+LAYOUTS = (DIFFUSERS, ORIGINAL)
 
 # Markers of a single component folder passed directly as SRC.
 _SINGLE_FOLDER_MARKERS = {

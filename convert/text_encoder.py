@@ -39,12 +39,14 @@ def qwen3_to_mlx(state: dict, tied: bool) -> dict:
     return out
 
 
-def convert_text_encoder(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> str:
+def convert_text_encoder(folder: Path, out: Path, opts: ConvertOptions, root: Path, tokenizer_dir: Path | None = None) -> str:
+    """`tokenizer_dir` holds the tokenizer files when they are not beside the weights (diffusers' `tokenizer/`)."""
     config_path = folder / "config.json"
     weights_path = folder / "model.safetensors"
-    if not (folder / "tokenizer.json").is_file():  # before the (large) weights are read
-        raise AceStepError(f"{folder / 'tokenizer.json'}: file not found (the text encoder needs its tokenizer)")
-    tokenizer = [folder / f for f in TOKENIZER_FILES if (folder / f).is_file()]
+    tokenizer_dir = tokenizer_dir or folder
+    if not (tokenizer_dir / "tokenizer.json").is_file():  # before the (large) weights are read
+        raise AceStepError(f"{tokenizer_dir / 'tokenizer.json'}: file not found (the text encoder needs its tokenizer)")
+    tokenizer = [tokenizer_dir / f for f in TOKENIZER_FILES if (tokenizer_dir / f).is_file()]
     fields = read_json(config_path)
     args = text_encoder_args(fields)
     model = Qwen3TextEncoder(args)
