@@ -62,8 +62,9 @@ def convert(src, dst, dtype, quantize, q_group_size, force):
     """Convert the PyTorch checkpoints under SRC into MLX folders in DST.
 
     SRC is a checkpoint root in the original ACE-Step 1.5 layout (vae/,
-    acestep-v15-*/, Qwen3-Embedding-0.6B/, acestep-5Hz-lm-*/) or a single
-    component folder. DST is written atomically and gets one folder per
+    acestep-v15-*/, Qwen3-Embedding-0.6B/, acestep-5Hz-lm-*/), a diffusers
+    pipeline folder (model_index.json, transformer/, condition_encoder/, ...;
+    written out under the original folder names) or a single component folder. DST is written atomically and gets one folder per
     converted component. Components not supported yet are listed as skipped.
     """
     from mlx_acestep_convert import ConvertOptions, convert_checkpoints

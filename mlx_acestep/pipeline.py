@@ -200,7 +200,7 @@ def initial_noise(seeds: Sequence[int], frames: int, channels: int, dtype: mx.Dt
 
 
 class ACEStep:
-    """The text-to-music pipeline over converted folders (or preloaded modules)."""
+    """The text-to-music pipeline over converted folders."""
 
     def __init__(
         self,
@@ -211,13 +211,12 @@ class ACEStep:
         vae_overlap: int = 16,
         cache_limit_gb: float = 2.0,
         name: str | None = None,
-        modules: dict[str, nn.Module] | None = None,
     ):
         """`keep_loaded=False` loads each phase's modules when it starts and frees them after (lowest peak
         memory, for one-shot use); True keeps them loaded across calls (apps that generate repeatedly)."""
         self.folders = folders
         self.name = name or folders.dit.name
-        self.keep_loaded = keep_loaded or modules is not None
+        self.keep_loaded = keep_loaded
         self.vae_chunk, self.vae_overlap = vae_chunk, vae_overlap
         self.cache_limit = int(cache_limit_gb * 2**30)
         fields = read_json(folders.dit / "config.json")
@@ -226,7 +225,7 @@ class ACEStep:
         self.family = model_family(self.name, self.config)
         self.tokenizer = PromptTokenizer(folders.text_encoder)
         self.silence_latent = load_silence_latent(folders.dit)
-        self._loaded: dict[str, nn.Module] = dict(modules or {})
+        self._loaded: dict[str, nn.Module] = {}
 
     @classmethod
     def from_pretrained(

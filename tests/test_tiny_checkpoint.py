@@ -305,7 +305,7 @@ def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
     def broken():  # called after the VAE and both DiTs are written
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(tiny, "_text_tokenizer_files", broken)
+    monkeypatch.setattr(tiny, "text_tokenizer_files", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         tiny.build_tiny_checkpoint(tmp_path / "root")
     assert list(tmp_path.iterdir()) == []
