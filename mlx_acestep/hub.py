@@ -51,6 +51,7 @@ def resolve_model(
     """The converted folders (text encoder, DiT, VAE) for `model`, converting and downloading as needed."""
     from .pipeline import ModelFolders
 
+    quiet = log is None  # a library call prints nothing, not even huggingface_hub's download bars
     log = log or (lambda msg: None)
     cache = cache_root(cache_dir)
     name = str(model)
@@ -61,7 +62,7 @@ def resolve_model(
         if not src.is_dir():
             raise AceStepError(f"{src}: is a file; --model takes a checkpoint folder, a Hugging Face repo id or 'tiny'")
     elif _REPO_ID.fullmatch(name) and not name.startswith((".", "/")):
-        src = download(name, dit, log)
+        src = download(name, dit, log, quiet)
     else:
         raise AceStepError(f"unknown model {name!r}: no such folder, and not a Hugging Face repo id (owner/name) or 'tiny'")
 
@@ -192,7 +193,7 @@ def _cache_key(src: Path, sources: list[Path], opts) -> str:
 # -- sources ------------------------------------------------------------------------------------
 
 
-def download(repo_id: str, dit: str | None, log: Log) -> Path:
+def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False) -> Path:
     """The repo's files the pipeline needs, via the Hugging Face cache (works offline once cached)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
@@ -203,6 +204,7 @@ def download(repo_id: str, dit: str | None, log: Log) -> Path:
         + " --local-dir checkpoints` and pass `--model checkpoints`"
     )
     log(f"fetching {repo_id} from Hugging Face (cached after the first time)")
+    bars = hf_progress_bars(enabled=not quiet)
     try:
         path = Path(snapshot_download(repo_id, allow_patterns=wanted + _DIFFUSERS_PATTERNS))
     except LocalEntryNotFoundError:
@@ -211,11 +213,23 @@ def download(repo_id: str, dit: str | None, log: Log) -> Path:
         raise AceStepError(f"{repo_id}: no such model on Hugging Face (or it is private: log in with `hf auth login`)") from None
     except (HfHubHTTPError, OSError) as e:
         raise AceStepError(f"could not download {repo_id}: {str(e).splitlines()[0]}; {how}") from None
+    finally:
+        bars()
     if not (path / "model_index.json").is_file():
         missing = [p[:-2] for p in wanted if not (path / p[:-2]).is_dir()]
         if missing:
             raise AceStepError(f"{repo_id}: the downloaded snapshot {path} has no {', '.join(missing)}/ folder; {how}")
     return path
+
+
+def hf_progress_bars(enabled: bool) -> Callable[[], None]:
+    """Switch huggingface_hub's progress bars off if not `enabled`; returns what restores them."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    if enabled or are_progress_bars_disabled():
+        return lambda: None
+    disable_progress_bars()
+    return enable_progress_bars
 
 
 def tiny_checkpoint(cache: Path, log: Log) -> Path:
