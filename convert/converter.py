@@ -22,6 +22,7 @@ from mlx_acestep.loading import read_json
 
 from .common import ConvertOptions
 from .dit import convert_dit
+from .lm import convert_lm
 from .layouts import LAYOUTS, SourceFolder, classify_single_folder
 from .text_encoder import convert_text_encoder
 from .vae import convert_vae
@@ -38,10 +39,9 @@ CONVERTERS: dict[str, Callable[[Path, Path, ConvertOptions, Path], str]] = {
     "vae": convert_vae,
     "text_encoder": convert_text_encoder,
     "dit": convert_dit,
+    "lm": convert_lm,
 }
-NOT_YET = {
-    "lm": "5 Hz planner LM conversion is not implemented yet",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def find_components(src: Path) -> list[tuple[SourceFolder, Path, str]]:

@@ -21,6 +21,7 @@ from .condition import AceStepConfig
 from .model import DIT_PARTS, AceStepModel
 from .errors import AceStepError
 from .oobleck import AutoencoderOobleck, OobleckConfig
+from .planner_lm import PlannerLM, planner_args
 from .quantization import apply_recorded_quantization
 from .safetensors_io import read_header
 from .text_encoder import Qwen3TextEncoder, text_encoder_args
@@ -36,6 +37,7 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     ),
     "text_encoder": lambda cfg, parts: Qwen3TextEncoder(text_encoder_args(cfg)),
     "dit": lambda cfg, parts: AceStepModel(AceStepConfig.from_dict(cfg), parts=dit_parts(cfg, parts)),
+    "lm": lambda cfg, parts: PlannerLM(planner_args(cfg)),
 }
 
 

@@ -18,11 +18,15 @@ from mlx_lm.models.qwen3 import ModelArgs, Qwen3Model
 from .errors import AceStepError
 
 
-def text_encoder_args(config: dict) -> ModelArgs:
+def qwen3_args(config: dict, what: str = "text-encoder") -> ModelArgs:
     try:
         return ModelArgs.from_dict(config)
     except (TypeError, ValueError) as e:
-        raise AceStepError(f"invalid Qwen3 text-encoder config ({e})") from None
+        raise AceStepError(f"invalid Qwen3 {what} config ({e})") from None
+
+
+def text_encoder_args(config: dict) -> ModelArgs:
+    return qwen3_args(config, "text-encoder")
 
 
 class Qwen3TextEncoder(Qwen3Model):

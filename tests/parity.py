@@ -290,10 +290,31 @@ def _pipeline(dit_folder, inp, case):
     }
 
 
+def _lm(folder, inp, case):
+    """The planner LM: logits, or the reference's greedy / CFG-greedy decoding (max_new_tokens, cfg_scale from its call)."""
+    import mlx.core as mx
+
+    from mlx_acestep.loading import load_component, read_json
+    from mlx_acestep.planner_lm import cfg_greedy, greedy
+
+    lm = load_component(folder, "lm")
+    ids = mx.array(inp["input_ids"])
+    if "logits" in case["outputs"]:
+        return {"logits": np.array(lm.logits(ids))}
+    config = read_json(folder / "config.json")
+    stop = {config["eos_token_id"], config["pad_token_id"]}
+    args = entry_point_args(case)
+    steps = int(args["max_new_tokens"])
+    if "attention_mask" in inp:
+        new = cfg_greedy(lm, ids, mx.array(inp["attention_mask"]), steps, float(args["cfg_scale"]), stop)
+    else:
+        new = greedy(lm, ids, steps, stop)
+    rows = np.repeat(np.array([new], dtype=inp["input_ids"].dtype), inp["input_ids"].shape[0], axis=0)
+    return {"generated_ids": np.concatenate([inp["input_ids"], rows], axis=1)}
+
+
 # Components that later issues build; a case for one of them is skipped with this reason.
-NOT_BUILT = [
-    ("acestep-5Hz-lm", "5 Hz planner LM (issue 6)"),
-]
+NOT_BUILT: list[tuple[str, str]] = []
 
 
 def runner_for(case: dict) -> tuple[Runner | None, str]:
@@ -307,6 +328,8 @@ def runner_for(case: dict) -> tuple[Runner | None, str]:
     if component == "vae" and inputs == {"audio"}:
         return Runner("vae", _vae_encode, VAE, injected=("eps",)), ""
     outputs = set(case["outputs"])
+    if component.startswith("acestep-5Hz-lm") and "input_ids" in inputs:
+        return Runner(component, _lm, MODULE, wants_folder=True), ""
     if component.startswith("pipeline") and "waveform" in outputs:
         variant = "acestep-v15-base" if "base" in component else "acestep-v15-turbo"
         return Runner(variant, _pipeline, SAMPLING, wants_folder=True), ""

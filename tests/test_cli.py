@@ -33,7 +33,7 @@ def test_convert_then_refuse_then_force(fixtures, tmp_path):
     out = tmp_path / "OUT"
     result = cli("convert", fixtures / "checkpoints", out)
     assert result.returncode == 0, result.stderr
-    assert "converted vae" in result.stdout and "skipped acestep-5Hz-lm-0.6B" in result.stdout
+    assert "converted vae" in result.stdout and "converted acestep-5Hz-lm-0.6B" in result.stdout
     assert (out / "vae" / "model.safetensors").is_file()
     assert_one_line_error(cli("convert", fixtures / "checkpoints", out), "already exists", "--force")
     assert cli("convert", fixtures / "checkpoints", out, "--force").returncode == 0

@@ -101,11 +101,18 @@ def test_refuses_existing_dst_and_replaces_with_force(vae_root, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no temp folders left
 
 
-def test_reports_skipped_components(fixtures, tmp_path):
+def test_reports_converted_and_skipped_components(fixtures, tmp_path, monkeypatch):
+    from mlx_acestep_convert import converter
+
     report = convert_checkpoints(fixtures / "checkpoints", tmp_path / "out")
     converted = dict(report.converted)
-    assert sorted(converted) == ["Qwen3-Embedding-0.6B", "acestep-v15-base", "acestep-v15-turbo", "vae"]
+    assert sorted(converted) == ["Qwen3-Embedding-0.6B", "acestep-5Hz-lm-0.6B", "acestep-v15-base", "acestep-v15-turbo", "vae"]
     assert "2B DiT, condition encoder, FSQ tokenizer/detokenizer" in converted["acestep-v15-turbo"]
+    assert not report.skipped
+    # a kind without a converter is listed as skipped, with the reason
+    monkeypatch.delitem(converter.CONVERTERS, "lm")
+    monkeypatch.setitem(converter.NOT_YET, "lm", "not implemented yet")
+    report = convert_checkpoints(fixtures / "checkpoints", tmp_path / "out2")
     assert "not implemented yet" in dict(report.skipped)["acestep-5Hz-lm-0.6B"]
     text = tmp_path / "out" / "Qwen3-Embedding-0.6B"
     assert (text / "tokenizer.json").is_file() and (text / "tokenizer_config.json").is_file()

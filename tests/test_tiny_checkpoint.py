@@ -203,10 +203,10 @@ def test_tokenizers_load_and_map_audio_codes(root, fixtures):
 # 3. Our converter and loader, and finite, non-trivial numbers.
 
 
-def test_converter_converts_all_but_the_lm(root, converted):
+def test_converter_converts_every_component(root, converted):
     _, report = converted
-    assert sorted(name for name, _ in report.converted) == sorted([tiny.VAE_DIR, *DIT_DIRS, tiny.TEXT_ENCODER_DIR])
-    assert [name for name, _ in report.skipped] == [tiny.LM_DIR]
+    assert sorted(name for name, _ in report.converted) == sorted([tiny.VAE_DIR, *DIT_DIRS, tiny.TEXT_ENCODER_DIR, tiny.LM_DIR])
+    assert report.skipped == []
 
 
 def assert_lively(x: mx.array, shape: tuple[int, ...]) -> None:
