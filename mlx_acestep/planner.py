@@ -1,0 +1,171 @@
+"""The planner's prompts and its audio-code phase (spec 8.2, 8.4 phase 2, 8.5).
+
+Phase 2 writes exactly `int(duration * 5)` audio codes under classifier-free
+guidance against the reference's unconditional prompt, [cond, uncond] in one
+batched forward per token. The codes-only mask makes the length known in
+advance, so the loop never reads a token back to the host: each step's token
+feeds the next forward as an array, and MLX evaluates a step ahead
+(`mx.async_eval`), as mlx-lm's generator does.
+
+The code token range comes from the LM's tokenizer (`<|audio_code_N|>` ids,
+contiguous): the real LM has 64000 codes, the tiny fixture LM 2048.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from .errors import AceStepError
+from .planner_lm import PlannerLM
+
+SYSTEM_GENERATE = "# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
+NEGATIVE_DEFAULT = "NO USER INPUT"
+CODES_PER_SECOND = 5
+_CODE = re.compile(r"<\|audio_code_(\d+)\|>")
+
+
+def chat(system: str, user: str, think: str | None = None) -> str:
+    """Qwen3's chat template as the reference renders it.
+
+    Without `think`: system + user + the generation prompt (phase 1). With it: the assistant turn
+    `<think>\\n{think}\\n</think>\\n\\n` closed by `<|im_end|>\\n`, as the template renders a finished
+    assistant message (phase 2; an empty `think` gives the unconditional `<think>\\n\\n</think>`).
+    """
+    text = f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    if think is None:
+        return text
+    return text + f"<think>\n{think.strip(chr(10))}\n</think>\n\n<|im_end|>\n"
+
+
+def metadata_yaml(meta: dict) -> str:
+    """The think block's body: keys sorted, digit strings as ints, `N/4` time signatures as `N`, PyYAML's wrapping."""
+    import yaml  # mlx-lm's dependency
+
+    clean = {}
+    for k, v in meta.items():
+        if v is None or v == "":
+            continue
+        if k == "timesignature" and isinstance(v, str) and v.endswith("/4"):
+            v = v[:-2]
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        clean[k] = v
+    return yaml.dump(clean, allow_unicode=True, sort_keys=True).strip("\n")
+
+
+def codes_prompts(caption: str, lyrics: str, meta: dict, negative: str = NEGATIVE_DEFAULT) -> tuple[str, str]:
+    """(conditional, unconditional) phase-2 prompts. The unconditional one has an empty think block and
+    the negative prompt as caption when it means something (not empty, not "NO USER INPUT")."""
+    user = f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n"
+    meaningful = negative.strip() and negative.strip() != NEGATIVE_DEFAULT
+    uncond_user = f"# Caption\n{negative}\n\n# Lyric\n{lyrics}\n" if meaningful else user
+    return chat(SYSTEM_GENERATE, user, metadata_yaml(meta)), chat(SYSTEM_GENERATE, uncond_user, "")
+
+
+@dataclass(frozen=True)
+class CodeTokens:
+    first_id: int  # token id of <|audio_code_0|>
+    count: int  # number of codes (contiguous ids)
+    eos_id: int
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> "CodeTokens":
+        codes = {int(m.group(1)): i for t, i in tokenizer.get_vocab().items() if (m := _CODE.fullmatch(t))}
+        if not codes or 0 not in codes:
+            raise AceStepError("the LM tokenizer has no <|audio_code_N|> tokens")
+        first, count = codes[0], len(codes)
+        if any(codes.get(n) != first + n for n in range(count)):
+            raise AceStepError("the LM tokenizer's audio-code tokens are not contiguous ids 0..N-1")
+        if tokenizer.eos_token_id is None:
+            raise AceStepError("the LM tokenizer defines no eos token")
+        return cls(first, count, tokenizer.eos_token_id)
+
+    def allowed(self, vocab: int) -> mx.array:
+        ids = np.arange(vocab)
+        return mx.array((ids >= self.first_id) & (ids < self.first_id + self.count))
+
+
+def load_planner_tokenizer(folder: str | Path):
+    from transformers import AutoTokenizer  # mlx-lm's tokenizer stack
+
+    if not (Path(folder) / "tokenizer.json").is_file():
+        raise AceStepError(f"{Path(folder) / 'tokenizer.json'}: file not found")
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def filter_top_p(logits: mx.array, top_p: float) -> mx.array:
+    """Keep the most probable tokens whose cumulative probability first reaches `top_p` (at least one)."""
+    if top_p >= 1.0:
+        return logits
+    probs = mx.softmax(logits, axis=-1)
+    ordered = mx.sort(probs, axis=-1)[..., ::-1]
+    before = mx.cumsum(ordered, axis=-1) - ordered  # mass of the strictly more probable tokens
+    kept = mx.where(before < top_p, ordered, mx.inf)
+    threshold = mx.min(kept, axis=-1, keepdims=True)
+    return mx.where(probs >= threshold, logits, -mx.inf)
+
+
+def sample(logits: mx.array, temperature: float, top_p: float, key: mx.array) -> mx.array:
+    """The reference's order (PT loop): top-p on the untempered softmax, then temperature, then a draw; 0 = argmax."""
+    if temperature <= 0:
+        return mx.argmax(logits, axis=-1)
+    return mx.random.categorical(filter_top_p(logits, top_p) / temperature, key=key)
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[mx.array, mx.array]:
+    length = max(len(r) for r in rows)
+    ids = np.full((len(rows), length), pad_id, dtype=np.int32)
+    mask = np.zeros((len(rows), length), dtype=bool)
+    for i, r in enumerate(rows):
+        ids[i, length - len(r):] = r
+        mask[i, length - len(r):] = True
+    return mx.array(ids), mx.array(mask)
+
+
+def generate_codes(
+    lm: PlannerLM,
+    cond_ids: list[int],
+    uncond_ids: list[int],
+    n_codes: int,
+    codes: CodeTokens,
+    pad_id: int,
+    cfg_scale: float = 2.0,
+    temperature: float = 0.85,
+    top_p: float = 0.9,
+    seed: int = 0,
+    callback=None,
+) -> np.ndarray:
+    """Exactly `n_codes` code values (0..count-1) for one song; `cfg_scale` 1 runs the conditional row alone."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    if n_codes < 1:
+        raise AceStepError(f"the codes phase needs at least one code, got {n_codes}")
+    guided = cfg_scale != 1.0
+    ids, key_mask = left_pad([cond_ids, uncond_ids] if guided else [cond_ids], pad_id)
+    cache = make_prompt_cache(lm)
+    allowed = codes.allowed(lm.args.vocab_size)
+    key = mx.random.key(seed)
+    logits = lm.logits(ids, cache, key_mask)[:, -1]
+    tokens = []
+    for i in range(n_codes):
+        scores = logits.astype(mx.float32)
+        scores = scores[1] + cfg_scale * (scores[0] - scores[1]) if guided else scores[0]
+        key, draw = mx.random.split(key)
+        token = sample(mx.where(allowed, scores, -mx.inf), temperature, top_p, draw)
+        tokens.append(token)
+        if i == n_codes - 1:
+            break  # the reference then forces EOS: nothing more to compute
+        key_mask = mx.concatenate([key_mask, mx.ones((key_mask.shape[0], 1), mx.bool_)], axis=1)
+        logits = lm.logits(mx.broadcast_to(token.reshape(1, 1), (key_mask.shape[0], 1)), cache, key_mask)[:, -1]
+        mx.async_eval(logits, token)
+        if callback is not None:
+            callback(i + 1, n_codes)
+    values = np.array(mx.stack(tokens)).astype(np.int64) - codes.first_id
+    if callback is not None:
+        callback(n_codes, n_codes)
+    return values
