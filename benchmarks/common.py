@@ -8,24 +8,15 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 from pathlib import Path
 
-OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+from mlx_acestep.benchmark import OPENBLAS, peak_rss_bytes
 
 
 def max_rss_gb() -> float:
-    # ru_maxrss survives exec on Linux (it would report the parent's peak); VmHWM does not.
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1e6  # kB
-    except OSError:
-        pass
-    scale = 1e9 if sys.platform == "darwin" else 1e6  # bytes on macOS, KiB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    return peak_rss_bytes() / 1e9
 
 
 def blas_of(side: str, env: dict) -> str:

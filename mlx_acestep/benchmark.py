@@ -20,6 +20,7 @@ phases); MLX's own allocator peak is reported beside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -80,6 +81,7 @@ def reset_peak_rss() -> None:
 
 
 def peak_rss_bytes() -> int:
+    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec and would report the parent's peak.
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -180,22 +182,16 @@ def run_mlx(folder: Path, frames: int) -> dict:
     from .sampler import TurboSettings
 
     class Meter(PhaseMeter):  # adds the process's peak RSS per phase
-        rss: dict = {}
+        def __init__(self):
+            super().__init__()
+            self.rss: dict[str, int] = {}
 
+        @contextlib.contextmanager
         def phase(self, name):
             reset_peak_rss()
-            inner = super().phase(name)
-
-            class Wrap:
-                def __enter__(_):
-                    return inner.__enter__()
-
-                def __exit__(_, *exc):
-                    result = inner.__exit__(*exc)
-                    self.rss[name] = max(self.rss.get(name, 0), peak_rss_bytes())
-                    return result
-
-            return Wrap()
+            with super().phase(name):
+                yield
+            self.rss[name] = max(self.rss.get(name, 0), peak_rss_bytes())
 
     pipe = ACEStep.from_pretrained(folder, keep_loaded=False)
     text_ids, lyric_ids = _token_ids(10**9)

@@ -90,12 +90,12 @@ def converted_components(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _default_dit(dits: list[Path]) -> Path:
-    by_name = {d.name: d for d in dits}
-    if DEFAULT_DIT in by_name:
-        return by_name[DEFAULT_DIT]
-    turbo = [d for d in dits if read_json(d / "config.json").get("is_turbo")]
-    return (turbo or dits)[0]
+def _default_dit(dits: dict[str, Path]) -> str:
+    """The DiT used when none is named: the official turbo, else any turbo, else the first (by output name)."""
+    if DEFAULT_DIT in dits:
+        return DEFAULT_DIT
+    turbo = [name for name, folder in dits.items() if read_json(folder / "config.json").get("is_turbo")]
+    return (turbo or sorted(dits))[0]
 
 
 def pick_components(root: Path, dit: str | None) -> dict[str, Path]:
@@ -104,13 +104,10 @@ def pick_components(root: Path, dit: str | None) -> dict[str, Path]:
     missing = [c for c in ("text_encoder", "dit", "vae") if not found.get(c)]
     if missing:
         raise AceStepError(f"{root}: no converted {', '.join(missing)} folder (the pipeline needs a text encoder, a DiT and the VAE)")
-    dits = found["dit"]
-    if dit is None:
-        chosen = _default_dit(dits)
-    else:
-        chosen = next((d for d in dits if d.name == dit), None)
-        if chosen is None:
-            raise AceStepError(f"{root}: no DiT {dit!r} (available: {', '.join(d.name for d in dits)})")
+    dits = {d.name: d for d in found["dit"]}
+    if dit is not None and dit not in dits:
+        raise AceStepError(f"{root}: no DiT {dit!r} (available: {', '.join(dits)})")
+    chosen = dits[dit or _default_dit(dits)]
     text = next((t for t in found["text_encoder"] if t.name == TEXT_ENCODER), found["text_encoder"][0])
     folders = {"text_encoder": text, "dit": chosen, "vae": found["vae"][0]}
     for folder in folders.values():
@@ -172,11 +169,8 @@ def _needed_components(src: Path, found, dit: str | None) -> list[str]:
     dits = kinds["dit"]
     if dit is not None and dit not in dits:
         raise AceStepError(f"{src}: no DiT folder {dit!r} (available: {', '.join(sorted(dits))})")
-    if dit is None:
-        turbo = [n for n, f in dits.items() if read_json(f / "config.json").get("is_turbo")]
-        dit = DEFAULT_DIT if DEFAULT_DIT in dits else (turbo or sorted(dits))[0]
     texts = kinds["text_encoder"]
-    return [next(iter(kinds["vae"])), TEXT_ENCODER if TEXT_ENCODER in texts else next(iter(texts)), dit]
+    return [next(iter(kinds["vae"])), TEXT_ENCODER if TEXT_ENCODER in texts else next(iter(texts)), dit or _default_dit(dits)]
 
 
 def _cache_key(src: Path, sources: list[Path], opts) -> str:

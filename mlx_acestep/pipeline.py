@@ -17,6 +17,7 @@ The library never prints: progress goes to `callback`, notices to `warnings`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import secrets
 import time
@@ -35,7 +36,7 @@ from .conditioning import ConditionInput, PromptTokens, reference_clips, tokeniz
 from .errors import AceStepError
 from .loading import load_component, load_silence_latent, read_json
 from .prompts import Metas, PromptTokenizer
-from .sampler import BaseSettings, TurboSettings, sample_base, sample_turbo
+from .sampler import BaseSettings, TurboSettings, sample_base, sample_turbo, turbo_timesteps
 
 MIN_SECONDS, MAX_SECONDS = 10.0, 600.0
 MAX_BATCH = 8
@@ -424,9 +425,10 @@ class ACEStep:
 
         with meter.phase("dit"):
             model = self._module("denoiser", meter)
-            steps_done = lambda done, total: report("dit", done, total)  # noqa: E731
-            report("dit", 0, settings.steps if isinstance(settings, BaseSettings) else 8)
-            if isinstance(settings, TurboSettings):
+            steps_done = functools.partial(report, "dit")
+            turbo = isinstance(settings, TurboSettings)
+            report("dit", 0, len(turbo_timesteps(settings.shift, settings.timesteps)) if turbo else settings.steps)
+            if turbo:
                 latents = sample_turbo(model.decoder, states, context, settings, noise=noise, callback=steps_done)
             else:
                 latents = sample_base(model.decoder, states, context, model.null_condition_emb, settings, noise=noise, callback=steps_done)
