@@ -58,12 +58,21 @@ def metadata_yaml(meta: dict) -> str:
     return yaml.dump(clean, allow_unicode=True, sort_keys=True).strip("\n")
 
 
+def user_turn(caption: str, lyrics: str) -> str:
+    return f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n"
+
+
+def think_prompt(caption: str, lyrics: str) -> str:
+    """Phase 1: the generation prompt; the LM continues with its `<think>` block."""
+    return chat(SYSTEM_GENERATE, user_turn(caption, lyrics))
+
+
 def codes_prompts(caption: str, lyrics: str, meta: dict, negative: str = NEGATIVE_DEFAULT) -> tuple[str, str]:
     """(conditional, unconditional) phase-2 prompts. The unconditional one has an empty think block and
     the negative prompt as caption when it means something (not empty, not "NO USER INPUT")."""
-    user = f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n"
+    user = user_turn(caption, lyrics)
     meaningful = negative.strip() and negative.strip() != NEGATIVE_DEFAULT
-    uncond_user = f"# Caption\n{negative}\n\n# Lyric\n{lyrics}\n" if meaningful else user
+    uncond_user = user_turn(negative, lyrics) if meaningful else user
     return chat(SYSTEM_GENERATE, user, metadata_yaml(meta)), chat(SYSTEM_GENERATE, uncond_user, "")
 
 
@@ -169,3 +178,119 @@ def generate_codes(
     if callback is not None:
         callback(n_codes, n_codes)
     return values
+
+
+# -- the whole planner -----------------------------------------------------------------------------
+
+# Phase 1 is skipped when the user gave all of these (the reference's `has_all_metas`).
+ALL_METAS = ("bpm", "keyscale", "timesignature", "duration")
+
+
+@dataclass
+class Plan:
+    codes: np.ndarray  # [int(duration * 5)] code values
+    metadata: dict  # the fields phase 2 was conditioned on (bpm, caption, duration, keyscale, language, timesignature)
+    think: str  # phase 1's block as written; "" when the user gave every field and it was skipped
+    seconds: dict  # {"think": s, "codes": s}
+
+
+class Planner:
+    """The 5 Hz LM planner over a converted LM folder: metadata reasoning, then audio codes."""
+
+    def __init__(self, lm: PlannerLM, tokenizer):
+        self.lm, self.tokenizer = lm, tokenizer
+        self.codes = CodeTokens.from_tokenizer(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.codes.eos_id
+        self._constraint = None
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Planner":
+        from .loading import load_component
+
+        return cls(load_component(folder, "lm"), load_planner_tokenizer(folder))
+
+    @property
+    def constraint(self):
+        from .planner_fsm import MetadataConstraint
+
+        if self._constraint is None:  # built on first use: it decodes the whole vocabulary once
+            self._constraint = MetadataConstraint(self.tokenizer, self.lm.args.vocab_size)
+        return self._constraint
+
+    def think(
+        self, caption: str, lyrics: str, user: dict, temperature: float = 0.85, top_p: float = 0.9, seed: int = 0,
+        max_duration: int = 600,
+    ):
+        """Phase 1: the constrained `<think>` block (a `ThinkResult`); `user` fields are forced."""
+        from mlx_lm.models.cache import make_prompt_cache
+
+        from .planner_fsm import write_metadata
+
+        cache = make_prompt_cache(self.lm)
+        ids = self.tokenizer.encode(think_prompt(caption, lyrics))
+        key = mx.random.split(mx.random.key(seed))[1]  # apart from the codes phase's stream
+
+        def step(new: list[int]) -> mx.array:
+            nonlocal ids
+            logits = self.lm.logits(mx.array([ids + new]), cache)[0, -1].astype(mx.float32)
+            ids = []
+            return logits
+
+        def draw(scores: mx.array) -> int:
+            nonlocal key
+            key, sub = mx.random.split(key)
+            return int(sample(scores, temperature, top_p, sub).item())
+
+        return write_metadata(step, self.constraint.limit_duration(max_duration), user, draw)
+
+    def plan(
+        self,
+        caption: str,
+        lyrics: str = "[Instrumental]",
+        *,
+        duration: float | None = None,
+        bpm: int | None = None,
+        keyscale: str | None = None,
+        timesignature: int | str | None = None,
+        language: str | None = None,
+        cfg_scale: float = 2.0,
+        temperature: float = 0.85,
+        top_p: float = 0.9,
+        negative: str = NEGATIVE_DEFAULT,
+        seed: int = 0,
+        max_duration: int = 600,
+        callback=None,
+    ) -> Plan:
+        """Metadata (the fields not given are chosen by the LM) and exactly `int(duration * 5)` codes.
+
+        `duration` None lets the LM choose it (10 to `max_duration` s). `language` None or "unknown" lets it choose.
+        """
+        import time
+
+        user = {
+            "bpm": bpm,
+            "duration": None if duration is None else int(duration),
+            "keyscale": keyscale,
+            "timesignature": None if timesignature is None else str(timesignature).removesuffix("/4"),
+            "language": None if language in (None, "", "unknown") else language,
+        }
+        seconds = {"think": 0.0}
+        start = time.perf_counter()
+        if all(user[k] is not None for k in ALL_METAS):
+            think, meta = "", {k: user[k] for k in ALL_METAS}
+        else:
+            result = self.think(caption, lyrics, user, temperature, top_p, seed, max_duration)
+            think, meta = result.text, {k: v for k, v in result.metadata.items() if k in ("bpm", "caption", "duration", "keyscale", "language", "timesignature")}
+            meta.update({k: v for k, v in user.items() if v is not None})
+            seconds["think"] = time.perf_counter() - start
+        if "duration" not in meta:
+            raise AceStepError(f"the planner wrote no duration: {think!r}")
+        n_codes = int((duration if duration is not None else meta["duration"]) * CODES_PER_SECOND)
+        cond, uncond = codes_prompts(caption, lyrics, meta, negative)
+        start = time.perf_counter()
+        values = generate_codes(
+            self.lm, self.tokenizer.encode(cond), self.tokenizer.encode(uncond), n_codes, self.codes, self.pad_id,
+            cfg_scale=cfg_scale, temperature=temperature, top_p=top_p, seed=seed, callback=callback,
+        )
+        seconds["codes"] = time.perf_counter() - start
+        return Plan(values, meta, think, seconds)
