@@ -81,4 +81,6 @@ def classify_single_folder(folder: Path, config: dict) -> SourceFolder | None:
     kind = _SINGLE_FOLDER_MARKERS.get(config.get("_class_name", ""))
     if kind is None and config.get("model_type") == "acestep":  # an acestep-v15-* DiT folder
         kind = "dit"
+    if kind is None and "Qwen3ForCausalLM" in config.get("architectures", []):  # a planner LM (its own repo)
+        kind = "lm"
     return SourceFolder(folder.name, kind) if kind else None

@@ -118,7 +118,8 @@ def reconstruct(audio_in, audio_out, vae_dir, chunk, overlap, sample, seed):
 class PhaseBars:
     """One stderr progress bar per pipeline phase, driven by the pipeline's Progress callback."""
 
-    LABELS = {"text": "text encoder", "condition": "conditioning ", "dit": "diffusion    ", "vae": "VAE decode   "}
+    LABELS = {"lm": "planner LM   ", "text": "text encoder", "condition": "conditioning ", "dit": "diffusion    ",
+              "vae": "VAE decode   "}
 
     def __init__(self):
         self.phase, self.bar = None, None
@@ -137,6 +138,16 @@ class PhaseBars:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
+
+
+def describe_plan(meta: dict) -> str:
+    """The planner's metadata on one line, caption last."""
+    names = (("bpm", "bpm"), ("keyscale", "key"), ("timesignature", "time signature"), ("language", "language"),
+             ("duration", "duration"))
+    parts = [f"{label} {meta[k]}" for k, label in names if meta.get(k) not in (None, "")]
+    if meta.get("caption"):
+        parts.append(f"caption: {meta['caption']}")
+    return "".join(c if c.isprintable() else "?" for c in ", ".join(parts))
 
 
 def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: str) -> tuple[Path, str]:
@@ -187,13 +198,25 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: st
 @click.option("--cache-dir", default=None, help="Where converted models are kept (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep).")
 @click.option("--reconvert", is_flag=True, help="Convert the PyTorch checkpoint again even if a cached conversion exists.")
 @click.option("--no-normalize", is_flag=True, help="Skip the -1 dBFS peak normalisation.")
+@click.option("--thinking/--no-thinking", default=None,
+              help="Run the 5 Hz planner LM first: it fills in the metadata you left out and writes the audio codes "
+                   "the DiT renders. Default: on when the model has a planner.")
+@click.option("--lm", type=click.Choice(["0.6B", "1.7B", "4B"]), default=None,
+              help="Planner LM size (default 1.7B, or the one the model has).")
+@click.option("--lm-quantize", type=click.Choice(["none", "q8", "q4"]), default="none", show_default=True,
+              help="Quantize the planner's linear layers when converting (embedding and head stay 8-bit).")
+@click.option("--lm-cfg-scale", type=float, default=2.0, show_default=True, help="The planner's CFG scale for the codes.")
+@click.option("--lm-temperature", type=float, default=0.85, show_default=True, help="The planner's sampling temperature.")
+@click.option("--lm-top-p", type=float, default=0.9, show_default=True, help="The planner's nucleus (top-p) sampling.")
 @user_errors
 def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signature, language, seed, batch, steps, shift,
-             guidance, model, dit, dtype, quantize, fmt, output, cache_dir, reconvert, no_normalize):
+             guidance, model, dit, dtype, quantize, fmt, output, cache_dir, reconvert, no_normalize, thinking, lm,
+             lm_quantize, lm_cfg_scale, lm_temperature, lm_top_p):
     """Generate music from CAPTION (a description: genre, mood, instruments).
 
     \b
     mlx-acestep generate "gentle piano, warm strings" --duration 30 -o piano.wav
+    mlx-acestep generate "gentle piano" --lm 0.6B --lm-quantize q8 -o piano.wav   # a smaller, faster planner
     mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
     """
     import warnings
@@ -211,6 +234,10 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
         raise AceStepError(f"--duration must be between {MIN_SECONDS:g} and {MAX_SECONDS:g} seconds, got {duration:g}")
     if not 1 <= batch <= MAX_BATCH:
         raise AceStepError(f"--batch must be between 1 and {MAX_BATCH}, got {batch}")
+    if thinking is False and (lm is not None or lm_quantize != "none"):
+        raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
+    if lm_temperature < 0 or not 0 < lm_top_p <= 1 or lm_cfg_scale <= 0:
+        raise AceStepError("--lm-temperature must be >= 0, --lm-top-p in (0, 1] and --lm-cfg-scale > 0")
     path, _ = _output_paths(output, fmt, batch, str(seed) if seed is not None else "random")
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
@@ -221,6 +248,7 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
         warnings.showwarning = show_warning
         pipe = ACEStep.from_pretrained(
             model, dit=dit, dtype=dtype, quantize=None if quantize == "none" else quantize, cache_dir=cache_dir,
+            lm=None if thinking is False else (lm or "auto"), lm_quantize=None if lm_quantize == "none" else lm_quantize,
             reconvert=reconvert, log=lambda m: click.echo(m, err=True), keep_loaded=False,
         )
         if model == "tiny":
@@ -229,15 +257,18 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
             result = pipe.generate(
                 caption, lyrics if lyrics is not None else "[Instrumental]", duration=duration, seed=seed, batch_size=batch,
                 bpm=bpm, key=keyscale, time_signature=time_signature, language=language, steps=steps, shift=shift,
-                guidance=guidance, normalize=not no_normalize, callback=bars,
+                guidance=guidance, normalize=not no_normalize, thinking=thinking, lm_cfg_scale=lm_cfg_scale,
+                lm_temperature=lm_temperature, lm_top_p=lm_top_p, callback=bars,
             )
         finally:
             bars.close()
     if output is None and seed is None:
         path = path.with_name(f"acestep-{result.seeds[0]}{path.suffix}")
     written = result.save(path)
-    for p, s in zip(written, result.seeds):
+    for i, (p, s) in enumerate(zip(written, result.seeds)):
         click.echo(f"wrote {p} ({result.duration:g} s, 48 kHz stereo, seed {s})")
+        if result.metadata:
+            click.echo("  planner: " + describe_plan(result.metadata[i]))
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     click.echo(f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB")
 

@@ -24,6 +24,9 @@ from .safetensors_io import read_header
 DEFAULT_REPO = "ACE-Step/Ace-Step1.5"
 DEFAULT_DIT = "acestep-v15-turbo"
 TEXT_ENCODER = "Qwen3-Embedding-0.6B"
+LM_SIZES = ("0.6B", "1.7B", "4B")
+DEFAULT_LM = "1.7B"  # the reference's default planner, the one inside the main repo
+LM_PREFIX = "acestep-5Hz-lm-"
 CACHE_ENV = "MLX_ACESTEP_CACHE"
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # What a pipeline needs from a repo, in either layout (patterns that match nothing cost nothing).
@@ -44,13 +47,21 @@ def resolve_model(
     dtype: str = "float32",
     quantize: str | None = None,
     q_group_size: int = 64,
+    lm: str | None = "auto",
+    lm_quantize: str | None = None,
     cache_dir: str | Path | None = None,
     reconvert: bool = False,
     log: Log | None = None,
 ):
-    """The converted folders (text encoder, DiT, VAE) for `model`, converting and downloading as needed."""
+    """The converted folders (text encoder, DiT, VAE, planner LM) for `model`, converting and downloading as needed.
+
+    `lm`: "0.6B", "1.7B" or "4B" (an error if absent), "auto" (the default 1.7B when the model has it, else
+    the one it has, else none) or None (no planner).
+    """
     from .pipeline import ModelFolders
 
+    if lm not in (None, "auto", *LM_SIZES):
+        raise AceStepError(f"unknown planner LM {lm!r} (choose {', '.join(LM_SIZES)})")
     quiet = log is None  # a library call prints nothing, not even huggingface_hub's download bars
     log = log or (lambda msg: None)
     cache = cache_root(cache_dir)
@@ -62,16 +73,40 @@ def resolve_model(
         if not src.is_dir():
             raise AceStepError(f"{src}: is a file; --model takes a checkpoint folder, a Hugging Face repo id or 'tiny'")
     elif _REPO_ID.fullmatch(name) and not name.startswith((".", "/")):
-        src = download(name, dit, log, quiet)
+        src = download(name, dit, log, quiet, lm)
     else:
         raise AceStepError(f"unknown model {name!r}: no such folder, and not a Hugging Face repo id (owner/name) or 'tiny'")
 
     if converted_components(src):
         if dtype != "float32" or quantize:
             log(f"{src} is already converted: its own dtype and quantization are used")
-        return ModelFolders(**pick_components(src, dit))
+        folders = pick_components(src, dit)
+        planner = pick_lm({f.name: f for f in converted_components(src).get("lm", [])}, lm, src)
+        if planner is not None:
+            check_converted(planner)
+        return ModelFolders(**folders, lm=planner)
     entry = convert_cached(src, dit, dtype, quantize, q_group_size, cache, reconvert, log)
-    return ModelFolders(**pick_components(entry, dit))
+    planner = None
+    if lm is not None:
+        source = _lm_source(src, name, lm, log, quiet)
+        if source is not None:
+            planner = convert_lm_cached(source, dtype, lm_quantize, q_group_size, cache, reconvert, log)
+    return ModelFolders(**pick_components(entry, dit), lm=planner)
+
+
+def pick_lm(available: dict[str, Path], lm: str | None, where: Path | str) -> Path | None:
+    """The planner folder for `lm` among {folder name: folder} (see `resolve_model`)."""
+    if lm is None or (lm == "auto" and not available):
+        return None
+    if not available:
+        raise AceStepError(f"{where}: no planner LM (acestep-5Hz-lm-*) in this model; pass --no-thinking or another --lm")
+    if lm == "auto":
+        default = [f for n, f in available.items() if n.endswith(DEFAULT_LM)]
+        return (default or [available[n] for n in sorted(available)])[0]
+    match = [f for n, f in available.items() if n.endswith(f"-{lm}") or n == lm]
+    if not match:
+        raise AceStepError(f"{where}: no planner LM {lm} (available: {', '.join(sorted(available))})")
+    return match[0]
 
 
 def converted_components(root: Path) -> dict[str, list[Path]]:
@@ -134,7 +169,7 @@ def check_converted(folder: Path) -> None:
 def convert_cached(
     src: Path, dit: str | None, dtype: str, quantize: str | None, group: int, cache: Path, reconvert: bool, log: Log
 ) -> Path:
-    from mlx_acestep_convert import ConvertOptions, convert_checkpoints
+    from mlx_acestep_convert import ConvertOptions
     from mlx_acestep_convert.converter import find_components
 
     found = find_components(src)
@@ -145,17 +180,44 @@ def convert_cached(
         )
     only = _needed_components(src, found, dit)
     opts = ConvertOptions(dtype=dtype, quantize=quantize or "none", group_size=group, force=reconvert)
-    opts.validate()
     diffusers = (src / "model_index.json").is_file()  # its DiT spans several folders: key on all of them
     sources = [src] if diffusers else [folder for _, folder, name in found if name in only]
-    key = _cache_key(src, sources, opts)
-    entry = cache / "converted" / f"{src.name}-{key}"
+    return _convert_entry(src, src.name, only, sources, opts, cache, reconvert, log)
+
+
+def convert_lm_cached(folder: Path, dtype: str, quantize: str | None, group: int, cache: Path, reconvert: bool, log: Log) -> Path:
+    """A planner LM source folder converted into its own cache entry (toggling the planner never reconverts the rest)."""
+    from mlx_acestep_convert import ConvertOptions
+
+    opts = ConvertOptions(dtype=dtype, quantize=quantize or "none", group_size=group, force=reconvert)
+    if folder.name.startswith(LM_PREFIX):  # inside a checkpoint root: convert just it, under its own name
+        src, only, label = folder.parent, [folder.name], folder.name
+    else:  # a repo of its own (a snapshot folder): converted as a single component named "lm"
+        src, only, label = folder, None, "acestep-5Hz-lm"
+    entry = _convert_entry(src, label, only, [folder], opts, cache, reconvert, log)
+    return entry / (folder.name if only else "lm")
+
+
+def _convert_entry(src: Path, label: str, only, sources: list[Path], opts, cache: Path, reconvert: bool, log: Log) -> Path:
+    from mlx_acestep_convert import convert_checkpoints
+
+    opts.validate()
+    entry = cache / "converted" / f"{label}-{_cache_key(src, sources, opts)}"
     if entry.is_dir() and not reconvert:
         log(f"using the converted model in {entry}")
         return entry
-    log(f"converting {src} into {entry} (once; later runs reuse it)")
+    log(f"converting {src if only is None else ', '.join(only)} into {entry} (once; later runs reuse it)")
     convert_checkpoints(src, entry, opts, log=log, only=only)
     return entry
+
+
+def _lm_source(src: Path, name: str, lm: str, log: Log, quiet: bool) -> Path | None:
+    """The planner's source folder in a checkpoint root; a separate repo for the sizes the main repo lacks."""
+    available = {p.name: p for p in sorted(src.glob(LM_PREFIX + "*")) if p.is_dir()}
+    if lm not in ("auto", DEFAULT_LM) and not any(n.endswith(f"-{lm}") for n in available) and _REPO_ID.fullmatch(name) \
+            and not Path(name).exists():
+        return download(f"ACE-Step/{LM_PREFIX}{lm}", None, log, quiet, lm, whole=True)
+    return pick_lm(available, lm, src)
 
 
 def _needed_components(src: Path, found, dit: str | None) -> list[str]:
@@ -187,20 +249,23 @@ def _cache_key(src: Path, sources: list[Path], opts) -> str:
 # -- sources ------------------------------------------------------------------------------------
 
 
-def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False) -> Path:
-    """The repo's files the pipeline needs, via the Hugging Face cache (works offline once cached)."""
+def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False, lm: str | None = None, whole: bool = False) -> Path:
+    """The repo's files the pipeline needs, via the Hugging Face cache (works offline once cached).
+
+    `whole`: a repo that is one component (the separate planner LMs): every file, the snapshot is the folder.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-    wanted = [f"{dit or DEFAULT_DIT}/*", "vae/*", f"{TEXT_ENCODER}/*"]
-    how = (
-        f"on a connected machine run `hf download {repo_id} --include " + " ".join(f'"{p}"' for p in wanted)
-        + " --local-dir checkpoints` and pass `--model checkpoints`"
-    )
+    wanted = ["*"] if whole else [f"{dit or DEFAULT_DIT}/*", "vae/*", f"{TEXT_ENCODER}/*"]
+    optional = [] if whole or lm is None else [f"{LM_PREFIX}{DEFAULT_LM if lm == 'auto' else lm}/*"]
+    include = "" if whole else " --include " + " ".join(f'"{p}"' for p in wanted + optional)
+    dest = f"checkpoints/{repo_id.split('/')[1]}" if whole else "checkpoints"
+    how = f"on a connected machine run `hf download {repo_id}{include} --local-dir {dest}` and pass `--model checkpoints`"
     log(f"fetching {repo_id} from Hugging Face (cached after the first time)")
     bars = hf_progress_bars(enabled=not quiet)
     try:
-        path = Path(snapshot_download(repo_id, allow_patterns=wanted + _DIFFUSERS_PATTERNS))
+        path = Path(snapshot_download(repo_id, allow_patterns=None if whole else wanted + optional + _DIFFUSERS_PATTERNS))
     except LocalEntryNotFoundError:
         raise AceStepError(f"{repo_id} is not in the local Hugging Face cache and downloading is off or failed; {how}") from None
     except (RepositoryNotFoundError, RevisionNotFoundError):
@@ -209,7 +274,7 @@ def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False) -> Pa
         raise AceStepError(f"could not download {repo_id}: {str(e).splitlines()[0]}; {how}") from None
     finally:
         bars()
-    if not (path / "model_index.json").is_file():
+    if not whole and not (path / "model_index.json").is_file():
         missing = [p[:-2] for p in wanted if not (path / p[:-2]).is_dir()]
         if missing:
             raise AceStepError(f"{repo_id}: the downloaded snapshot {path} has no {', '.join(missing)}/ folder; {how}")

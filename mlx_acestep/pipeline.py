@@ -22,7 +22,7 @@ import gc
 import secrets
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,13 +35,13 @@ from .condition import AceStepConfig
 from .conditioning import ConditionInput, PromptTokens, reference_clips, tokenize_items
 from .errors import AceStepError
 from .loading import load_component, load_silence_latent, read_json
-from .prompts import Metas, PromptTokenizer
+from .prompts import Metas, PromptTokenizer, instruction
 from .sampler import BaseSettings, TurboSettings, sample_base, sample_turbo, turbo_timesteps
 
 MIN_SECONDS, MAX_SECONDS = 10.0, 600.0
 MAX_BATCH = 8
 MIN_FRAMES = 128  # the reference pads every target to at least 128 latent frames (spec 5.2)
-PHASES = ("text", "condition", "dit", "vae", "post")
+PHASES = ("text", "condition", "dit", "vae", "post")  # and "lm" first when the planner runs
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,8 @@ class GenerationResult:
     seconds: dict[str, float]  # per phase (and "load")
     peak_memory: dict[str, int]  # bytes, MLX's peak during each phase (weights included)
     latents: np.ndarray  # [B, T, 64] float32, what the VAE decoded
+    metadata: list[dict] = field(default_factory=list)  # per item, what the planner chose (empty without thinking)
+    codes: np.ndarray | None = None  # [B, int(5 d)] the planner's audio codes
 
     @property
     def compute_seconds(self) -> float:
@@ -154,16 +156,20 @@ class ModelFolders:
     text_encoder: Path
     dit: Path
     vae: Path
+    lm: Path | None = None  # the planner LM (optional: without it, no thinking)
 
     def __post_init__(self):
         for name in ("text_encoder", "dit", "vae"):
             setattr(self, name, Path(getattr(self, name)))
+        if self.lm is not None:
+            self.lm = Path(self.lm)
 
 
 # role -> (component, parts to load); with keep_loaded the DiT is loaded whole once and shared.
 _ROLES = {
     "text_encoder": ("text_encoder", None),
     "condition": ("dit", ("encoder",)),
+    "condition_codes": ("dit", ("encoder", "tokenizer", "detokenizer")),  # planner codes -> hints
     "denoiser": ("dit", ("decoder", "null_condition_emb")),
     "vae": ("vae", ("decoder",)),
 }
@@ -237,6 +243,8 @@ class ACEStep:
         dtype: str = "float32",
         quantize: str | None = None,
         q_group_size: int = 64,
+        lm: str | None = "auto",
+        lm_quantize: str | None = None,
         cache_dir: str | Path | None = None,
         reconvert: bool = False,
         log: Callable[[str], None] | None = None,
@@ -246,20 +254,29 @@ class ACEStep:
         converted once into the cache), a Hugging Face repo id (downloaded, converted, cached) or "tiny".
 
         `dit` picks the DiT folder (e.g. "acestep-v15-base"; default: the turbo model). `quantize` is
-        None, "q8" or "q4" (the DiT's and text encoder's linear layers). Other keyword arguments go
-        to the constructor (`keep_loaded`, `vae_chunk`, ...).
+        None, "q8" or "q4" (the DiT's and text encoder's linear layers). `lm` picks the planner: "0.6B",
+        "1.7B", "4B", "auto" (the default 1.7B if the model has it, else the one it has, else none) or None;
+        `lm_quantize` None, "q8" or "q4" (its embedding and output head stay at 8 bits). Other keyword
+        arguments go to the constructor (`keep_loaded`, `vae_chunk`, ...).
         """
         from .hub import resolve_model
 
         folders = resolve_model(
-            model, dit=dit, dtype=dtype, quantize=quantize, q_group_size=q_group_size, cache_dir=cache_dir,
-            reconvert=reconvert, log=log,
+            model, dit=dit, dtype=dtype, quantize=quantize, q_group_size=q_group_size, lm=lm, lm_quantize=lm_quantize,
+            cache_dir=cache_dir, reconvert=reconvert, log=log,
         )
         return cls(folders, **kwargs)
 
     # -- modules -------------------------------------------------------------------------------
 
     def _module(self, role: str, meter: PhaseMeter) -> nn.Module:
+        if role == "lm":
+            if "lm" not in self._loaded:
+                from .planner import Planner
+
+                with meter.loading():
+                    self._loaded["lm"] = Planner.load(self.folders.lm)
+            return self._loaded["lm"]
         component, parts = _ROLES[role]
         key = component if self.keep_loaded else role
         if key not in self._loaded:
@@ -311,7 +328,7 @@ class ACEStep:
         caption: str,
         lyrics: str = "[Instrumental]",
         *,
-        duration: float = 30.0,
+        duration: float | None = 30.0,
         seed: int | Sequence[int] | None = None,
         batch_size: int = 1,
         bpm: int | None = None,
@@ -323,15 +340,28 @@ class ACEStep:
         guidance: float | None = None,
         method: str = "ode",
         normalize: bool = True,
+        thinking: bool | None = None,
+        lm_cfg_scale: float = 2.0,
+        lm_temperature: float = 0.85,
+        lm_top_p: float = 0.9,
+        negative_prompt: str = "NO USER INPUT",
         callback: Callable[[Progress], bool | None] | None = None,
     ) -> GenerationResult:
         """Generate `batch_size` songs of `duration` seconds (10-600) from a caption and lyrics.
 
         `seed`: one int (item i uses seed + i), a list (one per item) or None (random). `steps`,
         `shift`, `guidance` default per model family (turbo ignores steps and guidance, with a warning).
+        `thinking` (default: when the model has a planner LM) runs the 5 Hz planner first: it writes the
+        metadata the user left out (bpm, key, time signature, language, a richer caption; the duration
+        too when `duration` is None) and the audio codes the DiT then renders, as the reference does.
         `callback(Progress)` is called as work advances; returning False cancels (raises `Cancelled`).
         """
-        if not isinstance(duration, (int, float)) or not MIN_SECONDS <= duration <= MAX_SECONDS:
+        thinking = self.folders.lm is not None if thinking is None else thinking
+        if thinking and self.folders.lm is None:
+            raise AceStepError("thinking needs the planner LM and this model has none (load it with lm=..., or think=False)")
+        if duration is None and not thinking:
+            raise AceStepError("without thinking the duration must be given (the planner LM chooses it otherwise)")
+        if duration is not None and (not isinstance(duration, (int, float)) or not MIN_SECONDS <= duration <= MAX_SECONDS):
             raise AceStepError(f"duration must be between {MIN_SECONDS:g} and {MAX_SECONDS:g} seconds, got {duration}")
         if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
             raise AceStepError(f"batch size must be between 1 and {MAX_BATCH}, got {batch_size}")
@@ -339,15 +369,25 @@ class ACEStep:
             raise AceStepError(f"bpm must be between 30 and 300, got {bpm}")
         settings = self.sampler_settings(steps, shift, guidance, method)
         seeds = resolve_seeds(seed, batch_size)
-        metas = Metas(duration=duration, bpm=bpm, timesignature=time_signature, keyscale=key)
-        items = [ConditionInput(caption, lyrics, metas, language)] * batch_size
+        meter = PhaseMeter()
+        plans, codes = [], None
+        if thinking:
+            lm = dict(cfg_scale=lm_cfg_scale, temperature=lm_temperature, top_p=lm_top_p, negative=negative_prompt)
+            plans = self._plan(caption, lyrics, duration, bpm, key, time_signature, language, seeds, lm, callback, meter)
+            duration = float(plans[0].metadata["duration"]) if duration is None else duration
+            items = [self._planned_item(p, caption, lyrics, duration, language) for p in plans]
+            codes = np.stack([p.codes for p in plans])
+        else:
+            metas = Metas(duration=duration, bpm=bpm, timesignature=time_signature, keyscale=key)
+            items = [ConditionInput(caption, lyrics, metas, language)] * batch_size
         frames = max(MIN_FRAMES, target_frames(duration))
 
-        meter = PhaseMeter()
         with meter.phase("text"):
             tokens = tokenize_items(self.tokenizer, items)
         noise = initial_noise(seeds, frames, self.config.audio_acoustic_hidden_dim, self.dtype)
-        out = self.generate_from_tokens(tokens, frames, noise, settings, items=items, seed=seeds[0], callback=callback, meter=meter)
+        out = self.generate_from_tokens(
+            tokens, frames, noise, settings, items=items, codes=codes, seed=seeds[0], callback=callback, meter=meter
+        )
         with meter.phase("post"):
             audio = np.array(out.waveform.astype(mx.float32))
             audio = peak_limit(audio)  # as the reference right after the VAE: per item, only above 1
@@ -356,7 +396,42 @@ class ACEStep:
         return GenerationResult(
             audio=audio, sample_rate=SAMPLE_RATE, seeds=seeds, duration=frames * 1920 / SAMPLE_RATE,
             seconds=dict(meter.seconds), peak_memory=dict(meter.peak), latents=np.array(out.latents.astype(mx.float32)),
+            metadata=[p.metadata for p in plans], codes=codes,
         )
+
+    def _plan(self, caption, lyrics, duration, bpm, key, time_signature, language, seeds, lm, callback, meter) -> list:
+        """One plan per item (its own seed). Without a duration the first item's choice is the batch's length."""
+        report = _reporter(callback)
+        plans = []
+        with meter.phase("lm"):
+            planner = self._module("lm", meter)
+            for i, s in enumerate(seeds):
+                progress = functools.partial(lambda i, done, n: report("lm", i * n + done, n * len(seeds)), i)
+                plans.append(planner.plan(
+                    caption, lyrics, duration=duration, bpm=bpm, keyscale=key, timesignature=time_signature,
+                    language=language, seed=s, max_duration=self.max_seconds, callback=progress, **lm,
+                ))
+                if duration is None:
+                    duration = float(plans[0].metadata["duration"])
+            del planner
+            self._release("lm")
+        return plans
+
+    @property
+    def max_seconds(self) -> int:
+        """The longest song this checkpoint renders: 600 s, or less if its silence latent is shorter."""
+        return int(min(MAX_SECONDS, self.silence_latent.shape[1] * 1920 / SAMPLE_RATE))
+
+    @staticmethod
+    def _planned_item(plan, caption: str, lyrics: str, duration: float, language: str) -> ConditionInput:
+        """The DiT's inputs after planning (spec 8.6): the LM's caption and metadata, the cover instruction
+        (codes make the task a cover of the hints). The LM's language is used when the user gave none: the
+        reference means to, but reads a misnamed key and keeps "unknown" (spec 8.6); this port does it."""
+        meta = plan.metadata
+        metas = Metas(duration=duration, bpm=meta.get("bpm"), timesignature=meta.get("timesignature"), keyscale=meta.get("keyscale"))
+        if language in (None, "", "unknown"):
+            language = meta.get("language") or "unknown"
+        return ConditionInput(meta.get("caption") or caption, lyrics, metas, language, instruction=instruction("cover"))
 
     def generate_from_tokens(
         self,
@@ -366,6 +441,7 @@ class ACEStep:
         settings: TurboSettings | BaseSettings | None = None,
         *,
         items: Sequence[ConditionInput] | None = None,
+        codes: np.ndarray | None = None,
         timbre_frames: int | None = None,
         seed: int = 0,
         callback: Callable[[Progress], bool | None] | None = None,
@@ -375,15 +451,16 @@ class ACEStep:
 
         `noise` is the starting `[B, frames, 64]` latent noise. `items` carry reference latents (None:
         the silence latent's first `timbre_frames`, default the config's 750, as the reference).
+        `codes` `[B, n]` are planner audio codes: their detokenized hints become the context (spec 5.3).
         """
         previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
         try:
-            return self._run(tokens, frames, noise, settings, items, timbre_frames, seed, callback, meter or PhaseMeter())
+            return self._run(tokens, frames, noise, settings, items, codes, timbre_frames, seed, callback, meter or PhaseMeter())
         finally:
             mx.set_cache_limit(previous)
             mx.clear_cache()
 
-    def _run(self, tokens, frames, noise, settings, items, timbre_frames, seed, callback, meter) -> Generated:
+    def _run(self, tokens, frames, noise, settings, items, codes, timbre_frames, seed, callback, meter) -> Generated:
         batch = tokens.text_ids.shape[0]
         if noise.shape != (batch, frames, self.config.audio_acoustic_hidden_dim):
             raise AceStepError(f"noise has shape {tuple(noise.shape)}, expected {(batch, frames, self.config.audio_acoustic_hidden_dim)}")
@@ -409,15 +486,19 @@ class ACEStep:
 
         report("condition", 0, 1)
         with meter.phase("condition"):
-            model = self._module("condition", meter)
+            model = self._module("condition" if codes is None else "condition_codes", meter)
             dtype = model.dtype
             refer, order = reference_clips(items, self.silence_latent, timbre_frames, dtype, seed)
             states, _ = model.encoder(
                 text_hidden.astype(dtype), mx.array(tokens.text_mask), lyric_hidden.astype(dtype), mx.array(tokens.lyric_mask),
                 refer, mx.array(order),
             )
-            src = mx.broadcast_to(self.silence_latent[:, :frames].astype(dtype), (batch, frames, self.silence_latent.shape[2]))
-            context = model.context_latents(src, mx.ones((batch, frames)), mx.zeros((batch,), mx.bool_), self.silence_latent)
+            if codes is None:
+                src = mx.broadcast_to(self.silence_latent[:, :frames].astype(dtype), (batch, frames, self.silence_latent.shape[2]))
+            else:
+                src = self._hints(model, codes, batch, frames, dtype)
+            covers = mx.full((batch,), codes is not None, mx.bool_)
+            context = model.context_latents(src, mx.ones((batch, frames)), covers, self.silence_latent, hints=src)
             mx.eval(states, context)
             del model
             self._release("condition")
@@ -445,6 +526,19 @@ class ACEStep:
             del vae
             self._release("vae")
         return Generated(text_hidden, lyric_hidden, latents, waveform)
+
+    def _hints(self, model, codes: np.ndarray, batch: int, frames: int, dtype: mx.Dtype) -> mx.array:
+        """Codes `[B, n]` -> 25 Hz hints `[B, frames, C]`: detokenized, padded with the silence latent's first
+        frames (or cropped) to the target length (spec 5.3)."""
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] != batch or codes.shape[1] < 1:
+            raise AceStepError(f"codes have shape {codes.shape}, expected [{batch}, n]")
+        hints = model.codes_to_hints(mx.array(codes.astype(np.int32))).astype(dtype)
+        short = frames - hints.shape[1]
+        if short > 0:
+            pad = self.silence_latent[:, :short].astype(dtype)
+            hints = mx.concatenate([hints, mx.broadcast_to(pad, (hints.shape[0], short, pad.shape[2]))], axis=1)
+        return hints[:, :frames]
 
 
 def _reporter(callback: Callable[[Progress], bool | None] | None) -> Callable[[str, int, int], None]:

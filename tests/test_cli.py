@@ -149,3 +149,23 @@ def test_generate_with_the_tiny_model_offline(tmp_path, monkeypatch):
     assert (tmp_path / "cache" / "tiny-checkpoint" / "acestep-5Hz-lm-0.6B").is_dir()  # built in the original layout
     again = generate("gentle piano", "--model", "tiny", "--duration", 10, "-o", "b.wav", cwd=tmp_path)
     assert again.exit_code == 0 and "building" not in again.output and "converting" not in again.output
+
+
+def test_generate_thinks_with_the_tiny_planner_offline(tmp_path, monkeypatch):
+    """`--model tiny --thinking`: the tiny planner LM writes metadata and codes, the DiT renders them."""
+    import soundfile as sf
+
+    monkeypatch.setenv("MLX_ACESTEP_CACHE", str(tmp_path / "cache"))
+    result = generate("gentle piano", "--model", "tiny", "--thinking", "--bpm", 96, "--duration", 10, "--seed", 4,
+                      "-o", "a.wav", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert sf.info(tmp_path / "a.wav").frames == 480000
+    planned = [line for line in result.output.splitlines() if line.strip().startswith("planner:")]
+    assert len(planned) == 1 and "bpm 96" in planned[0] and "key " in planned[0] and "caption: " in planned[0]
+    assert " lm " in result.output.split("RTF", 1)[1]  # the planner's phase is timed
+    for args, needle in [(["--no-thinking", "--lm", "0.6B"], "mean nothing with --no-thinking"),
+                         (["--lm", "4B"], "no planner LM 4B (available: acestep-5Hz-lm-0.6B)"),
+                         (["--lm-top-p", "0"], "--lm-top-p in (0, 1]")]:
+        bad = generate("gentle piano", "--model", "tiny", "--duration", 10, *args, "-o", "b.wav", cwd=tmp_path)
+        assert bad.exit_code == 1 and needle in bad.output.splitlines()[-1], (args, bad.output)
+    assert not (tmp_path / "b.wav").exists()

@@ -50,6 +50,23 @@ def test_a_checkpoint_root_is_converted_once_with_only_what_the_pipeline_needs(r
     assert base.dit.name == "acestep-v15-base"
 
 
+def test_the_planner_lm_is_converted_into_an_entry_of_its_own(root, converted, tmp_path):
+    cache = tmp_path / "cache"
+    auto = resolve_model(root, cache_dir=cache)  # the root has only the 0.6B planner: "auto" takes it
+    assert auto.lm.name == "acestep-5Hz-lm-0.6B" and auto.lm.parent != auto.dit.parent
+    assert sorted(p.name for p in auto.lm.parent.iterdir()) == ["acestep-5Hz-lm-0.6B"]
+    q8 = resolve_model(root, lm="0.6B", lm_quantize="q8", cache_dir=cache)
+    assert q8.lm.parent != auto.lm.parent and q8.dit == auto.dit  # the rest is not converted again
+    assert resolve_model(root, lm=None, cache_dir=cache).lm is None
+    with pytest.raises(AceStepError, match=r"no planner LM 1.7B \(available: acestep-5Hz-lm-0.6B\)"):
+        resolve_model(root, lm="1.7B", cache_dir=cache)
+    with pytest.raises(AceStepError, match="unknown planner LM '2B'"):
+        resolve_model(root, lm="2B", cache_dir=cache)
+    assert resolve_model(converted, cache_dir=cache).lm == converted / "acestep-5Hz-lm-0.6B"
+    shutil.rmtree(root / "acestep-5Hz-lm-0.6B")
+    assert resolve_model(root, cache_dir=cache).lm is None  # "auto" without a planner: none, no error
+
+
 def test_a_changed_source_is_converted_again(root, tmp_path):
     first = resolve_model(root, cache_dir=tmp_path)
     (root / "vae" / "config.json").write_text((root / "vae" / "config.json").read_text() + "\n")

@@ -141,3 +141,54 @@ def test_save_writes_one_file_per_item_atomically(pair, tmp_path):
     with pytest.raises(AceStepError, match="does not exist"):
         out.save(tmp_path / "missing" / "x.wav")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["song_0.flac", "song_1.flac"]
+
+
+# -- thinking: the planner's codes become the DiT's context ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def thinker(converted):
+    return ACEStep(ModelFolders(**vars(folders(converted)) | {"lm": converted / "acestep-5Hz-lm-0.6B"}))
+
+
+def test_thinking_plans_metadata_and_codes_then_renders_them(thinker):
+    result = thinker.generate("gentle piano", duration=10.5, seed=3, bpm=100, batch_size=2)
+    assert result.codes.shape == (2, 52) and len(result.metadata) == 2
+    assert all(m["bpm"] == 100 and m["duration"] == 10 and m["keyscale"] for m in result.metadata)
+    assert result.audio.shape == (2, target_frames(10.5) * 1920, 2) and "lm" in result.seconds
+    assert not np.array_equal(result.codes[0], result.codes[1])  # each item plans with its own seed
+    plain = thinker.generate("gentle piano", duration=10.5, seed=3, bpm=100, batch_size=2, thinking=False)
+    assert plain.codes is None and plain.metadata == []
+    assert not np.allclose(plain.latents, result.latents)
+
+
+def test_the_planner_may_choose_the_duration(thinker):
+    result = thinker.generate("gentle piano", duration=None, seed=5)
+    assert result.duration == target_frames(result.metadata[0]["duration"]) * 1920 / 48000
+    assert result.codes.shape == (1, result.metadata[0]["duration"] * 5)
+
+
+def test_hints_are_padded_with_the_silence_latent(thinker):
+    model = thinker._module("condition_codes", thinker_meter())
+    codes = np.arange(50).reshape(1, 50) % 64
+    frames = target_frames(10.5)  # 262 frames for 250 of hints
+    hints = np.array(thinker._hints(model, codes, 1, frames, mx.float32))
+    direct = np.array(model.codes_to_hints(mx.array(codes)))
+    np.testing.assert_array_equal(hints[:, :250], direct)
+    np.testing.assert_array_equal(hints[:, 250:], np.array(thinker.silence_latent[:, :12]))
+    assert np.array(thinker._hints(model, codes, 1, 200, mx.float32)).shape == (1, 200, 64)  # cropped
+    with pytest.raises(AceStepError, match="expected \\[2, n\\]"):
+        thinker._hints(model, codes, 2, frames, mx.float32)
+
+
+def thinker_meter():
+    from mlx_acestep.pipeline import PhaseMeter
+
+    return PhaseMeter()
+
+
+def test_thinking_without_a_planner_is_a_clear_error(pipe):
+    with pytest.raises(AceStepError, match="thinking needs the planner LM"):
+        pipe.generate("x", duration=10, thinking=True)
+    with pytest.raises(AceStepError, match="the duration must be given"):
+        pipe.generate("x", duration=None)
