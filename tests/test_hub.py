@@ -159,3 +159,17 @@ def test_offline_with_nothing_cached_says_what_to_download(tmp_path):
     assert len(error) == 1 and "not in the local Hugging Face cache" in error[0]
     assert 'hf download ACE-Step/Ace-Step1.5 --include "acestep-v15-turbo/*"' in error[0]
     assert not (tmp_path / "rain.wav").exists()
+
+
+def test_the_planner_comes_from_the_hub_cache_too(fixtures, tmp_path):
+    """A planner folder in the cached snapshot is used offline; a size that lives in its own repo (4B) and is not
+    cached is a one-line error naming the download."""
+    populate_hub_cache(tmp_path / "hub", "ACE-Step/Ace-Step1.5", fixtures / "checkpoints", NEEDED + ("acestep-5Hz-lm-0.6B",))
+    done = run_cli(["generate", "soft rain", "--duration", "10", "--seed", "1", "--lm", "0.6B", "-o", "rain.wav"],
+                   tmp_path, tmp_path / "hub")
+    assert done.returncode == 0, done.stderr
+    assert "planner: bpm" in done.stdout
+    done = run_cli(["generate", "soft rain", "--duration", "10", "--lm", "4B", "-o", "x.wav"], tmp_path, tmp_path / "hub")
+    error = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert done.returncode == 1 and len(error) == 1, done.stderr
+    assert "hf download ACE-Step/acestep-5Hz-lm-4B --local-dir checkpoints/acestep-5Hz-lm-4B" in error[0]
