@@ -275,7 +275,7 @@ class ACEStep:
                 from .planner import Planner
 
                 with meter.loading():
-                    self._loaded["lm"] = Planner.load(self.folders.lm)
+                    self._loaded["lm"] = Planner.load(self.folders.lm, int(np.prod(self.config.fsq_input_levels)))
             return self._loaded["lm"]
         component, parts = _ROLES[role]
         key = component if self.keep_loaded else role

@@ -94,9 +94,11 @@ class CodeTokens:
             raise AceStepError("the LM tokenizer defines no eos token")
         return cls(first, count, tokenizer.eos_token_id)
 
-    def allowed(self, vocab: int) -> mx.array:
-        ids = np.arange(vocab)
-        return mx.array((ids >= self.first_id) & (ids < self.first_id + self.count))
+    def limit(self, codebook_size: int | None) -> "CodeTokens":
+        """Only codes below the DiT's codebook size (the real LM has 65535 code tokens for 64000 codes)."""
+        if codebook_size is None or codebook_size >= self.count:
+            return self
+        return CodeTokens(self.first_id, codebook_size, self.eos_id)
 
 
 def load_planner_tokenizer(folder: str | Path):
@@ -157,24 +159,27 @@ def generate_codes(
     guided = cfg_scale != 1.0
     ids, key_mask = left_pad([cond_ids, uncond_ids] if guided else [cond_ids], pad_id)
     cache = make_prompt_cache(lm)
-    allowed = codes.allowed(lm.args.vocab_size)
+    # Only code tokens may be drawn (EOS only after the last one, where the loop stops): the head computes
+    # just their rows, and a draw's index is the code value. Masked rows would add nothing to the softmax.
+    head = lm.head(codes.first_id, codes.first_id + codes.count)
     key = mx.random.key(seed)
-    logits = lm.logits(ids, cache, key_mask)[:, -1]
-    tokens = []
+    logits = head(lm.hidden(ids, cache, key_mask)[:, -1])
+    values = []
     for i in range(n_codes):
         scores = logits.astype(mx.float32)
         scores = scores[1] + cfg_scale * (scores[0] - scores[1]) if guided else scores[0]
         key, draw = mx.random.split(key)
-        token = sample(mx.where(allowed, scores, -mx.inf), temperature, top_p, draw)
-        tokens.append(token)
+        value = sample(scores, temperature, top_p, draw)
+        values.append(value)
         if i == n_codes - 1:
             break  # the reference then forces EOS: nothing more to compute
         key_mask = mx.concatenate([key_mask, mx.ones((key_mask.shape[0], 1), mx.bool_)], axis=1)
-        logits = lm.logits(mx.broadcast_to(token.reshape(1, 1), (key_mask.shape[0], 1)), cache, key_mask)[:, -1]
-        mx.async_eval(logits, token)
+        token = mx.broadcast_to((value + codes.first_id).reshape(1, 1), (key_mask.shape[0], 1))
+        logits = head(lm.hidden(token, cache, key_mask)[:, -1])
+        mx.async_eval(logits, value)
         if callback is not None:
             callback(i + 1, n_codes)
-    values = np.array(mx.stack(tokens)).astype(np.int64) - codes.first_id
+    values = np.array(mx.stack(values)).astype(np.int64)
     if callback is not None:
         callback(n_codes, n_codes)
     return values
@@ -197,17 +202,18 @@ class Plan:
 class Planner:
     """The 5 Hz LM planner over a converted LM folder: metadata reasoning, then audio codes."""
 
-    def __init__(self, lm: PlannerLM, tokenizer):
+    def __init__(self, lm: PlannerLM, tokenizer, codebook_size: int | None = None):
+        """`codebook_size`: the DiT's FSQ codebook (codes at or above it are never written)."""
         self.lm, self.tokenizer = lm, tokenizer
-        self.codes = CodeTokens.from_tokenizer(tokenizer)
+        self.codes = CodeTokens.from_tokenizer(tokenizer).limit(codebook_size)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.codes.eos_id
         self._constraint = None
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Planner":
+    def load(cls, folder: str | Path, codebook_size: int | None = None) -> "Planner":
         from .loading import load_component
 
-        return cls(load_component(folder, "lm"), load_planner_tokenizer(folder))
+        return cls(load_component(folder, "lm"), load_planner_tokenizer(folder), codebook_size)
 
     @property
     def constraint(self):

@@ -25,10 +25,14 @@ def planner_args(config: dict) -> ModelArgs:
 class PlannerLM(Model):
     def logits(self, input_ids: mx.array, cache=None, key_mask: mx.array | None = None) -> mx.array:
         """`[B, L]` ids -> `[B, L, vocab]` logits. `key_mask` `[B, K]` covers every key so far (cache + these ids)."""
+        return self.head()(self.hidden(input_ids, cache, key_mask))
+
+    def hidden(self, input_ids: mx.array, cache=None, key_mask: mx.array | None = None) -> mx.array:
+        """The final normed hidden states `[B, L, hidden]` (see `logits`)."""
         if input_ids.ndim != 2:
             raise AceStepError(f"token ids must be [batch, length], got {tuple(input_ids.shape)}")
         if key_mask is None:
-            return self(input_ids, cache)
+            return self.model(input_ids, cache=cache)
         h = self.model.embed_tokens(input_ids)
         length, keys = input_ids.shape[1], key_mask.shape[1]
         past = keys - length
@@ -36,8 +40,26 @@ class PlannerLM(Model):
         mask = causal[None, None] & key_mask.astype(mx.bool_)[:, None, None, :]
         for layer, c in zip(self.model.layers, cache or [None] * len(self.model.layers)):
             h = layer(h, mask, c)
-        h = self.model.norm(h)
-        return self.model.embed_tokens.as_linear(h) if self.args.tie_word_embeddings else self.lm_head(h)
+        return self.model.norm(h)
+
+    def head(self, start: int = 0, stop: int | None = None):
+        """The output projection over vocabulary rows [start, stop) only, as a function of the hidden states.
+
+        The codes phase needs the audio-code rows alone: on the real LM that skips 70% of the head, a
+        third of a 0.6B model's weight reads per token. Rows of a quantized table slice like a plain one
+        (groups run along the hidden size)."""
+        layer = self.model.embed_tokens if self.args.tie_word_embeddings else self.lm_head
+        stop = self.args.vocab_size if stop is None else stop
+        if (start, stop) == (0, self.args.vocab_size):
+            return layer.as_linear if self.args.tie_word_embeddings else layer
+        weight = layer["weight"][start:stop]
+        if "scales" not in layer:
+            return lambda h: h @ weight.T
+        scales, biases = layer["scales"][start:stop], layer.get("biases")
+        biases = None if biases is None else biases[start:stop]
+        return lambda h: mx.quantized_matmul(
+            h, weight, scales=scales, biases=biases, transpose=True, group_size=layer.group_size, bits=layer.bits, mode=layer.mode
+        )
 
 
 def greedy(lm: PlannerLM, input_ids: mx.array, max_new_tokens: int, stop_ids: set[int]) -> list[int]:

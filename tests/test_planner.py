@@ -41,6 +41,20 @@ def test_unconditional_prompt_uses_a_meaningful_negative_prompt_only():
 def test_code_range_comes_from_the_tokenizer(fixtures):
     codes = CodeTokens.from_tokenizer(load_planner_tokenizer(fixtures / "checkpoints" / LM))
     assert (codes.first_id, codes.count, codes.eos_id) == (538, 2048, 514)  # the tiny LM: 2048 codes
+    assert codes.limit(1000).count == 1000 and codes.limit(64000) == codes  # capped by the DiT's codebook
+
+
+def test_the_head_over_code_rows_matches_the_full_head(converted):
+    """The codes phase computes only the code rows of the output head: the same numbers, float and quantized."""
+    import mlx.nn as nn
+
+    lm = load_component(converted / LM, "lm")
+    h = lm.hidden(mx.array([[1, 2, 3, 4]]))
+    full = lm.head()(h)
+    np.testing.assert_allclose(np.array(lm.head(538, 538 + 2048)(h)), np.array(full[..., 538:538 + 2048]), rtol=1e-5, atol=1e-5)
+    nn.quantize(lm, group_size=32, bits=8)
+    full = lm.head()(h)
+    np.testing.assert_allclose(np.array(lm.head(538, 600)(h)), np.array(full[..., 538:600]), rtol=1e-5, atol=1e-5)
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():
