@@ -140,6 +140,51 @@ class PhaseBars:
             self.bar = None
 
 
+TASK_NAMES = ("text2music", "cover", "repaint", "extract", "lego", "complete")
+
+
+def _check_task_audio(job, src_audio: str | None, ref_audio: str | None) -> None:
+    """The task's audio files, checked before any model loads: present, decodable, 1 to 600 s long."""
+    import soundfile as sf
+
+    from .tasks import MAX_SOURCE_SECONDS, MIN_SOURCE_SECONDS
+
+    if job.needs_source and src_audio is None:
+        raise AceStepError(f"--task {job.name} needs --src-audio")
+    if not job.needs_source and src_audio is not None:
+        raise AceStepError("--src-audio is for the editing tasks; choose one with --task")
+    for flag, path in (("--src-audio", src_audio), ("--ref-audio", ref_audio)):
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise AceStepError(f"{flag} {path}: file not found")
+        try:
+            info = sf.info(path)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AceStepError(f"{flag} {path}: cannot decode audio ({e})") from None
+        if not MIN_SOURCE_SECONDS <= info.duration <= MAX_SOURCE_SECONDS:
+            raise AceStepError(f"{flag} {path}: lasts {info.duration:.2f} s; it must last between "
+                               f"{MIN_SOURCE_SECONDS:g} and {MAX_SOURCE_SECONDS:g} s")
+        if flag == "--src-audio" and job.has_region:
+            from .tasks import region_frames
+
+            frames = int(info.duration * 48000) // 1920
+            region_frames(job.repaint_start, job.repaint_end, frames, frames)
+
+
+def _load_for_task(job, model, dit, **kwargs):
+    """The pipeline; a base-only task on a model without the base DiT says which checkpoint it needs."""
+    from .pipeline import ACEStep
+    from .tasks import BASE_ONLY
+
+    try:
+        return ACEStep.from_pretrained(model, dit=dit, **kwargs)
+    except AceStepError as e:
+        if job.name in BASE_ONLY and "no DiT" in str(e):
+            raise AceStepError(f"the {job.name} task needs the base model (acestep-v15-base), which {model} lacks: {e}") from None
+        raise
+
+
 def describe_plan(meta: dict) -> str:
     """The planner's metadata on one line, caption last."""
     names = (("bpm", "bpm"), ("keyscale", "key"), ("timesignature", "time signature"), ("language", "language"),
@@ -176,7 +221,7 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: st
 @click.argument("caption")
 @click.option("--lyrics", default=None, help="Lyrics text ([verse], [chorus] ... tags; default [Instrumental]).")
 @click.option("--lyrics-file", type=click.Path(dir_okay=False, path_type=str), default=None, help="Read the lyrics from a file.")
-@click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds of audio, 10 to 600.")
+@click.option("--duration", type=float, default=None, help="Seconds of audio, 10 to 600 (default 30; editing tasks: the source's length).")
 @click.option("--bpm", type=int, default=None, help="Tempo for the metadata block (default N/A).")
 @click.option("--key", "keyscale", default=None, help='Key and scale, e.g. "C major" (default N/A).')
 @click.option("--time-signature", default=None, help="Beats per bar, e.g. 4 (default N/A).")
@@ -208,20 +253,35 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: st
 @click.option("--lm-cfg-scale", type=float, default=2.0, show_default=True, help="The planner's CFG scale for the codes.")
 @click.option("--lm-temperature", type=float, default=0.85, show_default=True, help="The planner's sampling temperature.")
 @click.option("--lm-top-p", type=float, default=0.9, show_default=True, help="The planner's nucleus (top-p) sampling.")
+@click.option("--task", type=click.Choice(TASK_NAMES), default="text2music", show_default=True,
+              help="text2music, or an editing task on --src-audio: cover (re-style), repaint (regenerate a region), "
+                   "extract / lego (pull out / add --track), complete (add --tracks). extract, lego, complete need the base DiT.")
+@click.option("--src-audio", type=click.Path(dir_okay=False, path_type=str), default=None, help="The source recording of an editing task.")
+@click.option("--ref-audio", type=click.Path(dir_okay=False, path_type=str), default=None, help="A recording whose timbre to borrow (any task).")
+@click.option("--repaint-start", type=float, default=0.0, show_default=True, help="repaint/lego: region start in seconds.")
+@click.option("--repaint-end", type=float, default=None, help="repaint/lego: region end in seconds (default: the end of the source).")
+@click.option("--track", default=None, help="extract/lego: the track, e.g. vocals, drums, bass, guitar.")
+@click.option("--tracks", default=None, help="complete: comma-separated tracks to add, e.g. drums,bass.")
+@click.option("--cover-strength", type=float, default=1.0, show_default=True,
+              help="cover: the share of steps conditioned on the source (below 1 the rest follow the caption alone).")
 @user_errors
 def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signature, language, seed, batch, steps, shift,
              guidance, model, dit, dtype, quantize, fmt, output, cache_dir, reconvert, no_normalize, thinking, lm,
-             lm_quantize, lm_cfg_scale, lm_temperature, lm_top_p):
+             lm_quantize, lm_cfg_scale, lm_temperature, lm_top_p, task, src_audio, ref_audio, repaint_start, repaint_end,
+             track, tracks, cover_strength):
     """Generate music from CAPTION (a description: genre, mood, instruments).
 
     \b
     mlx-acestep generate "gentle piano, warm strings" --duration 30 -o piano.wav
     mlx-acestep generate "gentle piano" --lm 0.6B --lm-quantize q8 -o piano.wav   # a smaller, faster planner
+    mlx-acestep generate "jazz trio" --task cover --src-audio song.wav -o jazz.wav
+    mlx-acestep generate "choir" --task repaint --src-audio song.wav --repaint-start 20 --repaint-end 30 -o fix.wav
     mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
     """
     import warnings
 
-    from .pipeline import MAX_BATCH, MAX_SECONDS, MIN_SECONDS, ACEStep
+    from .pipeline import MAX_BATCH, MAX_SECONDS, MIN_SECONDS
+    from .tasks import BASE_ONLY, Task
 
     if lyrics is not None and lyrics_file is not None:
         raise AceStepError("give --lyrics or --lyrics-file, not both")
@@ -230,10 +290,20 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
             lyrics = Path(lyrics_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise AceStepError(f"{lyrics_file}: cannot read the lyrics ({e.__class__.__name__}: {e})") from None
-    if not MIN_SECONDS <= duration <= MAX_SECONDS:
+    job = Task(task, repaint_start, repaint_end, track, [t.strip() for t in tracks.split(",")] if tracks else None, cover_strength)
+    _check_task_audio(job, src_audio, ref_audio)
+    if duration is None and not job.needs_source:
+        duration = 30.0
+    if duration is not None and not MIN_SECONDS <= duration <= MAX_SECONDS:
         raise AceStepError(f"--duration must be between {MIN_SECONDS:g} and {MAX_SECONDS:g} seconds, got {duration:g}")
     if not 1 <= batch <= MAX_BATCH:
         raise AceStepError(f"--batch must be between 1 and {MAX_BATCH}, got {batch}")
+    if job.needs_source and thinking:
+        raise AceStepError(f"--thinking is for text2music; the {task} task follows its source audio")
+    if job.needs_source:
+        thinking = False
+    if job.name in BASE_ONLY and dit is None:
+        dit = "acestep-v15-base"
     if thinking is False and (lm is not None or lm_quantize != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
     if lm_temperature < 0 or not 0 < lm_top_p <= 1 or lm_cfg_scale <= 0:
@@ -246,8 +316,8 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
     bars = PhaseBars()
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
-        pipe = ACEStep.from_pretrained(
-            model, dit=dit, dtype=dtype, quantize=None if quantize == "none" else quantize, cache_dir=cache_dir,
+        pipe = _load_for_task(
+            job, model, dit=dit, dtype=dtype, quantize=None if quantize == "none" else quantize, cache_dir=cache_dir,
             lm=None if thinking is False else (lm or "auto"), lm_quantize=None if lm_quantize == "none" else lm_quantize,
             reconvert=reconvert, log=lambda m: click.echo(m, err=True), keep_loaded=False,
         )
@@ -258,7 +328,9 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
                 caption, lyrics if lyrics is not None else "[Instrumental]", duration=duration, seed=seed, batch_size=batch,
                 bpm=bpm, key=keyscale, time_signature=time_signature, language=language, steps=steps, shift=shift,
                 guidance=guidance, normalize=not no_normalize, thinking=thinking, lm_cfg_scale=lm_cfg_scale,
-                lm_temperature=lm_temperature, lm_top_p=lm_top_p, callback=bars,
+                lm_temperature=lm_temperature, lm_top_p=lm_top_p, task=task, src_audio=src_audio, ref_audio=ref_audio,
+                repaint_start=repaint_start, repaint_end=repaint_end, track=job.track, tracks=job.tracks,
+                cover_strength=cover_strength, callback=bars,
             )
         finally:
             bars.close()

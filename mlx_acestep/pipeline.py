@@ -17,6 +17,7 @@ The library never prints: progress goes to `callback`, notices to `warnings`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import secrets
@@ -37,6 +38,7 @@ from .errors import AceStepError
 from .loading import load_component, load_silence_latent, read_json
 from .prompts import Metas, PromptTokenizer, instruction
 from .sampler import BaseSettings, TurboSettings, sample_base, sample_turbo, turbo_timesteps
+from .tasks import BASE_ONLY, Task, check_source, task_context
 
 MIN_SECONDS, MAX_SECONDS = 10.0, 600.0
 MAX_BATCH = 8
@@ -172,6 +174,7 @@ _ROLES = {
     "condition_codes": ("dit", ("encoder", "tokenizer", "detokenizer")),  # planner codes -> hints
     "denoiser": ("dit", ("decoder", "null_condition_emb")),
     "vae": ("vae", ("decoder",)),
+    "vae_encoder": ("vae", ("encoder", "decoder")),
 }
 
 
@@ -328,7 +331,7 @@ class ACEStep:
         caption: str,
         lyrics: str = "[Instrumental]",
         *,
-        duration: float | None = 30.0,
+        duration: float | None = None,
         seed: int | Sequence[int] | None = None,
         batch_size: int = 1,
         bpm: int | None = None,
@@ -345,6 +348,16 @@ class ACEStep:
         lm_temperature: float = 0.85,
         lm_top_p: float = 0.9,
         negative_prompt: str = "NO USER INPUT",
+        task: str = "text2music",
+        src_audio: str | Path | np.ndarray | None = None,
+        ref_audio: str | Path | np.ndarray | None = None,
+        repaint_start: float = 0.0,
+        repaint_end: float | None = None,
+        track: str | None = None,
+        tracks: Sequence[str] | None = None,
+        cover_strength: float = 1.0,
+        src_latents: np.ndarray | mx.array | None = None,
+        ref_latents: np.ndarray | mx.array | None = None,
         callback: Callable[[Progress], bool | None] | None = None,
     ) -> GenerationResult:
         """Generate `batch_size` songs of `duration` seconds (10-600) from a caption and lyrics.
@@ -354,13 +367,21 @@ class ACEStep:
         `thinking` (default: when the model has a planner LM) runs the 5 Hz planner first: it writes the
         metadata the user left out (bpm, key, time signature, language, a richer caption; the duration
         too when `duration` is None) and the audio codes the DiT then renders, as the reference does.
+        `task` is text2music or an editing task (spec 7): cover, repaint (`repaint_start`/`repaint_end` in
+        seconds), extract and lego (`track`), complete (`tracks`); these take `src_audio` (a file, or a 48 kHz
+        `[samples, channels]` array) and render its length unless `duration` is given. extract, lego and
+        complete need a base model. `ref_audio` (any task) lends its timbre. `src_latents` / `ref_latents`
+        (`[T, 64]` VAE latents) stand in for already encoded audio.
+        `duration` None: the source's length, else the planner's choice when thinking, else 30 s.
         `callback(Progress)` is called as work advances; returning False cancels (raises `Cancelled`).
         """
-        thinking = self.folders.lm is not None if thinking is None else thinking
+        job = Task(task, repaint_start, repaint_end, track, tracks, cover_strength)
+        self._check_task(job, src_audio, src_latents, thinking)
+        thinking = self.folders.lm is not None and not job.needs_source if thinking is None else thinking
         if thinking and self.folders.lm is None:
             raise AceStepError("thinking needs the planner LM and this model has none (load it with lm=..., or think=False)")
-        if duration is None and not thinking:
-            raise AceStepError("without thinking the duration must be given (the planner LM chooses it otherwise)")
+        if duration is None and not thinking and not job.needs_source:
+            duration = 30.0
         if duration is not None and (not isinstance(duration, (int, float)) or not MIN_SECONDS <= duration <= MAX_SECONDS):
             raise AceStepError(f"duration must be between {MIN_SECONDS:g} and {MAX_SECONDS:g} seconds, got {duration}")
         if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
@@ -370,6 +391,10 @@ class ACEStep:
         settings = self.sampler_settings(steps, shift, guidance, method)
         seeds = resolve_seeds(seed, batch_size)
         meter = PhaseMeter()
+        source, reference = self._encode_inputs(src_audio, src_latents, ref_audio, ref_latents, seeds[0], meter, callback)
+        follow_source = source is not None and duration is None
+        if follow_source:
+            duration = source.shape[0] * 1920 / SAMPLE_RATE
         plans, codes = [], None
         if thinking:
             lm = dict(cfg_scale=lm_cfg_scale, temperature=lm_temperature, top_p=lm_top_p, negative=negative_prompt)
@@ -379,17 +404,26 @@ class ACEStep:
             codes = np.stack([p.codes for p in plans])
         else:
             metas = Metas(duration=duration, bpm=bpm, timesignature=time_signature, keyscale=key)
-            items = [ConditionInput(caption, lyrics, metas, language)] * batch_size
-        frames = max(MIN_FRAMES, target_frames(duration))
+            items = [ConditionInput(caption, lyrics, metas, language, job.instruction())] * batch_size
+        if reference is not None:
+            items = [dataclasses.replace(item, reference_latents=reference) for item in items]
+        frames = max(MIN_FRAMES, source.shape[0] if follow_source else target_frames(duration))
+        sources = None
+        if source is not None:
+            sources = [task_context(job, source, frames, self.silence_latent, source.shape[0])] * batch_size
 
         with meter.phase("text"):
             tokens = tokenize_items(self.tokenizer, items)
         noise = initial_noise(seeds, frames, self.config.audio_acoustic_hidden_dim, self.dtype)
         out = self.generate_from_tokens(
-            tokens, frames, noise, settings, items=items, codes=codes, seed=seeds[0], callback=callback, meter=meter
+            tokens, frames, noise, settings, items=items, codes=codes, sources=sources, seed=seeds[0], callback=callback,
+            meter=meter,
         )
         with meter.phase("post"):
             audio = np.array(out.waveform.astype(mx.float32))
+            if follow_source:  # a source shorter than the 128-frame minimum keeps its own length
+                frames = min(frames, source.shape[0])
+                audio = audio[:, : frames * 1920]
             audio = peak_limit(audio)  # as the reference right after the VAE: per item, only above 1
             if normalize:  # the reference library's default: peak at -1 dBFS
                 audio = np.stack([peak_normalize(a) for a in audio])
@@ -398,6 +432,58 @@ class ACEStep:
             seconds=dict(meter.seconds), peak_memory=dict(meter.peak), latents=np.array(out.latents.astype(mx.float32)),
             metadata=[p.metadata for p in plans], codes=codes,
         )
+
+    def _check_task(self, job: Task, src_audio, src_latents, thinking) -> None:
+        given = src_audio is not None or src_latents is not None
+        if job.needs_source and not given:
+            raise AceStepError(f"the {job.name} task needs source audio (src_audio=..., --src-audio on the command line)")
+        if not job.needs_source and given:
+            raise AceStepError("source audio is for the editing tasks (cover, repaint, extract, lego, complete); choose one")
+        if src_audio is not None and src_latents is not None:
+            raise AceStepError("give src_audio or src_latents, not both")
+        if job.name in BASE_ONLY and self.family != "base":
+            raise AceStepError(
+                f"the {job.name} task needs a base model (acestep-v15-base); this pipeline runs {self.name} ({self.family})"
+            )
+        if job.needs_source and thinking:
+            raise AceStepError(f"thinking (the planner) is for text2music; the {job.name} task follows its source audio")
+
+    def encode_audio(self, audio: str | Path | np.ndarray, seed: int = 0, meter: PhaseMeter | None = None,
+                     what: str = "source audio", progress=None) -> mx.array:
+        """A recording (file, or 48 kHz `[samples, channels]` array) -> VAE latents `[T, 64]`, a seeded draw from
+        the posterior as the reference samples it (spec 5.10)."""
+        from .audio import load_audio
+
+        if isinstance(audio, (str, Path)):
+            wave = load_audio(audio)
+        else:
+            wave = np.asarray(audio, dtype=np.float32)
+            if wave.ndim == 1:
+                wave = wave[:, None]
+            if wave.ndim != 2 or wave.shape[1] not in (1, 2):
+                raise AceStepError(f"the {what} must be [samples, channels] with 1 or 2 channels, got {wave.shape}")
+            wave = np.repeat(wave, 2, axis=1) if wave.shape[1] == 1 else wave
+        wave = check_source(wave, what)
+        meter = meter or PhaseMeter()
+        vae = self._module("vae_encoder", meter)
+        mean, std = vae.encode_moments_chunked(mx.array(wave)[None], self.vae_chunk, self.vae_overlap, progress=progress)
+        latents = vae.sample(mean, std, key=mx.random.key(seed))[0]
+        mx.eval(latents)
+        return latents
+
+    def _encode_inputs(self, src_audio, src_latents, ref_audio, ref_latents, seed, meter, callback):
+        report = _reporter(callback)
+        source = None if src_latents is None else _latents(src_latents, "source latents", self.config.audio_acoustic_hidden_dim)
+        reference = None if ref_latents is None else _latents(ref_latents, "reference latents", self.config.audio_acoustic_hidden_dim)
+        if src_audio is None and ref_audio is None:
+            return source, reference
+        with meter.phase("encode"):
+            if src_audio is not None:
+                source = self.encode_audio(src_audio, seed, meter, "source audio", lambda d, n: report("encode", d, n))
+            if ref_audio is not None:
+                reference = self.encode_audio(ref_audio, seed + 1, meter, "reference audio", lambda d, n: report("encode", d, n))
+            self._release("vae_encoder")
+        return source, reference
 
     def _plan(self, caption, lyrics, duration, bpm, key, time_signature, language, seeds, lm, callback, meter) -> list:
         """One plan per item (its own seed). Without a duration the first item's choice is the batch's length."""
@@ -442,6 +528,7 @@ class ACEStep:
         *,
         items: Sequence[ConditionInput] | None = None,
         codes: np.ndarray | None = None,
+        sources: Sequence[tuple[mx.array, mx.array, bool]] | None = None,
         timbre_frames: int | None = None,
         seed: int = 0,
         callback: Callable[[Progress], bool | None] | None = None,
@@ -452,15 +539,18 @@ class ACEStep:
         `noise` is the starting `[B, frames, 64]` latent noise. `items` carry reference latents (None:
         the silence latent's first `timbre_frames`, default the config's 750, as the reference).
         `codes` `[B, n]` are planner audio codes: their detokenized hints become the context (spec 5.3).
+        `sources` are the editing tasks' (source latents `[frames, C]`, chunk mask `[frames]`, is_cover) per item.
         """
         previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
         try:
-            return self._run(tokens, frames, noise, settings, items, codes, timbre_frames, seed, callback, meter or PhaseMeter())
+            return self._run(
+                tokens, frames, noise, settings, items, codes, sources, timbre_frames, seed, callback, meter or PhaseMeter()
+            )
         finally:
             mx.set_cache_limit(previous)
             mx.clear_cache()
 
-    def _run(self, tokens, frames, noise, settings, items, codes, timbre_frames, seed, callback, meter) -> Generated:
+    def _run(self, tokens, frames, noise, settings, items, codes, sources, timbre_frames, seed, callback, meter) -> Generated:
         batch = tokens.text_ids.shape[0]
         if noise.shape != (batch, frames, self.config.audio_acoustic_hidden_dim):
             raise AceStepError(f"noise has shape {tuple(noise.shape)}, expected {(batch, frames, self.config.audio_acoustic_hidden_dim)}")
@@ -486,19 +576,25 @@ class ACEStep:
 
         report("condition", 0, 1)
         with meter.phase("condition"):
-            model = self._module("condition" if codes is None else "condition_codes", meter)
+            covers = [bool(c) for _, _, c in sources] if sources is not None else [codes is not None] * batch
+            model = self._module("condition_codes" if any(covers) else "condition", meter)
             dtype = model.dtype
             refer, order = reference_clips(items, self.silence_latent, timbre_frames, dtype, seed)
             states, _ = model.encoder(
                 text_hidden.astype(dtype), mx.array(tokens.text_mask), lyric_hidden.astype(dtype), mx.array(tokens.lyric_mask),
                 refer, mx.array(order),
             )
-            if codes is None:
+            masks, hints = mx.ones((batch, frames)), None
+            if sources is not None:
+                if len(sources) != batch or any(s.shape[0] != frames or m.shape[0] != frames for s, m, _ in sources):
+                    raise AceStepError(f"sources must hold {batch} items of {frames} frames")
+                src = mx.stack([s for s, _, _ in sources]).astype(dtype)
+                masks = mx.stack([m for _, m, _ in sources])
+            elif codes is None:
                 src = mx.broadcast_to(self.silence_latent[:, :frames].astype(dtype), (batch, frames, self.silence_latent.shape[2]))
             else:
-                src = self._hints(model, codes, batch, frames, dtype)
-            covers = mx.full((batch,), codes is not None, mx.bool_)
-            context = model.context_latents(src, mx.ones((batch, frames)), covers, self.silence_latent, hints=src)
+                src = hints = self._hints(model, codes, batch, frames, dtype)
+            context = model.context_latents(src, masks, mx.array(covers), self.silence_latent, hints=hints)
             mx.eval(states, context)
             del model
             self._release("condition")
@@ -539,6 +635,15 @@ class ACEStep:
             pad = self.silence_latent[:, :short].astype(dtype)
             hints = mx.concatenate([hints, mx.broadcast_to(pad, (hints.shape[0], short, pad.shape[2]))], axis=1)
         return hints[:, :frames]
+
+
+def _latents(x, what: str, channels: int) -> mx.array:
+    x = mx.array(np.asarray(x, dtype=np.float32)) if not isinstance(x, mx.array) else x
+    if x.ndim == 3 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 2 or x.shape[1] != channels:
+        raise AceStepError(f"{what} must be [frames, {channels}], got {tuple(x.shape)}")
+    return x
 
 
 def _reporter(callback: Callable[[Progress], bool | None] | None) -> Callable[[str, int, int], None]:

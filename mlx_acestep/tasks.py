@@ -1,0 +1,120 @@
+"""The six tasks' DiT inputs (spec 5.4, 7): instruction, source latents, chunk mask and cover flag.
+
+text2music renders from silence; the editing tasks start from a source
+recording's VAE latents:
+
+| task     | instruction                                    | context source                 | chunk mask          | cover |
+|----------|------------------------------------------------|--------------------------------|---------------------|-------|
+| cover    | Generate audio semantic tokens ...             | FSQ round trip of the source   | 1                   | yes   |
+| repaint  | Repaint the mask area ...                      | source, region silenced        | 1 in region, 0 out  | no    |
+| extract  | Extract the TRACK track from the audio:        | source                         | 1                   | no    |
+| lego     | Generate the TRACK track based on the audio... | source (not silenced)          | 1 in region, 0 out  | no    |
+| complete | Complete the input track with A | B:           | source                         | 1                   | no    |
+
+extract, lego and complete are trained into the base model only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from .errors import AceStepError
+from .prompts import TRACKS, instruction
+
+TASKS = ("text2music", "cover", "repaint", "extract", "lego", "complete")
+BASE_ONLY = ("extract", "lego", "complete")
+HOP = 1920  # samples per latent frame at 48 kHz
+MIN_SOURCE_SECONDS, MAX_SOURCE_SECONDS = 1.0, 600.0
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str = "text2music"
+    repaint_start: float = 0.0  # seconds; repaint and lego
+    repaint_end: float | None = None  # seconds; None (or <= 0): the end of the source
+    track: str | None = None  # extract, lego
+    tracks: Sequence[str] | None = None  # complete
+    cover_strength: float = 1.0  # cover: the share of steps conditioned on the source (spec 5.8)
+
+    def __post_init__(self):
+        if self.name not in TASKS:
+            raise AceStepError(f"unknown task {self.name!r} (choose from {', '.join(TASKS)})")
+        for t in ([self.track] if self.track else []) + list(self.tracks or []):
+            if t not in TRACKS:
+                raise AceStepError(f"unknown track {t!r} (choose from {', '.join(TRACKS)})")
+        if self.name in ("extract", "lego") and not self.track:
+            raise AceStepError(f"the {self.name} task needs a track (one of {', '.join(TRACKS)})")
+        if self.track and self.name not in ("extract", "lego"):
+            raise AceStepError(f"a track is given for extract and lego, not for {self.name} (complete takes tracks)")
+        if self.tracks and self.name != "complete":
+            raise AceStepError(f"tracks are given for the complete task, not for {self.name}")
+        if not 0.0 <= self.cover_strength <= 1.0:
+            raise AceStepError(f"cover strength must be between 0 and 1, got {self.cover_strength}")
+
+    @property
+    def needs_source(self) -> bool:
+        return self.name != "text2music"
+
+    @property
+    def has_region(self) -> bool:
+        return self.name in ("repaint", "lego")
+
+    def instruction(self) -> str:
+        tracks = [self.track] if self.track else list(self.tracks or [])
+        return instruction(self.name, tracks)
+
+
+def check_source(audio: np.ndarray, what: str = "source audio") -> np.ndarray:
+    """A 48 kHz `[samples, 2]` waveform between 1 and 600 s."""
+    seconds = audio.shape[0] / 48000
+    if not MIN_SOURCE_SECONDS <= seconds <= MAX_SOURCE_SECONDS:
+        raise AceStepError(
+            f"the {what} lasts {seconds:.2f} s; it must last between {MIN_SOURCE_SECONDS:g} and {MAX_SOURCE_SECONDS:g} s"
+        )
+    return audio
+
+
+def region_frames(start: float, end: float | None, frames: int, source_frames: int) -> tuple[int, int]:
+    """Latent frames [a, b) of a region given in seconds (spec 5.4): `int(s * 48000 // 1920)`; end None or <= 0
+    means the end of the source. A region that starts before or after the audio, ends after it, or is
+    inverted is an error."""
+    length = source_frames * HOP / 48000
+    if start < 0:
+        raise AceStepError(f"the region starts at {start:g} s, before the audio")
+    if end is not None and end > 0 and end <= start:
+        raise AceStepError(f"the region is inverted or empty: start {start:g} s, end {end:g} s")
+    a = int(start * 48000 // HOP)
+    if a >= source_frames:
+        raise AceStepError(f"the region starts at {start:g} s, after the end of the audio ({length:g} s)")
+    if end is not None and end > 0 and int(end * 48000 // HOP) > source_frames:
+        raise AceStepError(f"the region ends at {end:g} s, after the end of the audio ({length:g} s)")
+    b = source_frames if end is None or end <= 0 else int(end * 48000 // HOP)
+    b = min(b, frames)
+    if b <= a:
+        raise AceStepError(f"the region {start:g}-{end:g} s holds no latent frame")
+    return a, b
+
+
+def fit_frames(latents: mx.array, frames: int, silence: mx.array) -> mx.array:
+    """Source latents `[T, C]` cropped or padded with the silence latent's frames to `frames`."""
+    if latents.shape[0] >= frames:
+        return latents[:frames]
+    pad = silence[0, latents.shape[0]:frames].astype(latents.dtype)
+    return mx.concatenate([latents, pad], axis=0)
+
+
+def task_context(task: Task, src: mx.array, frames: int, silence: mx.array, source_frames: int):
+    """(source latents `[T, C]`, chunk mask `[T]`, is_cover) of one item for the context latents (spec 5.4)."""
+    src = fit_frames(src, frames, silence)
+    mask = mx.ones((frames,))
+    if task.has_region:
+        a, b = region_frames(task.repaint_start, task.repaint_end, frames, source_frames)
+        inside = (mx.arange(frames) >= a) & (mx.arange(frames) < b)
+        mask = inside.astype(mx.float32)
+        if task.name == "repaint":  # the region is silenced; lego keeps the source under it
+            src = mx.where(inside[:, None], silence[0, :frames].astype(src.dtype), src)
+    return src, mask, task.name == "cover"
