@@ -37,8 +37,9 @@ from .conditioning import ConditionInput, PromptTokens, reference_clips, tokeniz
 from .errors import AceStepError
 from .loading import load_component, load_silence_latent, read_json
 from .prompts import Metas, PromptTokenizer, instruction
-from .sampler import BaseSettings, TurboSettings, sample_base, sample_turbo, turbo_timesteps
-from .tasks import BASE_ONLY, Task, check_source, task_context
+from .sampler import BaseSettings, EditHooks, TurboSettings, sample_base, sample_turbo, turbo_timesteps
+from .tasks import (
+    BASE_ONLY, Task, check_source, fit_frames, region_frames, region_weights, repaint_settings, splice, task_context)
 
 MIN_SECONDS, MAX_SECONDS = 10.0, 600.0
 MAX_BATCH = 8
@@ -356,6 +357,8 @@ class ACEStep:
         track: str | None = None,
         tracks: Sequence[str] | None = None,
         cover_strength: float = 1.0,
+        repaint_mode: str = "balanced",
+        repaint_strength: float = 0.5,
         src_latents: np.ndarray | mx.array | None = None,
         ref_latents: np.ndarray | mx.array | None = None,
         callback: Callable[[Progress], bool | None] | None = None,
@@ -371,11 +374,13 @@ class ACEStep:
         seconds), extract and lego (`track`), complete (`tracks`); these take `src_audio` (a file, or a 48 kHz
         `[samples, channels]` array) and render its length unless `duration` is given. extract, lego and
         complete need a base model. `ref_audio` (any task) lends its timbre. `src_latents` / `ref_latents`
-        (`[T, 64]` VAE latents) stand in for already encoded audio.
+        (`[T, 64]` VAE latents) stand in for already encoded audio. `cover_strength` below 1 conditions the
+        last steps on the caption alone; `repaint_mode` (balanced with `repaint_strength`, conservative,
+        aggressive) sets how strongly repaint/lego re-impose the source outside the region (spec 5.8).
         `duration` None: the source's length, else the planner's choice when thinking, else 30 s.
         `callback(Progress)` is called as work advances; returning False cancels (raises `Cancelled`).
         """
-        job = Task(task, repaint_start, repaint_end, track, tracks, cover_strength)
+        job = Task(task, repaint_start, repaint_end, track, tracks, cover_strength, repaint_mode, repaint_strength)
         self._check_task(job, src_audio, src_latents, thinking)
         thinking = self.folders.lm is not None and not job.needs_source if thinking is None else thinking
         if thinking and self.folders.lm is None:
@@ -391,7 +396,7 @@ class ACEStep:
         settings = self.sampler_settings(steps, shift, guidance, method)
         seeds = resolve_seeds(seed, batch_size)
         meter = PhaseMeter()
-        source, reference = self._encode_inputs(src_audio, src_latents, ref_audio, ref_latents, seeds[0], meter, callback)
+        source, source_wave, reference = self._encode_inputs(src_audio, src_latents, ref_audio, ref_latents, seeds[0], meter, callback)
         follow_source = source is not None and duration is None
         if follow_source:
             duration = source.shape[0] * 1920 / SAMPLE_RATE
@@ -408,23 +413,29 @@ class ACEStep:
         if reference is not None:
             items = [dataclasses.replace(item, reference_latents=reference) for item in items]
         frames = max(MIN_FRAMES, source.shape[0] if follow_source else target_frames(duration))
-        sources = None
+        sources, edit, alt_tokens, region = None, None, None, None
         if source is not None:
             sources = [task_context(job, source, frames, self.silence_latent, source.shape[0])] * batch_size
+            edit, alt_items, region = self._edit_hooks(job, source, frames, batch_size, items)
+            if alt_items is not None:
+                alt_tokens = tokenize_items(self.tokenizer, alt_items)
 
         with meter.phase("text"):
             tokens = tokenize_items(self.tokenizer, items)
         noise = initial_noise(seeds, frames, self.config.audio_acoustic_hidden_dim, self.dtype)
         out = self.generate_from_tokens(
-            tokens, frames, noise, settings, items=items, codes=codes, sources=sources, seed=seeds[0], callback=callback,
-            meter=meter,
+            tokens, frames, noise, settings, items=items, codes=codes, sources=sources, edit=edit, alt_tokens=alt_tokens,
+            seed=seeds[0], callback=callback, meter=meter,
         )
         with meter.phase("post"):
             audio = np.array(out.waveform.astype(mx.float32))
             if follow_source:  # a source shorter than the 128-frame minimum keeps its own length
                 frames = min(frames, source.shape[0])
                 audio = audio[:, : frames * 1920]
-            audio = peak_limit(audio)  # as the reference right after the VAE: per item, only above 1
+            audio = peak_limit(audio)
+            xfade = repaint_settings(job.repaint_mode, job.repaint_strength)[2] if region else 0.0
+            if region and source_wave is not None and job.repaint_mode != "aggressive":
+                audio = np.stack([splice(a, source_wave, *region, xfade) for a in audio])  # as the reference right after the VAE: per item, only above 1
             if normalize:  # the reference library's default: peak at -1 dBFS
                 audio = np.stack([peak_normalize(a) for a in audio])
         return GenerationResult(
@@ -448,10 +459,9 @@ class ACEStep:
         if job.needs_source and thinking:
             raise AceStepError(f"thinking (the planner) is for text2music; the {job.name} task follows its source audio")
 
-    def encode_audio(self, audio: str | Path | np.ndarray, seed: int = 0, meter: PhaseMeter | None = None,
-                     what: str = "source audio", progress=None) -> mx.array:
-        """A recording (file, or 48 kHz `[samples, channels]` array) -> VAE latents `[T, 64]`, a seeded draw from
-        the posterior as the reference samples it (spec 5.10)."""
+    @staticmethod
+    def read_audio(audio: str | Path | np.ndarray, what: str = "source audio") -> np.ndarray:
+        """A recording (file at any rate, or a 48 kHz `[samples, channels]` array) as 48 kHz stereo, 1-600 s."""
         from .audio import load_audio
 
         if isinstance(audio, (str, Path)):
@@ -463,7 +473,13 @@ class ACEStep:
             if wave.ndim != 2 or wave.shape[1] not in (1, 2):
                 raise AceStepError(f"the {what} must be [samples, channels] with 1 or 2 channels, got {wave.shape}")
             wave = np.repeat(wave, 2, axis=1) if wave.shape[1] == 1 else wave
-        wave = check_source(wave, what)
+        return check_source(wave, what)
+
+    def encode_audio(self, audio: str | Path | np.ndarray, seed: int = 0, meter: PhaseMeter | None = None,
+                     what: str = "source audio", progress=None) -> mx.array:
+        """A recording (see `read_audio`) -> VAE latents `[T, 64]`, a seeded draw from the posterior as the
+        reference samples it (spec 5.10)."""
+        wave = self.read_audio(audio, what)
         meter = meter or PhaseMeter()
         vae = self._module("vae_encoder", meter)
         mean, std = vae.encode_moments_chunked(mx.array(wave)[None], self.vae_chunk, self.vae_overlap, progress=progress)
@@ -472,18 +488,40 @@ class ACEStep:
         return latents
 
     def _encode_inputs(self, src_audio, src_latents, ref_audio, ref_latents, seed, meter, callback):
+        """(source latents, source waveform, reference latents); the waveform only when the source is audio."""
         report = _reporter(callback)
         source = None if src_latents is None else _latents(src_latents, "source latents", self.config.audio_acoustic_hidden_dim)
         reference = None if ref_latents is None else _latents(ref_latents, "reference latents", self.config.audio_acoustic_hidden_dim)
+        wave = None
         if src_audio is None and ref_audio is None:
-            return source, reference
+            return source, wave, reference
         with meter.phase("encode"):
             if src_audio is not None:
-                source = self.encode_audio(src_audio, seed, meter, "source audio", lambda d, n: report("encode", d, n))
+                wave = self.read_audio(src_audio, "source audio")
+                source = self.encode_audio(wave, seed, meter, "source audio", lambda d, n: report("encode", d, n))
             if ref_audio is not None:
                 reference = self.encode_audio(ref_audio, seed + 1, meter, "reference audio", lambda d, n: report("encode", d, n))
             self._release("vae_encoder")
-        return source, reference
+        return source, wave, reference
+
+    def _edit_hooks(self, job: Task, source: mx.array, frames: int, batch: int, items):
+        """(sampler hooks, the items of cover strength's second condition, the repaint region) of an editing task."""
+        if job.name == "cover" and job.cover_strength < 1.0:
+            alt = [dataclasses.replace(item, instruction=instruction("text2music")) for item in items]
+            return EditHooks(switch_fraction=job.cover_strength), alt, None
+        if not job.has_region:
+            return None, None, None
+        a, b = region_frames(job.repaint_start, job.repaint_end, frames, source.shape[0])
+        inject, ramp, _ = repaint_settings(job.repaint_mode, job.repaint_strength)
+        clean = fit_frames(source, frames, self.silence_latent)
+        inside = (mx.arange(frames) >= a) & (mx.arange(frames) < b)
+        hooks = EditHooks(
+            source=mx.broadcast_to(clean[None], (batch, *clean.shape)),
+            keep=mx.broadcast_to((~inside)[None, :, None], (batch, frames, 1)),
+            inject_fraction=inject,
+            blend=mx.broadcast_to(mx.array(region_weights(frames, a, b, ramp))[None, :, None], (batch, frames, 1)),
+        )
+        return hooks, None, (a, b)
 
     def _plan(self, caption, lyrics, duration, bpm, key, time_signature, language, seeds, lm, callback, meter) -> list:
         """One plan per item (its own seed). Without a duration the first item's choice is the batch's length."""
@@ -529,6 +567,8 @@ class ACEStep:
         items: Sequence[ConditionInput] | None = None,
         codes: np.ndarray | None = None,
         sources: Sequence[tuple[mx.array, mx.array, bool]] | None = None,
+        edit: EditHooks | None = None,
+        alt_tokens: PromptTokens | None = None,
         timbre_frames: int | None = None,
         seed: int = 0,
         callback: Callable[[Progress], bool | None] | None = None,
@@ -539,18 +579,21 @@ class ACEStep:
         `noise` is the starting `[B, frames, 64]` latent noise. `items` carry reference latents (None:
         the silence latent's first `timbre_frames`, default the config's 750, as the reference).
         `codes` `[B, n]` are planner audio codes: their detokenized hints become the context (spec 5.3).
-        `sources` are the editing tasks' (source latents `[frames, C]`, chunk mask `[frames]`, is_cover) per item.
+        `sources` are the editing tasks' (source latents `[frames, C]`, chunk mask `[frames]`, is_cover) per item;
+        `edit` their sampler hooks, and `alt_tokens` the prompts of cover strength's second condition.
         """
         previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
         try:
             return self._run(
-                tokens, frames, noise, settings, items, codes, sources, timbre_frames, seed, callback, meter or PhaseMeter()
+                tokens, frames, noise, settings, items, codes, sources, edit, alt_tokens, timbre_frames, seed, callback,
+                meter or PhaseMeter(),
             )
         finally:
             mx.set_cache_limit(previous)
             mx.clear_cache()
 
-    def _run(self, tokens, frames, noise, settings, items, codes, sources, timbre_frames, seed, callback, meter) -> Generated:
+    def _run(self, tokens, frames, noise, settings, items, codes, sources, edit, alt_tokens, timbre_frames, seed, callback,
+             meter) -> Generated:
         batch = tokens.text_ids.shape[0]
         if noise.shape != (batch, frames, self.config.audio_acoustic_hidden_dim):
             raise AceStepError(f"noise has shape {tuple(noise.shape)}, expected {(batch, frames, self.config.audio_acoustic_hidden_dim)}")
@@ -569,7 +612,8 @@ class ACEStep:
             text_encoder = self._module("text_encoder", meter)
             text_hidden = text_encoder(mx.array(tokens.text_ids))  # no mask: causal over the right-padded batch, as the reference
             lyric_hidden = text_encoder.embed(mx.array(tokens.lyric_ids))
-            mx.eval(text_hidden, lyric_hidden)
+            alt_hidden = None if alt_tokens is None else text_encoder(mx.array(alt_tokens.text_ids))
+            mx.eval(text_hidden, lyric_hidden, alt_hidden)
             del text_encoder
             self._release("text_encoder")
         report("text", 1, 1)
@@ -595,6 +639,15 @@ class ACEStep:
             else:
                 src = hints = self._hints(model, codes, batch, frames, dtype)
             context = model.context_latents(src, masks, mx.array(covers), self.silence_latent, hints=hints)
+            if alt_hidden is not None:  # cover strength: the text2music condition the last steps switch to
+                alt_states, _ = model.encoder(
+                    alt_hidden.astype(dtype), mx.array(alt_tokens.text_mask), lyric_hidden.astype(dtype),
+                    mx.array(tokens.lyric_mask), refer, mx.array(order),
+                )
+                silence = mx.broadcast_to(self.silence_latent[:, :frames].astype(dtype), src.shape)
+                alt_context = model.context_latents(silence, masks, mx.zeros((batch,), mx.bool_), self.silence_latent)
+                edit = dataclasses.replace(edit, switch_to=(alt_states, alt_context))
+                mx.eval(alt_states, alt_context)
             mx.eval(states, context)
             del model
             self._release("condition")
@@ -606,9 +659,11 @@ class ACEStep:
             turbo = isinstance(settings, TurboSettings)
             report("dit", 0, len(turbo_timesteps(settings.shift, settings.timesteps)) if turbo else settings.steps)
             if turbo:
-                latents = sample_turbo(model.decoder, states, context, settings, noise=noise, callback=steps_done)
+                latents = sample_turbo(model.decoder, states, context, settings, noise=noise, callback=steps_done, edit=edit)
             else:
-                latents = sample_base(model.decoder, states, context, model.null_condition_emb, settings, noise=noise, callback=steps_done)
+                latents = sample_base(
+                    model.decoder, states, context, model.null_condition_emb, settings, noise=noise, callback=steps_done, edit=edit
+                )
             mx.eval(latents)
             del model, states, context
             self._release("denoiser")

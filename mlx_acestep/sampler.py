@@ -157,6 +157,40 @@ def adg(x, v_cond, v_uncond, t: float, scale: float, angle_clip: float = 3.14 / 
     return (x - x0_new) / t
 
 
+@dataclass
+class EditHooks:
+    """What the editing tasks add to a sampler run (spec 5.8).
+
+    Cover strength below 1: from step `int(K * switch_fraction)` on, the condition is `switch_to`
+    (encoder states, context latents) instead. Repaint injection: after each step k below
+    `round(K * inject_fraction)`, frames outside the region (`keep` = 1) are reset to the source
+    re-noised to the next time, `t' eps + (1 - t') x_src` with the initial noise eps. At the end the
+    result is blended into the source with `blend` (1 = generated).
+    """
+
+    switch_fraction: float = 1.0
+    switch_to: tuple | None = None
+    source: mx.array | None = None  # [B, T, C] clean source latents
+    keep: mx.array | None = None  # [B, T, 1] 1 where the source is kept (outside the region)
+    inject_fraction: float = 0.0
+    blend: mx.array | None = None  # [B, T, 1]
+
+    def switch_step(self, steps: int) -> int | None:
+        return int(steps * self.switch_fraction) if self.switch_to is not None and self.switch_fraction < 1 else None
+
+    def after_step(self, k: int, steps: int, x: mx.array, t_next: float, noise: mx.array) -> mx.array:
+        if self.source is None or k >= round(steps * self.inject_fraction):
+            return x
+        renoised = t_next * noise + (1 - t_next) * self.source.astype(x.dtype)
+        return mx.where(self.keep.astype(mx.bool_), renoised, x)
+
+    def finish(self, x: mx.array) -> mx.array:
+        if self.source is None or self.blend is None:
+            return x
+        m = self.blend.astype(x.dtype)
+        return m * x + (1 - m) * self.source.astype(x.dtype)
+
+
 def draw_noise(shape, dtype, key: mx.array | None) -> mx.array:
     return mx.random.normal(shape, dtype=dtype, key=key)
 
@@ -239,13 +273,17 @@ def sample_turbo(
     compile: bool = False,
     callback: Callable[[int, int], None] | None = None,
     trace: Trace | None = None,
+    edit: "EditHooks | None" = None,
 ) -> mx.array:
     """Turbo sampling -> x0 `[B, T, 64]`. `noise` (else drawn from `key`) starts it; SDE draws `renoise` per step."""
     s = settings or TurboSettings()
     run = _begin(decoder, context, s.method, turbo_timesteps(s.shift, s.timesteps), s.schedule_dtype, noise, renoise, key)
     x, schedule = run.x, run.schedule
     denoise = Denoiser(decoder, encoder_hidden_states, context, compile)
+    switch = edit.switch_step(len(schedule)) if edit is not None else None
     for k, t in enumerate(schedule):
+        if k == switch:
+            denoise = Denoiser(decoder, *edit.switch_to, compile)
         v = denoise(x, t)
         if trace is not None:
             trace.xt.append(x), trace.t.append(t), trace.velocity.append(v)
@@ -256,8 +294,10 @@ def sample_turbo(
         else:
             t_next = schedule[k + 1]
             x = t_next * run.fresh_noise(k) + (1 - t_next) * (x - v * t)
+        if edit is not None:
+            x = edit.after_step(k, len(schedule), x, schedule[k + 1] if k + 1 < len(schedule) else 0.0, run.x)
         x = _finish_step(x, k, len(schedule), callback)
-    return x
+    return x if edit is None else edit.finish(x)
 
 
 def sample_base(
@@ -272,6 +312,7 @@ def sample_base(
     compile: bool = False,
     callback: Callable[[int, int], None] | None = None,
     trace: Trace | None = None,
+    edit: "EditHooks | None" = None,
 ) -> mx.array:
     """Base/SFT sampling with CFG against `null_condition_emb` broadcast over the condition -> x0."""
     s = settings or BaseSettings()
@@ -281,16 +322,20 @@ def sample_base(
     x, schedule, dtype, b = run.x, run.schedule, run.dtype, context.shape[0]
     n = len(schedule) - 1
     guided = s.guidance_scale > 1.0
-    if guided:
-        null = mx.broadcast_to(null_condition_emb.astype(encoder_hidden_states.dtype), encoder_hidden_states.shape)
-        denoise = Denoiser(
-            decoder, mx.concatenate([encoder_hidden_states, null]), mx.concatenate([context, context]), compile
-        )
-    else:
-        denoise = Denoiser(decoder, encoder_hidden_states, context, compile)
+
+    def denoiser(states, ctx):
+        if not guided:
+            return Denoiser(decoder, states, ctx, compile)
+        null = mx.broadcast_to(null_condition_emb.astype(states.dtype), states.shape)
+        return Denoiser(decoder, mx.concatenate([states, null]), mx.concatenate([ctx, ctx]), compile)
+
+    denoise = denoiser(encoder_hidden_states, context)
+    switch = edit.switch_step(n) if edit is not None else None
     momentum = MomentumBuffer(s.apg_momentum)
     for k in range(n):
         t, t_next = schedule[k], schedule[k + 1]
+        if k == switch:
+            denoise = denoiser(*edit.switch_to)
         if guided and s.cfg_interval[0] <= t <= s.cfg_interval[1]:
             v_both = denoise(mx.concatenate([x, x]), t)
             # guidance in float32 whatever the model dtype (the reference uses float64 for its projections)
@@ -311,5 +356,7 @@ def sample_base(
         else:  # the reference's SDE re-noises to 1 - (k+1)/N, ignoring the shift
             t_to = 1.0 - (k + 1) / n
             x = t_to * run.fresh_noise(k) + (1 - t_to) * (x - v * t)
+        if edit is not None:
+            x = edit.after_step(k, n, x, t_next, run.x)
         x = _finish_step(x, k, n, callback)
-    return x
+    return x if edit is None else edit.finish(x)

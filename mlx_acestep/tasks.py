@@ -39,6 +39,8 @@ class Task:
     track: str | None = None  # extract, lego
     tracks: Sequence[str] | None = None  # complete
     cover_strength: float = 1.0  # cover: the share of steps conditioned on the source (spec 5.8)
+    repaint_mode: str = "balanced"  # repaint/lego: how much of the source is re-imposed (spec 5.8)
+    repaint_strength: float = 0.5
 
     def __post_init__(self):
         if self.name not in TASKS:
@@ -54,6 +56,7 @@ class Task:
             raise AceStepError(f"tracks are given for the complete task, not for {self.name}")
         if not 0.0 <= self.cover_strength <= 1.0:
             raise AceStepError(f"cover strength must be between 0 and 1, got {self.cover_strength}")
+        repaint_settings(self.repaint_mode, self.repaint_strength)
 
     @property
     def needs_source(self) -> bool:
@@ -118,3 +121,44 @@ def task_context(task: Task, src: mx.array, frames: int, silence: mx.array, sour
         if task.name == "repaint":  # the region is silenced; lego keeps the source under it
             src = mx.where(inside[:, None], silence[0, :frames].astype(src.dtype), src)
     return src, mask, task.name == "cover"
+
+
+# -- repaint's extras (spec 5.8, 5.9): latent injection, blend, waveform splice ---------------------
+
+REPAINT_MODES = ("balanced", "conservative", "aggressive")
+
+
+def repaint_settings(mode: str = "balanced", strength: float = 0.5) -> tuple[float, int, float]:
+    """(share of steps with injection, blend ramp in frames, waveform cross-fade in seconds) of a repaint mode."""
+    if mode == "aggressive":
+        return 0.0, 0, 0.0
+    if mode == "conservative":
+        return 1.0, 25, 0.05
+    if mode != "balanced":
+        raise AceStepError(f"unknown repaint mode {mode!r} (choose from {', '.join(REPAINT_MODES)})")
+    if not 0.0 <= strength <= 1.0:
+        raise AceStepError(f"repaint strength must be between 0 and 1, got {strength}")
+    return 1.0 - strength, round(25 * (1.0 - strength)), 0.05 * (1.0 - strength)
+
+
+def region_weights(length: int, a: int, b: int, ramp: int) -> np.ndarray:
+    """1 inside [a, b), 0 outside, with linear ramps of `ramp` steps just outside (end points excluded)."""
+    w = np.zeros(length, dtype=np.float32)
+    w[a:b] = 1.0
+    steps = np.arange(1, ramp + 1, dtype=np.float32) / (ramp + 1)
+    for j, value in enumerate(steps[::-1]):  # a-1 gets the highest weight
+        if a - 1 - j >= 0:
+            w[a - 1 - j] = value
+        if b + j < length:
+            w[b + j] = value
+    return w
+
+
+def splice(generated: np.ndarray, source: np.ndarray, a: int, b: int, xfade_seconds: float, hop: int = HOP) -> np.ndarray:
+    """Outside the region [a, b) (latent frames) the output is the source waveform, cross-faded over
+    `xfade_seconds` on both sides outside the region; `generated` `[samples, 2]`, `source` padded or cut to it."""
+    n = generated.shape[0]
+    src = np.zeros_like(generated)
+    src[: min(n, source.shape[0])] = source[:n]
+    w = region_weights(n, a * hop, min(b * hop, n), int(round(xfade_seconds * 48000)))
+    return w[:, None] * generated + (1 - w[:, None]) * src
