@@ -48,8 +48,6 @@ class Task:
         for t in ([self.track] if self.track else []) + list(self.tracks or []):
             if t not in TRACKS:
                 raise AceStepError(f"unknown track {t!r} (choose from {', '.join(TRACKS)})")
-        if self.name in ("extract", "lego") and not self.track:
-            raise AceStepError(f"the {self.name} task needs a track (one of {', '.join(TRACKS)})")
         if self.track and self.name not in ("extract", "lego"):
             raise AceStepError(f"a track is given for extract and lego, not for {self.name} (complete takes tracks)")
         if self.tracks and self.name != "complete":
