@@ -427,22 +427,25 @@ class ACEStep:
             tokens, frames, noise, settings, items=items, codes=codes, sources=sources, edit=edit, alt_tokens=alt_tokens,
             seed=seeds[0], callback=callback, meter=meter,
         )
+        if follow_source:  # a source shorter than the 128-frame minimum keeps its own length
+            frames = min(frames, source.shape[0])
         with meter.phase("post"):
-            audio = np.array(out.waveform.astype(mx.float32))
-            if follow_source:  # a source shorter than the 128-frame minimum keeps its own length
-                frames = min(frames, source.shape[0])
-                audio = audio[:, : frames * 1920]
-            audio = peak_limit(audio)
-            xfade = repaint_settings(job.repaint_mode, job.repaint_strength)[2] if region else 0.0
-            if region and source_wave is not None and job.repaint_mode != "aggressive":
-                audio = np.stack([splice(a, source_wave, *region, xfade) for a in audio])  # as the reference right after the VAE: per item, only above 1
-            if normalize:  # the reference library's default: peak at -1 dBFS
-                audio = np.stack([peak_normalize(a) for a in audio])
+            audio = self._postprocess(out.waveform[:, : frames * 1920], job, source_wave, region, normalize)
         return GenerationResult(
             audio=audio, sample_rate=SAMPLE_RATE, seeds=seeds, duration=frames * 1920 / SAMPLE_RATE,
             seconds=dict(meter.seconds), peak_memory=dict(meter.peak), latents=np.array(out.latents.astype(mx.float32)),
             metadata=[p.metadata for p in plans], codes=codes,
         )
+
+    @staticmethod
+    def _postprocess(waveform: mx.array, job: Task, source_wave, region, normalize: bool) -> np.ndarray:
+        audio = peak_limit(np.array(waveform.astype(mx.float32)))  # as the reference right after the VAE: per item, only above 1
+        if region and source_wave is not None and job.repaint_mode != "aggressive":
+            xfade = repaint_settings(job.repaint_mode, job.repaint_strength)[2]
+            audio = np.stack([splice(a, source_wave, *region, xfade) for a in audio])
+        if normalize:  # the reference library's default: peak at -1 dBFS
+            audio = np.stack([peak_normalize(a) for a in audio])
+        return audio
 
     def _check_task(self, job: Task, src_audio, src_latents, thinking) -> None:
         given = src_audio is not None or src_latents is not None
