@@ -236,9 +236,11 @@ class Planner:
         ids = self.tokenizer.encode(think_prompt(caption, lyrics))
         key = mx.random.split(mx.random.key(seed))[1]  # apart from the codes phase's stream
 
+        head = self.lm.head()
+
         def step(new: list[int]) -> mx.array:
             nonlocal ids
-            logits = self.lm.logits(mx.array([ids + new]), cache)[0, -1].astype(mx.float32)
+            logits = head(self.lm.hidden(mx.array([ids + new]), cache)[0, -1]).astype(mx.float32)  # the last row only
             ids = []
             return logits
 
