@@ -158,6 +158,8 @@ def generate_codes(
         raise AceStepError(f"the codes phase needs at least one code, got {n_codes}")
     guided = cfg_scale != 1.0
     ids, key_mask = left_pad([cond_ids, uncond_ids] if guided else [cond_ids], pad_id)
+    rows = ids.shape[0]
+    key_mask = key_mask if guided else None  # one row has no padding: mlx-lm's own causal mask serves
     cache = make_prompt_cache(lm)
     # Only code tokens may be drawn (EOS only after the last one, where the loop stops): the head computes
     # just their rows, and a draw's index is the code value. Masked rows would add nothing to the softmax.
@@ -173,8 +175,9 @@ def generate_codes(
         values.append(value)
         if i == n_codes - 1:
             break  # the reference then forces EOS: nothing more to compute
-        key_mask = mx.concatenate([key_mask, mx.ones((key_mask.shape[0], 1), mx.bool_)], axis=1)
-        token = mx.broadcast_to((value + codes.first_id).reshape(1, 1), (key_mask.shape[0], 1))
+        if key_mask is not None:
+            key_mask = mx.concatenate([key_mask, mx.ones((rows, 1), mx.bool_)], axis=1)
+        token = mx.broadcast_to((value + codes.first_id).reshape(1, 1), (rows, 1))
         logits = head(lm.hidden(token, cache, key_mask)[:, -1])
         mx.async_eval(logits, value)
         if callback is not None:

@@ -90,11 +90,13 @@ def test_codes_phase_writes_exactly_the_requested_codes(converted, fixtures):
     assert not np.array_equal(generate_codes(*args, seed=8), out)
     greedy = generate_codes(*args, temperature=0.0)
     np.testing.assert_array_equal(greedy, cfg_argmax_reference(lm, tok, cond, uncond, 50, codes))
+    unguided = generate_codes(*args, cfg_scale=1.0, temperature=0.0)  # the conditional row alone, no mask
+    np.testing.assert_array_equal(unguided, cfg_argmax_reference(lm, tok, cond, uncond, 50, codes, scale=1.0))
     with pytest.raises(AceStepError, match="at least one code"):
         generate_codes(*args[:3], 0, *args[4:])
 
 
-def cfg_argmax_reference(lm, tok, cond, uncond, n, codes):
+def cfg_argmax_reference(lm, tok, cond, uncond, n, codes, scale=2.0):
     """The same decode the slow, obvious way: full forwards over the growing left-padded batch, no cache."""
     from mlx_acestep.planner import left_pad
 
@@ -103,7 +105,7 @@ def cfg_argmax_reference(lm, tok, cond, uncond, n, codes):
     for _ in range(n):
         ids, mask = left_pad(rows, tok.pad_token_id)
         logits = lm.logits(ids, key_mask=mask)[:, -1].astype(mx.float32)
-        guided = np.array(logits[1] + 2.0 * (logits[0] - logits[1]))
+        guided = np.array(logits[1] + scale * (logits[0] - logits[1]))
         allowed = np.zeros_like(guided, bool)
         allowed[codes.first_id: codes.first_id + codes.count] = True
         token = int(np.argmax(np.where(allowed, guided, -np.inf)))
