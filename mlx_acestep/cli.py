@@ -10,6 +10,7 @@ import click
 
 from . import __version__
 from .errors import AceStepError
+from .tasks import TASKS
 
 
 def user_errors(fn):
@@ -140,14 +141,11 @@ class PhaseBars:
             self.bar = None
 
 
-TASK_NAMES = ("text2music", "cover", "repaint", "extract", "lego", "complete")
-
-
 def _check_task_audio(job, src_audio: str | None, ref_audio: str | None) -> None:
     """The task's audio files, checked before any model loads: present, decodable, 1 to 600 s long."""
     import soundfile as sf
 
-    from .tasks import MAX_SOURCE_SECONDS, MIN_SOURCE_SECONDS
+    from .tasks import check_seconds
 
     if job.needs_source and src_audio is None:
         raise AceStepError(f"--task {job.name} needs --src-audio")
@@ -162,14 +160,10 @@ def _check_task_audio(job, src_audio: str | None, ref_audio: str | None) -> None
             info = sf.info(path)
         except (sf.LibsndfileError, RuntimeError) as e:
             raise AceStepError(f"{flag} {path}: cannot decode audio ({e})") from None
-        if not MIN_SOURCE_SECONDS <= info.duration <= MAX_SOURCE_SECONDS:
-            raise AceStepError(f"{flag} {path}: lasts {info.duration:.2f} s; it must last between "
-                               f"{MIN_SOURCE_SECONDS:g} and {MAX_SOURCE_SECONDS:g} s")
-        if flag == "--src-audio" and job.has_region:
-            from .tasks import region_frames
-
+        check_seconds(info.duration, f"{flag} {path}")
+        if flag == "--src-audio":
             frames = int(info.duration * 48000) // 1920
-            region_frames(job.repaint_start, job.repaint_end, frames, frames)
+            job.region(frames, frames)
 
 
 def _load_for_task(job, model, dit, **kwargs):
@@ -253,7 +247,7 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: st
 @click.option("--lm-cfg-scale", type=float, default=2.0, show_default=True, help="The planner's CFG scale for the codes.")
 @click.option("--lm-temperature", type=float, default=0.85, show_default=True, help="The planner's sampling temperature.")
 @click.option("--lm-top-p", type=float, default=0.9, show_default=True, help="The planner's nucleus (top-p) sampling.")
-@click.option("--task", type=click.Choice(TASK_NAMES), default="text2music", show_default=True,
+@click.option("--task", type=click.Choice(TASKS), default="text2music", show_default=True,
               help="text2music, or an editing task on --src-audio: cover (re-style), repaint (regenerate a region), "
                    "extract / lego (pull out / add --track), complete (add --tracks). extract, lego, complete need the base DiT.")
 @click.option("--src-audio", type=click.Path(dir_okay=False, path_type=str), default=None, help="The source recording of an editing task.")

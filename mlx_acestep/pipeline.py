@@ -39,7 +39,7 @@ from .loading import load_component, load_silence_latent, read_json
 from .prompts import Metas, PromptTokenizer, instruction
 from .sampler import BaseSettings, EditHooks, TurboSettings, sample_base, sample_turbo, turbo_timesteps
 from .tasks import (
-    BASE_ONLY, Task, check_source, fit_frames, region_frames, region_weights, repaint_settings, splice, task_context)
+    BASE_ONLY, Task, check_source, fit_frames, region_mask, region_weights, repaint_settings, splice, task_context)
 
 MIN_SECONDS, MAX_SECONDS = 10.0, 600.0
 MAX_BATCH = 8
@@ -415,8 +415,9 @@ class ACEStep:
         frames = max(MIN_FRAMES, source.shape[0] if follow_source else target_frames(duration))
         sources, edit, alt_tokens, region = None, None, None, None
         if source is not None:
-            sources = [task_context(job, source, frames, self.silence_latent, source.shape[0])] * batch_size
-            edit, alt_items, region = self._edit_hooks(job, source, frames, batch_size, items)
+            region = job.region(frames, source.shape[0])
+            sources = [task_context(job, source, frames, self.silence_latent, region)] * batch_size
+            edit, alt_items = self._edit_hooks(job, source, frames, batch_size, items, region)
             if alt_items is not None:
                 alt_tokens = tokenize_items(self.tokenizer, alt_items)
 
@@ -482,8 +483,9 @@ class ACEStep:
                      what: str = "source audio", progress=None) -> mx.array:
         """A recording (see `read_audio`) -> VAE latents `[T, 64]`, a seeded draw from the posterior as the
         reference samples it (spec 5.10)."""
-        wave = self.read_audio(audio, what)
-        meter = meter or PhaseMeter()
+        return self._encode_wave(self.read_audio(audio, what), seed, meter or PhaseMeter(), progress)
+
+    def _encode_wave(self, wave: np.ndarray, seed: int, meter: PhaseMeter, progress=None) -> mx.array:
         vae = self._module("vae_encoder", meter)
         mean, std = vae.encode_moments_chunked(mx.array(wave)[None], self.vae_chunk, self.vae_overlap, progress=progress)
         latents = vae.sample(mean, std, key=mx.random.key(seed))[0]
@@ -501,30 +503,29 @@ class ACEStep:
         with meter.phase("encode"):
             if src_audio is not None:
                 wave = self.read_audio(src_audio, "source audio")
-                source = self.encode_audio(wave, seed, meter, "source audio", lambda d, n: report("encode", d, n))
+                source = self._encode_wave(wave, seed, meter, lambda d, n: report("encode", d, n))
             if ref_audio is not None:
                 reference = self.encode_audio(ref_audio, seed + 1, meter, "reference audio", lambda d, n: report("encode", d, n))
             self._release("vae_encoder")
         return source, wave, reference
 
-    def _edit_hooks(self, job: Task, source: mx.array, frames: int, batch: int, items):
-        """(sampler hooks, the items of cover strength's second condition, the repaint region) of an editing task."""
+    def _edit_hooks(self, job: Task, source: mx.array, frames: int, batch: int, items, region):
+        """(sampler hooks, the items of cover strength's second condition) of an editing task."""
         if job.name == "cover" and job.cover_strength < 1.0:
             alt = [dataclasses.replace(item, instruction=instruction("text2music")) for item in items]
-            return EditHooks(switch_fraction=job.cover_strength), alt, None
-        if not job.has_region:
-            return None, None, None
-        a, b = region_frames(job.repaint_start, job.repaint_end, frames, source.shape[0])
+            return EditHooks(switch_fraction=job.cover_strength), alt
+        if region is None:
+            return None, None
         inject, ramp, _ = repaint_settings(job.repaint_mode, job.repaint_strength)
         clean = fit_frames(source, frames, self.silence_latent)
-        inside = (mx.arange(frames) >= a) & (mx.arange(frames) < b)
+        inside = region_mask(frames, region)
         hooks = EditHooks(
             source=mx.broadcast_to(clean[None], (batch, *clean.shape)),
             keep=mx.broadcast_to((~inside)[None, :, None], (batch, frames, 1)),
             inject_fraction=inject,
-            blend=mx.broadcast_to(mx.array(region_weights(frames, a, b, ramp))[None, :, None], (batch, frames, 1)),
+            blend=mx.broadcast_to(mx.array(region_weights(frames, *region, ramp))[None, :, None], (batch, frames, 1)),
         )
-        return hooks, None, (a, b)
+        return hooks, None
 
     def _plan(self, caption, lyrics, duration, bpm, key, time_signature, language, seeds, lm, callback, meter) -> list:
         """One plan per item (its own seed). Without a duration the first item's choice is the batch's length."""

@@ -14,6 +14,7 @@ contiguous): the real LM has 64000 codes, the tiny fixture LM 2048.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import AceStepError
+from .planner_fsm import FIELDS, MetadataConstraint, write_metadata
 from .planner_lm import PlannerLM
 
 SYSTEM_GENERATE = "# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
@@ -220,8 +222,6 @@ class Planner:
 
     @property
     def constraint(self):
-        from .planner_fsm import MetadataConstraint
-
         if self._constraint is None:  # built on first use: it decodes the whole vocabulary once
             self._constraint = MetadataConstraint(self.tokenizer, self.lm.args.vocab_size)
         return self._constraint
@@ -232,8 +232,6 @@ class Planner:
     ):
         """Phase 1: the constrained `<think>` block (a `ThinkResult`); `user` fields are forced."""
         from mlx_lm.models.cache import make_prompt_cache
-
-        from .planner_fsm import write_metadata
 
         cache = make_prompt_cache(self.lm)
         ids = self.tokenizer.encode(think_prompt(caption, lyrics))
@@ -276,8 +274,6 @@ class Planner:
 
         `duration` None lets the LM choose it (10 to `max_duration` s). `language` None or "unknown" lets it choose.
         """
-        import time
-
         user = {
             "bpm": bpm,
             "duration": None if duration is None else int(duration),
@@ -291,7 +287,7 @@ class Planner:
             think, meta = "", {k: user[k] for k in ALL_METAS}
         else:
             result = self.think(caption, lyrics, user, temperature, top_p, seed, max_duration)
-            think, meta = result.text, {k: v for k, v in result.metadata.items() if k in ("bpm", "caption", "duration", "keyscale", "language", "timesignature")}
+            think, meta = result.text, {k: v for k, v in result.metadata.items() if k in FIELDS}
             meta.update({k: v for k, v in user.items() if v is not None})
             seconds["think"] = time.perf_counter() - start
         if "duration" not in meta:

@@ -43,6 +43,10 @@ DURATION_RANGE = (10, 600)
 CAPTION_MAX_TOKENS = 512
 
 
+def _durations(longest: int) -> list[str]:
+    return [str(v) for v in range(DURATION_RANGE[0], longest + 1)]
+
+
 @dataclass
 class _Trie:
     """Token-id prefix tree of every valid value line (` value\\n` after `name:`)."""
@@ -68,7 +72,7 @@ class MetadataConstraint:
         self.names = {f: self._ids(f"{f}:") for f in FIELDS}
         values = {
             "bpm": [str(v) for v in range(BPM_RANGE[0], BPM_RANGE[1] + 1)],
-            "duration": [str(v) for v in range(DURATION_RANGE[0], max_duration + 1)],
+            "duration": _durations(max_duration),
             "keyscale": list(KEYSCALES),
             "language": sorted(LANGUAGES),
             "timesignature": list(TIME_SIGNATURES),
@@ -104,7 +108,7 @@ class MetadataConstraint:
         if max_duration < DURATION_RANGE[0]:
             raise AceStepError(f"the longest duration must be at least {DURATION_RANGE[0]} s, got {max_duration}")
         limited = copy.copy(self)
-        limited.trees = {**self.trees, "duration": self._tree("duration", [str(v) for v in range(DURATION_RANGE[0], max_duration + 1)])}
+        limited.trees = {**self.trees, "duration": self._tree("duration", _durations(max_duration))}
         limited.max_duration = max_duration
         return limited
 

@@ -68,14 +68,22 @@ class Task:
         tracks = [self.track] if self.track else list(self.tracks or [])
         return instruction(self.name, tracks)
 
+    def region(self, frames: int, source_frames: int) -> tuple[int, int] | None:
+        """The repaint/lego region in latent frames (None for the other tasks)."""
+        return region_frames(self.repaint_start, self.repaint_end, frames, source_frames) if self.has_region else None
 
-def check_source(audio: np.ndarray, what: str = "source audio") -> np.ndarray:
-    """A 48 kHz `[samples, 2]` waveform between 1 and 600 s."""
-    seconds = audio.shape[0] / 48000
+
+def check_seconds(seconds: float, what: str = "source audio") -> None:
+    """Source and reference recordings last 1 to 600 s."""
     if not MIN_SOURCE_SECONDS <= seconds <= MAX_SOURCE_SECONDS:
         raise AceStepError(
             f"the {what} lasts {seconds:.2f} s; it must last between {MIN_SOURCE_SECONDS:g} and {MAX_SOURCE_SECONDS:g} s"
         )
+
+
+def check_source(audio: np.ndarray, what: str = "source audio") -> np.ndarray:
+    """A 48 kHz `[samples, 2]` waveform between 1 and 600 s."""
+    check_seconds(audio.shape[0] / 48000, what)
     return audio
 
 
@@ -108,13 +116,17 @@ def fit_frames(latents: mx.array, frames: int, silence: mx.array) -> mx.array:
     return mx.concatenate([latents, pad], axis=0)
 
 
-def task_context(task: Task, src: mx.array, frames: int, silence: mx.array, source_frames: int):
+def region_mask(frames: int, region: tuple[int, int]) -> mx.array:
+    a, b = region
+    return (mx.arange(frames) >= a) & (mx.arange(frames) < b)
+
+
+def task_context(task: Task, src: mx.array, frames: int, silence: mx.array, region: tuple[int, int] | None):
     """(source latents `[T, C]`, chunk mask `[T]`, is_cover) of one item for the context latents (spec 5.4)."""
     src = fit_frames(src, frames, silence)
     mask = mx.ones((frames,))
-    if task.has_region:
-        a, b = region_frames(task.repaint_start, task.repaint_end, frames, source_frames)
-        inside = (mx.arange(frames) >= a) & (mx.arange(frames) < b)
+    if region is not None:
+        inside = region_mask(frames, region)
         mask = inside.astype(mx.float32)
         if task.name == "repaint":  # the region is silenced; lego keeps the source under it
             src = mx.where(inside[:, None], silence[0, :frames].astype(src.dtype), src)

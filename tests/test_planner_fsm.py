@@ -9,6 +9,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
 from mlx_acestep.planner import Planner, load_planner_tokenizer
 from mlx_acestep.planner_fsm import (
@@ -137,7 +138,7 @@ def test_a_tokenizer_without_think_tokens_is_refused(planner):
         def encode(self, text, add_special_tokens=False):
             return [1, 2] if "think" in text else [3]
 
-    with pytest.raises(Exception, match="no <think>"):
+    with pytest.raises(AceStepError, match="no <think>"):
         MetadataConstraint(NoThink(), 16)
 
 

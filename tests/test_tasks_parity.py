@@ -22,7 +22,7 @@ from diffusers_tasks import run_reference_task
 from mlx_acestep.pipeline import ACEStep, ModelFolders, initial_noise
 
 FRAMES = 250  # 10 s
-TOLERANCE = 1e-3  # relative to the reference's largest magnitude
+TOLERANCE = 1e-4  # relative to the reference's largest magnitude; observed 1e-6 to 4e-6 (the issue allows 1e-3)
 
 
 @pytest.fixture(scope="module")
