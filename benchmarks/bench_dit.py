@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import report, run_child  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.common import report, run_child  # noqa: E402
 
 REAL_2B = dict(
     hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8,
@@ -48,11 +48,11 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
     import mlx.core as mx
     import mlx.nn as nn
 
-    from mlx_acestep.condition import AceStepConfig
-    from mlx_acestep.dit import AceStepDiTModel
+    from mlx_acestep.models.dit import AceStepConfig
+    from mlx_acestep.models.dit.decoder import AceStepDiTModel
     from mlx_acestep.quantization import quantize_model
-    from mlx_acestep.sampler import Denoiser
-    from mlx_acestep_convert.dit import AT_LEAST_8_BITS, KEEP_FULL_PRECISION
+    from mlx_acestep.pipeline.sampler import Denoiser
+    from mlx_acestep.convert.dit import AT_LEAST_8_BITS, KEEP_FULL_PRECISION
 
     dit = AceStepDiTModel(AceStepConfig.from_dict(config))
     dit.update(nn.utils.tree_map(lambda p: p * 0.5, dit.parameters()))  # keep activations tame through 24 layers

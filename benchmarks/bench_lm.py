@@ -5,8 +5,7 @@
     python benchmarks/bench_lm.py --tiny                                 # a tiny config: checks that it runs
 
 Random weights at the real shapes (no checkpoint needed), each (size, side, precision)
-in a fresh process. What is timed and how: the docstring of `mlx_acestep/lm_benchmark.py`
-(the code lives in the package, so an installed package can run it without this checkout).
+in a fresh process. What is timed and how: the docstring of `benchmarks/lm_runs.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from mlx_acestep import lm_benchmark as lb
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks import lm_runs as lb  # noqa: E402
 
 
 def _list(text: str) -> list[str]:

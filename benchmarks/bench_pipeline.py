@@ -1,16 +1,70 @@
-"""The whole text2music run, phase by phase, MLX beside the PyTorch reference: `mlx-acestep bench`.
+"""The whole text2music run, phase by phase, MLX beside the PyTorch reference (also `mlx-acestep bench`).
 
     python benchmarks/bench_pipeline.py --random-weights --durations 30,120          # real size, random weights
     python benchmarks/bench_pipeline.py --random-weights --precisions float32,q8,q4
     python benchmarks/bench_pipeline.py --tiny --durations 10                        # checks that it runs
 
-All options: `mlx-acestep bench --help`. The code is `mlx_acestep/benchmark.py`, so an installed
-package can run it without this checkout.
+What is measured and how: `benchmarks/pipeline_runs.py`.
 """
 
-import sys
+from __future__ import annotations
 
-from mlx_acestep.cli import main
+import json
+import sys
+from pathlib import Path
+
+import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.pipeline_runs import markdown, plot, run_benchmark  # noqa: E402
+from mlx_acestep.errors import AceStepError  # noqa: E402
+from mlx_acestep.hub import resolve_model  # noqa: E402
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--durations", default="10,30,60,120,240", show_default=True, help="Comma list of song lengths in seconds.")
+@click.option("--precisions", default="float32", show_default=True, help="Comma list of float32, bfloat16, q8, q4.")
+@click.option("--random-weights", is_flag=True, help="Build the real-size model with random weights (no download; cached).")
+@click.option("--tiny", is_flag=True, help="A tiny random model instead (checks that the benchmark runs).")
+@click.option("--model", default=None, help="A converted or convertible model (folder, repo id) instead of random weights.")
+@click.option("--reference/--no-reference", default=None, help="Run the PyTorch reference too (default: when torch and diffusers are installed).")
+@click.option("--cache-dir", default=None, help="Where converted and random-weight models are kept.")
+@click.option("-o", "--output", default="bench", show_default=True, help="Output prefix: writes PREFIX.md, PREFIX.json and PREFIX.png.")
+def main(durations, precisions, random_weights, tiny, model, reference, cache_dir, output):
+    """Real-time factor and peak memory per phase (text, condition, DiT, VAE), MLX beside the PyTorch reference.
+
+    Each run is a fresh process. On Linux the MLX side preloads OpenBLAS when it is installed (MLX's
+    wheel bundles a much slower reference BLAS); the table says which BLAS each side used.
+    """
+    if not (random_weights or tiny or model):
+        raise click.ClickException("choose --random-weights, --tiny or --model")
+    try:
+        seconds = [float(d) for d in durations.split(",")]
+    except ValueError:
+        raise click.ClickException(f"--durations: expected numbers separated by commas, got {durations!r}") from None
+    if any(not 10 <= d <= 600 for d in seconds):
+        raise click.ClickException("--durations must lie between 10 and 600 seconds")
+    target = None
+    if model:  # converted once here, so the children only load it
+        target = str(resolve_model(model, cache_dir=cache_dir, log=lambda m: click.echo(m, err=True)).dit.parent)
+    try:
+        rows = run_benchmark(seconds, precisions.split(","), model=target, tiny=tiny, reference=reference,
+                             cache_dir=cache_dir, log=lambda m: click.echo(m, err=True))
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    table = markdown(rows)
+    click.echo(table)
+    prefix = Path(output)
+    prefix.with_suffix(".md").write_text(table + "\n")
+    prefix.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    if plot(rows, prefix.with_suffix(".png")):
+        click.echo(f"wrote {prefix.with_suffix('.md')}, .json and .png", err=True)
+    else:
+        click.echo(f"wrote {prefix.with_suffix('.md')} and .json (no plot: pip install matplotlib)", err=True)
+
 
 if __name__ == "__main__":
-    sys.exit(main(["bench", *sys.argv[1:]]))
+    try:
+        main()
+    except AceStepError as e:
+        raise SystemExit(f"Error: {e}") from None

@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import report, run_child  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.common import report, run_child  # noqa: E402
 
 REAL_VAE = dict(
     encoder_hidden_size=128,
@@ -41,7 +41,7 @@ def make_checkpoints(workdir: Path) -> tuple[Path, Path]:
     import torch
     from diffusers import AutoencoderOobleck
 
-    from mlx_acestep_convert import convert_checkpoints
+    from mlx_acestep.convert import convert_checkpoints
 
     src, dst = workdir / "src", workdir / "mlx"
     if not (dst / "vae" / "model.safetensors").is_file():

@@ -58,7 +58,7 @@ def resolve_model(
     `lm`: "0.6B", "1.7B" or "4B" (an error if absent), "auto" (the default 1.7B when the model has it, else
     the one it has, else none) or None (no planner).
     """
-    from .pipeline import ModelFolders
+    from .pipeline.acestep import ModelFolders
 
     if lm not in (None, "auto", *LM_SIZES):
         raise AceStepError(f"unknown planner LM {lm!r} (choose {', '.join(LM_SIZES)})")
@@ -169,8 +169,8 @@ def check_converted(folder: Path) -> None:
 def convert_cached(
     src: Path, dit: str | None, dtype: str, quantize: str | None, group: int, cache: Path, reconvert: bool, log: Log
 ) -> Path:
-    from mlx_acestep_convert import ConvertOptions
-    from mlx_acestep_convert.converter import find_components
+    from .convert import ConvertOptions
+    from .convert.converter import find_components
 
     found = find_components(src)
     if not found:
@@ -187,7 +187,7 @@ def convert_cached(
 
 def convert_lm_cached(folder: Path, dtype: str, quantize: str | None, group: int, cache: Path, reconvert: bool, log: Log) -> Path:
     """A planner LM source folder converted into its own cache entry (toggling the planner never reconverts the rest)."""
-    from mlx_acestep_convert import ConvertOptions
+    from .convert import ConvertOptions
 
     opts = ConvertOptions(dtype=dtype, quantize=quantize or "none", group_size=group, force=reconvert)
     if folder.name.startswith(LM_PREFIX):  # inside a checkpoint root: convert just it, under its own name
@@ -199,7 +199,7 @@ def convert_lm_cached(folder: Path, dtype: str, quantize: str | None, group: int
 
 
 def _convert_entry(src: Path, label: str, only, sources: list[Path], opts, cache: Path, reconvert: bool, log: Log) -> Path:
-    from mlx_acestep_convert import convert_checkpoints
+    from .convert import convert_checkpoints
 
     opts.validate()
     entry = cache / "converted" / f"{label}-{_cache_key(src, sources, opts)}"

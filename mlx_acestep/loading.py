@@ -17,14 +17,13 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .condition import AceStepConfig
-from .model import DIT_PARTS, AceStepModel
 from .errors import AceStepError
-from .oobleck import AutoencoderOobleck, OobleckConfig
-from .planner_lm import PlannerLM, planner_args
+from .models.dit import DIT_PARTS, AceStepConfig, AceStepModel
+from .models.planner_lm import PlannerLM, planner_args
+from .models.text_encoder import Qwen3TextEncoder, text_encoder_args
+from .models.vae import AutoencoderOobleck, OobleckConfig
 from .quantization import apply_recorded_quantization
 from .safetensors_io import read_header
-from .text_encoder import Qwen3TextEncoder, text_encoder_args
 
 LAYOUT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

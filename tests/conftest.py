@@ -22,7 +22,7 @@ def fixtures():
 @pytest.fixture(scope="session")
 def converted(fixtures, tmp_path_factory):
     """The fixture checkpoints converted once with the project's own converter."""
-    from mlx_acestep_convert import convert_checkpoints
+    from mlx_acestep.convert import convert_checkpoints
 
     dst = tmp_path_factory.mktemp("converted") / "mlx"
     convert_checkpoints(fixtures / "checkpoints", dst)

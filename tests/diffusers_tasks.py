@@ -15,7 +15,7 @@ the ODE scheduler draws nothing. `src_latents=` / `ref_latents=` bypass the VAE 
 The pipeline is not built with `from_pretrained` of a saved folder: diffusers' condition encoder allocates a
 15000-frame silence buffer and the fixture ships 1000 frames (mapping §1.2 rule 4), so a tiny folder does not
 load; `diffusers_modules` re-registers the buffer at the fixture's length instead. Importing the test module
-test_convert_diffusers is fine (it imports only helpers/mlx_acestep/mlx_acestep_convert, nothing imports back).
+test_convert_diffusers is fine (it imports only helpers/mlx_acestep/mlx_acestep.convert, nothing imports back).
 
 Cost: the fixture VAE is narrow but runs at 48 kHz; encoding takes ~1.5-3 s of CPU per second of audio
 (1-2 threads). Source audio of ~1-2 s keeps a task run at a few seconds; reference audio is always encoded as

@@ -94,7 +94,7 @@ class Runner:
 
 def _tokenizers(folder, inp, case):
     """The padded caption/lyric batches from the case's prompt strings, and its tokenizer round trips."""
-    from mlx_acestep.prompts import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, PromptTokenizer
+    from mlx_acestep.pipeline.prompts import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, PromptTokenizer
 
     tok = PromptTokenizer(folder)
     for item in case.get("text_tokenizer", []):
@@ -228,7 +228,7 @@ def sampler_settings(case: dict):
     """Sampler settings from the reference call the case records; the reference's defaults where it is silent."""
     import re
 
-    from mlx_acestep.sampler import BaseSettings, TurboSettings
+    from mlx_acestep.pipeline.sampler import BaseSettings, TurboSettings
 
     args = entry_point_args(case)
     listed = re.search(r"\[([^\]]*)\]", args.get("timesteps", ""))
@@ -245,7 +245,7 @@ def sampler_settings(case: dict):
 
 
 def _generate(model, inp, case, silence):
-    from mlx_acestep.sampler import BaseSettings, sample_base, sample_turbo
+    from mlx_acestep.pipeline.sampler import BaseSettings, sample_base, sample_turbo
 
     prepared = model.prepare_condition(*_mx(inp, *CONDITION_INPUTS), silence)
     (noise,) = _mx(inp, "noise")
@@ -267,9 +267,9 @@ def _pipeline(dit_folder, inp, case):
     """
     import mlx.core as mx
 
-    from mlx_acestep.conditioning import PromptTokens
-    from mlx_acestep.pipeline import ACEStep, ModelFolders
-    from mlx_acestep.prompts import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS
+    from mlx_acestep.pipeline.conditioning import PromptTokens
+    from mlx_acestep.pipeline.acestep import ACEStep, ModelFolders
+    from mlx_acestep.pipeline.prompts import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS
 
     root = dit_folder.parent
     pipe = ACEStep(ModelFolders(next(root.glob("Qwen3-Embedding*")), dit_folder, root / "vae"))
@@ -295,7 +295,7 @@ def _lm(folder, inp, case):
     import mlx.core as mx
 
     from mlx_acestep.loading import load_component, read_json
-    from mlx_acestep.planner_lm import cfg_greedy, greedy
+    from mlx_acestep.models.planner_lm import cfg_greedy, greedy
 
     lm = load_component(folder, "lm")
     ids = mx.array(inp["input_ids"])

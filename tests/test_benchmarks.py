@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 
 
 def test_dit_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
     pytest.importorskip("diffusers")
-    import bench_dit
+    from benchmarks import bench_dit
 
     rows = bench_dit.main(["--tiny", "--frames", "21", "--condition", "9", "--steps", "1", "--sides", "mlx,mlx-q8,diffusers"])
     assert [r.get("error") for r in rows] == [None, None, None]
@@ -20,16 +20,16 @@ def test_dit_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
 
 
 def test_pipeline_benchmark_runs_mlx_and_the_reference_on_a_tiny_model(tmp_path):
-    """`mlx-acestep bench --tiny`: every phase timed on both sides, a table, JSON and a plot."""
+    """`bench_pipeline.py --tiny` (what `mlx-acestep bench` runs): every phase timed on both sides, a table, JSON, a plot."""
     import json
 
     from click.testing import CliRunner
 
-    from mlx_acestep.cli import main
+    from benchmarks.bench_pipeline import main
 
     pytest.importorskip("diffusers")
     prefix = tmp_path / "bench"
-    result = CliRunner().invoke(main, ["bench", "--tiny", "--durations", "10", "--precisions", "float32,q8",
+    result = CliRunner().invoke(main, ["--tiny", "--durations", "10", "--precisions", "float32,q8",
                                        "--cache-dir", str(tmp_path / "cache"), "-o", str(prefix)])
     assert result.exit_code == 0, result.output
     rows = json.loads(prefix.with_suffix(".json").read_text())
@@ -43,9 +43,10 @@ def test_pipeline_benchmark_runs_mlx_and_the_reference_on_a_tiny_model(tmp_path)
 
 
 def test_bench_needs_a_model_choice():
-    from click.testing import CliRunner
+    """Through the installed command: `mlx-acestep bench` runs the checkout's benchmark script."""
+    import subprocess
 
-    from mlx_acestep.cli import main
-
-    result = CliRunner().invoke(main, ["bench"])
-    assert result.exit_code == 1 and "choose --random-weights, --tiny or --model" in result.output
+    result = subprocess.run([sys.executable, "-m", "mlx_acestep.cli", "bench"], capture_output=True, text=True)
+    assert result.returncode == 1 and "choose --random-weights, --tiny or --model" in result.stderr
+    shown = subprocess.run([sys.executable, "-m", "mlx_acestep.cli", "bench", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "--random-weights" in shown.stdout

@@ -6,10 +6,10 @@ import pytest
 
 from conftest import PARITY_ERRORS
 from helpers import diffusers_dit_checkpoint, rel_err, snr_db
-from mlx_acestep.condition import unpack_by_order
+from mlx_acestep.models.dit.condition_encoder import unpack_by_order
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
-from mlx_acestep_convert import ConvertOptions, convert_checkpoints
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 
 # A random config unlike the fixture's: other widths, 3 lyric layers, window 3.
 CONFIG = dict(

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import PARITY_ERRORS
 from helpers import diffusers_condition_encoder, rel_err
-from mlx_acestep.conditioning import ConditionBuilder, ConditionInput, timbre_window
+from mlx_acestep.pipeline.conditioning import ConditionBuilder, ConditionInput, timbre_window
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.prompts import Metas, instruction
+from mlx_acestep.pipeline.prompts import Metas, instruction
 
 CAPTIONS = [
     "# Instruction\nFill the audio semantic mask based on the given conditions:\n\n# Caption\nA calm piano ballad with soft strings."
@@ -190,7 +190,7 @@ def test_bfloat16_entry_point_against_float32(fixtures, builder, tmp_path):
     import shutil
 
     from helpers import snr_db
-    from mlx_acestep_convert import ConvertOptions, convert_checkpoints
+    from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 
     for name in ("Qwen3-Embedding-0.6B", "acestep-v15-turbo"):
         shutil.copytree(fixtures / "checkpoints" / name, tmp_path / "src" / name)

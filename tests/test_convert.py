@@ -15,8 +15,8 @@ from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
 from mlx_acestep.quantization import apply_recorded_quantization, quantize_model
 from mlx_acestep.safetensors_io import read_safetensors
-from mlx_acestep_convert import ConvertOptions, convert_checkpoints
-from mlx_acestep_convert.vae import fuse_weight_norm, vae_to_mlx
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
+from mlx_acestep.convert.vae import fuse_weight_norm, vae_to_mlx
 
 rng = np.random.default_rng(0)
 
@@ -102,7 +102,7 @@ def test_refuses_existing_dst_and_replaces_with_force(vae_root, tmp_path):
 
 
 def test_reports_converted_and_skipped_components(fixtures, tmp_path, monkeypatch):
-    from mlx_acestep_convert import converter
+    from mlx_acestep.convert import converter
 
     report = convert_checkpoints(fixtures / "checkpoints", tmp_path / "out")
     converted = dict(report.converted)

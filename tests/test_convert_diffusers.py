@@ -15,12 +15,12 @@ from mlx.utils import tree_flatten
 from safetensors.numpy import load_file
 
 from helpers import ATTENTION_RENAMES, DIFFUSERS_PREFIXES, PATCH_RENAMES, _init_args, diffusers_dit_checkpoint, rename_segments
-from mlx_acestep.condition import AceStepConfig
+from mlx_acestep.models.dit import AceStepConfig
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component, load_silence_latent
-from mlx_acestep.prompts import PromptTokenizer
-from mlx_acestep_convert import convert_checkpoints
-from mlx_acestep_convert.diffusers_layout import original_state, rename_segments as undo_segments
+from mlx_acestep.pipeline.prompts import PromptTokenizer
+from mlx_acestep.convert import convert_checkpoints
+from mlx_acestep.convert.diffusers_layout import original_state, rename_segments as undo_segments
 
 TEXT_ENCODER = "Qwen3-Embedding-0.6B"
 OPTIONAL = ("audio_tokenizer", "audio_token_detokenizer")
@@ -80,7 +80,7 @@ def build_root(fixtures, root, variant: str, dtype=None):
     """The fixture checkpoints of `variant` as a diffusers pipeline folder (transformer sharded, as large ones are)."""
     from transformers import Qwen3Model
 
-    from mlx_acestep_convert.text_encoder import TOKENIZER_FILES
+    from mlx_acestep.convert.text_encoder import TOKENIZER_FILES
 
     ckpt = fixtures / "checkpoints"
     dit = ckpt / f"acestep-v15-{variant}"
@@ -307,7 +307,7 @@ def test_xl_encoder_widths_are_rebuilt(tmp_path):
 
 def test_a_diffusers_folder_generates_the_same_song_as_the_original_root(diffusers_root, converted, tmp_path):
     """`--model <diffusers folder>`: converted once into the cache, then the pipeline as for the original layout."""
-    from mlx_acestep.pipeline import ACEStep, ModelFolders
+    from mlx_acestep.pipeline.acestep import ACEStep, ModelFolders
 
     pipe = ACEStep.from_pretrained(diffusers_root("turbo"), cache_dir=tmp_path)
     assert pipe.folders.dit.name == "acestep-v15-turbo" and pipe.folders.dit.parent.parent == tmp_path / "converted"

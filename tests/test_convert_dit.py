@@ -9,7 +9,7 @@ from safetensors.numpy import load_file, save_file
 
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
-from mlx_acestep_convert import ConvertOptions, convert_checkpoints
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 
 
 def params(folder):

@@ -6,8 +6,8 @@ import pytest
 
 from helpers import diffusers_dit_checkpoint, rel_err
 from mlx_acestep.loading import load_component, load_silence_latent
-from mlx_acestep.sampler import Denoiser
-from mlx_acestep_convert import convert_checkpoints
+from mlx_acestep.pipeline.sampler import Denoiser
+from mlx_acestep.convert import convert_checkpoints
 
 # Unlike the fixture: 6 heads over 2 kv heads, window 3 patches (so T = 23 crosses it), 3 layers.
 CONFIG = dict(
@@ -105,7 +105,7 @@ def test_tokenizer_and_detokenizer_match_diffusers(live, length):
 def test_patch_remap_is_the_convolution():
     """proj_in / proj_out as linear maps over frame pairs equal the reference's k=2, s=2 (transposed) convolutions."""
     torch = pytest.importorskip("torch")
-    from mlx_acestep_convert.dit import dit_to_mlx
+    from mlx_acestep.convert.dit import dit_to_mlx
 
     conv = torch.nn.Conv1d(6, 5, 2, stride=2)
     deconv = torch.nn.ConvTranspose1d(5, 3, 2, stride=2)
@@ -125,11 +125,12 @@ def test_patch_remap_is_the_convolution():
 
 @pytest.mark.parametrize("length, window, heads, kv_heads", [(37, 3, 6, 2), (40, 8, 4, 4), (13, 4, 4, 1), (100, 7, 8, 2)])
 def test_banded_sliding_attention_equals_the_masked_one(length, window, heads, kv_heads):
-    from mlx_acestep.condition import _cpu_attention, additive_mask, attention
+    from mlx_acestep.kernels.attention import cpu_attention
+    from mlx_acestep.models.layers import additive_mask, attention
 
     keys = mx.random.split(mx.random.key(length), 3)
     q = mx.random.normal((2, heads, length, 16), key=keys[0])
     k, v = (mx.random.normal((2, kv_heads, length, 16), key=key) for key in keys[1:])
     mask = additive_mask(length, None, window, mx.float32)
     np.testing.assert_allclose(np.array(attention(q, k, v, 0.25, mask, band=window)),
-                               np.array(_cpu_attention(q, k, v, 0.25, mask)), atol=1e-6)
+                               np.array(cpu_attention(q, k, v, 0.25, mask)), atol=1e-6)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 
 
 def test_lm_benchmark_runs_mlx_and_transformers_on_a_tiny_config(tmp_path, capsys):
     pytest.importorskip("transformers")
-    import bench_lm
+    from benchmarks import bench_lm
 
     out = tmp_path / "lm.json"
     rows = bench_lm.main(["--tiny", "--precisions", "float32", "--reference-precisions", "float32", "-o", str(out)])

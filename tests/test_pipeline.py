@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.pipeline import PHASES, ACEStep, Cancelled, ModelFolders, target_frames
+from mlx_acestep.pipeline.acestep import PHASES, ACEStep, Cancelled, ModelFolders, target_frames
 
 
 def folders(converted, dit="acestep-v15-turbo"):
@@ -122,7 +122,7 @@ def test_the_callback_reports_every_phase_and_can_cancel(pipe):
 
 
 def test_a_list_of_seeds_gives_one_per_item():
-    from mlx_acestep.pipeline import resolve_seeds
+    from mlx_acestep.pipeline.acestep import resolve_seeds
 
     assert resolve_seeds([3, 9], 2) == [3, 9] and resolve_seeds(5, 3) == [5, 6, 7]
     randoms = resolve_seeds(None, 2)
@@ -182,7 +182,7 @@ def test_hints_are_padded_with_the_silence_latent(thinker):
 
 
 def thinker_meter():
-    from mlx_acestep.pipeline import PhaseMeter
+    from mlx_acestep.pipeline.acestep import PhaseMeter
 
     return PhaseMeter()
 

@@ -11,10 +11,10 @@ import pytest
 
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
-from mlx_acestep.planner import Planner, load_planner_tokenizer
-from mlx_acestep.planner_fsm import (
+from mlx_acestep.pipeline.planner import Planner, load_planner_tokenizer
+from mlx_acestep.pipeline.planner_constraint import (
     CAPTION_MAX_TOKENS, FIELDS, KEYSCALES, TIME_SIGNATURES, MetadataConstraint, parse_think, write_metadata)
-from mlx_acestep.prompts import LANGUAGES
+from mlx_acestep.pipeline.prompts import LANGUAGES
 
 LM = "acestep-5Hz-lm-0.6B"
 

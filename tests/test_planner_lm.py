@@ -8,7 +8,7 @@ import pytest
 
 from helpers import rel_err
 from mlx_acestep.loading import load_component
-from mlx_acestep_convert import ConvertOptions, convert_checkpoints
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 
 LM = "acestep-5Hz-lm-0.6B"
 

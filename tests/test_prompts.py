@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.prompts import Metas, PromptTokenizer, caption_prompt, instruction, lyric_prompt
+from mlx_acestep.pipeline.prompts import Metas, PromptTokenizer, caption_prompt, instruction, lyric_prompt
 from parity import load_cases
 
 

@@ -9,8 +9,8 @@ from safetensors.numpy import load_file
 
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_silence_latent
-from mlx_acestep_convert import convert_checkpoints
-from mlx_acestep_convert.torch_pickle import read_torch_tensors
+from mlx_acestep.convert import convert_checkpoints
+from mlx_acestep.convert.torch_pickle import read_torch_tensors
 
 
 def fixture_silence(fixtures):

@@ -10,8 +10,8 @@ from conftest import PARITY_ERRORS
 from helpers import rel_err, snr_db
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
-from mlx_acestep_convert import ConvertOptions, convert_checkpoints
-from mlx_acestep_convert.text_encoder import qwen3_to_mlx
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
+from mlx_acestep.convert.text_encoder import qwen3_to_mlx
 
 CONFIG = dict(
     hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

@@ -43,7 +43,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(root, tmp_path_factory):
-    from mlx_acestep_convert import convert_checkpoints
+    from mlx_acestep.convert import convert_checkpoints
 
     dst = tmp_path_factory.mktemp("tiny_mlx") / "mlx"
     return dst, convert_checkpoints(root, dst)

@@ -6,7 +6,7 @@ import pytest
 
 from helpers import rel_err
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.oobleck import plan_windows
+from mlx_acestep.models.vae.oobleck import plan_windows
 
 
 @pytest.mark.parametrize("total,chunk,overlap", [(100, 40, 16), (7, 40, 16), (257, 256, 16), (1000, 10, 8), (31, 5, 0)])
@@ -69,16 +69,16 @@ def test_decoder_only_vae(converted):
         vae.encode_moments(mx.zeros((1, 1920, 2)))
 
 
-def test_plain_path_used_on_metal_matches_the_cpu_path(load_converted, monkeypatch):
+def test_plain_path_used_on_metal_matches_the_cpu_path(load_converted):
     """Metal runs MLX's own convolutions and sin-based Snake; here that formulation runs on the CPU."""
-    import mlx_acestep.conv as conv
+    from mlx_acestep import kernels
 
     vae = load_converted("vae")
     rng = np.random.default_rng(3)
     z = mx.array(rng.standard_normal((1, 20, 64)).astype(np.float32))
     x = mx.array((0.3 * rng.standard_normal((1, 2 * 1920 + 77, 2))).astype(np.float32))  # the plain CPU path is slow
     fast = np.array(vae.decode(z)), np.array(vae.encode_moments(x)[0])
-    monkeypatch.setattr(conv, "CPU_FAST_PATH", False)
-    plain = np.array(vae.decode(z)), np.array(vae.encode_moments(x)[0])
+    with kernels.use_plain():
+        plain = np.array(vae.decode(z)), np.array(vae.encode_moments(x)[0])
     assert rel_err(fast[0], plain[0]) < 1e-5
     assert rel_err(fast[1], plain[1]) < 1e-5

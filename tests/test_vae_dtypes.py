@@ -13,7 +13,7 @@ from conftest import PARITY_ERRORS
 from helpers import copy_vae_root, snr_db
 from mlx_acestep.loading import load_component
 from mlx_acestep.safetensors_io import read_safetensors
-from mlx_acestep_convert import ConvertOptions, convert_checkpoints
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from parity import load_cases
 
 FLOORS_DB = {"bfloat16": 28.0, "float16": 42.0}

@@ -17,7 +17,7 @@ import mlx.core as mx  # noqa: E402
 
 from helpers import rel_err  # noqa: E402
 from mlx_acestep.loading import load_component  # noqa: E402
-from mlx_acestep_convert import convert_checkpoints  # noqa: E402
+from mlx_acestep.convert import convert_checkpoints  # noqa: E402
 
 pytestmark = pytest.mark.live
 

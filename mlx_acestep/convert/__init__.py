@@ -1,0 +1,10 @@
+"""Checkpoint converter: official ACE-Step 1.5 PyTorch checkpoints -> MLX folders.
+
+Imported as `mlx_acestep.convert`; run as `mlx-acestep convert SRC DST`.
+Reads safetensors with numpy (no torch, nothing unpickled).
+"""
+
+from .common import ConvertOptions
+from .converter import ConvertReport, convert_checkpoints
+
+__all__ = ["ConvertOptions", "ConvertReport", "convert_checkpoints"]

@@ -1,0 +1,137 @@
+"""Convert a checkpoint root into one self-describing MLX folder per component.
+
+DST/<component>/ holds `config.json` (layout version, component, dtype,
+quantization block and the model's own fields), `model.safetensors` in MLX
+layout and `manifest.json` (sha256 of every source file used). The whole of
+DST is written in a temporary folder beside it and renamed at the end, so a
+failure or an interrupt leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import AceStepError
+from ..loading import read_json
+
+from .common import ConvertOptions
+from .dit import convert_dit
+from .lm import convert_lm
+from .layouts import LAYOUTS, SourceFolder, classify_single_folder
+from .text_encoder import convert_text_encoder
+from .vae import convert_vae
+
+
+@dataclass
+class ConvertReport:
+    converted: list[tuple[str, str]] = field(default_factory=list)  # (component folder, summary)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source folder, reason)
+
+
+# kind -> converter; kinds without one are reported as skipped.
+CONVERTERS: dict[str, Callable[[Path, Path, ConvertOptions, Path], str]] = {
+    "vae": convert_vae,
+    "text_encoder": convert_text_encoder,
+    "dit": convert_dit,
+    "lm": convert_lm,
+}
+NOT_YET: dict[str, str] = {}
+
+
+def find_components(src: Path) -> list[tuple[SourceFolder, Path, str]]:
+    """(spec, source folder, output folder name) of every component under `src`."""
+    for layout in LAYOUTS:
+        found = layout.find(src)
+        if found:
+            return [(spec, folder, spec.output_name(folder)) for spec, folder in found]
+    if (src / "config.json").is_file():  # a single component folder passed directly
+        spec = classify_single_folder(src, read_json(src / "config.json"))
+        if spec is not None:
+            return [(spec, src, spec.kind)]
+    return []
+
+
+def convert_checkpoints(
+    src: str | Path,
+    dst: str | Path,
+    opts: ConvertOptions | None = None,
+    log: Callable[[str], None] | None = None,
+    only: Sequence[str] | None = None,
+) -> ConvertReport:
+    """Convert every supported component under `src` into `dst` (atomically).
+
+    `only` names the components to convert by output folder (e.g. `["vae", "acestep-v15-turbo"]`, the same
+    names from either layout) or by source folder; the rest are skipped silently, so a pipeline converts
+    just what it will load.
+    """
+    opts = opts or ConvertOptions()
+    opts.validate()
+    log = log or (lambda msg: None)
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise AceStepError(f"{src}: checkpoint folder not found")
+    if dst.exists() and not opts.force:
+        raise AceStepError(f"{dst}: already exists (pass --force to replace it)")
+    if dst.exists() and not dst.is_dir():
+        raise AceStepError(f"{dst}: exists and is not a folder")
+    found = find_components(src)
+    if not found:
+        raise AceStepError(
+            f"{src}: no ACE-Step 1.5 checkpoint folders found (expected vae/, acestep-v15-*/, Qwen3-Embedding-*/, "
+            "acestep-5Hz-lm-*/, or a diffusers pipeline folder with model_index.json)"
+        )
+
+    if only is not None:
+        names = {n for _, folder, name in found for n in (name, folder.name)}
+        missing = [n for n in only if n not in names]
+        if missing:
+            outputs = sorted(name for _, _, name in found)
+            raise AceStepError(f"{src}: no component folder(s) {', '.join(missing)} (found: {', '.join(outputs)})")
+        found = [(spec, folder, name) for spec, folder, name in found if {name, folder.name} & set(only)]
+
+    report = ConvertReport()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; DST should look like any folder
+    try:
+        for spec, folder, name in found:
+            converter = spec.convert or CONVERTERS.get(spec.kind)
+            if converter is None:
+                report.skipped.append((name, NOT_YET.get(spec.kind, "unsupported component")))
+                log(f"skipped {name}: {report.skipped[-1][1]}")
+                continue
+            log(f"converting {name} ...")
+            start = time.perf_counter()
+            summary = converter(folder, tmp / name, opts, src)
+            report.converted.append((name, summary))
+            log(f"converted {name}: {summary} in {time.perf_counter() - start:.1f} s")
+        if not report.converted:
+            raise AceStepError(f"{src}: nothing to convert (" + "; ".join(f"{n}: {r}" for n, r in report.skipped) + ")")
+        _replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _replace_dir(new: Path, dst: Path) -> None:
+    if not dst.exists():
+        os.replace(new, dst)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
+    os.replace(dst, old / "x")
+    try:
+        os.replace(new, dst)
+    except BaseException:
+        os.replace(old / "x", dst)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,5 @@
+"""The Oobleck VAE: 48 kHz stereo <-> 25 Hz latents."""
+
+from .oobleck import AutoencoderOobleck, OobleckConfig, plan_windows
+
+__all__ = ["AutoencoderOobleck", "OobleckConfig", "plan_windows"]

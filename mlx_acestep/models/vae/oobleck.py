@@ -1,0 +1,331 @@
+"""Oobleck VAE (diffusers `AutoencoderOobleck`) in MLX: 48 kHz stereo <-> 25 Hz latents.
+
+Channels-last throughout (`[B, L, C]`). Weight norm is fused and convolutions
+are transposed by `sanitize` at conversion, so the modules here hold plain
+convolutions whose attribute names mirror diffusers' (`encoder.block.0.res_unit1.conv1`, ...).
+This file is the plain formulation (the one Metal runs); on the CPU backend the
+encoder and decoder hand their modules to `kernels.oobleck`, which computes the
+same thing with CPU-friendly operations.
+
+Long audio is decoded and encoded in overlapping windows ("overlap-discard"):
+each window is processed with `overlap` extra latent frames on both sides and
+only its core is kept. The decoder sees about +/-9 latent frames around an
+output sample (conv1 k7: 3 frames; the first block's residual stack at 10
+samples/frame: 3.9 frames; the rest: under 2) and the encoder about +/-6, so
+an overlap of 16 frames reproduces the un-chunked result up to float rounding.
+Upstream uses 64; it costs 2x the compute at its CPU chunk size for no gain.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ... import kernels
+from ...errors import AceStepError
+from ...kernels import oobleck as cpu
+from ..base import FromDict
+
+
+@dataclass
+class OobleckConfig(FromDict):
+    encoder_hidden_size: int = 128
+    downsampling_ratios: list[int] = field(default_factory=lambda: [2, 4, 4, 6, 10])
+    channel_multiples: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    decoder_channels: int = 128
+    decoder_input_channels: int = 64
+    audio_channels: int = 2
+    sampling_rate: int = 48000
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.downsampling_ratios)
+
+    @property
+    def latent_channels(self) -> int:
+        # The encoder emits mean and scale stacked on channels.
+        return self.encoder_hidden_size // 2
+
+
+class Snake1d(nn.Module):
+    """y = x + sin(a x)^2 / (b + 1e-9), a = exp(alpha), b = exp(beta) (diffusers stores the logs)."""
+
+    def __init__(self, dims: int):
+        super().__init__()
+        self.alpha = mx.zeros((dims,))
+        self.beta = mx.zeros((dims,))
+
+    def constants(self, dtype) -> tuple[mx.array, mx.array]:
+        """(a, 1 / (b + 1e-9)) in float32: exp() of a half-precision alpha overflows float16 past ~11."""
+        a = mx.exp(self.alpha.astype(mx.float32))
+        inv_b = 1.0 / (mx.exp(self.beta.astype(mx.float32)) + 1e-9)
+        return a, inv_b
+
+    def __call__(self, x: mx.array) -> mx.array:
+        a, inv_b = self.constants(x.dtype)
+        return _snake(x, a.astype(x.dtype), inv_b.astype(x.dtype))
+
+
+@mx.compile  # one fused kernel on Metal
+def _snake(x, a, inv_b):
+    return x + inv_b * mx.square(mx.sin(a * x))
+
+
+class OobleckResidualUnit(nn.Module):
+    def __init__(self, dims: int, dilation: int):
+        super().__init__()
+        self.snake1 = Snake1d(dims)
+        self.conv1 = nn.Conv1d(dims, dims, kernel_size=7, dilation=dilation, padding=3 * dilation)
+        self.snake2 = Snake1d(dims)
+        self.conv2 = nn.Conv1d(dims, dims, kernel_size=1)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = self.conv2(self.snake2(self.conv1(self.snake1(x))))
+        crop = (x.shape[1] - y.shape[1]) // 2
+        if crop > 0:  # never with these paddings; kept to mirror the reference
+            x = x[:, crop:-crop]
+        return x + y
+
+
+class OobleckEncoderBlock(nn.Module):
+    def __init__(self, input_dim: int, output_dim: int, stride: int):
+        super().__init__()
+        self.res_unit1 = OobleckResidualUnit(input_dim, 1)
+        self.res_unit2 = OobleckResidualUnit(input_dim, 3)
+        self.res_unit3 = OobleckResidualUnit(input_dim, 9)
+        self.snake1 = Snake1d(input_dim)
+        self.conv1 = nn.Conv1d(input_dim, output_dim, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        x = self.res_unit3(self.res_unit2(self.res_unit1(x)))
+        return self.conv1(self.snake1(x))
+
+
+class OobleckDecoderBlock(nn.Module):
+    def __init__(self, input_dim: int, output_dim: int, stride: int):
+        super().__init__()
+        self.snake1 = Snake1d(input_dim)
+        self.conv_t1 = nn.ConvTranspose1d(
+            input_dim, output_dim, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2)
+        )
+        self.res_unit1 = OobleckResidualUnit(output_dim, 1)
+        self.res_unit2 = OobleckResidualUnit(output_dim, 3)
+        self.res_unit3 = OobleckResidualUnit(output_dim, 9)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        x = self.conv_t1(self.snake1(x))
+        return self.res_unit3(self.res_unit2(self.res_unit1(x)))
+
+
+class OobleckEncoder(nn.Module):
+    def __init__(self, cfg: OobleckConfig):
+        super().__init__()
+        h = cfg.encoder_hidden_size
+        mult = [1] + list(cfg.channel_multiples)
+        self.conv1 = nn.Conv1d(cfg.audio_channels, h, kernel_size=7, padding=3)
+        self.block = [
+            OobleckEncoderBlock(h * mult[i], h * mult[i + 1], s) for i, s in enumerate(cfg.downsampling_ratios)
+        ]
+        self.snake1 = Snake1d(h * mult[-1])
+        self.conv2 = nn.Conv1d(h * mult[-1], h, kernel_size=3, padding=1)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if kernels.enabled():
+            return cpu.run_stack(self, x)
+        x = self.conv1(x)
+        for block in self.block:
+            x = block(x)
+        return self.conv2(self.snake1(x))
+
+
+class OobleckDecoder(nn.Module):
+    def __init__(self, cfg: OobleckConfig):
+        super().__init__()
+        c = cfg.decoder_channels
+        mult = [1] + list(cfg.channel_multiples)
+        strides = list(reversed(cfg.downsampling_ratios))
+        n = len(strides)
+        self.conv1 = nn.Conv1d(cfg.decoder_input_channels, c * mult[-1], kernel_size=7, padding=3)
+        self.block = [OobleckDecoderBlock(c * mult[n - i], c * mult[n - i - 1], s) for i, s in enumerate(strides)]
+        self.snake1 = Snake1d(c)
+        self.conv2 = nn.Conv1d(c, cfg.audio_channels, kernel_size=7, padding=3, bias=False)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if kernels.enabled():
+            return cpu.run_stack(self, x)
+        x = self.conv1(x)
+        for block in self.block:
+            x = block(x)
+        return self.conv2(self.snake1(x))
+
+
+# --- Chunk planning ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """One overlap-discard window, in latent frames: process [start, stop), keep [core_start, core_stop)."""
+
+    start: int
+    stop: int
+    core_start: int
+    core_stop: int
+
+
+def plan_windows(total: int, chunk: int, overlap: int) -> list[Window]:
+    """Cut `total` frames into windows of at most `chunk` frames whose cores tile [0, total)."""
+    if chunk <= 0 or overlap < 0:
+        raise AceStepError(f"chunk must be positive and overlap non-negative (got chunk={chunk}, overlap={overlap})")
+    if total <= chunk:
+        return [Window(0, total, 0, total)]
+    # As upstream: halve the overlap until a window has a core left.
+    while chunk - 2 * overlap <= 0:
+        overlap //= 2
+    stride = chunk - 2 * overlap
+    windows = []
+    for core_start in range(0, total, stride):
+        core_stop = min(core_start + stride, total)
+        windows.append(Window(max(0, core_start - overlap), min(total, core_stop + overlap), core_start, core_stop))
+    return windows
+
+
+# --- The autoencoder ---------------------------------------------------------
+
+
+class AutoencoderOobleck(nn.Module):
+    """Latents `[B, T, 64]` <-> waveform `[B, T * hop, channels]` (channels-last)."""
+
+    def __init__(self, cfg: OobleckConfig, with_encoder: bool = True):
+        """`with_encoder=False` builds a decoder-only VAE (text2music never encodes; saves half the weights)."""
+        super().__init__()
+        self.config = cfg
+        if with_encoder:
+            self.encoder = OobleckEncoder(cfg)
+        self.decoder = OobleckDecoder(cfg)
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.decoder.conv1.weight.dtype
+
+    # Un-chunked primitives.
+
+    def decode(self, latents: mx.array) -> mx.array:
+        """`[B, T, 64]` -> `[B, T * hop, 2]` float32, in one pass."""
+        self._check_latents(latents)
+        return self.decoder(latents.astype(self.dtype)).astype(mx.float32)
+
+    def encode_moments(self, audio: mx.array) -> tuple[mx.array, mx.array]:
+        """`[B, N, 2]` -> (mean, std), each `[B, N // hop, 64]` float32, in one pass."""
+        if "encoder" not in self:
+            raise AceStepError("this VAE was loaded decoder-only (load_component(..., parts=None) to encode audio)")
+        self._check_audio(audio)
+        h = self.encoder(audio.astype(self.dtype)).astype(mx.float32)
+        mean, scale = mx.split(h, 2, axis=-1)
+        return mean, nn.softplus(scale) + 1e-4
+
+    # Chunked, memory-bounded versions (one batch item at a time).
+
+    def iter_decode(self, latents: mx.array, chunk: int = 256, overlap: int = 16) -> Iterator[tuple[int, int, mx.array]]:
+        """Yield (done, total, audio) for each decoded window; audio is `[T_core * hop, 2]` of one item, evaluated."""
+        self._check_latents(latents)
+        hop = self.config.hop_length
+        windows = plan_windows(latents.shape[1], chunk, overlap)
+        total = latents.shape[0] * len(windows)
+        done = 0
+        for b in range(latents.shape[0]):
+            for w in windows:
+                audio = self.decode(latents[b : b + 1, w.start : w.stop])[0]
+                audio = audio[(w.core_start - w.start) * hop : (w.core_stop - w.start) * hop]
+                # Evaluate per window so only one window's activations live at a time. The
+                # buffer cache is kept: the next window reuses the same sizes (clearing it
+                # costs page faults on every window); it is released at the end.
+                mx.eval(audio)
+                done += 1
+                yield done, total, audio
+
+    def decode_chunked(
+        self,
+        latents: mx.array,
+        chunk: int = 256,
+        overlap: int = 16,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> mx.array:
+        """Like `decode`, with peak memory bounded by `chunk` instead of the length."""
+        self._check_latents(latents)
+        n_windows = len(plan_windows(latents.shape[1], chunk, overlap))
+        items, parts = [], []
+        for done, total, audio in self.iter_decode(latents, chunk, overlap):
+            parts.append(audio)
+            if len(parts) == n_windows:
+                items.append(mx.concatenate(parts, axis=0))
+                parts = []
+            if progress is not None:
+                progress(done, total)
+        mx.clear_cache()
+        return items[0][None] if len(items) == 1 else mx.stack(items)  # no extra copy for one item
+
+    def encode_moments_chunked(
+        self,
+        audio: mx.array,
+        chunk: int = 256,
+        overlap: int = 16,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[mx.array, mx.array]:
+        """Like `encode_moments`, in windows of `chunk` latent frames (256 = 10.24 s).
+
+        Upstream encodes 30 s windows; at the real width that needs ~4 GB of
+        activations, and the encoder's reach (~6 frames) needs no more than ours.
+        """
+        self._check_audio(audio)
+        hop = self.config.hop_length
+        n_samples = audio.shape[1]
+        frames = n_samples // hop
+        windows = plan_windows(frames, chunk, overlap)
+        means, stds = [], []
+        total, done = audio.shape[0] * len(windows), 0
+        for b in range(audio.shape[0]):
+            item_m, item_s = [], []
+            for w in windows:
+                # The last window runs to the end of the audio: the samples past
+                # the last whole frame still reach it through the padding.
+                stop = n_samples if w.stop == frames else w.stop * hop
+                m, s = self.encode_moments(audio[b : b + 1, w.start * hop : stop])
+                keep = slice(w.core_start - w.start, w.core_stop - w.start)
+                m, s = m[0, keep], s[0, keep]
+                mx.eval(m, s)
+                item_m.append(m)
+                item_s.append(s)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            means.append(mx.concatenate(item_m, axis=0))
+            stds.append(mx.concatenate(item_s, axis=0))
+        mx.clear_cache()
+        return mx.stack(means), mx.stack(stds)
+
+    @staticmethod
+    def sample(mean: mx.array, std: mx.array, noise: mx.array | None = None, key: mx.array | None = None) -> mx.array:
+        """Draw from the diagonal Gaussian; pass `noise` to reproduce a reference draw."""
+        if noise is None:
+            noise = mx.random.normal(mean.shape, key=key)
+        elif noise.shape != mean.shape:
+            raise AceStepError(f"noise has shape {tuple(noise.shape)}, expected {tuple(mean.shape)}")
+        return mean + std * noise
+
+    # Input checks: a clear message instead of a shape error deep in a conv.
+
+    def _check_latents(self, z: mx.array) -> None:
+        c = self.config.decoder_input_channels
+        if z.ndim != 3 or z.shape[-1] != c or z.shape[1] == 0:
+            raise AceStepError(f"latents must be [batch, frames, {c}], got {tuple(z.shape)}")
+
+    def _check_audio(self, x: mx.array) -> None:
+        c, hop = self.config.audio_channels, self.config.hop_length
+        if x.ndim != 3 or x.shape[-1] != c:
+            raise AceStepError(f"audio must be [batch, samples, {c}], got {tuple(x.shape)}")
+        if x.shape[1] < hop:
+            raise AceStepError(f"audio is too short to encode: {x.shape[1]} samples, need at least {hop}")

@@ -1,0 +1,174 @@
+"""The six tasks' DiT inputs (spec 5.4, 7): instruction, source latents, chunk mask and cover flag.
+
+text2music renders from silence; the editing tasks start from a source
+recording's VAE latents:
+
+| task     | instruction                                    | context source                 | chunk mask          | cover |
+|----------|------------------------------------------------|--------------------------------|---------------------|-------|
+| cover    | Generate audio semantic tokens ...             | FSQ round trip of the source   | 1                   | yes   |
+| repaint  | Repaint the mask area ...                      | source, region silenced        | 1 in region, 0 out  | no    |
+| extract  | Extract the TRACK track from the audio:        | source                         | 1                   | no    |
+| lego     | Generate the TRACK track based on the audio... | source (not silenced)          | 1 in region, 0 out  | no    |
+| complete | Complete the input track with A | B:           | source                         | 1                   | no    |
+
+extract, lego and complete are trained into the base model only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from ..errors import AceStepError
+from .prompts import TRACKS, instruction
+
+TASKS = ("text2music", "cover", "repaint", "extract", "lego", "complete")
+BASE_ONLY = ("extract", "lego", "complete")
+HOP = 1920  # samples per latent frame at 48 kHz
+MIN_SOURCE_SECONDS, MAX_SOURCE_SECONDS = 1.0, 600.0
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str = "text2music"
+    repaint_start: float = 0.0  # seconds; repaint and lego
+    repaint_end: float | None = None  # seconds; None (or <= 0): the end of the source
+    track: str | None = None  # extract, lego
+    tracks: Sequence[str] | None = None  # complete
+    cover_strength: float = 1.0  # cover: the share of steps conditioned on the source (spec 5.8)
+    repaint_mode: str = "balanced"  # repaint/lego: how much of the source is re-imposed (spec 5.8)
+    repaint_strength: float = 0.5
+
+    def __post_init__(self):
+        if self.name not in TASKS:
+            raise AceStepError(f"unknown task {self.name!r} (choose from {', '.join(TASKS)})")
+        for t in ([self.track] if self.track else []) + list(self.tracks or []):
+            if t not in TRACKS:
+                raise AceStepError(f"unknown track {t!r} (choose from {', '.join(TRACKS)})")
+        if self.track and self.name not in ("extract", "lego"):
+            raise AceStepError(f"a track is given for extract and lego, not for {self.name} (complete takes tracks)")
+        if self.tracks and self.name != "complete":
+            raise AceStepError(f"tracks are given for the complete task, not for {self.name}")
+        if not 0.0 <= self.cover_strength <= 1.0:
+            raise AceStepError(f"cover strength must be between 0 and 1, got {self.cover_strength}")
+        repaint_settings(self.repaint_mode, self.repaint_strength)
+
+    @property
+    def needs_source(self) -> bool:
+        return self.name != "text2music"
+
+    @property
+    def has_region(self) -> bool:
+        return self.name in ("repaint", "lego")
+
+    def instruction(self) -> str:
+        tracks = [self.track] if self.track else list(self.tracks or [])
+        return instruction(self.name, tracks)
+
+    def region(self, frames: int, source_frames: int) -> tuple[int, int] | None:
+        """The repaint/lego region in latent frames (None for the other tasks)."""
+        return region_frames(self.repaint_start, self.repaint_end, frames, source_frames) if self.has_region else None
+
+
+def check_seconds(seconds: float, what: str = "source audio") -> None:
+    """Source and reference recordings last 1 to 600 s."""
+    if not MIN_SOURCE_SECONDS <= seconds <= MAX_SOURCE_SECONDS:
+        raise AceStepError(
+            f"the {what} lasts {seconds:.2f} s; it must last between {MIN_SOURCE_SECONDS:g} and {MAX_SOURCE_SECONDS:g} s"
+        )
+
+
+def check_source(audio: np.ndarray, what: str = "source audio") -> np.ndarray:
+    """A 48 kHz `[samples, 2]` waveform between 1 and 600 s."""
+    check_seconds(audio.shape[0] / 48000, what)
+    return audio
+
+
+def region_frames(start: float, end: float | None, frames: int, source_frames: int) -> tuple[int, int]:
+    """Latent frames [a, b) of a region given in seconds (spec 5.4): `int(s * 48000 // 1920)`; end None or <= 0
+    means the end of the source. A region that starts before or after the audio, ends after it, or is
+    inverted is an error."""
+    length = source_frames * HOP / 48000
+    if start < 0:
+        raise AceStepError(f"the region starts at {start:g} s, before the audio")
+    if end is not None and end > 0 and end <= start:
+        raise AceStepError(f"the region is inverted or empty: start {start:g} s, end {end:g} s")
+    a = int(start * 48000 // HOP)
+    if a >= source_frames:
+        raise AceStepError(f"the region starts at {start:g} s, after the end of the audio ({length:g} s)")
+    if end is not None and end > 0 and int(end * 48000 // HOP) > source_frames:
+        raise AceStepError(f"the region ends at {end:g} s, after the end of the audio ({length:g} s)")
+    b = source_frames if end is None or end <= 0 else int(end * 48000 // HOP)
+    b = min(b, frames)
+    if b <= a:
+        raise AceStepError(f"the region {start:g}-{end:g} s holds no latent frame")
+    return a, b
+
+
+def fit_frames(latents: mx.array, frames: int, silence: mx.array) -> mx.array:
+    """Source latents `[T, C]` cropped or padded with the silence latent's frames to `frames`."""
+    if latents.shape[0] >= frames:
+        return latents[:frames]
+    pad = silence[0, latents.shape[0]:frames].astype(latents.dtype)
+    return mx.concatenate([latents, pad], axis=0)
+
+
+def region_mask(frames: int, region: tuple[int, int]) -> mx.array:
+    a, b = region
+    return (mx.arange(frames) >= a) & (mx.arange(frames) < b)
+
+
+def task_context(task: Task, src: mx.array, frames: int, silence: mx.array, region: tuple[int, int] | None):
+    """(source latents `[T, C]`, chunk mask `[T]`, is_cover) of one item for the context latents (spec 5.4)."""
+    src = fit_frames(src, frames, silence)
+    mask = mx.ones((frames,))
+    if region is not None:
+        inside = region_mask(frames, region)
+        mask = inside.astype(mx.float32)
+        if task.name == "repaint":  # the region is silenced; lego keeps the source under it
+            src = mx.where(inside[:, None], silence[0, :frames].astype(src.dtype), src)
+    return src, mask, task.name == "cover"
+
+
+# -- repaint's extras (spec 5.8, 5.9): latent injection, blend, waveform splice ---------------------
+
+REPAINT_MODES = ("balanced", "conservative", "aggressive")
+
+
+def repaint_settings(mode: str = "balanced", strength: float = 0.5) -> tuple[float, int, float]:
+    """(share of steps with injection, blend ramp in frames, waveform cross-fade in seconds) of a repaint mode."""
+    if mode == "aggressive":
+        return 0.0, 0, 0.0
+    if mode == "conservative":
+        return 1.0, 25, 0.05
+    if mode != "balanced":
+        raise AceStepError(f"unknown repaint mode {mode!r} (choose from {', '.join(REPAINT_MODES)})")
+    if not 0.0 <= strength <= 1.0:
+        raise AceStepError(f"repaint strength must be between 0 and 1, got {strength}")
+    return 1.0 - strength, round(25 * (1.0 - strength)), 0.05 * (1.0 - strength)
+
+
+def region_weights(length: int, a: int, b: int, ramp: int) -> np.ndarray:
+    """1 inside [a, b), 0 outside, with linear ramps of `ramp` steps just outside (end points excluded)."""
+    w = np.zeros(length, dtype=np.float32)
+    w[a:b] = 1.0
+    steps = np.arange(1, ramp + 1, dtype=np.float32) / (ramp + 1)
+    for j, value in enumerate(steps[::-1]):  # a-1 gets the highest weight
+        if a - 1 - j >= 0:
+            w[a - 1 - j] = value
+        if b + j < length:
+            w[b + j] = value
+    return w
+
+
+def splice(generated: np.ndarray, source: np.ndarray, a: int, b: int, xfade_seconds: float, hop: int = HOP) -> np.ndarray:
+    """Outside the region [a, b) (latent frames) the output is the source waveform, cross-faded over
+    `xfade_seconds` on both sides outside the region; `generated` `[samples, 2]`, `source` padded or cut to it."""
+    n = generated.shape[0]
+    src = np.zeros_like(generated)
+    src[: min(n, source.shape[0])] = source[:n]
+    w = region_weights(n, a * hop, min(b * hop, n), int(round(xfade_seconds * 48000)))
+    return w[:, None] * generated + (1 - w[:, None]) * src
