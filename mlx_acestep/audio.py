@@ -22,8 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import AceStepError
-
-SAMPLE_RATE = 48000
+from .limits import SAMPLE_RATE
 
 # File suffix -> (libsndfile format, default subtype)
 _FORMATS = {

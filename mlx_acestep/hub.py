@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +35,22 @@ _DIFFUSERS_PATTERNS = ["model_index.json", "transformer/*", "condition_encoder/*
                        "audio_token_detokenizer/*", "text_encoder/*", "tokenizer/*"]
 
 Log = Callable[[str], None]
+
+
+@dataclass
+class ModelFolders:
+    """Converted MLX component folders (`mlx-acestep convert`): what a pipeline loads."""
+
+    text_encoder: Path
+    dit: Path
+    vae: Path
+    lm: Path | None = None  # the planner LM (optional: without it, no thinking)
+
+    def __post_init__(self):
+        for name in ("text_encoder", "dit", "vae"):
+            setattr(self, name, Path(getattr(self, name)))
+        if self.lm is not None:
+            self.lm = Path(self.lm)
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -58,8 +75,6 @@ def resolve_model(
     `lm`: "0.6B", "1.7B" or "4B" (an error if absent), "auto" (the default 1.7B when the model has it, else
     the one it has, else none) or None (no planner).
     """
-    from .pipeline.acestep import ModelFolders
-
     if lm not in (None, "auto", *LM_SIZES):
         raise AceStepError(f"unknown planner LM {lm!r} (choose {', '.join(LM_SIZES)})")
     quiet = log is None  # a library call prints nothing, not even huggingface_hub's download bars

@@ -94,14 +94,15 @@ class Runner:
 
 def _tokenizers(folder, inp, case):
     """The padded caption/lyric batches from the case's prompt strings, and its tokenizer round trips."""
-    from mlx_acestep.pipeline.prompts import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, PromptTokenizer
+    from mlx_acestep.limits import CAPTION_TOKENS, LYRIC_TOKENS
+    from mlx_acestep.pipeline.prompts import PromptTokenizer
 
     tok = PromptTokenizer(folder)
     for item in case.get("text_tokenizer", []):
         ids = tok.tokenizer(item["text"])["input_ids"]
         assert ids == item["ids"], f"text tokenizer round trip differs for {item['text'][:40]!r}"
-    text_ids, text_mask = tok.batch(case["strings"]["text_prompts"], CAPTION_MAX_TOKENS)
-    lyric_ids, lyric_mask = tok.batch(case["strings"]["lyric_prompts"], LYRIC_MAX_TOKENS)
+    text_ids, text_mask = tok.batch(case["strings"]["text_prompts"], CAPTION_TOKENS)
+    lyric_ids, lyric_mask = tok.batch(case["strings"]["lyric_prompts"], LYRIC_TOKENS)
     return {
         "text_token_ids": text_ids,
         "text_attention_mask": text_mask,
@@ -267,18 +268,18 @@ def _pipeline(dit_folder, inp, case):
     """
     import mlx.core as mx
 
+    from mlx_acestep.pipeline import ACEStep, ModelFolders
     from mlx_acestep.pipeline.conditioning import PromptTokens
-    from mlx_acestep.pipeline.acestep import ACEStep, ModelFolders
-    from mlx_acestep.pipeline.prompts import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS
+    from mlx_acestep.limits import CAPTION_TOKENS, LYRIC_TOKENS
 
     root = dit_folder.parent
     pipe = ACEStep(ModelFolders(next(root.glob("Qwen3-Embedding*")), dit_folder, root / "vae"))
     tokens = PromptTokens(inp["text_token_ids"], inp["text_attention_mask"].astype(bool),
                           inp["lyric_token_ids"], inp["lyric_attention_mask"].astype(bool))
     if "text_prompts" in case:  # the pipeline's tokenizer gives the reference's ids for the recorded prompts
-        ids, mask = pipe.tokenizer.batch(case["text_prompts"], CAPTION_MAX_TOKENS)
+        ids, mask = pipe.tokenizer.batch(case["text_prompts"], CAPTION_TOKENS)
         assert np.array_equal(ids, tokens.text_ids) and np.array_equal(mask, tokens.text_mask), "caption ids differ"
-        ids, mask = pipe.tokenizer.batch(case["lyric_prompts"], LYRIC_MAX_TOKENS)
+        ids, mask = pipe.tokenizer.batch(case["lyric_prompts"], LYRIC_TOKENS)
         assert np.array_equal(ids, tokens.lyric_ids) and np.array_equal(mask, tokens.lyric_mask), "lyric ids differ"
     noise = mx.array(inp["noise"])
     out = pipe.generate_from_tokens(tokens, noise.shape[1], noise, sampler_settings(case), timbre_frames=case.get("timbre_frames"))

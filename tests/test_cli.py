@@ -165,7 +165,7 @@ def test_generate_thinks_with_the_tiny_planner_offline(tmp_path, monkeypatch):
     assert " lm " in result.output.split("RTF", 1)[1]  # the planner's phase is timed
     for args, needle in [(["--no-thinking", "--lm", "0.6B"], "mean nothing with --no-thinking"),
                          (["--lm", "4B"], "no planner LM 4B (available: acestep-5Hz-lm-0.6B)"),
-                         (["--lm-top-p", "0"], "--lm-top-p in (0, 1]")]:
+                         (["--lm-top-p", "0"], "--lm-top-p must be in (0, 1], got 0")]:
         bad = generate("gentle piano", "--model", "tiny", "--duration", 10, *args, "-o", "b.wav", cwd=tmp_path)
         assert bad.exit_code == 1 and needle in bad.output.splitlines()[-1], (args, bad.output)
     assert not (tmp_path / "b.wav").exists()

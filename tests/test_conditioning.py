@@ -14,7 +14,7 @@ import pytest
 
 from conftest import PARITY_ERRORS
 from helpers import diffusers_condition_encoder, rel_err
-from mlx_acestep.pipeline.conditioning import ConditionBuilder, ConditionInput, timbre_window
+from mlx_acestep.pipeline.conditioning import ConditionInput, encode_prompts, reference_clips, timbre_window, tokenize_items
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.pipeline.prompts import Metas, instruction
 
@@ -31,9 +31,44 @@ LYRICS = [
 ]
 
 
+class Conditioner:
+    """Requests -> the DiT's condition through the package's own steps (the README's conditioning example)."""
+
+    def __init__(self, text_dir, dit_dir):
+        from mlx_acestep.loading import load_component, load_silence_latent
+        from mlx_acestep.pipeline.prompts import PromptTokenizer
+
+        self.tokenizer = PromptTokenizer(text_dir)
+        self.text_encoder = load_component(text_dir, "text_encoder")
+        self.dit = load_component(dit_dir, "dit")
+        self.silence = load_silence_latent(dit_dir)
+        self.timbre_frames = self.dit.config.timbre_fix_frame
+
+    def tokenize(self, items):
+        return tokenize_items(self.tokenizer, items)
+
+    def references(self, items, seed=0):
+        return reference_clips(items, self.silence, self.timbre_frames, self.dit.dtype, seed)
+
+    def __call__(self, items, seed=0, frames=16):
+        """The text encoder's states and the prepared condition's fields, as one namespace."""
+        from types import SimpleNamespace
+
+        text = encode_prompts(self.text_encoder, self.tokenize(items))
+        dtype = self.dit.dtype
+        refer, order = self.references(items, seed)
+        b = len(items)
+        src = mx.broadcast_to(self.silence[:, :frames].astype(dtype), (b, frames, 64))
+        prepared = self.dit.prepare_condition(
+            text.text_hidden_states.astype(dtype), text.text_attention_mask, text.lyric_hidden_states.astype(dtype),
+            text.lyric_attention_mask, refer, mx.array(order), src, mx.ones((b, frames)), mx.zeros((b,), mx.bool_),
+            self.silence)
+        return SimpleNamespace(**vars(text), **vars(prepared))
+
+
 @pytest.fixture(scope="module")
 def builder(converted):
-    return ConditionBuilder.from_folders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo")
+    return Conditioner(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo")
 
 
 def requests(clips):
@@ -195,7 +230,7 @@ def test_bfloat16_entry_point_against_float32(fixtures, builder, tmp_path):
     for name in ("Qwen3-Embedding-0.6B", "acestep-v15-turbo"):
         shutil.copytree(fixtures / "checkpoints" / name, tmp_path / "src" / name)
     convert_checkpoints(tmp_path / "src", tmp_path / "bf16", ConvertOptions(dtype="bfloat16"))
-    half = ConditionBuilder.from_folders(tmp_path / "bf16" / "Qwen3-Embedding-0.6B", tmp_path / "bf16" / "acestep-v15-turbo")
+    half = Conditioner(tmp_path / "bf16" / "Qwen3-Embedding-0.6B", tmp_path / "bf16" / "acestep-v15-turbo")
     clips = [np.random.default_rng(4).standard_normal((750, 64)).astype(np.float32)]
     got = half(requests(clips)).encoder_hidden_states
     assert got.dtype == mx.bfloat16

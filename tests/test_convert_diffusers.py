@@ -307,7 +307,7 @@ def test_xl_encoder_widths_are_rebuilt(tmp_path):
 
 def test_a_diffusers_folder_generates_the_same_song_as_the_original_root(diffusers_root, converted, tmp_path):
     """`--model <diffusers folder>`: converted once into the cache, then the pipeline as for the original layout."""
-    from mlx_acestep.pipeline.acestep import ACEStep, ModelFolders
+    from mlx_acestep.pipeline import ACEStep, ModelFolders
 
     pipe = ACEStep.from_pretrained(diffusers_root("turbo"), cache_dir=tmp_path)
     assert pipe.folders.dit.name == "acestep-v15-turbo" and pipe.folders.dit.parent.parent == tmp_path / "converted"

@@ -1,5 +1,43 @@
-"""From a request to audio: the `ACEStep` facade and what it runs (conditioning, planner, sampler, tasks)."""
+"""From a request to audio: the `ACEStep` facade and what it runs.
 
-from .acestep import ACEStep, Cancelled, GenerationResult, ModelFolders, PhaseMeter, Progress
+    acestep.py       the facade: from_pretrained, generate, the phases
+    request.py       GenerationRequest: every validation, and what depends on the model family
+    residency.py     which modules are loaded when (one role map for load and release), the phase meter
+    results.py       Progress, Cancelled, GenerationResult
+    conditioning.py  prompts -> tokens -> text encoder -> the DiT's condition
+    prompts.py       the reference's caption / lyric prompts and instructions, the tokenizer
+    planner.py       the 5 Hz planner LM: prompts, the audio-code phase, Plan
+    planner_constraint.py  the planner's constrained <think> metadata block
+    sampler.py       turbo and base/SFT flow-matching samplers, guidance
+    tasks.py         the six tasks' DiT inputs and repaint's extras
+    sources.py       the editing tasks' recordings, read and VAE-encoded
+    postprocess.py   peak limiting, splice, normalisation
 
-__all__ = ["ACEStep", "Cancelled", "GenerationResult", "ModelFolders", "PhaseMeter", "Progress"]
+The names below are imported on first use (the command line builds a request
+before any model, and mlx-lm, is imported).
+"""
+
+import importlib
+
+_EXPORTS = {
+    "ACEStep": "acestep",
+    "initial_noise": "acestep",
+    "GenerationRequest": "request",
+    "RequestError": "request",
+    "GenerationResult": "results",
+    "Generated": "results",
+    "Progress": "results",
+    "Cancelled": "results",
+    "PhaseMeter": "residency",
+    "ModelFolders": "..hub",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = _EXPORTS[name]
+        target = importlib.import_module(f"mlx_acestep.{module[2:]}" if module.startswith("..") else f"{__name__}.{module}")
+        return getattr(target, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,17 @@
-"""From what the user asks for to the packed encoder states the DiT cross-attends to.
+"""From what the user asks for to the DiT's inputs, as the reference handler assembles them (spec 3.2, 3.3, 5.1, 5.4).
 
-One call turns a batch of requests (caption, lyrics, metas, language, task
-instruction, optional reference latents) into `encoder_hidden_states`
-`[B, L, E]` and its mask, as the reference handler assembles them (spec 3.2,
-3.3, 5.1, 5.4):
+A batch of `ConditionInput`s (caption, lyrics, metas, language, task instruction,
+optional reference latents) goes through three steps, the same for the pipeline,
+the tests and a caller of the parts:
+
+    tokens = tokenize_items(tokenizer, items)                  # prompts -> ids
+    text = encode_prompts(text_encoder, tokens)                # the text encoder
+    refer, order = reference_clips(items, silence, 750, dtype) # timbre clips
+    prepared = dit.prepare_condition(text.text_hidden_states, text.text_attention_mask, text.lyric_hidden_states,
+                                     text.lyric_attention_mask, refer, order, src_latents, chunk_masks, is_covers, silence)
+
+`AceStepModel.prepare_condition` (the reference's method of the same name) is the one place where the
+condition is assembled. What each step does:
 
 - caption prompt -> tokenizer (256 tokens) -> Qwen3 text encoder, run without
   an attention mask (causal over the right-padded batch, as the reference);
@@ -16,16 +24,18 @@ instruction, optional reference latents) into `encoder_hidden_states`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import NamedTuple, Sequence, Union
+from typing import TYPE_CHECKING, NamedTuple, Sequence, Union
 
 import mlx.core as mx
 import numpy as np
 
 from ..errors import AceStepError
-from ..models.dit import AceStepModel
-from .prompts import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, Metas, PromptTokenizer, caption_prompt, lyric_prompt
-from ..models.text_encoder import Qwen3TextEncoder
+from ..limits import CAPTION_TOKENS, LYRIC_TOKENS
+from .prompts import Metas, PromptTokenizer, caption_prompt, instruction, lyric_prompt
+
+if TYPE_CHECKING:
+    from ..models.dit import AceStepModel
+    from ..models.text_encoder import Qwen3TextEncoder
 
 LatentClip = Union[mx.array, np.ndarray]
 
@@ -45,16 +55,6 @@ class ConditionInput:
     language: str = "unknown"
     instruction: str | None = None  # None: text2music's; see prompts.instruction() for the others
     reference_latents: LatentClip | Sequence[LatentClip] | None = None
-
-
-@dataclass
-class EncodedConditions:
-    encoder_hidden_states: mx.array  # [B, L, E]
-    encoder_attention_mask: mx.array  # [B, L] bool, a prefix of ones (the DiT ignores it)
-    text_hidden_states: mx.array  # [B, Lt, text_hidden], the text encoder's output
-    text_attention_mask: mx.array  # [B, Lt] bool
-    lyric_hidden_states: mx.array  # [B, Ll, text_hidden], token embeddings
-    lyric_attention_mask: mx.array  # [B, Ll] bool
 
 
 def timbre_window(latents: LatentClip, frames: int = 750, rng: np.random.Generator | None = None) -> mx.array:
@@ -98,6 +98,8 @@ class PromptTokens(NamedTuple):
 
 def tokenize_items(tokenizer: PromptTokenizer, items: Sequence[ConditionInput]) -> PromptTokens:
     """Format each item's caption and lyric prompts and tokenize the batch (256 / 2048 tokens)."""
+    if not items:
+        raise AceStepError("nothing to encode: the batch is empty")
     captions, lyrics = [], []
     for n, item in enumerate(items):
         if not isinstance(item.caption, str) or not item.caption.strip():
@@ -106,7 +108,7 @@ def tokenize_items(tokenizer: PromptTokenizer, items: Sequence[ConditionInput]) 
             raise AceStepError(f"item {n}: lyrics must be a string, got {type(item.lyrics).__name__}")
         captions.append(caption_prompt(item.caption, item.metas, item.instruction))
         lyrics.append(lyric_prompt(item.lyrics, item.language))
-    return PromptTokens(*tokenizer.batch(captions, CAPTION_MAX_TOKENS), *tokenizer.batch(lyrics, LYRIC_MAX_TOKENS))
+    return PromptTokens(*tokenizer.batch(captions, CAPTION_TOKENS), *tokenizer.batch(lyrics, LYRIC_TOKENS))
 
 
 def reference_clips(
@@ -141,61 +143,44 @@ def reference_clips(
     return mx.stack(clips).astype(dtype), np.array(order)
 
 
-class ConditionBuilder:
-    """The text encoder, its tokenizer and the DiT's condition encoder, with the silence latent."""
+@dataclass
+class TextStates:
+    """What the text encoder makes of a batch's prompts: the caption's hidden states, the lyrics' embeddings."""
 
-    def __init__(
-        self,
-        tokenizer: PromptTokenizer,
-        text_encoder: Qwen3TextEncoder,
-        dit: AceStepModel,
-        silence_latent: mx.array,
-        timbre_frames: int | None = None,
-    ):
-        """`timbre_frames` defaults to the DiT config's `timbre_fix_frame` (750 = 30 s)."""
-        timbre_frames = timbre_frames or dit.config.timbre_fix_frame
-        if silence_latent.ndim != 3 or silence_latent.shape[1] < timbre_frames:
-            raise AceStepError(
-                f"the silence latent {tuple(silence_latent.shape)} is shorter than the {timbre_frames}-frame timbre window"
-            )
-        self.tokenizer, self.text_encoder, self.dit = tokenizer, text_encoder, dit
-        self.silence_latent, self.timbre_frames = silence_latent, timbre_frames
+    text_hidden_states: mx.array  # [B, Lt, text_hidden], the text encoder's last hidden state
+    text_attention_mask: mx.array  # [B, Lt] bool
+    lyric_hidden_states: mx.array  # [B, Ll, text_hidden], token embeddings only
+    lyric_attention_mask: mx.array  # [B, Ll] bool
 
-    @classmethod
-    def from_folders(cls, text_encoder_dir: str | Path, dit_dir: str | Path, timbre_frames: int | None = None):
-        """Load from converted folders (`mlx-acestep convert`): Qwen3-Embedding-0.6B/ and acestep-v15-*/."""
-        from ..loading import load_component, load_silence_latent
 
-        return cls(
-            PromptTokenizer(text_encoder_dir),
-            load_component(text_encoder_dir, "text_encoder"),
-            load_component(dit_dir, "dit"),
-            load_silence_latent(dit_dir),
-            timbre_frames,
-        )
+def encode_prompts(text_encoder: Qwen3TextEncoder, tokens: PromptTokens) -> TextStates:
+    """The text encoder over the caption prompts, run without a mask (causal over the right-padded batch, as the
+    reference), and its embedding table over the lyric prompts."""
+    text = text_encoder(mx.array(tokens.text_ids))
+    lyric = text_encoder.embed(mx.array(tokens.lyric_ids))
+    return TextStates(text, mx.array(tokens.text_mask), lyric, mx.array(tokens.lyric_mask))
 
-    @property
-    def dtype(self):
-        return self.dit.dtype
 
-    def tokenize(self, items: Sequence[ConditionInput]) -> PromptTokens:
-        return tokenize_items(self.tokenizer, items)
+def planned_item(plan, caption: str, lyrics: str, duration: float, language: str) -> ConditionInput:
+    """The DiT's inputs after planning (spec 8.6): the LM's caption and metadata, the cover instruction
+    (codes make the task a cover of the hints). The LM's language is used when the user gave none: the
+    reference means to, but reads a misnamed key and keeps "unknown" (spec 8.6); this port does it."""
+    meta = plan.metadata
+    metas = Metas(duration=duration, bpm=meta.get("bpm"), timesignature=meta.get("timesignature"), keyscale=meta.get("keyscale"))
+    if language in (None, "", "unknown"):
+        language = meta.get("language") or "unknown"
+    return ConditionInput(meta.get("caption") or caption, lyrics, metas, language, instruction=instruction("cover"))
 
-    def references(self, items: Sequence[ConditionInput], seed: int = 0) -> tuple[mx.array, np.ndarray]:
-        return reference_clips(items, self.silence_latent, self.timbre_frames, self.dtype, seed)
 
-    def __call__(self, items: ConditionInput | Sequence[ConditionInput], seed: int = 0) -> EncodedConditions:
-        """Encode a batch (ragged prompts and references are fine). `seed` picks the timbre slices."""
-        if isinstance(items, ConditionInput):
-            items = [items]
-        if not items:
-            raise AceStepError("nothing to encode: the batch is empty")
-        text_ids, text_mask, lyric_ids, lyric_mask = self.tokenize(items)
-        refer, order = self.references(items, seed)
-        text_hidden = self.text_encoder(mx.array(text_ids))  # no mask: causal, as the reference
-        lyric_hidden = self.text_encoder.embed(mx.array(lyric_ids))
-        text_mask, lyric_mask = mx.array(text_mask), mx.array(lyric_mask)
-        states, mask = self.dit.encoder(
-            text_hidden.astype(self.dtype), text_mask, lyric_hidden.astype(self.dtype), lyric_mask, refer, mx.array(order)
-        )
-        return EncodedConditions(states, mask, text_hidden, text_mask, lyric_hidden, lyric_mask)
+def code_hints(dit: AceStepModel, codes: np.ndarray, batch: int, frames: int, silence: mx.array, dtype) -> mx.array:
+    """Planner codes `[B, n]` -> 25 Hz hints `[B, frames, C]`: detokenized, padded with the silence latent's first
+    frames (or cropped) to the target length (spec 5.3)."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[0] != batch or codes.shape[1] < 1:
+        raise AceStepError(f"codes have shape {codes.shape}, expected [{batch}, n]")
+    hints = dit.codes_to_hints(mx.array(codes.astype(np.int32))).astype(dtype)
+    short = frames - hints.shape[1]
+    if short > 0:
+        pad = silence[:, :short].astype(dtype)
+        hints = mx.concatenate([hints, mx.broadcast_to(pad, (hints.shape[0], short, pad.shape[2]))], axis=1)
+    return hints[:, :frames]

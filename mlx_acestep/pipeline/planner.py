@@ -23,10 +23,10 @@ import numpy as np
 
 from ..errors import AceStepError
 from ..models.planner_lm import PlannerLM
+from .prompts import NEGATIVE_DEFAULT
 from .planner_constraint import FIELDS, MetadataConstraint, write_metadata
 
 SYSTEM_GENERATE = "# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
-NEGATIVE_DEFAULT = "NO USER INPUT"
 CODES_PER_SECOND = 5
 _CODE = re.compile(r"<\|audio_code_(\d+)\|>")
 

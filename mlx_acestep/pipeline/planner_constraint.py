@@ -33,14 +33,13 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import AceStepError
+from ..limits import BPM, PLANNER_CAPTION_TOKENS, SECONDS
 from .prompts import LANGUAGES
 
 FIELDS = ("bpm", "caption", "duration", "keyscale", "language", "timesignature")
 KEYSCALES = tuple(f"{note}{acc} {mode}" for note in "ABCDEFG" for acc in ("", "#", "b", "♯", "♭") for mode in ("major", "minor"))
 TIME_SIGNATURES = ("2", "3", "4", "6")
-BPM_RANGE = (30, 300)
-DURATION_RANGE = (10, 600)
-CAPTION_MAX_TOKENS = 512
+DURATION_RANGE = (int(SECONDS[0]), int(SECONDS[1]))
 
 
 def _durations(longest: int) -> list[str]:
@@ -71,7 +70,7 @@ class MetadataConstraint:
             raise AceStepError("the LM tokenizer has no <think> / </think> tokens")
         self.names = {f: self._ids(f"{f}:") for f in FIELDS}
         values = {
-            "bpm": [str(v) for v in range(BPM_RANGE[0], BPM_RANGE[1] + 1)],
+            "bpm": [str(v) for v in range(BPM[0], BPM[1] + 1)],
             "duration": _durations(max_duration),
             "keyscale": list(KEYSCALES),
             "language": sorted(LANGUAGES),
@@ -196,7 +195,7 @@ def _write_caption(c: MetadataConstraint, step, pending: list[int], force, sampl
             if not c.text(int(mx.argmax(scores).item())).startswith((" ", "\t")):
                 return
             scores = mx.where(c.continuation_ok, logits, -mx.inf)  # so the line parses as a continuation
-        if count == CAPTION_MAX_TOKENS:
+        if count == PLANNER_CAPTION_TOKENS:
             force(c._ids("\n"))
             return
         token = sample(scores)

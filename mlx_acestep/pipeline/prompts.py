@@ -17,8 +17,7 @@ import numpy as np
 
 from ..errors import AceStepError
 
-CAPTION_MAX_TOKENS = 256
-LYRIC_MAX_TOKENS = 2048
+NEGATIVE_DEFAULT = "NO USER INPUT"  # the planner's unconditional caption when the user gives no negative prompt
 
 INSTRUCTIONS = {
     "text2music": "Fill the audio semantic mask based on the given conditions:",

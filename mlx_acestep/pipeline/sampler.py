@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import mlx.core as mx
 import numpy as np
 
 from ..errors import AceStepError
-from ..models.dit.decoder import AceStepDiTModel
+
+if TYPE_CHECKING:
+    from ..models.dit.decoder import AceStepDiTModel
 
 TURBO_STEPS = 8
 TURBO_SHIFTS = (1, 2, 3)

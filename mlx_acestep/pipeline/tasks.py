@@ -23,12 +23,12 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import AceStepError
+from ..limits import HOP, SAMPLE_RATE, SOURCE_SECONDS
 from .prompts import TRACKS, instruction
+from .sampler import EditHooks
 
 TASKS = ("text2music", "cover", "repaint", "extract", "lego", "complete")
 BASE_ONLY = ("extract", "lego", "complete")
-HOP = 1920  # samples per latent frame at 48 kHz
-MIN_SOURCE_SECONDS, MAX_SOURCE_SECONDS = 1.0, 600.0
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,14 @@ class Task:
 
 def check_seconds(seconds: float, what: str = "source audio") -> None:
     """Source and reference recordings last 1 to 600 s."""
-    if not MIN_SOURCE_SECONDS <= seconds <= MAX_SOURCE_SECONDS:
-        raise AceStepError(
-            f"the {what} lasts {seconds:.2f} s; it must last between {MIN_SOURCE_SECONDS:g} and {MAX_SOURCE_SECONDS:g} s"
-        )
+    lo, hi = SOURCE_SECONDS
+    if not lo <= seconds <= hi:
+        raise AceStepError(f"the {what} lasts {seconds:.2f} s; it must last between {lo:g} and {hi:g} s")
 
 
 def check_source(audio: np.ndarray, what: str = "source audio") -> np.ndarray:
     """A 48 kHz `[samples, 2]` waveform between 1 and 600 s."""
-    check_seconds(audio.shape[0] / 48000, what)
+    check_seconds(audio.shape[0] / SAMPLE_RATE, what)
     return audio
 
 
@@ -91,17 +90,17 @@ def region_frames(start: float, end: float | None, frames: int, source_frames: i
     """Latent frames [a, b) of a region given in seconds (spec 5.4): `int(s * 48000 // 1920)`; end None or <= 0
     means the end of the source. A region that starts before or after the audio, ends after it, or is
     inverted is an error."""
-    length = source_frames * HOP / 48000
+    length = source_frames * HOP / SAMPLE_RATE
     if start < 0:
         raise AceStepError(f"the region starts at {start:g} s, before the audio")
     if end is not None and end > 0 and end <= start:
         raise AceStepError(f"the region is inverted or empty: start {start:g} s, end {end:g} s")
-    a = int(start * 48000 // HOP)
+    a = int(start * SAMPLE_RATE // HOP)
     if a >= source_frames:
         raise AceStepError(f"the region starts at {start:g} s, after the end of the audio ({length:g} s)")
-    if end is not None and end > 0 and int(end * 48000 // HOP) > source_frames:
+    if end is not None and end > 0 and int(end * SAMPLE_RATE // HOP) > source_frames:
         raise AceStepError(f"the region ends at {end:g} s, after the end of the audio ({length:g} s)")
-    b = source_frames if end is None or end <= 0 else int(end * 48000 // HOP)
+    b = source_frames if end is None or end <= 0 else int(end * SAMPLE_RATE // HOP)
     b = min(b, frames)
     if b <= a:
         raise AceStepError(f"the region {start:g}-{end:g} s holds no latent frame")
@@ -117,6 +116,7 @@ def fit_frames(latents: mx.array, frames: int, silence: mx.array) -> mx.array:
 
 
 def region_mask(frames: int, region: tuple[int, int]) -> mx.array:
+    """`[frames]` bool, True inside the region [a, b)."""
     a, b = region
     return (mx.arange(frames) >= a) & (mx.arange(frames) < b)
 
@@ -170,5 +170,23 @@ def splice(generated: np.ndarray, source: np.ndarray, a: int, b: int, xfade_seco
     n = generated.shape[0]
     src = np.zeros_like(generated)
     src[: min(n, source.shape[0])] = source[:n]
-    w = region_weights(n, a * hop, min(b * hop, n), int(round(xfade_seconds * 48000)))
+    w = region_weights(n, a * hop, min(b * hop, n), int(round(xfade_seconds * SAMPLE_RATE)))
     return w[:, None] * generated + (1 - w[:, None]) * src
+
+
+def edit_hooks(task: Task, source: mx.array, frames: int, batch: int, region, silence: mx.array) -> EditHooks | None:
+    """The sampler hooks of an editing task (spec 5.8): cover strength's switch (its second condition is
+    filled in once encoded), repaint/lego's injection and blend; None for the other tasks."""
+    if task.name == "cover" and task.cover_strength < 1.0:
+        return EditHooks(switch_fraction=task.cover_strength)
+    if region is None:
+        return None
+    inject, ramp, _ = repaint_settings(task.repaint_mode, task.repaint_strength)
+    clean = fit_frames(source, frames, silence)
+    inside = region_mask(frames, region)
+    return EditHooks(
+        source=mx.broadcast_to(clean[None], (batch, *clean.shape)),
+        keep=mx.broadcast_to((~inside)[None, :, None], (batch, frames, 1)),
+        inject_fraction=inject,
+        blend=mx.broadcast_to(mx.array(region_weights(frames, *region, ramp))[None, :, None], (batch, frames, 1)),
+    )

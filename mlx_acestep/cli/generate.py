@@ -1,0 +1,196 @@
+"""`mlx-acestep generate`: the flags map onto one `GenerationRequest`, validated before anything loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import AceStepError
+from ..pipeline.tasks import TASKS
+from . import main, user_errors
+from .progress import PhaseBars
+
+# GenerationRequest field -> the flag that sets it, so that a request error names what the user typed.
+FLAGS = {
+    "caption": "CAPTION", "lyrics": "--lyrics", "duration": "--duration", "seed": "--seed", "batch_size": "--batch",
+    "bpm": "--bpm", "key": "--key", "time_signature": "--time-signature", "language": "--language", "steps": "--steps",
+    "shift": "--shift", "guidance": "--guidance", "method": "--method", "thinking": "--thinking",
+    "lm_cfg_scale": "--lm-cfg-scale", "lm_temperature": "--lm-temperature", "lm_top_p": "--lm-top-p", "task": "--task",
+    "src_audio": "--src-audio", "ref_audio": "--ref-audio", "repaint_start": "--repaint-start",
+    "repaint_end": "--repaint-end", "track": "--track", "tracks": "--tracks", "cover_strength": "--cover-strength",
+}
+
+
+def _cli_errors(fn, *args, **kwargs):
+    """Call `fn`; a request error names the flag (`--duration ...`) instead of the field (`duration ...`)."""
+    from ..pipeline.request import RequestError
+
+    try:
+        return fn(*args, **kwargs)
+    except RequestError as e:
+        raise AceStepError(e.render(FLAGS)) from None
+
+
+def _request(**fields):
+    from ..pipeline.request import GenerationRequest
+
+    return _cli_errors(GenerationRequest, **fields)
+
+
+def _load(request, model, dit, **kwargs):
+    """The pipeline; a base-only task on a model without the base DiT says which checkpoint it needs."""
+    from ..pipeline import ACEStep
+
+    try:
+        return ACEStep.from_pretrained(model, dit=dit, **kwargs)
+    except AceStepError as e:
+        if request.required_dit and "no DiT" in str(e):
+            raise AceStepError(f"the {request.task} task needs the base model ({request.required_dit}), which {model} lacks: {e}") from None
+        raise
+
+
+def describe_plan(meta: dict) -> str:
+    """The planner's metadata on one line, caption last."""
+    names = (("bpm", "bpm"), ("keyscale", "key"), ("timesignature", "time signature"), ("language", "language"),
+             ("duration", "duration"))
+    parts = [f"{label} {meta[k]}" for k, label in names if meta.get(k) not in (None, "")]
+    if meta.get("caption"):
+        parts.append(f"caption: {meta['caption']}")
+    return "".join(c if c.isprintable() else "?" for c in ", ".join(parts))
+
+
+def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: str) -> tuple[Path, str]:
+    """The output file (checked writable before any work) and its format."""
+    import os
+
+    path = Path(output) if output else Path(f"acestep-{seed_hint}.{fmt or 'wav'}")
+    suffix = path.suffix.lower().lstrip(".")
+    if not suffix:
+        path, suffix = path.with_suffix(f".{fmt or 'wav'}"), fmt or "wav"
+    if suffix not in ("wav", "flac"):
+        raise AceStepError(f"{path}: unsupported output format .{suffix} (use .wav or .flac)")
+    if fmt and fmt != suffix:
+        raise AceStepError(f"--format {fmt} does not match the output file {path}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise AceStepError(f"{parent}: output folder does not exist")
+    if not os.access(parent, os.W_OK):
+        raise AceStepError(f"{parent}: output folder is not writable")
+    if path.is_dir():
+        raise AceStepError(f"{path}: is a folder; give a file name")
+    return path, suffix
+
+
+@main.command()
+@click.argument("caption")
+@click.option("--lyrics", default=None, help="Lyrics text ([verse], [chorus] ... tags; default [Instrumental]).")
+@click.option("--lyrics-file", type=click.Path(dir_okay=False, path_type=str), default=None, help="Read the lyrics from a file.")
+@click.option("--duration", type=float, default=None,
+              help="Seconds of audio, 10 to 600. Default: the planner chooses (thinking), else 30; editing tasks: the source's length.")
+@click.option("--bpm", type=int, default=None, help="Tempo, 30 to 300 (default: the planner's choice, else N/A).")
+@click.option("--key", "keyscale", default=None, help='Key and scale, e.g. "C major" (default N/A).')
+@click.option("--time-signature", default=None, help="Beats per bar, e.g. 4 (default N/A).")
+@click.option("--language", default="unknown", show_default=True, help="Vocal language code (en, zh, ja, ...).")
+@click.option("--seed", type=int, default=None, help="Random seed (item i of a batch uses seed + i); default random.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Songs to generate at once, 1 to 8.")
+@click.option("--steps", type=int, default=None, help="Diffusion steps (base/SFT; turbo always runs 8). Default per model.")
+@click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
+@click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
+@click.option("--model", default="ACE-Step/Ace-Step1.5", show_default=True,
+              help="Hugging Face repo id, a checkpoint folder (original or diffusers layout, or converted), or 'tiny'.")
+@click.option("--dit", default=None, help="DiT folder inside the model, e.g. acestep-v15-base (default: turbo).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
+              help="Compute dtype when converting a PyTorch checkpoint.")
+@click.option("--quantize", type=click.Choice(["none", "q8", "q4"]), default="none", show_default=True,
+              help="Quantize the DiT's and text encoder's linear layers when converting.")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default=None, help="Output format (default: from -o, else wav).")
+@click.option("-o", "--output", default=None, help="Output file (default acestep-SEED.wav); a batch adds _0, _1, ...")
+@click.option("--cache-dir", default=None, help="Where converted models are kept (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep).")
+@click.option("--reconvert", is_flag=True, help="Convert the PyTorch checkpoint again even if a cached conversion exists.")
+@click.option("--no-normalize", is_flag=True, help="Skip the -1 dBFS peak normalisation.")
+@click.option("--thinking/--no-thinking", default=None,
+              help="Run the 5 Hz planner LM first: it fills in the metadata you left out and writes the audio codes "
+                   "the DiT renders. Default: on when the model has a planner.")
+@click.option("--lm", type=click.Choice(["0.6B", "1.7B", "4B"]), default=None,
+              help="Planner LM size (default 1.7B, or the one the model has).")
+@click.option("--lm-quantize", type=click.Choice(["none", "q8", "q4"]), default="none", show_default=True,
+              help="Quantize the planner's linear layers when converting (embedding and head stay 8-bit).")
+@click.option("--lm-cfg-scale", type=float, default=2.0, show_default=True, help="The planner's CFG scale for the codes.")
+@click.option("--lm-temperature", type=float, default=0.85, show_default=True, help="The planner's sampling temperature.")
+@click.option("--lm-top-p", type=float, default=0.9, show_default=True, help="The planner's nucleus (top-p) sampling.")
+@click.option("--task", type=click.Choice(TASKS), default="text2music", show_default=True,
+              help="text2music, or an editing task on --src-audio: cover (re-style), repaint (regenerate a region), "
+                   "extract / lego (pull out / add --track), complete (add --tracks). extract, lego, complete need the base DiT.")
+@click.option("--src-audio", type=click.Path(dir_okay=False, path_type=str), default=None, help="The source recording of an editing task.")
+@click.option("--ref-audio", type=click.Path(dir_okay=False, path_type=str), default=None, help="A recording whose timbre to borrow (any task).")
+@click.option("--repaint-start", type=float, default=0.0, show_default=True, help="repaint/lego: region start in seconds.")
+@click.option("--repaint-end", type=float, default=None, help="repaint/lego: region end in seconds (default: the end of the source).")
+@click.option("--track", default=None, help="extract/lego: the track, e.g. vocals, drums, bass, guitar.")
+@click.option("--tracks", default=None, help="complete: comma-separated tracks to add, e.g. drums,bass.")
+@click.option("--cover-strength", type=float, default=1.0, show_default=True,
+              help="cover: the share of steps conditioned on the source (below 1 the rest follow the caption alone).")
+@user_errors
+def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signature, language, seed, batch, steps, shift,
+             guidance, model, dit, dtype, quantize, fmt, output, cache_dir, reconvert, no_normalize, thinking, lm,
+             lm_quantize, lm_cfg_scale, lm_temperature, lm_top_p, task, src_audio, ref_audio, repaint_start, repaint_end,
+             track, tracks, cover_strength):
+    """Generate music from CAPTION (a description: genre, mood, instruments).
+
+    \b
+    mlx-acestep generate "gentle piano, warm strings" --duration 30 -o piano.wav
+    mlx-acestep generate "gentle piano" --lm 0.6B --lm-quantize q8 -o piano.wav   # a smaller, faster planner
+    mlx-acestep generate "jazz trio" --task cover --src-audio song.wav -o jazz.wav
+    mlx-acestep generate "choir" --task repaint --src-audio song.wav --repaint-start 20 --repaint-end 30 -o fix.wav
+    mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
+    """
+    import warnings
+
+    if lyrics is not None and lyrics_file is not None:
+        raise AceStepError("give --lyrics or --lyrics-file, not both")
+    if lyrics_file is not None:
+        try:
+            lyrics = Path(lyrics_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise AceStepError(f"{lyrics_file}: cannot read the lyrics ({e.__class__.__name__}: {e})") from None
+    request = _request(
+        caption=caption, lyrics="[Instrumental]" if lyrics is None else lyrics, duration=duration, seed=seed,
+        batch_size=batch, bpm=bpm, key=keyscale, time_signature=time_signature, language=language, steps=steps,
+        shift=shift, guidance=guidance, normalize=not no_normalize, thinking=thinking, lm_cfg_scale=lm_cfg_scale,
+        lm_temperature=lm_temperature, lm_top_p=lm_top_p, task=task, src_audio=src_audio, ref_audio=ref_audio,
+        repaint_start=repaint_start, repaint_end=repaint_end, track=track,
+        tracks=[t.strip() for t in tracks.split(",")] if tracks else None, cover_strength=cover_strength,
+    )
+    if request.job.needs_source:
+        thinking = False  # the planner is for text2music: don't load it
+    if thinking is False and (lm is not None or lm_quantize != "none"):
+        raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
+    path, _ = _output_paths(output, fmt, batch, str(seed) if seed is not None else "random")
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        click.echo(f"warning: {message}", err=True)
+
+    bars = PhaseBars()
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        pipe = _load(
+            request, model, dit=dit or request.required_dit, dtype=dtype, quantize=None if quantize == "none" else quantize,
+            cache_dir=cache_dir, lm=None if thinking is False else (lm or "auto"),
+            lm_quantize=None if lm_quantize == "none" else lm_quantize, reconvert=reconvert,
+            log=lambda m: click.echo(m, err=True), keep_loaded=False,
+        )
+        if model == "tiny":
+            click.echo("note: --model tiny has random weights; it checks the pipeline end to end and produces noise", err=True)
+        try:
+            result = _cli_errors(pipe.generate, request, callback=bars)
+        finally:
+            bars.close()
+    if output is None and seed is None:
+        path = path.with_name(f"acestep-{result.seeds[0]}{path.suffix}")
+    written = result.save(path)
+    for i, (p, s) in enumerate(zip(written, result.seeds)):
+        click.echo(f"wrote {p} ({result.duration:g} s, 48 kHz stereo, seed {s})")
+        if result.metadata:
+            click.echo("  planner: " + describe_plan(result.metadata[i]))
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    click.echo(f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB")

@@ -1,0 +1,44 @@
+"""Progress bars on stderr, driven by the library's callbacks."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+
+@contextlib.contextmanager
+def progress_bar(label: str):
+    """A stderr progress bar driven by the library's (done, total) callbacks."""
+    with click.progressbar(length=1, label=label, file=click.get_text_stream("stderr")) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        yield advance
+
+
+class PhaseBars:
+    """One stderr progress bar per pipeline phase, driven by the pipeline's Progress callback."""
+
+    LABELS = {"lm": "planner LM   ", "text": "text encoder", "condition": "conditioning ", "dit": "diffusion    ",
+              "vae": "VAE decode   "}
+
+    def __init__(self):
+        self.phase, self.bar = None, None
+
+    def __call__(self, progress) -> None:
+        if progress.phase != self.phase:
+            self.close()
+            self.phase = progress.phase
+            label = self.LABELS.get(progress.phase, progress.phase)
+            self.bar = click.progressbar(length=max(progress.total, 1), label=label, file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+        self.bar.length = max(progress.total, 1)
+        self.bar.update(progress.done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None

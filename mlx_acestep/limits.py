@@ -1,0 +1,38 @@
+"""The numbers every entry point shares: audio rates, the ranges a request may take, token caps, defaults.
+
+Each lives here once; the request, the CLI's help, the planner's constraint and the
+pipeline import it from here.
+"""
+
+SAMPLE_RATE = 48000  # Hz, stereo
+HOP = 1920  # audio samples per latent frame (25 latent frames per second)
+
+SECONDS = (10.0, 600.0)  # a generated song
+DEFAULT_SECONDS = 30.0  # text2music without the planner and without a duration
+SOURCE_SECONDS = (1.0, 600.0)  # a source or reference recording of the editing tasks
+MIN_FRAMES = 128  # the reference pads every target to at least 128 latent frames (spec 5.2)
+MAX_BATCH = 8
+BPM = (30, 300)
+SEED_MAX = 2**63 - 1
+
+STEPS = (1, 200)  # diffusion steps (base / SFT)
+SHIFT = (0.0, 10.0)  # timestep shift, in (lo, hi]
+GUIDANCE = (0.0, 30.0)  # CFG scale
+LM_CFG_SCALE = (0.0, 30.0)  # the planner's, in (lo, hi]
+LM_TEMPERATURE = (0.0, 10.0)  # 0 = greedy
+
+# Token caps. The DiT's caption prompt and lyric prompt are truncated to these (with a warning), as the
+# reference's text encoder does; the planner may write at most PLANNER_CAPTION_TOKENS of caption in its
+# <think> block (the reference's limit on generated text, a different thing from the prompt cap).
+CAPTION_TOKENS = 256
+LYRIC_TOKENS = 2048
+PLANNER_CAPTION_TOKENS = 512
+
+
+def seconds_of(frames: int) -> float:
+    return frames * HOP / SAMPLE_RATE
+
+
+def frames_of(seconds: float) -> int:
+    """Latent frames of a duration: rounded to 0.1 s, `int(d * 48000) // 1920` (spec 5.2)."""
+    return int(round(seconds, 1) * SAMPLE_RATE) // HOP

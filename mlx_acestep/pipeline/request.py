@@ -1,0 +1,311 @@
+"""One generation request, validated once: what the CLI, the Python API (and a server) all build.
+
+`GenerationRequest(...)` checks everything that does not depend on the model
+(types, ranges, the task and its inputs, audio files) when it is made, so a bad
+request fails before anything loads. `ACEStep.generate` then resolves what does
+depend on the model with `for_model()`: whether the planner runs, the duration,
+the sampler settings of the model family, base-only tasks.
+
+What "no duration" means is decided here, once: an editing task renders its
+source's length; with the planner on (thinking), the planner chooses; otherwise
+`DEFAULT_SECONDS` (30 s).
+
+Errors are `RequestError`s: they name the field, and the command line shows its
+flag instead (`--duration must be ...` where Python says `duration must be ...`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import secrets
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import AceStepError
+from ..limits import (
+    BPM, DEFAULT_SECONDS, GUIDANCE, HOP, LM_CFG_SCALE, LM_TEMPERATURE, MAX_BATCH, SAMPLE_RATE, SECONDS, SEED_MAX, SHIFT, STEPS)
+from .prompts import NEGATIVE_DEFAULT
+from .sampler import BaseSettings, TurboSettings, turbo_timesteps
+from .tasks import BASE_ONLY, Task, check_seconds
+
+BASE_DIT = "acestep-v15-base"
+
+
+class RequestError(AceStepError):
+    """A bad request field. `str()` names the field; `render(names)` names it as the caller knows it."""
+
+    def __init__(self, name: str, template: str):
+        self.name, self.template = name, template
+        super().__init__(template.format(name=name))
+
+    def render(self, names: dict[str, str]) -> str:
+        return self.template.format(name=names.get(self.name, self.name))
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    steps: int
+    shift: float
+    guidance: float
+
+
+# Per model family, as the reference's UI runs them (spec 9.2): turbo always runs its 8-step table
+# without CFG; base and SFT use APG guidance 7.0. Shift 3.0 is the UI/REST default for all.
+MODEL_DEFAULTS = {
+    "turbo": SamplerDefaults(steps=8, shift=3.0, guidance=1.0),
+    "base": SamplerDefaults(steps=32, shift=3.0, guidance=7.0),
+    "sft": SamplerDefaults(steps=50, shift=3.0, guidance=7.0),
+}
+METHODS = ("ode", "sde")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _number(name: str, v, lo: float, hi: float, what: str = "", low_open: bool = False, optional: bool = True):
+    """A finite real in [lo, hi] (or (lo, hi]); `what` is the unit for the message."""
+    if v is None and optional:
+        return None
+    unit = f" {what}" if what else ""
+    if not _is_number(v) or not math.isfinite(v):
+        raise RequestError(name, f"{{name}} must be a number{unit}, got {v!r}")
+    if (v <= lo if low_open else v < lo) or v > hi:
+        span = f"in ({lo:g}, {hi:g}]" if low_open else f"between {lo:g} and {hi:g}"
+        raise RequestError(name, f"{{name}} must be {span}{unit}, got {v:g}")
+    return v
+
+
+def _integer(name: str, v, lo: int, hi: int, optional: bool = True):
+    if v is None and optional:
+        return None
+    if not _is_int(v):
+        raise RequestError(name, f"{{name}} must be a whole number, got {v!r}")
+    if not lo <= v <= hi:
+        raise RequestError(name, f"{{name}} must be between {lo} and {hi}, got {v}")
+    return int(v)
+
+
+def _text(name: str, v, optional: bool = True):
+    if v is None and optional:
+        return None
+    if not isinstance(v, str):
+        raise RequestError(name, f"{{name}} must be text, got {type(v).__name__}")
+    return v
+
+
+def check_seeds(seed, batch: int) -> None:
+    """One int (item i gets seed + i), one per item, None or -1 (random)."""
+    if seed is None or (_is_int(seed) and seed == -1):
+        return
+    seeds = [seed] if _is_int(seed) or not isinstance(seed, Sequence) or isinstance(seed, str) else list(seed)
+    for s in seeds:
+        if not _is_int(s):
+            raise RequestError("seed", f"{{name}} must be a whole number (or -1 for random), got {s!r}")
+    if not _is_int(seed) and len(seeds) != batch:
+        raise RequestError("seed", f"got {len(seeds)} seeds for a batch of {batch}")
+    top = max(seeds) + (batch - 1 if _is_int(seed) else 0)
+    if min(seeds) < 0 or top > SEED_MAX:
+        raise RequestError("seed", f"{{name}} must be between 0 and 2**63 - 1 (or -1 for random), got {seed}")
+
+
+def resolve_seeds(seed, batch: int) -> list[int]:
+    """One seed per item. None or -1: random; one int: seed, seed+1, ... (upstream draws fresh ones; this repeats)."""
+    check_seeds(seed, batch)
+    if seed is None or (_is_int(seed) and seed == -1):
+        return [secrets.randbits(32) for _ in range(batch)]
+    if _is_int(seed):
+        return [int(seed) + i for i in range(batch)]
+    return [int(s) for s in seed]
+
+
+def audio_file_seconds(path: str | Path, name: str) -> float:
+    """The length of an audio file, checked to be present, decodable and 1 to 600 s long (without reading it)."""
+    import soundfile as sf
+
+    if not Path(path).is_file():
+        raise RequestError(name, f"{{name}} {path}: file not found")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise RequestError(name, f"{{name}} {path}: cannot decode audio ({e})") from None
+    try:
+        check_seconds(info.duration, f"{name} {path}")
+    except AceStepError as e:
+        raise RequestError(name, str(e).replace(f"{name} {path}", f"{{name}} {path}", 1)) from None
+    return info.duration
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything one generation needs to know; see the module docstring and `ACEStep.generate`."""
+
+    caption: str
+    lyrics: str = "[Instrumental]"
+    duration: float | None = None  # None: the source's length, the planner's choice, or DEFAULT_SECONDS
+    seed: int | Sequence[int] | None = None  # item i uses seed + i; a list gives one per item; None: random
+    batch_size: int = 1
+    bpm: int | None = None
+    key: str | None = None
+    time_signature: int | str | None = None
+    language: str = "unknown"
+    steps: int | None = None  # None: the model family's default
+    shift: float | None = None
+    guidance: float | None = None
+    method: str = "ode"
+    normalize: bool = True
+    thinking: bool | None = None  # None: on when the model has a planner LM and the task is text2music
+    lm_cfg_scale: float = 2.0
+    lm_temperature: float = 0.85
+    lm_top_p: float = 0.9
+    negative_prompt: str = NEGATIVE_DEFAULT
+    task: str = "text2music"
+    src_audio: str | Path | np.ndarray | None = None  # a file, or a 48 kHz [samples, channels] array
+    ref_audio: str | Path | np.ndarray | None = None
+    repaint_start: float = 0.0
+    repaint_end: float | None = None
+    track: str | None = None
+    tracks: Sequence[str] | None = None
+    cover_strength: float = 1.0
+    repaint_mode: str = "balanced"
+    repaint_strength: float = 0.5
+    src_latents: object = None  # [T, 64] VAE latents standing in for src_audio
+    ref_latents: object = None
+    job: Task = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.caption, str):
+            raise RequestError("caption", f"{{name}} must be text, got {type(self.caption).__name__}")
+        if not self.caption.strip():
+            raise RequestError("caption", "the caption is empty; describe the music (genre, mood, instruments)")
+        _text("lyrics", self.lyrics, optional=False)
+        _number("duration", self.duration, *SECONDS, what="seconds")
+        _integer("batch_size", self.batch_size, 1, MAX_BATCH, optional=False)
+        check_seeds(self.seed, self.batch_size)
+        _integer("bpm", self.bpm, *BPM)
+        _text("key", self.key)
+        if self.time_signature is not None and not (_is_int(self.time_signature) or isinstance(self.time_signature, str)):
+            raise RequestError("time_signature", f"{{name}} must be a number of beats or text, got {self.time_signature!r}")
+        _text("language", self.language, optional=False)
+        _integer("steps", self.steps, *STEPS)
+        _number("shift", self.shift, *SHIFT, low_open=True)
+        _number("guidance", self.guidance, *GUIDANCE)
+        if self.method not in METHODS:
+            raise RequestError("method", f"unknown sampling method {self.method!r} (choose ode or sde)")
+        if not isinstance(self.normalize, bool):
+            raise RequestError("normalize", f"{{name}} must be True or False, got {self.normalize!r}")
+        if self.thinking is not None and not isinstance(self.thinking, bool):
+            raise RequestError("thinking", f"{{name}} must be True, False or None, got {self.thinking!r}")
+        _number("lm_cfg_scale", self.lm_cfg_scale, *LM_CFG_SCALE, low_open=True, optional=False)
+        _number("lm_temperature", self.lm_temperature, *LM_TEMPERATURE, optional=False)
+        _number("lm_top_p", self.lm_top_p, 0.0, 1.0, low_open=True, optional=False)
+        _text("negative_prompt", self.negative_prompt, optional=False)
+        for name in ("repaint_start", "repaint_end", "cover_strength", "repaint_strength"):
+            value = getattr(self, name)
+            if value is not None and (not _is_number(value) or not math.isfinite(value)):
+                raise RequestError(name, f"{{name}} must be a number, got {value!r}")
+        tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
+        object.__setattr__(self, "tracks", tracks)
+        object.__setattr__(self, "job", Task(self.task, self.repaint_start, self.repaint_end, self.track, tracks,
+                                             self.cover_strength, self.repaint_mode, self.repaint_strength))
+        self._check_task_inputs()
+
+    def _check_task_inputs(self) -> None:
+        job = self.job
+        given = self.src_audio is not None or self.src_latents is not None
+        if job.needs_source and not given:
+            raise RequestError("src_audio", f"the {job.name} task needs source audio ({{name}})")
+        if not job.needs_source and given:
+            raise RequestError("src_audio", "{name} is for the editing tasks (cover, repaint, extract, lego, complete); "
+                                            "choose one with task")
+        if self.src_audio is not None and self.src_latents is not None:
+            raise RequestError("src_latents", "give src_audio or src_latents, not both")
+        if self.ref_audio is not None and self.ref_latents is not None:
+            raise RequestError("ref_latents", "give ref_audio or ref_latents, not both")
+        if job.needs_source and self.thinking:
+            raise RequestError("thinking", f"{{name}} is for text2music; the {job.name} task follows its source audio")
+        for name in ("src_audio", "ref_audio"):
+            path = getattr(self, name)
+            if isinstance(path, (str, Path)):
+                seconds = audio_file_seconds(path, name)
+                if name == "src_audio" and job.has_region:
+                    frames = int(seconds * SAMPLE_RATE) // HOP
+                    job.region(frames, frames)
+
+    def replace(self, **changes) -> "GenerationRequest":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def required_dit(self) -> str | None:
+        """The DiT a task is trained into, when only one is: extract, lego and complete need the base model."""
+        return BASE_DIT if self.task in BASE_ONLY else None
+
+    # -- what depends on the model ----------------------------------------------------------------
+
+    def thinking_for(self, has_planner: bool) -> bool:
+        if self.thinking is None:
+            return has_planner and not self.job.needs_source
+        if self.thinking and not has_planner:
+            raise RequestError("thinking", "{name} needs the planner LM and this model has none "
+                                           "(load it with lm=..., or turn thinking off)")
+        return self.thinking
+
+    def duration_for(self, thinking: bool) -> float | None:
+        """The requested length, or what "none" means: None for the source's length or the planner's choice."""
+        if self.duration is not None:
+            return float(self.duration)
+        if self.job.needs_source or thinking:
+            return None
+        return DEFAULT_SECONDS
+
+    def check_model(self, family: str, name: str) -> None:
+        if self.task in BASE_ONLY and family != "base":
+            raise RequestError("task", f"the {self.task} task needs a base model ({BASE_DIT}); this pipeline runs "
+                                       f"{name} ({family})")
+
+    def sampler_settings(self, family: str) -> TurboSettings | BaseSettings:
+        return sampler_settings(family, self.steps, self.shift, self.guidance, self.method)
+
+
+def sampler_settings(
+    family: str, steps: int | None = None, shift: float | None = None, guidance: float | None = None, method: str = "ode"
+) -> TurboSettings | BaseSettings:
+    """The model family's defaults with the given overrides; turbo warns about what it ignores."""
+    defaults = MODEL_DEFAULTS[family]
+    _integer("steps", steps, *STEPS)
+    _number("shift", shift, *SHIFT, low_open=True)
+    _number("guidance", guidance, *GUIDANCE)
+    if method not in METHODS:
+        raise RequestError("method", f"unknown sampling method {method!r} (choose ode or sde)")
+    if family == "turbo":
+        if steps is not None and steps != defaults.steps:
+            warnings.warn(f"turbo models always run their fixed 8-step schedule; steps={steps} is ignored", stacklevel=3)
+        if guidance is not None and guidance != 1.0:
+            warnings.warn(f"turbo models run without guidance (CFG); guidance={guidance} is ignored", stacklevel=3)
+        if shift is not None and shift not in (1, 2, 3):
+            snapped = min((1, 2, 3), key=lambda s: abs(s - shift))
+            warnings.warn(f"turbo models snap the shift to 1, 2 or 3; shift={shift} becomes {snapped}", stacklevel=3)
+        return TurboSettings(shift=defaults.shift if shift is None else shift, method=method)
+    return BaseSettings(
+        steps=steps or defaults.steps,
+        shift=defaults.shift if shift is None else shift,
+        guidance_scale=defaults.guidance if guidance is None else guidance,
+        method=method,
+    )
+
+
+def steps_of(settings: TurboSettings | BaseSettings) -> int:
+    """How many DiT evaluations (progress units) a sampler run takes."""
+    if isinstance(settings, TurboSettings):
+        return len(turbo_timesteps(settings.shift, settings.timesteps))
+    return settings.steps
