@@ -44,29 +44,28 @@ def inputs(config: dict, frames: int, condition: int):
     )
 
 
-def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int, compile: bool) -> dict:
+def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int) -> dict:
     import mlx.core as mx
     import mlx.nn as nn
 
-    from mlx_acestep.models.dit import AceStepConfig
+    from mlx_acestep.models.dit import AceStepConfig, AceStepModel
     from mlx_acestep.models.dit.decoder import AceStepDiTModel
-    from mlx_acestep.quantization import quantize_model
     from mlx_acestep.pipeline.sampler import Denoiser
-    from mlx_acestep.convert.dit import AT_LEAST_8_BITS, KEEP_FULL_PRECISION
+    from mlx_acestep.quantization import quantize_model
 
     dit = AceStepDiTModel(AceStepConfig.from_dict(config))
     dit.update(nn.utils.tree_map(lambda p: p * 0.5, dit.parameters()))  # keep activations tame through 24 layers
     if variant == "bf16":
         dit.set_dtype(mx.bfloat16)
     elif variant in ("q8", "q4"):
-        quantize_model(dit, 8 if variant == "q8" else 4, 64, KEEP_FULL_PRECISION, AT_LEAST_8_BITS)
+        quantize_model(dit, 8 if variant == "q8" else 4, 64, AceStepModel.QUANTIZE_KEEP, AceStepModel.QUANTIZE_AT_LEAST_8)
     mx.eval(dit.parameters())
     dtype = mx.bfloat16 if variant == "bf16" else mx.float32
     x, context, states = (mx.array(a).astype(dtype) for a in inputs(config, frames, condition))
     mx.reset_peak_memory()
-    denoise = Denoiser(dit, states, context, compile=compile)
+    denoise = Denoiser(dit, states, context)
     mx.eval(denoise.kv)
-    mx.eval(denoise(x, 0.9))  # warm-up (and compilation)
+    mx.eval(denoise(x, 0.9))  # warm-up
     start = time.perf_counter()
     for _ in range(steps):
         mx.eval(denoise(x, 0.9))
@@ -100,7 +99,7 @@ def child(args) -> None:
         config = config | dict(num_hidden_layers=args.layers, layer_types=config["layer_types"][: args.layers])
     if args.side.startswith("mlx"):
         variant = args.side.split("-", 1)[1] if "-" in args.side else "f32"
-        result = run_mlx(config, variant, args.frame, args.condition, args.steps, args.compile)
+        result = run_mlx(config, variant, args.frame, args.condition, args.steps)
     else:
         result = run_torch(config, args.frame, args.condition, args.steps)
     if args.layers:
@@ -114,7 +113,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--sides", default="mlx,diffusers", help="mlx, mlx-bf16, mlx-q8, mlx-q4, diffusers")
     p.add_argument("--condition", type=int, default=640, help="condition tokens")
     p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
-    p.add_argument("--compile", action="store_true", help="mx.compile the MLX step")
     p.add_argument("--tiny", action="store_true", help="a tiny config instead of the real 2B size")
     p.add_argument("--layers", type=int, default=None,
                    help="build only this many of the 24 layers and scale the time to 24 (for the slow CPU bf16/q8/q4 runs)")
@@ -133,7 +131,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for frames in (int(f) for f in args.frames.split(",")):
         for side in args.sides.split(","):
             extra = ["--frame", str(frames), "--condition", str(args.condition), "--steps", str(args.steps)]
-            extra += ["--tiny"] * args.tiny + ["--compile"] * args.compile
+            extra += ["--tiny"] * args.tiny
             extra += ["--layers", str(args.layers)] if args.layers else []
             r = run_child(__file__, side, extra) | {"frames": frames, "side": side}
             rows.append(r)

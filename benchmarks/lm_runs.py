@@ -5,7 +5,7 @@ The planner LM is a Qwen3ForCausalLM with a 217204-id vocabulary (Qwen3's ids pl
 precision) measured in a fresh process, so its memory peak is its own:
 
 - **MLX**: `PlannerLM` with random weights, cast and quantized as the converter
-  does it (`cast_and_quantize`, the embedding / tied head at 8 bits at least).
+  does it (`quantize_model` with the model's own rules: the embedding / tied head at 8 bits at least).
   On Linux the child preloads OpenBLAS, as the pipeline benchmark does.
 - **Reference**: transformers' `Qwen3ForCausalLM(config)` with its random init,
   default thread count, `torch.inference_mode()`, a `DynamicCache`, and a loop
@@ -133,16 +133,17 @@ def run_mlx(spec: dict, rss: dict) -> dict:
     from mlx.utils import tree_flatten
     from mlx_lm.models.cache import make_prompt_cache
 
-    from mlx_acestep.convert.common import ConvertOptions, cast_and_quantize
-    from mlx_acestep.convert.lm import AT_LEAST_8_BITS
     from mlx_acestep.models.planner_lm import PlannerLM, planner_args
     from mlx_acestep.pipeline.planner import CodeTokens, generate_codes, left_pad
+    from mlx_acestep.quantization import MODES, quantize_model
 
     with _phase(rss, "build"):
         mx.random.seed(0)
         lm = PlannerLM(planner_args(spec["config"]))
         dtype, quantize = PRECISIONS[spec["precision"]]
-        cast_and_quantize(lm, ConvertOptions(dtype=dtype, quantize=quantize), at_least_8=AT_LEAST_8_BITS)
+        lm.set_dtype(getattr(mx, dtype))
+        if MODES[quantize]:
+            quantize_model(lm, MODES[quantize], 64, lm.QUANTIZE_KEEP, lm.QUANTIZE_AT_LEAST_8)
         mx.eval(lm.parameters())
         mx.clear_cache()
     mx.reset_peak_memory()

@@ -78,9 +78,9 @@ def random_weight_model(cache: Path, precision: str, tiny: bool = False, log=pri
     import mlx.core as mx
     import numpy as np
 
-    from mlx_acestep.convert.common import ConvertOptions, cast_and_quantize, write_component
-    from mlx_acestep.convert.dit import AT_LEAST_8_BITS, KEEP_FULL_PRECISION
+    from mlx.utils import tree_flatten
 
+    from mlx_acestep.convert.component import ConvertOptions, write_component
     from mlx_acestep.loading import SILENCE_FILE
     from mlx_acestep.models.dit import AceStepConfig, AceStepModel
     from mlx_acestep.models.text_encoder import Qwen3TextEncoder, text_encoder_args
@@ -97,20 +97,19 @@ def random_weight_model(cache: Path, precision: str, tiny: bool = False, log=pri
     try:
         opts = ConvertOptions(dtype=dtype, quantize=quantize)
         mx.random.seed(0)
-        text = Qwen3TextEncoder(text_encoder_args(configs["text_encoder"]))
-        q, _ = cast_and_quantize(text, opts, keep=("embed_tokens",))
-        write_component(tmp / "Qwen3-Embedding-0.6B", "text_encoder", text, configs["text_encoder"], opts, q, [], tmp)
+
+        def write(folder, kind, model, config, options):  # the model's own random initialisation, written as converted
+            weights = dict(tree_flatten(model.parameters()))
+            write_component(tmp / folder, kind, model, weights, config, options, [], tmp, folder)
+
+        write("Qwen3-Embedding-0.6B", "text_encoder", Qwen3TextEncoder(text_encoder_args(configs["text_encoder"])),
+              configs["text_encoder"], opts)
         _copy_tokenizer(tmp / "Qwen3-Embedding-0.6B")
-        del text
-        dit = AceStepModel(AceStepConfig.from_dict(configs["dit"]))
-        q, _ = cast_and_quantize(dit, opts, keep=KEEP_FULL_PRECISION, at_least_8=AT_LEAST_8_BITS)
-        write_component(tmp / "acestep-v15-turbo", "dit", dit, configs["dit"], opts, q, [], tmp)
-        del dit
+        write("acestep-v15-turbo", "dit", AceStepModel(AceStepConfig.from_dict(configs["dit"])), configs["dit"], opts)
         silence = np.random.default_rng(0).standard_normal((1, 15000, 64)).astype(np.float32)
         mx.save_safetensors(str(tmp / "acestep-v15-turbo" / SILENCE_FILE), {"silence_latent": mx.array(silence)})
-        vae = AutoencoderOobleck(OobleckConfig.from_dict(configs["vae"]))
-        q, _ = cast_and_quantize(vae, ConvertOptions(dtype=dtype))  # convolutions only: the VAE stays in dtype
-        write_component(tmp / "vae", "vae", vae, configs["vae"], ConvertOptions(dtype=dtype), q, [], tmp)
+        # convolutions only: the VAE stays in dtype
+        write("vae", "vae", AutoencoderOobleck(OobleckConfig.from_dict(configs["vae"])), configs["vae"], ConvertOptions(dtype=dtype))
         os.replace(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

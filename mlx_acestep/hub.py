@@ -20,7 +20,7 @@ from typing import Callable
 
 from .errors import AceStepError
 from .loading import LAYOUT_VERSION, SILENCE_FILE, WEIGHTS_FILE, read_json
-from .safetensors_io import read_header
+from .safetensors_io import read_header, weight_files
 
 DEFAULT_REPO = "ACE-Step/Ace-Step1.5"
 DEFAULT_DIT = "acestep-v15-turbo"
@@ -171,7 +171,8 @@ def check_converted(folder: Path) -> None:
         config = read_json(folder / "config.json")
         if config.get("layout_version") != LAYOUT_VERSION:
             raise AceStepError(f"{folder}: layout_version {config.get('layout_version')!r} is not {LAYOUT_VERSION}")
-        read_header(folder / WEIGHTS_FILE)
+        for path in weight_files(folder, WEIGHTS_FILE)[0]:
+            read_header(path)
         if config.get("component") == "dit":
             read_header(folder / SILENCE_FILE)
     except AceStepError as e:

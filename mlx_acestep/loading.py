@@ -2,9 +2,10 @@
 
 A folder written by `mlx-acestep convert` holds `config.json` (component,
 layout version, dtype, quantization block, model fields), `model.safetensors`
-in MLX layout and `manifest.json`. Loading builds the module from the config,
-replays the recorded quantization, then loads the weights: a missing or
-unexpected key or a wrong shape is an error naming the key and the file.
+(or shards listed in `model.safetensors.index.json`) in MLX layout and
+`manifest.json`. Loading builds the module from the config, replays the recorded
+quantization, then loads the weights: a missing or unexpected key or a wrong
+shape is an error naming the key and the file.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from .models.planner_lm import PlannerLM, planner_args
 from .models.text_encoder import Qwen3TextEncoder, text_encoder_args
 from .models.vae import AutoencoderOobleck, OobleckConfig
 from .quantization import apply_recorded_quantization
-from .safetensors_io import read_header
+from .safetensors_io import load_lazy, read_weights
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: mlx-lm's quantization block, sharded weights
 WEIGHTS_FILE = "model.safetensors"
 SILENCE_FILE = "silence_latent.safetensors"  # beside a converted DiT's weights, [1, T, C] float32
 
@@ -96,14 +97,6 @@ def load_checked(
     model.load_weights(list(weights.items()), strict=True)
 
 
-def load_safetensors(path: Path) -> dict[str, mx.array]:
-    read_header(path)  # validates size, offsets and dtypes with a clear error
-    try:
-        return mx.load(str(path))
-    except (RuntimeError, ValueError) as e:
-        raise AceStepError(f"{path}: cannot read ({e})") from None
-
-
 def load_component(folder: str | Path, component: str | None = None, parts: tuple[str, ...] | None = None) -> nn.Module:
     """Build and strictly load the converted component in `folder`.
 
@@ -128,12 +121,11 @@ def load_component(folder: str | Path, component: str | None = None, parts: tupl
     if name not in BUILDERS:
         raise AceStepError(f"{config_path}: unknown component {name!r}")
     model = BUILDERS[name](cfg, parts)
-    apply_recorded_quantization(model, cfg.get("quantization"), str(config_path))
-    weights_path = folder / WEIGHTS_FILE
-    weights = load_safetensors(weights_path)
+    weights, files = read_weights(folder, WEIGHTS_FILE)
     if parts is not None:
         weights = {k: v for k, v in weights.items() if k.split(".", 1)[0] in parts}
-    load_checked(model, weights, str(weights_path))
+    apply_recorded_quantization(model, cfg.get("quantization"), weights, str(config_path))
+    load_checked(model, weights, str(files[0]))
     model.eval()
     mx.eval(model.parameters())
     return model
@@ -144,7 +136,7 @@ def load_silence_latent(folder: str | Path) -> mx.array:
     path = Path(folder) / SILENCE_FILE
     if not path.is_file():
         raise AceStepError(f"{path}: file not found (re-run `mlx-acestep convert` on the DiT checkpoint)")
-    tensors = load_safetensors(path)
+    tensors = load_lazy(path)
     latent = tensors.get("silence_latent")
     if latent is None or latent.ndim != 3 or latent.shape[0] != 1:
         raise AceStepError(f"{path}: expected one tensor 'silence_latent' of shape (1, T, C)")

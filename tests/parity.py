@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import mlx.core as mx
 import numpy as np
 
 from mlx_acestep.safetensors_io import read_safetensors
@@ -296,7 +297,6 @@ def _lm(folder, inp, case):
     import mlx.core as mx
 
     from mlx_acestep.loading import load_component, read_json
-    from mlx_acestep.models.planner_lm import cfg_greedy, greedy
 
     lm = load_component(folder, "lm")
     ids = mx.array(inp["input_ids"])
@@ -312,6 +312,47 @@ def _lm(folder, inp, case):
         new = greedy(lm, ids, steps, stop)
     rows = np.repeat(np.array([new], dtype=inp["input_ids"].dtype), inp["input_ids"].shape[0], axis=0)
     return {"generated_ids": np.concatenate([inp["input_ids"], rows], axis=1)}
+
+
+# The reference's own decoding loops (argmax per token, read back to the host, stop on EOS), for the LM cases;
+# the pipeline's planner decodes with `pipeline.planner` instead.
+def greedy(lm, input_ids: mx.array, max_new_tokens: int, stop_ids: set[int]) -> list[int]:
+    """Argmax decoding of one prompt with a KV cache; stops after emitting a stop id (kept in the output)."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(lm)
+    logits = lm.logits(input_ids, cache)[:, -1]
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(mx.argmax(logits, axis=-1).item())
+        out.append(token)
+        if token in stop_ids or len(out) == max_new_tokens:
+            break
+        logits = lm.logits(mx.array([[token]]), cache)[:, -1]
+    return out
+
+
+def cfg_greedy(
+    lm, input_ids: mx.array, attention_mask: mx.array, max_new_tokens: int, scale: float, stop_ids: set[int]
+) -> list[int]:
+    """[cond, uncond] in one batched forward per step: argmax of `u + scale (c - u)`, the token appended to both rows."""
+    if input_ids.shape[0] != 2:
+        raise ValueError(f"CFG decoding takes a [cond, uncond] batch of 2, got {input_ids.shape[0]}")
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(lm)
+    key_mask = attention_mask.astype(mx.bool_)
+    logits = lm.logits(input_ids, cache, key_mask)[:, -1].astype(mx.float32)
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        guided = logits[1] + scale * (logits[0] - logits[1])
+        token = int(mx.argmax(guided).item())
+        out.append(token)
+        if token in stop_ids or len(out) == max_new_tokens:
+            break
+        key_mask = mx.concatenate([key_mask, mx.ones((2, 1), mx.bool_)], axis=1)
+        logits = lm.logits(mx.array([[token], [token]]), cache, key_mask)[:, -1].astype(mx.float32)
+    return out
 
 
 # Components that later issues build; a case for one of them is skipped with this reason.

@@ -16,7 +16,8 @@ from mlx_acestep.loading import load_component
 from mlx_acestep.quantization import apply_recorded_quantization, quantize_model
 from mlx_acestep.safetensors_io import read_safetensors
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
-from mlx_acestep.convert.vae import fuse_weight_norm, vae_to_mlx
+from mlx_acestep.models.vae.oobleck import fuse_weight_norm
+from mlx_acestep.models.vae.oobleck import sanitize as sanitize_vae
 
 rng = np.random.default_rng(0)
 
@@ -30,9 +31,10 @@ def rand(*shape):
 
 def test_weight_norm_fusion_matches_its_definition():
     g, v = rand(4, 1, 1), rand(4, 3, 5)
-    w = fuse_weight_norm(g, v)
-    for o in range(4):
-        np.testing.assert_allclose(w[o], g[o, 0, 0] * v[o] / np.linalg.norm(v[o]), rtol=1e-6)
+    w = np.array(fuse_weight_norm(mx.array(g), mx.array(v)))
+    for o in range(4):  # the definition, in float64
+        want = g[o, 0, 0].astype(np.float64) * v[o] / np.linalg.norm(v[o].astype(np.float64))
+        np.testing.assert_allclose(w[o], want, rtol=1e-6)
 
 
 def test_vae_remap_layouts():
@@ -44,22 +46,26 @@ def test_vae_remap_layouts():
         "decoder.block.0.conv_t1.weight_v": rand(6, 3, 4),  # ConvTranspose1d [in, out, k]
         "decoder.block.0.snake1.alpha": rand(1, 6, 1),
     }
-    out = vae_to_mlx(state, "x.safetensors")
+    out = {k: np.array(v) for k, v in sanitize_vae({k: mx.array(v) for k, v in state.items()}, "x.safetensors").items()}
     assert set(out) == {"decoder.conv1.weight", "decoder.conv1.bias", "decoder.block.0.conv_t1.weight", "decoder.block.0.snake1.alpha"}
-    conv = fuse_weight_norm(state["decoder.conv1.weight_g"], state["decoder.conv1.weight_v"])
-    np.testing.assert_array_equal(out["decoder.conv1.weight"], conv.transpose(0, 2, 1))  # [out, k, in]
-    convt = fuse_weight_norm(state["decoder.block.0.conv_t1.weight_g"], state["decoder.block.0.conv_t1.weight_v"])
-    np.testing.assert_array_equal(out["decoder.block.0.conv_t1.weight"], convt.transpose(1, 2, 0))  # [out, k, in]
+    def fused(prefix):  # the definition: g * v / ||v||, the norm over all axes but the first
+        g, v = state[f"{prefix}.weight_g"].astype(np.float64), state[f"{prefix}.weight_v"].astype(np.float64)
+        return g * v / np.sqrt((v * v).sum(axis=(1, 2), keepdims=True))
+
+    np.testing.assert_allclose(out["decoder.conv1.weight"], fused("decoder.conv1").transpose(0, 2, 1), rtol=1e-6)  # [out, k, in]
+    np.testing.assert_allclose(out["decoder.block.0.conv_t1.weight"], fused("decoder.block.0.conv_t1").transpose(1, 2, 0),
+                               rtol=1e-6)  # ConvTranspose1d [in, out, k] -> [out, k, in]
     assert out["decoder.block.0.snake1.alpha"].shape == (6,)
 
 
 def test_parametrizations_naming_is_the_same_tensor():
     g, v = rand(5, 1, 1), rand(5, 2, 7)
-    legacy = vae_to_mlx({"encoder.conv1.weight_g": g, "encoder.conv1.weight_v": v}, "a")
-    modern = vae_to_mlx(
+    g, v = mx.array(g), mx.array(v)
+    legacy = sanitize_vae({"encoder.conv1.weight_g": g, "encoder.conv1.weight_v": v}, "a")
+    modern = sanitize_vae(
         {"encoder.conv1.parametrizations.weight.original0": g, "encoder.conv1.parametrizations.weight.original1": v}, "b"
     )
-    np.testing.assert_array_equal(legacy["encoder.conv1.weight"], modern["encoder.conv1.weight"])
+    np.testing.assert_array_equal(np.array(legacy["encoder.conv1.weight"]), np.array(modern["encoder.conv1.weight"]))
 
 
 @pytest.mark.parametrize(
@@ -72,7 +78,7 @@ def test_parametrizations_naming_is_the_same_tensor():
 )
 def test_remap_errors_name_the_key(state, match):
     with pytest.raises(AceStepError, match=match):
-        vae_to_mlx(state, "f.safetensors")
+        sanitize_vae({k: mx.array(v) for k, v in state.items()}, "f.safetensors")
 
 
 # --- the converter on checkpoint folders --------------------------------------
@@ -88,7 +94,7 @@ def test_refuses_existing_dst_and_replaces_with_force(vae_root, tmp_path):
     report = convert_checkpoints(vae_root, dst)
     assert report.converted[0][0] == "vae" and not report.skipped
     cfg = json.loads((dst / "vae" / "config.json").read_text())
-    assert cfg["layout_version"] == 1 and cfg["component"] == "vae" and cfg["quantization"] is None
+    assert cfg["layout_version"] == 2 and cfg["component"] == "vae" and cfg["quantization"] is None
     manifest = json.loads((dst / "vae" / "manifest.json").read_text())
     assert set(manifest["sources"]) == {"vae/config.json", "vae/diffusion_pytorch_model.safetensors"}
     assert all(len(s["sha256"]) == 64 for s in manifest["sources"].values())
@@ -111,9 +117,8 @@ def test_reports_converted_and_skipped_components(fixtures, tmp_path, monkeypatc
     assert not report.skipped
     # a kind without a converter is listed as skipped, with the reason
     monkeypatch.delitem(converter.CONVERTERS, "lm")
-    monkeypatch.setitem(converter.NOT_YET, "lm", "not implemented yet")
     report = convert_checkpoints(fixtures / "checkpoints", tmp_path / "out2")
-    assert "not implemented yet" in dict(report.skipped)["acestep-5Hz-lm-0.6B"]
+    assert "unsupported component" in dict(report.skipped)["acestep-5Hz-lm-0.6B"]
     text = tmp_path / "out" / "Qwen3-Embedding-0.6B"
     assert (text / "tokenizer.json").is_file() and (text / "tokenizer_config.json").is_file()
 
@@ -229,7 +234,7 @@ def test_vae_quantization_records_no_layers(vae_root, tmp_path):
     report = convert_checkpoints(vae_root, tmp_path / "out", ConvertOptions(quantize="q8"))
     assert "no quantizable layers" in report.converted[0][1]
     cfg = json.loads((tmp_path / "out" / "vae" / "config.json").read_text())
-    assert cfg["quantization"] == {"bits": 8, "group_size": 64, "layers": []}
+    assert cfg["quantization"] == {"bits": 8, "group_size": 64, "mode": "affine"}
     load_component(tmp_path / "out" / "vae")
 
 
@@ -248,10 +253,12 @@ def test_recorded_quantization_rebuilds_the_same_structure(bits, tmp_path):
     x = mx.random.normal((3, 64), key=mx.random.key(0))
     ref = model.a(x)
     block = quantize_model(model, bits, 64, keep=("keep",))
-    assert block["layers"] == ["a"]
-    mx.save_safetensors(str(tmp_path / "w.safetensors"), dict(tree_flatten(model.parameters())))
+    assert block == {"group_size": 64, "bits": bits, "mode": "affine"}  # mlx-lm's format: nothing differs per layer
+    weights = dict(tree_flatten(model.parameters()))
+    assert "a.scales" in weights and "b.scales" not in weights and "keep.scales" not in weights
+    mx.save_safetensors(str(tmp_path / "w.safetensors"), weights)
     rebuilt = Toy()
-    apply_recorded_quantization(rebuilt, json.loads(json.dumps(block)), "config.json")
+    apply_recorded_quantization(rebuilt, json.loads(json.dumps(block)), weights, "config.json")
     assert isinstance(rebuilt.a, nn.QuantizedLinear) and isinstance(rebuilt.b, nn.Linear)
     rebuilt.load_weights(str(tmp_path / "w.safetensors"), strict=True)
     err = float(mx.abs(rebuilt.a(x) - ref).max() / mx.abs(ref).max())

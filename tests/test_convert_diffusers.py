@@ -80,7 +80,7 @@ def build_root(fixtures, root, variant: str, dtype=None):
     """The fixture checkpoints of `variant` as a diffusers pipeline folder (transformer sharded, as large ones are)."""
     from transformers import Qwen3Model
 
-    from mlx_acestep.convert.text_encoder import TOKENIZER_FILES
+    from mlx_acestep.convert.kinds import TOKENIZER_FILES
 
     ckpt = fixtures / "checkpoints"
     dit = ckpt / f"acestep-v15-{variant}"

@@ -9,6 +9,7 @@ from safetensors.numpy import load_file, save_file
 
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
+from mlx_acestep.safetensors_io import read_header
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 
 
@@ -51,12 +52,14 @@ def test_missing_patch_weight_names_the_source_key(turbo_root, tmp_path):
 
 def test_q4_keeps_timestep_embedding_at_8_bits_and_fsq_at_full_precision(turbo_root, tmp_path):
     convert_checkpoints(turbo_root.parent, tmp_path / "q4", ConvertOptions(quantize="q4", group_size=64))
-    block = json.loads((tmp_path / "q4" / "acestep-v15-turbo" / "config.json").read_text())["quantization"]
-    assert block["bits"] == 4
-    assert {p for p in block["layers"] if "time_embed" in p} == set(block["layer_bits"])
-    assert set(block["layer_bits"].values()) == {8}
-    assert not [p for p in block["layers"] if "quantizer" in p or "proj_in" in p or "proj_out" in p or "embed_tokens" in p]
-    assert "decoder.layers.0.self_attn.q_proj" in block["layers"]
+    folder = tmp_path / "q4" / "acestep-v15-turbo"
+    block = json.loads((folder / "config.json").read_text())["quantization"]
+    assert block["bits"] == 4 and block["mode"] == "affine"
+    eight = {p for p, v in block.items() if isinstance(v, dict)}  # mlx-lm's per-path entries
+    assert eight and all("time_embed" in p and block[p]["bits"] == 8 for p in eight)
+    quantized = {k[: -len(".scales")] for k in read_header(folder / "model.safetensors")[0] if k.endswith(".scales")}
+    assert eight <= quantized and "decoder.layers.0.self_attn.q_proj" in quantized
+    assert not [p for p in quantized if "quantizer" in p or "proj_in" in p or "proj_out" in p or "embed_tokens" in p]
     model = load_component(tmp_path / "q4" / "acestep-v15-turbo", "dit")
     assert model.decoder.time_embed.time_proj.bits == 8 and model.decoder.layers[0].mlp.up_proj.bits == 4
     assert isinstance(model.tokenizer.quantizer.project_in.weight, mx.array)

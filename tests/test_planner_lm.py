@@ -66,7 +66,8 @@ def test_converted_folder_loads_with_mlx_lm(converted):
 def test_quantized_lm_keeps_the_embedding_at_8_bits(lm_root, tmp_path):
     convert_checkpoints(lm_root, tmp_path / "q4", ConvertOptions(quantize="q4", group_size=32))
     block = json.loads((tmp_path / "q4" / LM / "config.json").read_text())["quantization"]
-    assert block["bits"] == 4 and block["layer_bits"] == {"model.embed_tokens": 8}
+    assert block == {"group_size": 32, "bits": 4, "mode": "affine",
+                     "model.embed_tokens": {"group_size": 32, "bits": 8, "mode": "affine"}}  # mlx-lm's format
     lm = load_component(tmp_path / "q4" / LM, "lm")
     assert lm.model.embed_tokens.bits == 8 and lm.model.layers[0].mlp.up_proj.bits == 4
     assert np.isfinite(np.array(lm.logits(mx.array([[1, 2, 3]])))).all()

@@ -1,4 +1,4 @@
-"""Samplers: schedules against the spec, compile vs eager, seeded noise, bf16 and quantized DiTs on the fixture runs."""
+"""Samplers: schedules against the spec, seeded noise, bf16 and quantized DiTs on the fixture runs."""
 
 import shutil
 
@@ -87,15 +87,6 @@ def fixture_run(fixtures, folder, case_name, schedule_dtype=None, **kwargs):
     return np.array(x0.astype(mx.float32)), out["target_latents"]
 
 
-@pytest.mark.parametrize("case_name", ["turbo_generate_ode", "base_generate_apg"])
-def test_compiled_step_equals_eager(fixtures, converted, case_name):
-    folder = converted / ("acestep-v15-turbo" if "turbo" in case_name else "acestep-v15-base")
-    eager, ref = fixture_run(fixtures, folder, case_name)
-    compiled, _ = fixture_run(fixtures, folder, case_name, compile=True)
-    assert rel_err(compiled, eager) < 1e-5
-    assert rel_err(compiled, ref) < 1e-3
-
-
 @pytest.fixture(scope="module")
 def variants(fixtures, tmp_path_factory):
     """The fixture DiTs converted in bfloat16, q8 and q4 (affine, group 64)."""
@@ -122,11 +113,13 @@ def test_bfloat16_sampling_against_float32(fixtures, converted, variants, case_n
 
 @pytest.mark.parametrize("mode", ["q8", "q4"])
 def test_quantized_dit_on_turbo_ode(fixtures, converted, variants, mode):
-    import json
+    import mlx.nn as nn
 
-    config = json.loads((variants / mode / "acestep-v15-turbo" / "config.json").read_text())["quantization"]
-    time_layers = [p for p in config["layers"] if "time_embed" in p]
-    assert time_layers and all(config.get("layer_bits", {}).get(p, config["bits"]) >= 8 for p in time_layers)
+    from mlx_acestep.loading import load_component
+
+    model = load_component(variants / mode / "acestep-v15-turbo", "dit")
+    time_layers = [m for p, m in model.named_modules() if "time_embed" in p and isinstance(m, nn.QuantizedLinear)]
+    assert time_layers and all(m.bits >= 8 for m in time_layers)
     full, _ = fixture_run(fixtures, converted / "acestep-v15-turbo", "turbo_generate_ode")
     quant, _ = fixture_run(fixtures, variants / mode / "acestep-v15-turbo", "turbo_generate_ode")
     cosine = float(np.sum(full * quant) / np.sqrt(np.sum(full**2) * np.sum(quant**2)))

@@ -11,7 +11,6 @@ from helpers import rel_err, snr_db
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
-from mlx_acestep.convert.text_encoder import qwen3_to_mlx
 
 CONFIG = dict(
     hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
@@ -69,9 +68,13 @@ def test_bfloat16_against_float32(live):
 
 
 def test_remap_strips_prefix_and_tied_head():
+    from mlx_acestep.models.text_encoder import Qwen3TextEncoder, text_encoder_args
+
     state = {"model.embed_tokens.weight": 1, "model.norm.weight": 2, "lm_head.weight": 3}
-    assert qwen3_to_mlx(state, tied=True) == {"embed_tokens.weight": 1, "norm.weight": 2}
-    assert "lm_head.weight" in qwen3_to_mlx(state, tied=False)
+    tied = Qwen3TextEncoder(text_encoder_args(CONFIG | {"model_type": "qwen3", "tie_word_embeddings": True}))
+    untied = Qwen3TextEncoder(text_encoder_args(CONFIG | {"model_type": "qwen3", "tie_word_embeddings": False}))
+    assert tied.sanitize(state) == {"embed_tokens.weight": 1, "norm.weight": 2}
+    assert "lm_head.weight" in untied.sanitize(state)
 
 
 def test_missing_tokenizer_is_a_clear_error(fixtures, tmp_path):

@@ -4,7 +4,7 @@ Imported as `mlx_acestep.convert`; run as `mlx-acestep convert SRC DST`.
 Reads safetensors with numpy (no torch, nothing unpickled).
 """
 
-from .common import ConvertOptions
+from .component import ConvertOptions
 from .converter import ConvertReport, convert_checkpoints
 
 __all__ = ["ConvertOptions", "ConvertReport", "convert_checkpoints"]

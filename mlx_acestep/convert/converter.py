@@ -20,12 +20,10 @@ from typing import Callable, Sequence
 from ..errors import AceStepError
 from ..loading import read_json
 
-from .common import ConvertOptions
+from .component import ConvertOptions
 from .dit import convert_dit
-from .lm import convert_lm
+from .kinds import convert_lm, convert_text_encoder, convert_vae
 from .layouts import LAYOUTS, SourceFolder, classify_single_folder
-from .text_encoder import convert_text_encoder
-from .vae import convert_vae
 
 
 @dataclass
@@ -41,7 +39,6 @@ CONVERTERS: dict[str, Callable[[Path, Path, ConvertOptions, Path], str]] = {
     "dit": convert_dit,
     "lm": convert_lm,
 }
-NOT_YET: dict[str, str] = {}
 
 
 def find_components(src: Path) -> list[tuple[SourceFolder, Path, str]]:
@@ -105,7 +102,7 @@ def convert_checkpoints(
         for spec, folder, name in found:
             converter = spec.convert or CONVERTERS.get(spec.kind)
             if converter is None:
-                report.skipped.append((name, NOT_YET.get(spec.kind, "unsupported component")))
+                report.skipped.append((name, "unsupported component"))
                 log(f"skipped {name}: {report.skipped[-1][1]}")
                 continue
             log(f"converting {name} ...")

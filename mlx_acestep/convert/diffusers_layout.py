@@ -29,9 +29,11 @@ import numpy as np
 from ..errors import AceStepError
 from ..loading import read_json
 
-from .common import ConvertOptions
-from .dit import PATCH_RENAMES, load_weight_files, read_silence_file, write_dit
-from .text_encoder import convert_text_encoder
+from ..models.dit.model import PATCH_RENAMES
+from ..safetensors_io import read_weights
+from .component import ConvertOptions
+from .dit import read_silence_file, write_dit
+from .kinds import convert_text_encoder
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 TEXT_ENCODER_NAME = "Qwen3-Embedding-0.6B"  # the original layout's folder name, which loaders look for
@@ -129,7 +131,7 @@ def read_models(root: Path) -> tuple[dict[str, dict], dict[str, dict[str, mx.arr
         configs[name] = read_json(config_path)
         if name == "transformer":  # before the weights are read: the oldest revision is refused outright
             check_transformer_class(config_path, configs[name])
-        states[name], weight_files = load_weight_files(folder, WEIGHTS)
+        states[name], weight_files = read_weights(folder, WEIGHTS)
         files[name] = [config_path, *weight_files]
     return configs, states, files
 

@@ -1,4 +1,4 @@
-"""The 5 Hz planner LM (`acestep-5Hz-lm-*`, a Qwen3ForCausalLM) on mlx-lm's Qwen3, and its greedy decoders.
+"""The 5 Hz planner LM (`acestep-5Hz-lm-*`, a Qwen3ForCausalLM) on mlx-lm's Qwen3.
 
 The model is mlx-lm's own `qwen3.Model` (keys `model.*`, tied `lm_head`), so a
 converted folder also loads with `mlx_lm.load`. What mlx-lm's forward lacks is a
@@ -11,7 +11,6 @@ mask on top of the causal one and keeps it across KV-cached steps.
 from __future__ import annotations
 
 import mlx.core as mx
-from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.models.qwen3 import Model, ModelArgs
 
 from ..errors import AceStepError
@@ -23,6 +22,21 @@ def planner_args(config: dict) -> ModelArgs:
 
 
 class PlannerLM(Model):
+    # 4-bit output logits move the argmax of the audio codes: the embedding (the tied head) and any separate
+    # head stay at 8 bits at least.
+    QUANTIZE_KEEP: tuple[str, ...] = ()
+    QUANTIZE_AT_LEAST_8 = ("embed_tokens", "lm_head")
+
+    def sanitize(self, weights: dict) -> dict:
+        """mlx-lm's Qwen3 names (`model.*`, a tied `lm_head` dropped); some official files leave out the
+        `model.` prefix (the reference's own MLX loader re-prefixes them), so it is added where missing."""
+        weights = {k if k.startswith("model.") or k.startswith("lm_head.") else f"model.{k}": v for k, v in weights.items()}
+        return super().sanitize(weights)
+
+    @staticmethod
+    def source_name(key: str) -> str:
+        return f"'{key}'"
+
     def logits(self, input_ids: mx.array, cache=None, key_mask: mx.array | None = None) -> mx.array:
         """`[B, L]` ids -> `[B, L, vocab]` logits. `key_mask` `[B, K]` covers every key so far (cache + these ids)."""
         return self.head()(self.hidden(input_ids, cache, key_mask))
@@ -60,38 +74,3 @@ class PlannerLM(Model):
         return lambda h: mx.quantized_matmul(
             h, weight, scales=scales, biases=biases, transpose=True, group_size=layer.group_size, bits=layer.bits, mode=layer.mode
         )
-
-
-def greedy(lm: PlannerLM, input_ids: mx.array, max_new_tokens: int, stop_ids: set[int]) -> list[int]:
-    """Argmax decoding of one prompt with a KV cache; stops after emitting a stop id (kept in the output)."""
-    cache = make_prompt_cache(lm)
-    logits = lm.logits(input_ids, cache)[:, -1]
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        token = int(mx.argmax(logits, axis=-1).item())
-        out.append(token)
-        if token in stop_ids or len(out) == max_new_tokens:
-            break
-        logits = lm.logits(mx.array([[token]]), cache)[:, -1]
-    return out
-
-
-def cfg_greedy(
-    lm: PlannerLM, input_ids: mx.array, attention_mask: mx.array, max_new_tokens: int, scale: float, stop_ids: set[int]
-) -> list[int]:
-    """[cond, uncond] in one batched forward per step: argmax of `u + scale (c - u)`, the token appended to both rows."""
-    if input_ids.shape[0] != 2:
-        raise AceStepError(f"CFG decoding takes a [cond, uncond] batch of 2, got {input_ids.shape[0]}")
-    cache = make_prompt_cache(lm)
-    key_mask = attention_mask.astype(mx.bool_)
-    logits = lm.logits(input_ids, cache, key_mask)[:, -1].astype(mx.float32)
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        guided = logits[1] + scale * (logits[0] - logits[1])
-        token = int(mx.argmax(guided).item())
-        out.append(token)
-        if token in stop_ids or len(out) == max_new_tokens:
-            break
-        key_mask = mx.concatenate([key_mask, mx.ones((2, 1), mx.bool_)], axis=1)
-        logits = lm.logits(mx.array([[token], [token]]), cache, key_mask)[:, -1].astype(mx.float32)
-    return out

@@ -7,7 +7,8 @@ Two uses, as the reference pipeline has them (spec 3.2):
   condition sequence; an optional padding mask (causal + key padding) is
   supported for callers that want it;
 - lyrics: the raw token-embedding lookup, no transformer layers.
-Weight keys are mlx-lm's `Qwen3Model` keys without prefix, as the checkpoint stores them.
+Weight keys are mlx-lm's `Qwen3Model` keys without prefix, as the checkpoint stores them;
+`sanitize` removes the `model.` prefix some exports carry and a tied `lm_head`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,23 @@ def text_encoder_args(config: dict) -> ModelArgs:
 
 
 class Qwen3TextEncoder(Qwen3Model):
+    # The lyric branch reads the embedding table directly: it stays at full precision when quantized.
+    QUANTIZE_KEEP = ("embed_tokens",)
+    QUANTIZE_AT_LEAST_8: tuple[str, ...] = ()
+
+    def sanitize(self, weights: dict) -> dict:
+        out = {}
+        for key, value in weights.items():
+            name = key.removeprefix("model.")
+            if self.args.tie_word_embeddings and name == "lm_head.weight":
+                continue
+            out[name] = value
+        return out
+
+    @staticmethod
+    def source_name(key: str) -> str:
+        return f"'{key}'"
+
     def __call__(self, input_ids: mx.array, attention_mask: mx.array | None = None) -> mx.array:
         """`[B, L]` ids -> `[B, L, hidden]` last hidden state; `attention_mask` `[B, L]` (1 = token) is optional."""
         self._check_ids(input_ids)

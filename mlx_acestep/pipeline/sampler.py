@@ -207,21 +207,18 @@ class Trace:
 
 
 class Denoiser:
-    """One DiT evaluation with the condition's cross-attention K/V computed once; optionally `mx.compile`d."""
+    """One DiT evaluation with the condition's cross-attention K/V computed once for every step."""
 
-    def __init__(self, decoder: AceStepDiTModel, encoder_hidden_states: mx.array, context: mx.array, compile: bool = False):
+    def __init__(self, decoder: AceStepDiTModel, encoder_hidden_states: mx.array, context: mx.array):
         self.decoder = decoder
         self.kv = decoder.cross_key_values(encoder_hidden_states)
         self.context = context
-        self._step = mx.compile(self._forward) if compile else self._forward
-
-    def _forward(self, x, t, context, kv):
-        return self.decoder(x, t, t, context, kv)
 
     def __call__(self, x: mx.array, t: float, rows: slice | None = None) -> mx.array:
         kv = self.kv if rows is None else [(k[rows], v[rows]) for k, v in self.kv]
         context = self.context if rows is None else self.context[rows]
-        return self._step(x, mx.full((x.shape[0],), t, dtype=x.dtype), context, kv)
+        tt = mx.full((x.shape[0],), t, dtype=x.dtype)
+        return self.decoder(x, tt, tt, context, kv)
 
 
 @dataclass
@@ -272,7 +269,6 @@ def sample_turbo(
     noise: mx.array | None = None,
     renoise: list[mx.array] | None = None,
     key: mx.array | None = None,
-    compile: bool = False,
     callback: Callable[[int, int], None] | None = None,
     trace: Trace | None = None,
     edit: "EditHooks | None" = None,
@@ -281,11 +277,11 @@ def sample_turbo(
     s = settings or TurboSettings()
     run = _begin(decoder, context, s.method, turbo_timesteps(s.shift, s.timesteps), s.schedule_dtype, noise, renoise, key)
     x, schedule = run.x, run.schedule
-    denoise = Denoiser(decoder, encoder_hidden_states, context, compile)
+    denoise = Denoiser(decoder, encoder_hidden_states, context)
     switch = edit.switch_step(len(schedule)) if edit is not None else None
     for k, t in enumerate(schedule):
         if k == switch:
-            denoise = Denoiser(decoder, *edit.switch_to, compile)
+            denoise = Denoiser(decoder, *edit.switch_to)
         v = denoise(x, t)
         if trace is not None:
             trace.xt.append(x), trace.t.append(t), trace.velocity.append(v)
@@ -311,7 +307,6 @@ def sample_base(
     noise: mx.array | None = None,
     renoise: list[mx.array] | None = None,
     key: mx.array | None = None,
-    compile: bool = False,
     callback: Callable[[int, int], None] | None = None,
     trace: Trace | None = None,
     edit: "EditHooks | None" = None,
@@ -327,9 +322,9 @@ def sample_base(
 
     def denoiser(states, ctx):
         if not guided:
-            return Denoiser(decoder, states, ctx, compile)
+            return Denoiser(decoder, states, ctx)
         null = mx.broadcast_to(null_condition_emb.astype(states.dtype), states.shape)
-        return Denoiser(decoder, mx.concatenate([states, null]), mx.concatenate([ctx, ctx]), compile)
+        return Denoiser(decoder, mx.concatenate([states, null]), mx.concatenate([ctx, ctx]))
 
     denoise = denoiser(encoder_hidden_states, context)
     switch = edit.switch_step(n) if edit is not None else None

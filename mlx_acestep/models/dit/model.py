@@ -1,5 +1,13 @@
 """The whole DiT checkpoint (`AceStepConditionGenerationModel`): its modules named as in `model.safetensors`,
-and the condition assembly the samplers consume (spec 3.8)."""
+the condition assembly the samplers consume (spec 3.8), and `sanitize`, where checkpoint names become ours.
+
+The one remap is the pair of patch convolutions: with kernel = stride = 2 they are
+plain linear maps over pairs of frames, stored as such (spec 2.5):
+
+    decoder.proj_in.1.weight   [D, 192, 2] -> decoder.proj_in.weight  [D, 2*192]
+    decoder.proj_out.1.weight  [D, 64, 2]  -> decoder.proj_out.weight [2*64, D]
+    decoder.proj_out.1.bias    [64]        -> decoder.proj_out.bias   [2*64] (once per frame)
+"""
 
 from __future__ import annotations
 
@@ -22,12 +30,25 @@ class PreparedCondition:
     context_latents: mx.array  # [B, T, 128] = [src or hints | chunk mask]
 
 
+PATCH_RENAMES = {
+    "decoder.proj_in.1.weight": "decoder.proj_in.weight",
+    "decoder.proj_in.1.bias": "decoder.proj_in.bias",
+    "decoder.proj_out.1.weight": "decoder.proj_out.weight",
+    "decoder.proj_out.1.bias": "decoder.proj_out.bias",
+}
+_SOURCE_NAMES = {v: k for k, v in PATCH_RENAMES.items()}
+
 DIT_PARTS = ("encoder", "decoder", "tokenizer", "detokenizer", "null_condition_emb")
 
 
 class AceStepModel(nn.Module):
     """`parts` builds only those top-level modules (a phase that only samples needs no condition encoder;
     folders from old diffusers converters hold no audio tokenizer)."""
+
+    # Quantization keeps these at full precision: input projections, the FSQ projections (they decide the
+    # codes), the patch maps; and these at 8 bits at least: the timestep embedders and their AdaLN projection.
+    QUANTIZE_KEEP = ("embed_tokens", "quantizer", "proj_in", "proj_out", "audio_acoustic_proj")
+    QUANTIZE_AT_LEAST_8 = ("time_embed",)
 
     def __init__(self, cfg: AceStepConfig, parts: tuple[str, ...] | None = None):
         super().__init__()
@@ -47,6 +68,27 @@ class AceStepModel(nn.Module):
         if "null_condition_emb" in parts:
             self.null_condition_emb = mx.zeros((1, 1, cfg.encoder_widths()["hidden"]))
         self.parts = tuple(p for p in DIT_PARTS if p in parts)
+
+    def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
+        """An original-layout checkpoint's tensors under this module's names (lazy arrays stay lazy)."""
+        out = {}
+        for key, value in weights.items():
+            if key.endswith("rotary_emb.inv_freq"):  # recomputed, never loaded
+                continue
+            name = PATCH_RENAMES.get(key, key)
+            if key == "decoder.proj_in.1.weight" and value.ndim == 3:  # [D, C, K] -> [D, K*C]
+                value = value.transpose(0, 2, 1).reshape(value.shape[0], -1)
+            elif key == "decoder.proj_out.1.weight" and value.ndim == 3:  # [D, C, K] -> [K*C, D]
+                value = value.transpose(2, 1, 0).reshape(-1, value.shape[0])
+            elif key == "decoder.proj_out.1.bias":
+                value = mx.tile(value, (self.config.patch_size,))
+            out[name] = value
+        return out
+
+    @staticmethod
+    def source_name(key: str) -> str:
+        """The checkpoint tensor a key of ours comes from (for error messages)."""
+        return f"'{_SOURCE_NAMES.get(key, key)}'"
 
     @property
     def dtype(self):

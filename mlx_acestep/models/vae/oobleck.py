@@ -163,6 +163,74 @@ class OobleckDecoder(nn.Module):
         return self.conv2(self.snake1(x))
 
 
+# --- Weight names ------------------------------------------------------------
+# diffusers stores every conv under weight norm: `weight_g` and `weight_v` (legacy `weight_norm`) or
+# `parametrizations.weight.original0/1` (newer torch). The effective weight is g * v / ||v||, the norm over
+# all axes but axis 0 of the stored tensor (so per *input* channel for ConvTranspose1d). Then Conv1d
+# [out, in, k] -> [out, k, in] and ConvTranspose1d [in, out, k] -> [out, k, in]; Snake parameters
+# [1, C, 1] -> [C]. Names are otherwise kept.
+
+_WEIGHT_NORM = {
+    ".weight_g": "g",
+    ".weight_v": "v",
+    ".parametrizations.weight.original0": "g",
+    ".parametrizations.weight.original1": "v",
+}
+
+
+def _weight_norm_part(key: str) -> tuple[str, str] | None:
+    for suffix, part in _WEIGHT_NORM.items():
+        if key.endswith(suffix):
+            return key[: -len(suffix)], part
+    return None
+
+
+def fuse_weight_norm(g: mx.array, v: mx.array) -> mx.array:
+    """g * v / ||v||, the norm over every axis but the first, rounded once to float32.
+
+    Computed in float64 on the CPU (conversion time only; Metal has no float64), so the fused weight is the
+    exact one and not a float32 sum's approximation.
+    """
+    with mx.stream(mx.cpu):
+        v64 = v.astype(mx.float64)
+        norm = mx.sqrt(mx.sum(v64 * v64, axis=tuple(range(1, v.ndim)), keepdims=True))
+        return (g.astype(mx.float64) * v64 / norm).astype(mx.float32)
+
+
+def sanitize(weights: dict, source: str = "the VAE checkpoint") -> dict:
+    """A diffusers `AutoencoderOobleck` state dict under our names and layouts; errors name the source key."""
+    out, pairs = {}, {}
+    for key, value in weights.items():
+        wn = _weight_norm_part(key)
+        if wn is not None:
+            pairs.setdefault(wn[0], {})[wn[1]] = value
+        elif key.endswith((".alpha", ".beta")):
+            if value.ndim != 3 or value.shape[0] != 1 or value.shape[2] != 1:
+                raise AceStepError(f"{source}: key '{key}' has shape {tuple(value.shape)}, expected [1, C, 1]")
+            out[key] = value.reshape(-1)
+        elif key.endswith(".bias"):
+            out[key] = value
+        else:
+            raise AceStepError(f"{source}: unexpected key '{key}'")
+    for prefix, parts in pairs.items():
+        for part, name in (("g", "weight_g"), ("v", "weight_v")):
+            if part not in parts:
+                raise AceStepError(f"{source}: missing key '{prefix}.{name}' (weight-norm pair incomplete)")
+        g, v = parts["g"], parts["v"]
+        if v.ndim != 3 or tuple(g.shape) != (v.shape[0], 1, 1):
+            raise AceStepError(f"{source}: key '{prefix}.weight_g' has shape {tuple(g.shape)}, expected ({v.shape[0]}, 1, 1)")
+        axes = (1, 2, 0) if prefix.rsplit(".", 1)[-1].startswith("conv_t") else (0, 2, 1)
+        out[f"{prefix}.weight"] = fuse_weight_norm(g, v).transpose(axes)
+    return out
+
+
+def source_name(key: str) -> str:
+    """The checkpoint tensor(s) a key of ours comes from (for error messages)."""
+    if key.endswith(".weight"):
+        return f"'{key[:-7]}.weight_g' / '{key[:-7]}.weight_v'"
+    return f"'{key}'"
+
+
 # --- Chunk planning ----------------------------------------------------------
 
 
@@ -206,6 +274,14 @@ class AutoencoderOobleck(nn.Module):
         if with_encoder:
             self.encoder = OobleckEncoder(cfg)
         self.decoder = OobleckDecoder(cfg)
+
+    QUANTIZE_KEEP: tuple[str, ...] = ()  # convolutions have no quantized form in MLX
+    QUANTIZE_AT_LEAST_8: tuple[str, ...] = ()
+
+    def sanitize(self, weights: dict, source: str = "the VAE checkpoint") -> dict:
+        return sanitize(weights, source)
+
+    source_name = staticmethod(source_name)
 
     @property
     def dtype(self) -> mx.Dtype:
