@@ -5,11 +5,10 @@ from __future__ import annotations
 import click
 
 from ..errors import AceStepError
-from . import main, user_errors
-from .progress import progress_bar
+from .common import progress_bar, user_errors
 
 
-@main.command()
+@click.command()
 @click.argument("src", type=click.Path(path_type=str))
 @click.argument("dst", type=click.Path(path_type=str))
 @click.option(
@@ -40,7 +39,7 @@ def convert(src, dst, dtype, quantize, q_group_size, force):
     click.echo(f"wrote {len(report.converted)} component(s) to {dst}" + (f", skipped {len(report.skipped)}" if report.skipped else ""))
 
 
-@main.command()
+@click.command()
 @click.argument("audio_in", type=click.Path(path_type=str))
 @click.argument("audio_out", type=click.Path(path_type=str))
 @click.option("--vae", "vae_dir", required=True, type=click.Path(path_type=str),

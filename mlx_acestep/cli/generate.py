@@ -8,8 +8,7 @@ import click
 
 from ..errors import AceStepError
 from ..pipeline.tasks import TASKS
-from . import main, user_errors
-from .progress import PhaseBars
+from .common import PhaseBars, user_errors
 
 # GenerationRequest field -> the flag that sets it, so that a request error names what the user typed.
 FLAGS = {
@@ -82,7 +81,7 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: st
     return path, suffix
 
 
-@main.command()
+@click.command()
 @click.argument("caption")
 @click.option("--lyrics", default=None, help="Lyrics text ([verse], [chorus] ... tags; default [Instrumental]).")
 @click.option("--lyrics-file", type=click.Path(dir_okay=False, path_type=str), default=None, help="Read the lyrics from a file.")

@@ -1,10 +1,26 @@
-"""Progress bars on stderr, driven by the library's callbacks."""
+"""What every verb of the command line shares: one-line errors, progress bars on stderr."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import click
+
+from ..errors import AceStepError
+
+
+def user_errors(fn):
+    """Turn AceStepError into a one-line `Error: ...` and exit code 1, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AceStepError as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
 
 
 @contextlib.contextmanager
