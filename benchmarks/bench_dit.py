@@ -53,7 +53,7 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int)
     from mlx_acestep.pipeline.sampler import Denoiser
     from mlx_acestep.quantization import quantize_model
 
-    dit = AceStepDiTModel(AceStepConfig.from_dict(config))
+    dit = AceStepDiTModel(AceStepConfig(**config))  # the decoder's fields only: the condition side is not built
     dit.update(nn.utils.tree_map(lambda p: p * 0.5, dit.parameters()))  # keep activations tame through 24 layers
     if variant == "bf16":
         dit.set_dtype(mx.bfloat16)

@@ -14,14 +14,13 @@ Writing is atomic: a temporary file beside the target, renamed when complete.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from .errors import AceStepError
+from .files import atomic_file
 from .limits import SAMPLE_RATE
 
 # File suffix -> (libsndfile format, default subtype)
@@ -111,12 +110,6 @@ def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RA
         raise AceStepError(f"cannot write {path}: audio must be [samples, channels], got {audio.shape}")
     if not path.parent.is_dir():
         raise AceStepError(f"{path.parent}: output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, audio, sample_rate, format=fmt[0], subtype=subtype or fmt[1])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        sf.write(str(tmp), audio, sample_rate, format=fmt[0], subtype=subtype or fmt[1])
     return path

@@ -8,3 +8,19 @@ naming the file or key. The CLI prints it without a traceback.
 
 class AceStepError(Exception):
     """A problem with the user's input, files or options (not a bug)."""
+
+
+class RequestError(AceStepError):
+    """A bad request field. The message names the field through the tokens `@name@` (this field) and `@task@`:
+    `str()` shows the Python field names, `render(names)` the caller's own (the CLI's flags). (Not `{name}`:
+    the messages hold user data, which may contain braces.)"""
+
+    def __init__(self, name: str, template: str):
+        self.name, self.template = name, template
+        super().__init__(self.render({}))
+
+    def render(self, names: dict[str, str]) -> str:
+        text = self.template
+        for token, field in (("name", self.name), ("task", "task")):
+            text = text.replace(f"@{token}@", names.get(field, field))
+        return text

@@ -19,15 +19,10 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import AceStepError
+from .names import DEFAULT_DIT, DEFAULT_LM, DEFAULT_REPO, LM_PREFIX, LM_SIZES, TEXT_ENCODER, VAE_DIR  # noqa: F401
 from .loading import LAYOUT_VERSION, SILENCE_FILE, WEIGHTS_FILE, read_json
 from .safetensors_io import read_header, weight_files
 
-DEFAULT_REPO = "ACE-Step/Ace-Step1.5"
-DEFAULT_DIT = "acestep-v15-turbo"
-TEXT_ENCODER = "Qwen3-Embedding-0.6B"
-LM_SIZES = ("0.6B", "1.7B", "4B")
-DEFAULT_LM = "1.7B"  # the reference's default planner, the one inside the main repo
-LM_PREFIX = "acestep-5Hz-lm-"
 CACHE_ENV = "MLX_ACESTEP_CACHE"
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # What a pipeline needs from a repo, in either layout (patterns that match nothing cost nothing).
@@ -61,7 +56,7 @@ def resolve_model(
     model: str | Path,
     *,
     dit: str | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
     quantize: str | None = None,
     q_group_size: int = 64,
     lm: str | None = "auto",
@@ -93,7 +88,7 @@ def resolve_model(
         raise AceStepError(f"unknown model {name!r}: no such folder, and not a Hugging Face repo id (owner/name) or 'tiny'")
 
     if converted_components(src):
-        if dtype != "float32" or quantize:
+        if dtype != "auto" or quantize:
             log(f"{src} is already converted: its own dtype and quantization are used")
         folders = pick_components(src, dit)
         planner = pick_lm({f.name: f for f in converted_components(src).get("lm", [])}, lm, src)
@@ -265,29 +260,49 @@ def _cache_key(src: Path, sources: list[Path], opts) -> str:
 # -- sources ------------------------------------------------------------------------------------
 
 
+def download_command(repo_id: str, patterns: list[str] | None) -> str:
+    """The `hf download` line that fetches `patterns` (None: the whole repo) into a folder `--model` accepts.
+
+    The patterns are positional: every `hf` CLI reads two or more as snapshot patterns, whereas `--include`
+    takes one value per flag since huggingface_hub 1.0 (further values become file names) and keeps only the
+    last of repeated flags before it (0.34-0.36 parse it with argparse).
+    """
+    include = "".join(f' "{p}"' for p in patterns or [])
+    dest = "checkpoints" if patterns else f"checkpoints/{repo_id.split('/')[1]}"
+    return f"hf download {repo_id}{include} --local-dir {dest}"
+
+
 def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False, lm: str | None = None, whole: bool = False) -> Path:
     """The repo's files the pipeline needs, via the Hugging Face cache (works offline once cached).
 
     `whole`: a repo that is one component (the separate planner LMs): every file, the snapshot is the folder.
     """
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     wanted = ["*"] if whole else [f"{dit or DEFAULT_DIT}/*", "vae/*", f"{TEXT_ENCODER}/*"]
     optional = [] if whole or lm is None else [f"{LM_PREFIX}{DEFAULT_LM if lm == 'auto' else lm}/*"]
-    include = "" if whole else " --include " + " ".join(f'"{p}"' for p in wanted + optional)
-    dest = f"checkpoints/{repo_id.split('/')[1]}" if whole else "checkpoints"
-    how = f"on a connected machine run `hf download {repo_id}{include} --local-dir {dest}` and pass `--model checkpoints`"
-    log(f"fetching {repo_id} from Hugging Face (cached after the first time)")
+    command = download_command(repo_id, None if whole else wanted + optional)
+    how = f"on a connected machine run `{command}` and pass `--model {command.rsplit(' ', 1)[1]}`"
+    offline = bool(constants.HF_HUB_OFFLINE)
+    if offline:
+        log(f"looking for {repo_id} in the local Hugging Face cache (HF_HUB_OFFLINE is set: no download)")
+    else:
+        log(f"fetching {repo_id} from Hugging Face (cached after the first time)")
     bars = hf_progress_bars(enabled=not quiet)
     try:
         path = Path(snapshot_download(repo_id, allow_patterns=None if whole else wanted + optional + _DIFFUSERS_PATTERNS))
-    except LocalEntryNotFoundError:
-        raise AceStepError(f"{repo_id} is not in the local Hugging Face cache and downloading is off or failed; {how}") from None
+    except LocalEntryNotFoundError as e:
+        if offline:
+            raise AceStepError(f"{repo_id} is not in the local Hugging Face cache and downloading is off "
+                               f"(HF_HUB_OFFLINE is set); {how}") from None
+        reason = _first_line(e.__cause__ or e.__context__ or e)
+        raise AceStepError(f"{repo_id} could not be downloaded ({reason}) and is not in the local Hugging Face cache; "
+                           f"{how}") from None
     except (RepositoryNotFoundError, RevisionNotFoundError):
         raise AceStepError(f"{repo_id}: no such model on Hugging Face (or it is private: log in with `hf auth login`)") from None
     except (HfHubHTTPError, OSError) as e:
-        raise AceStepError(f"could not download {repo_id}: {str(e).splitlines()[0]}; {how}") from None
+        raise AceStepError(f"{repo_id} could not be downloaded ({_first_line(e)}); {how}") from None
     finally:
         bars()
     if not whole and not (path / "model_index.json").is_file():
@@ -295,6 +310,11 @@ def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False, lm: s
         if missing:
             raise AceStepError(f"{repo_id}: the downloaded snapshot {path} has no {', '.join(missing)}/ folder; {how}")
     return path
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def hf_progress_bars(enabled: bool) -> Callable[[], None]:

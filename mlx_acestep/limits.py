@@ -20,6 +20,17 @@ SHIFT = (0.0, 10.0)  # timestep shift, in (lo, hi]
 GUIDANCE = (0.0, 30.0)  # CFG scale
 LM_CFG_SCALE = (0.0, 30.0)  # the planner's, in (lo, hi]
 LM_TEMPERATURE = (0.0, 10.0)  # 0 = greedy
+LM_TOP_P = (0.0, 1.0)  # in (lo, hi]
+# The planner's sampling defaults, as the reference runs it (spec 8.5).
+DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P = 2.0, 0.85, 0.9
+
+# The VAE's overlap-discard windows, in latent frames (256 = 10.24 s; see models/vae/oobleck.py for the overlap).
+VAE_CHUNK, VAE_OVERLAP = 256, 16
+
+# What the converter offers (quantization names map to bits in quantization.py).
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZE_CHOICES = ("none", "q8", "q4")
+GROUP_SIZES = (32, 64, 128)
 
 # Token caps. The DiT's caption prompt and lyric prompt are truncated to these (with a warning), as the
 # reference's text encoder does; the planner may write at most PLANNER_CAPTION_TOKENS of caption in its

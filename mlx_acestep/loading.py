@@ -30,14 +30,14 @@ LAYOUT_VERSION = 2  # 2: mlx-lm's quantization block, sharded weights
 WEIGHTS_FILE = "model.safetensors"
 SILENCE_FILE = "silence_latent.safetensors"  # beside a converted DiT's weights, [1, T, C] float32
 
-# component name in config.json -> builder from that config and the `parts` wanted
+# component name in config.json -> builder from that config, the `parts` wanted and the config's path (for errors)
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "vae": lambda cfg, parts: AutoencoderOobleck(
-        OobleckConfig.from_dict(cfg), with_encoder=parts is None or "encoder" in parts
+    "vae": lambda cfg, parts, source: AutoencoderOobleck(
+        OobleckConfig.from_dict(cfg, source), with_encoder=parts is None or "encoder" in parts
     ),
-    "text_encoder": lambda cfg, parts: Qwen3TextEncoder(text_encoder_args(cfg)),
-    "dit": lambda cfg, parts: AceStepModel(AceStepConfig.from_dict(cfg), parts=dit_parts(cfg, parts)),
-    "lm": lambda cfg, parts: PlannerLM(planner_args(cfg)),
+    "text_encoder": lambda cfg, parts, source: Qwen3TextEncoder(text_encoder_args(cfg, source)),
+    "dit": lambda cfg, parts, source: AceStepModel(AceStepConfig.from_dict(cfg, source), parts=dit_parts(cfg, parts)),
+    "lm": lambda cfg, parts, source: PlannerLM(planner_args(cfg, source)),
 }
 
 
@@ -84,16 +84,9 @@ def check_weights(
             )
 
 
-def load_checked(
-    model: nn.Module, weights: dict, source: str, hint: Callable[[str], str] | None = None, extra: dict | None = None
-) -> None:
-    """Strictly load `weights` (numpy or mx arrays) into `model`, with one-line errors naming key and `source`.
-
-    `extra` are tensors the file holds but this model deliberately leaves out; they only count as
-    unexpected when their names are unknown (the caller passes only unknown ones).
-    """
-    weights = {k: v if isinstance(v, mx.array) else mx.array(v) for k, v in weights.items()}
-    check_weights(model, {**weights, **(extra or {})}, source, hint=hint)
+def load_checked(model: nn.Module, weights: dict[str, mx.array], source: str) -> None:
+    """Strictly load `weights` into `model`, with one-line errors naming the key and `source`."""
+    check_weights(model, weights, source)
     model.load_weights(list(weights.items()), strict=True)
 
 
@@ -120,7 +113,7 @@ def load_component(folder: str | Path, component: str | None = None, parts: tupl
         raise AceStepError(f"{config_path}: holds component {name!r}, expected {component!r}")
     if name not in BUILDERS:
         raise AceStepError(f"{config_path}: unknown component {name!r}")
-    model = BUILDERS[name](cfg, parts)
+    model = BUILDERS[name](cfg, parts, str(config_path))
     weights, files = read_weights(folder, WEIGHTS_FILE)
     if parts is not None:
         weights = {k: v for k, v in weights.items() if k.split(".", 1)[0] in parts}

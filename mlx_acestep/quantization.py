@@ -17,7 +17,7 @@ import mlx.nn as nn
 
 from .errors import AceStepError
 
-MODES = {"none": None, "q8": 8, "q4": 4}
+MODES = {"none": None, "q8": 8, "q4": 4}  # the names of limits.QUANTIZE_CHOICES
 MODE = "affine"
 
 

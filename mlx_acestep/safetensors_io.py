@@ -6,7 +6,7 @@ truncated or corrupt file gives a one-line error that names the file and the
 tensor. Then `mx.load` maps the tensors lazily in their stored dtype (bf16
 included): nothing is read until it is used, so a converter can stream a file
 one tensor at a time. A folder's weights are `NAME` or the shards listed in
-`NAME.index.json` (the Hugging Face layout); `ShardWriter` writes that layout.
+`NAME.index.json` (the Hugging Face layout); `write_sharded` writes that layout, one block of rows at a time.
 
 `read_safetensors` is the numpy reader for tests and small files (bfloat16 is
 widened to float32 exactly: it is the upper half of a float32).
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -152,53 +154,103 @@ def read_weights(folder: Path, name: str) -> tuple[dict[str, mx.array], list[Pat
     return state, ([index] if index else []) + files
 
 
-class ShardWriter:
-    """Writes tensors into `folder` as they come, `name` alone or shards of about `shard_bytes` plus an index.
+_SAFETENSORS_DTYPES = {
+    mx.float32: "F32", mx.float16: "F16", mx.bfloat16: "BF16", mx.uint32: "U32", mx.int32: "I32", mx.int64: "I64",
+    mx.uint8: "U8", mx.int8: "I8", mx.bool_: "BOOL",
+}
 
-    Each shard is evaluated and written when full, so only one shard's tensors are in memory at a time.
-    One shard is written as plain `name` (no index). `close()` returns the files written.
+
+@dataclass
+class Output:
+    """What one source tensor becomes in the output: one or more tensors (a quantized weight: weight, scales,
+    biases) that share their first axis, produced block by block along it by `produce(start, stop)`."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[mx.Dtype, ...]
+    produce: Callable[[int, int], tuple[mx.array, ...]]
+    source_row_bytes: int = 0  # what one row costs while it is produced (a float32 source row), for the block size
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(np.prod(s, dtype=np.int64)) * d.size for s, d in zip(self.shapes, self.dtypes))
+
+    @property
+    def rows(self) -> int:
+        return self.shapes[0][0] if self.shapes[0] else 1
+
+
+def _as_bytes(block: mx.array) -> memoryview:
+    if block.dtype == mx.bfloat16:  # numpy has no bfloat16: the same 16 bits as uint16
+        block = block.view(mx.uint16)
+    return memoryview(np.ascontiguousarray(np.asarray(block)).reshape(-1).view(np.uint8))
+
+
+def write_sharded(
+    folder: Path, name: str, outputs: list[Output], shard_bytes: int, block_bytes: int = 64 * 2**20,
+    metadata: dict | None = None,
+) -> list[Path]:
+    """Write `outputs` as `name` (one file) or as shards of about `shard_bytes` with `name.index.json`.
+
+    Every header is written first (the shapes and dtypes are known), then each tensor is produced and written
+    in blocks of rows of about `block_bytes`, so memory holds one block, not a tensor and not a shard. Returns
+    the files written (the index first).
     """
+    folder = Path(folder)
+    shards: list[list[Output]] = [[]]
+    size = 0
+    for out in outputs:
+        if shards[-1] and size + out.nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(out)
+        size += out.nbytes
+    stem, suffix = name.rsplit(".", 1)
+    paths = [folder / name] if len(shards) == 1 else [folder / f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{suffix}"
+                                                     for i in range(len(shards))]
+    weight_map, total = {}, 0
+    for path, shard in zip(paths, shards):
+        total += _write_file(path, shard, block_bytes, metadata or {})
+        weight_map.update({n: path.name for out in shard for n in out.names})
+    if len(paths) == 1:
+        return paths
+    index = folder / f"{name}.index.json"
+    index.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
+                                indent=2) + "\n")
+    return [index, *paths]
 
-    def __init__(self, folder: Path, name: str, shard_bytes: int, metadata: dict | None = None):
-        self.folder, self.name, self.shard_bytes = Path(folder), name, shard_bytes
-        self.metadata = metadata or {}
-        self.pending: dict[str, mx.array] = {}
-        self.pending_bytes = 0
-        self.shards: list[tuple[Path, list[str]]] = []
-        self.total_bytes = 0
 
-    def add(self, key: str, value: mx.array) -> None:
-        self.pending[key] = value
-        self.pending_bytes += value.nbytes
-        if self.pending_bytes >= self.shard_bytes:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.pending:
-            return
-        path = self.folder / f".shard-{len(self.shards):05d}.safetensors"
-        mx.save_safetensors(str(path), self.pending, metadata=self.metadata)
-        self.shards.append((path, list(self.pending)))
-        self.total_bytes += self.pending_bytes
-        self.pending, self.pending_bytes = {}, 0
-
-    def close(self) -> list[Path]:
-        self._flush()
-        if len(self.shards) <= 1:
-            final = self.folder / self.name
-            if self.shards:
-                self.shards[0][0].rename(final)
-            else:
-                mx.save_safetensors(str(final), {}, metadata=self.metadata)
-            return [final]
-        stem, suffix = self.name.rsplit(".", 1)
-        n, files, weight_map = len(self.shards), [], {}
-        for i, (path, keys) in enumerate(self.shards):
-            final = self.folder / f"{stem}-{i + 1:05d}-of-{n:05d}.{suffix}"
-            path.rename(final)
-            files.append(final)
-            weight_map.update({k: final.name for k in keys})
-        index = self.folder / f"{self.name}.index.json"
-        index.write_text(json.dumps({"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))},
-                                    indent=2) + "\n")
-        return [index, *files]
+def _write_file(path: Path, outputs: list[Output], block_bytes: int, metadata: dict) -> int:
+    header, offset, regions = {}, 0, []
+    for out in outputs:
+        starts = []
+        for n, shape, dtype in zip(out.names, out.shapes, out.dtypes):
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.size
+            header[n] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            starts.append(offset)
+            offset += nbytes
+        regions.append(starts)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        base = 8 + len(raw)
+        for out, starts in zip(outputs, regions):
+            per_row = max(1, out.nbytes // max(out.rows, 1) + out.source_row_bytes)  # output row + its source row
+            step = max(1, block_bytes // per_row)
+            for a in range(0, out.rows, step):
+                b = min(out.rows, a + step)
+                with mx.stream(mx.cpu):  # conversion needs no GPU, and float64 sources work on the CPU only
+                    blocks = out.produce(a, b)
+                    mx.eval(*blocks)
+                for block, start, shape in zip(blocks, starts, out.shapes):
+                    row_bytes = (int(np.prod(shape[1:], dtype=np.int64)) if shape else 1) * block.dtype.size
+                    f.seek(base + start + (a * row_bytes if shape else 0))
+                    f.write(_as_bytes(block))
+                del blocks
+            out.produce = None  # drop the (now materialised) source tensor it refers to
+        f.truncate(base + offset)
+    return offset

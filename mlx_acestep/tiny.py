@@ -16,9 +16,6 @@ fan-in scaled, norms near 1, small biases, log-scale Snake parameters near 0.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 import zlib
 from importlib import resources
 from pathlib import Path
@@ -27,12 +24,14 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from .errors import AceStepError
+from .files import building_dir
+from .names import BASE_DIT as BASE_DIR
+from .names import DEFAULT_DIT as TURBO_DIR
+from .names import LM_PREFIX
+from .names import TEXT_ENCODER as TEXT_ENCODER_DIR
+from .names import VAE_DIR
 
-VAE_DIR = "vae"
-TURBO_DIR = "acestep-v15-turbo"
-BASE_DIR = "acestep-v15-base"
-TEXT_ENCODER_DIR = "Qwen3-Embedding-0.6B"
-LM_DIR = "acestep-5Hz-lm-0.6B"
+LM_DIR = f"{LM_PREFIX}0.6B"
 
 # 600 s at 25 latent frames/s, as the real silence_latent.pt: every duration up to 600 s has a source.
 SILENCE_FRAMES = 15000
@@ -415,17 +414,11 @@ def build_tiny_checkpoint(root: str | Path, seed: int = 0) -> Path:
         raise AceStepError(f"seed must be a non-negative integer, got {seed!r}")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise AceStepError(f"{root}: already exists and is not an empty folder")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    # mkdir (not mkdtemp, which makes it private) so the result has the usual permissions.
-    staging = root.parent / f".{root.name}.{uuid.uuid4().hex[:12]}.partial"
-    staging.mkdir()
+    if root.is_dir():  # an empty folder: replaced by the built one
+        root.rmdir()
     try:
-        _build(staging, seed)
-        os.replace(staging, root)  # replaces an empty folder, fails on a non-empty one
+        with building_dir(root) as staging:
+            _build(staging, seed)
     except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
         raise AceStepError(f"{root}: cannot write the tiny checkpoint ({e.strerror or e})") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return root

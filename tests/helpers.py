@@ -111,6 +111,10 @@ def diffusers_dit_checkpoint(config: dict, folder, seed: int = 0, silence_frames
         modules["condition_encoder"].silence_latent = silence
     folder.mkdir(parents=True, exist_ok=True)
     save_file(state, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({**config, "model_type": "acestep"}))
+    # Every field the modules were built with, as a real config.json lists them (the defaults of the given ones too).
+    full = dict(config)
+    for module in modules.values():
+        full.update({k: v for k, v in dict(module.config).items() if not k.startswith("_") and k not in full and v is not None})
+    (folder / "config.json").write_text(json.dumps({**full, "model_type": "acestep"}))
     torch.save(silence.transpose(1, 2).contiguous(), folder / "silence_latent.pt")  # channel-first, as shipped
     return {**modules, "silence_latent": silence}

@@ -263,3 +263,47 @@ def test_recorded_quantization_rebuilds_the_same_structure(bits, tmp_path):
     rebuilt.load_weights(str(tmp_path / "w.safetensors"), strict=True)
     err = float(mx.abs(rebuilt.a(x) - ref).max() / mx.abs(ref).max())
     assert err < (0.02 if bits == 8 else 0.2)
+
+
+# --- streaming: memory is a shard, not the checkpoint ---------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["text_encoder", "lm", "vae"])
+def test_conversion_holds_a_shard_not_the_checkpoint(kind, fixtures, tmp_path, monkeypatch):
+    """A bf16 checkpoint of ~95 MB converted to float32 (~190 MB) with 4 MB shards: MLX's peak stays a few shards."""
+    from mlx_acestep.convert import component
+
+    if kind == "vae":
+        src = copy_vae_root(fixtures, tmp_path / "src")
+        folder, name = src / "vae", "diffusion_pytorch_model.safetensors"
+    else:
+        src = tmp_path / "src"
+        folder = src / ("Qwen3-Embedding-0.6B" if kind == "text_encoder" else "acestep-5Hz-lm-0.6B")
+        shutil.copytree(fixtures / "checkpoints" / folder.name, folder)
+        config = json.loads((folder / "config.json").read_text())
+        # many small tensors (the largest 4 MB in float32): the bound is the shards, not one big tensor
+        config.update(vocab_size=4000, hidden_size=512, intermediate_size=2048, num_hidden_layers=12, head_dim=64,
+                      num_attention_heads=8, num_key_value_heads=4)
+        (folder / "config.json").write_text(json.dumps(config))
+        from mlx_acestep.loading import BUILDERS
+
+        model = BUILDERS[kind](config, None, "config.json")
+        prefix = "model." if kind == "lm" else ""
+        weights = {prefix + k if not k.startswith("model.") else k: v.astype(mx.bfloat16)
+                   for k, v in tree_flatten(model.parameters())}
+        mx.save_safetensors(str(folder / "model.safetensors"), weights)
+        del model, weights
+        name = "model.safetensors"
+    size = (folder / name).stat().st_size
+    monkeypatch.setattr(component, "SHARD_BYTES", 4 * 2**20)
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    before = mx.get_active_memory()  # what the process holds already (other tests' arrays)
+    convert_checkpoints(src, tmp_path / "out", ConvertOptions(dtype="float32"))
+    peak = mx.get_peak_memory() - before
+    out = next((tmp_path / "out").iterdir())
+    assert (out / "model.safetensors.index.json").is_file() or size < 4 * 2**20
+    load_component(out)
+    print(f"{kind}: source {size / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB")
+    if size > 16 * 2**20:  # the float32 output is twice the bf16 source: a whole-file conversion holds 3x `size`
+        assert peak < 0.25 * size, (peak, size)

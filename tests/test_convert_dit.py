@@ -63,3 +63,58 @@ def test_q4_keeps_timestep_embedding_at_8_bits_and_fsq_at_full_precision(turbo_r
     model = load_component(tmp_path / "q4" / "acestep-v15-turbo", "dit")
     assert model.decoder.time_embed.time_proj.bits == 8 and model.decoder.layers[0].mlp.up_proj.bits == 4
     assert isinstance(model.tokenizer.quantizer.project_in.weight, mx.array)
+
+
+# -- the config, not the folder name, says what a DiT is; required keys are required ------------------
+
+
+def test_the_family_comes_from_the_config():
+    import warnings
+
+    from mlx_acestep.models.dit import AceStepConfig
+    from mlx_acestep.models.dit.config import model_family
+
+    assert model_family(AceStepConfig(is_turbo=True), "my-sft-folder") == "turbo"
+    assert model_family(AceStepConfig(model_version="sft"), "acestep-v15-base") == "sft"
+    assert model_family(AceStepConfig(model_version="base"), "some-sft-copy") == "base"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert model_family(AceStepConfig(), "acestep-v15-sft") == "sft"  # neither field: the name, with a warning
+    assert "names no model family" in str(caught[0].message)
+
+
+def test_an_sft_dit_runs_with_sft_defaults_whatever_its_folder(converted, tmp_path):
+    """The diffusers layout names folders by config; a renamed SFT folder still gets SFT's 50 steps."""
+    import shutil
+
+    from mlx_acestep.pipeline import ACEStep, ModelFolders
+
+    folder = tmp_path / "my-model"
+    shutil.copytree(converted / "acestep-v15-base", folder)
+    config = json.loads((folder / "config.json").read_text()) | {"model_version": "sft"}
+    (folder / "config.json").write_text(json.dumps(config))
+    pipe = ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", folder, converted / "vae"))
+    assert pipe.family == "sft" and pipe.sampler_settings().steps == 50
+
+
+@pytest.mark.parametrize("key", ["rope_theta", "sliding_window", "layer_types"])
+def test_a_config_without_a_required_key_is_one_line_naming_file_and_key(turbo_root, tmp_path, key):
+    config = json.loads((turbo_root / "config.json").read_text())
+    del config[key]
+    (turbo_root / "config.json").write_text(json.dumps(config))
+    with pytest.raises(AceStepError, match=rf"acestep-v15-turbo/config.json: missing required key '{key}'$"):
+        convert_checkpoints(turbo_root.parent, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["src"]
+
+
+def test_a_qwen3_config_without_a_required_key_names_file_and_key(fixtures, tmp_path):
+    import shutil
+
+    src = tmp_path / "src" / "Qwen3-Embedding-0.6B"
+    shutil.copytree(fixtures / "checkpoints" / "Qwen3-Embedding-0.6B", src)
+    config = json.loads((src / "config.json").read_text())
+    del config["num_key_value_heads"]
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.raises(AceStepError, match=r"Qwen3-Embedding-0.6B/config.json: missing required key 'num_key_value_heads'"):
+        convert_checkpoints(src.parent, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

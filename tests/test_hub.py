@@ -92,6 +92,56 @@ def test_a_failed_conversion_leaves_no_cache_entry(root, tmp_path):
     assert list((tmp_path / "cache" / "converted").iterdir()) == []
 
 
+def shard(folder, name="model.safetensors"):
+    """Split a folder's weights into two shards with an index, as Hugging Face writes large checkpoints."""
+    import json
+
+    state = load_file(str(folder / name))
+    keys = sorted(state)
+    parts = {f"model-0000{i + 1}-of-00002.safetensors": keys[i::2] for i in range(2)}
+    for file, part in parts.items():
+        save_file({k: state[k] for k in part}, str(folder / file), metadata={"format": "pt"})
+    (folder / f"{name}.index.json").write_text(json.dumps({"weight_map": {k: f for f, ks in parts.items() for k in ks}}))
+    (folder / name).unlink()
+    return list(parts)
+
+
+@pytest.mark.parametrize("folder", ["acestep-v15-turbo", "Qwen3-Embedding-0.6B"])
+def test_sharded_sources_convert_as_one_file(root, tmp_path, folder):
+    from mlx_acestep.loading import load_component
+
+    shard(root / folder)
+    folders = resolve_model(root, cache_dir=tmp_path / "cache", lm=None)
+    load_component(folders.dit if folder.startswith("acestep") else folders.text_encoder)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing shard", r"model.safetensors.index.json: lists model-00002-of-00002.safetensors, which is missing"),
+    ("unlisted key", r"model-00001-of-00002.safetensors: key '.+' is not listed for this shard"),
+    ("integer tensor", r"model.safetensors.index.json: tensor 'decoder.norm_out.weight' has dtype mlx.core.int32, expected a floating"),
+])
+def test_a_damaged_sharded_checkpoint_is_one_line_and_leaves_nothing(root, tmp_path, damage, message):
+    import json
+
+    files = shard(root / "acestep-v15-turbo")
+    index = root / "acestep-v15-turbo" / "model.safetensors.index.json"
+    if damage == "missing shard":
+        (root / "acestep-v15-turbo" / files[1]).unlink()
+    elif damage == "unlisted key":
+        weight_map = json.loads(index.read_text())["weight_map"]
+        index.write_text(json.dumps({"weight_map": {k: v for k, v in list(weight_map.items())[1:]}}))
+    else:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        path = root / "acestep-v15-turbo" / weight_map["decoder.norm_out.weight"]
+        state = load_file(str(path))
+        state["decoder.norm_out.weight"] = state["decoder.norm_out.weight"].astype("int32")
+        save_file(state, str(path), metadata={"format": "pt"})
+    with pytest.raises(AceStepError, match=message) as info:
+        resolve_model(root, cache_dir=tmp_path / "cache", lm=None)
+    assert "\n" not in str(info.value)
+    assert [p.name for p in (tmp_path / "cache" / "converted").iterdir()] == []
+
+
 @pytest.mark.parametrize(
     "model, message",
     [
@@ -156,9 +206,61 @@ def test_offline_with_nothing_cached_says_what_to_download(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     error = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
-    assert len(error) == 1 and "not in the local Hugging Face cache" in error[0]
-    assert 'hf download ACE-Step/Ace-Step1.5 --include "acestep-v15-turbo/*"' in error[0]
+    assert len(error) == 1 and "not in the local Hugging Face cache and downloading is off (HF_HUB_OFFLINE is set)" in error[0]
+    assert "fetching" not in done.stderr and "HF_HUB_OFFLINE is set: no download" in done.stderr
     assert not (tmp_path / "rain.wav").exists()
+    command = error[0].split("run `", 1)[1].split("`", 1)[0]
+    assert command_patterns(command) == ({"acestep-v15-turbo/*", "vae/*", "Qwen3-Embedding-0.6B/*", "acestep-5Hz-lm-1.7B/*"},
+                                         "checkpoints")
+
+
+def command_patterns(command: str) -> tuple[set, str]:
+    """What the `hf` CLI that huggingface_hub installs would download for `command`, read by its own parser."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    import huggingface_hub.cli.download as hf_download
+    from huggingface_hub.cli.hf import app
+
+    seen = {}
+
+    def fake_snapshot(**kwargs):
+        seen.update(kwargs)
+        return "/nowhere"
+
+    argv = shlex.split(command)
+    assert argv[:2] == ["hf", "download"]
+    original = hf_download.snapshot_download
+    hf_download.snapshot_download = fake_snapshot
+    try:
+        result = CliRunner().invoke(app, argv[1:])
+    finally:
+        hf_download.snapshot_download = original
+    assert result.exit_code == 0, result.output
+    return set(seen["allow_patterns"]), seen["local_dir"]
+
+
+def test_a_failed_download_says_so_with_the_reason(monkeypatch, tmp_path):
+    """Online, a network failure is not 'downloading is off': the message says it failed and why."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from mlx_acestep.hub import download
+
+    def unreachable(*args, **kwargs):
+        try:
+            raise ConnectionError("Failed to resolve 'huggingface.co'")
+        except ConnectionError as cause:
+            raise LocalEntryNotFoundError("cannot find the requested files in the local cache") from cause
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    logged = []
+    with pytest.raises(AceStepError, match=r"could not be downloaded \(Failed to resolve 'huggingface.co'\)") as info:
+        download("ACE-Step/Ace-Step1.5", None, logged.append, quiet=True, lm="auto")
+    assert "fetching ACE-Step/Ace-Step1.5" in logged[0]
+    assert command_patterns(str(info.value).split("run `", 1)[1].split("`", 1)[0])[0] >= {"acestep-v15-turbo/*", "vae/*"}
 
 
 def test_the_planner_comes_from_the_hub_cache_too(fixtures, tmp_path):

@@ -1,4 +1,8 @@
-"""One test per case of the fixture folder's cases.json (ids contain the case name)."""
+"""One test per case of the fixture folder's cases.json (ids contain the case name), run twice: with the CPU
+fast paths (`mlx_acestep.kernels`) and with the plain formulation that Metal runs (fused SDPA, MLX's own
+convolutions, sin-based Snake), so the path every Mac takes is held to the same tolerances here."""
+
+import contextlib
 
 import pytest
 
@@ -13,8 +17,16 @@ def test_fixture_folder_has_cases():
     assert CASES, f"no parity cases found in {fixtures_dir()}"
 
 
+@pytest.mark.parametrize("path", ["cpu-kernels", "metal-path"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_parity(name, fixtures, converted, load_converted):
+def test_parity(name, path, fixtures, converted, load_converted):
+    from mlx_acestep import kernels
+
+    with kernels.use_plain() if path == "metal-path" else contextlib.nullcontext():
+        check_case(name, path, fixtures, converted, load_converted)
+
+
+def check_case(name, path, fixtures, converted, load_converted):
     case = CASES[name]
     runner, reason = runner_for(case)
     if runner is None:
@@ -32,7 +44,7 @@ def test_parity(name, fixtures, converted, load_converted):
             failures.append(f"{out_name}: not produced")
             continue
         ok, msg, err = compare(out_name, ours[out_name], outputs[out_name], runner.tolerance, spec.get("exact", False))
-        PARITY_ERRORS.append((name, out_name, err))
+        PARITY_ERRORS.append((name if path == "cpu-kernels" else f"{name} [metal path]", out_name, err))
         if not ok:
             failures.append(msg)
     assert not failures, f"{name}: " + "; ".join(failures)

@@ -71,3 +71,35 @@ def test_quantized_lm_keeps_the_embedding_at_8_bits(lm_root, tmp_path):
     lm = load_component(tmp_path / "q4" / LM, "lm")
     assert lm.model.embed_tokens.bits == 8 and lm.model.layers[0].mlp.up_proj.bits == 4
     assert np.isfinite(np.array(lm.logits(mx.array([[1, 2, 3]])))).all()
+
+
+@pytest.mark.parametrize("mode", ["q8", "q4"])
+def test_quantized_planner_loads_with_mlx_lm_as_converted(lm_root, tmp_path, mode):
+    """mlx-lm reads the per-path quantization entries (the 8-bit embedding of a q4 planner) and gets our logits."""
+    from mlx_lm import load
+
+    convert_checkpoints(lm_root, tmp_path / mode, ConvertOptions(quantize=mode, group_size=32))
+    model, _ = load(str(tmp_path / mode / LM))
+    ours = load_component(tmp_path / mode / LM, "lm")
+    assert model.model.embed_tokens.bits == 8 and model.model.layers[0].mlp.up_proj.bits == int(mode[1])
+    ids = mx.array([[5, 17, 300, 514, 600]])
+    np.testing.assert_allclose(np.array(model(ids)), np.array(ours.logits(ids)), atol=1e-5)
+
+
+def test_planner_files_without_the_model_prefix_convert(lm_root, tmp_path):
+    """Some official planner files store `embed_tokens.weight`, `layers.0...` (no `model.`); the reference's own
+    MLX loader re-prefixes them, and so does the converter."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    src = tmp_path / "src"
+    shutil.copytree(lm_root, src)
+    path = src / LM / "model.safetensors"
+    state = load_file(str(path))
+    save_file({k.removeprefix("model."): v for k, v in state.items()}, str(path), metadata={"format": "pt"})
+    convert_checkpoints(src, tmp_path / "out")
+    ids = mx.array([[1, 2, 3]])
+    want = load_component(tmp_path / "out" / LM, "lm").logits(ids)
+    convert_checkpoints(lm_root, tmp_path / "ref")
+    np.testing.assert_array_equal(np.array(want), np.array(load_component(tmp_path / "ref" / LM, "lm").logits(ids)))

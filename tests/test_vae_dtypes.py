@@ -53,3 +53,24 @@ def test_half_precision_snr(dtype, vae_inputs, src_root, tmp_path):
         snr = snr_db(ours, ref)
         PARITY_ERRORS.append((f"vae {dtype} SNR dB", what, snr))  # reported in the summary
         assert snr >= FLOORS_DB[dtype], f"{dtype} {what}: SNR {snr:.1f} dB < {FLOORS_DB[dtype]} dB"
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["cpu-kernels", "plain"])
+def test_float16_snake_survives_betas_below_minus_11(plain):
+    """1 / exp(beta) overflows float16 for beta below about -11 (exp(12) = 162755 > 65504) while sin(a x)^2 / b
+    is still an ordinary value; the float16 Snake must then match the float32 one (the reference's half path
+    computes the reciprocal in float16 and returns inf). Both the CPU kernel and the plain formulation."""
+    from mlx_acestep import kernels
+    from mlx_acestep.kernels.oobleck import snake as cpu_snake
+    from mlx_acestep.models.vae.oobleck import Snake1d
+
+    snake = Snake1d(4)
+    snake.alpha = mx.array([0.0, 0.5, -0.5, 0.0])
+    snake.beta = mx.array([-12.0, -14.0, -11.5, 0.0])
+    x = mx.array(np.linspace(-0.01, 0.01, 64 * 4, dtype=np.float32).reshape(1, 64, 4))  # sin(a x)^2 / b up to ~1e2
+    want = np.array(snake(x))
+    assert np.isfinite(want).all() and np.abs(want).max() > 65504 * 1e-4
+    with kernels.use_plain(plain):
+        got = np.array((snake(x.astype(mx.float16)) if plain else cpu_snake(snake, [x.astype(mx.float16)])[0]).astype(mx.float32))
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-3)  # float16 rounding of input and output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import AceStepError
+from ..limits import DTYPE_CHOICES, GROUP_SIZES, QUANTIZE_CHOICES, SAMPLE_RATE, VAE_CHUNK, VAE_OVERLAP
 from .common import progress_bar, user_errors
 
 
@@ -12,14 +13,14 @@ from .common import progress_bar, user_errors
 @click.argument("src", type=click.Path(path_type=str))
 @click.argument("dst", type=click.Path(path_type=str))
 @click.option(
-    "--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True,
-    help="Storage and compute dtype of the converted weights.",
+    "--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
+    help="Storage and compute dtype of the converted weights (auto: bfloat16 on a GPU, float32 on the CPU).",
 )
 @click.option(
-    "--quantize", type=click.Choice(["none", "q8", "q4"]), default="none", show_default=True,
+    "--quantize", type=click.Choice(QUANTIZE_CHOICES), default="none", show_default=True,
     help="Quantize the linear layers that allow it (convolutions, hence the VAE, stay in --dtype).",
 )
-@click.option("--q-group-size", type=click.Choice(["32", "64", "128"]), default="64", show_default=True,
+@click.option("--q-group-size", type=click.Choice([str(g) for g in GROUP_SIZES]), default="64", show_default=True,
               help="Quantization group size.")
 @click.option("--force", is_flag=True, help="Replace DST if it exists.")
 @user_errors
@@ -44,8 +45,8 @@ def convert(src, dst, dtype, quantize, q_group_size, force):
 @click.argument("audio_out", type=click.Path(path_type=str))
 @click.option("--vae", "vae_dir", required=True, type=click.Path(path_type=str),
               help="Converted VAE folder (DST/vae from `mlx-acestep convert`).")
-@click.option("--chunk", default=256, show_default=True, help="Decode window in latent frames (25 per second).")
-@click.option("--overlap", default=16, show_default=True, help="Frames of context on each side of a window.")
+@click.option("--chunk", default=VAE_CHUNK, show_default=True, help="Decode window in latent frames (25 per second).")
+@click.option("--overlap", default=VAE_OVERLAP, show_default=True, help="Frames of context on each side of a window.")
 @click.option("--sample/--mean", default=False, show_default=True,
               help="Decode a draw from the latent distribution (as the reference pipeline does) or its mean.")
 @click.option("--seed", default=0, show_default=True, help="Seed for --sample.")
@@ -77,4 +78,4 @@ def reconstruct(audio_in, audio_out, vae_dir, chunk, overlap, sample, seed):
             parts.append(np.array(piece))
     wave = peak_limit(np.concatenate(parts, axis=0))
     save_audio(audio_out, wave)
-    click.echo(f"wrote {audio_out}: {len(wave) / 48000:.2f} s, {latents.shape[1]} latent frames")
+    click.echo(f"wrote {audio_out}: {len(wave) / SAMPLE_RATE:.2f} s, {latents.shape[1]} latent frames")

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import AceStepError
-from ..pipeline.tasks import TASKS
+from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DTYPE_CHOICES, QUANTIZE_CHOICES
+from ..names import DEFAULT_REPO, TASKS
 from .common import PhaseBars, user_errors
 
 # GenerationRequest field -> the flag that sets it, so that a request error names what the user typed.
@@ -90,18 +91,18 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: st
 @click.option("--bpm", type=int, default=None, help="Tempo, 30 to 300 (default: the planner's choice, else N/A).")
 @click.option("--key", "keyscale", default=None, help='Key and scale, e.g. "C major" (default N/A).')
 @click.option("--time-signature", default=None, help="Beats per bar, e.g. 4 (default N/A).")
-@click.option("--language", default="unknown", show_default=True, help="Vocal language code (en, zh, ja, ...).")
+@click.option("--language", default=None, help="Vocal language code (en, zh, ja, ...).")
 @click.option("--seed", type=int, default=None, help="Random seed (item i of a batch uses seed + i); default random.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Songs to generate at once, 1 to 8.")
 @click.option("--steps", type=int, default=None, help="Diffusion steps (base/SFT; turbo always runs 8). Default per model.")
 @click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
-@click.option("--model", default="ACE-Step/Ace-Step1.5", show_default=True,
+@click.option("--model", default=DEFAULT_REPO, show_default=True,
               help="Hugging Face repo id, a checkpoint folder (original or diffusers layout, or converted), or 'tiny'.")
 @click.option("--dit", default=None, help="DiT folder inside the model, e.g. acestep-v15-base (default: turbo).")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
-              help="Compute dtype when converting a PyTorch checkpoint.")
-@click.option("--quantize", type=click.Choice(["none", "q8", "q4"]), default="none", show_default=True,
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
+              help="Compute dtype when converting a PyTorch checkpoint (auto: bfloat16 on a GPU, float32 on the CPU).")
+@click.option("--quantize", type=click.Choice(QUANTIZE_CHOICES), default="none", show_default=True,
               help="Quantize the DiT's and text encoder's linear layers when converting.")
 @click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default=None, help="Output format (default: from -o, else wav).")
 @click.option("-o", "--output", default=None, help="Output file (default acestep-SEED.wav); a batch adds _0, _1, ...")
@@ -113,21 +114,21 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: st
                    "the DiT renders. Default: on when the model has a planner.")
 @click.option("--lm", type=click.Choice(["0.6B", "1.7B", "4B"]), default=None,
               help="Planner LM size (default 1.7B, or the one the model has).")
-@click.option("--lm-quantize", type=click.Choice(["none", "q8", "q4"]), default="none", show_default=True,
+@click.option("--lm-quantize", type=click.Choice(QUANTIZE_CHOICES), default="none", show_default=True,
               help="Quantize the planner's linear layers when converting (embedding and head stay 8-bit).")
-@click.option("--lm-cfg-scale", type=float, default=2.0, show_default=True, help="The planner's CFG scale for the codes.")
-@click.option("--lm-temperature", type=float, default=0.85, show_default=True, help="The planner's sampling temperature.")
-@click.option("--lm-top-p", type=float, default=0.9, show_default=True, help="The planner's nucleus (top-p) sampling.")
+@click.option("--lm-cfg-scale", type=float, default=DEFAULT_LM_CFG_SCALE, show_default=True, help="The planner's CFG scale for the codes.")
+@click.option("--lm-temperature", type=float, default=DEFAULT_LM_TEMPERATURE, show_default=True, help="The planner's sampling temperature.")
+@click.option("--lm-top-p", type=float, default=DEFAULT_LM_TOP_P, show_default=True, help="The planner's nucleus (top-p) sampling.")
 @click.option("--task", type=click.Choice(TASKS), default="text2music", show_default=True,
               help="text2music, or an editing task on --src-audio: cover (re-style), repaint (regenerate a region), "
                    "extract / lego (pull out / add --track), complete (add --tracks). extract, lego, complete need the base DiT.")
 @click.option("--src-audio", type=click.Path(dir_okay=False, path_type=str), default=None, help="The source recording of an editing task.")
 @click.option("--ref-audio", type=click.Path(dir_okay=False, path_type=str), default=None, help="A recording whose timbre to borrow (any task).")
-@click.option("--repaint-start", type=float, default=0.0, show_default=True, help="repaint/lego: region start in seconds.")
+@click.option("--repaint-start", type=float, default=None, help="repaint/lego: region start in seconds (default 0).")
 @click.option("--repaint-end", type=float, default=None, help="repaint/lego: region end in seconds (default: the end of the source).")
 @click.option("--track", default=None, help="extract/lego: the track, e.g. vocals, drums, bass, guitar.")
 @click.option("--tracks", default=None, help="complete: comma-separated tracks to add, e.g. drums,bass.")
-@click.option("--cover-strength", type=float, default=1.0, show_default=True,
+@click.option("--cover-strength", type=float, default=None,
               help="cover: the share of steps conditioned on the source (below 1 the rest follow the caption alone).")
 @user_errors
 def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signature, language, seed, batch, steps, shift,
@@ -152,13 +153,15 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
             lyrics = Path(lyrics_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise AceStepError(f"{lyrics_file}: cannot read the lyrics ({e.__class__.__name__}: {e})") from None
-    request = _request(
-        caption=caption, lyrics="[Instrumental]" if lyrics is None else lyrics, duration=duration, seed=seed,
-        batch_size=batch, bpm=bpm, key=keyscale, time_signature=time_signature, language=language, steps=steps,
-        shift=shift, guidance=guidance, normalize=not no_normalize, thinking=thinking, lm_cfg_scale=lm_cfg_scale,
-        lm_temperature=lm_temperature, lm_top_p=lm_top_p, task=task, src_audio=src_audio, ref_audio=ref_audio,
-        repaint_start=repaint_start, repaint_end=repaint_end, track=track,
+    given = dict(  # flags left out take the request's own defaults
+        lyrics=lyrics, duration=duration, seed=seed, bpm=bpm, key=keyscale, time_signature=time_signature,
+        language=language, steps=steps, shift=shift, guidance=guidance, thinking=thinking, src_audio=src_audio,
+        ref_audio=ref_audio, repaint_start=repaint_start, repaint_end=repaint_end, track=track,
         tracks=[t.strip() for t in tracks.split(",")] if tracks else None, cover_strength=cover_strength,
+    )
+    request = _request(
+        caption=caption, batch_size=batch, normalize=not no_normalize, lm_cfg_scale=lm_cfg_scale,
+        lm_temperature=lm_temperature, lm_top_p=lm_top_p, task=task, **{k: v for k, v in given.items() if v is not None},
     )
     if request.job.needs_source:
         thinking = False  # the planner is for text2music: don't load it

@@ -1,7 +1,7 @@
 """Checkpoint converter: official ACE-Step 1.5 PyTorch checkpoints -> MLX folders.
 
 Imported as `mlx_acestep.convert`; run as `mlx-acestep convert SRC DST`.
-Reads safetensors with numpy (no torch, nothing unpickled).
+Reads safetensors lazily with MLX and `.pt` tensors with a restricted unpickler (no torch, no pickle code run).
 """
 
 from .component import ConvertOptions

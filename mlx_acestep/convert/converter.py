@@ -9,15 +9,13 @@ failure or an interrupt leaves nothing half-written.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import AceStepError
+from ..files import building_dir
 from ..loading import read_json
 
 from .component import ConvertOptions
@@ -93,12 +91,7 @@ def convert_checkpoints(
         found = [(spec, folder, name) for spec, folder, name in found if {name, folder.name} & set(only)]
 
     report = ConvertReport()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; DST should look like any folder
-    try:
+    with building_dir(dst, replace=opts.force) as tmp:
         for spec, folder, name in found:
             converter = spec.convert or CONVERTERS.get(spec.kind)
             if converter is None:
@@ -112,23 +105,4 @@ def convert_checkpoints(
             log(f"converted {name}: {summary} in {time.perf_counter() - start:.1f} s")
         if not report.converted:
             raise AceStepError(f"{src}: nothing to convert (" + "; ".join(f"{n}: {r}" for n, r in report.skipped) + ")")
-        _replace_dir(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
-
-
-def _replace_dir(new: Path, dst: Path) -> None:
-    if not dst.exists():
-        os.replace(new, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
-    os.replace(dst, old / "x")
-    try:
-        os.replace(new, dst)
-    except BaseException:
-        os.replace(old / "x", dst)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)

@@ -27,6 +27,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import AceStepError
+from ..names import BASE_DIT, DEFAULT_DIT, SFT_DIT, TEXT_ENCODER
 from ..loading import read_json
 
 from ..models.dit.model import PATCH_RENAMES
@@ -36,7 +37,6 @@ from .dit import read_silence_file, write_dit
 from .kinds import convert_text_encoder
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
-TEXT_ENCODER_NAME = "Qwen3-Embedding-0.6B"  # the original layout's folder name, which loaders look for
 TRANSFORMER_CLASS = "AceStepTransformer1DModel"
 OLDEST_TRANSFORMER_CLASS = "AceStepDiTModel"
 
@@ -96,12 +96,15 @@ def is_turbo(transformer_config: dict) -> bool:
 
 
 def dit_folder_name(transformer: Path) -> str:
-    """The original layout's name for this DiT, which the downstream code looks for."""
-    return "acestep-v15-turbo" if is_turbo(read_json(transformer / "config.json")) else "acestep-v15-base"
+    """The original layout's name for this DiT (acestep-v15-turbo, -base or -sft, from the config's own fields)."""
+    config = read_json(transformer / "config.json")
+    if is_turbo(config):
+        return DEFAULT_DIT
+    return SFT_DIT if str(config.get("model_version", "")).lower() == "sft" else BASE_DIT
 
 
 def text_encoder_folder_name(_folder: Path) -> str:
-    return TEXT_ENCODER_NAME
+    return TEXT_ENCODER  # the original layout's folder name, which loaders look for
 
 
 def convert_diffusers_text_encoder(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> str:
@@ -242,6 +245,7 @@ def convert_diffusers_dit(folder: Path, out: Path, opts: ConvertOptions, root: P
     states.clear()  # `state` now holds the only references: write_dit frees them before casting
     read = [p for paths in files.values() for p in paths]
     sources = [base / "model_index.json", *read, *([silence_path] if silence_path not in read else []), *vae_files]
-    summary = write_dit(out, fields, state, silence, sources, opts, root, str(base), source_key_hint(attention))
+    summary = write_dit(out, fields, state, silence, sources, opts, root, str(base), source_key_hint(attention),
+                        f"{base / 'transformer' / 'config.json'} (with condition_encoder/, audio_tokenizer/)")
     revision = "" if attention else ", attention names of an older converter"
     return f"{summary}; diffusers layout{revision}"

@@ -53,9 +53,10 @@ def convert_dit(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> st
     config_path = folder / "config.json"
     fields = read_json(config_path)
     state, weight_files = read_weights(folder, "model.safetensors")
-    silence, silence_path = read_silence_latent(folder, AceStepConfig.from_dict(fields).timbre_hidden_dim)
+    silence, silence_path = read_silence_latent(folder, AceStepConfig.from_dict(fields, str(config_path)).timbre_hidden_dim)
     sources = [config_path, *weight_files, silence_path]
-    return write_dit(out, fields, state, silence, sources, opts, root, str(weight_files[-1]), AceStepModel.source_name)
+    return write_dit(out, fields, state, silence, sources, opts, root, str(weight_files[0]), AceStepModel.source_name,
+                     str(config_path))
 
 
 def write_dit(
@@ -68,13 +69,14 @@ def write_dit(
     root: Path,
     source: str,
     hint: Callable[[str], str],
+    config_source: str = "config.json",
 ) -> str:
     """Convert an original-layout state dict (any source layout ends here) and write the DiT folder.
 
     `state` is emptied as it is written. The parts the folder holds follow `fields["absent_parts"]`;
-    `source` and `hint` name the source in key errors.
+    `source` and `hint` name the source in key errors, `config_source` the config in missing-key errors.
     """
-    cfg = AceStepConfig.from_dict(fields)
+    cfg = AceStepConfig.from_dict(fields, config_source)
     model = AceStepModel(cfg, parts=dit_parts(fields, None))
     weights = model.sanitize(state)
     state.clear()

@@ -29,7 +29,7 @@ TOKENIZER_FILES = (
 
 def build(kind: str, fields: dict, config_path: Path):
     try:
-        return BUILDERS[kind](fields, None)
+        return BUILDERS[kind](fields, None, str(config_path))
     except (TypeError, ValueError) as e:
         raise AceStepError(f"{config_path}: invalid {kind.replace('_', ' ')} config ({e})") from None
 
@@ -41,9 +41,10 @@ def convert_vae(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> st
     model = build("vae", fields, config_path)
     state, files = read_weights(folder, "diffusion_pytorch_model.safetensors")
     count = len(state)
-    weights = model.sanitize(state, source=str(files[-1]))
+    weights = model.sanitize(state, source=str(files[0]))
+    state.clear()  # `weights` holds the only references: each tensor is freed once written
     n = len(weights)
-    summary = write_component(out, "vae", model, weights, fields, opts, [config_path, *files], root, str(files[-1]),
+    summary = write_component(out, "vae", model, weights, fields, opts, [config_path, *files], root, str(files[0]),
                               model.source_name)
     return f"{count} tensors -> {n} ({summary})"
 
@@ -69,8 +70,10 @@ def _qwen3(folder: Path, out: Path, opts: ConvertOptions, root: Path, kind: str,
     state, files = read_weights(folder, "model.safetensors")
     count = len(state)
     extras = [f for f in extras if f.is_file()]
-    summary = write_component(out, kind, model, model.sanitize(state), fields, opts, [config_path, *files, *extras], root,
-                              str(files[-1]), model.source_name)
+    weights = model.sanitize(state)
+    state.clear()  # `weights` holds the only references: each tensor is freed once written
+    summary = write_component(out, kind, model, weights, fields, opts, [config_path, *files, *extras], root,
+                              str(files[0]), model.source_name)
     for f in extras:
         shutil.copy2(f, out / f.name)
     return f"{count} tensors, tokenizer ({summary})"

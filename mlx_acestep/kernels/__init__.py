@@ -9,8 +9,8 @@ operations the CPU runs fast: attention as batched matmuls (banded for sliding
 windows) split over two streams, convolutions as `addmm` chains, Snake as a
 polynomial, the VAE's activations as two time-halves on two streams.
 
-`enabled()` decides, once per call site: the fast paths run when the default
-device is the CPU and they are not switched off. `MLX_ACESTEP_KERNELS=plain` in the
+`enabled()` is the one switch every call site asks: the fast paths run when the
+default device is the CPU and they are not switched off. `MLX_ACESTEP_KERNELS=plain` in the
 environment, or `use_plain()` in code, runs the plain (Metal) formulation on the
 CPU too, so that path is tested where there is no GPU.
 """

@@ -29,12 +29,13 @@ _SIN2_COEFFS = (9.86960323959967, -32.46960184377248, 42.7258105681059, -30.0897
 
 @mx.compile
 def _snake_poly(x, a_over_pi, inv_b):
-    r = x * a_over_pi
+    y = x.astype(mx.float32)  # as the plain Snake: float32 inside, one rounding at the end
+    r = y * a_over_pi
     f = r - mx.round(r)
     g = f * f
     q = _SIN2_COEFFS
     sin2 = g * (q[0] + g * (q[1] + g * (q[2] + g * (q[3] + g * (q[4] + g * q[5])))))
-    return x + inv_b * sin2
+    return (y + inv_b * sin2).astype(x.dtype)
 
 
 Parts = list[mx.array]
@@ -79,9 +80,8 @@ def on_streams(fn, *part_lists: Parts) -> Parts:
 
 def snake(module, parts: Parts) -> Parts:
     """A `Snake1d` on each part, one part per stream."""
-    a, inv_b = module.constants(parts[0].dtype)
-    dtype = parts[0].dtype
-    a_over_pi, inv_b = (a / math.pi).astype(dtype), inv_b.astype(dtype)
+    a, inv_b = module.constants()
+    a_over_pi = a / math.pi
     return on_streams(lambda x: _snake_poly(x, a_over_pi, inv_b), parts)
 
 

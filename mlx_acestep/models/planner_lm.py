@@ -17,8 +17,8 @@ from ..errors import AceStepError
 from .text_encoder import qwen3_args
 
 
-def planner_args(config: dict) -> ModelArgs:
-    return qwen3_args(config, "planner-LM")
+def planner_args(config: dict, source: str = "config.json") -> ModelArgs:
+    return qwen3_args(config, source)
 
 
 class PlannerLM(Model):

@@ -17,17 +17,27 @@ import mlx.core as mx
 from mlx_lm.models.qwen3 import ModelArgs, Qwen3Model
 
 from ..errors import AceStepError
+from .base import missing_key_error
 
 
-def qwen3_args(config: dict, what: str = "text-encoder") -> ModelArgs:
+def qwen3_args(config: dict, source: str = "config.json") -> ModelArgs:
+    """mlx-lm's Qwen3 arguments; a missing key is a one-line error naming `source` and the key.
+
+    transformers 5 writes the rope base under `rope_parameters`; older mlx-lm versions only read `rope_theta`.
+    """
+    rope = config.get("rope_parameters")
+    if "rope_theta" not in config and isinstance(rope, dict) and "rope_theta" in rope:
+        config = {**config, "rope_theta": rope["rope_theta"]}
     try:
         return ModelArgs.from_dict(config)
-    except (TypeError, ValueError) as e:
-        raise AceStepError(f"invalid Qwen3 {what} config ({e})") from None
+    except TypeError as e:
+        raise missing_key_error(source, e) from None
+    except ValueError as e:
+        raise AceStepError(f"{source}: invalid Qwen3 config ({e})") from None
 
 
-def text_encoder_args(config: dict) -> ModelArgs:
-    return qwen3_args(config, "text-encoder")
+def text_encoder_args(config: dict, source: str = "config.json") -> ModelArgs:
+    return qwen3_args(config, source)
 
 
 class Qwen3TextEncoder(Qwen3Model):

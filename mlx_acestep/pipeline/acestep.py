@@ -1,7 +1,7 @@
 """Text to music and the editing tasks: a `GenerationRequest` -> 48 kHz stereo audio (spec 5, 7, 8).
 
     pipe = ACEStep.from_pretrained("ACE-Step/Ace-Step1.5")
-    result = pipe.generate("gentle piano, warm strings", lyrics="[Instrumental]", duration=30, seed=7)
+    result = pipe.generate("gentle piano, warm strings", lyrics="[verse] ...", duration=30, seed=7)
     result.save("song.wav")
 
 Phases, each timed and with its peak memory recorded: `lm` (the planner, when
@@ -14,8 +14,9 @@ frees them afterwards (`residency.py`), so peak memory is that of the largest
 phase, not the sum.
 
 The library never prints: progress goes to `callback`, notices to `warnings`.
-One pipeline runs one generation at a time; concurrent calls from several
-threads wait for each other.
+One pipeline runs one generation at a time: concurrent calls from several
+threads wait for each other. Peak-memory figures are MLX's, process-wide (two
+pipelines running at once see each other's memory).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import numpy as np
 
 from ..errors import AceStepError
 from ..hub import ModelFolders
-from ..limits import MIN_FRAMES, SAMPLE_RATE, SECONDS, frames_of, seconds_of
+from ..limits import HOP, MIN_FRAMES, SAMPLE_RATE, SECONDS, VAE_CHUNK, VAE_OVERLAP, frames_of, seconds_of
+from ..names import DEFAULT_REPO
 from ..loading import load_silence_latent, read_json
 from ..models.dit import AceStepConfig
+from ..models.dit.config import model_family
 from .conditioning import (
     ConditionInput, PromptTokens, code_hints, encode_prompts, planned_item, reference_clips, tokenize_items)
 from .postprocess import postprocess
@@ -46,12 +49,6 @@ from .sources import encode_wave, latents_input, read_audio
 from .tasks import edit_hooks, task_context
 
 PHASES = ("text", "condition", "dit", "vae", "post")  # "lm" first when the planner runs, "encode" for editing tasks
-
-
-def model_family(name: str, config: AceStepConfig) -> str:
-    if config.is_turbo:
-        return "turbo"
-    return "sft" if "sft" in name.lower() else "base"
 
 
 def initial_noise(seeds: Sequence[int], frames: int, channels: int, dtype: mx.Dtype) -> mx.array:
@@ -67,8 +64,8 @@ class ACEStep:
         folders: ModelFolders,
         *,
         keep_loaded: bool = True,
-        vae_chunk: int = 256,
-        vae_overlap: int = 16,
+        vae_chunk: int = VAE_CHUNK,
+        vae_overlap: int = VAE_OVERLAP,
         cache_limit_gb: float = 2.0,
         name: str | None = None,
     ):
@@ -80,21 +77,21 @@ class ACEStep:
         self.vae_chunk, self.vae_overlap = vae_chunk, vae_overlap
         self.cache_limit = int(cache_limit_gb * 2**30)
         fields = read_json(folders.dit / "config.json")
-        self.config = AceStepConfig.from_dict(fields)
+        self.config = AceStepConfig.from_dict(fields, str(folders.dit / "config.json"))
         self.dtype = getattr(mx, fields.get("dtype", "float32"))
-        self.family = model_family(self.name, self.config)
+        self.family = model_family(self.config, self.name)
         self.tokenizer = PromptTokenizer(folders.text_encoder)
         self.silence_latent = load_silence_latent(folders.dit)
         self.residency = Residency(folders, keep_loaded, int(np.prod(self.config.fsq_input_levels)))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # generate, encode_audio and generate_from_tokens; re-entrant: one calls another
 
     @classmethod
     def from_pretrained(
         cls,
-        model: str | Path = "ACE-Step/Ace-Step1.5",
+        model: str | Path = DEFAULT_REPO,
         *,
         dit: str | None = None,
-        dtype: str = "float32",
+        dtype: str = "auto",
         quantize: str | None = None,
         q_group_size: int = 64,
         lm: str | None = "auto",
@@ -107,7 +104,9 @@ class ACEStep:
         """Load from a converted MLX folder, a PyTorch checkpoint root (original or diffusers layout,
         converted once into the cache), a Hugging Face repo id (downloaded, converted, cached) or "tiny".
 
-        `dit` picks the DiT folder (e.g. "acestep-v15-base"; default: the turbo model). `quantize` is
+        `dit` picks the DiT folder (e.g. "acestep-v15-base"; default: the turbo model). `dtype` is what a PyTorch
+        checkpoint is converted to: "auto" (bfloat16 on a GPU, float32 on MLX's CPU backend), "float32",
+        "bfloat16" or "float16". `quantize` is
         None, "q8" or "q4" (the DiT's and text encoder's linear layers). `lm` picks the planner: "0.6B",
         "1.7B", "4B", "auto" (the default 1.7B if the model has it, else the one it has, else none) or None;
         `lm_quantize` None, "q8" or "q4" (its embedding and output head stay at 8 bits). Other keyword
@@ -132,7 +131,7 @@ class ACEStep:
         self, steps: int | None = None, shift: float | None = None, guidance: float | None = None, method: str = "ode"
     ) -> TurboSettings | BaseSettings:
         """The model family's defaults with the given overrides; turbo warns about what it ignores."""
-        return sampler_settings(self.family, steps, shift, guidance, method)
+        return sampler_settings(self.family, steps, shift, guidance, method, stacklevel=3)
 
     def resident(self) -> list[str]:
         """The modules loaded right now (roles, or whole components with `keep_loaded`)."""
@@ -172,7 +171,7 @@ class ACEStep:
         request.check_model(self.family, self.name)
         thinking = request.thinking_for(self.folders.lm is not None)
         duration = request.duration_for(thinking)
-        settings = request.sampler_settings(self.family)
+        settings = request.sampler_settings(self.family, stacklevel=4)  # warnings point at the caller of generate()
         seeds = resolve_seeds(request.seed, request.batch_size)
         batch = request.batch_size
         meter = PhaseMeter()
@@ -211,7 +210,7 @@ class ACEStep:
         if follow_source:  # a source shorter than the 128-frame minimum keeps its own length
             frames = min(frames, source.shape[0])
         with meter.phase("post"):
-            audio = postprocess(out.waveform[:, : frames * 1920], job, source_wave, region, request.normalize)
+            audio = postprocess(out.waveform[:, : frames * HOP], job, source_wave, region, request.normalize)
         return GenerationResult(
             audio=audio, sample_rate=SAMPLE_RATE, seeds=seeds, duration=seconds_of(frames),
             seconds=dict(meter.seconds), peak_memory=dict(meter.peak), latents=np.array(out.latents.astype(mx.float32)),
@@ -225,8 +224,9 @@ class ACEStep:
         """A recording (a file at any rate, or a 48 kHz `[samples, channels]` array) -> VAE latents `[T, 64]`,
         a seeded draw from the posterior as the reference samples it (spec 5.10)."""
         wave = read_audio(audio, what)
-        return self.residency.run(
-            "vae_encoder", lambda vae: encode_wave(vae, wave, seed, self.vae_chunk, self.vae_overlap, progress), meter)
+        with self._lock:
+            return self.residency.run(
+                "vae_encoder", lambda vae: encode_wave(vae, wave, seed, self.vae_chunk, self.vae_overlap, progress), meter)
 
     def _encode_inputs(self, request: GenerationRequest, seed: int, meter: PhaseMeter, callback):
         """(source latents, source waveform, reference latents); the waveform only when the source is audio."""
@@ -302,15 +302,16 @@ class ACEStep:
         `sources` are the editing tasks' (source latents `[frames, C]`, chunk mask `[frames]`, is_cover) per item;
         `edit` their sampler hooks, and `alt_tokens` the prompts of cover strength's second condition.
         """
-        previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
-        try:
-            return self._run(
-                tokens, frames, noise, settings, items, codes, sources, edit, alt_tokens, timbre_frames, seed, callback,
-                meter or PhaseMeter(),
-            )
-        finally:
-            mx.set_cache_limit(previous)
-            mx.clear_cache()
+        with self._lock:
+            previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
+            try:
+                return self._run(
+                    tokens, frames, noise, settings, items, codes, sources, edit, alt_tokens, timbre_frames, seed, callback,
+                    meter or PhaseMeter(),
+                )
+            finally:
+                mx.set_cache_limit(previous)
+                mx.clear_cache()
 
     def _run(self, tokens, frames, noise, settings, items, codes, sources, edit, alt_tokens, timbre_frames, seed, callback,
              meter) -> Generated:

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import AceStepError
 from ..limits import CAPTION_TOKENS, LYRIC_TOKENS
+from ..names import INSTRUMENTAL
 from .prompts import Metas, PromptTokenizer, caption_prompt, instruction, lyric_prompt
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class ConditionInput:
     """
 
     caption: str
-    lyrics: str = "[Instrumental]"
+    lyrics: str = INSTRUMENTAL
     metas: Metas | str | None = None
     language: str = "unknown"
     instruction: str | None = None  # None: text2music's; see prompts.instruction() for the others

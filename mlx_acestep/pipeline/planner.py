@@ -23,7 +23,8 @@ import numpy as np
 
 from ..errors import AceStepError
 from ..models.planner_lm import PlannerLM
-from .prompts import NEGATIVE_DEFAULT
+from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, SECONDS
+from ..names import INSTRUMENTAL, NEGATIVE_DEFAULT
 from .planner_constraint import FIELDS, MetadataConstraint, write_metadata
 
 SYSTEM_GENERATE = "# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
@@ -147,9 +148,9 @@ def generate_codes(
     n_codes: int,
     codes: CodeTokens,
     pad_id: int,
-    cfg_scale: float = 2.0,
-    temperature: float = 0.85,
-    top_p: float = 0.9,
+    cfg_scale: float = DEFAULT_LM_CFG_SCALE,
+    temperature: float = DEFAULT_LM_TEMPERATURE,
+    top_p: float = DEFAULT_LM_TOP_P,
     seed: int = 0,
     callback=None,
 ) -> np.ndarray:
@@ -227,8 +228,8 @@ class Planner:
         return self._constraint
 
     def think(
-        self, caption: str, lyrics: str, user: dict, temperature: float = 0.85, top_p: float = 0.9, seed: int = 0,
-        max_duration: int = 600,
+        self, caption: str, lyrics: str, user: dict, temperature: float = DEFAULT_LM_TEMPERATURE, top_p: float = DEFAULT_LM_TOP_P,
+        seed: int = 0, max_duration: int = int(SECONDS[1]),
     ):
         """Phase 1: the constrained `<think>` block (a `ThinkResult`); `user` fields are forced."""
         from mlx_lm.models.cache import make_prompt_cache
@@ -255,19 +256,19 @@ class Planner:
     def plan(
         self,
         caption: str,
-        lyrics: str = "[Instrumental]",
+        lyrics: str = INSTRUMENTAL,
         *,
         duration: float | None = None,
         bpm: int | None = None,
         keyscale: str | None = None,
         timesignature: int | str | None = None,
         language: str | None = None,
-        cfg_scale: float = 2.0,
-        temperature: float = 0.85,
-        top_p: float = 0.9,
+        cfg_scale: float = DEFAULT_LM_CFG_SCALE,
+        temperature: float = DEFAULT_LM_TEMPERATURE,
+        top_p: float = DEFAULT_LM_TOP_P,
         negative: str = NEGATIVE_DEFAULT,
         seed: int = 0,
-        max_duration: int = 600,
+        max_duration: int = int(SECONDS[1]),
         callback=None,
     ) -> Plan:
         """Metadata (the fields not given are chosen by the LM) and exactly `int(duration * 5)` codes.

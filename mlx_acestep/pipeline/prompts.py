@@ -15,19 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AceStepError
-
-NEGATIVE_DEFAULT = "NO USER INPUT"  # the planner's unconditional caption when the user gives no negative prompt
+from ..errors import AceStepError, RequestError
+from ..limits import DEFAULT_SECONDS
+from ..names import INSTRUMENTAL, NEGATIVE_DEFAULT, TRACKS  # noqa: F401  (re-exported for the prompt builders)
 
 INSTRUCTIONS = {
     "text2music": "Fill the audio semantic mask based on the given conditions:",
     "repaint": "Repaint the mask area based on the given conditions:",
     "cover": "Generate audio semantic tokens based on the given conditions:",
 }
-TRACKS = (
-    "woodwinds", "brass", "fx", "synth", "strings", "percussion", "keyboard", "guitar", "bass", "drums",
-    "backing_vocals", "vocals",
-)
 LANGUAGES = frozenset(
     "ar az bg bn ca cs da de el en es fa fi fr he hi hr ht hu id is it ja ko la lt ms ne nl no pa pl pt ro ru "
     "sa sk sr sv sw ta te th tl tr uk ur vi yue zh unknown".split()
@@ -39,7 +35,7 @@ def instruction(task: str = "text2music", tracks: list[str] | None = None) -> st
     names = [t.upper() for t in (tracks or [])]
     for t in tracks or []:
         if t not in TRACKS:
-            raise AceStepError(f"unknown track {t!r} (choose from {', '.join(TRACKS)})")
+            raise RequestError("track", f"unknown track {t!r} (choose from {', '.join(TRACKS)})")
     if task in INSTRUCTIONS:
         text = INSTRUCTIONS[task]
     elif task == "extract":
@@ -57,7 +53,7 @@ def instruction(task: str = "text2music", tracks: list[str] | None = None) -> st
 class Metas:
     """Song metadata for the `# Metas` block; None prints as N/A."""
 
-    duration: float = 30.0
+    duration: float = DEFAULT_SECONDS
     bpm: int | None = None
     timesignature: int | str | None = None
     keyscale: str | None = None

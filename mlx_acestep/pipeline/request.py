@@ -3,8 +3,9 @@
 `GenerationRequest(...)` checks everything that does not depend on the model
 (types, ranges, the task and its inputs, audio files) when it is made, so a bad
 request fails before anything loads. `ACEStep.generate` then resolves what does
-depend on the model with `for_model()`: whether the planner runs, the duration,
-the sampler settings of the model family, base-only tasks.
+depend on the model with `thinking_for`, `duration_for`, `check_model` and
+`sampler_settings`: whether the planner runs, the duration, base-only tasks, the
+sampler defaults of the model family.
 
 What "no duration" means is decided here, once: an editing task renders its
 source's length; with the planner on (thinking), the planner chooses; otherwise
@@ -27,25 +28,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import AceStepError
+from ..errors import AceStepError, RequestError
 from ..limits import (
-    BPM, DEFAULT_SECONDS, GUIDANCE, HOP, LM_CFG_SCALE, LM_TEMPERATURE, MAX_BATCH, SAMPLE_RATE, SECONDS, SEED_MAX, SHIFT, STEPS)
-from .prompts import NEGATIVE_DEFAULT
-from .sampler import BaseSettings, TurboSettings, turbo_timesteps
-from .tasks import BASE_ONLY, Task, check_seconds
+    BPM, DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DEFAULT_SECONDS, GUIDANCE, HOP, LM_CFG_SCALE,
+    LM_TEMPERATURE, LM_TOP_P, MAX_BATCH, SAMPLE_RATE, SECONDS, SEED_MAX, SHIFT, STEPS)
+from ..names import BASE_DIT, BASE_ONLY, INSTRUMENTAL, NEGATIVE_DEFAULT
+from .sampler import TURBO_SHIFTS, TURBO_STEPS, BaseSettings, TurboSettings, nearest_turbo_shift, turbo_timesteps
+from .tasks import Task, check_seconds
 
-BASE_DIT = "acestep-v15-base"
-
-
-class RequestError(AceStepError):
-    """A bad request field. `str()` names the field; `render(names)` names it as the caller knows it."""
-
-    def __init__(self, name: str, template: str):
-        self.name, self.template = name, template
-        super().__init__(template.format(name=name))
-
-    def render(self, names: dict[str, str]) -> str:
-        return self.template.format(name=names.get(self.name, self.name))
+__all__ = ["GenerationRequest", "RequestError", "resolve_seeds", "sampler_settings"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +49,7 @@ class SamplerDefaults:
 # Per model family, as the reference's UI runs them (spec 9.2): turbo always runs its 8-step table
 # without CFG; base and SFT use APG guidance 7.0. Shift 3.0 is the UI/REST default for all.
 MODEL_DEFAULTS = {
-    "turbo": SamplerDefaults(steps=8, shift=3.0, guidance=1.0),
+    "turbo": SamplerDefaults(steps=TURBO_STEPS, shift=3.0, guidance=1.0),
     "base": SamplerDefaults(steps=32, shift=3.0, guidance=7.0),
     "sft": SamplerDefaults(steps=50, shift=3.0, guidance=7.0),
 }
@@ -79,20 +70,23 @@ def _number(name: str, v, lo: float, hi: float, what: str = "", low_open: bool =
         return None
     unit = f" {what}" if what else ""
     if not _is_number(v) or not math.isfinite(v):
-        raise RequestError(name, f"{{name}} must be a number{unit}, got {v!r}")
+        raise RequestError(name, f"@name@ must be a number{unit}, got {v!r}")
     if (v <= lo if low_open else v < lo) or v > hi:
         span = f"in ({lo:g}, {hi:g}]" if low_open else f"between {lo:g} and {hi:g}"
-        raise RequestError(name, f"{{name}} must be {span}{unit}, got {v:g}")
+        raise RequestError(name, f"@name@ must be {span}{unit}, got {v:g}")
     return v
 
 
 def _integer(name: str, v, lo: int, hi: int, optional: bool = True):
+    """A whole number in [lo, hi] as an int (120.0 is 120; 120.5 is an error)."""
     if v is None and optional:
         return None
+    if _is_number(v) and not _is_int(v) and math.isfinite(v) and float(v).is_integer():
+        v = int(v)
     if not _is_int(v):
-        raise RequestError(name, f"{{name}} must be a whole number, got {v!r}")
+        raise RequestError(name, f"@name@ must be a whole number, got {v!r}")
     if not lo <= v <= hi:
-        raise RequestError(name, f"{{name}} must be between {lo} and {hi}, got {v}")
+        raise RequestError(name, f"@name@ must be between {lo} and {hi}, got {v}")
     return int(v)
 
 
@@ -100,7 +94,7 @@ def _text(name: str, v, optional: bool = True):
     if v is None and optional:
         return None
     if not isinstance(v, str):
-        raise RequestError(name, f"{{name}} must be text, got {type(v).__name__}")
+        raise RequestError(name, f"@name@ must be text, got {type(v).__name__}")
     return v
 
 
@@ -108,15 +102,16 @@ def check_seeds(seed, batch: int) -> None:
     """One int (item i gets seed + i), one per item, None or -1 (random)."""
     if seed is None or (_is_int(seed) and seed == -1):
         return
-    seeds = [seed] if _is_int(seed) or not isinstance(seed, Sequence) or isinstance(seed, str) else list(seed)
+    several = isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, (str, bytes))
+    seeds = list(np.asarray(seed).reshape(-1).tolist()) if isinstance(seed, np.ndarray) else list(seed) if several else [seed]
     for s in seeds:
         if not _is_int(s):
-            raise RequestError("seed", f"{{name}} must be a whole number (or -1 for random), got {s!r}")
-    if not _is_int(seed) and len(seeds) != batch:
+            raise RequestError("seed", f"@name@ must be a whole number (or -1 for random), got {s!r}")
+    if several and len(seeds) != batch:
         raise RequestError("seed", f"got {len(seeds)} seeds for a batch of {batch}")
-    top = max(seeds) + (batch - 1 if _is_int(seed) else 0)
+    top = max(seeds) + (0 if several else batch - 1)
     if min(seeds) < 0 or top > SEED_MAX:
-        raise RequestError("seed", f"{{name}} must be between 0 and 2**63 - 1 (or -1 for random), got {seed}")
+        raise RequestError("seed", f"@name@ must be between 0 and 2**63 - 1 (or -1 for random), got {seed}")
 
 
 def resolve_seeds(seed, batch: int) -> list[int]:
@@ -126,7 +121,7 @@ def resolve_seeds(seed, batch: int) -> list[int]:
         return [secrets.randbits(32) for _ in range(batch)]
     if _is_int(seed):
         return [int(seed) + i for i in range(batch)]
-    return [int(s) for s in seed]
+    return [int(s) for s in np.asarray(seed).reshape(-1).tolist()]
 
 
 def audio_file_seconds(path: str | Path, name: str) -> float:
@@ -134,15 +129,15 @@ def audio_file_seconds(path: str | Path, name: str) -> float:
     import soundfile as sf
 
     if not Path(path).is_file():
-        raise RequestError(name, f"{{name}} {path}: file not found")
+        raise RequestError(name, f"@name@ {path}: file not found")
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise RequestError(name, f"{{name}} {path}: cannot decode audio ({e})") from None
+        raise RequestError(name, f"@name@ {path}: cannot decode audio ({e})") from None
     try:
         check_seconds(info.duration, f"{name} {path}")
     except AceStepError as e:
-        raise RequestError(name, str(e).replace(f"{name} {path}", f"{{name}} {path}", 1)) from None
+        raise RequestError(name, str(e).replace(f"{name} {path}", f"@name@ {path}", 1)) from None
     return info.duration
 
 
@@ -151,7 +146,7 @@ class GenerationRequest:
     """Everything one generation needs to know; see the module docstring and `ACEStep.generate`."""
 
     caption: str
-    lyrics: str = "[Instrumental]"
+    lyrics: str = INSTRUMENTAL
     duration: float | None = None  # None: the source's length, the planner's choice, or DEFAULT_SECONDS
     seed: int | Sequence[int] | None = None  # item i uses seed + i; a list gives one per item; None: random
     batch_size: int = 1
@@ -165,9 +160,9 @@ class GenerationRequest:
     method: str = "ode"
     normalize: bool = True
     thinking: bool | None = None  # None: on when the model has a planner LM and the task is text2music
-    lm_cfg_scale: float = 2.0
-    lm_temperature: float = 0.85
-    lm_top_p: float = 0.9
+    lm_cfg_scale: float = DEFAULT_LM_CFG_SCALE
+    lm_temperature: float = DEFAULT_LM_TEMPERATURE
+    lm_top_p: float = DEFAULT_LM_TOP_P
     negative_prompt: str = NEGATIVE_DEFAULT
     task: str = "text2music"
     src_audio: str | Path | np.ndarray | None = None  # a file, or a 48 kHz [samples, channels] array
@@ -185,35 +180,35 @@ class GenerationRequest:
 
     def __post_init__(self):
         if not isinstance(self.caption, str):
-            raise RequestError("caption", f"{{name}} must be text, got {type(self.caption).__name__}")
+            raise RequestError("caption", f"@name@ must be text, got {type(self.caption).__name__}")
         if not self.caption.strip():
             raise RequestError("caption", "the caption is empty; describe the music (genre, mood, instruments)")
         _text("lyrics", self.lyrics, optional=False)
         _number("duration", self.duration, *SECONDS, what="seconds")
-        _integer("batch_size", self.batch_size, 1, MAX_BATCH, optional=False)
+        object.__setattr__(self, "batch_size", _integer("batch_size", self.batch_size, 1, MAX_BATCH, optional=False))
         check_seeds(self.seed, self.batch_size)
-        _integer("bpm", self.bpm, *BPM)
+        object.__setattr__(self, "bpm", _integer("bpm", self.bpm, *BPM))
         _text("key", self.key)
         if self.time_signature is not None and not (_is_int(self.time_signature) or isinstance(self.time_signature, str)):
-            raise RequestError("time_signature", f"{{name}} must be a number of beats or text, got {self.time_signature!r}")
+            raise RequestError("time_signature", f"@name@ must be a number of beats or text, got {self.time_signature!r}")
         _text("language", self.language, optional=False)
-        _integer("steps", self.steps, *STEPS)
+        object.__setattr__(self, "steps", _integer("steps", self.steps, *STEPS))
         _number("shift", self.shift, *SHIFT, low_open=True)
         _number("guidance", self.guidance, *GUIDANCE)
         if self.method not in METHODS:
             raise RequestError("method", f"unknown sampling method {self.method!r} (choose ode or sde)")
         if not isinstance(self.normalize, bool):
-            raise RequestError("normalize", f"{{name}} must be True or False, got {self.normalize!r}")
+            raise RequestError("normalize", f"@name@ must be True or False, got {self.normalize!r}")
         if self.thinking is not None and not isinstance(self.thinking, bool):
-            raise RequestError("thinking", f"{{name}} must be True, False or None, got {self.thinking!r}")
+            raise RequestError("thinking", f"@name@ must be True, False or None, got {self.thinking!r}")
         _number("lm_cfg_scale", self.lm_cfg_scale, *LM_CFG_SCALE, low_open=True, optional=False)
         _number("lm_temperature", self.lm_temperature, *LM_TEMPERATURE, optional=False)
-        _number("lm_top_p", self.lm_top_p, 0.0, 1.0, low_open=True, optional=False)
+        _number("lm_top_p", self.lm_top_p, *LM_TOP_P, low_open=True, optional=False)
         _text("negative_prompt", self.negative_prompt, optional=False)
         for name in ("repaint_start", "repaint_end", "cover_strength", "repaint_strength"):
             value = getattr(self, name)
             if value is not None and (not _is_number(value) or not math.isfinite(value)):
-                raise RequestError(name, f"{{name}} must be a number, got {value!r}")
+                raise RequestError(name, f"@name@ must be a number, got {value!r}")
         tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
         object.__setattr__(self, "tracks", tracks)
         object.__setattr__(self, "job", Task(self.task, self.repaint_start, self.repaint_end, self.track, tracks,
@@ -224,16 +219,15 @@ class GenerationRequest:
         job = self.job
         given = self.src_audio is not None or self.src_latents is not None
         if job.needs_source and not given:
-            raise RequestError("src_audio", f"the {job.name} task needs source audio ({{name}})")
+            raise RequestError("src_audio", f"the {job.name} task needs source audio (@name@)")
         if not job.needs_source and given:
-            raise RequestError("src_audio", "{name} is for the editing tasks (cover, repaint, extract, lego, complete); "
-                                            "choose one with task")
+            raise RequestError("src_audio", "@name@ is for the editing tasks; choose one with @task@")
         if self.src_audio is not None and self.src_latents is not None:
             raise RequestError("src_latents", "give src_audio or src_latents, not both")
         if self.ref_audio is not None and self.ref_latents is not None:
             raise RequestError("ref_latents", "give ref_audio or ref_latents, not both")
         if job.needs_source and self.thinking:
-            raise RequestError("thinking", f"{{name}} is for text2music; the {job.name} task follows its source audio")
+            raise RequestError("thinking", f"@name@ is for text2music; the {job.name} task follows its source audio")
         for name in ("src_audio", "ref_audio"):
             path = getattr(self, name)
             if isinstance(path, (str, Path)):
@@ -256,7 +250,7 @@ class GenerationRequest:
         if self.thinking is None:
             return has_planner and not self.job.needs_source
         if self.thinking and not has_planner:
-            raise RequestError("thinking", "{name} needs the planner LM and this model has none "
+            raise RequestError("thinking", "@name@ needs the planner LM and this model has none "
                                            "(load it with lm=..., or turn thinking off)")
         return self.thinking
 
@@ -273,14 +267,16 @@ class GenerationRequest:
             raise RequestError("task", f"the {self.task} task needs a base model ({BASE_DIT}); this pipeline runs "
                                        f"{name} ({family})")
 
-    def sampler_settings(self, family: str) -> TurboSettings | BaseSettings:
-        return sampler_settings(family, self.steps, self.shift, self.guidance, self.method)
+    def sampler_settings(self, family: str, stacklevel: int = 2) -> TurboSettings | BaseSettings:
+        return sampler_settings(family, self.steps, self.shift, self.guidance, self.method, stacklevel + 1)
 
 
 def sampler_settings(
-    family: str, steps: int | None = None, shift: float | None = None, guidance: float | None = None, method: str = "ode"
+    family: str, steps: int | None = None, shift: float | None = None, guidance: float | None = None, method: str = "ode",
+    stacklevel: int = 2,
 ) -> TurboSettings | BaseSettings:
-    """The model family's defaults with the given overrides; turbo warns about what it ignores."""
+    """The model family's defaults with the given overrides; turbo warns about what it ignores (the warnings point
+    `stacklevel` frames up: at the caller's line)."""
     defaults = MODEL_DEFAULTS[family]
     _integer("steps", steps, *STEPS)
     _number("shift", shift, *SHIFT, low_open=True)
@@ -289,12 +285,13 @@ def sampler_settings(
         raise RequestError("method", f"unknown sampling method {method!r} (choose ode or sde)")
     if family == "turbo":
         if steps is not None and steps != defaults.steps:
-            warnings.warn(f"turbo models always run their fixed 8-step schedule; steps={steps} is ignored", stacklevel=3)
+            warnings.warn(f"turbo models always run their fixed {TURBO_STEPS}-step schedule; steps={steps} is ignored",
+                          stacklevel=stacklevel)
         if guidance is not None and guidance != 1.0:
-            warnings.warn(f"turbo models run without guidance (CFG); guidance={guidance} is ignored", stacklevel=3)
-        if shift is not None and shift not in (1, 2, 3):
-            snapped = min((1, 2, 3), key=lambda s: abs(s - shift))
-            warnings.warn(f"turbo models snap the shift to 1, 2 or 3; shift={shift} becomes {snapped}", stacklevel=3)
+            warnings.warn(f"turbo models run without guidance (CFG); guidance={guidance} is ignored", stacklevel=stacklevel)
+        if shift is not None and shift not in TURBO_SHIFTS:
+            warnings.warn(f"turbo models snap the shift to {', '.join(map(str, TURBO_SHIFTS))}; shift={shift} becomes "
+                          f"{nearest_turbo_shift(shift)}", stacklevel=stacklevel)
         return TurboSettings(shift=defaults.shift if shift is None else shift, method=method)
     return BaseSettings(
         steps=steps or defaults.steps,

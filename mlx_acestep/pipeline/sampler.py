@@ -40,11 +40,15 @@ TURBO_TABLES = {s: _turbo_table(s) for s in TURBO_SHIFTS}
 VALID_TIMESTEPS = sorted({round(t, 12) for table in TURBO_TABLES.values() for t in table}, reverse=True)
 
 
+def nearest_turbo_shift(shift: float) -> int:
+    """The turbo table a shift picks: the nearest of 1, 2 and 3."""
+    return min(TURBO_SHIFTS, key=lambda s: abs(s - shift))
+
+
 def turbo_timesteps(shift: float = 3.0, timesteps: list[float] | None = None) -> list[float]:
     """The turbo schedule: the table of the nearest shift, or custom values snapped to the tables' 20 values."""
     if timesteps is None:
-        nearest = min(TURBO_SHIFTS, key=lambda s: abs(s - shift))
-        return list(TURBO_TABLES[nearest])
+        return list(TURBO_TABLES[nearest_turbo_shift(shift)])
     values = [float(t) for t in timesteps]
     while values and values[-1] == 0:  # trailing zeros are the implicit end point
         values.pop()

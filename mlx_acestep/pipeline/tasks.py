@@ -22,13 +22,12 @@ from typing import Sequence
 import mlx.core as mx
 import numpy as np
 
-from ..errors import AceStepError
+from ..errors import AceStepError, RequestError
 from ..limits import HOP, SAMPLE_RATE, SOURCE_SECONDS
-from .prompts import TRACKS, instruction
+from ..names import BASE_ONLY, REPAINT_MODES, TASKS, TRACKS  # noqa: F401
+from .prompts import instruction
 from .sampler import EditHooks
 
-TASKS = ("text2music", "cover", "repaint", "extract", "lego", "complete")
-BASE_ONLY = ("extract", "lego", "complete")
 
 
 @dataclass(frozen=True)
@@ -44,16 +43,16 @@ class Task:
 
     def __post_init__(self):
         if self.name not in TASKS:
-            raise AceStepError(f"unknown task {self.name!r} (choose from {', '.join(TASKS)})")
+            raise RequestError("task", f"unknown task {self.name!r} (choose from {', '.join(TASKS)})")
         for t in ([self.track] if self.track else []) + list(self.tracks or []):
             if t not in TRACKS:
-                raise AceStepError(f"unknown track {t!r} (choose from {', '.join(TRACKS)})")
+                raise RequestError("track" if t == self.track else "tracks", f"unknown track {t!r} (choose from {', '.join(TRACKS)})")
         if self.track and self.name not in ("extract", "lego"):
-            raise AceStepError(f"a track is given for extract and lego, not for {self.name} (complete takes tracks)")
+            raise RequestError("track", f"@name@ is for extract and lego, not for {self.name} (complete takes tracks)")
         if self.tracks and self.name != "complete":
-            raise AceStepError(f"tracks are given for the complete task, not for {self.name}")
+            raise RequestError("tracks", f"@name@ are for the complete task, not for {self.name}")
         if not 0.0 <= self.cover_strength <= 1.0:
-            raise AceStepError(f"cover strength must be between 0 and 1, got {self.cover_strength}")
+            raise RequestError("cover_strength", f"@name@ must be between 0 and 1, got {self.cover_strength}")
         repaint_settings(self.repaint_mode, self.repaint_strength)
 
     @property
@@ -92,18 +91,18 @@ def region_frames(start: float, end: float | None, frames: int, source_frames: i
     inverted is an error."""
     length = source_frames * HOP / SAMPLE_RATE
     if start < 0:
-        raise AceStepError(f"the region starts at {start:g} s, before the audio")
+        raise RequestError("repaint_start", f"the region starts at {start:g} s, before the audio (@name@)")
     if end is not None and end > 0 and end <= start:
-        raise AceStepError(f"the region is inverted or empty: start {start:g} s, end {end:g} s")
+        raise RequestError("repaint_end", f"the region is inverted or empty: start {start:g} s, end {end:g} s (@name@)")
     a = int(start * SAMPLE_RATE // HOP)
     if a >= source_frames:
-        raise AceStepError(f"the region starts at {start:g} s, after the end of the audio ({length:g} s)")
+        raise RequestError("repaint_start", f"the region starts at {start:g} s, after the end of the audio ({length:g} s)")
     if end is not None and end > 0 and int(end * SAMPLE_RATE // HOP) > source_frames:
-        raise AceStepError(f"the region ends at {end:g} s, after the end of the audio ({length:g} s)")
+        raise RequestError("repaint_end", f"the region ends at {end:g} s, after the end of the audio ({length:g} s)")
     b = source_frames if end is None or end <= 0 else int(end * SAMPLE_RATE // HOP)
     b = min(b, frames)
     if b <= a:
-        raise AceStepError(f"the region {start:g}-{end:g} s holds no latent frame")
+        raise RequestError("repaint_end", f"the region {start:g}-{end:g} s holds no latent frame")
     return a, b
 
 
@@ -135,9 +134,6 @@ def task_context(task: Task, src: mx.array, frames: int, silence: mx.array, regi
 
 # -- repaint's extras (spec 5.8, 5.9): latent injection, blend, waveform splice ---------------------
 
-REPAINT_MODES = ("balanced", "conservative", "aggressive")
-
-
 def repaint_settings(mode: str = "balanced", strength: float = 0.5) -> tuple[float, int, float]:
     """(share of steps with injection, blend ramp in frames, waveform cross-fade in seconds) of a repaint mode."""
     if mode == "aggressive":
@@ -145,9 +141,9 @@ def repaint_settings(mode: str = "balanced", strength: float = 0.5) -> tuple[flo
     if mode == "conservative":
         return 1.0, 25, 0.05
     if mode != "balanced":
-        raise AceStepError(f"unknown repaint mode {mode!r} (choose from {', '.join(REPAINT_MODES)})")
+        raise RequestError("repaint_mode", f"unknown repaint mode {mode!r} (choose from {', '.join(REPAINT_MODES)})")
     if not 0.0 <= strength <= 1.0:
-        raise AceStepError(f"repaint strength must be between 0 and 1, got {strength}")
+        raise RequestError("repaint_strength", f"@name@ must be between 0 and 1, got {strength}")
     return 1.0 - strength, round(25 * (1.0 - strength)), 0.05 * (1.0 - strength)
 
 

@@ -1,15 +1,34 @@
-"""The DiT checkpoint's `config.json` (class AceStepConfig, spec 1.3)."""
+"""The DiT checkpoint's `config.json` (class AceStepConfig, spec 1.3), and which model family it is."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..base import FromDict
+
+FAMILIES = ("turbo", "base", "sft")
 
 
 @dataclass
 class AceStepConfig(FromDict):
-    """The DiT checkpoint's `config.json` (class AceStepConfig); unknown keys are ignored."""
+    """The DiT checkpoint's `config.json`; unknown keys are ignored.
+
+    The fields in REQUIRED must be in the file (every released config has them). The others default to
+    the released 2B models' values, documented here: `use_sliding_window` True (diffusers' configs drop
+    it: sliding then follows `layer_types`), `timbre_fix_frame` 750 (30 s), the FSQ and pooler fields as
+    the 2B checkpoints (shapes are checked when loading, so a wrong default cannot load silently),
+    `is_turbo` False and `model_version` None (see `model_family`), the `encoder_*` widths None (= the
+    DiT's, as on 2B).
+    """
+
+    REQUIRED: ClassVar[tuple[str, ...]] = (
+        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+        "head_dim", "rms_norm_eps", "rope_theta", "sliding_window", "layer_types", "in_channels",
+        "audio_acoustic_hidden_dim", "patch_size", "text_hidden_dim", "timbre_hidden_dim",
+        "num_lyric_encoder_hidden_layers", "num_timbre_encoder_hidden_layers",
+    )
 
     hidden_size: int = 2048
     intermediate_size: int = 6144
@@ -36,6 +55,7 @@ class AceStepConfig(FromDict):
     fsq_input_num_quantizers: int = 1
     num_attention_pooler_hidden_layers: int = 2
     is_turbo: bool = False
+    model_version: str | None = None  # "turbo", "base", "sft" where the config says
     # XL checkpoints give the condition encoder its own widths; 2B ones leave them out.
     encoder_hidden_size: int | None = None
     encoder_intermediate_size: int | None = None
@@ -58,3 +78,19 @@ class AceStepConfig(FromDict):
             heads=self.encoder_num_attention_heads or self.num_attention_heads,
             kv_heads=self.encoder_num_key_value_heads or self.num_key_value_heads,
         )
+
+
+def model_family(config: AceStepConfig, folder_name: str = "") -> str:
+    """turbo, base or sft, from the config: `is_turbo` or `model_version` (what diffusers reads too).
+
+    Only a config that says neither falls back to the folder name (an `sft` in it), with a warning.
+    """
+    version = (config.model_version or "").lower()
+    if config.is_turbo or version == "turbo":
+        return "turbo"
+    if version in FAMILIES:
+        return version
+    family = "sft" if "sft" in folder_name.lower() else "base"
+    warnings.warn(f"{folder_name or 'the DiT'}: its config names no model family (is_turbo / model_version); "
+                  f"running it as {family}, from its folder name", stacklevel=2)
+    return family

@@ -20,19 +20,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, ClassVar, Iterator
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from ... import kernels
 from ...errors import AceStepError
+from ...limits import VAE_CHUNK, VAE_OVERLAP
 from ...kernels import oobleck as cpu
 from ..base import FromDict
 
 
 @dataclass
 class OobleckConfig(FromDict):
+    """The VAE's `config.json`; `sampling_rate` defaults to 48 kHz (the released VAE's), the rest is required."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = (
+        "encoder_hidden_size", "downsampling_ratios", "channel_multiples", "decoder_channels", "decoder_input_channels",
+        "audio_channels",
+    )
     encoder_hidden_size: int = 128
     downsampling_ratios: list[int] = field(default_factory=lambda: [2, 4, 4, 6, 10])
     channel_multiples: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
@@ -59,20 +66,23 @@ class Snake1d(nn.Module):
         self.alpha = mx.zeros((dims,))
         self.beta = mx.zeros((dims,))
 
-    def constants(self, dtype) -> tuple[mx.array, mx.array]:
-        """(a, 1 / (b + 1e-9)) in float32: exp() of a half-precision alpha overflows float16 past ~11."""
+    def constants(self) -> tuple[mx.array, mx.array]:
+        """(a, 1 / (b + 1e-9)) in float32: exp(alpha) overflows float16 past alpha ~11, and 1 / exp(beta) below
+        beta ~ -11, where sin(a x)^2 / b is still an ordinary value."""
         a = mx.exp(self.alpha.astype(mx.float32))
         inv_b = 1.0 / (mx.exp(self.beta.astype(mx.float32)) + 1e-9)
         return a, inv_b
 
     def __call__(self, x: mx.array) -> mx.array:
-        a, inv_b = self.constants(x.dtype)
-        return _snake(x, a.astype(x.dtype), inv_b.astype(x.dtype))
+        a, inv_b = self.constants()
+        return _snake(x, a, inv_b)
 
 
 @mx.compile  # one fused kernel on Metal
 def _snake(x, a, inv_b):
-    return x + inv_b * mx.square(mx.sin(a * x))
+    # In float32 whatever x's dtype (fused, so no float32 copy of x is stored), rounded once at the end.
+    y = x.astype(mx.float32)
+    return (y + inv_b * mx.square(mx.sin(a * y))).astype(x.dtype)
 
 
 class OobleckResidualUnit(nn.Module):
@@ -305,7 +315,7 @@ class AutoencoderOobleck(nn.Module):
 
     # Chunked, memory-bounded versions (one batch item at a time).
 
-    def iter_decode(self, latents: mx.array, chunk: int = 256, overlap: int = 16) -> Iterator[tuple[int, int, mx.array]]:
+    def iter_decode(self, latents: mx.array, chunk: int = VAE_CHUNK, overlap: int = VAE_OVERLAP) -> Iterator[tuple[int, int, mx.array]]:
         """Yield (done, total, audio) for each decoded window; audio is `[T_core * hop, 2]` of one item, evaluated."""
         self._check_latents(latents)
         hop = self.config.hop_length
@@ -326,8 +336,8 @@ class AutoencoderOobleck(nn.Module):
     def decode_chunked(
         self,
         latents: mx.array,
-        chunk: int = 256,
-        overlap: int = 16,
+        chunk: int = VAE_CHUNK,
+        overlap: int = VAE_OVERLAP,
         progress: Callable[[int, int], None] | None = None,
     ) -> mx.array:
         """Like `decode`, with peak memory bounded by `chunk` instead of the length."""
@@ -347,8 +357,8 @@ class AutoencoderOobleck(nn.Module):
     def encode_moments_chunked(
         self,
         audio: mx.array,
-        chunk: int = 256,
-        overlap: int = 16,
+        chunk: int = VAE_CHUNK,
+        overlap: int = VAE_OVERLAP,
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[mx.array, mx.array]:
         """Like `encode_moments`, in windows of `chunk` latent frames (256 = 10.24 s).

@@ -1,0 +1,26 @@
+"""Names the project shares with the reference: the official checkpoint's folders, tasks, tracks, prompt defaults.
+
+Light on purpose (no imports): the command line reads them before anything heavy loads.
+"""
+
+DEFAULT_REPO = "ACE-Step/Ace-Step1.5"
+VAE_DIR = "vae"
+TEXT_ENCODER = "Qwen3-Embedding-0.6B"
+DIT_PREFIX = "acestep-v15-"
+DEFAULT_DIT = "acestep-v15-turbo"
+BASE_DIT = "acestep-v15-base"
+SFT_DIT = "acestep-v15-sft"
+LM_PREFIX = "acestep-5Hz-lm-"
+LM_SIZES = ("0.6B", "1.7B", "4B")
+DEFAULT_LM = "1.7B"  # the reference's default planner, the one inside the main repo
+
+TASKS = ("text2music", "cover", "repaint", "extract", "lego", "complete")
+BASE_ONLY = ("extract", "lego", "complete")  # trained into the base model only
+TRACKS = (
+    "woodwinds", "brass", "fx", "synth", "strings", "percussion", "keyboard", "guitar", "bass", "drums",
+    "backing_vocals", "vocals",
+)
+REPAINT_MODES = ("balanced", "conservative", "aggressive")
+
+INSTRUMENTAL = "[Instrumental]"  # the lyrics of a song without vocals
+NEGATIVE_DEFAULT = "NO USER INPUT"  # the planner's unconditional caption when no negative prompt is given

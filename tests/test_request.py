@@ -1,0 +1,72 @@
+"""GenerationRequest: one validation for the CLI and the API, checked without any model."""
+
+import numpy as np
+import pytest
+
+from mlx_acestep.errors import AceStepError, RequestError
+from mlx_acestep.pipeline.request import GenerationRequest, resolve_seeds
+
+
+def test_whole_numbers_may_come_as_floats_and_are_stored_as_ints():
+    r = GenerationRequest("piano", bpm=120.0, steps=8.0, batch_size=2.0)
+    assert (r.bpm, r.steps, r.batch_size) == (120, 8, 2) and all(type(v) is int for v in (r.bpm, r.steps, r.batch_size))
+    with pytest.raises(RequestError, match="bpm must be a whole number, got 120.5"):
+        GenerationRequest("piano", bpm=120.5)
+
+
+def test_seeds_may_be_a_numpy_array():
+    r = GenerationRequest("piano", seed=np.array([3, 9]), batch_size=2)
+    assert resolve_seeds(r.seed, 2) == [3, 9]
+    with pytest.raises(RequestError, match="got 3 seeds for a batch of 2"):
+        GenerationRequest("piano", seed=np.array([1, 2, 3]), batch_size=2)
+
+
+@pytest.mark.parametrize("fields, field", [
+    (dict(task="cover", src_audio="song{1}.wav"), "src_audio"),
+    (dict(method="{m}"), "method"),
+    (dict(duration="{d}"), "duration"),
+    (dict(task="repaint", src_latents=np.zeros((10, 64)), repaint_mode="{name}"), "repaint_mode"),
+])
+def test_braces_in_user_data_are_shown_not_formatted(fields, field):
+    """The error templates hold user data; a `{...}` in it must neither crash nor be rewritten."""
+    with pytest.raises(RequestError) as info:
+        GenerationRequest("piano", **fields)
+    assert info.value.name == field
+    assert str(fields[field]) in str(info.value) and "\n" not in str(info.value)
+    assert str(fields[field]) in info.value.render({field: "--flag", "task": "--task"})
+
+
+def test_errors_name_the_field_or_the_flag():
+    with pytest.raises(RequestError) as info:
+        GenerationRequest("piano", src_audio="x.wav")
+    assert str(info.value) == "src_audio is for the editing tasks; choose one with task"
+    assert info.value.render({"src_audio": "--src-audio", "task": "--task"}) == \
+        "--src-audio is for the editing tasks; choose one with --task"
+    for fields, flag_message in [
+        (dict(task="cover", src_latents=np.zeros((10, 64)), cover_strength=2), "--cover-strength must be between 0 and 1"),
+        (dict(task="extract", src_latents=np.zeros((10, 64)), track="kazoo"), "unknown track 'kazoo'"),
+        (dict(task="cover", src_latents=np.zeros((10, 64)), repaint_mode="wild"), "unknown repaint mode 'wild'"),
+    ]:
+        with pytest.raises(RequestError) as info:
+            GenerationRequest("piano", **fields)
+        assert flag_message in info.value.render({"cover_strength": "--cover-strength"})
+
+
+def test_what_no_duration_means():
+    """Once: an editing task follows its source, the planner chooses when thinking, else 30 s."""
+    plain = GenerationRequest("piano")
+    assert plain.duration_for(thinking=False) == 30.0 and plain.duration_for(thinking=True) is None
+    edit = GenerationRequest("piano", task="cover", src_latents=np.zeros((10, 64)))
+    assert edit.duration_for(thinking=False) is None
+    assert GenerationRequest("piano", duration=12).duration_for(thinking=True) == 12.0
+    assert plain.thinking_for(has_planner=True) and not plain.thinking_for(has_planner=False)
+    assert not edit.thinking_for(has_planner=True)
+    with pytest.raises(AceStepError, match="thinking needs the planner LM"):
+        GenerationRequest("piano", thinking=True).thinking_for(has_planner=False)
+
+
+def test_base_only_tasks_name_the_base_dit():
+    r = GenerationRequest("piano", task="lego", src_latents=np.zeros((10, 64)))
+    assert r.required_dit == "acestep-v15-base" and GenerationRequest("piano").required_dit is None
+    with pytest.raises(RequestError, match=r"the lego task needs a base model \(acestep-v15-base\)"):
+        r.check_model("turbo", "acestep-v15-turbo")
