@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import AceStepError
-from .files import atomic_file
+from .files import atomic_file, remove_stale
 from .limits import SAMPLE_RATE
 
 # File suffix -> (libsndfile format, default subtype)
@@ -41,6 +41,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AceStepError(f"{path}: cannot decode audio ({e})") from None
     if audio.shape[0] == 0:
         raise AceStepError(f"{path}: audio file holds no samples")
+    if not np.isfinite(audio).all():  # float WAV / FLAC can store them; the model would turn them into noise or silence
+        raise AceStepError(f"{path}: the audio holds NaN or infinite samples")
     if audio.shape[1] == 1:
         audio = np.repeat(audio, 2, axis=1)
     audio = audio[:, :2]
@@ -99,17 +101,38 @@ def peak_normalize(audio: np.ndarray, target_db: float = -1.0) -> np.ndarray:
     return audio * np.float32(10 ** (target_db / 20) / peak)
 
 
-def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str | None = None) -> Path:
-    """Write `[samples, channels]` float audio to .wav or .flac, atomically."""
+def check_output(path: str | Path, overwrite: bool = False) -> Path:
+    """An output file name we may write: a known format, an existing folder, nothing there unless `overwrite`."""
     path = Path(path)
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise AceStepError(f"{path}: unsupported output format (use {', '.join(_FORMATS)})")
+    if path.suffix.lower() not in _FORMATS:
+        raise AceStepError(f"{path}: unsupported output format {path.suffix or '(none)'} (use {', '.join(_FORMATS)})")
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise AceStepError(f"{path.parent}: output folder does not exist")
+    if path.is_dir():
+        raise AceStepError(f"{path}: is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise AceStepError(f"{path}: already exists (pass --overwrite, or overwrite=True, to replace it)")
+    return path
+
+
+def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str | None = None,
+               overwrite: bool = False) -> Path:
+    """Write `[samples, channels]` float audio to .wav or .flac, atomically; an existing file is replaced only
+    with `overwrite` (also when it appears while writing). Non-finite samples are an error, not a file."""
+    path = check_output(path, overwrite)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[0] == 0:
         raise AceStepError(f"cannot write {path}: audio must be [samples, channels], got {audio.shape}")
-    if not path.parent.is_dir():
-        raise AceStepError(f"{path.parent}: output folder does not exist")
-    with atomic_file(path) as tmp:
-        sf.write(str(tmp), audio, sample_rate, format=fmt[0], subtype=subtype or fmt[1])
+    if not np.isfinite(audio).all():
+        raise AceStepError(f"cannot write {path}: the audio holds NaN or infinite samples")
+    fmt = _FORMATS[path.suffix.lower()]
+    remove_stale(path.parent if str(path.parent) else Path("."))  # what a killed earlier run left half-written
+    try:
+        with atomic_file(path, overwrite) as tmp:
+            try:
+                sf.write(str(tmp), audio, sample_rate, format=fmt[0], subtype=subtype or fmt[1])
+            except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile's own errors: a full disk, no permission
+                raise OSError(str(e).split(": ", 1)[-1] or "write failed") from None
+    except FileExistsError:
+        raise AceStepError(f"{path}: appeared while writing; it was left as it is") from None
     return path

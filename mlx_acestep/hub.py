@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import AceStepError
+from .files import remove_stale
 from .names import DEFAULT_DIT, DEFAULT_LM, DEFAULT_REPO, LM_PREFIX, LM_SIZES, TEXT_ENCODER, VAE_DIR  # noqa: F401
 from .loading import LAYOUT_VERSION, SILENCE_FILE, WEIGHTS_FILE, read_json
 from .safetensors_io import read_header, weight_files
@@ -52,6 +53,19 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mlx-acestep").expanduser()
 
 
+def open_cache(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder, checked to be one, with what killed earlier runs left half-written removed."""
+    cache = cache_root(cache_dir)
+    where = "--cache-dir / $MLX_ACESTEP_CACHE"
+    if cache.exists() and not cache.is_dir():
+        raise AceStepError(f"{cache}: is a file, not a folder (the model cache, {where})")
+    for folder in (cache, cache / "converted"):
+        if folder.exists() and not folder.is_dir():
+            raise AceStepError(f"{folder}: is a file, not a folder (inside the model cache, {where})")
+        remove_stale(folder)  # `.NAME.<pid>-....partial` of processes that no longer run
+    return cache
+
+
 def resolve_model(
     model: str | Path,
     *,
@@ -74,7 +88,7 @@ def resolve_model(
         raise AceStepError(f"unknown planner LM {lm!r} (choose {', '.join(LM_SIZES)})")
     quiet = log is None  # a library call prints nothing, not even huggingface_hub's download bars
     log = log or (lambda msg: None)
-    cache = cache_root(cache_dir)
+    cache = open_cache(cache_dir)
     name = str(model)
     if name == "tiny":
         src = tiny_checkpoint(cache, log)
@@ -124,14 +138,24 @@ def converted_components(root: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         config = folder / "config.json"
+        ours = (folder / "manifest.json").is_file()  # the converter writes one into every component folder
         if not config.is_file():
+            if ours:
+                raise AceStepError(f"{folder}: damaged converted component (no config.json); delete it (or pass "
+                                   "--reconvert) and run again")
             continue
         try:
             fields = json.loads(config.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
+            if ours:
+                raise AceStepError(f"{config}: damaged converted component (not JSON: {e}); delete the folder (or "
+                                   "pass --reconvert) and run again") from None
             continue
         if isinstance(fields, dict) and "layout_version" in fields and "component" in fields:
             found.setdefault(fields["component"], []).append(folder)
+        elif ours:
+            raise AceStepError(f"{config}: damaged converted component (no layout_version / component); delete the "
+                               "folder (or pass --reconvert) and run again")
     return found
 
 

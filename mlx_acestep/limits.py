@@ -38,6 +38,9 @@ GROUP_SIZES = (32, 64, 128)
 CAPTION_TOKENS = 256
 LYRIC_TOKENS = 2048
 PLANNER_CAPTION_TOKENS = 512
+# Text is cut to this many characters per allowed token before it is tokenized at all: a 10 MB lyrics file would
+# otherwise take minutes to tokenize (and the planner's prompt would not fit in memory). No token is this long.
+CHARS_PER_TOKEN = 64
 
 
 def seconds_of(frames: int) -> float:

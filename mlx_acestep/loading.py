@@ -133,4 +133,6 @@ def load_silence_latent(folder: str | Path) -> mx.array:
     latent = tensors.get("silence_latent")
     if latent is None or latent.ndim != 3 or latent.shape[0] != 1:
         raise AceStepError(f"{path}: expected one tensor 'silence_latent' of shape (1, T, C)")
-    return latent.astype(mx.float32)
+    latent = latent.astype(mx.float32)
+    mx.eval(latent)  # materialised: an array still to compute belongs to this thread's stream, unusable from another
+    return latent

@@ -22,5 +22,10 @@ TRACKS = (
 )
 REPAINT_MODES = ("balanced", "conservative", "aggressive")
 
+# The reference's value lists for the metadata (its constrained decoder allows exactly these, spec 8.4).
+KEY_NOTES, KEY_ACCIDENTALS, KEY_MODES = "ABCDEFG", ("", "#", "b", "♯", "♭"), ("major", "minor")
+KEYSCALES = tuple(f"{note}{acc} {mode}" for note in KEY_NOTES for acc in KEY_ACCIDENTALS for mode in KEY_MODES)
+TIME_SIGNATURES = ("2", "3", "4", "6")  # beats per bar: 2/4, 3/4, 4/4, 6/8
+
 INSTRUMENTAL = "[Instrumental]"  # the lyrics of a song without vocals
 NEGATIVE_DEFAULT = "NO USER INPUT"  # the planner's unconditional caption when no negative prompt is given

@@ -7,8 +7,34 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from parity import fixtures_dir  # noqa: E402
 
-# (case, output, error relative to max|ref|) of every parity comparison, for the summary.
-PARITY_ERRORS: list[tuple[str, str, float]] = []
+# (case, output, error relative to max|ref|) of every parity comparison, for the summary. A row is also attached to
+# the running test's report, so that the summary has every row when pytest-xdist runs the tests in workers.
+_running: dict = {}
+
+
+class _ParityLog(list):
+    def append(self, row):
+        item = _running.get("item")
+        if item is not None:
+            item.user_properties.append(("parity", tuple(row)))
+
+
+PARITY_ERRORS = _ParityLog()
+_COLLECTED: list[tuple[str, str, float]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    _running["item"] = item
+    try:
+        yield
+    finally:
+        _running.pop("item", None)
+
+
+def pytest_runtest_logreport(report):  # in the main process, with or without xdist
+    if report.when == "call":
+        _COLLECTED.extend(tuple(v) for k, v in report.user_properties if k == "parity")
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +84,9 @@ def load_converted(converted):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not PARITY_ERRORS:
+    if not _COLLECTED:
         return
     terminalreporter.section("parity: max|ours - ref| / max|ref| (SNR rows: dB vs our float32)")
-    for case, output, err in PARITY_ERRORS:
+    for case, output, err in sorted(_COLLECTED):
         value = f"{err:.1f}" if "SNR" in case else f"{err:.2e}"
         terminalreporter.write_line(f"{case:<32} {output:<24} {value}")

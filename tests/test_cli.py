@@ -52,12 +52,12 @@ def test_reconstruct_roundtrip_and_audio_errors(converted, tmp_path):
     import numpy as np
     import soundfile as sf
 
-    t = np.arange(22050 * 2) / 22050  # 2 s mono at 22.05 kHz: exercises resampling and mono -> stereo
+    t = np.arange(22050) / 22050  # 1 s mono at 22.05 kHz: exercises resampling and mono -> stereo
     sf.write(tmp_path / "in.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 22050)
     result = cli("reconstruct", tmp_path / "in.wav", tmp_path / "out.flac", "--vae", converted / "vae", "--chunk", "32")
     assert result.returncode == 0, result.stderr
     out, sr = sf.read(tmp_path / "out.flac")
-    assert sr == 48000 and out.shape == (50 * 1920, 2)  # 2 s -> 50 latent frames
+    assert sr == 48000 and out.shape == (25 * 1920, 2)  # 1 s -> 25 latent frames
 
     assert_one_line_error(cli("reconstruct", tmp_path / "nope.wav", tmp_path / "o.wav", "--vae", converted / "vae"), "nope.wav", "not found")
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")

@@ -38,7 +38,7 @@ def test_a_checkpoint_root_is_converted_once_with_only_what_the_pipeline_needs(r
     first = resolve_model(root, cache_dir=tmp_path / "cache", log=logs.append)
     entry = first.dit.parent
     assert entry.parent == tmp_path / "cache" / "converted"
-    assert sorted(p.name for p in entry.iterdir()) == sorted(NEEDED)  # not the base DiT, not the LM
+    assert sorted(p.name for p in entry.iterdir() if p.is_dir()) == sorted(NEEDED)  # not the base DiT, not the LM
     assert any("converting" in m for m in logs)
     logs.clear()
     again = resolve_model(root, cache_dir=tmp_path / "cache", log=logs.append)
@@ -54,7 +54,7 @@ def test_the_planner_lm_is_converted_into_an_entry_of_its_own(root, converted, t
     cache = tmp_path / "cache"
     auto = resolve_model(root, cache_dir=cache)  # the root has only the 0.6B planner: "auto" takes it
     assert auto.lm.name == "acestep-5Hz-lm-0.6B" and auto.lm.parent != auto.dit.parent
-    assert sorted(p.name for p in auto.lm.parent.iterdir()) == ["acestep-5Hz-lm-0.6B"]
+    assert sorted(p.name for p in auto.lm.parent.iterdir() if p.is_dir()) == ["acestep-5Hz-lm-0.6B"]
     q8 = resolve_model(root, lm="0.6B", lm_quantize="q8", cache_dir=cache)
     assert q8.lm.parent != auto.lm.parent and q8.dit == auto.dit  # the rest is not converted again
     assert resolve_model(root, lm=None, cache_dir=cache).lm is None

@@ -221,3 +221,52 @@ def test_the_dit_and_vae_phases_hold_only_the_denoiser_and_the_vae_decoder(conve
         leaked = sum(v.nbytes for _, v in tree_flatten(pipe.residency.get("condition_codes").parameters()))
         pipe.unload()
         assert result.peak_memory["dit"] - plain.peak_memory["dit"] < leaked / 4, (result.peak_memory, plain.peak_memory)
+
+
+# -- apps and threads ---------------------------------------------------------------------------------
+
+
+def test_generate_from_a_worker_thread_then_the_main_thread_then_two_at_once(pipe, song):
+    """Web and macOS apps generate off the main thread: every call gives the same song, whichever thread asks."""
+    import threading
+
+    results, errors = {}, []
+
+    def work(name):
+        try:
+            results[name] = pipe.generate("gentle piano", "[verse]\nla la", duration=10, seed=11, bpm=90).audio
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{name}: {e!r}")
+
+    worker = threading.Thread(target=work, args=("worker",))
+    worker.start()
+    worker.join()
+    work("main")
+    pair = [threading.Thread(target=work, args=(f"both-{i}",)) for i in range(2)]
+    for t in pair:
+        t.start()
+    for t in pair:
+        t.join()
+    assert not errors, errors
+    for name, audio in results.items():
+        np.testing.assert_array_equal(audio, song.audio, err_msg=name)
+
+
+def test_a_process_that_generated_on_threads_exits_cleanly(tmp_path):
+    """MLX gives each thread streams that must be freed on that thread before the process ends, else it aborts
+    ("terminate called without an active exception", exit 134): the pipeline's own thread does that."""
+    import subprocess
+    import sys
+
+    code = f"""
+import threading, warnings
+warnings.simplefilter("ignore")
+from mlx_acestep import ACEStep
+pipe = ACEStep.from_pretrained("tiny", cache_dir={str(tmp_path)!r})
+t = threading.Thread(target=lambda: pipe.generate("piano", duration=10, seed=1, thinking=False))
+t.start(); t.join()
+print("done")
+"""
+    for _ in range(2):  # without the fix it aborted in 3 of 3 runs
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and "done" in out.stdout, (out.returncode, out.stderr[-500:])

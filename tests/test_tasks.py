@@ -57,9 +57,10 @@ def test_instructions_and_tracks_are_the_reference_strings():
 
 def test_region_frames_follow_the_spec_and_refuse_bad_regions():
     assert region_frames(2.0, 6.0, 260, 260) == (50, 150)  # int(s * 48000 // 1920)
-    assert region_frames(2.0, None, 260, 260) == (50, 260) == region_frames(2.0, -1, 260, 260)
+    assert region_frames(2.0, None, 260, 260) == (50, 260)  # None: to the end of the source
     for start, end, match in [(-1, 4, "before the audio"), (6, 2, "inverted"), (11, None, "after the end"),
-                              (2, 12, "ends at 12 s, after the end")]:
+                              (2, 12, "ends at 12 s, after the end"), (2, -1, "must be after 0 s"), (2, -4, "got -4"),
+                              (2, 0, "leave it out for the end")]:
         with pytest.raises(AceStepError, match=match):
             region_frames(start, end, 260, 260)
 
@@ -116,14 +117,15 @@ def test_repaint_keeps_the_source_outside_region_and_ramps(turbo, source, mode):
 
 
 def test_repaint_splices_the_source_waveform(turbo):
-    wave = np.random.default_rng(1).uniform(-0.3, 0.3, (48000 * 11, 2)).astype(np.float32)
-    result = turbo.generate("calm piano", task="repaint", src_audio=wave, repaint_start=4, repaint_end=6, seed=2,
+    wave = np.random.default_rng(1).uniform(-0.3, 0.3, (int(48000 * 5.5), 2)).astype(np.float32)  # 137 frames (> 128)
+    result = turbo.generate("calm piano", task="repaint", src_audio=wave, repaint_start=2, repaint_end=3.5, seed=2,
                             normalize=False, steps=None)
     out = result.audio[0]
-    assert out.shape == (11 * 48000 // 1920 * 1920, 2)
-    fade = int(0.025 * 48000)
-    np.testing.assert_array_equal(out[: 100 * 1920 - fade], wave[: 100 * 1920 - fade])
-    np.testing.assert_array_equal(out[150 * 1920 + fade:], wave[150 * 1920 + fade: out.shape[0]])
+    assert out.shape == (137 * 1920, 2)
+    fade = int(0.025 * 48000)  # balanced mode: 0.025 s cross-fades just outside the region, frames [50, 87)
+    np.testing.assert_array_equal(out[: 50 * 1920 - fade], wave[: 50 * 1920 - fade])
+    np.testing.assert_array_equal(out[87 * 1920 + fade:], wave[87 * 1920 + fade: out.shape[0]])
+    assert np.abs(out[50 * 1920: 87 * 1920] - wave[50 * 1920: 87 * 1920]).max() > 0.1  # the region is new
 
 
 def test_base_only_tasks_need_a_base_model(turbo, base, source):

@@ -10,6 +10,15 @@ import click
 from ..errors import AceStepError
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (what the OS counts: weights, buffers, the Python runtime)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
 def user_errors(fn):
     """Turn AceStepError into a one-line `Error: ...` and exit code 1, without a traceback."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import AceStepError
@@ -50,8 +52,9 @@ def convert(src, dst, dtype, quantize, q_group_size, force):
 @click.option("--sample/--mean", default=False, show_default=True,
               help="Decode a draw from the latent distribution (as the reference pipeline does) or its mean.")
 @click.option("--seed", default=0, show_default=True, help="Seed for --sample.")
+@click.option("--overwrite", is_flag=True, help="Replace AUDIO_OUT if it exists (else that is an error).")
 @user_errors
-def reconstruct(audio_in, audio_out, vae_dir, chunk, overlap, sample, seed):
+def reconstruct(audio_in, audio_out, vae_dir, chunk, overlap, sample, seed, overwrite):
     """Encode AUDIO_IN with the VAE and decode it back into AUDIO_OUT (.wav or .flac).
 
     A quick check of a converted VAE and of what its 25 Hz latents keep.
@@ -63,8 +66,13 @@ def reconstruct(audio_in, audio_out, vae_dir, chunk, overlap, sample, seed):
     from ..audio import load_audio, peak_limit, save_audio
     from ..loading import load_component
 
+    from ..audio import check_output
+
     if chunk <= 0 or overlap < 0:
         raise AceStepError(f"--chunk must be positive and --overlap non-negative (got {chunk}, {overlap})")
+    if Path(audio_out).exists() and Path(audio_in).exists() and Path(audio_out).resolve() == Path(audio_in).resolve():
+        raise AceStepError(f"{audio_out}: is AUDIO_IN; choose another output name")
+    check_output(audio_out, overwrite)
     audio = load_audio(audio_in)
     vae = load_component(vae_dir, "vae")
     x = mx.array(audio)[None]
@@ -77,5 +85,5 @@ def reconstruct(audio_in, audio_out, vae_dir, chunk, overlap, sample, seed):
             advance(done, total)
             parts.append(np.array(piece))
     wave = peak_limit(np.concatenate(parts, axis=0))
-    save_audio(audio_out, wave)
+    save_audio(audio_out, wave, overwrite=overwrite)
     click.echo(f"wrote {audio_out}: {len(wave) / SAMPLE_RATE:.2f} s, {latents.shape[1]} latent frames")

@@ -9,7 +9,7 @@ import click
 from ..errors import AceStepError
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DTYPE_CHOICES, QUANTIZE_CHOICES
 from ..names import DEFAULT_REPO, TASKS
-from .common import PhaseBars, user_errors
+from .common import PhaseBars, peak_rss_bytes, user_errors
 
 # GenerationRequest field -> the flag that sets it, so that a request error names what the user typed.
 FLAGS = {
@@ -60,11 +60,17 @@ def describe_plan(meta: dict) -> str:
     return "".join(c if c.isprintable() else "?" for c in ", ".join(parts))
 
 
-def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: str) -> tuple[Path, str]:
-    """The output file (checked writable before any work) and its format."""
+def _output_paths(output: str | None, fmt: str | None, batch: int, overwrite: bool, inputs: dict[str, str | None]):
+    """The output file (None: a default name, chosen after the run) and its format, checked before any work:
+    a known format, a writable folder, no existing file unless --overwrite, and never one of the inputs."""
     import os
 
-    path = Path(output) if output else Path(f"acestep-{seed_hint}.{fmt or 'wav'}")
+    from ..audio import check_output
+    from ..pipeline.results import item_paths
+
+    if output is None:
+        return None, fmt or "wav"
+    path = Path(output)
     suffix = path.suffix.lower().lstrip(".")
     if not suffix:
         path, suffix = path.with_suffix(f".{fmt or 'wav'}"), fmt or "wav"
@@ -77,8 +83,11 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: st
         raise AceStepError(f"{parent}: output folder does not exist")
     if not os.access(parent, os.W_OK):
         raise AceStepError(f"{parent}: output folder is not writable")
-    if path.is_dir():
-        raise AceStepError(f"{path}: is a folder; give a file name")
+    for item in item_paths(path, batch):
+        for flag, given in inputs.items():
+            if given is not None and Path(given).exists() and item.resolve() == Path(given).resolve():
+                raise AceStepError(f"{item}: is the {flag} file; choose another output name")
+        check_output(item, overwrite)
     return path, suffix
 
 
@@ -105,7 +114,9 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: st
 @click.option("--quantize", type=click.Choice(QUANTIZE_CHOICES), default="none", show_default=True,
               help="Quantize the DiT's and text encoder's linear layers when converting.")
 @click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default=None, help="Output format (default: from -o, else wav).")
-@click.option("-o", "--output", default=None, help="Output file (default acestep-SEED.wav); a batch adds _0, _1, ...")
+@click.option("-o", "--output", default=None,
+              help="Output file (default acestep-SEED.wav, never replacing a file); a batch adds _0, _1, ...")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists (else that is an error).")
 @click.option("--cache-dir", default=None, help="Where converted models are kept (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep).")
 @click.option("--reconvert", is_flag=True, help="Convert the PyTorch checkpoint again even if a cached conversion exists.")
 @click.option("--no-normalize", is_flag=True, help="Skip the -1 dBFS peak normalisation.")
@@ -132,7 +143,7 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, seed_hint: st
               help="cover: the share of steps conditioned on the source (below 1 the rest follow the caption alone).")
 @user_errors
 def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signature, language, seed, batch, steps, shift,
-             guidance, model, dit, dtype, quantize, fmt, output, cache_dir, reconvert, no_normalize, thinking, lm,
+             guidance, model, dit, dtype, quantize, fmt, output, overwrite, cache_dir, reconvert, no_normalize, thinking, lm,
              lm_quantize, lm_cfg_scale, lm_temperature, lm_top_p, task, src_audio, ref_audio, repaint_start, repaint_end,
              track, tracks, cover_strength):
     """Generate music from CAPTION (a description: genre, mood, instruments).
@@ -167,7 +178,8 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
         thinking = False  # the planner is for text2music: don't load it
     if thinking is False and (lm is not None or lm_quantize != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
-    path, _ = _output_paths(output, fmt, batch, str(seed) if seed is not None else "random")
+    path, suffix = _output_paths(output, fmt, batch, overwrite,
+                                 {"--src-audio": src_audio, "--ref-audio": ref_audio, "--lyrics-file": lyrics_file})
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         click.echo(f"warning: {message}", err=True)
@@ -187,12 +199,15 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
             result = _cli_errors(pipe.generate, request, callback=bars)
         finally:
             bars.close()
-    if output is None and seed is None:
-        path = path.with_name(f"acestep-{result.seeds[0]}{path.suffix}")
-    written = result.save(path)
+    if path is None:  # the default name never replaces a file: acestep-SEED.wav, else acestep-SEED-2.wav, ...
+        from ..pipeline.results import free_name
+
+        path = free_name(Path(f"acestep-{result.seeds[0]}"), f".{suffix}", len(result.audio))
+    written = result.save(path, overwrite=overwrite)
     for i, (p, s) in enumerate(zip(written, result.seeds)):
         click.echo(f"wrote {p} ({result.duration:g} s, 48 kHz stereo, seed {s})")
         if result.metadata:
             click.echo("  planner: " + describe_plan(result.metadata[i]))
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
-    click.echo(f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB")
+    click.echo(f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB "
+               f"(MLX arrays), {peak_rss_bytes() / 2**30:.2f} GB resident (the process)")

@@ -14,16 +14,18 @@ frees them afterwards (`residency.py`), so peak memory is that of the largest
 phase, not the sum.
 
 The library never prints: progress goes to `callback`, notices to `warnings`.
-One pipeline runs one generation at a time: concurrent calls from several
-threads wait for each other. Peak-memory figures are MLX's, process-wide (two
-pipelines running at once see each other's memory).
+All MLX work of a pipeline runs on its own thread (`worker.py`), so it may be
+called from any thread; calls wait for each other, and `callback` runs on that
+thread. Peak-memory figures are MLX's, process-wide (two pipelines running at
+once see each other's memory).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import threading
+import warnings
+import weakref
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -41,14 +43,23 @@ from .conditioning import (
     ConditionInput, PromptTokens, code_hints, encode_prompts, planned_item, reference_clips, tokenize_items)
 from .postprocess import postprocess
 from .prompts import Metas, PromptTokenizer, instruction
-from .request import GenerationRequest, resolve_seeds, sampler_settings, steps_of
+from .request import GenerationRequest, resolve_seeds, sampler_settings, source_frames, steps_of
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
 from .sampler import BaseSettings, EditHooks, TurboSettings, sample_base, sample_turbo
 from .sources import encode_wave, latents_input, read_audio
 from .tasks import edit_hooks, task_context
+from .worker import Worker
 
 PHASES = ("text", "condition", "dit", "vae", "post")  # "lm" first when the planner runs, "encode" for editing tasks
+
+
+def check_finite(x: mx.array, phase: str) -> None:
+    """NaN or inf out of a phase would be written as a file of clipped noise that looks like success (as the
+    reference checks since its NaN fix): stop here, naming the phase."""
+    if not bool(mx.all(mx.isfinite(x)).item()):
+        raise AceStepError(f"{phase} produced NaN or infinite values (numerical overflow: try --dtype float32, "
+                           "or another seed); nothing was written")
 
 
 def initial_noise(seeds: Sequence[int], frames: int, channels: int, dtype: mx.Dtype) -> mx.array:
@@ -83,7 +94,19 @@ class ACEStep:
         self.tokenizer = PromptTokenizer(folders.text_encoder)
         self.silence_latent = load_silence_latent(folders.dit)
         self.residency = Residency(folders, keep_loaded, int(np.prod(self.config.fsq_input_levels)))
-        self._lock = threading.RLock()  # generate, encode_audio and generate_from_tokens; re-entrant: one calls another
+        self._worker = Worker(f"mlx-acestep {self.name}")
+        weakref.finalize(self, self._worker.close, False)
+
+    def close(self) -> None:
+        """Free the modules and stop the pipeline's thread (a later call starts them again)."""
+        self.unload()
+        self._worker.close()
+
+    def __enter__(self) -> "ACEStep":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @classmethod
     def from_pretrained(
@@ -139,7 +162,7 @@ class ACEStep:
 
     def unload(self) -> None:
         """Free every loaded module (they load again on the next call)."""
-        self.residency.clear()
+        self._worker.run(self.residency.clear)
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -163,15 +186,21 @@ class ACEStep:
             request = request.replace(**fields) if fields else request
         else:
             request = GenerationRequest(**({"caption": request} if request is not None else {}), **fields)
-        with self._lock:
-            return self._generate(request, callback)
-
-    def _generate(self, request: GenerationRequest, callback) -> GenerationResult:
-        job = request.job
+        # What depends on the model is resolved here, on the caller's thread, so warnings point at its line.
         request.check_model(self.family, self.name)
+        for notice in request.notices():
+            warnings.warn(notice, stacklevel=2)
         thinking = request.thinking_for(self.folders.lm is not None)
         duration = request.duration_for(thinking)
-        settings = request.sampler_settings(self.family, stacklevel=4)  # warnings point at the caller of generate()
+        settings = request.sampler_settings(self.family, stacklevel=3)
+        frames = source_frames(request.src_audio, request.src_latents)
+        if duration is None and frames is not None and seconds_of(frames) < SECONDS[0]:
+            warnings.warn(f"the source lasts {seconds_of(frames):.2f} s, less than {SECONDS[0]:g} s: the output "
+                          "follows it (give a duration to render longer)", stacklevel=2)
+        return self._worker.run(lambda: self._generate(request, thinking, duration, settings, callback), request)
+
+    def _generate(self, request: GenerationRequest, thinking: bool, duration, settings, callback) -> GenerationResult:
+        job = request.job
         seeds = resolve_seeds(request.seed, request.batch_size)
         batch = request.batch_size
         meter = PhaseMeter()
@@ -224,13 +253,12 @@ class ACEStep:
         """A recording (a file at any rate, or a 48 kHz `[samples, channels]` array) -> VAE latents `[T, 64]`,
         a seeded draw from the posterior as the reference samples it (spec 5.10)."""
         wave = read_audio(audio, what)
-        with self._lock:
-            return self.residency.run(
-                "vae_encoder", lambda vae: encode_wave(vae, wave, seed, self.vae_chunk, self.vae_overlap, progress), meter)
+        return self._worker.run(lambda: self.residency.run(
+            "vae_encoder", lambda vae: encode_wave(vae, wave, seed, self.vae_chunk, self.vae_overlap, progress), meter), wave)
 
     def _encode_inputs(self, request: GenerationRequest, seed: int, meter: PhaseMeter, callback):
         """(source latents, source waveform, reference latents); the waveform only when the source is audio."""
-        report = reporter(callback)
+        report = reporter(callback, self._worker.cancel)
         channels = self.config.audio_acoustic_hidden_dim
         source = None if request.src_latents is None else latents_input(request.src_latents, "source latents", channels)
         reference = None if request.ref_latents is None else latents_input(request.ref_latents, "reference latents", channels)
@@ -255,7 +283,8 @@ class ACEStep:
 
     def _plan(self, request: GenerationRequest, duration: float | None, seeds: list[int], callback, meter) -> list:
         """One plan per item (its own seed). Without a duration the first item's choice is the batch's length."""
-        report = reporter(callback)
+        report = reporter(callback, self._worker.cancel)
+        interrupted = functools.partial(reporter(None, self._worker.cancel), "lm", 0, 0)  # Ctrl-C between tokens
         lm = dict(cfg_scale=request.lm_cfg_scale, temperature=request.lm_temperature, top_p=request.lm_top_p,
                   negative=request.negative_prompt)
 
@@ -266,7 +295,7 @@ class ACEStep:
                 plans.append(planner.plan(
                     request.caption, request.lyrics, duration=length, bpm=request.bpm, keyscale=request.key,
                     timesignature=request.time_signature, language=request.language, seed=s,
-                    max_duration=self.max_seconds, callback=progress, **lm,
+                    max_duration=self.max_seconds, callback=progress, check=interrupted, **lm,
                 ))
                 if length is None:
                     length = float(plans[0].metadata["duration"])
@@ -302,7 +331,7 @@ class ACEStep:
         `sources` are the editing tasks' (source latents `[frames, C]`, chunk mask `[frames]`, is_cover) per item;
         `edit` their sampler hooks, and `alt_tokens` the prompts of cover strength's second condition.
         """
-        with self._lock:
+        def run():
             previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
             try:
                 return self._run(
@@ -312,6 +341,8 @@ class ACEStep:
             finally:
                 mx.set_cache_limit(previous)
                 mx.clear_cache()
+
+        return self._worker.run(run, noise, items, sources, edit)
 
     def _run(self, tokens, frames, noise, settings, items, codes, sources, edit, alt_tokens, timbre_frames, seed, callback,
              meter) -> Generated:
@@ -330,7 +361,7 @@ class ACEStep:
         items = items or [ConditionInput("-")] * batch
         settings = settings or self.sampler_settings()
         timbre_frames = timbre_frames or self.config.timbre_fix_frame
-        report = reporter(callback)
+        report = reporter(callback, self._worker.cancel)
 
         report("text", 0, 1)
         with meter.phase("text"):
@@ -368,6 +399,7 @@ class ACEStep:
 
             latents = self.residency.run("denoiser", sample, meter)
             del condition, edit
+            check_finite(latents, "the diffusion (DiT) phase")
 
         with meter.phase("vae"):
             def decode(vae):
@@ -377,6 +409,7 @@ class ACEStep:
                 return wave
 
             waveform = self.residency.run("vae", decode, meter)
+            check_finite(waveform, "the VAE decode")
         return Generated(text.text_hidden_states, text.lyric_hidden_states, latents, waveform)
 
     def _condition(self, dit, text, alt_text, items, frames, codes, sources, covers, timbre_frames, seed):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ import numpy as np
 
 from ..errors import AceStepError
 from ..models.planner_lm import PlannerLM
-from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, SECONDS
+from ..limits import (
+    CAPTION_TOKENS, CHARS_PER_TOKEN, DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, LYRIC_TOKENS, SECONDS)
 from ..names import INSTRUMENTAL, NEGATIVE_DEFAULT
 from .planner_constraint import FIELDS, MetadataConstraint, write_metadata
 
@@ -221,6 +223,15 @@ class Planner:
 
         return cls(load_component(folder, "lm"), load_planner_tokenizer(folder), codebook_size)
 
+    def fit(self, text: str, max_tokens: int, what: str) -> str:
+        """`text` cut to `max_tokens` of this tokenizer (characters first: see limits.CHARS_PER_TOKEN)."""
+        cut = text[: max_tokens * CHARS_PER_TOKEN]
+        ids = self.tokenizer.encode(cut, add_special_tokens=False)
+        if len(ids) <= max_tokens and len(cut) == len(text):
+            return text
+        warnings.warn(f"the planner reads the first {max_tokens} tokens of the {what}; the rest is cut", stacklevel=4)
+        return self.tokenizer.decode(ids[:max_tokens])
+
     @property
     def constraint(self):
         if self._constraint is None:  # built on first use: it decodes the whole vocabulary once
@@ -229,9 +240,10 @@ class Planner:
 
     def think(
         self, caption: str, lyrics: str, user: dict, temperature: float = DEFAULT_LM_TEMPERATURE, top_p: float = DEFAULT_LM_TOP_P,
-        seed: int = 0, max_duration: int = int(SECONDS[1]),
+        seed: int = 0, max_duration: int = int(SECONDS[1]), check=None,
     ):
-        """Phase 1: the constrained `<think>` block (a `ThinkResult`); `user` fields are forced."""
+        """Phase 1: the constrained `<think>` block (a `ThinkResult`); `user` fields are forced. `check()` runs
+        before every forward (it raises to stop: the pipeline's cancellation)."""
         from mlx_lm.models.cache import make_prompt_cache
 
         cache = make_prompt_cache(self.lm)
@@ -242,6 +254,8 @@ class Planner:
 
         def step(new: list[int]) -> mx.array:
             nonlocal ids
+            if check is not None:
+                check()
             logits = head(self.lm.hidden(mx.array([ids + new]), cache)[0, -1]).astype(mx.float32)  # the last row only
             ids = []
             return logits
@@ -270,11 +284,16 @@ class Planner:
         seed: int = 0,
         max_duration: int = int(SECONDS[1]),
         callback=None,
+        check=None,
     ) -> Plan:
         """Metadata (the fields not given are chosen by the LM) and exactly `int(duration * 5)` codes.
 
         `duration` None lets the LM choose it (10 to `max_duration` s). `language` None or "unknown" lets it choose.
+        The caption and the lyrics are cut to what the DiT reads of them (256 and 2048 tokens), with a warning:
+        the reference passes them whole, and a 100 kB caption exhausts memory in its prompt.
         """
+        caption = self.fit(caption, CAPTION_TOKENS, "caption")
+        lyrics = self.fit(lyrics, LYRIC_TOKENS, "lyrics")
         user = {
             "bpm": bpm,
             "duration": None if duration is None else int(duration),
@@ -287,7 +306,7 @@ class Planner:
         if all(user[k] is not None for k in ALL_METAS):
             think, meta = "", {k: user[k] for k in ALL_METAS}
         else:
-            result = self.think(caption, lyrics, user, temperature, top_p, seed, max_duration)
+            result = self.think(caption, lyrics, user, temperature, top_p, seed, max_duration, check)
             think, meta = result.text, {k: v for k, v in result.metadata.items() if k in FIELDS}
             meta.update({k: v for k, v in user.items() if v is not None})
             seconds["think"] = time.perf_counter() - start

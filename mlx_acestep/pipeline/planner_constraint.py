@@ -34,11 +34,10 @@ import numpy as np
 
 from ..errors import AceStepError
 from ..limits import BPM, PLANNER_CAPTION_TOKENS, SECONDS
+from ..names import KEYSCALES, TIME_SIGNATURES  # noqa: F401  (the value lists it constrains to)
 from .prompts import LANGUAGES
 
 FIELDS = ("bpm", "caption", "duration", "keyscale", "language", "timesignature")
-KEYSCALES = tuple(f"{note}{acc} {mode}" for note in "ABCDEFG" for acc in ("", "#", "b", "♯", "♭") for mode in ("major", "minor"))
-TIME_SIGNATURES = ("2", "3", "4", "6")
 DURATION_RANGE = (int(SECONDS[0]), int(SECONDS[1]))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AceStepError, RequestError
-from ..limits import DEFAULT_SECONDS
+from ..limits import CHARS_PER_TOKEN, DEFAULT_SECONDS
 from ..names import INSTRUMENTAL, NEGATIVE_DEFAULT, TRACKS  # noqa: F401  (re-exported for the prompt builders)
 
 INSTRUCTIONS = {
@@ -101,6 +101,7 @@ class PromptTokenizer:
             raise AceStepError(f"{folder}: the tokenizer defines no pad token")
 
     def encode(self, text: str, max_tokens: int) -> list[int]:
+        text = text[: max_tokens * CHARS_PER_TOKEN]  # the tokens past the cap are dropped anyway
         ids = self.tokenizer(text, truncation=False)["input_ids"]
         if len(ids) > max_tokens:
             warnings.warn(f"prompt is {len(ids)} tokens; truncated to {max_tokens}", stacklevel=3)

@@ -32,7 +32,7 @@ from ..errors import AceStepError, RequestError
 from ..limits import (
     BPM, DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DEFAULT_SECONDS, GUIDANCE, HOP, LM_CFG_SCALE,
     LM_TEMPERATURE, LM_TOP_P, MAX_BATCH, SAMPLE_RATE, SECONDS, SEED_MAX, SHIFT, STEPS)
-from ..names import BASE_DIT, BASE_ONLY, INSTRUMENTAL, NEGATIVE_DEFAULT
+from ..names import BASE_DIT, BASE_ONLY, INSTRUMENTAL, KEYSCALES, NEGATIVE_DEFAULT, TIME_SIGNATURES
 from .sampler import TURBO_SHIFTS, TURBO_STEPS, BaseSettings, TurboSettings, nearest_turbo_shift, turbo_timesteps
 from .tasks import Task, check_seconds
 
@@ -70,7 +70,7 @@ def _number(name: str, v, lo: float, hi: float, what: str = "", low_open: bool =
         return None
     unit = f" {what}" if what else ""
     if not _is_number(v) or not math.isfinite(v):
-        raise RequestError(name, f"@name@ must be a number{unit}, got {v!r}")
+        raise RequestError(name, f"@name@ must be a number{' of' + unit if unit else ''}, got {v!r}")
     if (v <= lo if low_open else v < lo) or v > hi:
         span = f"in ({lo:g}, {hi:g}]" if low_open else f"between {lo:g} and {hi:g}"
         raise RequestError(name, f"@name@ must be {span}{unit}, got {v:g}")
@@ -96,6 +96,32 @@ def _text(name: str, v, optional: bool = True):
     if not isinstance(v, str):
         raise RequestError(name, f"@name@ must be text, got {type(v).__name__}")
     return v
+
+
+def normalize_key(key: str | None) -> str | None:
+    """A key as the reference writes it ("C major", "F# minor", "Bb major"): the note capitalised, the mode lower."""
+    if key is None:
+        return None
+    parts = _text("key", key).split()
+    if len(parts) == 2:
+        candidate = f"{parts[0][:1].upper()}{parts[0][1:]} {parts[1].lower()}"
+        if candidate in KEYSCALES:
+            return candidate
+    raise RequestError("key", f"unknown key {key!r} for @name@ (a note A-G, optionally # or b, then major or minor: "
+                              "e.g. 'C major', 'F# minor')")
+
+
+def normalize_time_signature(value) -> str | None:
+    """Beats per bar as the reference's metadata holds it: 2, 3, 4 or 6 (also given as "4/4", "6/8")."""
+    if value is None:
+        return None
+    text = str(value).strip() if _is_int(value) or isinstance(value, str) else None
+    if text is not None and "/" in text and text.split("/", 1)[1] in ("4", "8"):
+        text = text.split("/", 1)[0]
+    if text not in TIME_SIGNATURES:
+        raise RequestError("time_signature", f"@name@ must be one of {', '.join(TIME_SIGNATURES)} beats per bar "
+                                             f"(or 2/4, 3/4, 4/4, 6/8), got {value!r}")
+    return text
 
 
 def check_seeds(seed, batch: int) -> None:
@@ -139,6 +165,21 @@ def audio_file_seconds(path: str | Path, name: str) -> float:
     except AceStepError as e:
         raise RequestError(name, str(e).replace(f"{name} {path}", f"@name@ {path}", 1)) from None
     return info.duration
+
+
+def source_frames(src_audio, src_latents) -> int | None:
+    """The source's length in latent frames, when it is known without decoding anything."""
+    if isinstance(src_audio, (str, Path)):
+        import soundfile as sf
+
+        return int(sf.info(str(src_audio)).duration * SAMPLE_RATE) // HOP
+    if src_audio is not None:
+        shape = np.shape(src_audio)
+        return shape[0] // HOP if shape else None
+    if src_latents is not None:
+        shape = tuple(np.shape(src_latents))
+        return shape[-2] if len(shape) >= 2 else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -188,9 +229,8 @@ class GenerationRequest:
         object.__setattr__(self, "batch_size", _integer("batch_size", self.batch_size, 1, MAX_BATCH, optional=False))
         check_seeds(self.seed, self.batch_size)
         object.__setattr__(self, "bpm", _integer("bpm", self.bpm, *BPM))
-        _text("key", self.key)
-        if self.time_signature is not None and not (_is_int(self.time_signature) or isinstance(self.time_signature, str)):
-            raise RequestError("time_signature", f"@name@ must be a number of beats or text, got {self.time_signature!r}")
+        object.__setattr__(self, "key", normalize_key(self.key))
+        object.__setattr__(self, "time_signature", normalize_time_signature(self.time_signature))
         _text("language", self.language, optional=False)
         object.__setattr__(self, "steps", _integer("steps", self.steps, *STEPS))
         _number("shift", self.shift, *SHIFT, low_open=True)
@@ -231,10 +271,10 @@ class GenerationRequest:
         for name in ("src_audio", "ref_audio"):
             path = getattr(self, name)
             if isinstance(path, (str, Path)):
-                seconds = audio_file_seconds(path, name)
-                if name == "src_audio" and job.has_region:
-                    frames = int(seconds * SAMPLE_RATE) // HOP
-                    job.region(frames, frames)
+                audio_file_seconds(path, name)
+        frames = source_frames(self.src_audio, self.src_latents)
+        if frames is not None and job.has_region:  # the region against the source, before anything is encoded
+            job.region(frames, frames)
 
     def replace(self, **changes) -> "GenerationRequest":
         return dataclasses.replace(self, **changes)
@@ -245,6 +285,15 @@ class GenerationRequest:
         return BASE_DIT if self.task in BASE_ONLY else None
 
     # -- what depends on the model ----------------------------------------------------------------
+
+    def notices(self) -> list[str]:
+        """What the request does that its user may not expect (the pipeline warns with each)."""
+        out = []
+        if self.task in ("extract", "lego") and not self.track:
+            from .prompts import instruction
+
+            out.append(f"no track given: {self.task} uses the generic instruction {instruction(self.task)!r}")
+        return out
 
     def thinking_for(self, has_planner: bool) -> bool:
         if self.thinking is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -9,7 +11,7 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
-from ..audio import save_audio
+from ..audio import check_output, save_audio
 from ..errors import AceStepError
 
 
@@ -29,14 +31,33 @@ class Cancelled(AceStepError):
 ProgressCallback = Callable[[Progress], "bool | None"]
 
 
-def reporter(callback: ProgressCallback | None) -> Callable[[str, int, int], None]:
-    """`report(phase, done, total)`: calls `callback`, and raises `Cancelled` when it returns False."""
+def reporter(callback: ProgressCallback | None, cancel=None) -> Callable[[str, int, int], None]:
+    """`report(phase, done, total)`: calls `callback`, and raises `Cancelled` when it returns False or the
+    `cancel` event (a `threading.Event`: the caller pressed Ctrl-C) is set."""
 
     def report(phase: str, done: int, total: int) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"generation interrupted during {phase}")
         if callback is not None and callback(Progress(phase, done, total)) is False:
             raise Cancelled(f"generation cancelled during {phase}")
 
     return report
+
+
+def item_paths(path: str | Path, count: int) -> list[Path]:
+    """The files a result of `count` items is saved as: `path` itself, or `name_0.wav`, `name_1.wav`, ..."""
+    path = Path(path)
+    return [path] if count == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(count)]
+
+
+def free_name(stem: Path, suffix: str, count: int) -> Path:
+    """`stem` + `suffix`, or `stem-2`, `stem-3`, ... : the first whose files (all `count` items) do not exist yet."""
+    n = 1
+    while True:
+        path = stem.with_name(stem.name + (f"-{n}" if n > 1 else "") + suffix)
+        if not any(p.exists() for p in item_paths(path, count)):
+            return path
+        n += 1
 
 
 @dataclass
@@ -68,11 +89,41 @@ class GenerationResult:
     def peak_memory_bytes(self) -> int:
         return max(self.peak_memory.values(), default=0)
 
-    def save(self, path: str | Path, subtype: str | None = None) -> list[Path]:
-        """Write each item (`.wav` or `.flac`, atomically); a batch gets `name_0.wav`, `name_1.wav`, ..."""
-        path = Path(path)
-        paths = [path] if len(self.audio) == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(len(self.audio))]
-        return [save_audio(p, a, self.sample_rate, subtype) for p, a in zip(paths, self.audio)]
+    def paths(self, path: str | Path) -> list[Path]:
+        return item_paths(path, len(self.audio))
+
+    def save(self, path: str | Path, subtype: str | None = None, overwrite: bool = False) -> list[Path]:
+        """Write each item (`.wav` or `.flac`, atomically); a batch gets `name_0.wav`, `name_1.wav`, ...
+
+        An existing file is an error (before anything is written) unless `overwrite`. If writing fails (a full
+        disk, a lost permission), the audio is saved in the temporary folder instead and the error names both,
+        so minutes of work are never lost to a save.
+        """
+        paths = self.paths(path)
+        for p in paths:
+            check_output(p, overwrite)
+        written = []
+        for i, (p, audio) in enumerate(zip(paths, self.audio)):
+            try:
+                written.append(save_audio(p, audio, self.sample_rate, subtype, overwrite))
+            except OSError as e:
+                rescued = self._rescue(i, p.suffix, subtype)
+                raise AceStepError(f"could not write {p} ({e.strerror or e}); " + (
+                    f"the audio was saved to {', '.join(map(str, rescued))} instead" if rescued else
+                    f"nor a copy in {tempfile.gettempdir()}: the audio is lost")) from None
+        return written
+
+    def _rescue(self, first: int, suffix: str, subtype: str | None) -> list[Path]:
+        """The items from `first` on, written to the temporary folder under names that cannot collide."""
+        folder = Path(tempfile.gettempdir())
+        out = []
+        try:
+            for i in range(first, len(self.audio)):
+                name = f"acestep-rescued-{self.seeds[i]}-{os.getpid()}-{i}{suffix}"
+                out.append(save_audio(folder / name, self.audio[i], self.sample_rate, subtype))
+        except (OSError, AceStepError):
+            pass
+        return out
 
 
 @dataclass

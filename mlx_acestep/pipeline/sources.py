@@ -13,12 +13,31 @@ from ..errors import AceStepError
 from .tasks import check_source
 
 
+def pcm_to_float(audio, what: str) -> np.ndarray:
+    """An array of samples as float32 in [-1, 1]: floats as they are, integer PCM scaled by its full range
+    (int16 / 32768, as soundfile reads it; unsigned 8-bit centred on 128); anything else is an error."""
+    try:
+        a = np.asarray(audio)
+    except (TypeError, ValueError) as e:
+        raise AceStepError(f"the {what} is not an array of samples ({e})") from None
+    if np.issubdtype(a.dtype, np.floating):
+        return a.astype(np.float32)
+    if a.dtype == np.uint8:
+        return ((a.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    if np.issubdtype(a.dtype, np.signedinteger):
+        return (a.astype(np.float64) / float(2 ** (8 * a.dtype.itemsize - 1))).astype(np.float32)
+    raise AceStepError(f"the {what} has samples of type {a.dtype}; give float samples in [-1, 1] or integer PCM")
+
+
 def read_audio(audio: str | Path | np.ndarray, what: str = "source audio") -> np.ndarray:
-    """A recording (file at any rate, or a 48 kHz `[samples, channels]` array) as 48 kHz stereo, 1-600 s."""
+    """A recording (a file at any rate, or a 48 kHz `[samples, channels]` array: float in [-1, 1] or integer PCM)
+    as 48 kHz stereo float32, 1-600 s, every sample finite."""
     if isinstance(audio, (str, Path)):
         wave = load_audio(audio)
     else:
-        wave = np.asarray(audio, dtype=np.float32)
+        wave = pcm_to_float(audio, what)
+        if not np.isfinite(wave).all():
+            raise AceStepError(f"the {what} holds NaN or infinite samples")
         if wave.ndim == 1:
             wave = wave[:, None]
         if wave.ndim != 2 or wave.shape[1] not in (1, 2):

@@ -34,7 +34,7 @@ from .sampler import EditHooks
 class Task:
     name: str = "text2music"
     repaint_start: float = 0.0  # seconds; repaint and lego
-    repaint_end: float | None = None  # seconds; None (or <= 0): the end of the source
+    repaint_end: float | None = None  # seconds; None: the end of the source
     track: str | None = None  # extract, lego
     tracks: Sequence[str] | None = None  # complete
     cover_strength: float = 1.0  # cover: the share of steps conditioned on the source (spec 5.8)
@@ -86,20 +86,22 @@ def check_source(audio: np.ndarray, what: str = "source audio") -> np.ndarray:
 
 
 def region_frames(start: float, end: float | None, frames: int, source_frames: int) -> tuple[int, int]:
-    """Latent frames [a, b) of a region given in seconds (spec 5.4): `int(s * 48000 // 1920)`; end None or <= 0
-    means the end of the source. A region that starts before or after the audio, ends after it, or is
-    inverted is an error."""
+    """Latent frames [a, b) of a region given in seconds (spec 5.4): `int(s * 48000 // 1920)`; end None means
+    the end of the source. A region that starts before or after the audio, ends after it, ends at or before
+    0 s (upstream's -1 for "the end" is None here) or is inverted is an error."""
     length = source_frames * HOP / SAMPLE_RATE
     if start < 0:
         raise RequestError("repaint_start", f"the region starts at {start:g} s, before the audio (@name@)")
-    if end is not None and end > 0 and end <= start:
+    if end is not None and end <= 0:
+        raise RequestError("repaint_end", f"@name@ must be after 0 s, got {end:g} (leave it out for the end of the source)")
+    if end is not None and end <= start:
         raise RequestError("repaint_end", f"the region is inverted or empty: start {start:g} s, end {end:g} s (@name@)")
     a = int(start * SAMPLE_RATE // HOP)
     if a >= source_frames:
         raise RequestError("repaint_start", f"the region starts at {start:g} s, after the end of the audio ({length:g} s)")
-    if end is not None and end > 0 and int(end * SAMPLE_RATE // HOP) > source_frames:
+    if end is not None and int(end * SAMPLE_RATE // HOP) > source_frames:
         raise RequestError("repaint_end", f"the region ends at {end:g} s, after the end of the audio ({length:g} s)")
-    b = source_frames if end is None or end <= 0 else int(end * SAMPLE_RATE // HOP)
+    b = source_frames if end is None else int(end * SAMPLE_RATE // HOP)
     b = min(b, frames)
     if b <= a:
         raise RequestError("repaint_end", f"the region {start:g}-{end:g} s holds no latent frame")
