@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+
+def require(module: str):
+    """Import a live reference (torch, diffusers, transformers, peft) for a test.
+
+    Locally a missing one skips the test; in CI (`CI=true`) it fails it: a broken test extra must not turn the
+    live comparisons into a row of quiet skips.
+    """
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        try:
+            return __import__(module)
+        except ImportError as e:
+            pytest.fail(f"the live reference {module!r} is missing in CI ({e}); install the test extra")
+    return pytest.importorskip(module)
 
 
 def rel_err(ours, ref) -> float:

@@ -59,8 +59,9 @@ VAE = Tolerance(rel_max=1e-4)
 # Single-module forwards (text encoder, condition encoder, ...): issue 3 asks for 1e-4 of
 # max|ref|; the reference's own noise there is <= 5e-7 of max|ref|.
 MODULE = Tolerance(rel_max=1e-4)
-# Whole sampling runs (8 DiT evaluations and the guidance between them): issue 4 asks for 1e-3.
-SAMPLING = Tolerance(rel_max=1e-3)
+# Whole sampling runs (8 DiT evaluations and the guidance between them). Measured here: 1.2e-6 (pipeline) to
+# 7.8e-6 (base APG, Metal path); about ten times the worst of them (issue 16: 1e-3 let a 2.4e-4 bug through).
+SAMPLING = Tolerance(rel_max=1e-4)
 
 
 def compare(name: str, ours: np.ndarray, ref: np.ndarray, tol: Tolerance, exact: bool) -> tuple[bool, str, float]:
@@ -355,10 +356,6 @@ def cfg_greedy(
     return out
 
 
-# Components that later issues build; a case for one of them is skipped with this reason.
-NOT_BUILT: list[tuple[str, str]] = []
-
-
 def runner_for(case: dict) -> tuple[Runner | None, str]:
     """The runner for a case, or None with the reason (what is missing)."""
     component = case["component"]
@@ -402,9 +399,6 @@ def runner_for(case: dict) -> tuple[Runner | None, str]:
         return Runner(folder, _text_embed, MODULE), ""
     if folder.startswith("Qwen3-Embedding") and outputs == {"last_hidden_state"}:
         return Runner(folder, _text_encoder, MODULE), ""
-    for marker, what in NOT_BUILT:
-        if marker in component:
-            return None, f"not built yet: {what}"
     return None, f"no runner for component {component!r} with inputs {sorted(inputs)}"
 
 

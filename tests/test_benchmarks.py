@@ -3,13 +3,13 @@
 import sys
 from pathlib import Path
 
-import pytest
+from helpers import require
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 
 def test_dit_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
-    pytest.importorskip("diffusers")
+    require("diffusers")
     from benchmarks import bench_dit
 
     rows = bench_dit.main(["--tiny", "--frames", "21", "--condition", "9", "--steps", "1", "--sides", "mlx,mlx-q8,diffusers"])
@@ -27,7 +27,7 @@ def test_pipeline_benchmark_runs_mlx_and_the_reference_on_a_tiny_model(tmp_path)
 
     from benchmarks.bench_pipeline import main
 
-    pytest.importorskip("diffusers")
+    require("diffusers")
     prefix = tmp_path / "bench"
     result = CliRunner().invoke(main, ["--tiny", "--durations", "10", "--precisions", "float32,q8",
                                        "--cache-dir", str(tmp_path / "cache"), "-o", str(prefix)])

@@ -14,7 +14,7 @@ import pytest
 from mlx.utils import tree_flatten
 from safetensors.numpy import load_file
 
-from helpers import ATTENTION_RENAMES, DIFFUSERS_PREFIXES, PATCH_RENAMES, _init_args, diffusers_dit_checkpoint, rename_segments
+from helpers import ATTENTION_RENAMES, DIFFUSERS_PREFIXES, PATCH_RENAMES, _init_args, diffusers_dit_checkpoint, rename_segments, require
 from mlx_acestep.models.dit import AceStepConfig
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component, load_silence_latent
@@ -99,8 +99,8 @@ def build_root(fixtures, root, variant: str, dtype=None):
 @pytest.fixture(scope="session")
 def diffusers_root(fixtures, tmp_path_factory):
     """Build (once per session) the fixture `variant` as a diffusers folder, float32 or "bfloat16"."""
-    pytest.importorskip("torch")
-    pytest.importorskip("diffusers")
+    require("torch")
+    require("diffusers")
     import torch
 
     built = {}
@@ -292,7 +292,7 @@ def test_missing_weight_is_named_in_its_diffusers_folder(writable_root, tmp_path
 
 def test_xl_encoder_widths_are_rebuilt(tmp_path):
     """XL: the condition side narrower than the DiT; the original config names its four widths."""
-    pytest.importorskip("diffusers")
+    require("diffusers")
     from test_dit import XL_CONFIG
 
     modules = diffusers_dit_checkpoint(XL_CONFIG, tmp_path / "original" / "acestep-v15-turbo", seed=3)

@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from helpers import diffusers_dit_checkpoint, rel_err
+from helpers import diffusers_dit_checkpoint, rel_err, require
 from mlx_acestep.loading import load_component, load_silence_latent
 from mlx_acestep.pipeline.sampler import Denoiser
 from mlx_acestep.convert import convert_checkpoints
@@ -25,8 +25,8 @@ XL_CONFIG = CONFIG | dict(hidden_size=56, intermediate_size=112, num_attention_h
 
 @pytest.fixture(scope="module", params=["2B", "XL"])
 def live(request, tmp_path_factory):
-    pytest.importorskip("torch")
-    pytest.importorskip("diffusers")
+    require("torch")
+    require("diffusers")
     config = CONFIG if request.param == "2B" else XL_CONFIG
     root = tmp_path_factory.mktemp(f"live_dit_{request.param}")
     modules = diffusers_dit_checkpoint(config, root / "src" / "acestep-v15-turbo", seed=7)
@@ -103,7 +103,7 @@ def test_tokenizer_and_detokenizer_match_diffusers(live, length):
 
 def test_patch_remap_is_the_convolution():
     """proj_in / proj_out as linear maps over frame pairs equal the reference's k=2, s=2 (transposed) convolutions."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     from mlx_acestep.models.dit import AceStepConfig, AceStepModel
 
     conv = torch.nn.Conv1d(6, 5, 2, stride=2)

@@ -15,6 +15,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from helpers import require
+
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from benchmarks import full_checkpoint as fc  # noqa: E402
@@ -28,7 +30,7 @@ TINY = fc.tiny_components()
 
 @pytest.fixture(scope="module")
 def streamed(tmp_path_factory):
-    pytest.importorskip("torch")  # silence_latent.pt is torch.save'd
+    require("torch")  # silence_latent.pt is torch.save'd
     return fc.build_checkpoint(tmp_path_factory.mktemp("full") / "ckpt", TINY, seed=0, log=lambda m: None)
 
 

@@ -4,13 +4,13 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
+from helpers import require
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 
 def test_lm_benchmark_runs_mlx_and_transformers_on_a_tiny_config(tmp_path, capsys):
-    pytest.importorskip("transformers")
+    require("transformers")
     from benchmarks import bench_lm
 
     out = tmp_path / "lm.json"

@@ -29,8 +29,8 @@ def test_parity(name, path, fixtures, converted, load_converted):
 def check_case(name, path, fixtures, converted, load_converted):
     case = CASES[name]
     runner, reason = runner_for(case)
-    if runner is None:
-        pytest.skip(reason)
+    if runner is None:  # a case nothing here can check is a failure: a skip would pass it unseen
+        pytest.fail(f"{name}: {reason}")
     inputs, outputs = load_case_tensors(fixtures, case)
     folders = sorted(converted.glob(runner.component))
     assert folders, f"the converter produced no {runner.component} folder from the fixture checkpoints"
@@ -44,7 +44,15 @@ def check_case(name, path, fixtures, converted, load_converted):
             failures.append(f"{out_name}: not produced")
             continue
         ok, msg, err = compare(out_name, ours[out_name], outputs[out_name], runner.tolerance, spec.get("exact", False))
-        PARITY_ERRORS.append((name if path == "cpu-kernels" else f"{name} [metal path]", out_name, err))
+        allowed = 0.0 if spec.get("exact", False) else runner.tolerance.rel_max
+        PARITY_ERRORS.append((name if path == "cpu-kernels" else f"{name} [metal path]", out_name, err, allowed))
         if not ok:
             failures.append(msg)
     assert not failures, f"{name}: " + "; ".join(failures)
+
+
+def test_a_case_without_a_runner_fails(monkeypatch):
+    """A fixture case for a component nothing here can run must fail, not skip (a skip passes it unseen)."""
+    monkeypatch.setitem(CASES, "made_up", {"component": "acestep-v15-turbo:nothing", "inputs": {}, "outputs": {"x": {}}})
+    with pytest.raises(pytest.fail.Exception, match="made_up: no runner for component"):
+        check_case("made_up", "cpu-kernels", None, None, None)

@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from helpers import rel_err
+from helpers import rel_err, require
 from mlx_acestep.loading import load_component
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 
@@ -24,7 +24,7 @@ def lm_root(fixtures, tmp_path_factory):
 
 def test_left_padded_batch_matches_transformers_with_a_key_mask(fixtures, converted):
     """[cond, uncond] left-padded, pads masked as keys, positions 0..L-1 on both rows (the reference's CFG batch)."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     from transformers import Qwen3ForCausalLM
 
     ref = Qwen3ForCausalLM.from_pretrained(fixtures / "checkpoints" / LM, torch_dtype=torch.float32).eval()

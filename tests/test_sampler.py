@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import PARITY_ERRORS
-from helpers import rel_err, snr_db
+from helpers import rel_err, require, snr_db
 from parity import CONDITION_INPUTS, _mx, load_case_tensors, load_cases, sampler_settings
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component, load_silence_latent
@@ -25,12 +25,16 @@ SPEC_BF16 = {
     2: [1, .93359375, .85546875, .76953125, .66796875, .546875, .400390625, .22265625],
     3: [1, .953125, .8984375, .83203125, .75, .64453125, .5, .30078125],
 }
-# bf16 against float32. The reference builds its schedule in the model dtype, so a bf16 run also steps
-# through bf16-rounded times (0.954545 -> 0.953125); that alone costs 17-27 dB on these tiny random
-# models. The arithmetic on its own (both runs on the bf16 schedule) is held to the second floor.
-BF16_FLOOR_DB = 12.0
-BF16_ARITHMETIC_FLOOR_DB = 30.0
-# (min cosine, max error relative to max|ref|); measured on the fixture: q8 1-cos 4e-5, 8.8e-3; q4 1-cos 1e-2, 0.16
+# bf16 against float32: the floor is the reference's own bf16 error on the same case (diffusers' transformer in
+# bf16 in the spec's loop, tests/torch_sampler.py) less 3 dB, i.e. our bf16 error may be at most twice the
+# reference's in power. Both the whole error and the arithmetic alone (both runs on the bf16-rounded schedule
+# the reference steps through) are held to it. Measured (ours / reference): turbo ODE 27.3 / 28.4 dB, SDE
+# 21.1 / 20.1, base APG 16.9 / 16.7, ADG 39.6 / 26.4; arithmetic 43.2 / 28.8, 41.1 / 25.3, 36.4 / 18.0, 39.6 / 26.4.
+BF16_MARGIN_DB = 3.0
+# (min cosine, max error relative to max|ref|) of the quantized DiT against float32. The reference cannot run q8/q4
+# (it has no such weights), so the floors come from the quantizer's own error: affine group-64 rounding leaves
+# a relative weight error of about 2^-bits (q8 ~4e-3, q4 ~6e-2), which eight steps through three layers carry
+# into the latents at a few times that. Measured: q8 1-cos 3.8e-5, max err 8.8e-3; q4 1-cos 9.9e-3, 0.16.
 QUANT_FLOORS = {"q8": (0.999, 0.05), "q4": (0.95, 0.35)}
 
 
@@ -53,7 +57,7 @@ def test_custom_timesteps_snap_to_the_twenty_table_values():
 
 @pytest.mark.parametrize("steps, shift", [(8, 3.0), (50, 1.0), (30, 2.5), (7, 1.0)])
 def test_base_schedule_is_torch_linspace_then_shift(steps, shift):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     t = torch.linspace(1, 0, steps + 1, dtype=torch.float32)
     if shift != 1.0:
         t = shift * t / (1 + (shift - 1) * t)
@@ -99,6 +103,26 @@ def variants(fixtures, tmp_path_factory):
     return root
 
 
+def reference_bf16_snr(fixtures, converted, case_name) -> tuple[float, float]:
+    """(whole, arithmetic-only) SNR of the reference's bf16 run against its float32 runs on this case."""
+    torch = require("torch")
+    require("diffusers")
+    import torch_sampler
+    from test_sampler_live import case_inputs
+
+    _, states, context, noise, sde, s, _ = case_inputs(fixtures, converted, case_name)
+    variant = "base" if isinstance(s, BaseSettings) else "turbo"
+    runs = {}
+    for label, dtype, times in (("f32", None, None), ("f32 on bf16 times", None, torch.bfloat16), ("bf16", torch.bfloat16, None)):
+        transformer, null = torch_sampler.reference_transformer(fixtures, variant, dtype)
+        if variant == "base":
+            runs[label] = torch_sampler.base(transformer, null, states, context, noise, s.steps, s.shift, s.guidance_scale,
+                                             s.guidance, s.method, schedule_dtype=times, cfg_interval=s.cfg_interval)
+        else:
+            runs[label] = torch_sampler.turbo(transformer, states, context, noise, int(s.shift), s.method, sde, times)
+    return snr_db(runs["bf16"], runs["f32"]), snr_db(runs["bf16"], runs["f32 on bf16 times"])
+
+
 @pytest.mark.parametrize("case_name", ["turbo_generate_ode", "turbo_generate_sde", "base_generate_apg", "base_generate_adg"])
 def test_bfloat16_sampling_against_float32(fixtures, converted, variants, case_name):
     name = "acestep-v15-turbo" if "turbo" in case_name else "acestep-v15-base"
@@ -106,9 +130,11 @@ def test_bfloat16_sampling_against_float32(fixtures, converted, variants, case_n
     full_on_bf16_times, _ = fixture_run(fixtures, converted / name, case_name, schedule_dtype=mx.bfloat16)
     half, _ = fixture_run(fixtures, variants / "bf16" / name, case_name)
     snr, arithmetic = snr_db(half, full), snr_db(half, full_on_bf16_times)
-    PARITY_ERRORS.append((f"{case_name} bf16 SNR dB", "target_latents", snr))
-    PARITY_ERRORS.append((f"{case_name} bf16 arith SNR dB", "target_latents", arithmetic))
-    assert snr >= BF16_FLOOR_DB and arithmetic >= BF16_ARITHMETIC_FLOOR_DB
+    ref_snr, ref_arithmetic = reference_bf16_snr(fixtures, converted, case_name)
+    floor, arithmetic_floor = ref_snr - BF16_MARGIN_DB, ref_arithmetic - BF16_MARGIN_DB
+    PARITY_ERRORS.append((f"{case_name} bf16 SNR dB", "target_latents", snr, floor))
+    PARITY_ERRORS.append((f"{case_name} bf16 arith SNR dB", "target_latents", arithmetic, arithmetic_floor))
+    assert snr >= floor and arithmetic >= arithmetic_floor, (snr, arithmetic, ref_snr, ref_arithmetic)
 
 
 @pytest.mark.parametrize("mode", ["q8", "q4"])
@@ -124,9 +150,9 @@ def test_quantized_dit_on_turbo_ode(fixtures, converted, variants, mode):
     quant, _ = fixture_run(fixtures, variants / mode / "acestep-v15-turbo", "turbo_generate_ode")
     cosine = float(np.sum(full * quant) / np.sqrt(np.sum(full**2) * np.sum(quant**2)))
     err = rel_err(quant, full)
-    PARITY_ERRORS.append((f"turbo_generate_ode {mode} 1-cosine", "target_latents", 1 - cosine))
-    PARITY_ERRORS.append((f"turbo_generate_ode {mode}", "target_latents", err))
     min_cos, max_err = QUANT_FLOORS[mode]
+    PARITY_ERRORS.append((f"turbo_generate_ode {mode} 1-cosine", "target_latents", 1 - cosine, 1 - min_cos))
+    PARITY_ERRORS.append((f"turbo_generate_ode {mode}", "target_latents", err, max_err))
     assert cosine >= min_cos and err <= max_err
 
 

@@ -5,6 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
+
+from helpers import require
 from safetensors.numpy import load_file
 
 from mlx_acestep.errors import AceStepError
@@ -24,7 +26,7 @@ def test_safetensors_silence_latent_is_converted_channel_last(fixtures, converte
 
 
 def test_torch_pickle_silence_latent_matches_torch_load(fixtures, turbo_root, tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     want = torch.from_numpy(fixture_silence(fixtures)[:, :, :900].copy())
     (turbo_root / "silence_latent.safetensors").unlink()
     torch.save(want, turbo_root / "silence_latent.pt")  # as the real checkpoints ship it
@@ -34,7 +36,7 @@ def test_torch_pickle_silence_latent_matches_torch_load(fixtures, turbo_root, tm
 
 
 def test_torch_pickle_reader_handles_views_dicts_and_bfloat16(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     view = torch.arange(35, dtype=torch.float32).reshape(5, 7).t()[1:]  # non-contiguous, offset storage
     torch.save({"view": view, "half": torch.randn(4).bfloat16(), "ids": torch.arange(3)}, tmp_path / "d.pt")
     got = read_torch_tensors(tmp_path / "d.pt")
@@ -49,7 +51,7 @@ class _Payload:
 
 
 def test_torch_pickle_reader_refuses_code(tmp_path, monkeypatch):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     monkeypatch.chdir(tmp_path)
     torch.save(_Payload(), tmp_path / "evil.pt")
     with pytest.raises(AceStepError, match="refusing to load '(posix|os|nt).system'"):

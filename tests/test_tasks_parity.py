@@ -18,11 +18,13 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from conftest import PARITY_ERRORS
 from diffusers_tasks import run_reference_task
 from mlx_acestep.pipeline import ACEStep, ModelFolders, initial_noise
 
 FRAMES = 250  # 10 s
-TOLERANCE = 1e-4  # relative to the reference's largest magnitude; observed 1e-6 to 4e-6 (the issue allows 1e-3)
+# Relative to the reference's largest magnitude; measured 1e-6 to 4e-6 on these cases: about ten times that.
+TOLERANCE = 5e-5
 
 
 @pytest.fixture(scope="module")
@@ -78,5 +80,5 @@ def test_task_matches_diffusers(pipes, latents, fixtures, name, variant, task, e
         a, b = int(extra["repaint_start"] * 25), int(extra["repaint_end"] * 25)
         ours, theirs = ours[:, a:b], theirs[:, a:b]
     error = np.abs(ours - theirs).max() / np.abs(theirs).max()
-    print(f"{name}: max relative error {error:.2e}")
+    PARITY_ERRORS.append((f"task {name}", "target_latents", float(error), TOLERANCE))
     assert error < TOLERANCE, f"{name}: {error:.2e}"

@@ -16,6 +16,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from helpers import require
 from mlx_acestep import tiny
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component, load_silence_latent
@@ -140,7 +141,7 @@ def diffusers_dit_modules(folder: Path) -> dict:
 @pytest.mark.live
 @pytest.mark.parametrize("folder", DIT_DIRS)
 def test_dit_loads_strictly_into_diffusers(root, folder):
-    pytest.importorskip("diffusers")
+    require("diffusers")
     modules = diffusers_dit_modules(root / folder)
     assert modules["transformer"].config.is_turbo == (folder == tiny.TURBO_DIR)
 
@@ -162,14 +163,14 @@ def assert_state_equals_file(state: dict, file: Path, extra: set[str] = frozense
 
 @pytest.mark.live
 def test_vae_loads_strictly_into_diffusers(root):
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require("diffusers")
     state = loaded_state(diffusers.AutoencoderOobleck, root / tiny.VAE_DIR)
     assert_state_equals_file(state, root / tiny.VAE_DIR / "diffusion_pytorch_model.safetensors")
 
 
 @pytest.mark.live
 def test_qwen3_models_load_strictly_into_transformers(root):
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     state = loaded_state(transformers.Qwen3Model, root / tiny.TEXT_ENCODER_DIR)
     assert_state_equals_file(state, root / tiny.TEXT_ENCODER_DIR / "model.safetensors")
 
@@ -180,7 +181,7 @@ def test_qwen3_models_load_strictly_into_transformers(root):
 
 @pytest.mark.live
 def test_tokenizers_load_and_map_audio_codes(root, fixtures):
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     text = transformers.AutoTokenizer.from_pretrained(root / tiny.TEXT_ENCODER_DIR)
     lm = transformers.AutoTokenizer.from_pretrained(root / tiny.LM_DIR)
     ref = transformers.AutoTokenizer.from_pretrained(fixtures / "checkpoints" / tiny.LM_DIR)

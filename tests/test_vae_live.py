@@ -10,12 +10,13 @@ pass. Tolerance as the fixture VAE cases: 1e-4 of max|ref|.
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
+from helpers import rel_err, require
+
+torch = require("torch")
+diffusers = require("diffusers")
 
 import mlx.core as mx  # noqa: E402
 
-from helpers import rel_err  # noqa: E402
 from mlx_acestep.loading import load_component  # noqa: E402
 from mlx_acestep.convert import convert_checkpoints  # noqa: E402
 
