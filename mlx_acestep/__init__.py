@@ -20,6 +20,7 @@ _EXPORTS = {
     "Progress": "mlx_acestep.pipeline",
     "Cancelled": "mlx_acestep.pipeline",
     "AceStepError": "mlx_acestep.errors",
+    "AdapterError": "mlx_acestep.adapters",
     "load_component": "mlx_acestep.loading",
     "AutoencoderOobleck": "mlx_acestep.models.vae",
     "OobleckConfig": "mlx_acestep.models.vae",

@@ -141,11 +141,14 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, overwrite: bo
 @click.option("--tracks", default=None, help="complete: comma-separated tracks to add, e.g. drums,bass.")
 @click.option("--cover-strength", type=float, default=None,
               help="cover: the share of steps conditioned on the source (below 1 the rest follow the caption alone).")
+@click.option("--lora", "loras", multiple=True, metavar="PATH[:SCALE]",
+              help="A LoRA/LoKr adapter for the DiT (a PEFT folder, a ComfyUI or LyCORIS .safetensors), scale default 1; "
+                   "repeat to stack several.")
 @user_errors
 def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signature, language, seed, batch, steps, shift,
              guidance, model, dit, dtype, quantize, fmt, output, overwrite, cache_dir, reconvert, no_normalize, thinking, lm,
              lm_quantize, lm_cfg_scale, lm_temperature, lm_top_p, task, src_audio, ref_audio, repaint_start, repaint_end,
-             track, tracks, cover_strength):
+             track, tracks, cover_strength, loras):
     """Generate music from CAPTION (a description: genre, mood, instruments).
 
     \b
@@ -153,10 +156,14 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
     mlx-acestep generate "gentle piano" --lm 0.6B --lm-quantize q8 -o piano.wav   # a smaller, faster planner
     mlx-acestep generate "jazz trio" --task cover --src-audio song.wav -o jazz.wav
     mlx-acestep generate "choir" --task repaint --src-audio song.wav --repaint-start 20 --repaint-end 30 -o fix.wav
+    mlx-acestep generate "lofi beat" --lora my-style/ --lora extra.safetensors:0.5 -o lofi.wav
     mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
     """
     import warnings
 
+    from ..adapters import parse_lora_spec
+
+    specs = [parse_lora_spec(spec) for spec in loras]  # a malformed --lora fails before anything loads
     if lyrics is not None and lyrics_file is not None:
         raise AceStepError("give --lyrics or --lyrics-file, not both")
     if lyrics_file is not None:
@@ -195,6 +202,9 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
         )
         if model == "tiny":
             click.echo("note: --model tiny has random weights; it checks the pipeline end to end and produces noise", err=True)
+        for adapter_path, scale in specs:
+            adapter = _cli_errors(pipe.load_lora, adapter_path, scale)
+            click.echo(f"adapter {adapter.summary()}, scale {scale:g}", err=True)
         try:
             result = _cli_errors(pipe.generate, request, callback=bars)
         finally:

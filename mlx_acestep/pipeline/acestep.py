@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 import mlx.core as mx
 import numpy as np
 
+from ..adapters import AdapterStack
 from ..errors import AceStepError
 from ..hub import ModelFolders
 from ..limits import HOP, MIN_FRAMES, SAMPLE_RATE, SECONDS, VAE_CHUNK, VAE_OVERLAP, frames_of, seconds_of
@@ -39,6 +40,7 @@ from ..names import DEFAULT_REPO
 from ..loading import load_silence_latent, read_json
 from ..models.dit import AceStepConfig
 from ..models.dit.config import model_family
+from .adapters import AdapterMethods
 from .conditioning import (
     ConditionInput, PromptTokens, code_hints, encode_prompts, planned_item, reference_clips, tokenize_items)
 from .postprocess import postprocess
@@ -67,7 +69,7 @@ def initial_noise(seeds: Sequence[int], frames: int, channels: int, dtype: mx.Dt
     return mx.concatenate([mx.random.normal((1, frames, channels), dtype=dtype, key=mx.random.key(s)) for s in seeds])
 
 
-class ACEStep:
+class ACEStep(AdapterMethods):
     """The pipeline over converted folders."""
 
     def __init__(
@@ -94,6 +96,7 @@ class ACEStep:
         self.tokenizer = PromptTokenizer(folders.text_encoder)
         self.silence_latent = load_silence_latent(folders.dit)
         self.residency = Residency(folders, keep_loaded, int(np.prod(self.config.fsq_input_levels)))
+        self.adapters = AdapterStack()  # LoRA / LoKr on the decoder (adapters.py)
         self._worker = Worker(f"mlx-acestep {self.name}")
         weakref.finalize(self, self._worker.close, False)
 
@@ -197,9 +200,12 @@ class ACEStep:
         if duration is None and frames is not None and seconds_of(frames) < SECONDS[0]:
             warnings.warn(f"the source lasts {seconds_of(frames):.2f} s, less than {SECONDS[0]:g} s: the output "
                           "follows it (give a duration to render longer)", stacklevel=2)
-        return self._worker.run(lambda: self._generate(request, thinking, duration, settings, callback), request)
+        call_adapters = self.read_call_adapters(request.loras)  # bad adapter files fail before any work
+        return self._worker.run(lambda: self._generate(request, thinking, duration, settings, callback, call_adapters),
+                                request)
 
-    def _generate(self, request: GenerationRequest, thinking: bool, duration, settings, callback) -> GenerationResult:
+    def _generate(self, request: GenerationRequest, thinking: bool, duration, settings, callback,
+                  call_adapters=()) -> GenerationResult:
         job = request.job
         seeds = resolve_seeds(request.seed, request.batch_size)
         batch = request.batch_size
@@ -234,7 +240,7 @@ class ACEStep:
         noise = initial_noise(seeds, frames, self.config.audio_acoustic_hidden_dim, self.dtype)
         out = self.generate_from_tokens(
             tokens, frames, noise, settings, items=items, codes=codes, sources=sources, edit=edit, alt_tokens=alt_tokens,
-            seed=seeds[0], callback=callback, meter=meter,
+            seed=seeds[0], callback=callback, meter=meter, adapters=call_adapters,
         )
         if follow_source:  # a source shorter than the 128-frame minimum keeps its own length
             frames = min(frames, source.shape[0])
@@ -322,6 +328,7 @@ class ACEStep:
         seed: int = 0,
         callback: ProgressCallback | None = None,
         meter: PhaseMeter | None = None,
+        adapters: Sequence = (),
     ) -> Generated:
         """The pipeline after tokenization: text encoder -> condition -> sampler -> VAE (no post-processing).
 
@@ -330,13 +337,14 @@ class ACEStep:
         `codes` `[B, n]` are planner audio codes: their detokenized hints become the context (spec 5.3).
         `sources` are the editing tasks' (source latents `[frames, C]`, chunk mask `[frames]`, is_cover) per item;
         `edit` their sampler hooks, and `alt_tokens` the prompts of cover strength's second condition.
+        `adapters` are this call's adapter entries, applied on top of the loaded ones (`load_lora`).
         """
         def run():
             previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
             try:
                 return self._run(
                     tokens, frames, noise, settings, items, codes, sources, edit, alt_tokens, timbre_frames, seed, callback,
-                    meter or PhaseMeter(),
+                    meter or PhaseMeter(), list(adapters),
                 )
             finally:
                 mx.set_cache_limit(previous)
@@ -345,7 +353,7 @@ class ACEStep:
         return self._worker.run(run, noise, items, sources, edit)
 
     def _run(self, tokens, frames, noise, settings, items, codes, sources, edit, alt_tokens, timbre_frames, seed, callback,
-             meter) -> Generated:
+             meter, call_adapters) -> Generated:
         batch = tokens.text_ids.shape[0]
         channels = self.config.audio_acoustic_hidden_dim
         if noise.shape != (batch, frames, channels):
@@ -389,14 +397,20 @@ class ACEStep:
             steps_done = functools.partial(report, "dit")
 
             def sample(dit):
-                if isinstance(settings, TurboSettings):
-                    x = sample_turbo(dit.decoder, *condition, settings, noise=noise, callback=steps_done, edit=edit)
-                else:
-                    x = sample_base(dit.decoder, *condition, dit.null_condition_emb, settings, noise=noise,
-                                    callback=steps_done, edit=edit)
-                mx.eval(x)
-                return x
+                self.adapters.apply(dit.decoder, call_adapters)
+                try:
+                    if isinstance(settings, TurboSettings):
+                        x = sample_turbo(dit.decoder, *condition, settings, noise=noise, callback=steps_done, edit=edit)
+                    else:
+                        x = sample_base(dit.decoder, *condition, dit.null_condition_emb, settings, noise=noise,
+                                        callback=steps_done, edit=edit)
+                    mx.eval(x)
+                    return x
+                finally:
+                    if call_adapters:  # this call's adapters come off again
+                        self.adapters.apply(dit.decoder)
 
+            self._drop_stale_fused()
             latents = self.residency.run("denoiser", sample, meter)
             del condition, edit
             check_finite(latents, "the diffusion (DiT) phase")

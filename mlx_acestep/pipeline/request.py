@@ -217,6 +217,7 @@ class GenerationRequest:
     repaint_strength: float = 0.5
     src_latents: object = None  # [T, 64] VAE latents standing in for src_audio
     ref_latents: object = None
+    loras: Sequence = ()  # adapters for this call only: paths, or (path, scale) pairs (on top of pipe.load_lora's)
     job: Task = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -249,6 +250,7 @@ class GenerationRequest:
             value = getattr(self, name)
             if value is not None and (not _is_number(value) or not math.isfinite(value)):
                 raise RequestError(name, f"@name@ must be a number, got {value!r}")
+        object.__setattr__(self, "loras", _loras(self.loras))
         tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
         object.__setattr__(self, "tracks", tracks)
         object.__setattr__(self, "job", Task(self.task, self.repaint_start, self.repaint_end, self.track, tracks,
@@ -318,6 +320,29 @@ class GenerationRequest:
 
     def sampler_settings(self, family: str, stacklevel: int = 2) -> TurboSettings | BaseSettings:
         return sampler_settings(family, self.steps, self.shift, self.guidance, self.method, stacklevel + 1)
+
+
+def _loras(loras) -> tuple[tuple[str, float], ...]:
+    """`loras` as ((path, scale), ...): a bare path means scale 1; scales are finite and >= 0."""
+    from ..adapters.stack import check_scale
+
+    if isinstance(loras, (str, Path)) or not isinstance(loras, (list, tuple)):
+        raise RequestError("loras", f"@name@ must be a list of paths or (path, scale) pairs, got {loras!r}")
+    out = []
+    for item in loras:
+        if isinstance(item, (str, Path)):
+            path, scale = item, 1.0
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            path, scale = item
+        else:
+            path = scale = None
+        if not isinstance(path, (str, Path)):
+            raise RequestError("loras", f"@name@: {item!r} is not a path or a (path, scale) pair")
+        try:
+            out.append((str(path), check_scale(scale, f"the scale of {path}")))
+        except AceStepError as e:
+            raise RequestError("loras", f"@name@: {e}") from None
+    return tuple(out)
 
 
 def sampler_settings(

@@ -106,6 +106,18 @@ class Residency:
         finally:
             self.release(role)
 
+    def loaded(self, role: str):
+        """The role's module if it is in memory now, else None (never loads)."""
+        with self._lock:
+            return self._loaded.get(self._key(role))
+
+    def evict(self, role: str) -> None:
+        """Drop the role's module (with `keep_loaded`, its whole component) so the next use loads it fresh."""
+        with self._lock:
+            self._loaded.pop(self._key(role), None)
+        gc.collect()
+        mx.clear_cache()
+
     def resident(self) -> list[str]:
         """What is loaded now: roles (components with `keep_loaded`), in load order."""
         with self._lock:
