@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from benchmarks.common import report, run_child  # noqa: E402
+from benchmarks.common import add_step_arguments, decoder_config, report, scale_to_all_layers, step_table, timed  # noqa: E402
 
 REAL_2B = dict(
     hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8,
@@ -125,28 +125,18 @@ def run_torch(config: dict, frames: int, condition: int, steps: int) -> dict:
         return dit(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=states, context_latents=context,
                    return_dict=False)[0]
 
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return {"step_s": (time.perf_counter() - start) / steps, "peak_gb": None}
+    return {"step_s": timed(step, steps), "peak_gb": None}
 
 
 def child(args) -> None:
-    config = TINY if args.tiny else REAL_2B
-    if args.layers:
-        config = config | dict(num_hidden_layers=args.layers, layer_types=config["layer_types"][: args.layers])
+    config = decoder_config(REAL_2B, TINY, args.tiny, args.layers)
     if args.side.startswith("mlx"):
         side, _, lora = args.side.partition("+")  # mlx-q8+lora: the same with a LoRA of --lora-rank
         variant = side.split("-", 1)[1] if "-" in side else "f32"
         result = run_mlx(config, variant, args.frame, args.condition, args.steps, args.lora_rank if lora else 0)
     else:
         result = run_torch(config, args.frame, args.condition, args.steps)
-    if args.layers:
-        for key in ("step_s", "base_step_s"):
-            if key in result:
-                result[key] *= REAL_2B["num_hidden_layers"] / args.layers
-    report(result)
+    report(scale_to_all_layers(result, args.layers, REAL_2B["num_hidden_layers"]))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -155,40 +145,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--sides", default="mlx,diffusers",
                    help="mlx, mlx-bf16, mlx-q8, mlx-q4, diffusers; '+lora' after an mlx side adds a LoRA (--lora-rank)")
     p.add_argument("--lora-rank", type=int, default=64, help="rank of the random LoRA of the '+lora' sides")
-    p.add_argument("--condition", type=int, default=640, help="condition tokens")
-    p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
-    p.add_argument("--tiny", action="store_true", help="a tiny config instead of the real 2B size")
-    p.add_argument("--layers", type=int, default=None,
-                   help="build only this many of the 24 layers and scale the time to 24 (for the slow CPU bf16/q8/q4 runs)")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--side", help=argparse.SUPPRESS)
-    p.add_argument("--frame", type=int, help=argparse.SUPPRESS)
+    add_step_arguments(p)
     args = p.parse_args(argv)
     if args.child:
         return child(args)
     print(f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores; "
           f"{'tiny' if args.tiny else '2B turbo'} DiT, condition {args.condition} tokens"
           + (f"; {args.layers} of 24 layers built, s/step scaled to 24" if args.layers else ""))
-    print("| T | audio | side | BLAS | s / step | peak MLX (GB) | max RSS (GB) |")
-    print("|---|---|---|---|---|---|---|")
-    rows = []
-    for frames in (int(f) for f in args.frames.split(",")):
-        for side in args.sides.split(","):
-            extra = ["--frame", str(frames), "--condition", str(args.condition), "--steps", str(args.steps),
-                     "--lora-rank", str(args.lora_rank)]
-            extra += ["--tiny"] * args.tiny
-            extra += ["--layers", str(args.layers)] if args.layers else []
-            r = run_child(__file__, side, extra) | {"frames": frames, "side": side}
-            rows.append(r)
-            if "error" in r:
-                print(f"| {frames} | {frames / 25:g} s | {side} | | failed: {r['error']} | | |", flush=True)
-                continue
-            peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else ""
-            adapter = (f"; adapter {r['adapter_mb']:.1f} MB, {r['ratio']:.3f}x the step without it ({r['base_step_s']:.2f} s)"
-                       if r.get("adapter_mb") else "")
-            print(f"| {frames} | {frames / 25:g} s | {side} | {r['blas']} | {r['step_s']:.2f} | {peak}{adapter} | "
-                  f"{r['max_rss_gb']:.2f} |", flush=True)
-    return rows
+    extra = ["--condition", str(args.condition), "--steps", str(args.steps), "--lora-rank", str(args.lora_rank)]
+    extra += ["--tiny"] * args.tiny + (["--layers", str(args.layers)] if args.layers else [])
+
+    def adapter(r):
+        if not r.get("adapter_mb"):
+            return ""
+        return f"; adapter {r['adapter_mb']:.1f} MB, {r['ratio']:.3f}x the step without it ({r['base_step_s']:.2f} s)"
+
+    return step_table(__file__, [int(f) for f in args.frames.split(",")], args.sides.split(","), extra, note=adapter)
 
 
 if __name__ == "__main__":

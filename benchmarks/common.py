@@ -91,3 +91,62 @@ def run_child(script: str, side: str, args: list[str]) -> dict:
 def report(result: dict) -> None:
     """Print a child's result line (with its peak RSS) for the parent to read."""
     print("RESULT " + json.dumps(result | {"max_rss_gb": max_rss_gb()}))
+
+
+def decoder_config(real: dict, tiny: dict, use_tiny: bool, layers: int | None) -> dict:
+    """The decoder config a step benchmark builds: the real 2B one (or a tiny one), optionally `layers` of it."""
+    config = tiny if use_tiny else real
+    if layers:
+        config = config | dict(num_hidden_layers=layers, layer_types=config["layer_types"][:layers])
+    return config
+
+
+def scale_to_all_layers(result: dict, layers: int | None, total: int, keys=("step_s", "base_step_s")) -> dict:
+    """Per-step times measured on `layers` layers, scaled to the model's `total`."""
+    for key in keys:
+        if layers and key in result:
+            result[key] *= total / layers
+    return result
+
+
+def step_table(script: str, frames_list, sides, extra: list[str], audio: str = "audio", note=lambda r: "") -> list[dict]:
+    """Run every (frames, side) of a step benchmark in its own process and print one table row each."""
+    print(f"| T | {audio} | side | BLAS | s / step | peak MLX (GB) | max RSS (GB) |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for frames in frames_list:
+        for side in sides:
+            r = run_child(script, side, ["--frame", str(frames), *extra]) | {"frames": frames, "side": side}
+            rows.append(r)
+            if "error" in r:
+                print(f"| {frames} | {frames / 25:g} s | {side} | | failed: {r['error']} | | |", flush=True)
+                continue
+            peak = f"{r['peak_gb']:.2f}" if r.get("peak_gb") is not None else ""
+            print(f"| {frames} | {frames / 25:g} s | {side} | {r['blas']} | {r['step_s']:.2f} | {peak}{note(r)} | "
+                  f"{r['max_rss_gb']:.2f} |", flush=True)
+    return rows
+
+
+def timed(step, steps: int) -> float:
+    """Seconds per call of `step` (a function that finishes its work): one warm-up call, then the mean of `steps`."""
+    import time
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def add_step_arguments(p) -> None:
+    """The arguments every decoder-step benchmark takes (and its child processes)."""
+    import argparse
+
+    p.add_argument("--condition", type=int, default=640, help="condition tokens")
+    p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
+    p.add_argument("--tiny", action="store_true", help="a tiny config instead of the real 2B size")
+    p.add_argument("--layers", type=int, default=None,
+                   help="build only this many of the 24 layers and scale the time to 24 (for slow CPU runs)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--side", help=argparse.SUPPRESS)
+    p.add_argument("--frame", type=int, help=argparse.SUPPRESS)

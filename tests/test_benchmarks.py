@@ -19,6 +19,16 @@ def test_dit_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
     assert "| 21 | 0.84 s | mlx | " in table and "| diffusers | torch" in table
 
 
+def test_training_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
+    require("peft")
+    from benchmarks import bench_train
+
+    rows = bench_train.main(["--tiny", "--frames", "21", "--condition", "9", "--steps", "1", "--rank", "4",
+                             "--sides", "mlx,mlx-q8,torch"])
+    assert [r.get("error") for r in rows] == [None, None, None]
+    assert all(r["step_s"] > 0 for r in rows) and "| 21 | 0.84 s | torch | torch" in capsys.readouterr().out
+
+
 def test_pipeline_benchmark_runs_mlx_and_the_reference_on_a_tiny_model(tmp_path):
     """`bench_pipeline.py --tiny` (what `mlx-acestep bench` runs): every phase timed on both sides, a table, JSON, a plot."""
     import json

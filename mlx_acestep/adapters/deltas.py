@@ -20,6 +20,7 @@ class LoRADelta(nn.Module):
         self.down, self.up = down, up
         self.scale = float(scale)  # the file's alpha / r
         self.strength = 1.0  # the user's scale, set by the stack
+        self.dropout = 0.0  # training only: dropout on the adapter's input (PEFT's lora_dropout)
         if magnitude is not None:
             self.magnitude = magnitude
 
@@ -32,6 +33,8 @@ class LoRADelta(nn.Module):
         return int(self.down.shape[0])
 
     def __call__(self, x: mx.array, strength: float = 1.0) -> mx.array:
+        if self.dropout and self.training:
+            x = x * mx.random.bernoulli(1 - self.dropout, x.shape).astype(x.dtype) / (1 - self.dropout)
         # the scale multiplies the rank-r intermediate, not the [.., out] result: one pass over r columns
         return ((x @ self.down.T) * (self.scale * strength)) @ self.up.T
 

@@ -12,6 +12,7 @@ from .. import __version__
 from .bench import bench
 from .convert import convert, reconstruct
 from .generate import generate
+from .train import train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,7 +21,7 @@ def main():
     """ACE-Step 1.5 music generation in MLX."""
 
 
-for command in (generate, convert, reconstruct, bench):
+for command in (generate, convert, reconstruct, train, bench):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -252,6 +252,25 @@ class ACEStep(AdapterMethods):
             metadata=[p.metadata for p in plans], codes=codes,
         )
 
+    def encode_condition(self, items: Sequence[ConditionInput], frames: int, seed: int = 0) -> tuple[mx.array, mx.array]:
+        """What the DiT is given for text2music `items` over `frames` latent frames: (encoder states `[B, L, E]`,
+        context latents `[B, frames, 128]`), through the same phases as `generate` (the trainer caches these)."""
+        def run():
+            tokens = tokenize_items(self.tokenizer, items)
+
+            def text_phase(text_encoder):
+                text = encode_prompts(text_encoder, tokens)
+                mx.eval(text.text_hidden_states, text.lyric_hidden_states)
+                return text
+
+            text = self.residency.run("text_encoder", text_phase)
+            (states, context), _ = self.residency.run("condition", lambda dit: self._condition(
+                dit, text, None, items, frames, None, None, [False] * len(items), self.config.timbre_fix_frame, seed))
+            mx.eval(states, context)
+            return states, context
+
+        return self._worker.run(run)
+
     # -- audio in ------------------------------------------------------------------------------
 
     def encode_audio(self, audio: str | Path | np.ndarray, seed: int = 0, meter: PhaseMeter | None = None,

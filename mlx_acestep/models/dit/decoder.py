@@ -84,6 +84,7 @@ class AceStepDiTModel(nn.Module):
         self.norm_out = nn.RMSNorm(d, eps=cfg.rms_norm_eps)
         self.proj_out = nn.Linear(d, p * cfg.audio_acoustic_hidden_dim)
         self.scale_shift_table = mx.zeros((1, 2, d))
+        self.checkpointing = False  # training: recompute each layer in the backward pass (bounded activations)
 
     def cross_key_values(self, encoder_hidden_states: mx.array) -> list[tuple[mx.array, mx.array]]:
         """Per-layer cross-attention K/V of the packed condition `[B, L, E]` (the mask is ignored, as upstream)."""
@@ -115,7 +116,8 @@ class AceStepDiTModel(nn.Module):
         band = self.cfg.sliding_window
         for i, layer in enumerate(self.layers):
             sliding = self.cfg.is_sliding(i)
-            h = layer(h, tproj, window if sliding else None, cross_kv[i], band if sliding else None)
+            run = nn.utils.checkpoint(layer) if self.checkpointing else layer
+            h = run(h, tproj, window if sliding else None, cross_kv[i], band if sliding else None)
 
         shift, scale = mx.split(self.scale_shift_table + temb[:, None], 2, axis=1)
         h = self.norm_out(h) * (1 + scale) + shift
