@@ -12,6 +12,7 @@ from .. import __version__
 from .bench import bench
 from .convert import convert, reconstruct
 from .generate import generate
+from .serve import serve
 from .train import train
 
 
@@ -21,7 +22,7 @@ def main():
     """ACE-Step 1.5 music generation in MLX."""
 
 
-for command in (generate, convert, reconstruct, train, bench):
+for command in (generate, convert, reconstruct, train, serve, bench):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -1,0 +1,132 @@
+"""The server's jobs: a bounded FIFO queue, one worker thread running them one at a time on the one pipeline,
+per-job progress and cancel, results written atomically into the output folder, old results expired."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+STATUS_CODE = {QUEUED: 0, RUNNING: 0, SUCCEEDED: 1, FAILED: 2}  # the protocol's ints (0 also means unknown)
+
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    request: object  # a GenerationRequest
+    audio_format: str
+    uploads: list[Path] = field(default_factory=list)  # temp files deleted when the job ends
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    state: str = QUEUED
+    stage: str = "queued"
+    progress: float = 0.0
+    created: float = field(default_factory=time.time)
+    files: list[Path] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    metadata: list[dict] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class JobRunner:
+    """Runs jobs on one pipeline from a bounded queue; every failure is recorded in its job, never raised."""
+
+    def __init__(self, pipe, output_dir: Path, maxsize: int = 16, keep_hours: float = 24.0):
+        self.pipe, self.output_dir, self.keep_seconds = pipe, Path(output_dir), keep_hours * 3600
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.queue: queue.Queue[Job] = queue.Queue(maxsize=maxsize)
+        self.jobs: dict[str, Job] = {}
+        self.durations: list[float] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="mlx-acestep serve worker", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> int:
+        """Enqueue; returns the 1-based position among waiting jobs, or raises QueueFull."""
+        with self._lock:
+            try:
+                self.queue.put_nowait(job)
+            except queue.Full:
+                raise QueueFull from None
+            self.jobs[job.id] = job
+            return self.queue.qsize()
+
+    def position(self, job: Job) -> int:
+        with self._lock:
+            waiting = [j for j in list(self.queue.queue)]
+        return waiting.index(job) + 1 if job in waiting else 0
+
+    def cancel(self, job_id: str) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.state in (SUCCEEDED, FAILED):
+            return False
+        job.cancel.set()
+        return True
+
+    def stats(self) -> dict:
+        states = [j.state for j in self.jobs.values()]
+        recent = self.durations[-50:]
+        return {"jobs": {"total": len(states), **{s: states.count(s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED)}},
+                "queue_size": self.queue.qsize(), "queue_maxsize": self.queue.maxsize,
+                "avg_job_seconds": round(sum(recent) / len(recent), 3) if recent else 5.0}
+
+    def _loop(self) -> None:
+        while True:
+            job = self.queue.get()
+            try:
+                self._run(job)
+            finally:
+                for upload in job.uploads:
+                    upload.unlink(missing_ok=True)
+                self.queue.task_done()
+                self._expire()
+
+    def _run(self, job: Job) -> None:
+        from ..errors import AceStepError
+
+        if job.cancel.is_set():
+            job.state, job.stage, job.error = FAILED, FAILED, "cancelled before it started"
+            return
+        job.state, job.stage = RUNNING, "running"
+        start = time.perf_counter()
+
+        def progress(p):
+            job.stage, job.progress = p.phase, round(p.done / p.total, 4) if p.total else 0.0
+            return not job.cancel.is_set()
+
+        try:
+            result = self.pipe.generate(job.request, callback=progress)
+            job.stage = "saving"
+            base = self.output_dir / job.id
+            job.files = result.save(f"{base}.{job.audio_format}")
+            job.seeds, job.metadata = result.seeds, result.metadata
+            for path, seed in zip(job.files, result.seeds):
+                (path.with_suffix(".json")).write_text(json.dumps({"task_id": job.id, "seed": seed,
+                                                                    "caption": job.request.caption}))
+            job.state, job.stage, job.progress = SUCCEEDED, SUCCEEDED, 1.0
+        except AceStepError as e:
+            job.state, job.stage, job.error = FAILED, FAILED, str(e)
+        except Exception as e:  # a job must never take the server down: record it
+            job.state, job.stage, job.error = FAILED, FAILED, f"internal error: {e.__class__.__name__}: {e}"
+        finally:
+            job.seconds = time.perf_counter() - start
+            self.durations.append(job.seconds)
+
+    def _expire(self) -> None:
+        """Forget finished jobs older than keep_hours and delete their files (only files of our own jobs)."""
+        now = time.time()
+        for job_id, job in list(self.jobs.items()):
+            if job.state in (SUCCEEDED, FAILED) and now - job.created > self.keep_seconds:
+                for path in job.files:
+                    path.unlink(missing_ok=True)
+                    path.with_suffix(".json").unlink(missing_ok=True)
+                self.jobs.pop(job_id, None)

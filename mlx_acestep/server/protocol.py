@@ -1,0 +1,188 @@
+"""The reference's REST protocol (`acestep-api`, shared/spec/UPSTREAM-API.md): field lookup with its aliases
+and nested metadata objects, its lenient type coercion, the envelope, and the mapping of a task onto this
+project's one `GenerationRequest` (so every rule is the CLI's and the API's)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from ..names import INSTRUMENTAL
+
+NESTED = ("param_obj", "metas", "meta", "metadata", "user_metadata", "userMetadata")
+ALIASES = {
+    "prompt": ("prompt", "caption"),
+    "lyrics": ("lyrics",),
+    "audio_duration": ("audio_duration", "duration", "audioDuration", "target_duration", "targetDuration"),
+    "bpm": ("bpm",),
+    "key_scale": ("key_scale", "keyscale", "keyScale", "key"),
+    "time_signature": ("time_signature", "timesignature", "timeSignature"),
+    "vocal_language": ("vocal_language", "vocalLanguage", "language"),
+    "batch_size": ("batch_size",),
+    "inference_steps": ("inference_steps", "inferenceSteps"),
+    "guidance_scale": ("guidance_scale", "guidanceScale"),
+    "shift": ("shift",),
+    "infer_method": ("infer_method", "inferMethod"),
+    "seed": ("seed",),
+    "use_random_seed": ("use_random_seed", "useRandomSeed"),
+    "task_type": ("task_type", "taskType"),
+    "src_audio_path": ("src_audio_path", "ctx_audio_path", "sourceAudioPath", "srcAudioPath", "ctxAudioPath"),
+    "reference_audio_path": ("reference_audio_path", "ref_audio_path", "referenceAudioPath", "refAudioPath"),
+    "repainting_start": ("repainting_start",),
+    "repainting_end": ("repainting_end",),
+    "audio_cover_strength": ("audio_cover_strength", "audioCoverStrength"),
+    "thinking": ("thinking",),
+    "lm_temperature": ("lm_temperature",),
+    "lm_cfg_scale": ("lm_cfg_scale",),
+    "lm_top_p": ("lm_top_p",),
+    "lm_negative_prompt": ("lm_negative_prompt",),
+    "audio_format": ("audio_format",),
+    "model": ("model", "model_name", "modelName", "dit_model", "ditModel"),
+    "track": ("track",),  # extensions: the extract/lego track and complete's tracks (upstream has only `instruction`)
+    "tracks": ("tracks",),
+    "sample_mode": ("sample_mode", "sampleMode"),
+    "sample_query": ("sample_query", "sampleQuery", "description", "desc"),
+    "use_format": ("use_format", "useFormat", "format"),
+    "analysis_only": ("analysis_only", "analysisOnly"),
+    "full_analysis_only": ("full_analysis_only", "fullAnalysisOnly"),
+    "use_adg": ("use_adg",),
+}
+# Upstream features this server does not have: asking for one is an error, never a silent plain generation.
+UNSUPPORTED = ("sample_mode", "sample_query", "use_format", "analysis_only", "full_analysis_only", "use_adg")
+
+
+class ProtocolError(Exception):
+    """A request this server refuses (HTTP 4xx with the envelope): the message is the envelope's `error`."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def envelope(data=None, error: str | None = None, code: int = 200) -> dict:
+    return {"data": data, "code": code, "error": error, "timestamp": int(time.time() * 1000), "extra": None}
+
+
+def _nested(body: dict) -> list[dict]:
+    sources = [body]
+    for name in NESTED:
+        value = body.get(name)
+        if isinstance(value, str) and value.strip():
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ProtocolError(f"{name} is not a JSON object") from None
+        if isinstance(value, dict) and value:
+            sources.append(value)
+            if name != "param_obj":  # the first non-empty metadata object only, as upstream
+                break
+    return sources
+
+
+def lookup(body: dict) -> dict:
+    """Each known field's first non-null value: the top level, then param_obj, then the metadata object."""
+    found = {}
+    for source in _nested(body):
+        for field, aliases in ALIASES.items():
+            if field in found:
+                continue
+            for alias in aliases:
+                if source.get(alias) is not None:
+                    found[field] = source[alias]
+                    break
+    return found
+
+
+def as_int(value):
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def as_float(value):
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else float("nan")  # NaN reaches the request, which names it
+
+
+def as_bool(value, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "y", "on")
+
+
+def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[dict, str]:
+    """The `GenerationRequest` fields of a task body, and its audio format (wav or flac).
+
+    `inputs` are the source / reference files already resolved (uploads, or paths inside the allowed folder).
+    """
+    f = lookup(body)
+    for name in UNSUPPORTED:
+        if as_bool(f.get(name), False) if name not in ("sample_query",) else bool(str(f.get(name) or "").strip()):
+            raise ProtocolError(f"{name} is not supported by this server (mlx-acestep serve); see the README's route table")
+    lyrics = str(f.get("lyrics") or "")
+    if lyrics.strip().lower() in ("", "[inst]", "[instrumental]"):
+        lyrics = INSTRUMENTAL
+    duration = as_float(f.get("audio_duration"))
+    seed = as_int(f.get("seed"))
+    random_seed = as_bool(f.get("use_random_seed"), True) and (seed is None or seed < 0)
+    fields = dict(
+        caption=str(f.get("prompt") or ""), lyrics=lyrics,
+        duration=None if duration is None or (duration == duration and duration <= 0) else duration,
+        seed=None if random_seed or seed is None or seed < 0 else seed,
+        batch_size=as_int(f.get("batch_size")) or 2,  # upstream's default
+        bpm=as_int(f.get("bpm")), key=str(f["key_scale"]) if f.get("key_scale") not in (None, "") else None,
+        time_signature=str(f["time_signature"]) if f.get("time_signature") not in (None, "") else None,
+        language=str(f.get("vocal_language") or "en"),
+        method=str(f.get("infer_method") or "ode"),
+        thinking=as_bool(f.get("thinking"), False),
+        task=str(f.get("task_type") or "text2music"),
+    )
+    if family != "turbo":  # turbo has a fixed schedule and no CFG: upstream's defaults would only warn there
+        fields["steps"] = as_int(f.get("inference_steps"))
+        fields["guidance"] = as_float(f.get("guidance_scale"))
+    for field, name in (("shift", "shift"), ("lm_temperature", "lm_temperature"), ("lm_cfg_scale", "lm_cfg_scale"),
+                        ("lm_top_p", "lm_top_p"), ("repainting_start", "repaint_start"),
+                        ("audio_cover_strength", "cover_strength")):
+        value = as_float(f.get(field))
+        if value is not None:
+            fields[name] = value
+    end = as_float(f.get("repainting_end"))
+    if end is not None and end > 0:
+        fields["repaint_end"] = end
+    if f.get("lm_negative_prompt"):
+        fields["negative_prompt"] = str(f["lm_negative_prompt"])
+    if f.get("track"):
+        fields["track"] = str(f["track"])
+    if f.get("tracks"):
+        tracks = f["tracks"]
+        fields["tracks"] = [t.strip() for t in tracks.split(",")] if isinstance(tracks, str) else list(tracks)
+    if "src_audio" in inputs:
+        fields["src_audio"] = str(inputs["src_audio"])
+    if "ref_audio" in inputs:
+        fields["ref_audio"] = str(inputs["ref_audio"])
+    fmt = "wav" if str(f.get("audio_format") or "").lower() == "wav" else "flac"  # mp3 and the rest: FLAC
+    return {k: v for k, v in fields.items() if v is not None or k in ("duration", "seed")}, fmt
+
+
+def input_paths(body: dict) -> dict[str, str]:
+    """The source / reference paths a body names (checked against the allowed folder by the app)."""
+    f = lookup(body)
+    out = {}
+    if f.get("src_audio_path"):
+        out["src_audio"] = str(f["src_audio_path"])
+    if f.get("reference_audio_path"):
+        out["ref_audio"] = str(f["reference_audio_path"])
+    return out

@@ -1,0 +1,214 @@
+"""`mlx-acestep serve` over real HTTP on loopback (uvicorn in a thread) with the fixture model."""
+
+import io
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from helpers import require
+from mlx_acestep.pipeline import ACEStep, ModelFolders
+
+KEY = "s3cret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, app):
+        uvicorn = require("uvicorn")
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                break
+            time.sleep(0.05)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def call(self, method, path, body=None, key=KEY, content_type="application/json", raw=None):
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        if key:
+            req.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, r.read(), r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), e.headers
+
+    def json(self, *args, **kwargs):
+        status, body, _ = self.call(*args, **kwargs)
+        return status, json.loads(body)
+
+    def wait(self, task_id, timeout=180):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            _, env = self.json("POST", "/query_result", {"task_id_list": [task_id]})
+            entry = env["data"][0]
+            if entry["status"] in (1, 2):
+                return entry["status"], json.loads(entry["result"])
+            time.sleep(0.2)
+        raise AssertionError("the task did not finish")
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def pipe(converted):
+    return ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
+
+
+@pytest.fixture(scope="module")
+def server(pipe, tmp_path_factory):
+    require("fastapi")
+    from mlx_acestep.server import make_app
+
+    root = tmp_path_factory.mktemp("served")
+    (root / "inputs").mkdir()
+    app = make_app(pipe, root / "out", api_key=KEY, queue_size=2, input_dir=root / "inputs")
+    s = Server(app)
+    s.root = root
+    yield s
+    s.stop()
+
+
+def test_health_and_auth(server):
+    assert server.json("GET", "/health", key=None)[0] == 200
+    status, body = server.json("POST", "/release_task", {"prompt": "x"}, key=None)
+    assert status == 401 and body["detail"] == "Missing ai_token or Authorization header"
+    assert server.json("POST", "/release_task", {"prompt": "x", "ai_token": "wrong"})[0] == 401
+    assert server.json("GET", "/v1/stats", key="nope")[0] == 401
+
+
+def test_submit_poll_download(server):
+    status, env = server.json("POST", "/release_task", {"caption": "soft rain", "audio_duration": 10, "batch_size": 1,
+                                                        "seed": 3, "audio_format": "wav", "metas": {"bpm": 90}})
+    assert status == 200 and env["code"] == 200 and env["data"]["status"] == "queued"
+    state, items = server.wait(env["data"]["task_id"])
+    assert state == 1 and len(items) == 1 and items[0]["seed_value"] == "3" and items[0]["metas"]["bpm"] == 90
+    status, audio, headers = server.call("GET", items[0]["file"])
+    assert status == 200 and headers["content-type"] == "audio/wav"
+    wave, rate = sf.read(io.BytesIO(audio))
+    assert rate == 48000 and wave.shape == (480000, 2)
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"prompt": "x", "audio_duration": 5000}, 400, "duration must be between 10 and 600"),
+    ({"prompt": "x", "task_type": "remix"}, 400, "remix"),
+    ({"prompt": ""}, 400, "caption is empty"),
+    ({"prompt": "x", "task_type": "cover", "src_audio_path": "/etc/passwd"}, 403, "outside the allowed input folder"),
+    ({"prompt": "x", "sample_mode": True}, 400, "not supported by this server"),
+])
+def test_bad_requests_get_the_envelope_and_a_4xx(server, body, status, needle):
+    got, env = server.json("POST", "/release_task", body)
+    assert got == status and env["code"] == status and needle in env["error"] and env["data"] is None
+
+
+def test_malformed_json_is_a_400(server):
+    status, env = server.json("POST", "/release_task", raw=b"{not json")
+    assert status == 400 and "not valid JSON" in env["error"]
+
+
+def test_audio_route_serves_only_the_output_folder(server, tmp_path):
+    outside = tmp_path / "secret.wav"
+    sf.write(str(outside), np.zeros((10, 2)), 48000)
+    for path in (str(outside), str(server.root / "out" / ".." / "inputs" / "x.wav"), "/etc/passwd"):
+        assert server.call("GET", "/v1/audio?path=" + urllib.request.quote(path, safe=""))[0] == 403
+    assert server.call("GET", "/v1/audio?path=" + urllib.request.quote(str(server.root / "out" / "none.wav")))[0] == 404
+
+
+def test_a_full_queue_answers_429_and_every_job_finishes(server):
+    body = {"caption": "drums", "audio_duration": 10, "batch_size": 1}
+    answers = [server.json("POST", "/release_task", body) for _ in range(4)]  # one runs, two wait, the rest: 429
+    statuses = [s for s, _ in answers]
+    assert 429 in statuses and statuses[0] == 200
+    busy = next(env for s, env in answers if s == 429)
+    assert busy["error"] == "Server busy: queue is full"
+    for s, env in answers:
+        if s == 200:
+            assert server.wait(env["data"]["task_id"])[0] == 1
+
+
+def test_two_clients_at_once_get_their_own_songs(server):
+    results = {}
+
+    def client(seed):
+        _, env = server.json("POST", "/release_task", {"caption": "strings", "audio_duration": 10, "batch_size": 1, "seed": seed})
+        results[seed] = server.wait(env["data"]["task_id"])
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in (11, 12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[s][1][0]["seed_value"] for s in (11, 12)] == ["11", "12"]
+    assert results[11][1][0]["file"] != results[12][1][0]["file"]
+
+
+def test_a_failing_job_is_recorded_and_the_server_goes_on(server, pipe, monkeypatch):
+    bad = server.root / "inputs" / "broken.wav"
+    bad.write_bytes(b"RIFF not really audio")
+    status, env = server.json("POST", "/release_task", {"caption": "x", "task_type": "cover", "src_audio_path": str(bad)})
+    assert status == 400 and "broken.wav" in env["error"]  # an unreadable source is refused at submission
+    real = pipe.generate
+
+    def generate(request, **kwargs):  # a failure the request's checks cannot see coming
+        if request.caption == "boom":
+            raise RuntimeError("the accelerator fell over")
+        return real(request, **kwargs)
+
+    monkeypatch.setattr(pipe, "generate", generate)
+    _, env = server.json("POST", "/release_task", {"caption": "boom", "audio_duration": 10, "batch_size": 1})
+    state, items = server.wait(env["data"]["task_id"])
+    assert state == 2 and "the accelerator fell over" in items[0]["error"]
+    _, env = server.json("POST", "/release_task", {"caption": "after", "audio_duration": 10, "batch_size": 1})
+    assert server.wait(env["data"]["task_id"])[0] == 1
+
+
+def test_multipart_upload_and_unknown_ids(server):
+    wave = (0.3 * np.sin(np.arange(48000 * 3) / 48000 * 2 * np.pi * 220)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([wave, wave], 1), 48000, format="WAV")
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in (("prompt", "jazz"), ("task_type", "cover"), ("batch_size", "1"))]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="src_audio"; filename="s.wav"\r\n'
+                 f"Content-Type: audio/wav\r\n\r\n".encode() + buf.getvalue() + b"\r\n")
+    raw = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    status, env = server.json("POST", "/release_task", raw=raw, content_type=f"multipart/form-data; boundary={boundary}")
+    assert status == 200, env
+    state, items = server.wait(env["data"]["task_id"])
+    assert state == 1
+    _, env = server.json("POST", "/query_result", {"task_id_list": ["no-such-task"]})
+    assert env["data"] == [{"task_id": "no-such-task", "status": 0, "result": "[]"}]
+    stats = server.json("GET", "/v1/stats")[1]["data"]
+    assert stats["jobs"]["succeeded"] >= 1 and stats["queue_maxsize"] == 2
+
+
+def test_lora_routes(server, pipe, fixtures):
+    from test_adapters_pipeline import make_adapter
+
+    folder, _ = make_adapter(fixtures, "acestep-v15-turbo", server.root / "inputs" / "style")
+    status, env = server.json("POST", "/v1/lora/load", {"path": str(folder), "scale": 0.5})
+    assert status == 200 and env["data"]["loaded"] == [["style", 0.5]]
+    assert server.json("POST", "/v1/lora/scale", {"name": "style", "scale": 1.0})[1]["data"]["loaded"] == [["style", 1.0]]
+    assert server.json("POST", "/v1/lora/load", {"path": "/etc"})[0] == 403
+    assert server.json("POST", "/v1/lora/scale", {"name": "ghost", "scale": 1.0})[0] == 400
+    assert server.json("POST", "/v1/lora/unload", {})[1]["data"]["loaded"] == []
