@@ -115,10 +115,14 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
     return path
 
 
+TAGS = ("title", "comment", "software", "artist", "date", "album", "genre")  # libsndfile's string fields we write
+
+
 def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str | None = None,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, tags: dict[str, str] | None = None) -> Path:
     """Write `[samples, channels]` float audio to .wav or .flac, atomically; an existing file is replaced only
-    with `overwrite` (also when it appears while writing). Non-finite samples are an error, not a file."""
+    with `overwrite` (also when it appears while writing). Non-finite samples are an error, not a file.
+    `tags` (title, comment, software, ...) go into the file's INFO chunk (WAV) or Vorbis comments (FLAC)."""
     path = check_output(path, overwrite)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[0] == 0:
@@ -130,7 +134,11 @@ def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RA
     try:
         with atomic_file(path, overwrite) as tmp:
             try:
-                sf.write(str(tmp), audio, sample_rate, format=fmt[0], subtype=subtype or fmt[1])
+                with sf.SoundFile(str(tmp), "w", sample_rate, audio.shape[1], subtype or fmt[1], format=fmt[0]) as f:
+                    for key, value in (tags or {}).items():
+                        if key in TAGS and value:
+                            setattr(f, key, str(value))
+                    f.write(audio)
             except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile's own errors: a full disk, no permission
                 raise OSError(str(e).split(": ", 1)[-1] or "write failed") from None
     except FileExistsError:

@@ -240,6 +240,9 @@ def _convert_entry(src: Path, label: str, only, sources: list[Path], opts, cache
     entry = cache / "converted" / f"{label}-{_cache_key(src, sources, opts)}"
     if entry.is_dir() and not reconvert:
         log(f"using the converted model in {entry}")
+        marker = entry / "conversion.json"
+        if marker.is_file():
+            os.utime(marker)  # "last used", for `mlx-acestep cache list`
         return entry
     log(f"converting {src if only is None else ', '.join(only)} into {entry} (once; later runs reuse it)")
     convert_checkpoints(src, entry, opts, log=log, only=only)

@@ -152,14 +152,14 @@ def test_a_failed_save_says_why_and_keeps_the_audio(tmp_path, song, monkeypatch)
 
     import mlx_acestep.audio as audio
 
-    real = audio.sf.write
+    real = audio.sf.SoundFile
 
     def full_disk(path, *args, **kwargs):
         if str(path).startswith(str(tmp_path)):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(audio.sf, "write", full_disk)
+    monkeypatch.setattr(audio.sf, "SoundFile", full_disk)
     with pytest.raises(AceStepError, match=r"could not write .*a\.wav \(No space left on device\); the audio was saved to") as info:
         song.save(tmp_path / "a.wav")
     rescued = Path(str(info.value).split("saved to ", 1)[1].split(" instead", 1)[0])

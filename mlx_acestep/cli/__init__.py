@@ -10,6 +10,7 @@ import click
 
 from .. import __version__
 from .bench import bench
+from .cache import cache
 from .convert import convert, reconstruct
 from .generate import generate
 from .serve import serve
@@ -22,7 +23,7 @@ def main():
     """ACE-Step 1.5 music generation in MLX."""
 
 
-for command in (generate, convert, reconstruct, train, serve, bench):
+for command in (generate, convert, reconstruct, train, serve, cache, bench):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -20,6 +21,28 @@ FLAGS = {
     "src_audio": "--src-audio", "ref_audio": "--ref-audio", "repaint_start": "--repaint-start",
     "repaint_end": "--repaint-end", "track": "--track", "tracks": "--tracks", "cover_strength": "--cover-strength",
 }
+
+
+def _read_text(path: str, what: str) -> str:
+    import sys
+
+    try:
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise AceStepError(f"{path}: cannot read {what} ({e.__class__.__name__}: {e})") from None
+
+
+def speed_hint() -> None:
+    """On Linux, MLX's bundled BLAS is ~40x slower than OpenBLAS: say how to preload it (a hint, not a re-exec,
+    since the library must be loaded before the process starts and a re-exec would hide the user's own setup)."""
+    import os
+    import platform
+
+    blas = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+    if platform.system() == "Linux" and "openblas" not in os.environ.get("LD_PRELOAD", ""):
+        where = f"LD_PRELOAD={blas} mlx-acestep ..." if Path(blas).exists() else (
+            "sudo apt-get install libopenblas0-pthread, then LD_PRELOAD=" + blas + " mlx-acestep ...")
+        click.echo(f"hint: MLX's bundled CPU BLAS is ~40x slower than OpenBLAS; for speed run {where}", err=True)
 
 
 def _cli_errors(fn, *args, **kwargs):
@@ -84,6 +107,9 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, overwrite: bo
     if not os.access(parent, os.W_OK):
         raise AceStepError(f"{parent}: output folder is not writable")
     for item in item_paths(path, batch):
+        sidecar = item.with_suffix(".json")  # written beside each file: checked like it, before any work
+        if sidecar.exists() and not overwrite:
+            raise AceStepError(f"{sidecar}: already exists (pass --overwrite to replace it and {item.name})")
         for flag, given in inputs.items():
             if given is not None and Path(given).exists() and item.resolve() == Path(given).resolve():
                 raise AceStepError(f"{item}: is the {flag} file; choose another output name")
@@ -92,9 +118,12 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, overwrite: bo
 
 
 @click.command()
-@click.argument("caption")
+@click.argument("caption", required=False)
+@click.option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str), default=None,
+              help="Read the caption from a file ('-' for stdin) instead of CAPTION.")
 @click.option("--lyrics", default=None, help="Lyrics text ([verse], [chorus] ... tags; default [Instrumental]).")
-@click.option("--lyrics-file", type=click.Path(dir_okay=False, path_type=str), default=None, help="Read the lyrics from a file.")
+@click.option("--lyrics-file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str), default=None,
+              help="Read the lyrics from a file ('-' for stdin).")
 @click.option("--duration", type=float, default=None,
               help="Seconds of audio, 10 to 600. Default: the planner chooses (thinking), else 30; editing tasks: the source's length.")
 @click.option("--bpm", type=int, default=None, help="Tempo, 30 to 300 (default: the planner's choice, else N/A).")
@@ -106,7 +135,7 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, overwrite: bo
 @click.option("--steps", type=int, default=None, help="Diffusion steps (base/SFT; turbo always runs 8). Default per model.")
 @click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
-@click.option("--model", default=DEFAULT_REPO, show_default=True,
+@click.option("-m", "--model", default=DEFAULT_REPO, show_default=True,
               help="Hugging Face repo id, a checkpoint folder (original or diffusers layout, or converted), or 'tiny'.")
 @click.option("--dit", default=None, help="DiT folder inside the model, e.g. acestep-v15-base (default: turbo).")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
@@ -144,12 +173,14 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, overwrite: bo
 @click.option("--lora", "loras", multiple=True, metavar="PATH[:SCALE]",
               help="A LoRA/LoKr adapter for the DiT (a PEFT folder, a ComfyUI or LyCORIS .safetensors), scale default 1; "
                    "repeat to stack several.")
+@click.option("--from-metadata", type=click.Path(dir_okay=False, exists=True, path_type=str), default=None,
+              help="Replay a run from its NAME.json (or the audio file); options given beside it override.")
 @user_errors
-def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signature, language, seed, batch, steps, shift,
-             guidance, model, dit, dtype, quantize, fmt, output, overwrite, cache_dir, reconvert, no_normalize, thinking, lm,
-             lm_quantize, lm_cfg_scale, lm_temperature, lm_top_p, task, src_audio, ref_audio, repaint_start, repaint_end,
-             track, tracks, cover_strength, loras):
+def generate(**params):
     """Generate music from CAPTION (a description: genre, mood, instruments).
+
+    Each file gets a sidecar NAME.json and tags with what made it (caption, seed, model, settings, the planner's
+    choices); --from-metadata NAME.json (or the audio file) runs it again, with any option given beside it.
 
     \b
     mlx-acestep generate "gentle piano, warm strings" --duration 30 -o piano.wav
@@ -157,20 +188,42 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
     mlx-acestep generate "jazz trio" --task cover --src-audio song.wav -o jazz.wav
     mlx-acestep generate "choir" --task repaint --src-audio song.wav --repaint-start 20 --repaint-end 30 -o fix.wav
     mlx-acestep generate "lofi beat" --lora my-style/ --lora extra.safetensors:0.5 -o lofi.wav
+    mlx-acestep generate --from-metadata piano.json --seed 8 -o piano-8.wav   # the same run, another seed
     mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
     """
+    from click.core import ParameterSource
+
+    from .metadata import read_metadata
+
+    ctx = click.get_current_context()
+    if params["from_metadata"]:
+        for name, value in read_metadata(params["from_metadata"]).items():
+            if name in params and ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+                params[name] = tuple(value) if name == "loras" else value
+        if ctx.get_parameter_source("prompt_file") is ParameterSource.COMMANDLINE:
+            params["caption"] = None  # a caption file given beside the metadata replaces its caption
+    _run(params, **params)
+
+
+def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keyscale, time_signature, language, seed, batch, steps, shift,
+             guidance, model, dit, dtype, quantize, fmt, output, overwrite, cache_dir, reconvert, no_normalize, thinking, lm,
+             lm_quantize, lm_cfg_scale, lm_temperature, lm_top_p, task, src_audio, ref_audio, repaint_start, repaint_end,
+             track, tracks, cover_strength, loras, from_metadata):
     import warnings
 
     from ..adapters import parse_lora_spec
 
     specs = [parse_lora_spec(spec) for spec in loras]  # a malformed --lora fails before anything loads
+    if (caption is None) == (prompt_file is None):
+        raise AceStepError("give the caption as CAPTION or --prompt-file, one of them")
     if lyrics is not None and lyrics_file is not None:
         raise AceStepError("give --lyrics or --lyrics-file, not both")
+    if prompt_file == "-" and lyrics_file == "-":
+        raise AceStepError("only one of --prompt-file and --lyrics-file can read stdin")
+    if prompt_file is not None:
+        caption = _read_text(prompt_file, "the caption")
     if lyrics_file is not None:
-        try:
-            lyrics = Path(lyrics_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise AceStepError(f"{lyrics_file}: cannot read the lyrics ({e.__class__.__name__}: {e})") from None
+        lyrics = _read_text(lyrics_file, "the lyrics")
     given = dict(  # flags left out take the request's own defaults
         lyrics=lyrics, duration=duration, seed=seed, bpm=bpm, key=keyscale, time_signature=time_signature,
         language=language, steps=steps, shift=shift, guidance=guidance, thinking=thinking, src_audio=src_audio,
@@ -186,7 +239,8 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
     if thinking is False and (lm is not None or lm_quantize != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
     path, suffix = _output_paths(output, fmt, batch, overwrite,
-                                 {"--src-audio": src_audio, "--ref-audio": ref_audio, "--lyrics-file": lyrics_file})
+                                 {"--src-audio": src_audio, "--ref-audio": ref_audio, "--lyrics-file": lyrics_file,
+                                  "--prompt-file": prompt_file})
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         click.echo(f"warning: {message}", err=True)
@@ -213,7 +267,14 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
         from ..pipeline.results import free_name
 
         path = free_name(Path(f"acestep-{result.seeds[0]}"), f".{suffix}", len(result.audio))
-    written = result.save(path, overwrite=overwrite)
+    from ..files import write_text
+    from .metadata import audio_tags, run_metadata
+
+    params = dict(params, caption=request.caption, lyrics=request.lyrics)
+    metas = [run_metadata(params, result, i, pipe, request) for i in range(len(result.audio))]
+    written = result.save(path, overwrite=overwrite, tags=[audio_tags(m) for m in metas])
+    for file, meta in zip(written, metas):
+        write_text(file.with_suffix(".json"), json.dumps(meta, indent=2, ensure_ascii=False), overwrite=overwrite)
     for i, (p, s) in enumerate(zip(written, result.seeds)):
         click.echo(f"wrote {p} ({result.duration:g} s, 48 kHz stereo, seed {s})")
         if result.metadata:
@@ -221,3 +282,4 @@ def generate(caption, lyrics, lyrics_file, duration, bpm, keyscale, time_signatu
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     click.echo(f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB "
                f"(MLX arrays), {peak_rss_bytes() / 2**30:.2f} GB resident (the process)")
+    speed_hint()  # after the result: never between a user and a one-line error

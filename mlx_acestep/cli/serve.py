@@ -14,7 +14,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @click.command()
-@click.option("--model", default=DEFAULT_REPO, show_default=True, help="A converted folder, a checkpoint root, a repo id or tiny.")
+@click.option("-m", "--model", default=DEFAULT_REPO, show_default=True, help="A converted folder, a checkpoint root, a repo id or tiny.")
 @click.option("--dit", default=None, help="DiT folder inside the model (default: turbo).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @click.option("--port", type=int, default=8001, show_default=True)

@@ -17,7 +17,7 @@ DEFAULTS = {f: getattr(TrainConfig, f) for f in ("rank", "alpha", "dropout", "lr
 @click.command()
 @click.argument("dataset", type=click.Path(file_okay=False, path_type=str))
 @click.option("-o", "--output", required=True, help="The adapter folder to write (a PEFT folder; must be new or ours).")
-@click.option("--model", default=DEFAULT_REPO, show_default=True, help="A converted folder, a checkpoint root, a repo id or tiny.")
+@click.option("-m", "--model", default=DEFAULT_REPO, show_default=True, help="A converted folder, a checkpoint root, a repo id or tiny.")
 @click.option("--dit", default=None, help="DiT folder inside the model (default: turbo).")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True, help="The frozen base's dtype.")
 @click.option("--quantize", type=click.Choice(QUANTIZE_CHOICES), default="none", show_default=True,

@@ -55,7 +55,7 @@ def free_name(stem: Path, suffix: str, count: int) -> Path:
     n = 1
     while True:
         path = stem.with_name(stem.name + (f"-{n}" if n > 1 else "") + suffix)
-        if not any(p.exists() for p in item_paths(path, count)):
+        if not any(p.exists() or p.with_suffix(".json").exists() for p in item_paths(path, count)):  # audio, sidecar
             return path
         n += 1
 
@@ -92,8 +92,10 @@ class GenerationResult:
     def paths(self, path: str | Path) -> list[Path]:
         return item_paths(path, len(self.audio))
 
-    def save(self, path: str | Path, subtype: str | None = None, overwrite: bool = False) -> list[Path]:
+    def save(self, path: str | Path, subtype: str | None = None, overwrite: bool = False,
+             tags: list[dict] | None = None) -> list[Path]:
         """Write each item (`.wav` or `.flac`, atomically); a batch gets `name_0.wav`, `name_1.wav`, ...
+        `tags` holds one dict of file tags per item (see `audio.save_audio`).
 
         An existing file is an error (before anything is written) unless `overwrite`. If writing fails (a full
         disk, a lost permission), the audio is saved in the temporary folder instead and the error names both,
@@ -105,7 +107,7 @@ class GenerationResult:
         written = []
         for i, (p, audio) in enumerate(zip(paths, self.audio)):
             try:
-                written.append(save_audio(p, audio, self.sample_rate, subtype, overwrite))
+                written.append(save_audio(p, audio, self.sample_rate, subtype, overwrite, tags[i] if tags else None))
             except OSError as e:
                 rescued = self._rescue(i, p.suffix, subtype)
                 raise AceStepError(f"could not write {p} ({e.strerror or e}); " + (

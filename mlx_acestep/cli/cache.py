@@ -1,0 +1,92 @@
+"""`mlx-acestep cache`: where converted models are kept, what is there, and removing entries."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+from pathlib import Path
+
+import click
+
+from ..errors import AceStepError
+from .common import user_errors
+
+MARKER = "conversion.json"  # what the converter writes into every entry: only such folders are ever removed
+
+
+def _entries(cache: Path) -> list[Path]:
+    folder = cache / "converted"
+    return sorted(p for p in folder.iterdir() if (p / MARKER).is_file()) if folder.is_dir() else []
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@click.group()
+def cache():
+    """The cache of converted models ($MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep)."""
+
+
+def _cache_option(fn):
+    return click.option("--cache-dir", default=None, help="The cache folder (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep).")(fn)
+
+
+@cache.command("dir")
+@_cache_option
+@user_errors
+def cache_dir(cache_dir):
+    """Print the cache folder."""
+    from ..hub import cache_root
+
+    click.echo(cache_root(cache_dir))
+
+
+@cache.command("list")
+@_cache_option
+@user_errors
+def cache_list(cache_dir):
+    """Each converted entry: its source, components, dtype, quantization, size and when it was last used."""
+    from ..hub import cache_root
+
+    entries = _entries(cache_root(cache_dir))
+    if not entries:
+        click.echo("the cache holds no converted models")
+        return
+    click.echo("| entry | source | components | dtype | quantize | size | last used |")
+    click.echo("|---|---|---|---|---|---|---|")
+    for entry in entries:
+        marker = entry / MARKER
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            info = {}
+        options = info.get("options", {})
+        used = datetime.datetime.fromtimestamp(marker.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        click.echo(f"| {entry.name} | {info.get('source', '?')} | {', '.join(info.get('components', []))} | "
+                   f"{options.get('dtype', '?')} | {options.get('quantize', '?')} | {_size(entry) / 1e9:.2f} GB | {used} |")
+
+
+@cache.command("rm")
+@click.argument("entries", nargs=-1)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every converted entry.")
+@_cache_option
+@user_errors
+def cache_rm(entries, remove_all, cache_dir):
+    """Remove converted ENTRIES (names from `cache list`), or --all. Only folders the converter wrote are removed."""
+    from ..hub import cache_root
+
+    root = cache_root(cache_dir)
+    known = {e.name: e for e in _entries(root)}
+    if remove_all == bool(entries):
+        raise AceStepError("give entry names (see `mlx-acestep cache list`) or --all, one of them")
+    targets = list(known.values()) if remove_all else []
+    for name in entries:
+        if name not in known:
+            raise AceStepError(f"{name}: no such converted entry in {root / 'converted'} (see `mlx-acestep cache list`)")
+        targets.append(known[name])
+    for entry in targets:
+        size = _size(entry)
+        shutil.rmtree(entry)
+        click.echo(f"removed {entry.name} ({size / 1e9:.2f} GB)")
