@@ -90,8 +90,11 @@ def random_weight_model(cache: Path, precision: str, tiny: bool = False, log=pri
     dtype, quantize = PRECISIONS[precision]
     root = cache / "random-weights" / f"{'tiny' if tiny else '2b-turbo'}-{precision}"
     if root.is_dir():
+        size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+        log(f"using the random-weight model in {root} ({size / 1e9:.1f} GB; `bench --clean` removes them)")
         return root
-    log(f"building the {'tiny' if tiny else 'real-size'} random-weight model ({precision}) in {root} (once)")
+    log(f"building the {'tiny' if tiny else 'real-size'} random-weight model ({precision}) in {root} "
+        "(once; `bench --clean` removes it)")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:

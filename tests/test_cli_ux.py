@@ -107,3 +107,56 @@ def test_cache_dir_list_and_rm(tmp_path):
     assert gone.returncode == 0 and f"removed {name}" in gone.stdout
     assert not (tmp_path / "cache" / "converted" / name).exists() and (tmp_path / "cache" / "converted" / "mine").is_dir()
     assert "no converted models" in cli(["cache", "list"], tmp_path).stdout
+
+
+def test_names_follow_each_items_seed_and_the_placeholders(converted, tmp_path):
+    base = ["generate", "Soft Rain, on a tin roof!", "-m", str(converted), "--duration", "10"]
+    batch = cli(base + ["--seed", "100", "--batch", "2"], tmp_path)
+    assert batch.returncode == 0, batch.stderr
+    assert (tmp_path / "acestep-100.wav").is_file() and (tmp_path / "acestep-101.wav").is_file()
+    assert (tmp_path / "acestep-101.json").is_file() and not (tmp_path / "acestep-100_1.wav").exists()
+    listed = cli(base + ["--seed", "7,9", "-o", "{caption}-{seed}-{index}.flac"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(p.name for p in tmp_path.glob("soft-rain*")) == [
+        "soft-rain-on-a-tin-roof-7-0.flac", "soft-rain-on-a-tin-roof-7-0.json",
+        "soft-rain-on-a-tin-roof-9-1.flac", "soft-rain-on-a-tin-roof-9-1.json"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seed", "1,x"], "--seed 'x' is not a whole number"),
+    (["--seed", "1,2", "-o", "{nope}.wav"], "unknown placeholder {nope}"),
+    (["--seed", "1,2", "-o", "{date}.wav"], "gives several items the same name"),
+    (["--seed", "1,2,3", "--batch", "2"], "got 3 seeds for a batch of 2"),
+])
+def test_bad_names_and_seeds_are_one_line_errors(tmp_path, args, needle):
+    bad = cli(["generate", "x", *args], tmp_path)
+    assert bad.returncode != 0 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_a_long_benchmark_asks_for_yes_first(tmp_path):
+    import mlx.core as mx
+
+    done = cli(["bench", "--random-weights", "--no-reference", "--cache-dir", str(tmp_path / "c")], tmp_path)
+    if mx.metal.is_available():  # no estimate on Metal: nothing to check here
+        return
+    assert done.returncode != 0 and "pass --yes to run it" in done.stderr and " h on this machine's CPU" in done.stderr
+    assert not (tmp_path / "c").exists()  # asked before building anything
+
+
+def test_editing_tasks_show_the_source_encoding(converted, tmp_path):
+    import numpy as np
+
+    t = np.arange(int(1.2 * 48000)) / 48000
+    sf.write(str(tmp_path / "s.wav"), np.stack([np.sin(2 * np.pi * 220 * t)] * 2, 1) * 0.3, 48000)
+    done = cli(["generate", "jazz", "-m", str(converted), "--task", "cover", "--src-audio", "s.wav", "-o", "c.wav"], tmp_path)
+    assert done.returncode == 0 and "encoding source" in done.stderr, done.stderr
+
+
+def test_bench_clean_removes_only_its_random_weights(tmp_path):
+    cache = tmp_path / "c"
+    (cache / "random-weights" / "tiny-float32").mkdir(parents=True)
+    (cache / "random-weights" / "tiny-float32" / "w.safetensors").write_bytes(b"x" * 1000)
+    (cache / "converted").mkdir()
+    done = cli(["bench", "--clean", "--cache-dir", str(cache)], tmp_path)
+    assert done.returncode == 0 and "removed" in done.stdout
+    assert not (cache / "random-weights").exists() and (cache / "converted").is_dir()

@@ -47,21 +47,27 @@ def progress_bar(label: str):
 class PhaseBars:
     """One stderr progress bar per pipeline phase, driven by the pipeline's Progress callback."""
 
-    LABELS = {"lm": "planner LM   ", "text": "text encoder", "condition": "conditioning ", "dit": "diffusion    ",
-              "vae": "VAE decode   "}
+    LABELS = {"encode": "encoding source", "lm": "planner LM   ", "text": "text encoder", "condition": "conditioning ",
+              "dit": "diffusion    ", "vae": "VAE decode   "}
 
     def __init__(self):
-        self.phase, self.bar = None, None
+        self.phase, self.bar, self.started = None, None, 0.0
 
     def __call__(self, progress) -> None:
+        import time
+
         if progress.phase != self.phase:
             self.close()
-            self.phase = progress.phase
+            self.phase, self.started = progress.phase, time.perf_counter()
             label = self.LABELS.get(progress.phase, progress.phase)
-            self.bar = click.progressbar(length=max(progress.total, 1), label=label, file=click.get_text_stream("stderr"))
+            self.bar = click.progressbar(length=max(progress.total, 1), label=label, file=click.get_text_stream("stderr"),
+                                         show_pos=progress.phase == "lm", item_show_func=lambda item: item)
             self.bar.__enter__()
         self.bar.length = max(progress.total, 1)
-        self.bar.update(progress.done - self.bar.pos)
+        rate = None
+        if progress.phase == "lm" and progress.done:  # the planner's units are tokens: say how fast they come
+            rate = f"{progress.done / max(time.perf_counter() - self.started, 1e-9):.1f} tokens/s"
+        self.bar.update(progress.done - self.bar.pos, rate)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -11,6 +11,7 @@ from ..errors import AceStepError
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DTYPE_CHOICES, QUANTIZE_CHOICES
 from ..names import DEFAULT_REPO, TASKS
 from .common import PhaseBars, peak_rss_bytes, user_errors
+from .outputs import output_paths, parse_seeds
 
 # GenerationRequest field -> the flag that sets it, so that a request error names what the user typed.
 FLAGS = {
@@ -83,40 +84,6 @@ def describe_plan(meta: dict) -> str:
     return "".join(c if c.isprintable() else "?" for c in ", ".join(parts))
 
 
-def _output_paths(output: str | None, fmt: str | None, batch: int, overwrite: bool, inputs: dict[str, str | None]):
-    """The output file (None: a default name, chosen after the run) and its format, checked before any work:
-    a known format, a writable folder, no existing file unless --overwrite, and never one of the inputs."""
-    import os
-
-    from ..audio import check_output
-    from ..pipeline.results import item_paths
-
-    if output is None:
-        return None, fmt or "wav"
-    path = Path(output)
-    suffix = path.suffix.lower().lstrip(".")
-    if not suffix:
-        path, suffix = path.with_suffix(f".{fmt or 'wav'}"), fmt or "wav"
-    if suffix not in ("wav", "flac"):
-        raise AceStepError(f"{path}: unsupported output format .{suffix} (use .wav or .flac)")
-    if fmt and fmt != suffix:
-        raise AceStepError(f"--format {fmt} does not match the output file {path}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise AceStepError(f"{parent}: output folder does not exist")
-    if not os.access(parent, os.W_OK):
-        raise AceStepError(f"{parent}: output folder is not writable")
-    for item in item_paths(path, batch):
-        sidecar = item.with_suffix(".json")  # written beside each file: checked like it, before any work
-        if sidecar.exists() and not overwrite:
-            raise AceStepError(f"{sidecar}: already exists (pass --overwrite to replace it and {item.name})")
-        for flag, given in inputs.items():
-            if given is not None and Path(given).exists() and item.resolve() == Path(given).resolve():
-                raise AceStepError(f"{item}: is the {flag} file; choose another output name")
-        check_output(item, overwrite)
-    return path, suffix
-
-
 @click.command()
 @click.argument("caption", required=False)
 @click.option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str), default=None,
@@ -130,7 +97,9 @@ def _output_paths(output: str | None, fmt: str | None, batch: int, overwrite: bo
 @click.option("--key", "keyscale", default=None, help='Key and scale, e.g. "C major" (default N/A).')
 @click.option("--time-signature", default=None, help="Beats per bar, e.g. 4 (default N/A).")
 @click.option("--language", default=None, help="Vocal language code (en, zh, ja, ...).")
-@click.option("--seed", type=int, default=None, help="Random seed (item i of a batch uses seed + i); default random.")
+@click.option("--seed", multiple=True, metavar="N[,N...]",
+              help="Random seed (item i of a batch uses seed + i); several (--seed 1,2,3 or repeated) give a batch "
+                   "with one each. Default random.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Songs to generate at once, 1 to 8.")
 @click.option("--steps", type=int, default=None, help="Diffusion steps (base/SFT; turbo always runs 8). Default per model.")
 @click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
@@ -212,6 +181,7 @@ def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keysc
     import warnings
 
     from ..adapters import parse_lora_spec
+    from ..pipeline.request import RequestError, resolve_seeds
 
     specs = [parse_lora_spec(spec) for spec in loras]  # a malformed --lora fails before anything loads
     if (caption is None) == (prompt_file is None):
@@ -224,8 +194,17 @@ def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keysc
         caption = _read_text(prompt_file, "the caption")
     if lyrics_file is not None:
         lyrics = _read_text(lyrics_file, "the lyrics")
+    seeds = parse_seeds(seed)
+    from click.core import ParameterSource
+
+    if isinstance(seeds, list) and click.get_current_context().get_parameter_source("batch") is ParameterSource.DEFAULT:
+        batch = len(seeds)  # --seed 1,2,3: a batch of three
+    try:
+        seeds = resolve_seeds(seeds, batch)  # drawn here when random, so the file names are known before the run
+    except RequestError as e:
+        raise AceStepError(e.render(FLAGS)) from None
     given = dict(  # flags left out take the request's own defaults
-        lyrics=lyrics, duration=duration, seed=seed, bpm=bpm, key=keyscale, time_signature=time_signature,
+        lyrics=lyrics, duration=duration, seed=seeds, bpm=bpm, key=keyscale, time_signature=time_signature,
         language=language, steps=steps, shift=shift, guidance=guidance, thinking=thinking, src_audio=src_audio,
         ref_audio=ref_audio, repaint_start=repaint_start, repaint_end=repaint_end, track=track,
         tracks=[t.strip() for t in tracks.split(",")] if tracks else None, cover_strength=cover_strength,
@@ -238,9 +217,9 @@ def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keysc
         thinking = False  # the planner is for text2music: don't load it
     if thinking is False and (lm is not None or lm_quantize != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
-    path, suffix = _output_paths(output, fmt, batch, overwrite,
-                                 {"--src-audio": src_audio, "--ref-audio": ref_audio, "--lyrics-file": lyrics_file,
-                                  "--prompt-file": prompt_file})
+    paths = output_paths(output, fmt, seeds, request.caption, overwrite,
+                         {"--src-audio": src_audio, "--ref-audio": ref_audio, "--lyrics-file": lyrics_file,
+                          "--prompt-file": prompt_file})
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         click.echo(f"warning: {message}", err=True)
@@ -263,16 +242,12 @@ def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keysc
             result = _cli_errors(pipe.generate, request, callback=bars)
         finally:
             bars.close()
-    if path is None:  # the default name never replaces a file: acestep-SEED.wav, else acestep-SEED-2.wav, ...
-        from ..pipeline.results import free_name
-
-        path = free_name(Path(f"acestep-{result.seeds[0]}"), f".{suffix}", len(result.audio))
     from ..files import write_text
     from .metadata import audio_tags, run_metadata
 
     params = dict(params, caption=request.caption, lyrics=request.lyrics)
     metas = [run_metadata(params, result, i, pipe, request) for i in range(len(result.audio))]
-    written = result.save(path, overwrite=overwrite, tags=[audio_tags(m) for m in metas])
+    written = result.save_as(paths, overwrite=overwrite, tags=[audio_tags(m) for m in metas])
     for file, meta in zip(written, metas):
         write_text(file.with_suffix(".json"), json.dumps(meta, indent=2, ensure_ascii=False), overwrite=overwrite)
     for i, (p, s) in enumerate(zip(written, result.seeds)):

@@ -50,16 +50,6 @@ def item_paths(path: str | Path, count: int) -> list[Path]:
     return [path] if count == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(count)]
 
 
-def free_name(stem: Path, suffix: str, count: int) -> Path:
-    """`stem` + `suffix`, or `stem-2`, `stem-3`, ... : the first whose files (all `count` items) do not exist yet."""
-    n = 1
-    while True:
-        path = stem.with_name(stem.name + (f"-{n}" if n > 1 else "") + suffix)
-        if not any(p.exists() or p.with_suffix(".json").exists() for p in item_paths(path, count)):  # audio, sidecar
-            return path
-        n += 1
-
-
 @dataclass
 class GenerationResult:
     audio: np.ndarray  # [B, samples, channels] float32, post-processed
@@ -101,7 +91,14 @@ class GenerationResult:
         disk, a lost permission), the audio is saved in the temporary folder instead and the error names both,
         so minutes of work are never lost to a save.
         """
-        paths = self.paths(path)
+        return self.save_as(self.paths(path), subtype, overwrite, tags)
+
+    def save_as(self, paths: list[Path], subtype: str | None = None, overwrite: bool = False,
+                tags: list[dict] | None = None) -> list[Path]:
+        """`save` with one path per item."""
+        paths = [Path(p) for p in paths]
+        if len(paths) != len(self.audio):
+            raise AceStepError(f"{len(paths)} paths for {len(self.audio)} items")
         for p in paths:
             check_output(p, overwrite)
         written = []

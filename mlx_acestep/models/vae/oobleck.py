@@ -373,6 +373,8 @@ class AutoencoderOobleck(nn.Module):
         windows = plan_windows(frames, chunk, overlap)
         means, stds = [], []
         total, done = audio.shape[0] * len(windows), 0
+        if progress is not None:
+            progress(0, total)  # a bar from the start: one window of a long source takes a while on a CPU
         for b in range(audio.shape[0]):
             item_m, item_s = [], []
             for w in windows:
