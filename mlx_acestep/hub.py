@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .cachedir import cache_root  # noqa: F401  (also re-exported: the one place is cachedir.py)
 from .errors import AceStepError
 from .files import remove_stale
 from .names import DEFAULT_DIT, DEFAULT_LM, DEFAULT_REPO, LM_PREFIX, LM_SIZES, TEXT_ENCODER, VAE_DIR  # noqa: F401
 from .loading import LAYOUT_VERSION, SILENCE_FILE, WEIGHTS_FILE, read_json
 from .safetensors_io import read_header, weight_files
 
-CACHE_ENV = "MLX_ACESTEP_CACHE"
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # What a pipeline needs from a repo, in either layout (patterns that match nothing cost nothing).
 _DIFFUSERS_PATTERNS = ["model_index.json", "transformer/*", "condition_encoder/*", "audio_tokenizer/*",
@@ -47,10 +47,6 @@ class ModelFolders:
             setattr(self, name, Path(getattr(self, name)))
         if self.lm is not None:
             self.lm = Path(self.lm)
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    return Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mlx-acestep").expanduser()
 
 
 def open_cache(cache_dir: str | Path | None = None) -> Path:

@@ -93,14 +93,17 @@ def test_sidecars_are_never_replaced_and_bad_metadata_is_one_line(tmp_path):
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_cache_dir_list_and_rm(tmp_path):
-    (tmp_path / "elsewhere").mkdir()
-    made = cli(["generate", "x", "-m", "tiny", "--duration", "10", "--no-thinking", "-o", "t.wav"], tmp_path)
+def test_cache_dir_list_and_rm(fixtures, tmp_path):
+    from helpers import copy_vae_root
+
+    # a cache entry as the hub makes them: the converter's output (with its conversion.json) under converted/
+    copy_vae_root(fixtures, tmp_path / "src")
+    name = "fixture-vae-0123456789ab"
+    made = cli(["convert", str(tmp_path / "src"), str(tmp_path / "cache" / "converted" / name)], tmp_path)
     assert made.returncode == 0, made.stderr
     assert cli(["cache", "dir"], tmp_path).stdout.strip() == str(tmp_path / "cache")
     listed = cli(["cache", "list"], tmp_path).stdout
-    name = next(line.split("|")[1].strip() for line in listed.splitlines() if "tiny-checkpoint-" in line)
-    assert "acestep-v15-turbo" in listed and "float32" in listed and " GB |" in listed
+    assert f"| {name} | {tmp_path / 'src'} | vae | float32 | none |" in listed and " GB |" in listed
     (tmp_path / "cache" / "converted" / "mine").mkdir()  # not the converter's: never removed
     assert "no such converted entry" in cli(["cache", "rm", "mine"], tmp_path).stderr
     gone = cli(["cache", "rm", name], tmp_path)

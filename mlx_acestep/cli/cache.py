@@ -38,7 +38,7 @@ def _cache_option(fn):
 @user_errors
 def cache_dir(cache_dir):
     """Print the cache folder."""
-    from ..hub import cache_root
+    from ..cachedir import cache_root
 
     click.echo(cache_root(cache_dir))
 
@@ -48,7 +48,7 @@ def cache_dir(cache_dir):
 @user_errors
 def cache_list(cache_dir):
     """Each converted entry: its source, components, dtype, quantization, size and when it was last used."""
-    from ..hub import cache_root
+    from ..cachedir import cache_root
 
     entries = _entries(cache_root(cache_dir))
     if not entries:
@@ -75,7 +75,7 @@ def cache_list(cache_dir):
 @user_errors
 def cache_rm(entries, remove_all, cache_dir):
     """Remove converted ENTRIES (names from `cache list`), or --all. Only folders the converter wrote are removed."""
-    from ..hub import cache_root
+    from ..cachedir import cache_root
 
     root = cache_root(cache_dir)
     known = {e.name: e for e in _entries(root)}

@@ -1,0 +1,13 @@
+"""Where the cache lives (no heavy imports: `mlx-acestep cache` and `--help` read it without loading any model code)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV = "MLX_ACESTEP_CACHE"
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """`cache_dir`, else `$MLX_ACESTEP_CACHE`, else `~/.cache/mlx-acestep`."""
+    return Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mlx-acestep").expanduser()
