@@ -42,7 +42,8 @@ class LoRADelta(nn.Module):
         return (self.up.astype(mx.float32) @ self.down.astype(mx.float32)) * self.scale
 
     def cast(self, dtype: mx.Dtype) -> None:
-        self.down, self.up = self.down.astype(dtype), self.up.astype(dtype)
+        if self.down.dtype != dtype:  # apply() runs before every generation: no fresh copies when nothing changes
+            self.down, self.up = self.down.astype(dtype), self.up.astype(dtype)
 
     def dora_gain(self, weight: mx.array, strength: float) -> mx.array:
         """DoRA's per-output-row gain for the dense base `weight` at this strength (PEFT: the norm is a constant)."""
@@ -92,8 +93,9 @@ class LoKrDelta(nn.Module):
         return (w1[:, None, :, None] * w2[None, :, None, :]).reshape(a * c, b * d) * self.scale
 
     def cast(self, dtype: mx.Dtype) -> None:
-        self.w1 = [p.astype(dtype) for p in self.w1]
-        self.w2 = [p.astype(dtype) for p in self.w2]
+        if self.w1[0].dtype != dtype:
+            self.w1 = [p.astype(dtype) for p in self.w1]
+            self.w2 = [p.astype(dtype) for p in self.w2]
 
 
 Delta = LoRADelta | LoKrDelta

@@ -92,6 +92,7 @@ class JobRunner:
 
     def _run(self, job: Job) -> None:
         from ..errors import AceStepError
+        from ..files import write_text
 
         if job.cancel.is_set():
             job.state, job.stage, job.error = FAILED, FAILED, "cancelled before it started"
@@ -109,9 +110,9 @@ class JobRunner:
             base = self.output_dir / job.id
             job.files = result.save(f"{base}.{job.audio_format}")
             job.seeds, job.metadata = result.seeds, result.metadata
-            for path, seed in zip(job.files, result.seeds):
-                (path.with_suffix(".json")).write_text(json.dumps({"task_id": job.id, "seed": seed,
-                                                                    "caption": job.request.caption}))
+            for path, seed in zip(job.files, result.seeds):  # atomically, like the audio beside it
+                write_text(path.with_suffix(".json"), json.dumps({"task_id": job.id, "seed": seed,
+                                                                  "caption": job.request.caption}))
             job.state, job.stage, job.progress = SUCCEEDED, SUCCEEDED, 1.0
         except AceStepError as e:
             job.state, job.stage, job.error = FAILED, FAILED, str(e)
