@@ -79,8 +79,9 @@ def main(durations, precisions, random_weights, tiny, model, reference, cache_di
             f"{len(precisions.split(','))} precisions{' x 2 sides' if reference is not False else ''}); pass --yes to run "
             "it, or fewer / shorter --durations (e.g. --durations 10,30)")
     target = None
-    if model:  # converted once here, so the children only load it
-        target = str(resolve_model(model, cache_dir=cache_dir, log=lambda m: click.echo(m, err=True)).dit.parent)
+    if model:  # converted once here, so the children only load its folders
+        folders = resolve_model(model, cache_dir=cache_dir, lm=None, log=lambda m: click.echo(m, err=True))
+        target = json.dumps({k: str(v) for k, v in vars(folders).items() if v is not None})
     try:
         rows = run_benchmark(seconds, precisions.split(","), model=target, tiny=tiny, reference=reference,
                              cache_dir=cache_dir, log=lambda m: click.echo(m, err=True))

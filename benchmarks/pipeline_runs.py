@@ -138,10 +138,12 @@ def _token_ids(vocab: int):
     return (rng.integers(0, min(vocab, 500), (1, TEXT_TOKENS)), rng.integers(0, min(vocab, 500), (1, LYRIC_TOKENS)))
 
 
-def run_mlx(folder: Path, frames: int) -> dict:
+def run_mlx(target: str, frames: int) -> dict:
+    """`target`: a converted root, or the JSON of resolved `ModelFolders` (a source's cache entries)."""
     import mlx.core as mx
     import numpy as np
 
+    from mlx_acestep.hub import ModelFolders
     from mlx_acestep.pipeline.acestep import ACEStep, PhaseMeter, initial_noise
     from mlx_acestep.pipeline.conditioning import PromptTokens
     from mlx_acestep.pipeline.sampler import TurboSettings
@@ -158,7 +160,10 @@ def run_mlx(folder: Path, frames: int) -> dict:
                 yield
             self.rss[name] = max(self.rss.get(name, 0), peak_rss_bytes())
 
-    pipe = ACEStep.from_pretrained(folder, keep_loaded=False)
+    if target.startswith("{"):
+        pipe = ACEStep(ModelFolders(**json.loads(target)), keep_loaded=False)
+    else:
+        pipe = ACEStep.from_pretrained(target, keep_loaded=False)
     text_ids, lyric_ids = _token_ids(10**9)
     tokens = PromptTokens(text_ids, np.ones_like(text_ids, bool), lyric_ids, np.ones_like(lyric_ids, bool))
     noise = initial_noise([0], frames, 64, pipe.dtype)
@@ -224,7 +229,7 @@ def run_reference(frames: int, tiny: bool) -> dict:
 
 def child_main(argv: list[str]) -> None:
     side, frames, target, tiny = argv[0], int(argv[1]), argv[2], argv[3] == "tiny"
-    result = run_mlx(Path(target), frames) if side == "mlx" else run_reference(frames, tiny)
+    result = run_mlx(target, frames) if side == "mlx" else run_reference(frames, tiny)
     print("RESULT " + json.dumps(result | {"blas": blas_in_use(side)}), flush=True)
 
 

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 CACHE_ENV = "MLX_ACESTEP_CACHE"
+# What the converter writes at the top of every output folder: how it, the hub and `cache rm` recognise their own.
+CONVERSION_FILE = "conversion.json"
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:

@@ -1,10 +1,13 @@
 """Where a model comes from: a converted folder, a PyTorch checkpoint root, a Hugging Face repo, or "tiny".
 
 PyTorch checkpoints (original or diffusers layout, local or downloaded) are
-converted once into `<cache>/converted/<name>-<key>/`, where the key hashes the
-source files (path, size, mtime), the conversion options and the layout
-version: a changed source or option converts again, an unchanged one reuses
-the entry. The converter writes atomically, so an entry exists only whole.
+converted once, one component per entry, into
+`<cache>/converted/<source>-<component>-<key>/`, where the key hashes what the
+component is made from (path, size, mtime of its files), the options that
+change it and the layout version: a changed source or option converts again
+what it changes, an unchanged one reuses the entry, and the DiT variants of a
+source share its VAE and text encoder. The converter writes atomically, so an
+entry exists only whole.
 The cache is `$MLX_ACESTEP_CACHE`, else `~/.cache/mlx-acestep`.
 """
 
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .cachedir import cache_root  # noqa: F401  (also re-exported: the one place is cachedir.py)
+from .cachedir import CONVERSION_FILE, cache_root  # noqa: F401  (cache_root re-exported: the one place is cachedir.py)
 from .errors import AceStepError
 from .files import remove_stale
 from .names import DEFAULT_DIT, DEFAULT_LM, DEFAULT_REPO, LM_PREFIX, LM_SIZES, TEXT_ENCODER, VAE_DIR  # noqa: F401
@@ -105,13 +108,13 @@ def resolve_model(
         if planner is not None:
             check_converted(planner)
         return ModelFolders(**folders, lm=planner)
-    entry = convert_cached(src, dit, dtype, quantize, q_group_size, cache, reconvert, log)
+    folders = convert_cached(src, dit, dtype, quantize, q_group_size, cache, reconvert, log)
     planner = None
     if lm is not None:
         source = _lm_source(src, name, lm, log, quiet)
         if source is not None:
             planner = convert_lm_cached(source, dtype, lm_quantize, q_group_size, cache, reconvert, log)
-    return ModelFolders(**pick_components(entry, dit), lm=planner)
+    return ModelFolders(**folders, lm=planner)
 
 
 def pick_lm(available: dict[str, Path], lm: str | None, where: Path | str) -> Path | None:
@@ -199,7 +202,13 @@ def check_converted(folder: Path) -> None:
 
 def convert_cached(
     src: Path, dit: str | None, dtype: str, quantize: str | None, group: int, cache: Path, reconvert: bool, log: Log
-) -> Path:
+) -> dict[str, Path]:
+    """{text_encoder, dit, vae} of a checkpoint root, each converted once into a cache entry of its own.
+
+    An entry is keyed on what its component is made from (its folder and whatever else its converter reads) and on
+    the options that change it, so every DiT variant and quantization of one source shares one VAE and (per
+    quantization) one text encoder. The DiT goes first: it is what this request adds, and the likeliest to be refused.
+    """
     from .convert import ConvertOptions
     from .convert.converter import find_components
 
@@ -209,11 +218,17 @@ def convert_cached(
             f"{src}: not an ACE-Step 1.5 checkpoint (expected vae/, acestep-v15-*/ and {TEXT_ENCODER}/, "
             "a diffusers folder with model_index.json, or a folder made by `mlx-acestep convert`)"
         )
-    only = _needed_components(src, found, dit)
-    opts = ConvertOptions(dtype=dtype, quantize=quantize or "none", group_size=group, force=reconvert)
-    diffusers = (src / "model_index.json").is_file()  # its DiT spans several folders: key on all of them
-    sources = [src] if diffusers else [folder for _, folder, name in found if name in only]
-    return _convert_entry(src, src.name, only, sources, opts, cache, reconvert, log)
+    label = source_label(src)
+    folders = {}
+    for kind, (spec, folder, name) in _needed_components(src, found, dit).items():
+        # The VAE is all convolutions, which MLX does not quantize: one entry serves every --quantize.
+        quantized = quantize if kind != "vae" else None
+        opts = ConvertOptions(dtype=dtype, quantize=quantized or "none",
+                              group_size=group if quantized else ConvertOptions.group_size, force=reconvert)
+        sources = [folder, *(src / path for path in spec.reads if (src / path).exists())]
+        folders[kind] = _convert_entry(src, f"{label}-{name}", [name], sources, opts, cache, reconvert, log) / name
+        check_converted(folders[kind])
+    return folders
 
 
 def convert_lm_cached(folder: Path, dtype: str, quantize: str | None, group: int, cache: Path, reconvert: bool, log: Log) -> Path:
@@ -226,6 +241,7 @@ def convert_lm_cached(folder: Path, dtype: str, quantize: str | None, group: int
     else:  # a repo of its own (a snapshot folder): converted as a single component named "lm"
         src, only, label = folder, None, "acestep-5Hz-lm"
     entry = _convert_entry(src, label, only, [folder], opts, cache, reconvert, log)
+    check_converted(entry / (folder.name if only else "lm"))
     return entry / (folder.name if only else "lm")
 
 
@@ -235,13 +251,19 @@ def _convert_entry(src: Path, label: str, only, sources: list[Path], opts, cache
     opts.validate()
     entry = cache / "converted" / f"{label}-{_cache_key(src, sources, opts)}"
     if entry.is_dir() and not reconvert:
-        log(f"using the converted model in {entry}")
-        marker = entry / "conversion.json"
+        log(f"using the converted {label if only is None else ', '.join(only)} in {entry}")
+        marker = entry / CONVERSION_FILE
         if marker.is_file():
             os.utime(marker)  # "last used", for `mlx-acestep cache list`
         return entry
     log(f"converting {src if only is None else ', '.join(only)} into {entry} (once; later runs reuse it)")
-    convert_checkpoints(src, entry, opts, log=log, only=only)
+    try:
+        convert_checkpoints(src, entry, opts, log=log, only=only)
+    except AceStepError:
+        # Another process (or thread) converted the same entry meanwhile: entries are shared, and it is whole.
+        if reconvert or not (entry / CONVERSION_FILE).is_file():
+            raise
+        log(f"{entry} was converted meanwhile by another run: using it")
     return entry
 
 
@@ -254,11 +276,12 @@ def _lm_source(src: Path, name: str, lm: str, log: Log, quiet: bool) -> Path | N
     return pick_lm(available, lm, src)
 
 
-def _needed_components(src: Path, found, dit: str | None) -> list[str]:
-    """Output names of the VAE, the text encoder and the chosen DiT (the same names from either layout)."""
-    kinds: dict[str, dict[str, Path]] = {}
+def _needed_components(src: Path, found, dit: str | None) -> dict[str, tuple]:
+    """{kind: (spec, source folder, output name)} of the chosen DiT, the text encoder and the VAE (the same names
+    from either layout)."""
+    kinds: dict[str, dict[str, tuple]] = {}
     for spec, folder, name in found:
-        kinds.setdefault(spec.kind, {})[name] = folder
+        kinds.setdefault(spec.kind, {})[name] = (spec, folder, name)
     missing = [name for name, kind in (("vae/", "vae"), (f"{TEXT_ENCODER}/", "text_encoder"), ("acestep-v15-*/", "dit")) if not kinds.get(kind)]
     if missing:
         raise AceStepError(f"{src}: no {', '.join(missing)} folder (a full checkpoint root has vae/, {TEXT_ENCODER}/ and a DiT)")
@@ -266,13 +289,23 @@ def _needed_components(src: Path, found, dit: str | None) -> list[str]:
     if dit is not None and dit not in dits:
         raise AceStepError(f"{src}: no DiT folder {dit!r} (available: {', '.join(sorted(dits))})")
     texts = kinds["text_encoder"]
-    return [next(iter(kinds["vae"])), TEXT_ENCODER if TEXT_ENCODER in texts else next(iter(texts)), dit or _default_dit(dits)]
+    return {"dit": dits[dit or _default_dit({n: f for n, (_, f, _) in dits.items()})],
+            "text_encoder": texts.get(TEXT_ENCODER) or next(iter(texts.values())),
+            "vae": next(iter(kinds["vae"].values()))}
+
+
+def source_label(src: Path) -> str:
+    """The name cache entries of `src` start with: the repo's name for a Hugging Face snapshot
+    (`models--ACE-Step--Ace-Step1.5/snapshots/<commit>` -> `Ace-Step1.5`), else the folder's."""
+    if src.parent.name == "snapshots" and src.parent.parent.name.startswith("models--"):
+        return src.parent.parent.name.split("--")[-1]
+    return src.name
 
 
 def _cache_key(src: Path, sources: list[Path], opts) -> str:
     files = []
-    for folder in sources:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for source in sources:  # folders and single files
+        for path in sorted(p for p in ([source] if source.is_file() else source.rglob("*")) if p.is_file()):
             stat = path.stat()
             files.append((str(path.relative_to(src)), stat.st_size, stat.st_mtime_ns))
     blob = json.dumps({"src": str(src), "files": files, "layout": LAYOUT_VERSION, "dtype": opts.dtype,

@@ -1,6 +1,7 @@
 """Command-line conveniences through the real CLI: captions from files and stdin, -m, the Linux speed hint."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -106,12 +107,33 @@ def test_cache_dir_list_and_rm(fixtures, tmp_path):
     assert cli(["cache", "dir"], tmp_path).stdout.strip() == str(tmp_path / "cache")
     listed = cli(["cache", "list"], tmp_path).stdout
     assert f"| {name} | {tmp_path / 'src'} | vae | float32 | none |" in listed and " GB |" in listed
+    assert "older cache layout" not in listed
+    # an entry of the older layout (a DiT with a VAE and a text encoder of its own) is listed as no longer used
+    shutil.copytree(fixtures / "checkpoints" / "Qwen3-Embedding-0.6B", tmp_path / "src" / "Qwen3-Embedding-0.6B")
+    older = tmp_path / "cache" / "converted" / "src-0123456789ab"
+    assert cli(["convert", str(tmp_path / "src"), str(older)], tmp_path).returncode == 0
+    listed = cli(["cache", "list"], tmp_path).stdout
+    assert "1 entry is from an older cache layout" in listed and f"cache rm {older.name}" in listed
+    assert cli(["cache", "rm", older.name], tmp_path).returncode == 0
     (tmp_path / "cache" / "converted" / "mine").mkdir()  # not the converter's: never removed
     assert "no such converted entry" in cli(["cache", "rm", "mine"], tmp_path).stderr
     gone = cli(["cache", "rm", name], tmp_path)
     assert gone.returncode == 0 and f"removed {name}" in gone.stdout
     assert not (tmp_path / "cache" / "converted" / name).exists() and (tmp_path / "cache" / "converted" / "mine").is_dir()
     assert "no converted models" in cli(["cache", "list"], tmp_path).stdout
+
+
+def test_dit_variants_of_one_source_share_its_vae_and_text_encoder_in_the_cache(fixtures, tmp_path):
+    root = str(fixtures / "checkpoints")  # only read: every conversion goes into tmp_path/cache
+    for dit in ("acestep-v15-turbo", "acestep-v15-base"):
+        done = cli(["generate", "rain", "-m", root, "--dit", dit, "--no-thinking", "--duration", "10", "--steps", "2",
+                    "-o", f"{dit}.wav"], tmp_path)
+        assert done.returncode == 0, done.stderr
+    # the second run converted only its DiT
+    assert [line.split(" into ")[0] for line in done.stderr.splitlines() if " into " in line] == [
+        "converting acestep-v15-base"]
+    rows = [line.split(" | ") for line in cli(["cache", "list"], tmp_path).stdout.splitlines()[2:]]
+    assert sorted(row[2] for row in rows) == ["Qwen3-Embedding-0.6B", "acestep-v15-base", "acestep-v15-turbo", "vae"]
 
 
 def test_names_follow_each_items_seed_and_the_placeholders(converted, tmp_path):

@@ -314,3 +314,28 @@ def test_a_diffusers_folder_generates_the_same_song_as_the_original_root(diffuse
     original = ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
     args = dict(caption="soft rain", duration=10, seed=2)
     np.testing.assert_array_equal(pipe.generate(**args).latents, original.generate(**args).latents)
+
+
+def test_a_diffusers_folder_keys_each_component_on_what_it_is_made_from(writable_root, tmp_path):
+    """The DiT also reads condition_encoder/ and vae/config.json, the text encoder tokenizer/: a change there
+    converts again exactly the components made from it."""
+    from mlx_acestep.hub import resolve_model
+
+    def folders():
+        got = resolve_model(writable_root, cache_dir=tmp_path / "cache", lm=None)
+        return got.dit, got.text_encoder, got.vae
+
+    def touch(path):
+        path.write_text(path.read_text() + "\n")
+
+    dit, text, vae = folders()
+    assert len({dit.parent, text.parent, vae.parent}) == 3
+    touch(writable_root / "tokenizer" / "tokenizer_config.json")
+    dit2, text2, vae2 = folders()
+    assert text2 != text and (dit2, vae2) == (dit, vae)
+    touch(writable_root / "vae" / "config.json")  # the DiT's timbre fix frame comes from it
+    dit3, text3, vae3 = folders()
+    assert dit3 != dit2 and vae3 != vae2 and text3 == text2
+    touch(writable_root / "condition_encoder" / "config.json")
+    dit4, text4, vae4 = folders()
+    assert dit4 != dit3 and (text4, vae4) == (text3, vae3)

@@ -2,11 +2,13 @@
 Hugging Face cache (offline, pre-populated here: never the network), and the errors of each."""
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
@@ -33,21 +35,52 @@ def test_a_converted_folder_is_used_as_it_is(converted, tmp_path):
         resolve_model(converted, dit="acestep-v15-xl", cache_dir=tmp_path)
 
 
+def entry_components(folder):
+    """The component folders of the cache entry holding `folder`."""
+    return sorted(p.name for p in folder.parent.iterdir() if p.is_dir())
+
+
 def test_a_checkpoint_root_is_converted_once_with_only_what_the_pipeline_needs(root, tmp_path):
     logs = []
     first = resolve_model(root, cache_dir=tmp_path / "cache", log=logs.append)
-    entry = first.dit.parent
-    assert entry.parent == tmp_path / "cache" / "converted"
-    assert sorted(p.name for p in entry.iterdir() if p.is_dir()) == sorted(NEEDED)  # not the base DiT, not the LM
-    assert any("converting" in m for m in logs)
+    converted = tmp_path / "cache" / "converted"
+    assert {first.dit.parent.parent, first.vae.parent.parent, first.text_encoder.parent.parent} == {converted}
+    # one entry per component, and only those three (not the base DiT, not the LM's source converted twice)
+    assert [entry_components(f) for f in (first.dit, first.vae, first.text_encoder)] == [[n] for n in (
+        "acestep-v15-turbo", "vae", "Qwen3-Embedding-0.6B")]
+    assert first.dit.parent.name.startswith("checkpoints-acestep-v15-turbo-")
+    assert sum(" into " in m for m in logs) == 4  # DiT, text encoder, VAE and the planner, one entry each
     logs.clear()
     again = resolve_model(root, cache_dir=tmp_path / "cache", log=logs.append)
     assert again == first and not any(m.startswith("converting") for m in logs)
-    # another DiT or another dtype is another entry
-    base = resolve_model(root, dit="acestep-v15-base", cache_dir=tmp_path / "cache")
-    bf16 = resolve_model(root, dtype="bfloat16", cache_dir=tmp_path / "cache")
-    assert len({first.dit.parent, base.dit.parent, bf16.dit.parent}) == 3
-    assert base.dit.name == "acestep-v15-base"
+    assert sum(m.startswith("using the converted") for m in logs) == 4
+
+
+def test_every_dit_variant_and_quantization_of_a_source_shares_its_vae(root, tmp_path):
+    cache = tmp_path / "cache"
+    first = resolve_model(root, cache_dir=cache, lm=None)
+    logs = []
+    base = resolve_model(root, dit="acestep-v15-base", cache_dir=cache, lm=None, log=logs.append)
+    assert base.dit.name == "acestep-v15-base" and base.dit.parent != first.dit.parent
+    assert (base.vae, base.text_encoder) == (first.vae, first.text_encoder)
+    assert [m.split(" into ")[0] for m in logs if " into " in m] == ["converting acestep-v15-base"]
+    q8 = resolve_model(root, quantize="q8", cache_dir=cache, lm=None)
+    assert q8.vae == first.vae  # all convolutions: nothing to quantize, so the same entry
+    assert q8.text_encoder != first.text_encoder and q8.dit != first.dit
+    assert json.loads((q8.text_encoder / "config.json").read_text())["quantization"]["bits"] == 8
+    q8_group = resolve_model(root, quantize="q8", q_group_size=32, cache_dir=cache, lm=None)
+    assert q8_group.vae == first.vae and q8_group.text_encoder != q8.text_encoder
+    bf16 = resolve_model(root, dtype="bfloat16", cache_dir=cache, lm=None)
+    assert not {bf16.vae, bf16.text_encoder, bf16.dit} & {first.vae, first.text_encoder, first.dit}
+    assert json.loads((bf16.vae / "config.json").read_text())["dtype"] == "bfloat16"
+    # what is shared is the same as a conversion of its own: the fixture's VAE converted alone
+    from mlx_acestep.convert import convert_checkpoints
+
+    convert_checkpoints(root, tmp_path / "alone", only=["vae"])
+    assert load_file(str(first.vae / "model.safetensors")).keys() == load_file(
+        str(tmp_path / "alone" / "vae" / "model.safetensors")).keys()
+    for key, value in load_file(str(tmp_path / "alone" / "vae" / "model.safetensors")).items():
+        np.testing.assert_array_equal(load_file(str(q8.vae / "model.safetensors"))[key], value)
 
 
 def test_the_planner_lm_is_converted_into_an_entry_of_its_own(root, converted, tmp_path):
@@ -67,10 +100,33 @@ def test_the_planner_lm_is_converted_into_an_entry_of_its_own(root, converted, t
     assert resolve_model(root, cache_dir=cache).lm is None  # "auto" without a planner: none, no error
 
 
-def test_a_changed_source_is_converted_again(root, tmp_path):
-    first = resolve_model(root, cache_dir=tmp_path)
+def test_an_entry_another_run_converted_meanwhile_is_used(root, tmp_path, monkeypatch):
+    """Two runs converting two DiTs of one source at once both need its VAE: the one that finishes second uses the
+    first one's entry instead of failing."""
+    import mlx_acestep.convert as convert
+
+    real = convert.convert_checkpoints
+
+    def racing(src, dst, opts, log=None, only=None):
+        real(src, dst, opts, only=only)  # the other run, finishing first
+        return real(src, dst, opts, log=log, only=only)  # this one: finds its destination taken
+
+    monkeypatch.setattr(convert, "convert_checkpoints", racing)
+    logs = []
+    folders = resolve_model(root, cache_dir=tmp_path, lm=None, log=logs.append)
+    assert sum("converted meanwhile by another run" in m for m in logs) == 3
+    assert load_file(str(folders.vae / "model.safetensors"))
+
+
+def test_a_changed_source_converts_again_only_what_it_changed(root, tmp_path):
+    first = resolve_model(root, cache_dir=tmp_path, lm=None)
     (root / "vae" / "config.json").write_text((root / "vae" / "config.json").read_text() + "\n")
-    assert resolve_model(root, cache_dir=tmp_path).vae != first.vae
+    second = resolve_model(root, cache_dir=tmp_path, lm=None)
+    assert second.vae != first.vae and (second.dit, second.text_encoder) == (first.dit, first.text_encoder)
+    tokenizer = root / "Qwen3-Embedding-0.6B" / "tokenizer_config.json"
+    tokenizer.write_text(tokenizer.read_text() + "\n")
+    third = resolve_model(root, cache_dir=tmp_path, lm=None)
+    assert third.text_encoder != second.text_encoder and (third.dit, third.vae) == (second.dit, second.vae)
 
 
 def test_a_damaged_cache_entry_is_a_one_line_error_and_reconvert_repairs_it(root, tmp_path):
@@ -84,6 +140,7 @@ def test_a_damaged_cache_entry_is_a_one_line_error_and_reconvert_repairs_it(root
 
 
 def test_a_failed_conversion_leaves_no_cache_entry(root, tmp_path):
+    """The DiT converts first: refused, nothing else was converted either."""
     state = load_file(str(root / "acestep-v15-turbo" / "model.safetensors"))
     del state["decoder.norm_out.weight"]
     save_file(state, str(root / "acestep-v15-turbo" / "model.safetensors"))
@@ -197,7 +254,10 @@ def test_the_default_repo_comes_from_the_hub_cache_offline(fixtures, tmp_path):
     info = sf.info(tmp_path / "rain.wav")
     assert (info.samplerate, info.channels, info.frames) == (48000, 2, 480000)
     assert "wrote rain.wav" in done.stdout and "RTF" in done.stdout and "peak memory" in done.stdout
-    assert len(list((tmp_path / "cache" / "converted").iterdir())) == 1
+    entries = sorted(p.name for p in (tmp_path / "cache" / "converted").iterdir())
+    # named by the repo, not by the snapshot's commit hash: one entry per component
+    assert [e.rsplit("-", 1)[0] for e in entries] == [
+        "Ace-Step1.5-Qwen3-Embedding-0.6B", "Ace-Step1.5-acestep-v15-turbo", "Ace-Step1.5-vae"]
 
 
 def test_offline_with_nothing_cached_says_what_to_download(tmp_path):

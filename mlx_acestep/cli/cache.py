@@ -9,10 +9,9 @@ from pathlib import Path
 
 import click
 
+from ..cachedir import CONVERSION_FILE as MARKER  # only folders holding it are ever removed
 from ..errors import AceStepError
 from .common import user_errors
-
-MARKER = "conversion.json"  # what the converter writes into every entry: only such folders are ever removed
 
 
 def _entries(cache: Path) -> list[Path]:
@@ -47,13 +46,18 @@ def cache_dir(cache_dir):
 @_cache_option
 @user_errors
 def cache_list(cache_dir):
-    """Each converted entry: its source, components, dtype, quantization, size and when it was last used."""
+    """Each converted entry: its source, component, dtype, quantization, size and when it was last used.
+
+    Every component of a source is an entry of its own: all DiT variants of one source share its VAE entry (and,
+    per dtype and quantization, its text encoder entry).
+    """
     from ..cachedir import cache_root
 
     entries = _entries(cache_root(cache_dir))
     if not entries:
         click.echo("the cache holds no converted models")
         return
+    older = []
     click.echo("| entry | source | components | dtype | quantize | size | last used |")
     click.echo("|---|---|---|---|---|---|---|")
     for entry in entries:
@@ -64,8 +68,14 @@ def cache_list(cache_dir):
             info = {}
         options = info.get("options", {})
         used = datetime.datetime.fromtimestamp(marker.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        click.echo(f"| {entry.name} | {info.get('source', '?')} | {', '.join(info.get('components', []))} | "
+        components = info.get("components", [])
+        if len(components) > 1:  # before 0.3 an entry held a DiT with its own VAE and text encoder
+            older.append(entry.name)
+        click.echo(f"| {entry.name} | {info.get('source', '?')} | {', '.join(components)} | "
                    f"{options.get('dtype', '?')} | {options.get('quantize', '?')} | {_size(entry) / 1e9:.2f} GB | {used} |")
+    if older:
+        click.echo(f"{len(older)} entr{'y is' if len(older) == 1 else 'ies are'} from an older cache layout (a DiT with a "
+                   f"VAE and text encoder of its own) and no longer used: mlx-acestep cache rm {' '.join(older)}")
 
 
 @cache.command("rm")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .. import __version__
+from ..cachedir import CONVERSION_FILE
 from ..errors import AceStepError
 from ..files import building_dir
 from ..loading import read_json
@@ -55,7 +56,6 @@ def find_components(src: Path) -> list[tuple[SourceFolder, Path, str]]:
     return []
 
 
-CONVERSION_FILE = "conversion.json"  # at the top of every DST the converter writes: how it recognises its own output
 IGNORABLE = {".DS_Store"}
 
 

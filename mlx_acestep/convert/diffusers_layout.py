@@ -50,6 +50,11 @@ PREFIXES = {
 OPTIONAL = ("audio_tokenizer", "audio_token_detokenizer")  # absent from the middle revision's folders
 NULL_CONDITION = "null_condition_emb"  # stored in condition_encoder/, bare (no prefix) in the original
 SILENCE_BUFFER = "silence_latent"
+SILENCE_FILE = "silence_latent.pt"  # the converters' root-level copy, read when the buffer is absent
+VAE_CONFIG = "vae/config.json"  # the DiT's timbre fix frame is computed from it
+TOKENIZER_DIR = "tokenizer"  # the text encoder's tokenizer files, beside text_encoder/
+# What the DiT's conversion reads besides transformer/ (see `layouts.SourceFolder.reads`).
+DIT_READS = (*(name for name in PREFIXES if name != "transformer"), SILENCE_FILE, VAE_CONFIG)
 
 # Rules 2 and 3, diffusers -> original, on whole dotted segments ("norm_out" and "to_k" elsewhere are untouched).
 ATTENTION_RENAMES = {
@@ -109,7 +114,7 @@ def text_encoder_folder_name(_folder: Path) -> str:
 
 def convert_diffusers_text_encoder(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> str:
     """`text_encoder/` holds the same unprefixed Qwen3Model tensors; its tokenizer files are in the sibling `tokenizer/`."""
-    return convert_text_encoder(folder, out, opts, root, tokenizer_dir=folder.parent / "tokenizer")
+    return convert_text_encoder(folder, out, opts, root, tokenizer_dir=folder.parent / TOKENIZER_DIR)
 
 
 def check_transformer_class(config_path: Path, config: dict) -> None:
@@ -172,7 +177,7 @@ def take_silence_latent(states: dict[str, dict], weights: Path, root: Path, chan
         if buffer.ndim != 3 or buffer.shape[0] != 1 or buffer.shape[2] != channels:
             raise AceStepError(f"{weights}: '{SILENCE_BUFFER}' has shape {tuple(buffer.shape)}, expected (1, T, {channels})")
         return np.array(buffer.astype(mx.float32)), weights  # bf16 in converted folders: widened exactly
-    path = root / "silence_latent.pt"
+    path = root / SILENCE_FILE
     if path.is_file():
         return read_silence_file(path, channels), path
     raise AceStepError(
@@ -185,7 +190,7 @@ def timbre_fix_frame(root: Path) -> tuple[int, list[Path]]:
 
     Without a VAE config the pipeline's own fallback (48 kHz / 1920) applies; returns the file read, if any.
     """
-    path = root / "vae" / "config.json"
+    path = root / VAE_CONFIG
     vae = read_json(path) if path.is_file() else {}
     rate = float(vae.get("sampling_rate", 48000)) / float(math.prod(vae.get("downsampling_ratios", (1920,))))
     return math.ceil(30 * rate), [path] if path.is_file() else []

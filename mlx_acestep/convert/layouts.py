@@ -24,6 +24,9 @@ class SourceFolder:
     kind: str  # "vae", "dit", "text_encoder", "lm"
     output: Callable[[Path], str] | None = None  # the output folder's name; default: the source folder's
     convert: Callable[..., str] | None = None  # this layout's converter; default: the kind's
+    # Other paths under the root the converter reads for this component: with the folder, what the hub's cache key
+    # hashes, so a component's cache entry changes exactly when something it was made from does.
+    reads: tuple[str, ...] = ()
 
     def output_name(self, folder: Path) -> str:
         return self.output(folder) if self.output else folder.name
@@ -60,10 +63,10 @@ DIFFUSERS = Layout(
     "diffusers",
     (
         SourceFolder("vae", "vae"),  # the same folder in both layouts
-        SourceFolder("transformer", "dit", diffusers.dit_folder_name, diffusers.convert_diffusers_dit),
-        SourceFolder(
-            "text_encoder", "text_encoder", diffusers.text_encoder_folder_name, diffusers.convert_diffusers_text_encoder
-        ),
+        SourceFolder("transformer", "dit", diffusers.dit_folder_name, diffusers.convert_diffusers_dit,
+                     reads=diffusers.DIT_READS),
+        SourceFolder("text_encoder", "text_encoder", diffusers.text_encoder_folder_name,
+                     diffusers.convert_diffusers_text_encoder, reads=(diffusers.TOKENIZER_DIR,)),
     ),
     marker="model_index.json",
 )
