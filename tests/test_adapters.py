@@ -143,6 +143,12 @@ def test_dora_matches_peft(live, tmp_path):
         ours, _ = with_adapters(root / mode / "acestep-v15-turbo", (folder, 1.0))
         err = rel_err(our_output(ours, *inputs), want)
         assert err < (TOLERANCE if mode == "f32" else 2e-2), (mode, err)
+    # merging is refused when the adapter is loaded, before any weight changes
+    model = load_component(root / "f32" / "acestep-v15-turbo", "dit")
+    before = np.array(model.decoder.layers[0].self_attn.q_proj.weight)
+    with pytest.raises(AdapterError, match="DoRA adapters are applied unfused"):
+        AdapterStack().add(folder, targets(model.decoder), fuse=True)
+    np.testing.assert_array_equal(np.array(model.decoder.layers[0].self_attn.q_proj.weight), before)
 
 
 def test_two_stacked_adapters_at_their_own_scales_match_peft(live, tmp_path):

@@ -58,12 +58,17 @@ class AdaptedLinear(nn.Module):
         return out
 
 
+def _mode(layer: nn.QuantizedLinear) -> dict:
+    """The quantization mode as a keyword for `mx.(de)quantize` (none for affine: older MLX has no `mode`)."""
+    mode = getattr(layer, "mode", "affine")
+    return {"mode": mode} if mode != "affine" else {}
+
+
 def dense_weight(module: nn.Module) -> mx.array:
     """The `[out, in]` weight of a plain or quantized linear layer, dequantized."""
     if isinstance(module, nn.QuantizedLinear):
-        mode = getattr(module, "mode", "affine")
-        kwargs = {"mode": mode} if mode != "affine" else {}
-        return mx.dequantize(module.weight, module.scales, module.get("biases"), module.group_size, module.bits, **kwargs)
+        return mx.dequantize(module.weight, module.scales, module.get("biases"), module.group_size, module.bits,
+                             **_mode(module))
     return module.weight
 
 
@@ -135,6 +140,9 @@ class AdapterStack:
             fuse: bool = False) -> Adapter:
         scale = check_scale(scale)
         adapter = read_adapter(path, decoder_targets, name)
+        if fuse and any("magnitude" in delta for delta in adapter.deltas.values()):
+            # refused here, before anything is merged: its rescaling depends on the weights it is applied to
+            raise AdapterError(f"{adapter.name}: DoRA adapters are applied unfused (fuse=False)")
         if adapter.name in self.entries:
             raise AdapterError(f"an adapter named {adapter.name!r} is already loaded (give another name, or unload it)")
         self.entries[adapter.name] = Entry(adapter, scale, fuse)
@@ -190,14 +198,10 @@ def _fuse(decoder: nn.Module, entry: Entry) -> None:
     for path, delta in entry.adapter.deltas.items():
         layer = base_of(_get(decoder, path))
         update = delta.dense() * entry.scale
-        if "magnitude" in delta:
-            raise AdapterError(f"{entry.adapter.name}: DoRA adapters are applied unfused (fuse=False)")
         if isinstance(layer, nn.QuantizedLinear):
             quantized = True
-            mode = getattr(layer, "mode", "affine")
-            kwargs = {"mode": mode} if mode != "affine" else {}
             merged = (dense_weight(layer).astype(mx.float32) + update).astype(layer.scales.dtype)
-            parts = mx.quantize(merged, layer.group_size, layer.bits, **kwargs)
+            parts = mx.quantize(merged, layer.group_size, layer.bits, **_mode(layer))
             layer.weight, layer.scales = parts[0], parts[1]
             if len(parts) > 2 and parts[2] is not None:
                 layer.biases = parts[2]
