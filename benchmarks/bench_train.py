@@ -33,7 +33,7 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
     from mlx_acestep.models.dit import AceStepConfig, AceStepModel
     from mlx_acestep.models.dit.decoder import AceStepDiTModel
     from mlx_acestep.quantization import quantize_model
-    from mlx_acestep.training.lora import attach_lora
+    from mlx_acestep.training.lora import attach_lora, seed_dropout
     from mlx_acestep.training.objective import flow_loss
 
     dit = AceStepDiTModel(AceStepConfig(**config))
@@ -43,7 +43,7 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
     elif variant in ("q8", "q4"):
         quantize_model(dit, 8 if variant == "q8" else 4, 64, AceStepModel.QUANTIZE_KEEP, AceStepModel.QUANTIZE_AT_LEAST_8)
     dit.checkpointing = True
-    attach_lora(dit, ("self", "cross"), rank, 2.0 * rank, 0.1, mx.random.key(0))
+    stack = attach_lora(dit, ("self", "cross"), rank, 2.0 * rank, 0.1, mx.random.key(0))
     mx.eval(dit.parameters())
     dtype = mx.bfloat16 if variant == "bf16" else mx.float32
     x, context, states = (mx.array(a).astype(dtype) for a in inputs(config, frames, condition))
@@ -52,7 +52,10 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
     optimizer = optim.AdamW(learning_rate=1e-4, weight_decay=0.01)
     step_fn = nn.value_and_grad(dit, lambda *a: flow_loss(dit, *a))
 
+    seeds = iter(range(10**6))
+
     def step():
+        seed_dropout(stack, next(seeds))  # as the trainer does: the recomputed layers redraw the same masks
         loss, grads = step_fn(x, noise, t, context, states)
         grads, _ = optim.clip_grad_norm(grads, 1.0)
         optimizer.update(dit, grads)

@@ -100,6 +100,35 @@ def test_one_training_step_matches_torch_autograd(tmp_path):
     assert worst < 1e-4, worst
 
 
+def test_dropout_gradients_are_those_of_the_forwards_masks_under_checkpointing(converted):
+    """A checkpointed layer runs its forward again in the backward pass: its dropout masks must be the forward's,
+    so the gradient with checkpointing equals the one without (unseeded masks gave another mask's gradient)."""
+    from mlx_acestep.training.lora import seed_dropout
+
+    config = json.loads((converted / "acestep-v15-turbo" / "config.json").read_text())
+    decoder = load_component(converted / "acestep-v15-turbo", "dit").decoder
+    stack = attach_lora(decoder, ("self", "cross"), rank=4, alpha=8.0, dropout=0.3, key=mx.random.key(3))
+    rng = np.random.default_rng(6)
+    for d in stack.entries["training"].adapter.deltas.values():
+        d.up = mx.array(rng.standard_normal(d.up.shape).astype(np.float32) * 0.1)
+    x0, _, context, states = dit_inputs(config, length=18, seed=7)
+    args = [mx.array(a) for a in (x0, rng.standard_normal(x0.shape).astype(np.float32), np.array([0.75, 0.3], np.float32),
+                                  context, states)]
+
+    def gradient(checkpointing, seed):
+        decoder.checkpointing = checkpointing
+        seed_dropout(stack, seed)
+        loss, grads = nn.value_and_grad(decoder, flow_loss)(decoder, *args)
+        return loss.item(), np.concatenate([np.array(g).ravel() for _, g in nn.utils.tree_flatten(grads)])
+
+    plain_loss, plain = gradient(False, 11)
+    loss, checkpointed = gradient(True, 11)
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    assert rel_err(checkpointed, plain) < 1e-5
+    _, other = gradient(True, 12)
+    assert rel_err(other, plain) > 1e-2  # the masks are really there: another seed, another gradient
+
+
 def test_training_times_per_family():
     """Turbo: the shift-3 table's values, uniformly; base/SFT: sigmoid(-0.4 + z) (mean 0.41, median sigmoid(-0.4))."""
     from mlx_acestep.pipeline.sampler import TURBO_TABLES

@@ -21,6 +21,9 @@ class LoRADelta(nn.Module):
         self.scale = float(scale)  # the file's alpha / r
         self.strength = 1.0  # the user's scale, set by the stack
         self.dropout = 0.0  # training only: dropout on the adapter's input (PEFT's lora_dropout)
+        # The dropout mask's seed (a plain int, so not a parameter): a checkpointed layer recomputes its forward in
+        # the backward pass, and only a mask drawn from the same key there gives the gradient of the forward's loss.
+        self.dropout_seed: int | None = None
         if magnitude is not None:
             self.magnitude = magnitude
 
@@ -34,7 +37,8 @@ class LoRADelta(nn.Module):
 
     def __call__(self, x: mx.array, strength: float = 1.0) -> mx.array:
         if self.dropout and self.training:
-            x = x * mx.random.bernoulli(1 - self.dropout, x.shape).astype(x.dtype) / (1 - self.dropout)
+            key = None if self.dropout_seed is None else mx.random.key(self.dropout_seed)
+            x = x * mx.random.bernoulli(1 - self.dropout, x.shape, key=key).astype(x.dtype) / (1 - self.dropout)
         # the scale multiplies the rank-r intermediate, not the [.., out] result: one pass over r columns
         return ((x @ self.down.T) * (self.scale * strength)) @ self.up.T
 

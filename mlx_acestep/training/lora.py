@@ -52,6 +52,13 @@ def attach_lora(decoder: nn.Module, kinds: tuple[str, ...], rank: int, alpha: fl
     return stack
 
 
+def seed_dropout(stack: AdapterStack, seed: int) -> None:
+    """Fix every adapter layer's dropout mask for the next forward (and its recomputation in the backward pass)."""
+    deltas = stack.entries["training"].adapter.deltas
+    for delta, value in zip(deltas.values(), np.random.default_rng(seed).integers(0, 2**63, len(deltas))):
+        delta.dropout_seed = int(value)
+
+
 def adapter_tensors(stack: AdapterStack) -> dict[str, np.ndarray]:
     out = {}
     for path, delta in stack.entries["training"].adapter.deltas.items():

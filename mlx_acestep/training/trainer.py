@@ -31,7 +31,7 @@ from ..errors import AceStepError
 from ..files import write_text
 from .config import TrainConfig
 from .dataset import scan_dataset
-from .lora import attach_lora, load_adapter_tensors, peft_config, save_peft_folder
+from .lora import attach_lora, load_adapter_tensors, peft_config, save_peft_folder, seed_dropout
 from .objective import flow_loss, sample_t, text2music_context
 
 STATE_FILE = "train_state.json"  # marks a folder this trainer wrote (and what --resume continues)
@@ -177,7 +177,7 @@ def train_lora(
         t0 = time.perf_counter()
         grads, loss_sum = None, 0.0
         for j in range(config.grad_accum):
-            mx.random.seed(int(np.random.default_rng([config.seed, step, j, 2]).integers(2**31)))  # the adapter's dropout
+            seed_dropout(stack, int(np.random.default_rng([config.seed, step, j, 2]).integers(2**63)))
             loss, g = value_and_grad(*micro_batch(step, j))
             grads = g if grads is None else tree_map(mx.add, grads, g)
             mx.eval(loss, grads)
