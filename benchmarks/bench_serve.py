@@ -64,7 +64,9 @@ def main(argv=None) -> dict:
     server.stop()
     result = {"jobs": args.jobs, "clients": args.clients, "succeeded": len(done), "errors": len(errors),
               "seconds": round(time.perf_counter() - start, 1), "rss_mb_first": round(memory[0], 1),
-              "rss_mb_last": round(memory[-1], 1), "rss_mb_max": round(max(memory), 1)}
+              "rss_mb_last": round(memory[-1], 1), "rss_mb_max": round(max(memory), 1),
+              # where it stands at each quarter of the run: a leak keeps climbing, a warming cache levels off
+              "rss_mb_by_quarter": [round(memory[min(len(memory) - 1, len(memory) * q // 4)], 1) for q in (1, 2, 3, 4)]}
     print(json.dumps(result))
     return result
 

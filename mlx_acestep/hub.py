@@ -13,6 +13,7 @@ The cache is `$MLX_ACESTEP_CACHE`, else `~/.cache/mlx-acestep`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ from .safetensors_io import read_header, weight_files
 
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # What a pipeline needs from a repo, in either layout (patterns that match nothing cost nothing).
-_DIFFUSERS_PATTERNS = ["model_index.json", "transformer/*", "condition_encoder/*", "audio_tokenizer/*",
+_DIFFUSERS_PATTERNS = ["model_index.json", "silence_latent.pt", "transformer/*", "condition_encoder/*", "audio_tokenizer/*",
                        "audio_token_detokenizer/*", "text_encoder/*", "tokenizer/*"]
 
 Log = Callable[[str], None]
@@ -209,7 +210,6 @@ def convert_cached(
     the options that change it, so every DiT variant and quantization of one source shares one VAE and (per
     quantization) one text encoder. The DiT goes first: it is what this request adds, and the likeliest to be refused.
     """
-    from .convert import ConvertOptions
     from .convert.converter import find_components
 
     found = find_components(src)
@@ -222,9 +222,7 @@ def convert_cached(
     folders = {}
     for kind, (spec, folder, name) in _needed_components(src, found, dit).items():
         # The VAE is all convolutions, which MLX does not quantize: one entry serves every --quantize.
-        quantized = quantize if kind != "vae" else None
-        opts = ConvertOptions(dtype=dtype, quantize=quantized or "none",
-                              group_size=group if quantized else ConvertOptions.group_size, force=reconvert)
+        opts = _options(dtype, quantize if kind != "vae" else None, group, reconvert)
         sources = [folder, *(src / path for path in spec.reads if (src / path).exists())]
         folders[kind] = _convert_entry(src, f"{label}-{name}", [name], sources, opts, cache, reconvert, log) / name
         check_converted(folders[kind])
@@ -233,16 +231,23 @@ def convert_cached(
 
 def convert_lm_cached(folder: Path, dtype: str, quantize: str | None, group: int, cache: Path, reconvert: bool, log: Log) -> Path:
     """A planner LM source folder converted into its own cache entry (toggling the planner never reconverts the rest)."""
-    from .convert import ConvertOptions
-
-    opts = ConvertOptions(dtype=dtype, quantize=quantize or "none", group_size=group, force=reconvert)
+    opts = _options(dtype, quantize, group, reconvert)
     if folder.name.startswith(LM_PREFIX):  # inside a checkpoint root: convert just it, under its own name
-        src, only, label = folder.parent, [folder.name], folder.name
+        src, only, label = folder.parent, [folder.name], f"{source_label(folder.parent)}-{folder.name}"
     else:  # a repo of its own (a snapshot folder): converted as a single component named "lm"
-        src, only, label = folder, None, "acestep-5Hz-lm"
+        src, only, label = folder, None, f"{source_label(folder)}-lm"
     entry = _convert_entry(src, label, only, [folder], opts, cache, reconvert, log)
     check_converted(entry / (folder.name if only else "lm"))
     return entry / (folder.name if only else "lm")
+
+
+def _options(dtype: str, quantize: str | None, group: int, reconvert: bool):
+    """A component's conversion options; the group size only matters (and is only keyed) when it is quantized."""
+    from .convert import ConvertOptions
+
+    quantize = quantize if quantize not in (None, "none") else None
+    return ConvertOptions(dtype=dtype, quantize=quantize or "none", group_size=group if quantize else ConvertOptions.group_size,
+                          force=reconvert)
 
 
 def _convert_entry(src: Path, label: str, only, sources: list[Path], opts, cache: Path, reconvert: bool, log: Log) -> Path:
@@ -250,7 +255,10 @@ def _convert_entry(src: Path, label: str, only, sources: list[Path], opts, cache
 
     opts.validate()
     entry = cache / "converted" / f"{label}-{_cache_key(src, sources, opts)}"
-    if entry.is_dir() and not reconvert:
+    if entry.is_dir() and not (entry / CONVERSION_FILE).is_file():
+        with contextlib.suppress(OSError):  # empty: claimed by a run killed before it renamed its conversion in
+            entry.rmdir()
+    if (entry / CONVERSION_FILE).is_file() and not reconvert:
         log(f"using the converted {label if only is None else ', '.join(only)} in {entry}")
         marker = entry / CONVERSION_FILE
         if marker.is_file():
@@ -294,21 +302,33 @@ def _needed_components(src: Path, found, dit: str | None) -> dict[str, tuple]:
             "vae": next(iter(kinds["vae"].values()))}
 
 
+def _is_snapshot(src: Path) -> bool:
+    """Whether `src` is a Hugging Face cache snapshot (`models--<owner>--<name>/snapshots/<commit>`)."""
+    return src.parent.name == "snapshots" and src.parent.parent.name.startswith("models--")
+
+
 def source_label(src: Path) -> str:
     """The name cache entries of `src` start with: the repo's name for a Hugging Face snapshot
     (`models--ACE-Step--Ace-Step1.5/snapshots/<commit>` -> `Ace-Step1.5`), else the folder's."""
-    if src.parent.name == "snapshots" and src.parent.parent.name.startswith("models--"):
-        return src.parent.parent.name.split("--")[-1]
-    return src.name
+    return src.parent.parent.name.split("--")[-1] if _is_snapshot(src) else src.name
 
 
 def _cache_key(src: Path, sources: list[Path], opts) -> str:
+    """What a component is made from (its files: name, size, mtime) and the options that change it.
+
+    A Hugging Face snapshot's files are links into the repo's content-addressed `blobs/`: they are keyed on the blob
+    they point to and the repo, not on the snapshot's commit, so a new commit that leaves a component's files as they
+    were (a README edit) keeps its entry.
+    """
+    snapshot = _is_snapshot(src)
     files = []
     for source in sources:  # folders and single files
         for path in sorted(p for p in ([source] if source.is_file() else source.rglob("*")) if p.is_file()):
             stat = path.stat()
-            files.append((str(path.relative_to(src)), stat.st_size, stat.st_mtime_ns))
-    blob = json.dumps({"src": str(src), "files": files, "layout": LAYOUT_VERSION, "dtype": opts.dtype,
+            blob = os.path.realpath(path) if snapshot and path.is_symlink() else None
+            files.append((str(path.relative_to(src)), stat.st_size, stat.st_mtime_ns, blob))
+    origin = src.parent.parent if snapshot else src
+    blob = json.dumps({"src": str(origin), "files": files, "layout": LAYOUT_VERSION, "dtype": opts.dtype,
                        "quantize": opts.quantize, "group": opts.group_size}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -139,6 +139,15 @@ def test_a_damaged_cache_entry_is_a_one_line_error_and_reconvert_repairs_it(root
     assert weights.stat().st_size > 0 and len(load_file(str(weights))) > 0
 
 
+def test_an_empty_entry_left_by_a_killed_run_is_converted_again(root, tmp_path):
+    """A run killed between claiming its entry's name and renaming its conversion in leaves an empty folder."""
+    first = resolve_model(root, cache_dir=tmp_path, lm=None)
+    shutil.rmtree(first.vae.parent)
+    first.vae.parent.mkdir()
+    again = resolve_model(root, cache_dir=tmp_path, lm=None)
+    assert again == first and (again.vae / "config.json").is_file()
+
+
 def test_a_failed_conversion_leaves_no_cache_entry(root, tmp_path):
     """The DiT converts first: refused, nothing else was converted either."""
     state = load_file(str(root / "acestep-v15-turbo" / "model.safetensors"))
@@ -258,6 +267,30 @@ def test_the_default_repo_comes_from_the_hub_cache_offline(fixtures, tmp_path):
     # named by the repo, not by the snapshot's commit hash: one entry per component
     assert [e.rsplit("-", 1)[0] for e in entries] == [
         "Ace-Step1.5-Qwen3-Embedding-0.6B", "Ace-Step1.5-acestep-v15-turbo", "Ace-Step1.5-vae"]
+
+
+def test_a_new_snapshot_with_the_same_files_keeps_its_entries(fixtures, tmp_path):
+    """A new commit of the repo (a README edit) is a new snapshot folder linking the same blobs: nothing is
+    converted again; a component whose file did change (a new blob) is, alone."""
+    hub = tmp_path / "hub"
+    populate_hub_cache(hub, "ACE-Step/Ace-Step1.5", fixtures / "checkpoints", NEEDED)
+    snapshots = hub / "models--ACE-Step--Ace-Step1.5" / "snapshots"
+    old = next(snapshots.iterdir())
+    new = snapshots / ("f" * 40)
+    for link in old.rglob("*"):
+        if link.is_symlink():
+            copy = new / link.relative_to(old)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.symlink_to(os.readlink(link))
+    first = resolve_model(old, cache_dir=tmp_path / "cache", lm=None)
+    assert resolve_model(new, cache_dir=tmp_path / "cache", lm=None) == first
+    edited = (new / "vae" / "config.json").read_text() + "\n"
+    blob = hub / "models--ACE-Step--Ace-Step1.5" / "blobs" / hashlib.sha256(edited.encode()).hexdigest()
+    blob.write_text(edited)
+    (new / "vae" / "config.json").unlink()
+    (new / "vae" / "config.json").symlink_to(os.path.relpath(blob, new / "vae"))
+    changed = resolve_model(new, cache_dir=tmp_path / "cache", lm=None)
+    assert changed.vae != first.vae and (changed.dit, changed.text_encoder) == (first.dit, first.text_encoder)
 
 
 def test_offline_with_nothing_cached_says_what_to_download(tmp_path):

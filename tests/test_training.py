@@ -129,6 +129,27 @@ def test_dropout_gradients_are_those_of_the_forwards_masks_under_checkpointing(c
     assert rel_err(other, plain) > 1e-2  # the masks are really there: another seed, another gradient
 
 
+def test_the_preprocess_cache_is_keyed_on_every_model_folder_it_used(dataset, tmp_path):
+    """The VAE, the text encoder and the DiT are cache entries of their own: a new VAE (or text encoder) with the
+    same DiT must not reuse latents (or conditions) the old one made."""
+    class Pipe:  # counts what preprocessing computes; the tensors do not matter here
+        def __init__(self, vae="vae", text="text"):
+            self.folders, self.encoded = ModelFolders(text, "dit", vae), 0
+
+        def encode_audio(self, path, seed):
+            self.encoded += 1
+            return mx.zeros((125, 64))
+
+        def encode_condition(self, items, frames):
+            return mx.zeros((1, 7, 16)), None
+
+    clips = scan_dataset(dataset)[:1]
+    pipes = [Pipe(), Pipe(vae="other vae"), Pipe(text="other text"), Pipe()]
+    for pipe in pipes:
+        preprocess(pipe, clips, tmp_path, seed=0)
+    assert [p.encoded for p in pipes] == [1, 1, 1, 0]  # the last one is the first again: from the cache
+
+
 def test_training_times_per_family():
     """Turbo: the shift-3 table's values, uniformly; base/SFT: sigmoid(-0.4 + z) (mean 0.41, median sigmoid(-0.4))."""
     from mlx_acestep.pipeline.sampler import TURBO_TABLES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def cache_list(cache_dir):
                    f"{options.get('dtype', '?')} | {options.get('quantize', '?')} | {_size(entry) / 1e9:.2f} GB | {used} |")
     if older:
         click.echo(f"{len(older)} entr{'y is' if len(older) == 1 else 'ies are'} from an older cache layout (a DiT with a "
-                   f"VAE and text encoder of its own) and no longer used: mlx-acestep cache rm {' '.join(older)}")
+                   f"VAE and text encoder of its own) and no longer used: mlx-acestep cache rm {shlex.join(older)}")
 
 
 @cache.command("rm")

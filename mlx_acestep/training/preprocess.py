@@ -52,7 +52,10 @@ def preprocess(pipe, clips: list[Clip], folder: Path, seed: int,
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for n, clip in enumerate(clips):
-        file = folder / f"{_cache_key(clip, str(pipe.folders.dit), seed)}.safetensors"
+        # the latents come from the VAE, the condition from the text encoder and the DiT's condition encoder: each
+        # is its own cache entry, so all three paths are in the key
+        made_by = json.dumps([str(pipe.folders.vae), str(pipe.folders.text_encoder), str(pipe.folders.dit)])
+        file = folder / f"{_cache_key(clip, made_by, seed)}.safetensors"
         if file.is_file():
             tensors = read_safetensors(file)
         else:
