@@ -42,7 +42,7 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
         dit.set_dtype(mx.bfloat16)
     elif variant in ("q8", "q4"):
         quantize_model(dit, 8 if variant == "q8" else 4, 64, AceStepModel.QUANTIZE_KEEP, AceStepModel.QUANTIZE_AT_LEAST_8)
-    dit.checkpointing = True
+    dit.checkpointing = variant != "nockpt"  # mlx-nockpt: activations kept, as torch does (--no-checkpointing)
     stack = attach_lora(dit, ("self", "cross"), rank, 2.0 * rank, 0.1, mx.random.key(0))
     mx.eval(dit.parameters())
     dtype = mx.bfloat16 if variant == "bf16" else mx.float32
@@ -105,7 +105,8 @@ def child(args) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", default="750", help="comma list of crop lengths T (25 Hz; 750 = 30 s)")
-    p.add_argument("--sides", default="mlx,torch", help="mlx, mlx-bf16, mlx-q8, mlx-q4, torch")
+    p.add_argument("--sides", default="mlx,torch", help="mlx, mlx-nockpt (no gradient checkpointing), mlx-bf16, mlx-q8, "
+                   "mlx-q4, torch")
     p.add_argument("--rank", type=int, default=64)
     add_step_arguments(p)
     args = p.parse_args(argv)

@@ -38,7 +38,7 @@ DEFAULTS = {f: getattr(TrainConfig, f) for f in ("rank", "alpha", "dropout", "lr
 @click.option("--save-every", type=int, default=0, help="Write a resumable checkpoint every N steps (default: at the end).")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from its last checkpoint.")
 @click.option("--preview-every", type=int, default=0, help="Render a 10 s preview with the adapter every N steps.")
-@click.option("--no-checkpointing", is_flag=True, help="Keep the decoder's activations (faster, more memory).")
+@click.option("--no-checkpointing", is_flag=True, help="Keep the decoder's activations: steps ~1.3x faster, ~1 GB more for the 2B at a 30 s crop.")
 @click.option("--cache-dir", default=None, help="The model cache (also holds the preprocessed clips).")
 @user_errors
 def train(dataset, output, model, dit, dtype, quantize, rank, alpha, dropout, targets, steps, epochs, lr, warmup, batch,
