@@ -14,6 +14,7 @@ Writing is atomic: a temporary file beside the target, renamed when complete.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,7 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
         raise AceStepError(f"{path.parent}: output folder does not exist")
     if path.is_dir():
         raise AceStepError(f"{path}: is a folder; give a file name")
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:  # lexists: a dangling link is a name taken too
         raise AceStepError(f"{path}: already exists (pass --overwrite, or overwrite=True, to replace it)")
     return path
 

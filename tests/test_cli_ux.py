@@ -96,6 +96,42 @@ def test_sidecars_are_never_replaced_and_bad_metadata_is_one_line(tmp_path):
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_a_shared_metadata_file_cannot_choose_where_files_go(converted, tmp_path):
+    """A sidecar may come from anyone: a replay takes the settings that made the music, never the recorded
+    output, --overwrite, caption files or cache options, and every recorded value is checked like its flag."""
+    import json
+
+    (tmp_path / "precious.wav").write_bytes(b"my song")
+    (tmp_path / "secret.txt").write_text("my secret")
+    hostile = {"caption": "rain", "model": str(converted), "duration": 10, "seed": 3, "output": "precious.wav",
+               "overwrite": True, "prompt_file": "secret.txt", "cache_dir": str(tmp_path / "planted"), "reconvert": True}
+    (tmp_path / "shared.json").write_text(json.dumps({"replay": hostile}))
+    done = cli(["generate", "--from-metadata", "shared.json", "-o", "mine.wav"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "precious.wav").read_bytes() == b"my song" and not (tmp_path / "planted").exists()
+    meta = json.loads((tmp_path / "mine.json").read_text())
+    assert meta["caption"] == "rain" and "converting" not in done.stderr
+    assert meta["replay"]["model"] == str(converted.resolve())  # recorded absolute: replays from any folder
+    (tmp_path / "typed.json").write_text(json.dumps({"replay": {"caption": "x", "batch": "many"}}))
+    bad = cli(["generate", "--from-metadata", "typed.json"], tmp_path)
+    assert bad.returncode != 0 and "typed.json: recorded batch 'many' is not valid" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--lyrics-file", "lyr.json", "-o", "lyr.wav", "--overwrite"], "lyr.json: is the --lyrics-file file"),
+    (["-o", "dangling.wav"], "dangling.json: already exists"),
+    (["-o", "x{seed:q}.wav"], "Unknown format code 'q'"),
+    (["-o", "a" * 300 + ".wav"], "bytes long (at most 220)"),
+])
+def test_outputs_and_their_sidecars_are_checked_before_any_work(tmp_path, args, needle):
+    (tmp_path / "lyr.json").write_text("[verse] my lyrics")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling.json")
+    bad = cli(["generate", "x", *args], tmp_path)
+    assert bad.returncode != 0 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert (tmp_path / "lyr.json").read_text() == "[verse] my lyrics"
+
+
 def test_cache_dir_list_and_rm(fixtures, tmp_path):
     from helpers import copy_vae_root
 

@@ -162,13 +162,14 @@ def generate(**params):
     """
     from click.core import ParameterSource
 
-    from .metadata import read_metadata
+    from .metadata import read_metadata, replayable
 
     ctx = click.get_current_context()
     if params["from_metadata"]:
-        for name, value in read_metadata(params["from_metadata"]).items():
-            if name in params and ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
-                params[name] = tuple(value) if name == "loras" else value
+        recorded = replayable(read_metadata(params["from_metadata"]), ctx, params["from_metadata"])
+        for name, value in recorded.items():
+            if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+                params[name] = value
         if ctx.get_parameter_source("prompt_file") is ParameterSource.COMMANDLINE:
             params["caption"] = None  # a caption file given beside the metadata replaces its caption
     _run(params, **params)
@@ -219,7 +220,7 @@ def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keysc
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
     paths = output_paths(output, fmt, seeds, request.caption, overwrite,
                          {"--src-audio": src_audio, "--ref-audio": ref_audio, "--lyrics-file": lyrics_file,
-                          "--prompt-file": prompt_file})
+                          "--prompt-file": prompt_file, "--from-metadata": from_metadata})
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         click.echo(f"warning: {message}", err=True)

@@ -11,17 +11,46 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
+
 from .. import __version__
 from ..errors import AceStepError
 
 FORMAT = 1
-NOT_REPLAYED = ("output", "overwrite", "from_metadata", "prompt_file", "lyrics_file", "fmt")
+# Where the files go and how the run treats the disk are this run's own: a replay never takes them from a file
+# (which may come from someone else), only the settings that made the music.
+NOT_REPLAYED = ("output", "overwrite", "from_metadata", "prompt_file", "lyrics_file", "fmt", "cache_dir", "reconvert")
+PATHS = ("model", "src_audio", "ref_audio")  # recorded absolute, so a replay works from any folder
 
 
 def replay_params(params: dict, seed: int) -> dict:
     """The parameters that reproduce one item: its own seed, batch 1, the caption and lyrics as text."""
+    from ..adapters import parse_lora_spec
+
     out = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items() if k not in NOT_REPLAYED}
+    for key in PATHS:
+        if out.get(key) and Path(out[key]).expanduser().exists():
+            out[key] = str(Path(out[key]).expanduser().resolve())
+    out["loras"] = [f"{Path(p).expanduser().resolve()}:{s:g}" for p, s in map(parse_lora_spec, out.get("loras") or [])]
     out.update(seed=seed, batch=1)
+    return out
+
+
+def replayable(recorded: dict, ctx, source) -> dict:
+    """The recorded parameters a replay takes, each checked against its flag's type (a file can hold anything)."""
+    params = {p.name: p for p in ctx.command.params}
+    out = {}
+    for name, value in recorded.items():
+        if name not in params or name in NOT_REPLAYED:
+            continue  # another version's field, or one a replay never takes
+        param = params[name]
+        if param.multiple and value is not None and not isinstance(value, (list, tuple)):
+            value = [value]
+        try:
+            out[name] = param.type_cast_value(ctx, value) if value is not None else None
+        except (click.BadParameter, TypeError, ValueError) as e:
+            message = e.format_message() if isinstance(e, click.BadParameter) else str(e)
+            raise AceStepError(f"{source}: recorded {name} {value!r} is not valid ({message})") from None
     return out
 
 

@@ -18,6 +18,9 @@ from ..errors import AceStepError
 
 PLACEHOLDERS = ("seed", "index", "caption", "date")
 DEFAULT_TEMPLATE = "acestep-{seed}"
+# File systems stop at 255 bytes; the hidden temp file a write goes through (`.NAME.<pid>-<random>.partial`) needs
+# ~30 more.
+MAX_NAME_BYTES = 220
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -69,11 +72,18 @@ def output_paths(output: str | None, fmt: str | None, seeds: list[int], caption:
     fields = _fields(template)
     date = time.strftime("%Y%m%d-%H%M%S")
     if fields:
-        names = [Path(template.format(seed=s, index=i, caption=slug(caption), date=date)) for i, s in enumerate(seeds)]
+        try:
+            names = [Path(template.format(seed=s, index=i, caption=slug(caption), date=date)) for i, s in enumerate(seeds)]
+        except (ValueError, TypeError) as e:  # a format spec: {seed:q}
+            raise AceStepError(f"-o {template}: {e}") from None
         if len(set(names)) < len(names):
             raise AceStepError(f"-o {template} gives several items the same name; add {{seed}} or {{index}}")
     else:
         names = item_paths(Path(template), len(seeds))
+    longest = max(names, key=lambda p: len(os.fsencode(p.name)))
+    if len(os.fsencode(longest.name)) > MAX_NAME_BYTES:
+        raise AceStepError(f"-o: the file name {longest.name[:40]}... is {len(os.fsencode(longest.name))} bytes long "
+                           f"(at most {MAX_NAME_BYTES})")
     parent = names[0].parent if str(names[0].parent) else Path(".")
     if not parent.is_dir():
         raise AceStepError(f"{parent}: output folder does not exist")
@@ -87,10 +97,13 @@ def output_paths(output: str | None, fmt: str | None, seeds: list[int], caption:
         return names
     for item in names:
         sidecar = item.with_suffix(".json")
-        if sidecar.exists() and not overwrite:
+        if sidecar.is_dir():
+            raise AceStepError(f"{sidecar}: is a folder; {item.name}'s metadata goes there (choose another output name)")
+        if os.path.lexists(sidecar) and not overwrite:
             raise AceStepError(f"{sidecar}: already exists (pass --overwrite to replace it and {item.name})")
-        for flag, given in inputs.items():
-            if given is not None and Path(given).exists() and item.resolve() == Path(given).resolve():
-                raise AceStepError(f"{item}: is the {flag} file; choose another output name")
+        for written in (item, sidecar):  # never an input, even with --overwrite
+            for flag, given in inputs.items():
+                if given not in (None, "-") and Path(given).exists() and written.resolve() == Path(given).resolve():
+                    raise AceStepError(f"{written}: is the {flag} file; choose another output name")
         check_output(item, overwrite)
     return names
