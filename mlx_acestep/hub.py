@@ -258,6 +258,9 @@ def _convert_entry(src: Path, label: str, only, sources: list[Path], opts, cache
     if entry.is_dir() and not (entry / CONVERSION_FILE).is_file():
         with contextlib.suppress(OSError):  # empty: claimed by a run killed before it renamed its conversion in
             entry.rmdir()
+        if entry.exists() and not reconvert:
+            raise AceStepError(f"{entry}: a cache entry without its {CONVERSION_FILE} (damaged); pass --reconvert to "
+                               "convert it again, or delete the folder")
     if (entry / CONVERSION_FILE).is_file() and not reconvert:
         log(f"using the converted {label if only is None else ', '.join(only)} in {entry}")
         marker = entry / CONVERSION_FILE

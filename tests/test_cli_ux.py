@@ -1,5 +1,6 @@
 """Command-line conveniences through the real CLI: captions from files and stdin, -m, the Linux speed hint."""
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -151,12 +152,47 @@ def test_cache_dir_list_and_rm(fixtures, tmp_path):
     listed = cli(["cache", "list"], tmp_path).stdout
     assert "1 entry is from an older cache layout" in listed and f"cache rm {older.name}" in listed
     assert cli(["cache", "rm", older.name], tmp_path).returncode == 0
+    # a marker of the wrong shape is listed with what it has; a name twice is removed once; links are never entries
+    junk = tmp_path / "cache" / "converted" / "junk"
+    shutil.copytree(tmp_path / "cache" / "converted" / name, junk)
+    (junk / "conversion.json").write_text('{"options": "q8", "components": 3}')
+    (tmp_path / "cache" / "converted" / "link").symlink_to(junk)
+    listed = cli(["cache", "list"], tmp_path)
+    assert listed.returncode == 0 and "| junk | ? |  | ? | ? |" in listed.stdout and "| link |" not in listed.stdout
+    twice = cli(["cache", "rm", "junk", "junk"], tmp_path)
+    assert twice.returncode == 0 and twice.stdout.count("removed junk") == 1, twice.stderr
+    assert "no such converted entry" in cli(["cache", "rm", "link"], tmp_path).stderr
+    (tmp_path / "cache" / "converted" / "link").unlink()
     (tmp_path / "cache" / "converted" / "mine").mkdir()  # not the converter's: never removed
     assert "no such converted entry" in cli(["cache", "rm", "mine"], tmp_path).stderr
     gone = cli(["cache", "rm", name], tmp_path)
     assert gone.returncode == 0 and f"removed {name}" in gone.stdout
     assert not (tmp_path / "cache" / "converted" / name).exists() and (tmp_path / "cache" / "converted" / "mine").is_dir()
     assert "no converted models" in cli(["cache", "list"], tmp_path).stdout
+
+
+def test_an_entry_that_cannot_be_removed_whole_stays_an_entry(fixtures, tmp_path, monkeypatch):
+    """The marker goes last: a removal that fails half-way leaves an entry `cache rm` can try again."""
+    from click.testing import CliRunner
+    from helpers import copy_vae_root
+
+    from mlx_acestep.convert import convert_checkpoints
+
+    cache_cli = importlib.import_module("mlx_acestep.cli.cache")  # `mlx_acestep.cli.cache` the attribute is the group
+
+    entry = tmp_path / "cache" / "converted" / "src-vae-0123456789ab"
+    convert_checkpoints(copy_vae_root(fixtures, tmp_path / "src"), entry)
+
+    def refuse(path, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cache_cli.shutil, "rmtree", refuse)
+    failed = CliRunner().invoke(cache_cli.cache, ["rm", entry.name, "--cache-dir", str(tmp_path / "cache")])
+    assert failed.exit_code == 1 and "could not be removed (Permission denied)" in failed.output, failed.output
+    assert (entry / "conversion.json").is_file()
+    monkeypatch.undo()
+    again = CliRunner().invoke(cache_cli.cache, ["rm", entry.name, "--cache-dir", str(tmp_path / "cache")])
+    assert again.exit_code == 0 and not entry.exists()
 
 
 def test_dit_variants_of_one_source_share_its_vae_and_text_encoder_in_the_cache(fixtures, tmp_path):

@@ -16,8 +16,21 @@ from .common import user_errors
 
 
 def _entries(cache: Path) -> list[Path]:
+    """The converter's entries (real folders holding its marker; a link is never one)."""
+    if cache.exists() and not cache.is_dir():
+        raise AceStepError(f"{cache}: is a file, not a folder (the model cache, --cache-dir / $MLX_ACESTEP_CACHE)")
     folder = cache / "converted"
-    return sorted(p for p in folder.iterdir() if (p / MARKER).is_file()) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if not p.is_symlink() and p.is_dir() and (p / MARKER).is_file())
+
+
+def _info(entry: Path) -> dict:
+    try:
+        info = json.loads((entry / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _size(path: Path) -> int:
@@ -62,14 +75,10 @@ def cache_list(cache_dir):
     click.echo("| entry | source | components | dtype | quantize | size | last used |")
     click.echo("|---|---|---|---|---|---|---|")
     for entry in entries:
-        marker = entry / MARKER
-        try:
-            info = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
-            info = {}
-        options = info.get("options", {})
-        used = datetime.datetime.fromtimestamp(marker.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        components = info.get("components", [])
+        info = _info(entry)
+        options = info.get("options") if isinstance(info.get("options"), dict) else {}
+        used = datetime.datetime.fromtimestamp((entry / MARKER).stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        components = [str(c) for c in info.get("components", [])] if isinstance(info.get("components"), list) else []
         if len(components) > 1:  # before 0.3 an entry held a DiT with its own VAE and text encoder
             older.append(entry.name)
         click.echo(f"| {entry.name} | {info.get('source', '?')} | {', '.join(components)} | "
@@ -93,11 +102,27 @@ def cache_rm(entries, remove_all, cache_dir):
     if remove_all == bool(entries):
         raise AceStepError("give entry names (see `mlx-acestep cache list`) or --all, one of them")
     targets = list(known.values()) if remove_all else []
-    for name in entries:
+    for name in dict.fromkeys(entries):  # a name given twice is removed once
         if name not in known:
             raise AceStepError(f"{name}: no such converted entry in {root / 'converted'} (see `mlx-acestep cache list`)")
         targets.append(known[name])
+    if remove_all and not targets:
+        click.echo("the cache holds no converted models")
     for entry in targets:
         size = _size(entry)
-        shutil.rmtree(entry)
+        try:
+            _remove_entry(entry)
+        except OSError as e:
+            raise AceStepError(f"{entry}: could not be removed ({e.strerror or e}); what is left is still an entry "
+                               "(`cache list` shows it)") from None
         click.echo(f"removed {entry.name} ({size / 1e9:.2f} GB)")
+
+
+def _remove_entry(entry: Path) -> None:
+    """Everything but the marker first, the marker last: an entry that cannot be removed whole stays one, which
+    `cache rm` can try again (and the hub treats as damaged, not as someone else's folder)."""
+    for child in entry.iterdir():
+        if child.name != MARKER:
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    (entry / MARKER).unlink()
+    entry.rmdir()
