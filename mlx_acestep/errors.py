@@ -24,3 +24,9 @@ class RequestError(AceStepError):
         for token, field in (("name", self.name), ("task", "task")):
             text = text.replace(f"@{token}@", names.get(field, field))
         return text
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first line of text (its type's name if it has none): what a one-line error quotes."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

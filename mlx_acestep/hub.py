@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cachedir import CONVERSION_FILE, cache_root  # noqa: F401  (cache_root re-exported: the one place is cachedir.py)
-from .errors import AceStepError
+from .errors import AceStepError, first_line
 from .files import remove_stale
 from .names import DEFAULT_DIT, DEFAULT_LM, DEFAULT_REPO, LM_PREFIX, LM_SIZES, TEXT_ENCODER, VAE_DIR  # noqa: F401
 from .loading import LAYOUT_VERSION, SILENCE_FILE, WEIGHTS_FILE, read_json
@@ -375,13 +375,13 @@ def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False, lm: s
         if offline:
             raise AceStepError(f"{repo_id} is not in the local Hugging Face cache and downloading is off "
                                f"(HF_HUB_OFFLINE is set); {how}") from None
-        reason = _first_line(e.__cause__ or e.__context__ or e)
+        reason = first_line(e.__cause__ or e.__context__ or e)
         raise AceStepError(f"{repo_id} could not be downloaded ({reason}) and is not in the local Hugging Face cache; "
                            f"{how}") from None
     except (RepositoryNotFoundError, RevisionNotFoundError):
         raise AceStepError(f"{repo_id}: no such model on Hugging Face (or it is private: log in with `hf auth login`)") from None
     except (HfHubHTTPError, OSError) as e:
-        raise AceStepError(f"{repo_id} could not be downloaded ({_first_line(e)}); {how}") from None
+        raise AceStepError(f"{repo_id} could not be downloaded ({first_line(e)}); {how}") from None
     finally:
         bars()
     if not whole and not (path / "model_index.json").is_file():
@@ -390,10 +390,6 @@ def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False, lm: s
             raise AceStepError(f"{repo_id}: the downloaded snapshot {path} has no {', '.join(missing)}/ folder; {how}")
     return path
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def hf_progress_bars(enabled: bool) -> Callable[[], None]:

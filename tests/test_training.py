@@ -3,6 +3,7 @@ pipeline's own path, learning on the fixture model, exact resume, the PEFT folde
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -268,6 +269,33 @@ def test_resuming_continues_exactly(converted, dataset, cache, tmp_path):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)
     logs = [json.loads(line)["step"] for line in (resumed / "train_log.jsonl").read_text().splitlines()]
     assert logs == [1, 2, 3, 4]
+    assert json.loads((resumed / "checkpoint" / "step.json").read_text()) == {"step": 4}  # the checkpoint's own step
+
+    def refused(match, cfg=config, model=converted):
+        with pytest.raises(AceStepError, match=match) as info:
+            train_lora(dataset, resumed, cfg, model=model, cache_dir=cache, resume=True)
+        assert "\n" not in str(info.value)
+
+    # what a resumed run would silently ignore or get wrong is refused, before anything loads
+    refused("already trained 4 steps")
+    more = TrainConfig(**{**config.__dict__, "steps": 6})
+    refused(r"continues the run as it was started: rank 4 \(asked 8\)", TrainConfig(**{**more.__dict__, "rank": 8}))
+    refused("trained on --model .+, not tiny", more, "tiny")
+    state = (resumed / "train_state.json").read_text()
+    (resumed / "train_state.json").write_text("[]")
+    refused("not a training state this trainer wrote", more)
+    (resumed / "train_state.json").write_text(state)
+    (resumed / "checkpoint" / "optimizer.safetensors").write_bytes(b"garbage")
+    refused("optimizer.safetensors: cannot be read", more)
+    shutil.rmtree(resumed / "checkpoint")
+    refused("holds no adapter", more)
+
+
+def test_a_run_refused_before_training_leaves_no_folder(converted, dataset, cache, tmp_path):
+    """Found wrong once the model is known (a rank wider than its layers): no output folder to --resume or delete."""
+    with pytest.raises(AceStepError, match="more than this model's narrowest adapted layer"):
+        train_lora(dataset, tmp_path / "out", TrainConfig(rank=100_000, steps=1), model=converted, cache_dir=cache)
+    assert not (tmp_path / "out").exists()
 
 
 def test_folders_the_trainer_did_not_write_are_refused(converted, dataset, cache, tmp_path):

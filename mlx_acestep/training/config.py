@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import AceStepError
+from ..limits import SECONDS
 
 MIN_CLIP_SECONDS = 5.0
 ATTENTION_KINDS = ("self", "cross")
@@ -45,7 +46,9 @@ class TrainConfig:
             (math.isfinite(self.lr) and self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.weight_decay >= 0 and self.warmup >= 0 and self.grad_clip >= 0, "weight decay, warmup and clip must be >= 0"),
             (self.grad_accum >= 1 and self.batch >= 1, "grad_accum and batch must be at least 1"),
-            (self.crop_seconds >= MIN_CLIP_SECONDS, f"crop_seconds must be at least {MIN_CLIP_SECONDS:g}, got {self.crop_seconds}"),
+            (math.isfinite(self.crop_seconds) and MIN_CLIP_SECONDS <= self.crop_seconds <= SECONDS[1],
+             f"crop_seconds must be between {MIN_CLIP_SECONDS:g} and {SECONDS[1]:g}, got {self.crop_seconds}"),
+            (isinstance(self.seed, int) and 0 <= self.seed < 2**63, f"seed must be between 0 and 2**63 - 1, got {self.seed}"),
             (self.save_every >= 0 and self.preview_every >= 0, "save_every and preview_every must be >= 0"),
         ]
         for ok, message in checks:

@@ -17,6 +17,7 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
+from ..errors import AceStepError
 from ..files import atomic_file
 from ..limits import seconds_of
 from ..safetensors_io import read_safetensors
@@ -49,7 +50,11 @@ def clip_condition(pipe, clip: Clip, frames: int) -> mx.array:
 def preprocess(pipe, clips: list[Clip], folder: Path, seed: int,
                progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Per clip {"target_latents" [T, 64], "encoder_hidden_states" [L, E], "caption"}, from the cache when it has them."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AceStepError(f"{folder}: cannot keep the preprocessed clips there ({e.strerror or e}); "
+                           "give a writable --cache-dir") from None
     out = []
     for n, clip in enumerate(clips):
         # the latents come from the VAE, the condition from the text encoder and the DiT's condition encoder: each
@@ -65,8 +70,12 @@ def preprocess(pipe, clips: list[Clip], folder: Path, seed: int,
                        "encoder_hidden_states": np.array(states.astype(mx.float32))}
             from safetensors.numpy import save
 
-            with atomic_file(file) as tmp:
-                tmp.write_bytes(save(tensors))
+            try:
+                with atomic_file(file) as tmp:
+                    tmp.write_bytes(save(tensors))
+            except OSError as e:
+                raise AceStepError(f"{folder}: cannot keep the preprocessed clips there ({e.strerror or e}); "
+                                   "give a writable --cache-dir") from None
         out.append({"target_latents": mx.array(tensors["target_latents"]),
                     "encoder_hidden_states": mx.array(tensors["encoder_hidden_states"]), "caption": clip.caption})
         if progress is not None:

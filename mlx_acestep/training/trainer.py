@@ -27,7 +27,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from ..errors import AceStepError
+from ..errors import AceStepError, first_line
 from ..files import write_text
 from .config import TrainConfig
 from .dataset import scan_dataset
@@ -35,6 +35,7 @@ from .lora import attach_lora, load_adapter_tensors, peft_config, save_peft_fold
 from .objective import flow_loss, sample_t, text2music_context
 
 STATE_FILE = "train_state.json"  # marks a folder this trainer wrote (and what --resume continues)
+CHECKPOINT_STEP = "step.json"  # inside checkpoint/: the step its adapter and optimizer state belong to
 
 
 @dataclass
@@ -107,15 +108,27 @@ def train_lora(
     clips = scan_dataset(dataset)
     _check_output(output, resume)
     report = callback or (lambda p: None)
+    model = _model_name(model)
+    state_path = output / STATE_FILE
+    state = _read_state(state_path) if resume else {"step": 0}
+    if resume:
+        config = _resumed_config(config, state, state_path, model, dit)
+    micro_per_epoch = math.ceil(len(clips) / config.batch)
+    total = config.steps or math.ceil(config.epochs * micro_per_epoch / config.grad_accum)
+    if resume and state["step"] >= total:
+        raise AceStepError(f"{output}: already trained {state['step']} steps (of {total}); give more --steps to go on")
+    checkpoint = output / "checkpoint"
+    if resume and state["step"] and not (checkpoint / "adapter.safetensors").is_file():
+        raise AceStepError(f"{output}: train_state.json says step {state['step']} but {checkpoint} holds no adapter "
+                           "(deleted?); nothing to resume from: start again in another folder")
     pipe = ACEStep.from_pretrained(model, dit=dit, dtype=dtype, quantize=quantize, lm=None, cache_dir=cache_dir,
                                    keep_loaded=False)
-    output.mkdir(parents=True, exist_ok=True)
-    state_path = output / STATE_FILE
-    state = json.loads(state_path.read_text()) if resume else {"step": 0}
-    if resume and state.get("config", {}).get("seed") is not None:
-        saved = {k: tuple(v) if k == "targets" else v for k, v in state["config"].items()}
-        config = replace(config, **{k: v for k, v in saved.items() if k not in ("steps", "epochs", "save_every", "preview_every")})
-    write_text(state_path, json.dumps({"step": state["step"], "config": asdict(config), "model": str(model), "dit": pipe.name}))
+    if resume and state.get("dit") not in (None, pipe.name):
+        raise AceStepError(f"{output}: trained on the DiT {state['dit']}, not {pipe.name}; resume with --dit {state['dit']}")
+    widest = min(pipe.config.hidden_size, pipe.config.num_key_value_heads * pipe.config.head_dim)
+    if config.rank > widest:
+        raise AceStepError(f"rank {config.rank} is more than this model's narrowest adapted layer ({widest} wide); "
+                           f"choose at most {widest}")
 
     from ..hub import open_cache
 
@@ -123,8 +136,10 @@ def train_lora(
                         lambda done, n: report(TrainProgress("preprocess", done, n)))
     pipe.unload()  # from here on only the decoder is in memory
     frames = min(int(config.crop_seconds * 25), min(c["target_latents"].shape[0] for c in cached))
-    micro_per_epoch = math.ceil(len(cached) / config.batch)
-    total = config.steps or math.ceil(config.epochs * micro_per_epoch / config.grad_accum)
+    # Only now, with the data and the model known good, does the output folder appear: a run refused earlier
+    # leaves nothing behind that a second run would have to --resume or delete.
+    output.mkdir(parents=True, exist_ok=True)
+    write_text(state_path, json.dumps({"step": state["step"], "config": asdict(config), "model": str(model), "dit": pipe.name}))
 
     dit_model = load_component(pipe.folders.dit, "dit", parts=("decoder",))
     decoder = dit_model.decoder
@@ -132,11 +147,14 @@ def train_lora(
     stack = attach_lora(decoder, config.targets, config.rank, config.alpha, config.dropout, _key(config.seed, 0))
     schedule = _schedule(config)
     optimizer = optim.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
-    checkpoint = output / "checkpoint"
     if resume and (checkpoint / "adapter.safetensors").is_file():
         load_adapter_tensors(stack, checkpoint / "adapter.safetensors")
         optimizer.init(decoder.trainable_parameters())
-        saved = mx.load(str(checkpoint / "optimizer.safetensors"))
+        try:
+            saved = mx.load(str(checkpoint / "optimizer.safetensors"))
+        except (OSError, RuntimeError, ValueError) as e:
+            raise AceStepError(f"{checkpoint / 'optimizer.safetensors'}: cannot be read ({first_line(e)}); the "
+                               "checkpoint is damaged: start again in another folder") from None
         optimizer.state = tree_unflatten(list(saved.items()))
     silence = pipe.silence_latent
     dtype_model = dit_model.dtype
@@ -208,19 +226,67 @@ def train_lora(
 
 
 def _save_checkpoint(folder: Path, stack, optimizer, state_path: Path, step: int, config, model, dit: str) -> None:
+    """The adapter, the optimizer state and their step, swapped in as one folder: a run killed at any moment
+    resumes from a checkpoint whose three parts belong together."""
     from safetensors.numpy import save
 
-    from ..files import atomic_file
+    from ..files import building_dir
     from .lora import adapter_tensors
 
-    folder.mkdir(exist_ok=True)
-    with atomic_file(folder / "adapter.safetensors") as tmp:
-        tmp.write_bytes(save(adapter_tensors(stack)))
-    with atomic_file(folder / "optimizer.safetensors") as tmp:
-        mx.save_safetensors(str(tmp.with_suffix(".safetensors")), dict(tree_flatten(optimizer.state)))
-        tmp.with_suffix(".safetensors").rename(tmp)
-    # the step is written last: a run killed before this line resumes from the previous checkpoint's step
+    with building_dir(folder, replace=folder.exists()) as tmp:
+        (tmp / "adapter.safetensors").write_bytes(save(adapter_tensors(stack)))
+        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+        (tmp / CHECKPOINT_STEP).write_text(json.dumps({"step": step}))
     write_text(state_path, json.dumps({"step": step, "config": asdict(config), "model": str(model), "dit": dit}))
+
+
+def _model_name(model) -> str:
+    """The model as recorded: a local folder absolute (so a resume or the model card works from anywhere)."""
+    path = Path(str(model)).expanduser()
+    return str(path.resolve()) if str(model) != "tiny" and path.exists() else str(model)
+
+
+def _read_state(path: Path) -> dict:
+    """train_state.json, checked; the step is the checkpoint's own when it has one (see `_save_checkpoint`)."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise AceStepError(f"{path}: cannot be read ({first_line(e)}); start again in another folder") from None
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and state["step"] >= 0
+            and isinstance(state.get("config", {}), dict)):
+        raise AceStepError(f"{path}: not a training state this trainer wrote; start again in another folder")
+    step_file = path.parent / "checkpoint" / CHECKPOINT_STEP
+    if step_file.is_file():
+        try:
+            state["step"] = int(json.loads(step_file.read_text())["step"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise AceStepError(f"{step_file}: cannot be read ({first_line(e)}); the checkpoint is damaged") from None
+    return state
+
+
+RESUMED = ("steps", "epochs", "save_every", "preview_every")  # what a resumed run may change
+
+
+def _resumed_config(config: TrainConfig, state: dict, path: Path, model: str, dit: str | None) -> TrainConfig:
+    """The saved run's settings; asking for others is an error (they would be silently ignored otherwise)."""
+    if state.get("model") is not None and _model_name(state["model"]) != model:
+        raise AceStepError(f"{path.parent}: trained on --model {state['model']}, not {model}; resume with the same model")
+    saved = state.get("config") or {}
+    if saved.get("seed") is None:
+        return config
+    try:
+        kept = TrainConfig(**{k: tuple(v) if k == "targets" else v for k, v in saved.items()})
+    except (TypeError, AceStepError) as e:
+        raise AceStepError(f"{path}: its settings cannot be read ({e}); start again in another folder") from None
+    defaults = TrainConfig()
+    asked = [f for f in asdict(config) if f not in RESUMED and getattr(config, f) != getattr(kept, f)
+             and getattr(config, f) != getattr(defaults, f)]
+    if asked:
+        was = ", ".join(f"{f} {getattr(kept, f)} (asked {getattr(config, f)})" for f in asked)
+        raise AceStepError(f"{path.parent}: --resume continues the run as it was started: {was}; only the steps, epochs, "
+                           "save and preview intervals can change")
+    return replace(kept, **{f: getattr(config, f) for f in RESUMED})
+
 
 
 def _preview(pipe, stack, config, output: Path, step: int, cached, model) -> None:
