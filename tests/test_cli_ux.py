@@ -227,6 +227,8 @@ def test_names_follow_each_items_seed_and_the_placeholders(converted, tmp_path):
     (["--seed", "1,x"], "--seed 'x' is not a whole number"),
     (["--seed", "1,2", "-o", "{nope}.wav"], "unknown placeholder {nope}"),
     (["--seed", "1,2", "-o", "{date}.wav"], "gives several items the same name"),
+    (["--seed", "1,1"], "--seed gives two items the same seed"),
+    (["--seed", "9223372036854775807", "--batch", "2"], "+ 1 (the batch's last item) is more than 2**63 - 1"),
     (["--seed", "1,2,3", "--batch", "2"], "got 3 seeds for a batch of 2"),
 ])
 def test_bad_names_and_seeds_are_one_line_errors(tmp_path, args, needle):

@@ -158,6 +158,13 @@ def test_a_failed_conversion_leaves_no_cache_entry(root, tmp_path):
     assert list((tmp_path / "cache" / "converted").iterdir()) == []
 
 
+def test_a_damaged_tokenizer_is_named_when_converting_not_when_loading(root, tmp_path):
+    (root / "Qwen3-Embedding-0.6B" / "tokenizer.json").write_text("{garbage")
+    with pytest.raises(AceStepError, match=r"Qwen3-Embedding-0.6B/tokenizer.json: not valid JSON"):
+        resolve_model(root, cache_dir=tmp_path, lm=None)
+    assert not any(p.name.startswith("checkpoints-Qwen3") for p in (tmp_path / "converted").iterdir())
+
+
 def shard(folder, name="model.safetensors"):
     """Split a folder's weights into two shards with an index, as Hugging Face writes large checkpoints."""
     import json

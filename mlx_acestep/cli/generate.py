@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import AceStepError
+from ..errors import AceStepError, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DTYPE_CHOICES, QUANTIZE_CHOICES
 from ..names import DEFAULT_REPO, TASKS
 from .common import PhaseBars, peak_rss_bytes, user_errors
@@ -250,7 +250,11 @@ def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keysc
     metas = [run_metadata(params, result, i, pipe, request) for i in range(len(result.audio))]
     written = result.save_as(paths, overwrite=overwrite, tags=[audio_tags(m) for m in metas])
     for file, meta in zip(written, metas):
-        write_text(file.with_suffix(".json"), json.dumps(meta, indent=2, ensure_ascii=False), overwrite=overwrite)
+        try:
+            write_text(file.with_suffix(".json"), json.dumps(meta, indent=2, ensure_ascii=False), overwrite=overwrite)
+        except (OSError, AceStepError) as e:  # checked before the run; something changed since
+            raise AceStepError(f"{file.with_suffix('.json')}: the metadata could not be written ({first_line(e)}); "
+                               f"{file} was written") from None
     for i, (p, s) in enumerate(zip(written, result.seeds)):
         click.echo(f"wrote {p} ({result.duration:g} s, 48 kHz stereo, seed {s})")
         if result.metadata:

@@ -77,6 +77,8 @@ def output_paths(output: str | None, fmt: str | None, seeds: list[int], caption:
         except (ValueError, TypeError) as e:  # a format spec: {seed:q}
             raise AceStepError(f"-o {template}: {e}") from None
         if len(set(names)) < len(names):
+            if output is None:  # the default names items by seed: the same seed twice
+                raise AceStepError("--seed gives two items the same seed (the same song, the same name); give different seeds")
             raise AceStepError(f"-o {template} gives several items the same name; add {{seed}} or {{index}}")
     else:
         names = item_paths(Path(template), len(seeds))

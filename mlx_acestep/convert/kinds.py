@@ -70,6 +70,9 @@ def _qwen3(folder: Path, out: Path, opts: ConvertOptions, root: Path, kind: str,
     state, files = read_weights(folder, "model.safetensors")
     count = len(state)
     extras = [f for f in extras if f.is_file()]
+    for f in extras:  # copied as they are, and read only when a model loads: a damaged one is named here instead
+        if f.suffix == ".json":
+            read_json(f)
     weights = model.sanitize(state)
     state.clear()  # `weights` holds the only references: each tensor is freed once written
     summary = write_component(out, kind, model, weights, fields, opts, [config_path, *files, *extras], root,

@@ -135,9 +135,11 @@ def check_seeds(seed, batch: int) -> None:
             raise RequestError("seed", f"@name@ must be a whole number (or -1 for random), got {s!r}")
     if several and len(seeds) != batch:
         raise RequestError("seed", f"got {len(seeds)} seeds for a batch of {batch}")
-    top = max(seeds) + (0 if several else batch - 1)
-    if min(seeds) < 0 or top > SEED_MAX:
-        raise RequestError("seed", f"@name@ must be between 0 and 2**63 - 1 (or -1 for random), got {seed}")
+    if min(seeds) < 0 or max(seeds) > SEED_MAX:
+        single = "" if several else " (or -1 for random)"  # -1 is random only as the one seed
+        raise RequestError("seed", f"@name@ must be between 0 and 2**63 - 1{single}, got {seed}")
+    if not several and seeds[0] + batch - 1 > SEED_MAX:
+        raise RequestError("seed", f"@name@ {seed} + {batch - 1} (the batch's last item) is more than 2**63 - 1")
 
 
 def resolve_seeds(seed, batch: int) -> list[int]:
