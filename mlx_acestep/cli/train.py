@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from ..errors import AceStepError
@@ -60,9 +62,14 @@ def train(dataset, output, model, dit, dtype, quantize, rank, alpha, dropout, ta
     kinds = tuple(t.strip() for t in targets.split(",") if t.strip())
     if "both" in kinds:
         kinds = ("self", "cross")
-    config = TrainConfig(rank=rank, alpha=alpha, dropout=dropout, targets=kinds, steps=steps, epochs=epochs, lr=lr,
-                         warmup=warmup, batch=batch, grad_accum=grad_accum, crop_seconds=crop_seconds, seed=seed,
-                         save_every=save_every, preview_every=preview_every, checkpointing=not no_checkpointing)
+    try:
+        config = TrainConfig(rank=rank, alpha=alpha, dropout=dropout, targets=kinds, steps=steps, epochs=epochs, lr=lr,
+                             warmup=warmup, batch=batch, grad_accum=grad_accum, crop_seconds=crop_seconds, seed=seed,
+                             save_every=save_every, preview_every=preview_every, checkpointing=not no_checkpointing)
+    except AceStepError as e:  # the config names its fields; here they are flags
+        raise AceStepError(re.sub(r"\b(crop_seconds|grad_accum|save_every|preview_every|rank|alpha|dropout|targets|"
+                                  r"steps|epochs|lr|warmup|batch|seed)\b", lambda m: "--" + m[1].replace("_", "-"),
+                                  str(e))) from None
     bar = {"bar": None, "phase": None}
 
     def show(progress):
