@@ -113,10 +113,11 @@ def test_a_shared_metadata_file_cannot_choose_where_files_go(converted, tmp_path
     meta = json.loads((tmp_path / "mine.json").read_text())
     assert meta["caption"] == "rain" and "converting" not in done.stderr
     assert meta["replay"]["model"] == str(converted.resolve())  # recorded absolute: replays from any folder
-    (tmp_path / "typed.json").write_text(json.dumps({"replay": {"caption": "x", "batch": "many"}}))
-    bad = cli(["generate", "--from-metadata", "typed.json"], tmp_path)
-    assert bad.returncode != 0 and "typed.json: recorded batch 'many' is not valid" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    for field, value in (("batch", "many"), ("batch", 1.5), ("thinking", 1), ("loras", [None])):
+        (tmp_path / "typed.json").write_text(json.dumps({"replay": {"caption": "x", field: value}}))
+        bad = cli(["generate", "--from-metadata", "typed.json"], tmp_path)
+        assert bad.returncode != 0 and f"typed.json: recorded {field} {value!r} is not valid" in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -270,6 +270,10 @@ def test_resuming_continues_exactly(converted, dataset, cache, tmp_path):
     logs = [json.loads(line)["step"] for line in (resumed / "train_log.jsonl").read_text().splitlines()]
     assert logs == [1, 2, 3, 4]
     assert json.loads((resumed / "checkpoint" / "step.json").read_text()) == {"step": 4}  # the checkpoint's own step
+    # killed after the last checkpoint, before the adapter folder was written: a resume writes it
+    (resumed / "adapter_model.safetensors").unlink()
+    train_lora(dataset, resumed, config, model=converted, cache_dir=cache, resume=True)
+    np.testing.assert_array_equal(load_file(str(resumed / "adapter_model.safetensors"))[k], b[k])
 
     def refused(match, cfg=config, model=converted):
         with pytest.raises(AceStepError, match=match) as info:
@@ -287,6 +291,10 @@ def test_resuming_continues_exactly(converted, dataset, cache, tmp_path):
     (resumed / "train_state.json").write_text(state)
     (resumed / "checkpoint" / "optimizer.safetensors").write_bytes(b"garbage")
     refused("optimizer.safetensors: cannot be read", more)
+    # killed between the two renames of a checkpoint swap: the previous checkpoint is taken back
+    (resumed / "checkpoint" / "optimizer.safetensors").unlink()
+    os.rename(resumed / "checkpoint", resumed / ".checkpoint.99999-deadbeef.old")
+    refused("optimizer.safetensors: cannot be read", more)  # it is found again (and its damage named)
     shutil.rmtree(resumed / "checkpoint")
     refused("holds no adapter", more)
 

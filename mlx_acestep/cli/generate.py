@@ -172,6 +172,8 @@ def generate(**params):
                 params[name] = value
         if ctx.get_parameter_source("prompt_file") is ParameterSource.COMMANDLINE:
             params["caption"] = None  # a caption file given beside the metadata replaces its caption
+        if ctx.get_parameter_source("lyrics_file") is ParameterSource.COMMANDLINE:
+            params["lyrics"] = None  # and a lyrics file its lyrics
     _run(params, **params)
 
 

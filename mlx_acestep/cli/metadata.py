@@ -29,9 +29,9 @@ def replay_params(params: dict, seed: int) -> dict:
 
     out = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items() if k not in NOT_REPLAYED}
     for key in PATHS:
-        if out.get(key) and Path(out[key]).expanduser().exists():
+        if out.get(key) and out[key] != "tiny" and Path(out[key]).expanduser().exists():  # "tiny" is the model, first
             out[key] = str(Path(out[key]).expanduser().resolve())
-    out["loras"] = [f"{Path(p).expanduser().resolve()}:{s:g}" for p, s in map(parse_lora_spec, out.get("loras") or [])]
+    out["loras"] = [f"{Path(p).expanduser().resolve()}:{s!r}" for p, s in map(parse_lora_spec, out.get("loras") or [])]
     out.update(seed=seed, batch=1)
     return out
 
@@ -47,8 +47,14 @@ def replayable(recorded: dict, ctx, source) -> dict:
         if param.multiple and value is not None and not isinstance(value, (list, tuple)):
             value = [value]
         try:
+            if param.multiple and value is not None and any(v is None for v in value):
+                raise ValueError("an empty item")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and param.is_flag:
+                raise ValueError("expected true or false")
+            if isinstance(value, float) and isinstance(param.type, click.types.IntParamType) and not value.is_integer():
+                raise ValueError("expected a whole number")
             out[name] = param.type_cast_value(ctx, value) if value is not None else None
-        except (click.BadParameter, TypeError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 — click's casts raise what the value makes them raise
             message = e.format_message() if isinstance(e, click.BadParameter) else str(e)
             raise AceStepError(f"{source}: recorded {name} {value!r} is not valid ({message})") from None
     return out

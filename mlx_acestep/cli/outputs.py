@@ -99,13 +99,13 @@ def output_paths(output: str | None, fmt: str | None, seeds: list[int], caption:
         return names
     for item in names:
         sidecar = item.with_suffix(".json")
-        if sidecar.is_dir():
-            raise AceStepError(f"{sidecar}: is a folder; {item.name}'s metadata goes there (choose another output name)")
-        if os.path.lexists(sidecar) and not overwrite:
-            raise AceStepError(f"{sidecar}: already exists (pass --overwrite to replace it and {item.name})")
         for written in (item, sidecar):  # never an input, even with --overwrite
             for flag, given in inputs.items():
                 if given not in (None, "-") and Path(given).exists() and written.resolve() == Path(given).resolve():
                     raise AceStepError(f"{written}: is the {flag} file; choose another output name")
+        if sidecar.is_dir():
+            raise AceStepError(f"{sidecar}: is a folder; {item.name}'s metadata goes there (choose another output name)")
+        if os.path.lexists(sidecar) and not overwrite:
+            raise AceStepError(f"{sidecar}: already exists (pass --overwrite to replace it and {item.name})")
         check_output(item, overwrite)
     return names

@@ -110,12 +110,17 @@ def train_lora(
     report = callback or (lambda p: None)
     model = _model_name(model)
     state_path = output / STATE_FILE
+    if resume:
+        _restore_swapped_checkpoint(output / "checkpoint")
     state = _read_state(state_path) if resume else {"step": 0}
     if resume:
         config = _resumed_config(config, state, state_path, model, dit)
+        if dit is not None and state.get("dit") not in (None, dit):
+            raise AceStepError(f"{output}: trained on the DiT {state['dit']}, not {dit}; resume with --dit {state['dit']}")
+        dit = dit or state.get("dit")  # the run's own DiT, found before anything loads
     micro_per_epoch = math.ceil(len(clips) / config.batch)
     total = config.steps or math.ceil(config.epochs * micro_per_epoch / config.grad_accum)
-    if resume and state["step"] >= total:
+    if resume and state["step"] >= total and (output / "adapter_model.safetensors").is_file():
         raise AceStepError(f"{output}: already trained {state['step']} steps (of {total}); give more --steps to go on")
     checkpoint = output / "checkpoint"
     if resume and state["step"] and not (checkpoint / "adapter.safetensors").is_file():
@@ -252,19 +257,36 @@ def _read_state(path: Path) -> dict:
         state = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise AceStepError(f"{path}: cannot be read ({first_line(e)}); start again in another folder") from None
-    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and state["step"] >= 0
-            and isinstance(state.get("config", {}), dict)):
+    if not (isinstance(state, dict) and _is_step(state.get("step")) and isinstance(state.get("config", {}), dict)):
         raise AceStepError(f"{path}: not a training state this trainer wrote; start again in another folder")
     step_file = path.parent / "checkpoint" / CHECKPOINT_STEP
     if step_file.is_file():
         try:
-            state["step"] = int(json.loads(step_file.read_text())["step"])
+            step = json.loads(step_file.read_text())["step"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise AceStepError(f"{step_file}: cannot be read ({first_line(e)}); the checkpoint is damaged") from None
+        if not _is_step(step):
+            raise AceStepError(f"{step_file}: step {step!r} is not a whole number >= 0; the checkpoint is damaged")
+        state["step"] = step
     return state
 
 
-RESUMED = ("steps", "epochs", "save_every", "preview_every")  # what a resumed run may change
+def _is_step(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _restore_swapped_checkpoint(checkpoint: Path) -> None:
+    """A run killed between the two renames of a checkpoint swap left the previous one as `.checkpoint.*.old`."""
+    if checkpoint.exists():
+        return
+    old = sorted(checkpoint.parent.glob(f".{checkpoint.name}.*.old"), key=lambda p: p.stat().st_mtime)
+    if old and (old[-1] / "adapter.safetensors").is_file():
+        old[-1].rename(checkpoint)
+
+
+# What a resumed run may change: how long it runs, how often it saves and previews, and checkpointing (speed
+# against memory: a run that ran out of memory must be able to turn it on).
+RESUMED = ("steps", "epochs", "save_every", "preview_every", "checkpointing")
 
 
 def _resumed_config(config: TrainConfig, state: dict, path: Path, model: str, dit: str | None) -> TrainConfig:
