@@ -335,6 +335,10 @@ def test_dataset_metadata_and_sidecars(tmp_path):
     (lambda d: write_song(d / "mute.wav", 6, 200), "no caption"),
     (lambda d: (d / "bad.wav").write_bytes(b"not audio"), "not a readable audio file"),
     (lambda d: (d / "notes.txt").write_text("x"), "no audio files"),
+    (lambda d: (write_song(d / "s.wav", 6, 200, "x"), (d / "metadata.csv").write_text("file,time_signature\ns.wav,13\n")),
+     r"s.wav: time_signature must be one of .+ got '13' \(from the dataset's metadata\)"),
+    (lambda d: (write_song(d / "s.wav", 6, 200, "x"), (d / "metadata.csv").write_text("file,key\ns.wav,H major\n")),
+     r"s.wav: unknown key 'H major'"),
 ])
 def test_bad_datasets_are_one_line_errors(tmp_path, make, needle):
     make(tmp_path)

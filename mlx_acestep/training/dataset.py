@@ -106,10 +106,24 @@ def scan_dataset(folder: str | Path) -> list[Clip]:
         sidecar = path.with_name(path.stem + ".lyrics.txt")
         if not lyrics and sidecar.is_file():
             lyrics = sidecar.read_text(encoding="utf-8")
-        clips.append(Clip(
+        clip = Clip(
             path=path, caption=caption.strip(), lyrics=(lyrics or "").strip() or INSTRUMENTAL,
             bpm=_optional_int(row.get("bpm"), "bpm", path), key=row.get("key") or None,
             time_signature=str(row["time_signature"]) if row.get("time_signature") not in (None, "") else None,
             language=row.get("language") or "unknown", seconds=seconds,
-        ))
+        )
+        _check_metas(clip)
+        clips.append(clip)
     return clips
+
+
+def _check_metas(clip: Clip) -> None:
+    """The key and time signature as generation will read them, checked now: named with the clip, not after
+    the preprocessing of every clip before it."""
+    from ..pipeline.request import RequestError, normalize_key, normalize_time_signature
+
+    for value, check in ((clip.key, normalize_key), (clip.time_signature, normalize_time_signature)):
+        try:
+            check(value)
+        except RequestError as e:
+            raise AceStepError(f"{clip.path}: {e} (from the dataset's metadata)") from None
