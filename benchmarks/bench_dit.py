@@ -16,14 +16,13 @@ a warm-up. On Linux the MLX side preloads OpenBLAS if it is installed.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from benchmarks.common import add_step_arguments, decoder_config, report, scale_to_all_layers, step_table, timed  # noqa: E402
+from benchmarks.common import (add_step_arguments, decoder_config, report, scale_to_all_layers,  # noqa: E402
+                               step_child_arguments, step_header, step_table, timed)
 
 REAL_2B = dict(
     hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8,
@@ -149,11 +148,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     if args.child:
         return child(args)
-    print(f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores; "
-          f"{'tiny' if args.tiny else '2B turbo'} DiT, condition {args.condition} tokens"
-          + (f"; {args.layers} of 24 layers built, s/step scaled to 24" if args.layers else ""))
-    extra = ["--condition", str(args.condition), "--steps", str(args.steps), "--lora-rank", str(args.lora_rank)]
-    extra += ["--tiny"] * args.tiny + (["--layers", str(args.layers)] if args.layers else [])
+    print(step_header(args, "DiT"))
+    extra = step_child_arguments(args, "--lora-rank", str(args.lora_rank))
 
     def adapter(r):
         if not r.get("adapter_mb"):

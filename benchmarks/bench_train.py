@@ -15,14 +15,13 @@ torch keeps its activations (peft's defaults). One warm-up step, then the mean o
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_dit import REAL_2B, TINY, inputs  # noqa: E402
-from benchmarks.common import add_step_arguments, decoder_config, report, scale_to_all_layers, step_table, timed  # noqa: E402
+from benchmarks.common import (add_step_arguments, decoder_config, report, scale_to_all_layers,  # noqa: E402
+                               step_child_arguments, step_header, step_table, timed)
 
 
 def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int, rank: int) -> dict:
@@ -112,11 +111,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     if args.child:
         return child(args)
-    print(f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores; "
-          f"{'tiny' if args.tiny else '2B turbo'} decoder, LoRA rank {args.rank} on all attention projections, "
-          f"condition {args.condition} tokens" + (f"; {args.layers} of 24 layers built, s/step scaled" if args.layers else ""))
-    extra = ["--condition", str(args.condition), "--steps", str(args.steps), "--rank", str(args.rank)]
-    extra += ["--tiny"] * args.tiny + (["--layers", str(args.layers)] if args.layers else [])
+    print(step_header(args, f"decoder, LoRA rank {args.rank} on all attention projections"))
+    extra = step_child_arguments(args, "--rank", str(args.rank))
     return step_table(__file__, [int(f) for f in args.frames.split(",")], args.sides.split(","), extra, audio="crop")
 
 

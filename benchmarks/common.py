@@ -151,6 +151,19 @@ def timed(step, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def step_header(args, what: str) -> str:
+    """The machine line a decoder-step benchmark prints above its table."""
+    return (f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores; "
+            f"{'tiny' if args.tiny else '2B turbo'} {what}, condition {args.condition} tokens"
+            + (f"; {args.layers} of 24 layers built, s/step scaled to 24" if args.layers else ""))
+
+
+def step_child_arguments(args, *more: str) -> list[str]:
+    """The `add_step_arguments` values a child process is started with, then the benchmark's own `more`."""
+    extra = ["--condition", str(args.condition), "--steps", str(args.steps), *more]
+    return extra + ["--tiny"] * args.tiny + (["--layers", str(args.layers)] if args.layers else [])
+
+
 def add_step_arguments(p) -> None:
     """The arguments every decoder-step benchmark takes (and its child processes)."""
     import argparse
