@@ -12,19 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+from mlx_acestep.blas import OPENBLAS, openblas_coretype  # noqa: F401  (re-exported for the benchmarks)
+
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: children run `python -m benchmarks.<module>` from here
-
-
-def openblas_coretype() -> str | None:
-    """The OpenBLAS kernel family for this CPU when OpenBLAS 0.3.21 cannot tell by itself. On a VM whose CPU
-    reports a generic model name (Sapphire Rapids here) it falls back to a kernel ~6x slower (35 instead of
-    ~215 GFLOP/s); naming the family from the CPU's flags restores it."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return None
-    return "SKYLAKEX" if "avx512f" in flags else "HASWELL" if "avx2" in flags else None
 
 
 def child_env(side: str) -> dict:

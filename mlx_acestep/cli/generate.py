@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..errors import AceStepError, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DTYPE_CHOICES, QUANTIZE_CHOICES
@@ -39,10 +40,11 @@ def speed_hint() -> None:
     import os
     import platform
 
-    blas = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+    from ..blas import OPENBLAS, preload_command
+
     if platform.system() == "Linux" and "openblas" not in os.environ.get("LD_PRELOAD", ""):
-        where = f"LD_PRELOAD={blas} mlx-acestep ..." if Path(blas).exists() else (
-            "sudo apt-get install libopenblas0-pthread, then LD_PRELOAD=" + blas + " mlx-acestep ...")
+        where = f"{preload_command()} mlx-acestep ..." if Path(OPENBLAS).exists() else (
+            f"sudo apt-get install libopenblas0-pthread, then {preload_command()} mlx-acestep ...")
         click.echo(f"hint: MLX's bundled CPU BLAS is ~40x slower than OpenBLAS; for speed run {where}", err=True)
 
 
@@ -160,8 +162,6 @@ def generate(**params):
     mlx-acestep generate --from-metadata piano.json --seed 8 -o piano-8.wav   # the same run, another seed
     mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
     """
-    from click.core import ParameterSource
-
     from .metadata import read_metadata, replayable
 
     ctx = click.get_current_context()
@@ -198,8 +198,6 @@ def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keysc
     if lyrics_file is not None:
         lyrics = _read_text(lyrics_file, "the lyrics")
     seeds = parse_seeds(seed)
-    from click.core import ParameterSource
-
     if isinstance(seeds, list) and click.get_current_context().get_parameter_source("batch") is ParameterSource.DEFAULT:
         batch = len(seeds)  # --seed 1,2,3: a batch of three
     try:
