@@ -327,6 +327,18 @@ def test_bad_adapters_are_one_line_errors(live, decoder_targets, tmp_path):
     for bad in (-1.0, float("nan"), float("inf")):
         assert "must be a finite number >= 0" in error(good, scale=bad)
     assert "no such adapter" in error(tmp_path / "missing.safetensors")
+    # a non-finite alpha would merge NaN into the weights: refused, in a ComfyUI file and in a PEFT config
+    from safetensors.numpy import load_file
+
+    comfy = {}
+    for key, value in load_file(str(good / "adapter_model.safetensors")).items():
+        key = key.replace("base_model.model.", "diffusion_model.decoder.").replace("lora_A.weight", "lora_down.weight")
+        comfy[key.replace("lora_B.weight", "lora_up.weight")] = value
+        comfy[key.rsplit(".", 2)[0] + ".alpha"] = np.array(np.inf, np.float32)
+    save_file(comfy, str(tmp_path / "inf.safetensors"))
+    assert "is not a finite scale" in error(tmp_path / "inf.safetensors", fuse=True)
+    (wrong_rank / "adapter_config.json").write_text(json.dumps(config | {"r": 4, "lora_alpha": float("nan")}))
+    assert "lora_alpha must be a positive number, got nan" in error(wrong_rank)
     assert stack.entries == {}  # nothing half-applied
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 
 from ..errors import AceStepError
 from ..safetensors_io import read_header, read_safetensors
@@ -115,7 +116,8 @@ def _peft_config(file: Path) -> dict:
         raise AdapterError(f"{file}: peft_type {config['peft_type']!r} is not supported (LORA only; LoKr as LyCORIS files)")
     for key in ("r", "lora_alpha"):
         value = config.get(key)
-        if key in config and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
+        if key in config and (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                              or value <= 0):
             raise AdapterError(f"{file}: {key} must be a positive number, got {value!r}")
     return config
 
@@ -152,7 +154,7 @@ def _lora_deltas(file: Path, tensors: dict, targets: dict, config: dict | None) 
             continue
         if parts[-1] == "alpha":
             module = _module_path(file, key, ".".join(parts[:-1]), targets)
-            pairs.setdefault(module, {})["alpha"] = float(value.reshape(-1)[0])
+            pairs.setdefault(module, {})["alpha"] = value
             continue
         # ...lora_A.weight | ...lora_A.default.weight | ...lora_down.weight
         names = [i for i, p in enumerate(parts) if p in LORA_PARTS]
@@ -180,10 +182,10 @@ def _lora_deltas(file: Path, tensors: dict, targets: dict, config: dict | None) 
             want = _pattern_value(config.get("rank_pattern"), module, config.get("r", rank))
             if want != rank:
                 raise AdapterError(f"{file}: {module}: rank {rank} in the weights, {want} in {PEFT_CONFIG}")
-            alpha = float(_pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", rank)))
+            alpha = _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", rank))
         else:
             alpha = entry.get("alpha", float(rank))  # ComfyUI: no alpha means scale 1
-        scale = alpha / math.sqrt(rank) if rslora else alpha / rank
+        scale = _scale(file, module, alpha, math.sqrt(rank) if rslora else rank)
         magnitude = entry.get("magnitude")
         if config.get("use_dora") and magnitude is None:
             raise AdapterError(f"{file}: {module}: use_dora is set but the file has no lora_magnitude_vector for it")
@@ -234,10 +236,22 @@ def _lokr_deltas(file: Path, tensors: dict, targets: dict) -> dict[str, Delta]:
             raise AdapterError(f"{file}: {module}: the adapter is {delta.shape[0]}x{delta.shape[1]}, the model's layer "
                                f"is {targets[module][0]}x{targets[module][1]} (an adapter for another model?)")
         if delta.rank is not None and "alpha" in entry:  # LyCORIS: alpha / r with a low-rank factor, else 1
-            delta.scale = float(entry["alpha"].reshape(-1)[0]) / delta.rank
+            delta.scale = _scale(file, module, entry["alpha"], delta.rank)
         deltas[module] = delta
     return deltas
 
 
 def _mx(a) -> mx.array:
     return mx.array(a.astype("float32"))
+
+
+def _scale(file, module: str, alpha, divisor: float) -> float:
+    """alpha / divisor (r, or sqrt(r) for rsLoRA), with alpha a number or a one-value tensor: finite, or an error
+    (a NaN scale merged into the weights would silence the model without a word)."""
+    try:
+        value = float(np.asarray(alpha).reshape(-1)[0]) if not isinstance(alpha, (int, float)) else float(alpha)
+    except (TypeError, ValueError, IndexError):
+        raise AdapterError(f"{file}: {module}: alpha {alpha!r} is not a number") from None
+    if not math.isfinite(value) or not divisor:
+        raise AdapterError(f"{file}: {module}: alpha {value} over rank {divisor} is not a finite scale")
+    return value / divisor

@@ -35,10 +35,10 @@ class AdaptedLinear(nn.Module):
         super().__init__()
         self.base = base
         self.adapters: dict[str, Delta] = {}
-        self._gains: dict[str, tuple[tuple, mx.array]] = {}  # DoRA: ((delta id, strength), gain) per adapter
+        self._gains: dict[str, tuple[tuple, mx.array]] = {}  # DoRA: ((delta, strength, base weight), gain) per adapter
 
     def _gain(self, name: str, delta: Delta) -> mx.array:
-        key = (id(delta), delta.strength)
+        key = (id(delta), delta.strength, id(self.base.weight))  # a later fused adapter replaces the base weight
         cached = self._gains.get(name)
         if cached is None or cached[0] != key:
             gain = delta.dora_gain(dense_weight(self.base), delta.strength)
@@ -171,7 +171,13 @@ class AdapterStack:
         have = getattr(decoder, _FUSED, ())
         for name, entry in self.entries.items():
             if entry.fused and (name, entry.scale) not in have:
-                _fuse(decoder, entry)
+                try:
+                    _fuse(decoder, entry)
+                except BaseException:
+                    # some layers may be merged already: mark the weights as matching no stack, so the next call
+                    # reloads them instead of merging this adapter into them a second time
+                    object.__setattr__(decoder, _FUSED, (("\0partly merged", -1.0),))
+                    raise
         object.__setattr__(decoder, _FUSED, self.fused_signature())
         side = [(n, e) for n, e in self.entries.items() if not e.fused] + [(e.adapter.name, e) for e in extra]
         wanted: dict[str, dict[str, Delta]] = {}

@@ -41,16 +41,21 @@ class AdapterMethods:
         return adapter
 
     def set_lora_scale(self, name: str, scale: float) -> None:
-        entry = self.adapters.entry(name)
-        entry.scale = check_scale(scale)
-        self._sync_adapters()
+        scale = check_scale(scale)
+
+        def change():  # on the pipeline's thread, between generations: never under a running one
+            self.adapters.entry(name).scale = scale
+
+        self._sync_adapters(change)
 
     def unload_lora(self, name: str | None = None) -> None:
         """Take one adapter (or, with no name, every one) off; the decoder is the base model again."""
-        for n in [name] if name is not None else list(self.adapters.entries):
-            self.adapters.entry(n)
-            del self.adapters.entries[n]
-        self._sync_adapters()
+        def remove():
+            for n in [name] if name is not None else list(self.adapters.entries):
+                self.adapters.entry(n)
+                del self.adapters.entries[n]
+
+        self._sync_adapters(remove)
 
     def loras(self) -> list[tuple[str, float]]:
         """The loaded adapters and their scales, in load order."""
@@ -66,10 +71,14 @@ class AdapterMethods:
 
         return self._worker.run(read) if loras else []
 
-    def _sync_adapters(self) -> None:
-        """Bring a resident decoder in line with the stack now (a fused change drops it: it reloads clean)."""
+    def _sync_adapters(self, change=None) -> None:
+        """Make `change` to the stack (if any) and bring a resident decoder in line with it now, both on the
+        pipeline's thread, so an app's other threads never change the stack under a generation (a fused change
+        drops the decoder: it reloads clean)."""
 
         def sync():
+            if change is not None:
+                change()
             self._drop_stale_fused()
             dit = self.residency.loaded("denoiser")
             if dit is not None:
