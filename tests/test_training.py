@@ -1,6 +1,7 @@
 """LoRA training: one step against torch (diffusers' transformer + peft, autograd), preprocessing against the
 pipeline's own path, learning on the fixture model, exact resume, the PEFT folder through `--lora`, and the CLI."""
 
+import importlib
 import json
 import os
 import shutil
@@ -297,6 +298,28 @@ def test_resuming_continues_exactly(converted, dataset, cache, tmp_path):
     refused("optimizer.safetensors: cannot be read", more)  # it is found again (and its damage named)
     shutil.rmtree(resumed / "checkpoint")
     refused("holds no adapter", more)
+
+
+def test_the_adapter_trains_in_float32_on_a_bfloat16_base(converted):
+    """The frozen base may be bf16 (or q8/q4); the trained factors and their optimizer state stay float32."""
+    decoder = load_component(converted / "acestep-v15-turbo", "dit").decoder
+    decoder.set_dtype(mx.bfloat16)
+    attach_lora(decoder, ("self", "cross"), rank=4, alpha=8.0, dropout=0.0, key=mx.random.key(3))
+    dtypes = {v.dtype for _, v in nn.utils.tree_flatten(decoder.trainable_parameters())}
+    assert dtypes == {mx.float32}
+    x = mx.zeros((1, 8, decoder.layers[0].self_attn.q_proj.base.weight.shape[1]), mx.bfloat16)
+    assert decoder.layers[0].self_attn.q_proj(x).dtype == mx.bfloat16  # computed in the base's dtype
+
+
+def test_a_non_finite_gradient_stops_training_before_the_adapter_changes(converted, dataset, cache, tmp_path,
+                                                                       monkeypatch):
+    trainer = importlib.import_module("mlx_acestep.training.trainer")
+
+    monkeypatch.setattr(trainer.optim, "clip_grad_norm", lambda g, m: (g, mx.array(float("inf"))))
+    with pytest.raises(AceStepError, match="step 1: the gradient norm is inf"):
+        train_lora(dataset, tmp_path / "out", TrainConfig(rank=4, steps=1, grad_accum=1, crop_seconds=5),
+                   model=converted, cache_dir=cache)
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists() and not (tmp_path / "out" / "checkpoint").exists()
 
 
 def test_a_run_refused_before_training_leaves_no_folder(converted, dataset, cache, tmp_path):

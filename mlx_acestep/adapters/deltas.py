@@ -39,8 +39,10 @@ class LoRADelta(nn.Module):
         if self.dropout and self.training:
             key = None if self.dropout_seed is None else mx.random.key(self.dropout_seed)
             x = x * mx.random.bernoulli(1 - self.dropout, x.shape, key=key).astype(x.dtype) / (1 - self.dropout)
-        # the scale multiplies the rank-r intermediate, not the [.., out] result: one pass over r columns
-        return ((x @ self.down.T) * (self.scale * strength)) @ self.up.T
+        # the scale multiplies the rank-r intermediate, not the [.., out] result: one pass over r columns. The
+        # factors compute in x's dtype: applied, they already are (no-op casts); trained, they stay float32
+        down, up = self.down.astype(x.dtype), self.up.astype(x.dtype)
+        return ((x @ down.T) * (self.scale * strength)) @ up.T
 
     def dense(self) -> mx.array:
         return (self.up.astype(mx.float32) @ self.down.astype(mx.float32)) * self.scale

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import AceStepError
-from ..limits import SECONDS
+from ..limits import SECONDS, SEED_MAX
 
 MIN_CLIP_SECONDS = 5.0
 ATTENTION_KINDS = ("self", "cross")
@@ -48,7 +48,7 @@ class TrainConfig:
             (self.grad_accum >= 1 and self.batch >= 1, "grad_accum and batch must be at least 1"),
             (math.isfinite(self.crop_seconds) and MIN_CLIP_SECONDS <= self.crop_seconds <= SECONDS[1],
              f"crop_seconds must be between {MIN_CLIP_SECONDS:g} and {SECONDS[1]:g}, got {self.crop_seconds}"),
-            (isinstance(self.seed, int) and 0 <= self.seed < 2**63, f"seed must be between 0 and 2**63 - 1, got {self.seed}"),
+            (isinstance(self.seed, int) and 0 <= self.seed <= SEED_MAX, f"seed must be between 0 and 2**63 - 1, got {self.seed}"),
             (self.save_every >= 0 and self.preview_every >= 0, "save_every and preview_every must be >= 0"),
         ]
         for ok, message in checks:

@@ -21,6 +21,7 @@ import numpy as np
 from ..adapters import Adapter, AdapterStack, targets
 from ..adapters.deltas import LoRADelta
 from ..adapters.stack import Entry
+from ..errors import AceStepError
 from ..files import atomic_file, write_text
 from ..safetensors_io import read_safetensors
 
@@ -38,8 +39,9 @@ def attach_lora(decoder: nn.Module, kinds: tuple[str, ...], rank: int, alpha: fl
     """A fresh trainable LoRA on the decoder (the base frozen); returns the stack holding it."""
     decoder.freeze()
     deltas = {}
-    keys = mx.random.split(key, max(len(lora_targets(decoder, kinds)), 1))
-    for k, (path, (out, inp)) in zip(keys, sorted(lora_targets(decoder, kinds).items())):
+    paths = lora_targets(decoder, kinds)
+    keys = mx.random.split(key, max(len(paths), 1))
+    for k, (path, (out, inp)) in zip(keys, sorted(paths.items())):
         bound = 1 / math.sqrt(inp)  # PEFT: kaiming_uniform_(a=sqrt(5)) on A is U(-1/sqrt(in), 1/sqrt(in))
         delta = LoRADelta(mx.random.uniform(-bound, bound, (rank, inp), key=k), mx.zeros((out, rank)), alpha / rank)
         delta.dropout = float(dropout)
@@ -47,7 +49,8 @@ def attach_lora(decoder: nn.Module, kinds: tuple[str, ...], rank: int, alpha: fl
     stack = AdapterStack()
     stack.entries["training"] = Entry(Adapter("training", Path("."), "peft", deltas), 1.0)
     stack.apply(decoder)
-    for delta in deltas.values():
+    for delta in deltas.values():  # apply() cast them to the layers' dtype; the trained factors stay float32
+        delta.down, delta.up = delta.down.astype(mx.float32), delta.up.astype(mx.float32)
         delta.unfreeze()
     return stack
 
@@ -70,8 +73,14 @@ def adapter_tensors(stack: AdapterStack) -> dict[str, np.ndarray]:
 def load_adapter_tensors(stack: AdapterStack, file: Path) -> None:
     state = read_safetensors(file)
     for path, delta in stack.entries["training"].adapter.deltas.items():
-        delta.down = mx.array(state[f"base_model.model.{path}.lora_A.weight"]).astype(delta.down.dtype)
-        delta.up = mx.array(state[f"base_model.model.{path}.lora_B.weight"]).astype(delta.up.dtype)
+        try:
+            down, up = (state[f"base_model.model.{path}.lora_{p}.weight"] for p in "AB")
+        except KeyError as e:
+            raise AceStepError(f"{file}: no {e.args[0]} (the checkpoint is damaged, or of another run)") from None
+        if down.shape != delta.down.shape or up.shape != delta.up.shape:
+            raise AceStepError(f"{file}: {path} has shapes {down.shape} / {up.shape}, this run's {delta.down.shape} / "
+                               f"{delta.up.shape} (the checkpoint is damaged, or of another run)")
+        delta.down, delta.up = mx.array(down).astype(delta.down.dtype), mx.array(up).astype(delta.up.dtype)
 
 
 def peft_config(rank: int, alpha: float, dropout: float, kinds: tuple[str, ...], base_model: str) -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ..errors import AceStepError, first_line
-from ..files import write_text
+from ..files import remove_stale, write_text
 from .config import TrainConfig
 from .dataset import scan_dataset
 from .lora import attach_lora, load_adapter_tensors, peft_config, save_peft_folder, seed_dropout
@@ -112,6 +112,7 @@ def train_lora(
     state_path = output / STATE_FILE
     if resume:
         _restore_swapped_checkpoint(output / "checkpoint")
+        remove_stale(output)  # what runs killed while writing left (after the restore: it removes `.old` folders)
     state = _read_state(state_path) if resume else {"step": 0}
     if resume:
         config = _resumed_config(config, state, state_path, model, dit)
@@ -192,9 +193,8 @@ def train_lora(
         return x0, noise, t, context, states
 
     log_path = output / "train_log.jsonl"
-    if log_path.exists():  # a resumed run keeps the lines up to its checkpoint (later ones are redone)
-        kept = [line for line in log_path.read_text().splitlines() if resume and json.loads(line)["step"] <= state["step"]]
-        write_text(log_path, "".join(line + "\n" for line in kept))
+    if resume and log_path.exists():  # a resumed run keeps the lines up to its checkpoint (later ones are redone)
+        write_text(log_path, "".join(line + "\n" for line in _logged_until(log_path, state["step"])))
     start_step, started = state["step"], time.perf_counter()
     for step in range(start_step, total):
         t0 = time.perf_counter()
@@ -206,14 +206,17 @@ def train_lora(
             mx.eval(loss, grads)
             loss_sum += loss.item()
         grads = tree_map(lambda g: g / config.grad_accum, grads)
+        loss_value = loss_sum / config.grad_accum
+        clipped, norm = optim.clip_grad_norm(grads, config.grad_clip or math.inf)
+        norm = norm.item()
+        if not math.isfinite(loss_value) or not math.isfinite(norm):  # before the update: the adapter stays finite
+            what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else f"the gradient norm is {norm}"
+            raise AceStepError(f"step {step + 1}: {what} (try a lower --lr); the last checkpoint is kept")
         if config.grad_clip:
-            grads, _ = optim.clip_grad_norm(grads, config.grad_clip)
+            grads = clipped
         lr = float(schedule(mx.array(step))) if callable(schedule) else schedule  # what this update uses
         optimizer.update(decoder, grads)
         mx.eval(decoder.trainable_parameters(), optimizer.state)
-        loss_value = loss_sum / config.grad_accum
-        if not math.isfinite(loss_value):
-            raise AceStepError(f"step {step + 1}: the loss is {loss_value} (try a lower --lr); the last checkpoint is kept")
         seconds = time.perf_counter() - t0
         with open(log_path, "a") as f:
             f.write(json.dumps({"step": step + 1, "loss": loss_value, "lr": lr, "seconds": round(seconds, 4)}) + "\n")
@@ -269,6 +272,18 @@ def _read_state(path: Path) -> dict:
             raise AceStepError(f"{step_file}: step {step!r} is not a whole number >= 0; the checkpoint is damaged")
         state["step"] = step
     return state
+
+
+def _logged_until(log_path: Path, step: int) -> list[str]:
+    """The log's lines up to `step` (a line a kill cut short is dropped)."""
+    kept = []
+    for line in log_path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return kept
 
 
 def _is_step(value) -> bool:
