@@ -115,6 +115,7 @@ def test_submit_poll_download(server):
     ({"prompt": ""}, 400, "caption is empty"),
     ({"prompt": "x", "task_type": "cover", "src_audio_path": "/etc/passwd"}, 403, "outside the allowed input folder"),
     ({"prompt": "x", "sample_mode": True}, 400, "not supported by this server"),
+    ({"prompt": "x", "task_type": "complete", "tracks": 5}, 400, "tracks must be a list or a comma-separated string"),
 ])
 def test_bad_requests_get_the_envelope_and_a_4xx(server, body, status, needle):
     got, env = server.json("POST", "/release_task", body)
@@ -198,6 +199,13 @@ def test_multipart_upload_and_unknown_ids(server):
     assert state == 1
     _, env = server.json("POST", "/query_result", {"task_id_list": ["no-such-task"]})
     assert env["data"] == [{"task_id": "no-such-task", "status": 0, "result": "[]"}]
+    # a route that takes no audio never writes an upload to a temporary file (they were left behind)
+    import glob
+    import tempfile
+
+    before = set(glob.glob(f"{tempfile.gettempdir()}/mlx-acestep-upload-*"))
+    status, _ = server.json("POST", "/query_result", raw=raw, content_type=f"multipart/form-data; boundary={boundary}")
+    assert status == 200 and set(glob.glob(f"{tempfile.gettempdir()}/mlx-acestep-upload-*")) <= before
     stats = server.json("GET", "/v1/stats")[1]["data"]
     assert stats["jobs"]["succeeded"] >= 1 and stats["queue_maxsize"] == 2
 
@@ -212,3 +220,15 @@ def test_lora_routes(server, pipe, fixtures):
     assert server.json("POST", "/v1/lora/load", {"path": "/etc"})[0] == 403
     assert server.json("POST", "/v1/lora/scale", {"name": "ghost", "scale": 1.0})[0] == 400
     assert server.json("POST", "/v1/lora/unload", {})[1]["data"]["loaded"] == []
+
+
+def test_a_keep_hours_that_would_delete_results_at_once_is_refused(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mlx_acestep.cli", "serve", "-m", "tiny", "--keep-hours", "0"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "MLX_ACESTEP_CACHE": str(tmp_path / "cache")})
+    assert done.returncode != 0 and "--keep-hours must be a positive number" in done.stderr
+    assert not (tmp_path / "cache").exists()  # refused before any model is built

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import click
@@ -41,7 +42,10 @@ def serve(model, dit, host, port, api_key, queue_size, output_dir, input_dir, ke
     from ..pipeline import ACEStep
     from ..server import make_app
 
-    api_key = api_key if api_key is not None else os.environ.get("ACESTEP_API_KEY")
+    api_key = (api_key if api_key is not None else os.environ.get("ACESTEP_API_KEY")) or None  # empty: no key
+    if not (math.isfinite(keep_hours) and keep_hours > 0):
+        raise AceStepError(f"--keep-hours must be a positive number, got {keep_hours:g} (results would be deleted "
+                           "as they finish, or never)")
     if host not in LOOPBACK and not api_key:
         click.echo(f"WARNING: serving on {host} without an API key: anyone who can reach this port can generate "
                    "and download (give --api-key)", err=True)

@@ -24,6 +24,7 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
     """The ASGI app; `input_dir` is the one folder whose files requests may name as source / reference audio."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import FileResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
 
     from ..errors import AceStepError
     from ..pipeline.request import GenerationRequest, RequestError
@@ -51,16 +52,17 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
         if header.removeprefix("Bearer ") != api_key:
             raise HTTPException(401, "Invalid API key")
 
-    async def read_body(request: Request):
-        """(fields, uploaded files) of a JSON, urlencoded or multipart body."""
+    async def read_body(request: Request, keep_files: bool = False):
+        """(fields, uploaded files) of a JSON, urlencoded or multipart body; only `keep_files` routes (the one that
+        takes audio) write uploads to temporary files, the others never leave any behind."""
         kind = request.headers.get("content-type", "").lower()
         if kind.startswith("multipart/form-data") or kind.startswith("application/x-www-form-urlencoded"):
             form = await request.form()
             body, uploads = {}, {}
             for key, value in form.multi_items():
                 if hasattr(value, "filename"):
-                    for name, aliases in UPLOAD_FIELDS.items():
-                        if key in aliases and value.filename:
+                    for name, aliases in UPLOAD_FIELDS.items() if keep_files else ():
+                        if key in aliases and value.filename and name not in uploads:
                             suffix = Path(value.filename).suffix[:8]
                             fd, tmp = tempfile.mkstemp(prefix="mlx-acestep-upload-", suffix=suffix)
                             with os.fdopen(fd, "wb") as f:
@@ -94,7 +96,7 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
 
     @app.post("/release_task")
     async def release_task(request: Request):
-        body, uploads = await read_body(request)
+        body, uploads = await read_body(request, keep_files=True)
         try:
             check_key(request, body)
             files = dict(uploads)
@@ -172,7 +174,8 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
             raise ProtocolError("give path: an adapter file or folder inside the allowed input folder")
         target = allowed_input(str(body["path"]), "the adapter", folders=True)
         try:
-            adapter = pipe.load_lora(target, scale=body.get("scale", 1.0), name=body.get("name"))
+            # on a thread of the pool: the pipeline's own thread may be busy with a job, and the event loop must go on
+            adapter = await run_in_threadpool(pipe.load_lora, target, scale=body.get("scale", 1.0), name=body.get("name"))
         except AceStepError as e:
             raise ProtocolError(str(e)) from None
         return envelope({"name": adapter.name, "summary": adapter.summary(), "loaded": pipe.loras()})
@@ -182,7 +185,7 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
         body, _ = await read_body(request)
         check_key(request, body)
         try:
-            pipe.set_lora_scale(str(body.get("name")), body.get("scale"))
+            await run_in_threadpool(pipe.set_lora_scale, str(body.get("name")), body.get("scale"))
         except AceStepError as e:
             raise ProtocolError(str(e)) from None
         return envelope({"loaded": pipe.loras()})
@@ -192,7 +195,7 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
         body, _ = await read_body(request)
         check_key(request, body)
         try:
-            pipe.unload_lora(body.get("name"))
+            await run_in_threadpool(pipe.unload_lora, body.get("name"))
         except AceStepError as e:
             raise ProtocolError(str(e)) from None
         return envelope({"loaded": pipe.loras()})

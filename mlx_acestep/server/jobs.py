@@ -3,6 +3,7 @@ per-job progress and cancel, results written atomically into the output folder, 
 
 from __future__ import annotations
 
+import collections
 import json
 import queue
 import threading
@@ -45,7 +46,7 @@ class JobRunner:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=maxsize)
         self.jobs: dict[str, Job] = {}
-        self.durations: list[float] = []
+        self.durations: collections.deque[float] = collections.deque(maxlen=50)  # the recent ones, for stats
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="mlx-acestep serve worker", daemon=True)
         self._thread.start()
@@ -61,8 +62,8 @@ class JobRunner:
             return self.queue.qsize()
 
     def position(self, job: Job) -> int:
-        with self._lock:
-            waiting = [j for j in list(self.queue.queue)]
+        with self.queue.mutex:  # what guards the queue's own list
+            waiting = list(self.queue.queue)
         return waiting.index(job) + 1 if job in waiting else 0
 
     def cancel(self, job_id: str) -> bool:
@@ -73,8 +74,9 @@ class JobRunner:
         return True
 
     def stats(self) -> dict:
-        states = [j.state for j in self.jobs.values()]
-        recent = self.durations[-50:]
+        with self._lock:  # _expire pops jobs on the worker's thread
+            states = [j.state for j in self.jobs.values()]
+        recent = list(self.durations)
         return {"jobs": {"total": len(states), **{s: states.count(s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED)}},
                 "queue_size": self.queue.qsize(), "queue_maxsize": self.queue.maxsize,
                 "avg_job_seconds": round(sum(recent) / len(recent), 3) if recent else 5.0}
@@ -112,7 +114,8 @@ class JobRunner:
             job.seeds, job.metadata = result.seeds, result.metadata
             for path, seed in zip(job.files, result.seeds):  # atomically, like the audio beside it
                 write_text(path.with_suffix(".json"), json.dumps({"task_id": job.id, "seed": seed,
-                                                                  "caption": job.request.caption}))
+                                                                  "caption": job.request.caption}), overwrite=False)
+            job.seconds = time.perf_counter() - start  # before the state: a poll that sees it done sees its time
             job.state, job.stage, job.progress = SUCCEEDED, SUCCEEDED, 1.0
         except AceStepError as e:
             job.state, job.stage, job.error = FAILED, FAILED, str(e)
@@ -125,9 +128,11 @@ class JobRunner:
     def _expire(self) -> None:
         """Forget finished jobs older than keep_hours and delete their files (only files of our own jobs)."""
         now = time.time()
-        for job_id, job in list(self.jobs.items()):
-            if job.state in (SUCCEEDED, FAILED) and now - job.created > self.keep_seconds:
-                for path in job.files:
-                    path.unlink(missing_ok=True)
-                    path.with_suffix(".json").unlink(missing_ok=True)
-                self.jobs.pop(job_id, None)
+        with self._lock:
+            expired = [j for j in self.jobs.values() if j.state in (SUCCEEDED, FAILED) and now - j.created > self.keep_seconds]
+            for job in expired:
+                self.jobs.pop(job.id, None)
+        for job in expired:
+            for path in job.files:
+                path.unlink(missing_ok=True)
+                path.with_suffix(".json").unlink(missing_ok=True)

@@ -168,6 +168,8 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         fields["track"] = str(f["track"])
     if f.get("tracks"):
         tracks = f["tracks"]
+        if not isinstance(tracks, (str, list, tuple)):
+            raise ProtocolError(f"tracks must be a list or a comma-separated string, got {tracks!r}")
         fields["tracks"] = [t.strip() for t in tracks.split(",")] if isinstance(tracks, str) else list(tracks)
     if "src_audio" in inputs:
         fields["src_audio"] = str(inputs["src_audio"])
