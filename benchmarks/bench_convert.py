@@ -27,15 +27,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.common import ROOT, child_env, peak_rss_bytes  # noqa: E402
 
-COMPONENTS = {"vae": "vae", "text_encoder": "Qwen3-Embedding-0.6B", "dit": "acestep-v15-turbo", "lm": "acestep-5Hz-lm-1.7B"}
+COMPONENTS = {
+    "vae": "vae",
+    "text_encoder": "Qwen3-Embedding-0.6B",
+    "dit": "acestep-v15-turbo",
+    "lm": "acestep-5Hz-lm-1.7B",
+}
 
 
 def child(root: str, dst: str, dtype: str, quantize: str, only: str) -> None:
     from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 
     start = time.perf_counter()
-    convert_checkpoints(root, dst, ConvertOptions(dtype=dtype, quantize=quantize),
-                        only=None if only == "all" else [COMPONENTS[only]])
+    convert_checkpoints(
+        root, dst, ConvertOptions(dtype=dtype, quantize=quantize), only=None if only == "all" else [COMPONENTS[only]]
+    )
     seconds = time.perf_counter() - start
     size = sum(p.stat().st_size for p in Path(dst).rglob("*") if p.is_file())
     print("RESULT " + json.dumps({"seconds": seconds, "peak_rss": peak_rss_bytes(), "bytes": size}), flush=True)
@@ -44,8 +50,13 @@ def child(root: str, dst: str, dtype: str, quantize: str, only: str) -> None:
 def measure(root: Path, dtype: str, quantize: str, only: str) -> dict:
     dst = Path(tempfile.mkdtemp(prefix="bench-convert-")) / "out"
     try:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_convert", "--child", str(root), str(dst), dtype,
-                              quantize, only], capture_output=True, text=True, env=child_env("mlx"), cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_convert", "--child", str(root), str(dst), dtype, quantize, only],
+            capture_output=True,
+            text=True,
+            env=child_env("mlx"),
+            cwd=ROOT,
+        )
     finally:
         shutil.rmtree(dst.parent, ignore_errors=True)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -81,19 +92,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for quantize in args.quantize.split(","):
             for only in args.components.split(","):
                 print(f"converting {only} to {dtype}/{quantize} ...", flush=True)
-                row = {"component": only, "dtype": dtype, "quantize": quantize, "source_bytes": source_bytes(root, only),
-                       **measure(root, dtype, quantize, only)}
+                row = {
+                    "component": only,
+                    "dtype": dtype,
+                    "quantize": quantize,
+                    "source_bytes": source_bytes(root, only),
+                    **measure(root, dtype, quantize, only),
+                }
                 rows.append(row)
                 print(row, flush=True)
     machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores"
-    lines = [f"Machine: {machine}", "", "| component | dtype | quantize | source (GB) | output (GB) | time (s) | peak RSS (GB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {machine}",
+        "",
+        "| component | dtype | quantize | source (GB) | output (GB) | time (s) | peak RSS (GB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['component']} | {r['dtype']} | {r['quantize']} | | failed: {r['error']} | | |")
         else:
-            lines.append(f"| {r['component']} | {r['dtype']} | {r['quantize']} | {r['source_bytes'] / 1e9:.2f} | "
-                         f"{r['bytes'] / 1e9:.2f} | {r['seconds']:.1f} | {r['peak_rss'] / 2**30:.2f} |")
+            lines.append(
+                f"| {r['component']} | {r['dtype']} | {r['quantize']} | {r['source_bytes'] / 1e9:.2f} | "
+                f"{r['bytes'] / 1e9:.2f} | {r['seconds']:.1f} | {r['peak_rss'] / 2**30:.2f} |"
+            )
     table = "\n".join(lines)
     out = Path(args.output)
     out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")

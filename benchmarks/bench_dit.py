@@ -21,16 +21,41 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from benchmarks.common import (add_step_arguments, decoder_config, report, scale_to_all_layers,  # noqa: E402
-                               step_child_arguments, step_header, step_table, timed)
+from benchmarks.common import (
+    add_step_arguments,
+    decoder_config,
+    report,
+    scale_to_all_layers,  # noqa: E402
+    step_child_arguments,
+    step_header,
+    step_table,
+    timed,
+)
 
 REAL_2B = dict(
-    hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8,
-    head_dim=128, rope_theta=1_000_000.0, rms_norm_eps=1e-6, sliding_window=128, in_channels=192,
-    audio_acoustic_hidden_dim=64, patch_size=2, layer_types=["sliding_attention", "full_attention"] * 12,
+    hidden_size=2048,
+    intermediate_size=6144,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6,
+    sliding_window=128,
+    in_channels=192,
+    audio_acoustic_hidden_dim=64,
+    patch_size=2,
+    layer_types=["sliding_attention", "full_attention"] * 12,
 )
-TINY = REAL_2B | dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=16, layer_types=["sliding_attention", "full_attention"])
+TINY = REAL_2B | dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    layer_types=["sliding_attention", "full_attention"],
+)
 
 
 def inputs(config: dict, frames: int, condition: int):
@@ -78,7 +103,9 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
     if variant == "bf16":
         dit.set_dtype(mx.bfloat16)
     elif variant in ("q8", "q4"):
-        quantize_model(dit, 8 if variant == "q8" else 4, 64, AceStepModel.QUANTIZE_KEEP, AceStepModel.QUANTIZE_AT_LEAST_8)
+        quantize_model(
+            dit, 8 if variant == "q8" else 4, 64, AceStepModel.QUANTIZE_KEEP, AceStepModel.QUANTIZE_AT_LEAST_8
+        )
     mx.eval(dit.parameters())
     weights = mx.get_active_memory()
     stack = attach_random_lora(dit, lora_rank) if lora_rank else None
@@ -105,9 +132,14 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
             stack.apply(dit)
             times[label].append(step())
     best = {k: min(v) for k, v in times.items()}
-    return {"step_s": best["with"], "base_step_s": best["without"], "ratio": best["with"] / best["without"],
-            "peak_gb": mx.get_peak_memory() / 1e9, "adapter_mb": stack.entries["bench"].adapter.nbytes / 1e6,
-            "extra_gb": (mx.get_active_memory() - weights) / 1e9}
+    return {
+        "step_s": best["with"],
+        "base_step_s": best["without"],
+        "ratio": best["with"] / best["without"],
+        "peak_gb": mx.get_peak_memory() / 1e9,
+        "adapter_mb": stack.entries["bench"].adapter.nbytes / 1e6,
+        "extra_gb": (mx.get_active_memory() - weights) / 1e9,
+    }
 
 
 def run_torch(config: dict, frames: int, condition: int, steps: int) -> dict:
@@ -121,8 +153,14 @@ def run_torch(config: dict, frames: int, condition: int, steps: int) -> dict:
     t = torch.full((1,), 0.9)
 
     def step():
-        return dit(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=states, context_latents=context,
-                   return_dict=False)[0]
+        return dit(
+            hidden_states=x,
+            timestep=t,
+            timestep_r=t,
+            encoder_hidden_states=states,
+            context_latents=context,
+            return_dict=False,
+        )[0]
 
     return {"step_s": timed(step, steps), "peak_gb": None}
 
@@ -141,8 +179,11 @@ def child(args) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", default="750,3000", help="comma list of latent lengths T (25 Hz)")
-    p.add_argument("--sides", default="mlx,diffusers",
-                   help="mlx, mlx-bf16, mlx-q8, mlx-q4, diffusers; '+lora' after an mlx side adds a LoRA (--lora-rank)")
+    p.add_argument(
+        "--sides",
+        default="mlx,diffusers",
+        help="mlx, mlx-bf16, mlx-q8, mlx-q4, diffusers; '+lora' after an mlx side adds a LoRA (--lora-rank)",
+    )
     p.add_argument("--lora-rank", type=int, default=64, help="rank of the random LoRA of the '+lora' sides")
     add_step_arguments(p)
     args = p.parse_args(argv)

@@ -20,7 +20,6 @@ from benchmarks.pipeline_runs import markdown, plot, run_benchmark  # noqa: E402
 from mlx_acestep.errors import AceStepError  # noqa: E402
 from mlx_acestep.hub import resolve_model  # noqa: E402
 
-
 # Measured on a 2-core x86 CPU (benchmarks/RESULTS.md): the real-size pipeline costs ~12.5 s of compute per second
 # of audio in float32; bf16 / q8 / q4 have no CPU fast path (~40x slower). On Metal there is no estimate.
 CPU_SECONDS_PER_AUDIO_SECOND = {"float32": 12.5, "bfloat16": 500.0, "float16": 500.0, "q8": 500.0, "q4": 500.0}
@@ -38,14 +37,30 @@ def cpu_estimate_seconds(seconds: list[float], precisions: list[str], tiny: bool
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--durations", default="10,30,60,120,240", show_default=True, help="Comma list of song lengths in seconds.")
+@click.option(
+    "--durations", default="10,30,60,120,240", show_default=True, help="Comma list of song lengths in seconds."
+)
 @click.option("--precisions", default="float32", show_default=True, help="Comma list of float32, bfloat16, q8, q4.")
-@click.option("--random-weights", is_flag=True, help="Build the real-size model with random weights (no download; cached).")
+@click.option(
+    "--random-weights", is_flag=True, help="Build the real-size model with random weights (no download; cached)."
+)
 @click.option("--tiny", is_flag=True, help="A tiny random model instead (checks that the benchmark runs).")
-@click.option("--model", default=None, help="A converted or convertible model (folder, repo id) instead of random weights.")
-@click.option("--reference/--no-reference", default=None, help="Run the PyTorch reference too (default: when torch and diffusers are installed).")
+@click.option(
+    "--model", default=None, help="A converted or convertible model (folder, repo id) instead of random weights."
+)
+@click.option(
+    "--reference/--no-reference",
+    default=None,
+    help="Run the PyTorch reference too (default: when torch and diffusers are installed).",
+)
 @click.option("--cache-dir", default=None, help="Where converted and random-weight models are kept.")
-@click.option("-o", "--output", default="bench", show_default=True, help="Output prefix: writes PREFIX.md, PREFIX.json and PREFIX.png.")
+@click.option(
+    "-o",
+    "--output",
+    default="bench",
+    show_default=True,
+    help="Output prefix: writes PREFIX.md, PREFIX.json and PREFIX.png.",
+)
 @click.option("--yes", is_flag=True, help="Run even when the estimate is long (over 15 minutes).")
 @click.option("--clean", is_flag=True, help="Remove the random-weight models this benchmark built, and stop.")
 def main(durations, precisions, random_weights, tiny, model, reference, cache_dir, output, yes, clean):
@@ -77,14 +92,22 @@ def main(durations, precisions, random_weights, tiny, model, reference, cache_di
         raise click.ClickException(
             f"this would take about {estimate / 3600:.1f} h on this machine's CPU ({len(seconds)} durations x "
             f"{len(precisions.split(','))} precisions{' x 2 sides' if reference is not False else ''}); pass --yes to run "
-            "it, or fewer / shorter --durations (e.g. --durations 10,30)")
+            "it, or fewer / shorter --durations (e.g. --durations 10,30)"
+        )
     target = None
     if model:  # converted once here, so the children only load its folders
         folders = resolve_model(model, cache_dir=cache_dir, lm=None, log=lambda m: click.echo(m, err=True))
         target = json.dumps({k: str(v) for k, v in vars(folders).items() if v is not None})
     try:
-        rows = run_benchmark(seconds, precisions.split(","), model=target, tiny=tiny, reference=reference,
-                             cache_dir=cache_dir, log=lambda m: click.echo(m, err=True))
+        rows = run_benchmark(
+            seconds,
+            precisions.split(","),
+            model=target,
+            tiny=tiny,
+            reference=reference,
+            cache_dir=cache_dir,
+            log=lambda m: click.echo(m, err=True),
+        )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     table = markdown(rows)

@@ -47,8 +47,9 @@ def main(argv=None) -> dict:
 
     def client(n: int):
         for j in range(args.jobs // args.clients):
-            status, env = server.json("POST", "/release_task", {"prompt": f"client {n} job {j}", "audio_duration": 10,
-                                                                "batch_size": 1})
+            status, env = server.json(
+                "POST", "/release_task", {"prompt": f"client {n} job {j}", "audio_duration": 10, "batch_size": 1}
+            )
             if status != 200:
                 errors.append(env)
                 continue
@@ -62,11 +63,18 @@ def main(argv=None) -> dict:
     for t in threads:
         t.join()
     server.stop()
-    result = {"jobs": args.jobs, "clients": args.clients, "succeeded": len(done), "errors": len(errors),
-              "seconds": round(time.perf_counter() - start, 1), "rss_mb_first": round(memory[0], 1),
-              "rss_mb_last": round(memory[-1], 1), "rss_mb_max": round(max(memory), 1),
-              # where it stands at each quarter of the run: a leak keeps climbing, a warming cache levels off
-              "rss_mb_by_quarter": [round(memory[min(len(memory) - 1, len(memory) * q // 4)], 1) for q in (1, 2, 3, 4)]}
+    result = {
+        "jobs": args.jobs,
+        "clients": args.clients,
+        "succeeded": len(done),
+        "errors": len(errors),
+        "seconds": round(time.perf_counter() - start, 1),
+        "rss_mb_first": round(memory[0], 1),
+        "rss_mb_last": round(memory[-1], 1),
+        "rss_mb_max": round(max(memory), 1),
+        # where it stands at each quarter of the run: a leak keeps climbing, a warming cache levels off
+        "rss_mb_by_quarter": [round(memory[min(len(memory) - 1, len(memory) * q // 4)], 1) for q in (1, 2, 3, 4)],
+    }
     print(json.dumps(result))
     return result
 

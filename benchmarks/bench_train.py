@@ -20,8 +20,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_dit import REAL_2B, TINY, inputs  # noqa: E402
-from benchmarks.common import (add_step_arguments, decoder_config, report, scale_to_all_layers,  # noqa: E402
-                               step_child_arguments, step_header, step_table, timed)
+from benchmarks.common import (
+    add_step_arguments,
+    decoder_config,
+    report,
+    scale_to_all_layers,  # noqa: E402
+    step_child_arguments,
+    step_header,
+    step_table,
+    timed,
+)
 
 
 def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int, rank: int) -> dict:
@@ -40,7 +48,9 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
     if variant == "bf16":
         dit.set_dtype(mx.bfloat16)
     elif variant in ("q8", "q4"):
-        quantize_model(dit, 8 if variant == "q8" else 4, 64, AceStepModel.QUANTIZE_KEEP, AceStepModel.QUANTIZE_AT_LEAST_8)
+        quantize_model(
+            dit, 8 if variant == "q8" else 4, 64, AceStepModel.QUANTIZE_KEEP, AceStepModel.QUANTIZE_AT_LEAST_8
+        )
     dit.checkpointing = variant != "nockpt"  # mlx-nockpt: activations kept, as torch does (--no-checkpointing)
     stack = attach_lora(dit, ("self", "cross"), rank, 2.0 * rank, 0.1, mx.random.key(0))
     mx.eval(dit.parameters())
@@ -71,8 +81,12 @@ def run_torch(config: dict, frames: int, condition: int, steps: int, rank: int) 
 
     torch.manual_seed(0)
     dit = AceStepTransformer1DModel(**config)
-    model = peft.get_peft_model(dit, peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.1,
-                                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    model = peft.get_peft_model(
+        dit,
+        peft.LoraConfig(
+            r=rank, lora_alpha=2 * rank, lora_dropout=0.1, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+        ),
+    )
     x, context, states = (torch.from_numpy(a) for a in inputs(config, frames, condition))
     noise = torch.randn_like(x)
     t = torch.tensor([0.75])
@@ -80,8 +94,14 @@ def run_torch(config: dict, frames: int, condition: int, steps: int, rank: int) 
 
     def step():
         xt = t * noise + (1 - t) * x
-        v = model.get_base_model()(hidden_states=xt, timestep=t, timestep_r=t, encoder_hidden_states=states,
-                                   context_latents=context, return_dict=False)[0]
+        v = model.get_base_model()(
+            hidden_states=xt,
+            timestep=t,
+            timestep_r=t,
+            encoder_hidden_states=states,
+            context_latents=context,
+            return_dict=False,
+        )[0]
         loss = torch.mean((v - (noise - x)) ** 2)
         optimizer.zero_grad()
         loss.backward()
@@ -104,8 +124,11 @@ def child(args) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", default="750", help="comma list of crop lengths T (25 Hz; 750 = 30 s)")
-    p.add_argument("--sides", default="mlx,torch", help="mlx, mlx-nockpt (no gradient checkpointing), mlx-bf16, mlx-q8, "
-                   "mlx-q4, torch")
+    p.add_argument(
+        "--sides",
+        default="mlx,torch",
+        help="mlx, mlx-nockpt (no gradient checkpointing), mlx-bf16, mlx-q8, mlx-q4, torch",
+    )
     p.add_argument("--rank", type=int, default=64)
     add_step_arguments(p)
     args = p.parse_args(argv)

@@ -100,9 +100,9 @@ def run_torch(folder: Path, task: str, seconds: float, tiled: bool) -> dict:
     x = torch.from_numpy(inputs(task, seconds)).permute(0, 2, 1).contiguous()
     start = time.perf_counter()
     if task == "decode":
-        vae.decode(x).sample
+        _ = vae.decode(x).sample
     else:
-        vae.encode(x).latent_dist.mean
+        _ = vae.encode(x).latent_dist.mean
     return {"time_s": time.perf_counter() - start, "peak_gb": None}
 
 
@@ -115,7 +115,9 @@ def child(args) -> None:
 
 
 def measure(side: str, folder: Path, task: str, seconds: float, chunk: int | None) -> dict:
-    extra = ["--folder", str(folder), "--task", task, "--seconds", str(seconds)] + (["--chunk", str(chunk)] if chunk else [])
+    extra = ["--folder", str(folder), "--task", task, "--seconds", str(seconds)] + (
+        ["--chunk", str(chunk)] if chunk else []
+    )
     return run_child(__file__, side, extra)
 
 
@@ -126,7 +128,9 @@ def main() -> None:
     p.add_argument("--long", action="store_true", help="also decode 600 s with MLX (peak memory)")
     p.add_argument("--long-chunk", type=int, default=160, help="MLX chunk for the 600 s decode (bounds peak memory)")
     p.add_argument("--chunk", type=int, default=None, help="MLX chunk in latent frames (default: the library's)")
-    p.add_argument("--untiled-max", type=float, default=60, help="skip untiled diffusers beyond this many seconds (memory)")
+    p.add_argument(
+        "--untiled-max", type=float, default=60, help="skip untiled diffusers beyond this many seconds (memory)"
+    )
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "mlx_acestep_bench_vae"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--side", help=argparse.SUPPRESS)
@@ -153,13 +157,18 @@ def main() -> None:
             folder = mlx_folder if side == "mlx" else torch_folder
             chunk = args.long_chunk if seconds >= 600 else args.chunk
             r = measure(side, folder, task, seconds, chunk)
-            chunk_text = ("default" if chunk is None else str(chunk)) if side == "mlx" else ("tiled" if "tiled" in side else "untiled")
+            chunk_text = (
+                ("default" if chunk is None else str(chunk))
+                if side == "mlx"
+                else ("tiled" if "tiled" in side else "untiled")
+            )
             if "error" in r:
                 print(f"| {task} {seconds:g} s | {side} | {chunk_text} | | failed: {r['error']} | | | |", flush=True)
                 continue
             peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else ""
             print(
-                f"| {task} {seconds:g} s | {side} | {chunk_text} | {r['blas']} | {r['time_s']:.1f} | {seconds / r['time_s']:.2f} | {peak} | {r['max_rss_gb']:.2f} |",
+                f"| {task} {seconds:g} s | {side} | {chunk_text} | {r['blas']} | {r['time_s']:.1f} "
+                f"| {seconds / r['time_s']:.2f} | {peak} | {r['max_rss_gb']:.2f} |",
                 flush=True,
             )
 

@@ -60,7 +60,9 @@ def blas_in_use(side: str) -> str:
         return f"torch {torch.__version__.split('+')[0]} ({name})"
     if sys.platform == "darwin":
         return "MLX (Metal / Accelerate)"
-    return "MLX + OpenBLAS (preloaded)" if OPENBLAS in os.environ.get("LD_PRELOAD", "") else "MLX bundled reference BLAS"
+    return (
+        "MLX + OpenBLAS (preloaded)" if OPENBLAS in os.environ.get("LD_PRELOAD", "") else "MLX bundled reference BLAS"
+    )
 
 
 def max_rss_gb() -> float:
@@ -84,8 +86,10 @@ def blas_of(side: str, env: dict) -> str:
 def run_child(script: str, side: str, args: list[str]) -> dict:
     """Run `script --child --side SIDE ARGS` in a fresh process; it prints one `RESULT {json}` line."""
     env = child_env(side)
-    out = subprocess.run([sys.executable, script, "--child", "--side", side, *args], capture_output=True, text=True, env=env)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+    out = subprocess.run(
+        [sys.executable, script, "--child", "--side", side, *args], capture_output=True, text=True, env=env
+    )
+    line = next((row for row in out.stdout.splitlines() if row.startswith("RESULT ")), None)
     if line is None:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(line[7:]) | {"blas": blas_of(side, env)}
@@ -112,7 +116,9 @@ def scale_to_all_layers(result: dict, layers: int | None, total: int, keys=("ste
     return result
 
 
-def step_table(script: str, frames_list, sides, extra: list[str], audio: str = "audio", note=lambda r: "") -> list[dict]:
+def step_table(
+    script: str, frames_list, sides, extra: list[str], audio: str = "audio", note=lambda r: ""
+) -> list[dict]:
     """Run every (frames, side) of a step benchmark in its own process and print one table row each."""
     print(f"| T | {audio} | side | BLAS | s / step | peak MLX (GB) | max RSS (GB) |")
     print("|---|---|---|---|---|---|---|")
@@ -125,8 +131,11 @@ def step_table(script: str, frames_list, sides, extra: list[str], audio: str = "
                 print(f"| {frames} | {frames / 25:g} s | {side} | | failed: {r['error']} | | |", flush=True)
                 continue
             peak = f"{r['peak_gb']:.2f}" if r.get("peak_gb") is not None else ""
-            print(f"| {frames} | {frames / 25:g} s | {side} | {r['blas']} | {r['step_s']:.2f} | {peak}{note(r)} | "
-                  f"{r['max_rss_gb']:.2f} |", flush=True)
+            print(
+                f"| {frames} | {frames / 25:g} s | {side} | {r['blas']} | {r['step_s']:.2f} | {peak}{note(r)} | "
+                f"{r['max_rss_gb']:.2f} |",
+                flush=True,
+            )
     return rows
 
 
@@ -143,9 +152,11 @@ def timed(step, steps: int) -> float:
 
 def step_header(args, what: str) -> str:
     """The machine line a decoder-step benchmark prints above its table."""
-    return (f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores; "
-            f"{'tiny' if args.tiny else '2B turbo'} {what}, condition {args.condition} tokens"
-            + (f"; {args.layers} of 24 layers built, s/step scaled to 24" if args.layers else ""))
+    return (
+        f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores; "
+        f"{'tiny' if args.tiny else '2B turbo'} {what}, condition {args.condition} tokens"
+        + (f"; {args.layers} of 24 layers built, s/step scaled to 24" if args.layers else "")
+    )
 
 
 def step_child_arguments(args, *more: str) -> list[str]:
@@ -161,8 +172,12 @@ def add_step_arguments(p) -> None:
     p.add_argument("--condition", type=int, default=640, help="condition tokens")
     p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
     p.add_argument("--tiny", action="store_true", help="a tiny config instead of the real 2B size")
-    p.add_argument("--layers", type=int, default=None,
-                   help="build only this many of the 24 layers and scale the time to 24 (for slow CPU runs)")
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="build only this many of the 24 layers and scale the time to 24 (for slow CPU runs)",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--side", help=argparse.SUPPRESS)
     p.add_argument("--frame", type=int, help=argparse.SUPPRESS)

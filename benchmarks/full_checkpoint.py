@@ -54,10 +54,10 @@ import sys
 import time
 import uuid
 import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
@@ -99,9 +99,11 @@ DIT_CONFIG = {  # spec 1.3, the 2B turbo column
 
 _QWEN3_SIZES = {"dtype": "bfloat16", "head_dim": 128, "num_attention_heads": 16, "num_key_value_heads": 8}
 TEXT_ENCODER_CONFIG = tiny._qwen3_config(  # spec 1.5: Qwen3-Embedding-0.6B
-    "Qwen3Model", 28, 32768, 151669, **_QWEN3_SIZES, hidden_size=1024, intermediate_size=3072)
+    "Qwen3Model", 28, 32768, 151669, **_QWEN3_SIZES, hidden_size=1024, intermediate_size=3072
+)
 LM_CONFIG = tiny._qwen3_config(  # spec 1.6: the 1.7B planner
-    "Qwen3ForCausalLM", 28, 40960, 217204, **_QWEN3_SIZES, hidden_size=2048, intermediate_size=6144, pad_token_id=512)
+    "Qwen3ForCausalLM", 28, 40960, 217204, **_QWEN3_SIZES, hidden_size=2048, intermediate_size=6144, pad_token_id=512
+)
 LM_GENERATION_CONFIG = tiny.LM_GENERATION_CONFIG
 
 
@@ -121,16 +123,37 @@ class Component:
 
 def _components(vae: dict, dit: dict, text: dict, lm: dict, lm_dir: str, n_codes: int) -> dict[str, Component]:
     return {
-        "vae": Component("vae", tiny.VAE_DIR, {"config.json": vae}, "diffusion_pytorch_model.safetensors",
-                         ((tiny._vae_encoder, vae), (tiny._vae_decoder, vae))),
-        "text_encoder": Component("text_encoder", tiny.TEXT_ENCODER_DIR, {"config.json": text}, "model.safetensors",
-                                  ((tiny._qwen3_tensors, text, ""),), tiny.text_tokenizer_files),
-        "dit": Component("dit", tiny.TURBO_DIR, {"config.json": dit}, "model.safetensors",
-                         ((tiny._dit_decoder, dit), (tiny._dit_condition_side, dit)),
-                         silence_channels=dit["timbre_hidden_dim"]),
-        "lm": Component("lm", lm_dir, {"config.json": lm, "generation_config.json": LM_GENERATION_CONFIG},
-                        "model.safetensors", ((tiny._qwen3_tensors, lm, "model"),),
-                        lambda: tiny._lm_tokenizer_files(tiny.text_tokenizer_files(), n_codes)),
+        "vae": Component(
+            "vae",
+            tiny.VAE_DIR,
+            {"config.json": vae},
+            "diffusion_pytorch_model.safetensors",
+            ((tiny._vae_encoder, vae), (tiny._vae_decoder, vae)),
+        ),
+        "text_encoder": Component(
+            "text_encoder",
+            tiny.TEXT_ENCODER_DIR,
+            {"config.json": text},
+            "model.safetensors",
+            ((tiny._qwen3_tensors, text, ""),),
+            tiny.text_tokenizer_files,
+        ),
+        "dit": Component(
+            "dit",
+            tiny.TURBO_DIR,
+            {"config.json": dit},
+            "model.safetensors",
+            ((tiny._dit_decoder, dit), (tiny._dit_condition_side, dit)),
+            silence_channels=dit["timbre_hidden_dim"],
+        ),
+        "lm": Component(
+            "lm",
+            lm_dir,
+            {"config.json": lm, "generation_config.json": LM_GENERATION_CONFIG},
+            "model.safetensors",
+            ((tiny._qwen3_tensors, lm, "model"),),
+            lambda: tiny._lm_tokenizer_files(tiny.text_tokenizer_files(), n_codes),
+        ),
     }
 
 
@@ -140,8 +163,14 @@ def full_components() -> dict[str, Component]:
 
 def tiny_components() -> dict[str, Component]:
     """The same writer on tiny.py's own configs (the turbo DiT only), for the tests."""
-    return _components(tiny.VAE_CONFIG, {**tiny.DIT_CONFIG, **tiny.DIT_VARIANTS[tiny.TURBO_DIR]},
-                       tiny.TEXT_ENCODER_CONFIG, tiny.LM_CONFIG, tiny.LM_DIR, tiny.NUM_AUDIO_CODES)
+    return _components(
+        tiny.VAE_CONFIG,
+        {**tiny.DIT_CONFIG, **tiny.DIT_VARIANTS[tiny.TURBO_DIR]},
+        tiny.TEXT_ENCODER_CONFIG,
+        tiny.LM_CONFIG,
+        tiny.LM_DIR,
+        tiny.NUM_AUDIO_CODES,
+    )
 
 
 # --- Recording the layout.
@@ -264,7 +293,9 @@ def _weight_g(seed: int, component: str, spec: TensorSpec, sq_norms: np.ndarray)
     return to_bf16((spec.gain * np.sqrt(sq_norms) * jitter).astype(np.float32))
 
 
-def write_safetensors(path: Path, specs: Sequence[TensorSpec], seed: int, component: str, workers: int | None = None) -> int:
+def write_safetensors(
+    path: Path, specs: Sequence[TensorSpec], seed: int, component: str, workers: int | None = None
+) -> int:
     """Draw and write the tensors of `specs` to `path`, one piece at a time; return the file size."""
     header, data_size = safetensors_header(specs)
     workers = workers or min(8, os.cpu_count() or 2)
@@ -327,12 +358,19 @@ def _parse_only(only: str | Sequence[str] | None) -> list[str]:
     names = COMPONENTS if only is None else [n for n in (only.split(",") if isinstance(only, str) else only) if n]
     unknown = [n for n in names if n not in COMPONENTS]
     if unknown or not names:
-        raise AceStepError(f"--only: unknown component(s) {', '.join(unknown) or '(none)'} (choose from {', '.join(COMPONENTS)})")
+        raise AceStepError(
+            f"--only: unknown component(s) {', '.join(unknown) or '(none)'} (choose from {', '.join(COMPONENTS)})"
+        )
     return [n for n in COMPONENTS if n in names]
 
 
-def build_checkpoint(root: str | Path, components: dict[str, Component], seed: int = 0,
-                     only: str | Sequence[str] | None = None, log: Callable[[str], None] = print) -> Path:
+def build_checkpoint(
+    root: str | Path,
+    components: dict[str, Component],
+    seed: int = 0,
+    only: str | Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Write `components` (those named in `only`) under `root`, atomically; return `root`."""
     root = Path(root)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
@@ -353,8 +391,10 @@ def build_checkpoint(root: str | Path, components: dict[str, Component], seed: i
             seconds, rss = time.perf_counter() - t0, peak_rss_bytes()
             size = _folder_size(staging / component.folder)
             total, peak = total + size, max(peak, rss)
-            log(f"{component.folder}: {counts['tensors']} tensors, {counts['params']:,} params, "
-                f"{size / 1e9:.3f} GB on disk, {seconds:.1f} s, peak RSS {rss / 2**20:.0f} MiB")
+            log(
+                f"{component.folder}: {counts['tensors']} tensors, {counts['params']:,} params, "
+                f"{size / 1e9:.3f} GB on disk, {seconds:.1f} s, peak RSS {rss / 2**20:.0f} MiB"
+            )
         os.replace(staging, root)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
@@ -366,8 +406,9 @@ def build_checkpoint(root: str | Path, components: dict[str, Component], seed: i
     return root
 
 
-def build_full_checkpoint(root: str | Path, seed: int = 0, only: str | Sequence[str] | None = None,
-                          log: Callable[[str], None] = print) -> Path:
+def build_full_checkpoint(
+    root: str | Path, seed: int = 0, only: str | Sequence[str] | None = None, log: Callable[[str], None] = print
+) -> Path:
     """Write the full-size random-weight root (the components in `only`, default all) at `root`; return it."""
     return build_checkpoint(root, full_components(), seed, only, log)
 

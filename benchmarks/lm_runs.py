@@ -62,7 +62,6 @@ import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from benchmarks.common import ROOT, blas_in_use, child_env, peak_rss_bytes, reset_peak_rss
 from benchmarks.pipeline_runs import PRECISIONS, REAL
@@ -73,8 +72,16 @@ SIZES = {
     "0.6B": _LM,
     "1.7B": _LM | dict(hidden_size=2048, intermediate_size=6144),
     "4B": _LM | dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32),
-    "tiny": _LM | dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+    "tiny": _LM
+    | dict(
+        vocab_size=1000,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+    ),
 }
 # (<|audio_code_0|> id, allowed codes, eos id = <|im_end|>): 64000 of the 65535 code ids are allowed.
 CODES = {"real": (151669, 64000, 151645), "tiny": (600, 256, 2)}
@@ -171,8 +178,18 @@ def run_mlx(spec: dict, rss: dict) -> dict:
                 mx.synchronize()
                 marks[step] = time.perf_counter()
 
-        generate_codes(lm, cond, uncond, n_codes, codes, codes.eos_id, cfg_scale=CFG_SCALE if batch == 2 else 1.0,
-                       temperature=TEMPERATURE, top_p=TOP_P, callback=callback)
+        generate_codes(
+            lm,
+            cond,
+            uncond,
+            n_codes,
+            codes,
+            codes.eos_id,
+            cfg_scale=CFG_SCALE if batch == 2 else 1.0,
+            temperature=TEMPERATURE,
+            top_p=TOP_P,
+            callback=callback,
+        )
         return _windows(marks, spec)
 
     result = _measure(spec, rss, loop_prefill, {"all_rows": all_rows, "last_row": last_row}, decode, cond, uncond)
@@ -194,13 +211,15 @@ def run_reference(spec: dict, rss: dict) -> dict:
         torch.set_default_dtype(torch.float32)
     first, count, eos = spec["codes"]
     allowed = torch.zeros(config.vocab_size, dtype=torch.bool)
-    allowed[first:first + count] = True
+    allowed[first : first + count] = True
     cond, uncond = prompts(spec["config"], spec["prompt"], first)
     generator = torch.Generator().manual_seed(0)
 
     def forward(ids, cache, keep=0):
         mask = torch.ones(ids.shape[0], cache.get_seq_length() + ids.shape[1], dtype=torch.long)
-        return model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=keep).logits[:, -1]
+        return model(
+            input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=keep
+        ).logits[:, -1]
 
     def sample(logits):
         scores = logits.float()
@@ -255,10 +274,17 @@ def child_main(argv: list[str]) -> None:
 
 
 def run_child(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.lm_runs", json.dumps(spec)],
-                         capture_output=True, text=True, env=child_env(spec["side"]), cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.lm_runs", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=child_env(spec["side"]),
+        cwd=ROOT,
+    )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    return json.loads(line[7:]) if line else {"error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
+    return (
+        json.loads(line[7:]) if line else {"error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
+    )
 
 
 # -- the whole benchmark -----------------------------------------------------------------------
@@ -271,8 +297,16 @@ def _mlx_on_cpu() -> bool:
 
 
 def run_lm_benchmark(
-    sizes: list[str], precisions: list[str], *, reference_precisions: tuple[str, ...] | list[str] = ("float32",), prompt: int = 512,
-    slow_prompt: int | None = 64, warmup: int = 4, window: int = 8, repeats: int = 3, prefill_repeats: int = 2,
+    sizes: list[str],
+    precisions: list[str],
+    *,
+    reference_precisions: tuple[str, ...] | list[str] = ("float32",),
+    prompt: int = 512,
+    slow_prompt: int | None = 64,
+    warmup: int = 4,
+    window: int = 8,
+    repeats: int = 3,
+    prefill_repeats: int = 2,
     log=print,
 ) -> list[dict]:
     """One row per (size, side, precision), in that order; a failed child gives a row with `error`."""
@@ -292,18 +326,30 @@ def run_lm_benchmark(
         for side, precision in runs:
             is_slow = bool(slow) and side == "mlx" and precision in SLOW_ON_CPU
             length = min(prompt, slow) if is_slow else prompt
-            spec = dict(side=side, precision=precision, config=config, codes=CODES["tiny" if size == "tiny" else "real"],
-                        prompt=length, warmup=warmup, window=window, repeats=repeats,
-                        prefill_repeats=1 if is_slow else prefill_repeats)
+            spec = dict(
+                side=side,
+                precision=precision,
+                config=config,
+                codes=CODES["tiny" if size == "tiny" else "real"],
+                prompt=length,
+                warmup=warmup,
+                window=window,
+                repeats=repeats,
+                prefill_repeats=1 if is_slow else prefill_repeats,
+            )
             log(f"{size} {side} {precision}, prompt {length} ...")
             start = time.perf_counter()
             result = run_child(spec)
             row = {"size": size, "side": side, "precision": precision, "prompt": length, **result}
             if "error" not in result:
                 steps = {b: min(s) for b, s in result["step_s"].items()}
-                row |= {"best_step_s": steps, "tok_s": 1 / steps["1"], "cfg_ratio": steps["2"] / steps["1"],
-                        "bandwidth_gbs": result["step_bytes"] / steps["1"] / 1e9,
-                        "peak_rss": max(v for k, v in result["rss"].items() if k != "build")}
+                row |= {
+                    "best_step_s": steps,
+                    "tok_s": 1 / steps["1"],
+                    "cfg_ratio": steps["2"] / steps["1"],
+                    "bandwidth_gbs": result["step_bytes"] / steps["1"] / 1e9,
+                    "peak_rss": max(v for k, v in result["rss"].items() if k != "build"),
+                }
             log(f"  {time.perf_counter() - start:.0f} s" + (f": failed: {row['error']}" if "error" in row else ""))
             rows.append(row)
     return rows
@@ -322,23 +368,32 @@ def targets(rows: list[dict]) -> list[dict]:
 
         cfg = {p: r["cfg_ratio"] for (side, p), r in by.items() if side == "mlx"}
         f32, q8 = speedup("float32"), speedup("q8")
-        out.append({
-            "size": size,
-            "mlx_f32_vs_ref_f32": f32, "mlx_f32_met": f32 is not None and f32 >= 1.2,
-            "mlx_q8_vs_ref_f32": q8, "mlx_q8_met": q8 is not None and q8 >= 2.0,
-            "cfg_ratio": cfg, "cfg_met": bool(cfg) and max(cfg.values()) <= 1.5,  # "well under 2x": 1.5 at most
-        })
+        out.append(
+            {
+                "size": size,
+                "mlx_f32_vs_ref_f32": f32,
+                "mlx_f32_met": f32 is not None and f32 >= 1.2,
+                "mlx_q8_vs_ref_f32": q8,
+                "mlx_q8_met": q8 is not None and q8 >= 2.0,
+                "cfg_ratio": cfg,
+                "cfg_met": bool(cfg) and max(cfg.values()) <= 1.5,  # "well under 2x": 1.5 at most
+            }
+        )
     return out
 
 
 def config_table(sizes: list[str]) -> str:
-    lines = ["| size | hidden | intermediate | layers | q / kv heads | parameters | float32 weights (GB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| size | hidden | intermediate | layers | q / kv heads | parameters | float32 weights (GB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in sizes:
         c = SIZES[s]
         n = parameter_count(c)
-        lines.append(f"| {s} | {c['hidden_size']} | {c['intermediate_size']} | {c['num_hidden_layers']} | "
-                     f"{c['num_attention_heads']} / {c['num_key_value_heads']} | {n / 1e9:.3f} B | {n * 4 / 1e9:.2f} |")
+        lines.append(
+            f"| {s} | {c['hidden_size']} | {c['intermediate_size']} | {c['num_hidden_layers']} | "
+            f"{c['num_attention_heads']} / {c['num_key_value_heads']} | {n / 1e9:.3f} B | {n * 4 / 1e9:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -362,7 +417,8 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"{head} {r['blas']} | {r['prompt']} | {pre['1']:.2f} | {pre['2']:.2f} | {var['all_rows']:.2f} | {var['last_row']:.2f} | "
             f"{r['tok_s']:.2f} | {step['1']:.3f} | {step['2']:.3f} | {r['cfg_ratio']:.2f} | {r['weights_bytes'] / 1e9:.2f} | "
-            f"{r.get('step_bytes', r['weights_bytes']) / 1e9:.2f} | {r['bandwidth_gbs']:.1f} | {vs} | {r['peak_rss'] / 1e9:.2f} |")
+            f"{r.get('step_bytes', r['weights_bytes']) / 1e9:.2f} | {r['bandwidth_gbs']:.1f} | {vs} | {r['peak_rss'] / 1e9:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -373,17 +429,21 @@ def targets_markdown(rows: list[dict]) -> str:
     lines = []
     for t in targets(rows):
         cfg = ", ".join(f"{p} {v:.2f}" for p, v in t["cfg_ratio"].items()) or "not measured"
-        lines.append(f"- **{t['size']}**: MLX float32 / transformers float32 tok/s {fmt(t['mlx_f32_vs_ref_f32'], t['mlx_f32_met'])} "
-                     f"(target 1.2x); MLX q8 / transformers float32 {fmt(t['mlx_q8_vs_ref_f32'], t['mlx_q8_met'])} (target 2x); "
-                     f"CFG batch-2 / batch-1 step: {cfg} ({'met' if t['cfg_met'] else 'not met'}: target well under 2, read as <= 1.5)")
+        lines.append(
+            f"- **{t['size']}**: MLX float32 / transformers float32 tok/s {fmt(t['mlx_f32_vs_ref_f32'], t['mlx_f32_met'])} "
+            f"(target 1.2x); MLX q8 / transformers float32 {fmt(t['mlx_q8_vs_ref_f32'], t['mlx_q8_met'])} (target 2x); "
+            f"CFG batch-2 / batch-1 step: {cfg} ({'met' if t['cfg_met'] else 'not met'}: target well under 2, read as <= 1.5)"
+        )
     return "\n".join(lines)
 
 
 def machine_line() -> str:
     import mlx.core as mx
 
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores; MLX {mx.__version__} "
-            f"({'CPU' if _mlx_on_cpu() else 'GPU'}), Python {platform.python_version()}")
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores; MLX {mx.__version__} "
+        f"({'CPU' if _mlx_on_cpu() else 'GPU'}), Python {platform.python_version()}"
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import OPENBLAS, ROOT, blas_in_use, child_env, peak_rss_bytes, reset_peak_rss
+from benchmarks.common import ROOT, blas_in_use, child_env, peak_rss_bytes, reset_peak_rss
 
 TEXT_TOKENS, LYRIC_TOKENS = 96, 384
 TURBO_SHIFT3 = [1.0, 0.9545454545454546, 0.9, 0.8333333333333334, 0.75, 0.6428571428571429, 0.5, 0.3]
@@ -39,35 +39,94 @@ TURBO_SHIFT3 = [1.0, 0.9545454545454546, 0.9, 0.8333333333333334, 0.75, 0.642857
 # Real sizes (spec 1.3-1.5): the 2B turbo DiT, Qwen3-Embedding-0.6B, the Oobleck VAE.
 REAL = {
     "dit": dict(
-        model_type="acestep", is_turbo=True, hidden_size=2048, intermediate_size=6144, num_hidden_layers=24,
-        num_attention_heads=16, num_key_value_heads=8, head_dim=128, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
-        attention_bias=False, sliding_window=128, use_sliding_window=True,
-        layer_types=["sliding_attention", "full_attention"] * 12, in_channels=192, audio_acoustic_hidden_dim=64,
-        patch_size=2, text_hidden_dim=1024, timbre_hidden_dim=64, num_lyric_encoder_hidden_layers=8,
-        num_timbre_encoder_hidden_layers=4, num_attention_pooler_hidden_layers=2, pool_window_size=5, fsq_dim=2048,
-        fsq_input_levels=[8, 8, 8, 5, 5, 5], fsq_input_num_quantizers=1, timbre_fix_frame=750,
+        model_type="acestep",
+        is_turbo=True,
+        hidden_size=2048,
+        intermediate_size=6144,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        attention_bias=False,
+        sliding_window=128,
+        use_sliding_window=True,
+        layer_types=["sliding_attention", "full_attention"] * 12,
+        in_channels=192,
+        audio_acoustic_hidden_dim=64,
+        patch_size=2,
+        text_hidden_dim=1024,
+        timbre_hidden_dim=64,
+        num_lyric_encoder_hidden_layers=8,
+        num_timbre_encoder_hidden_layers=4,
+        num_attention_pooler_hidden_layers=2,
+        pool_window_size=5,
+        fsq_dim=2048,
+        fsq_input_levels=[8, 8, 8, 5, 5, 5],
+        fsq_input_num_quantizers=1,
+        timbre_fix_frame=750,
     ),
     "text_encoder": dict(
-        model_type="qwen3", hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-        num_key_value_heads=8, head_dim=128, vocab_size=151669, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
-        max_position_embeddings=32768, tie_word_embeddings=True, attention_bias=False,
+        model_type="qwen3",
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=151669,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        attention_bias=False,
     ),
     "vae": dict(
-        _class_name="AutoencoderOobleck", audio_channels=2, channel_multiples=[1, 2, 4, 8, 16], decoder_channels=128,
-        decoder_input_channels=64, downsampling_ratios=[2, 4, 4, 6, 10], encoder_hidden_size=128, sampling_rate=48000,
+        _class_name="AutoencoderOobleck",
+        audio_channels=2,
+        channel_multiples=[1, 2, 4, 8, 16],
+        decoder_channels=128,
+        decoder_input_channels=64,
+        downsampling_ratios=[2, 4, 4, 6, 10],
+        encoder_hidden_size=128,
+        sampling_rate=48000,
     ),
 }
 # A tiny configuration with the same structure, to check that the benchmark runs (tests).
 TINY = {
-    "dit": REAL["dit"] | dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                              num_key_value_heads=2, head_dim=16, layer_types=["sliding_attention", "full_attention"],
-                              text_hidden_dim=32, num_lyric_encoder_hidden_layers=2, num_timbre_encoder_hidden_layers=2,
-                              fsq_dim=64),
-    "text_encoder": REAL["text_encoder"] | dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=600),
+    "dit": REAL["dit"]
+    | dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        layer_types=["sliding_attention", "full_attention"],
+        text_hidden_dim=32,
+        num_lyric_encoder_hidden_layers=2,
+        num_timbre_encoder_hidden_layers=2,
+        fsq_dim=64,
+    ),
+    "text_encoder": REAL["text_encoder"]
+    | dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=600,
+    ),
     "vae": REAL["vae"] | dict(channel_multiples=[1, 1, 1, 1, 2], decoder_channels=16, encoder_hidden_size=16),
 }
-PRECISIONS = {"float32": ("float32", "none"), "bfloat16": ("bfloat16", "none"), "q8": ("float32", "q8"), "q4": ("float32", "q4")}
+PRECISIONS = {
+    "float32": ("float32", "none"),
+    "bfloat16": ("bfloat16", "none"),
+    "q8": ("float32", "q8"),
+    "q4": ("float32", "q4"),
+}
 
 
 # -- the random-weight model -------------------------------------------------------------------
@@ -77,7 +136,6 @@ def random_weight_model(cache: Path, precision: str, tiny: bool = False, log=pri
     """A converted model folder of the real (or tiny) size with random weights, built once into `cache`."""
     import mlx.core as mx
     import numpy as np
-
     from mlx.utils import tree_flatten
 
     from mlx_acestep.convert.component import ConvertOptions, write_component
@@ -93,8 +151,10 @@ def random_weight_model(cache: Path, precision: str, tiny: bool = False, log=pri
         size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
         log(f"using the random-weight model in {root} ({size / 1e9:.1f} GB; `bench --clean` removes them)")
         return root
-    log(f"building the {'tiny' if tiny else 'real-size'} random-weight model ({precision}) in {root} "
-        "(once; `bench --clean` removes it)")
+    log(
+        f"building the {'tiny' if tiny else 'real-size'} random-weight model ({precision}) in {root} "
+        "(once; `bench --clean` removes it)"
+    )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
@@ -105,14 +165,25 @@ def random_weight_model(cache: Path, precision: str, tiny: bool = False, log=pri
             weights = dict(tree_flatten(model.parameters()))
             write_component(tmp / folder, kind, model, weights, config, options, [], tmp, folder)
 
-        write("Qwen3-Embedding-0.6B", "text_encoder", Qwen3TextEncoder(text_encoder_args(configs["text_encoder"])),
-              configs["text_encoder"], opts)
+        write(
+            "Qwen3-Embedding-0.6B",
+            "text_encoder",
+            Qwen3TextEncoder(text_encoder_args(configs["text_encoder"])),
+            configs["text_encoder"],
+            opts,
+        )
         _copy_tokenizer(tmp / "Qwen3-Embedding-0.6B")
         write("acestep-v15-turbo", "dit", AceStepModel(AceStepConfig.from_dict(configs["dit"])), configs["dit"], opts)
         silence = np.random.default_rng(0).standard_normal((1, 15000, 64)).astype(np.float32)
         mx.save_safetensors(str(tmp / "acestep-v15-turbo" / SILENCE_FILE), {"silence_latent": mx.array(silence)})
         # convolutions only: the VAE stays in dtype
-        write("vae", "vae", AutoencoderOobleck(OobleckConfig.from_dict(configs["vae"])), configs["vae"], ConvertOptions(dtype=dtype))
+        write(
+            "vae",
+            "vae",
+            AutoencoderOobleck(OobleckConfig.from_dict(configs["vae"])),
+            configs["vae"],
+            ConvertOptions(dtype=dtype),
+        )
         os.replace(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -190,7 +261,9 @@ def run_reference(frames: int, tiny: bool) -> dict:
     torch.set_grad_enabled(False)
     torch.manual_seed(0)
     start = time.perf_counter()
-    text_encoder = Qwen3Model(Qwen3Config(**{k: v for k, v in configs["text_encoder"].items() if k != "model_type"})).eval()
+    text_encoder = Qwen3Model(
+        Qwen3Config(**{k: v for k, v in configs["text_encoder"].items() if k != "model_type"})
+    ).eval()
     condition = build(AceStepConditionEncoder, configs["dit"])
     dit = build(AceStepTransformer1DModel, configs["dit"])
     vae = build(AutoencoderOobleck, {k: v for k, v in configs["vae"].items() if not k.startswith("_")})
@@ -207,16 +280,30 @@ def run_reference(frames: int, tiny: bool) -> dict:
         rss[name] = peak_rss_bytes()
         return result
 
-    text_hidden, lyric_hidden = phase("text", lambda: (text_encoder(text_ids).last_hidden_state, text_encoder.embed_tokens(lyric_ids)))
+    text_hidden, lyric_hidden = phase(
+        "text", lambda: (text_encoder(text_ids).last_hidden_state, text_encoder.embed_tokens(lyric_ids))
+    )
     mask_t, mask_l = torch.ones_like(text_ids, dtype=torch.bool), torch.ones_like(lyric_ids, dtype=torch.bool)
-    states, _ = phase("condition", lambda: condition(text_hidden, mask_t, lyric_hidden, mask_l, silence[:, :750], torch.zeros(1, dtype=torch.long)))
+    states, _ = phase(
+        "condition",
+        lambda: condition(
+            text_hidden, mask_t, lyric_hidden, mask_l, silence[:, :750], torch.zeros(1, dtype=torch.long)
+        ),
+    )
     context = torch.cat([silence[:, :frames], torch.ones(1, frames, 64)], dim=-1)
 
     def sample():
         x = torch.randn(1, frames, 64)
         for k, t in enumerate(TURBO_SHIFT3):
             tt = torch.full((1,), t)
-            v = dit(hidden_states=x, timestep=tt, timestep_r=tt, encoder_hidden_states=states, context_latents=context, return_dict=False)[0]
+            v = dit(
+                hidden_states=x,
+                timestep=tt,
+                timestep_r=tt,
+                encoder_hidden_states=states,
+                context_latents=context,
+                return_dict=False,
+            )[0]
             x = x - v * t if k == len(TURBO_SHIFT3) - 1 else x - v * (t - TURBO_SHIFT3[k + 1])
         return x
 
@@ -246,8 +333,14 @@ def run_child(side: str, frames: int, target: str, tiny: bool) -> dict:
 
 
 def run_benchmark(
-    durations: list[float], precisions: list[str], *, model: str | None = None, tiny: bool = False,
-    reference: bool | None = None, cache_dir: str | None = None, log=print,
+    durations: list[float],
+    precisions: list[str],
+    *,
+    model: str | None = None,
+    tiny: bool = False,
+    reference: bool | None = None,
+    cache_dir: str | None = None,
+    log=print,
 ) -> list[dict]:
     """One row per (duration, side): per-phase seconds and peak memory, total, RTF."""
     from mlx_acestep.hub import cache_root
@@ -274,7 +367,11 @@ def run_benchmark(
             row = {"duration": duration, "side": label, **result}
             if "error" not in result:
                 compute = sum(result["seconds"].values())
-                row |= {"total_s": compute, "rtf": duration / compute, "peak_rss": max(result["rss"].values(), default=0)}
+                row |= {
+                    "total_s": compute,
+                    "rtf": duration / compute,
+                    "peak_rss": max(result["rss"].values(), default=0),
+                }
             rows.append(row)
     return rows
 
@@ -282,7 +379,9 @@ def run_benchmark(
 def markdown(rows: list[dict]) -> str:
     phases = ("text", "condition", "dit", "vae")
     lines = [
-        "| audio | side | BLAS | " + " | ".join(f"{p} (s)" for p in phases) + " | total (s) | RTF | ratio | peak RSS (GB) | mem ratio | load (s) |",
+        "| audio | side | BLAS | "
+        + " | ".join(f"{p} (s)" for p in phases)
+        + " | total (s) | RTF | ratio | peak RSS (GB) | mem ratio | load (s) |",
         "|---|---|---|" + "---|" * (len(phases) + 6),
     ]
     refs = {r["duration"]: r for r in rows if r["side"].startswith("reference") and "error" not in r}
@@ -294,8 +393,10 @@ def markdown(rows: list[dict]) -> str:
         ratio = f"{r['total_s'] / ref['total_s']:.2f}" if ref else ""
         mem = f"{r['peak_rss'] / ref['peak_rss']:.2f}" if ref else ""
         cells = " | ".join(f"{r['seconds'].get(p, 0):.1f}" for p in phases)
-        lines.append(f"| {r['duration']:g} s | {r['side']} | {r['blas']} | {cells} | {r['total_s']:.1f} | {r['rtf']:.2f} | "
-                     f"{ratio} | {r['peak_rss'] / 1e9:.2f} | {mem} | {r['load_s']:.1f} |")
+        lines.append(
+            f"| {r['duration']:g} s | {r['side']} | {r['blas']} | {cells} | {r['total_s']:.1f} | {r['rtf']:.2f} | "
+            f"{ratio} | {r['peak_rss'] / 1e9:.2f} | {mem} | {r['load_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 

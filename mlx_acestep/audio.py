@@ -119,8 +119,14 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
 TAGS = ("title", "comment", "software", "artist", "date", "album", "genre")  # libsndfile's string fields we write
 
 
-def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str | None = None,
-               overwrite: bool = False, tags: dict[str, str] | None = None) -> Path:
+def save_audio(
+    path: str | Path,
+    audio: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    subtype: str | None = None,
+    overwrite: bool = False,
+    tags: dict[str, str] | None = None,
+) -> Path:
     """Write `[samples, channels]` float audio to .wav or .flac, atomically; an existing file is replaced only
     with `overwrite` (also when it appears while writing). Non-finite samples are an error, not a file.
     `tags` (title, comment, software, ...) go into the file's INFO chunk (WAV) or Vorbis comments (FLAC)."""

@@ -18,21 +18,29 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .cachedir import CONVERSION_FILE, cache_root  # noqa: F401  (cache_root re-exported: the one place is cachedir.py)
 from .errors import AceStepError, first_line
 from .files import remove_stale
-from .names import DEFAULT_DIT, DEFAULT_LM, DEFAULT_REPO, LM_PREFIX, LM_SIZES, TEXT_ENCODER, VAE_DIR  # noqa: F401
 from .loading import LAYOUT_VERSION, SILENCE_FILE, WEIGHTS_FILE, read_json
+from .names import DEFAULT_DIT, DEFAULT_LM, DEFAULT_REPO, LM_PREFIX, LM_SIZES, TEXT_ENCODER, VAE_DIR  # noqa: F401
 from .safetensors_io import read_header, weight_files
 
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # What a pipeline needs from a repo, in either layout (patterns that match nothing cost nothing).
-_DIFFUSERS_PATTERNS = ["model_index.json", "silence_latent.pt", "transformer/*", "condition_encoder/*", "audio_tokenizer/*",
-                       "audio_token_detokenizer/*", "text_encoder/*", "tokenizer/*"]
+_DIFFUSERS_PATTERNS = [
+    "model_index.json",
+    "silence_latent.pt",
+    "transformer/*",
+    "condition_encoder/*",
+    "audio_tokenizer/*",
+    "audio_token_detokenizer/*",
+    "text_encoder/*",
+    "tokenizer/*",
+]
 
 Log = Callable[[str], None]
 
@@ -99,7 +107,9 @@ def resolve_model(
     elif _REPO_ID.fullmatch(name) and not name.startswith((".", "/")):
         src = download(name, dit, log, quiet, lm)
     else:
-        raise AceStepError(f"unknown model {name!r}: no such folder, and not a Hugging Face repo id (owner/name) or 'tiny'")
+        raise AceStepError(
+            f"unknown model {name!r}: no such folder, and not a Hugging Face repo id (owner/name) or 'tiny'"
+        )
 
     if converted_components(src):
         if dtype != "auto" or quantize:
@@ -123,7 +133,9 @@ def pick_lm(available: dict[str, Path], lm: str | None, where: Path | str) -> Pa
     if lm is None or (lm == "auto" and not available):
         return None
     if not available:
-        raise AceStepError(f"{where}: no planner LM (acestep-5Hz-lm-*) in this model; pass --no-thinking or another --lm")
+        raise AceStepError(
+            f"{where}: no planner LM (acestep-5Hz-lm-*) in this model; pass --no-thinking or another --lm"
+        )
     if lm == "auto":
         default = [f for n, f in available.items() if n.endswith(DEFAULT_LM)]
         return (default or [available[n] for n in sorted(available)])[0]
@@ -141,21 +153,27 @@ def converted_components(root: Path) -> dict[str, list[Path]]:
         ours = (folder / "manifest.json").is_file()  # the converter writes one into every component folder
         if not config.is_file():
             if ours:
-                raise AceStepError(f"{folder}: damaged converted component (no config.json); delete it (or pass "
-                                   "--reconvert) and run again")
+                raise AceStepError(
+                    f"{folder}: damaged converted component (no config.json); delete it (or pass "
+                    "--reconvert) and run again"
+                )
             continue
         try:
             fields = json.loads(config.read_text())
         except (OSError, ValueError) as e:
             if ours:
-                raise AceStepError(f"{config}: damaged converted component (not JSON: {e}); delete the folder (or "
-                                   "pass --reconvert) and run again") from None
+                raise AceStepError(
+                    f"{config}: damaged converted component (not JSON: {e}); delete the folder (or "
+                    "pass --reconvert) and run again"
+                ) from None
             continue
         if isinstance(fields, dict) and "layout_version" in fields and "component" in fields:
             found.setdefault(fields["component"], []).append(folder)
         elif ours:
-            raise AceStepError(f"{config}: damaged converted component (no layout_version / component); delete the "
-                               "folder (or pass --reconvert) and run again")
+            raise AceStepError(
+                f"{config}: damaged converted component (no layout_version / component); delete the "
+                "folder (or pass --reconvert) and run again"
+            )
     return found
 
 
@@ -172,7 +190,9 @@ def pick_components(root: Path, dit: str | None) -> dict[str, Path]:
     found = converted_components(root)
     missing = [c for c in ("text_encoder", "dit", "vae") if not found.get(c)]
     if missing:
-        raise AceStepError(f"{root}: no converted {', '.join(missing)} folder (the pipeline needs a text encoder, a DiT and the VAE)")
+        raise AceStepError(
+            f"{root}: no converted {', '.join(missing)} folder (the pipeline needs a text encoder, a DiT and the VAE)"
+        )
     dits = {d.name: d for d in found["dit"]}
     if dit is not None and dit not in dits:
         raise AceStepError(f"{root}: no DiT {dit!r} (available: {', '.join(dits)})")
@@ -195,7 +215,9 @@ def check_converted(folder: Path) -> None:
         if config.get("component") == "dit":
             read_header(folder / SILENCE_FILE)
     except AceStepError as e:
-        raise AceStepError(f"{e} — this converted folder is damaged; delete it (or pass --reconvert) and run again") from None
+        raise AceStepError(
+            f"{e} — this converted folder is damaged; delete it (or pass --reconvert) and run again"
+        ) from None
 
 
 # -- conversion cache ---------------------------------------------------------------------------
@@ -229,7 +251,9 @@ def convert_cached(
     return folders
 
 
-def convert_lm_cached(folder: Path, dtype: str, quantize: str | None, group: int, cache: Path, reconvert: bool, log: Log) -> Path:
+def convert_lm_cached(
+    folder: Path, dtype: str, quantize: str | None, group: int, cache: Path, reconvert: bool, log: Log
+) -> Path:
     """A planner LM source folder converted into its own cache entry (toggling the planner never reconverts the rest)."""
     opts = _options(dtype, quantize, group, reconvert)
     if folder.name.startswith(LM_PREFIX):  # inside a checkpoint root: convert just it, under its own name
@@ -246,11 +270,17 @@ def _options(dtype: str, quantize: str | None, group: int, reconvert: bool):
     from .convert import ConvertOptions
 
     quantize = quantize if quantize not in (None, "none") else None
-    return ConvertOptions(dtype=dtype, quantize=quantize or "none", group_size=group if quantize else ConvertOptions.group_size,
-                          force=reconvert)
+    return ConvertOptions(
+        dtype=dtype,
+        quantize=quantize or "none",
+        group_size=group if quantize else ConvertOptions.group_size,
+        force=reconvert,
+    )
 
 
-def _convert_entry(src: Path, label: str, only, sources: list[Path], opts, cache: Path, reconvert: bool, log: Log) -> Path:
+def _convert_entry(
+    src: Path, label: str, only, sources: list[Path], opts, cache: Path, reconvert: bool, log: Log
+) -> Path:
     from .convert import convert_checkpoints
 
     opts.validate()
@@ -259,8 +289,10 @@ def _convert_entry(src: Path, label: str, only, sources: list[Path], opts, cache
         with contextlib.suppress(OSError):  # empty: claimed by a run killed before it renamed its conversion in
             entry.rmdir()
         if entry.exists() and not reconvert:
-            raise AceStepError(f"{entry}: a cache entry without its {CONVERSION_FILE} (damaged); pass --reconvert to "
-                               "convert it again, or delete the folder")
+            raise AceStepError(
+                f"{entry}: a cache entry without its {CONVERSION_FILE} (damaged); pass --reconvert to "
+                "convert it again, or delete the folder"
+            )
     if (entry / CONVERSION_FILE).is_file() and not reconvert:
         log(f"using the converted {label if only is None else ', '.join(only)} in {entry}")
         marker = entry / CONVERSION_FILE
@@ -281,8 +313,12 @@ def _convert_entry(src: Path, label: str, only, sources: list[Path], opts, cache
 def _lm_source(src: Path, name: str, lm: str, log: Log, quiet: bool) -> Path | None:
     """The planner's source folder in a checkpoint root; a separate repo for the sizes the main repo lacks."""
     available = {p.name: p for p in sorted(src.glob(LM_PREFIX + "*")) if p.is_dir()}
-    if lm not in ("auto", DEFAULT_LM) and not any(n.endswith(f"-{lm}") for n in available) and _REPO_ID.fullmatch(name) \
-            and not Path(name).exists():
+    if (
+        lm not in ("auto", DEFAULT_LM)
+        and not any(n.endswith(f"-{lm}") for n in available)
+        and _REPO_ID.fullmatch(name)
+        and not Path(name).exists()
+    ):
         return download(f"ACE-Step/{LM_PREFIX}{lm}", None, log, quiet, lm, whole=True)
     return pick_lm(available, lm, src)
 
@@ -293,16 +329,24 @@ def _needed_components(src: Path, found, dit: str | None) -> dict[str, tuple]:
     kinds: dict[str, dict[str, tuple]] = {}
     for spec, folder, name in found:
         kinds.setdefault(spec.kind, {})[name] = (spec, folder, name)
-    missing = [name for name, kind in (("vae/", "vae"), (f"{TEXT_ENCODER}/", "text_encoder"), ("acestep-v15-*/", "dit")) if not kinds.get(kind)]
+    missing = [
+        name
+        for name, kind in (("vae/", "vae"), (f"{TEXT_ENCODER}/", "text_encoder"), ("acestep-v15-*/", "dit"))
+        if not kinds.get(kind)
+    ]
     if missing:
-        raise AceStepError(f"{src}: no {', '.join(missing)} folder (a full checkpoint root has vae/, {TEXT_ENCODER}/ and a DiT)")
+        raise AceStepError(
+            f"{src}: no {', '.join(missing)} folder (a full checkpoint root has vae/, {TEXT_ENCODER}/ and a DiT)"
+        )
     dits = kinds["dit"]
     if dit is not None and dit not in dits:
         raise AceStepError(f"{src}: no DiT folder {dit!r} (available: {', '.join(sorted(dits))})")
     texts = kinds["text_encoder"]
-    return {"dit": dits[dit or _default_dit({n: f for n, (_, f, _) in dits.items()})],
-            "text_encoder": texts.get(TEXT_ENCODER) or next(iter(texts.values())),
-            "vae": next(iter(kinds["vae"].values()))}
+    return {
+        "dit": dits[dit or _default_dit({n: f for n, (_, f, _) in dits.items()})],
+        "text_encoder": texts.get(TEXT_ENCODER) or next(iter(texts.values())),
+        "vae": next(iter(kinds["vae"].values())),
+    }
 
 
 def _is_snapshot(src: Path) -> bool:
@@ -331,8 +375,17 @@ def _cache_key(src: Path, sources: list[Path], opts) -> str:
             blob = os.path.realpath(path) if snapshot and path.is_symlink() else None
             files.append((str(path.relative_to(src)), stat.st_size, stat.st_mtime_ns, blob))
     origin = src.parent.parent if snapshot else src
-    blob = json.dumps({"src": str(origin), "files": files, "layout": LAYOUT_VERSION, "dtype": opts.dtype,
-                       "quantize": opts.quantize, "group": opts.group_size}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "src": str(origin),
+            "files": files,
+            "layout": LAYOUT_VERSION,
+            "dtype": opts.dtype,
+            "quantize": opts.quantize,
+            "group": opts.group_size,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -351,13 +404,20 @@ def download_command(repo_id: str, patterns: list[str] | None) -> str:
     return f"hf download {repo_id}{include} --local-dir {dest}"
 
 
-def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False, lm: str | None = None, whole: bool = False) -> Path:
+def download(
+    repo_id: str, dit: str | None, log: Log, quiet: bool = False, lm: str | None = None, whole: bool = False
+) -> Path:
     """The repo's files the pipeline needs, via the Hugging Face cache (works offline once cached).
 
     `whole`: a repo that is one component (the separate planner LMs): every file, the snapshot is the folder.
     """
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     wanted = ["*"] if whole else [f"{dit or DEFAULT_DIT}/*", "vae/*", f"{TEXT_ENCODER}/*"]
     optional = [] if whole or lm is None else [f"{LM_PREFIX}{DEFAULT_LM if lm == 'auto' else lm}/*"]
@@ -370,16 +430,23 @@ def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False, lm: s
         log(f"fetching {repo_id} from Hugging Face (cached after the first time)")
     bars = hf_progress_bars(enabled=not quiet)
     try:
-        path = Path(snapshot_download(repo_id, allow_patterns=None if whole else wanted + optional + _DIFFUSERS_PATTERNS))
+        path = Path(
+            snapshot_download(repo_id, allow_patterns=None if whole else wanted + optional + _DIFFUSERS_PATTERNS)
+        )
     except LocalEntryNotFoundError as e:
         if offline:
-            raise AceStepError(f"{repo_id} is not in the local Hugging Face cache and downloading is off "
-                               f"(HF_HUB_OFFLINE is set); {how}") from None
+            raise AceStepError(
+                f"{repo_id} is not in the local Hugging Face cache and downloading is off "
+                f"(HF_HUB_OFFLINE is set); {how}"
+            ) from None
         reason = first_line(e.__cause__ or e.__context__ or e)
-        raise AceStepError(f"{repo_id} could not be downloaded ({reason}) and is not in the local Hugging Face cache; "
-                           f"{how}") from None
+        raise AceStepError(
+            f"{repo_id} could not be downloaded ({reason}) and is not in the local Hugging Face cache; {how}"
+        ) from None
     except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise AceStepError(f"{repo_id}: no such model on Hugging Face (or it is private: log in with `hf auth login`)") from None
+        raise AceStepError(
+            f"{repo_id}: no such model on Hugging Face (or it is private: log in with `hf auth login`)"
+        ) from None
     except (HfHubHTTPError, OSError) as e:
         raise AceStepError(f"{repo_id} could not be downloaded ({first_line(e)}); {how}") from None
     finally:
@@ -389,7 +456,6 @@ def download(repo_id: str, dit: str | None, log: Log, quiet: bool = False, lm: s
         if missing:
             raise AceStepError(f"{repo_id}: the downloaded snapshot {path} has no {', '.join(missing)}/ folder; {how}")
     return path
-
 
 
 def hf_progress_bars(enabled: bool) -> Callable[[], None]:

@@ -17,8 +17,18 @@ DEFAULT_LM = "1.7B"  # the reference's default planner, the one inside the main 
 TASKS = ("text2music", "cover", "repaint", "extract", "lego", "complete")
 BASE_ONLY = ("extract", "lego", "complete")  # trained into the base model only
 TRACKS = (
-    "woodwinds", "brass", "fx", "synth", "strings", "percussion", "keyboard", "guitar", "bass", "drums",
-    "backing_vocals", "vocals",
+    "woodwinds",
+    "brass",
+    "fx",
+    "synth",
+    "strings",
+    "percussion",
+    "keyboard",
+    "guitar",
+    "bass",
+    "drums",
+    "backing_vocals",
+    "vocals",
 )
 REPAINT_MODES = ("balanced", "conservative", "aggressive")
 

@@ -55,8 +55,13 @@ def quantize_model(
 ) -> dict:
     """Quantize in place (as the converter would); return the config block."""
     plan = quantization_plan(model, bits, group_size, keep, at_least_8)
-    nn.quantize(model, group_size=group_size, bits=bits, mode=MODE,
-                class_predicate=lambda p, m: p in plan and {"group_size": group_size, "bits": plan[p], "mode": MODE})
+    nn.quantize(
+        model,
+        group_size=group_size,
+        bits=bits,
+        mode=MODE,
+        class_predicate=lambda p, m: p in plan and {"group_size": group_size, "bits": plan[p], "mode": MODE},
+    )
     return quantization_config(plan, bits, group_size)
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
 
 import mlx.core as mx
+import numpy as np
 
 from .errors import AceStepError
 
@@ -155,8 +154,15 @@ def read_weights(folder: Path, name: str) -> tuple[dict[str, mx.array], list[Pat
 
 
 _SAFETENSORS_DTYPES = {
-    mx.float32: "F32", mx.float16: "F16", mx.bfloat16: "BF16", mx.uint32: "U32", mx.int32: "I32", mx.int64: "I64",
-    mx.uint8: "U8", mx.int8: "I8", mx.bool_: "BOOL",
+    mx.float32: "F32",
+    mx.float16: "F16",
+    mx.bfloat16: "BF16",
+    mx.uint32: "U32",
+    mx.int32: "I32",
+    mx.int64: "I64",
+    mx.uint8: "U8",
+    mx.int8: "I8",
+    mx.bool_: "BOOL",
 }
 
 
@@ -187,7 +193,11 @@ def _as_bytes(block: mx.array) -> memoryview:
 
 
 def write_sharded(
-    folder: Path, name: str, outputs: list[Output], shard_bytes: int, block_bytes: int = 64 * 2**20,
+    folder: Path,
+    name: str,
+    outputs: list[Output],
+    shard_bytes: int,
+    block_bytes: int = 64 * 2**20,
     metadata: dict | None = None,
 ) -> list[Path]:
     """Write `outputs` as `name` (one file) or as shards of about `shard_bytes` with `name.index.json`.
@@ -206,8 +216,11 @@ def write_sharded(
         shards[-1].append(out)
         size += out.nbytes
     stem, suffix = name.rsplit(".", 1)
-    paths = [folder / name] if len(shards) == 1 else [folder / f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{suffix}"
-                                                     for i in range(len(shards))]
+    paths = (
+        [folder / name]
+        if len(shards) == 1
+        else [folder / f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{suffix}" for i in range(len(shards))]
+    )
     weight_map, total = {}, 0
     for path, shard in zip(paths, shards):
         total += _write_file(path, shard, block_bytes, metadata or {})
@@ -215,8 +228,9 @@ def write_sharded(
     if len(paths) == 1:
         return paths
     index = folder / f"{name}.index.json"
-    index.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
-                                indent=2) + "\n")
+    index.write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n"
+    )
     return [index, *paths]
 
 
@@ -226,7 +240,11 @@ def _write_file(path: Path, outputs: list[Output], block_bytes: int, metadata: d
         starts = []
         for n, shape, dtype in zip(out.names, out.shapes, out.dtypes):
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.size
-            header[n] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            header[n] = {
+                "dtype": _SAFETENSORS_DTYPES[dtype],
+                "shape": list(shape),
+                "data_offsets": [offset, offset + nbytes],
+            }
             starts.append(offset)
             offset += nbytes
         regions.append(starts)

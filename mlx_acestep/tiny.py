@@ -27,9 +27,8 @@ from .errors import AceStepError
 from .files import building_dir
 from .names import BASE_DIT as BASE_DIR
 from .names import DEFAULT_DIT as TURBO_DIR
-from .names import LM_PREFIX
+from .names import LM_PREFIX, VAE_DIR
 from .names import TEXT_ENCODER as TEXT_ENCODER_DIR
-from .names import VAE_DIR
 
 LM_DIR = f"{LM_PREFIX}0.6B"
 
@@ -93,12 +92,22 @@ DIT_CONFIG = {
     "vocab_size": 64003,
 }
 DIT_VARIANTS = {  # folder -> the fields that tell turbo from base
-    TURBO_DIR: {"is_turbo": True, "model_version": "turbo", "auto_map": {
-        "AutoConfig": "configuration_acestep_v15.AceStepConfig",
-        "AutoModel": "modeling_acestep_v15_turbo.AceStepConditionGenerationModel"}},
-    BASE_DIR: {"is_turbo": False, "model_version": "base", "auto_map": {
-        "AutoConfig": "configuration_acestep_v15.AceStepConfig",
-        "AutoModel": "modeling_acestep_v15_base.AceStepConditionGenerationModel"}},
+    TURBO_DIR: {
+        "is_turbo": True,
+        "model_version": "turbo",
+        "auto_map": {
+            "AutoConfig": "configuration_acestep_v15.AceStepConfig",
+            "AutoModel": "modeling_acestep_v15_turbo.AceStepConditionGenerationModel",
+        },
+    },
+    BASE_DIR: {
+        "is_turbo": False,
+        "model_version": "base",
+        "auto_map": {
+            "AutoConfig": "configuration_acestep_v15.AceStepConfig",
+            "AutoModel": "modeling_acestep_v15_base.AceStepConditionGenerationModel",
+        },
+    },
 }
 
 _QWEN3_COMMON = {
@@ -126,9 +135,16 @@ _QWEN3_COMMON = {
 
 
 def _qwen3_config(architecture: str, n_layers: int, max_positions: int, vocab_size: int, **extra) -> dict:
-    return {**_QWEN3_COMMON, "architectures": [architecture], "layer_types": ["full_attention"] * n_layers,
-            "max_position_embeddings": max_positions, "max_window_layers": n_layers, "num_hidden_layers": n_layers,
-            "vocab_size": vocab_size, **extra}
+    return {
+        **_QWEN3_COMMON,
+        "architectures": [architecture],
+        "layer_types": ["full_attention"] * n_layers,
+        "max_position_embeddings": max_positions,
+        "max_window_layers": n_layers,
+        "num_hidden_layers": n_layers,
+        "vocab_size": vocab_size,
+        **extra,
+    }
 
 
 # 538 = 512 byte-level BPE tokens + the 26 Qwen3 added tokens. The LM's table has 2661 rows for its 2586 tokens
@@ -167,8 +183,9 @@ class _Draw:
         self.normal(f"{name}.alpha", (1, dim, 1), SNAKE_STD)
         self.normal(f"{name}.beta", (1, dim, 1), SNAKE_STD)
 
-    def weight_norm_conv(self, name: str, shape: tuple[int, int, int], fan_in: int, gain: float = 1.0,
-                         bias: int | None = None) -> None:
+    def weight_norm_conv(
+        self, name: str, shape: tuple[int, int, int], fan_in: int, gain: float = 1.0, bias: int | None = None
+    ) -> None:
         """Legacy `weight_norm` pair: v fan-in scaled, g = gain * ||v|| (norm over all axes but 0) with noise,
         so the fused weight is about gain * v but a converter that ignores g still goes wrong."""
         v = fan_in**-0.5 * self.rng.standard_normal(shape, dtype=np.float32)
@@ -213,8 +230,11 @@ def _layer_stack(d: _Draw, name: str, cfg: dict, n_layers: int) -> None:
 
 def _qwen3_tensors(d: _Draw, cfg: dict, prefix: str) -> None:
     """Qwen3Model keys (`prefix` "model" for Qwen3ForCausalLM); a tied LM head stores no `lm_head`."""
-    d.normal(f"{prefix}.embed_tokens.weight" if prefix else "embed_tokens.weight",
-             (cfg["vocab_size"], cfg["hidden_size"]), EMBED_STD)
+    d.normal(
+        f"{prefix}.embed_tokens.weight" if prefix else "embed_tokens.weight",
+        (cfg["vocab_size"], cfg["hidden_size"]),
+        EMBED_STD,
+    )
     _layer_stack(d, prefix, cfg, cfg["num_hidden_layers"])
 
 
@@ -343,8 +363,18 @@ def _lm_tokenizer_files(text_files: dict[str, bytes], n_codes: int) -> dict[str,
     flags = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": False}
 
     fast = json.loads(text_files["tokenizer.json"])
-    fast["added_tokens"] += [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                              "normalized": False, "special": False} for t, i in codes.items()]  # tokenizers' key order
+    fast["added_tokens"] += [
+        {
+            "id": i,
+            "content": t,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": False,
+        }
+        for t, i in codes.items()
+    ]  # tokenizers' key order
     config = json.loads(text_files["tokenizer_config.json"])
     config["added_tokens_decoder"].update({str(i): {"content": t, **flags} for t, i in codes.items()})
     return {
@@ -362,8 +392,12 @@ def _rng(seed: int, component: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(component.encode())])
 
 
-def _write_folder(folder: Path, configs: dict[str, dict], tensors: dict[str, dict[str, np.ndarray]],
-                  files: dict[str, bytes] | None = None) -> None:
+def _write_folder(
+    folder: Path,
+    configs: dict[str, dict],
+    tensors: dict[str, dict[str, np.ndarray]],
+    files: dict[str, bytes] | None = None,
+) -> None:
     folder.mkdir()
     for name, config in configs.items():
         (folder / name).write_bytes(_dump(config, sort_keys=True))
@@ -390,17 +424,23 @@ def _build(root: Path, seed: int) -> None:
     for folder, variant in DIT_VARIANTS.items():
         config = {**DIT_CONFIG, **variant}
         dit = _drawn(seed, folder, (_dit_decoder, config), (_dit_condition_side, config))
-        _write_folder(root / folder, {"config.json": config},
-                      {"model.safetensors": dit, "silence_latent.safetensors": silence})
+        _write_folder(
+            root / folder, {"config.json": config}, {"model.safetensors": dit, "silence_latent.safetensors": silence}
+        )
 
     text_files = text_tokenizer_files()
     encoder = _drawn(seed, TEXT_ENCODER_DIR, (_qwen3_tensors, TEXT_ENCODER_CONFIG, ""))
-    _write_folder(root / TEXT_ENCODER_DIR, {"config.json": TEXT_ENCODER_CONFIG}, {"model.safetensors": encoder},
-                  text_files)
+    _write_folder(
+        root / TEXT_ENCODER_DIR, {"config.json": TEXT_ENCODER_CONFIG}, {"model.safetensors": encoder}, text_files
+    )
 
     lm = _drawn(seed, LM_DIR, (_qwen3_tensors, LM_CONFIG, "model"))
-    _write_folder(root / LM_DIR, {"config.json": LM_CONFIG, "generation_config.json": LM_GENERATION_CONFIG},
-                  {"model.safetensors": lm}, _lm_tokenizer_files(text_files, NUM_AUDIO_CODES))
+    _write_folder(
+        root / LM_DIR,
+        {"config.json": LM_CONFIG, "generation_config.json": LM_GENERATION_CONFIG},
+        {"model.safetensors": lm},
+        _lm_tokenizer_files(text_files, NUM_AUDIO_CODES),
+    )
 
 
 def build_tiny_checkpoint(root: str | Path, seed: int = 0) -> Path:

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file
-
 from test_convert_diffusers import TEXT_ENCODER, diffusers_modules
 
 TASKS = ("text2music", "cover", "repaint", "extract", "lego", "complete")
@@ -121,19 +120,47 @@ def expected_latent_length(pipe, *, duration=None, src_samples=None, audio_codes
     """
     if audio_codes:
         codes = [audio_codes] if isinstance(audio_codes, str) else list(audio_codes)
-        return max(len(re.findall(r"<\|audio_code_(\d+)\|>", c)) for c in codes) * int(pipe.audio_token_detokenizer.config.pool_window_size)
+        return max(len(re.findall(r"<\|audio_code_(\d+)\|>", c)) for c in codes) * int(
+            pipe.audio_token_detokenizer.config.pool_window_size
+        )
     if src_samples is not None:
         return src_samples // math.prod(pipe.vae.config.downsampling_ratios)
     duration = 60.0 if duration is None or duration <= 0 else duration
     return math.ceil(duration * pipe.latents_per_second)
 
 
-def run_reference_task(fixtures, variant, task, *, caption, lyrics, noise, src_wave=None, ref_wave=None,
-                       repaint_start=None, repaint_end=None, track=None, tracks=None, steps, shift, guidance,
-                       duration, bpm=None, keyscale=None, timesignature=None, language="en",
-                       src_latents=None, ref_latents=None, cover_strength=1.0, cover_switch=False,
-                       audio_codes=None, instruction=None, timesteps=None, cfg_interval=(0.0, 1.0),
-                       threads=2) -> np.ndarray:
+def run_reference_task(
+    fixtures,
+    variant,
+    task,
+    *,
+    caption,
+    lyrics,
+    noise,
+    src_wave=None,
+    ref_wave=None,
+    repaint_start=None,
+    repaint_end=None,
+    track=None,
+    tracks=None,
+    steps,
+    shift,
+    guidance,
+    duration,
+    bpm=None,
+    keyscale=None,
+    timesignature=None,
+    language="en",
+    src_latents=None,
+    ref_latents=None,
+    cover_strength=1.0,
+    cover_switch=False,
+    audio_codes=None,
+    instruction=None,
+    timesteps=None,
+    cfg_interval=(0.0, 1.0),
+    threads=2,
+) -> np.ndarray:
     """Final latents `[B, T, 64]` float32 of diffusers' AceStepPipeline for one task on the fixture checkpoint.
 
     fixtures: the fixture root (the `fixtures` pytest fixture); variant: "turbo" | "base"; task: one of TASKS.
@@ -184,27 +211,53 @@ def run_reference_task(fixtures, variant, task, *, caption, lyrics, noise, src_w
         ref = torch.zeros(pipe.vae.config.audio_channels, 1920)
     if ref is not None and ref.dim() != 2:
         raise ValueError("ref_wave must be [channels, samples]: diffusers takes one reference clip per call")
-    want = expected_latent_length(pipe, duration=duration, src_samples=None if src is None else src.shape[-1],
-                                  audio_codes=audio_codes)
+    want = expected_latent_length(
+        pipe, duration=duration, src_samples=None if src is None else src.shape[-1], audio_codes=audio_codes
+    )
     if tuple(noise.shape[1:]) != (want, pipe.transformer.config.audio_acoustic_hidden_dim):
-        raise ValueError(f"noise must be [B, {want}, 64] for this call (diffusers' latent length), got {tuple(noise.shape)}")
+        raise ValueError(
+            f"noise must be [B, {want}, 64] for this call (diffusers' latent length), got {tuple(noise.shape)}"
+        )
 
     def per_row(x):
         return [x] * batch if isinstance(x, str) else list(x)
 
-    common = dict(prompt=per_row(caption), lyrics=per_row(lyrics), vocal_language=language, guidance_scale=guidance,
-                  shift=shift, num_inference_steps=steps, output_type="latent", return_dict=False, bpm=bpm,
-                  keyscale=keyscale, timesignature=timesignature, reference_audio=ref,
-                  cfg_interval_start=cfg_interval[0], cfg_interval_end=cfg_interval[1])
-    first = dict(common, latents=noise, audio_duration=duration, instruction=instruction, task_type=task,
-                 track_name=track, complete_track_classes=tracks, src_audio=src, audio_codes=audio_codes,
-                 repainting_start=repaint_start, repainting_end=repaint_end, timesteps=timesteps,
-                 audio_cover_strength=cover_strength)
+    common = dict(
+        prompt=per_row(caption),
+        lyrics=per_row(lyrics),
+        vocal_language=language,
+        guidance_scale=guidance,
+        shift=shift,
+        num_inference_steps=steps,
+        output_type="latent",
+        return_dict=False,
+        bpm=bpm,
+        keyscale=keyscale,
+        timesignature=timesignature,
+        reference_audio=ref,
+        cfg_interval_start=cfg_interval[0],
+        cfg_interval_end=cfg_interval[1],
+    )
+    first = dict(
+        common,
+        latents=noise,
+        audio_duration=duration,
+        instruction=instruction,
+        task_type=task,
+        track_name=track,
+        complete_track_classes=tracks,
+        src_audio=src,
+        audio_codes=audio_codes,
+        repainting_start=repaint_start,
+        repainting_end=repaint_end,
+        timesteps=timesteps,
+        audio_cover_strength=cover_strength,
+    )
     is_cover = task == "cover" or bool(audio_codes)
 
     def call(**kwargs):
         # What vae.encode returns, in the pipeline's order: source (unless codes replace it), then reference.
-        order = ([injected_src] if kwargs.get("src_audio") is not None and not kwargs.get("audio_codes") else [])
+        order = [injected_src] if kwargs.get("src_audio") is not None and not kwargs.get("audio_codes") else []
         order += [injected_ref] if kwargs.get("reference_audio") is not None else []
         pipe.vae.injected = order if any(o is not None for o in order) else []
         try:
@@ -217,11 +270,15 @@ def run_reference_task(fixtures, variant, task, *, caption, lyrics, noise, src_w
             return call(**first).detach().cpu().numpy().astype(np.float32)
         if guidance > 1.0 and not pipe.is_turbo:
             raise ValueError("cover_switch emulation needs an unguided run (APG momentum would restart)")
-        schedule = list(timesteps) if timesteps is not None else pipe._get_timestep_schedule(
-            num_inference_steps=steps, shift=shift, dtype=torch.float32).tolist()
+        schedule = (
+            list(timesteps)
+            if timesteps is not None
+            else pipe._get_timestep_schedule(num_inference_steps=steps, shift=shift, dtype=torch.float32).tolist()
+        )
         switch = int(len(schedule) * cover_strength)  # upstream: steps k >= int(K*s) use the non-cover condition
         x = noise
         if switch > 0:
+
             def stop(p, step, t, kwargs):
                 if step == switch - 1:
                     p._interrupt = True
@@ -232,7 +289,9 @@ def run_reference_task(fixtures, variant, task, *, caption, lyrics, noise, src_w
         t_len = noise.shape[1]
         d2 = duration if duration is not None and duration > 0 else t_len / pipe.latents_per_second
         if expected_latent_length(pipe, duration=d2) != t_len:
-            raise ValueError(f"cover_switch: duration {d2} does not give the cover's {t_len} frames; pass a matching duration")
+            raise ValueError(
+                f"cover_switch: duration {d2} does not give the cover's {t_len} frames; pass a matching duration"
+            )
         second = dict(common, latents=x, audio_duration=d2, task_type="text2music", timesteps=schedule[switch:])
         return call(**second).detach().cpu().numpy().astype(np.float32)
 
@@ -243,7 +302,9 @@ def _smoke(fixtures: Path, real_reference: bool = True):
     import time
 
     rng = np.random.default_rng(0)
-    wave = (0.3 * np.sin(np.linspace(0, 440 * 2 * np.pi * 1.2, 57600))[None] + 0.05 * rng.standard_normal((2, 57600))).astype(np.float32)
+    wave = (
+        0.3 * np.sin(np.linspace(0, 440 * 2 * np.pi * 1.2, 57600))[None] + 0.05 * rng.standard_normal((2, 57600))
+    ).astype(np.float32)
     common = dict(caption="soft rain piano", lyrics="[Instrumental]", steps=8, shift=3.0, guidance=1.0, bpm=90)
     cases = [
         ("turbo", "text2music", dict(duration=2.0)),
@@ -252,31 +313,69 @@ def _smoke(fixtures: Path, real_reference: bool = True):
         ("turbo", "cover", dict(src_wave=wave, duration=None, cover_strength=0.5, cover_switch=True)),
         ("turbo", "repaint", dict(src_wave=wave, duration=None, repaint_start=0.4, repaint_end=0.8)),
         ("base", "extract", dict(src_wave=wave, duration=None, track="vocals", steps=4, guidance=3.0)),
-        ("base", "lego", dict(src_wave=wave, duration=None, track="drums", repaint_start=0.2, repaint_end=-1, steps=4, guidance=3.0)),
+        (
+            "base",
+            "lego",
+            dict(src_wave=wave, duration=None, track="drums", repaint_start=0.2, repaint_end=-1, steps=4, guidance=3.0),
+        ),
         ("base", "complete", dict(src_wave=wave, duration=None, tracks=["bass", "drums"], steps=4, guidance=3.0)),
-        ("turbo", "text2music", dict(duration=2.0, audio_codes="".join(f"<|audio_code_{c}|>" for c in (5, 900, 63999, 12, 7)))),
+        (
+            "turbo",
+            "text2music",
+            dict(duration=2.0, audio_codes="".join(f"<|audio_code_{c}|>" for c in (5, 900, 63999, 12, 7))),
+        ),
     ]
     cases.append(("turbo", "extract", dict(src_latents=rng.standard_normal((30, 64)), duration=None, track="bass")))
-    cases.append(("turbo", "cover", dict(src_latents=rng.standard_normal((30, 64)), ref_latents=rng.standard_normal((750, 64)), duration=None)))
+    cases.append(
+        (
+            "turbo",
+            "cover",
+            dict(src_latents=rng.standard_normal((30, 64)), ref_latents=rng.standard_normal((750, 64)), duration=None),
+        )
+    )
     if real_reference:
         cases.append(("turbo", "text2music", dict(duration=2.0, ref_wave=wave)))
     for variant, task, kw in cases:
         kw = {**common, **kw}
         pipe = build_reference_pipeline(fixtures, variant)
-        samples = kw["src_wave"].shape[-1] if "src_wave" in kw else kw["src_latents"].shape[0] * 1920 if "src_latents" in kw else None
-        t = expected_latent_length(pipe, duration=kw.get("duration"), src_samples=samples, audio_codes=kw.get("audio_codes"))
+        samples = (
+            kw["src_wave"].shape[-1]
+            if "src_wave" in kw
+            else kw["src_latents"].shape[0] * 1920
+            if "src_latents" in kw
+            else None
+        )
+        t = expected_latent_length(
+            pipe, duration=kw.get("duration"), src_samples=samples, audio_codes=kw.get("audio_codes")
+        )
         noise = rng.standard_normal((2, t, 64)).astype(np.float32)
         start = time.time()
         got = run_reference_task(fixtures, variant, task, noise=noise, **kw)
-        extra = ",".join(k for k in ("src_latents", "ref_latents", "ref_wave", "audio_codes", "cover_strength", "cover_switch") if k in kw)
-        print(f"{variant:5} {task:10} {extra:27} -> {got.shape} {got.dtype} finite={np.isfinite(got).all()} "
-              f"max|x|={np.abs(got).max():.3f} {time.time() - start:.1f}s", flush=True)
+        extra = ",".join(
+            k
+            for k in ("src_latents", "ref_latents", "ref_wave", "audio_codes", "cover_strength", "cover_switch")
+            if k in kw
+        )
+        print(
+            f"{variant:5} {task:10} {extra:27} -> {got.shape} {got.dtype} finite={np.isfinite(got).all()} "
+            f"max|x|={np.abs(got).max():.3f} {time.time() - start:.1f}s",
+            flush=True,
+        )
         assert got.shape == noise.shape and got.dtype == np.float32 and np.isfinite(got).all()
         if kw.get("repaint_start") is not None:  # the region frames the pipeline conditions on
             import torch
 
-            mask = pipe._build_chunk_mask(task_type=task, latent_length=t, batch_size=1, device="cpu", dtype=torch.float32, acoustic_dim=64,
-                                          repainting_start=kw["repaint_start"], repainting_end=kw["repaint_end"], has_src_audio=True)
+            mask = pipe._build_chunk_mask(
+                task_type=task,
+                latent_length=t,
+                batch_size=1,
+                device="cpu",
+                dtype=torch.float32,
+                acoustic_dim=64,
+                repainting_start=kw["repaint_start"],
+                repainting_end=kw["repaint_end"],
+                has_src_audio=True,
+            )
             print("      chunk mask frames set:", np.flatnonzero(mask[0, :, 0].numpy()).tolist())
 
 

@@ -43,11 +43,29 @@ def copy_vae_root(fixtures: Path, dst: Path) -> Path:
 
 
 # DIFFUSERS-MAPPING rule 2: original attention segment -> diffusers segment.
-ATTENTION_RENAMES = {".q_proj.": ".to_q.", ".k_proj.": ".to_k.", ".v_proj.": ".to_v.", ".o_proj.": ".to_out.0.",
-                     ".q_norm.": ".norm_q.", ".k_norm.": ".norm_k."}
-CONDITION_ENCODER_ARGS = ("hidden_size", "intermediate_size", "text_hidden_dim", "timbre_hidden_dim",
-                          "num_lyric_encoder_hidden_layers", "num_timbre_encoder_hidden_layers", "num_attention_heads",
-                          "num_key_value_heads", "head_dim", "rope_theta", "rms_norm_eps", "sliding_window", "layer_types")
+ATTENTION_RENAMES = {
+    ".q_proj.": ".to_q.",
+    ".k_proj.": ".to_k.",
+    ".v_proj.": ".to_v.",
+    ".o_proj.": ".to_out.0.",
+    ".q_norm.": ".norm_q.",
+    ".k_norm.": ".norm_k.",
+}
+CONDITION_ENCODER_ARGS = (
+    "hidden_size",
+    "intermediate_size",
+    "text_hidden_dim",
+    "timbre_hidden_dim",
+    "num_lyric_encoder_hidden_layers",
+    "num_timbre_encoder_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rope_theta",
+    "rms_norm_eps",
+    "sliding_window",
+    "layer_types",
+)
 
 
 def rename_segments(key: str, table: dict[str, str]) -> str:
@@ -65,7 +83,11 @@ def diffusers_condition_encoder(config: dict, state: dict, silence_latent):
     from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
 
     ref = AceStepConditionEncoder(**{k: config[k] for k in CONDITION_ENCODER_ARGS}).eval()
-    mapped = {rename_segments(k[len("encoder."):], ATTENTION_RENAMES): v for k, v in state.items() if k.startswith("encoder.")}
+    mapped = {
+        rename_segments(k[len("encoder.") :], ATTENTION_RENAMES): v
+        for k, v in state.items()
+        if k.startswith("encoder.")
+    }
     mapped["null_condition_emb"] = state["null_condition_emb"]
     ref.silence_latent = torch.as_tensor(silence_latent).transpose(1, 2).contiguous()  # re-registered at its length
     mapped["silence_latent"] = ref.silence_latent
@@ -74,8 +96,12 @@ def diffusers_condition_encoder(config: dict, state: dict, silence_latent):
 
 
 # diffusers module -> original prefix (DIFFUSERS-MAPPING rule 1) and its patch-conv names (rule 3).
-DIFFUSERS_PREFIXES = {"transformer": "decoder.", "condition_encoder": "encoder.", "audio_tokenizer": "tokenizer.",
-                      "audio_token_detokenizer": "detokenizer."}
+DIFFUSERS_PREFIXES = {
+    "transformer": "decoder.",
+    "condition_encoder": "encoder.",
+    "audio_tokenizer": "tokenizer.",
+    "audio_token_detokenizer": "detokenizer.",
+}
 PATCH_RENAMES = {"proj_in_conv.": "proj_in.1.", "proj_out_conv.": "proj_out.1."}
 
 
@@ -101,18 +127,30 @@ def diffusers_dit_checkpoint(config: dict, folder, seed: int = 0, silence_frames
     import torch
     from diffusers import AceStepTransformer1DModel
     from diffusers.pipelines.ace_step.modeling_ace_step import (
-        AceStepAudioTokenDetokenizer, AceStepAudioTokenizer, AceStepConditionEncoder)
+        AceStepAudioTokenDetokenizer,
+        AceStepAudioTokenizer,
+        AceStepConditionEncoder,
+    )
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
-    classes = {"transformer": AceStepTransformer1DModel, "condition_encoder": AceStepConditionEncoder,
-               "audio_tokenizer": AceStepAudioTokenizer, "audio_token_detokenizer": AceStepAudioTokenDetokenizer}
+    classes = {
+        "transformer": AceStepTransformer1DModel,
+        "condition_encoder": AceStepConditionEncoder,
+        "audio_tokenizer": AceStepAudioTokenizer,
+        "audio_token_detokenizer": AceStepAudioTokenDetokenizer,
+    }
     modules, state = {}, {}
     for name, cls in classes.items():
         module = cls(**_init_args(cls, config, encoder_side=name != "transformer")).eval()
         with torch.no_grad():
             for key, p in module.named_parameters():
-                if key.endswith("norm.weight") or "norm_" in key or "layernorm" in key or key.endswith(("norm_q.weight", "norm_k.weight")):
+                if (
+                    key.endswith("norm.weight")
+                    or "norm_" in key
+                    or "layernorm" in key
+                    or key.endswith(("norm_q.weight", "norm_k.weight"))
+                ):
                     p.copy_(1 + 0.1 * torch.randn_like(p))
                 else:
                     p.add_(0.02 * torch.randn_like(p))
@@ -130,7 +168,9 @@ def diffusers_dit_checkpoint(config: dict, folder, seed: int = 0, silence_frames
     # Every field the modules were built with, as a real config.json lists them (the defaults of the given ones too).
     full = dict(config)
     for module in modules.values():
-        full.update({k: v for k, v in dict(module.config).items() if not k.startswith("_") and k not in full and v is not None})
+        full.update(
+            {k: v for k, v in dict(module.config).items() if not k.startswith("_") and k not in full and v is not None}
+        )
     (folder / "config.json").write_text(json.dumps({**full, "model_type": "acestep"}))
     torch.save(silence.transpose(1, 2).contiguous(), folder / "silence_latent.pt")  # channel-first, as shipped
     return {**modules, "silence_latent": silence}

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -182,8 +182,12 @@ def _mx(inp, *names):
 def _audio_tokenize(model, inp, case, silence):
     latents, mask = _mx(inp, "hidden_states", "attention_mask")
     quantized, indices, mask_5hz, pooled = model.tokenizer.tokenize(latents, silence, mask)
-    return {"quantized": np.array(quantized), "indices": np.array(indices), "attention_mask_5hz": np.array(mask_5hz),
-            "pooled": np.array(pooled)}
+    return {
+        "quantized": np.array(quantized),
+        "indices": np.array(indices),
+        "attention_mask_5hz": np.array(mask_5hz),
+        "pooled": np.array(pooled),
+    }
 
 
 def _fsq_from_indices(model, inp, case=None):
@@ -202,20 +206,32 @@ def _codes_to_hints(model, inp, case=None):
 
 
 def _dit_decoder(model, inp, case=None):
-    x, t, r, states, context = _mx(inp, "hidden_states", "timestep", "timestep_r", "encoder_hidden_states", "context_latents")
+    x, t, r, states, context = _mx(
+        inp, "hidden_states", "timestep", "timestep_r", "encoder_hidden_states", "context_latents"
+    )
     return {"velocity": np.array(model.decoder(x, t, r, context, model.decoder.cross_key_values(states)))}
 
 
-CONDITION_INPUTS = ("text_hidden_states", "text_attention_mask", "lyric_hidden_states", "lyric_attention_mask",
-                    "refer_audio_acoustic_hidden_states_packed", "refer_audio_order_mask", "src_latents", "chunk_masks",
-                    "is_covers")
+CONDITION_INPUTS = (
+    "text_hidden_states",
+    "text_attention_mask",
+    "lyric_hidden_states",
+    "lyric_attention_mask",
+    "refer_audio_acoustic_hidden_states_packed",
+    "refer_audio_order_mask",
+    "src_latents",
+    "chunk_masks",
+    "is_covers",
+)
 
 
 def _prepare_condition(model, inp, case, silence):
     prepared = model.prepare_condition(*_mx(inp, *CONDITION_INPUTS), silence)
-    return {"encoder_hidden_states": np.array(prepared.encoder_hidden_states),
-            "encoder_attention_mask": np.array(prepared.encoder_attention_mask),
-            "context_latents": np.array(prepared.context_latents)}
+    return {
+        "encoder_hidden_states": np.array(prepared.encoder_hidden_states),
+        "encoder_attention_mask": np.array(prepared.encoder_attention_mask),
+        "context_latents": np.array(prepared.context_latents),
+    }
 
 
 def entry_point_args(case: dict) -> dict[str, str]:
@@ -223,7 +239,9 @@ def entry_point_args(case: dict) -> dict[str, str]:
     import re
 
     text = case.get("reference_entry_point", "")
-    args = {m.group(1): m.group(2) for m in re.finditer(r"(\w+)=((?:torch\.tensor\()?\[[^\]]*\]\)?|'[^']*'|[^,)\s]+)", text)}
+    args = {
+        m.group(1): m.group(2) for m in re.finditer(r"(\w+)=((?:torch\.tensor\()?\[[^\]]*\]\)?|'[^']*'|[^,)\s]+)", text)
+    }
     return {k: v.strip("'") for k, v in args.items()}
 
 
@@ -240,8 +258,12 @@ def sampler_settings(case: dict):
     if "base" in case["component"] or "sft" in case["component"]:
         steps = int(args["infer_steps"]) if "infer_steps" in args else case["outputs"]["debug_step_t"]["shape"][0]
         return BaseSettings(
-            steps=steps, shift=float(args.get("shift", 1.0)), guidance_scale=float(args.get("diffusion_guidance_sale", 7.0)),
-            guidance="adg" if args.get("use_adg") == "True" else "apg", method=method, timesteps=timesteps,
+            steps=steps,
+            shift=float(args.get("shift", 1.0)),
+            guidance_scale=float(args.get("diffusion_guidance_sale", 7.0)),
+            guidance="adg" if args.get("use_adg") == "True" else "apg",
+            method=method,
+            timesteps=timesteps,
             cfg_interval=(float(args.get("cfg_interval_start", 0.0)), float(args.get("cfg_interval_end", 1.0))),
         )
     return TurboSettings(shift=float(args.get("shift", 3.0)), timesteps=timesteps, method=method)
@@ -270,21 +292,27 @@ def _pipeline(dit_folder, inp, case):
     """
     import mlx.core as mx
 
+    from mlx_acestep.limits import CAPTION_TOKENS, LYRIC_TOKENS
     from mlx_acestep.pipeline import ACEStep, ModelFolders
     from mlx_acestep.pipeline.conditioning import PromptTokens
-    from mlx_acestep.limits import CAPTION_TOKENS, LYRIC_TOKENS
 
     root = dit_folder.parent
     pipe = ACEStep(ModelFolders(next(root.glob("Qwen3-Embedding*")), dit_folder, root / "vae"))
-    tokens = PromptTokens(inp["text_token_ids"], inp["text_attention_mask"].astype(bool),
-                          inp["lyric_token_ids"], inp["lyric_attention_mask"].astype(bool))
+    tokens = PromptTokens(
+        inp["text_token_ids"],
+        inp["text_attention_mask"].astype(bool),
+        inp["lyric_token_ids"],
+        inp["lyric_attention_mask"].astype(bool),
+    )
     if "text_prompts" in case:  # the pipeline's tokenizer gives the reference's ids for the recorded prompts
         ids, mask = pipe.tokenizer.batch(case["text_prompts"], CAPTION_TOKENS)
         assert np.array_equal(ids, tokens.text_ids) and np.array_equal(mask, tokens.text_mask), "caption ids differ"
         ids, mask = pipe.tokenizer.batch(case["lyric_prompts"], LYRIC_TOKENS)
         assert np.array_equal(ids, tokens.lyric_ids) and np.array_equal(mask, tokens.lyric_mask), "lyric ids differ"
     noise = mx.array(inp["noise"])
-    out = pipe.generate_from_tokens(tokens, noise.shape[1], noise, sampler_settings(case), timbre_frames=case.get("timbre_frames"))
+    out = pipe.generate_from_tokens(
+        tokens, noise.shape[1], noise, sampler_settings(case), timbre_frames=case.get("timbre_frames")
+    )
     return {
         "text_hidden_states": np.array(out.text_hidden_states),
         "lyric_hidden_states": np.array(out.lyric_hidden_states),

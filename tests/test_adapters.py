@@ -10,24 +10,37 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
-
 from helpers import ATTENTION_RENAMES, diffusers_dit_checkpoint, rel_err, rename_segments, require
+from safetensors.numpy import save_file
+from test_dit import CONFIG, XL_CONFIG, dit_inputs
+
 from mlx_acestep.adapters import AdapterError, AdapterStack, parse_lora_spec, targets
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.loading import load_component
 from mlx_acestep.pipeline.sampler import Denoiser
-from test_dit import CONFIG, XL_CONFIG, dit_inputs
 
 pytestmark = pytest.mark.live
 TOLERANCE = 1e-4  # the bound, relative to max|reference|; measured below in the summary table
 DIFFUSERS_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TO_ORIGINAL = {b: a for a, b in ATTENTION_RENAMES.items()}
 # test_dit's configs with widths divisible by the quantizer's group (32), so the q8/q4 bases really are quantized.
-WIDE = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16, fsq_dim=64)
-CONFIGS = {"2B": CONFIG | WIDE, "XL": XL_CONFIG | WIDE | dict(hidden_size=96, intermediate_size=192, num_attention_heads=6,
-                                                              encoder_hidden_size=64, encoder_intermediate_size=128,
-                                                              encoder_num_attention_heads=4, encoder_num_key_value_heads=4)}
+WIDE = dict(
+    hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16, fsq_dim=64
+)
+CONFIGS = {
+    "2B": CONFIG | WIDE,
+    "XL": XL_CONFIG
+    | WIDE
+    | dict(
+        hidden_size=96,
+        intermediate_size=192,
+        num_attention_heads=6,
+        encoder_hidden_size=64,
+        encoder_intermediate_size=128,
+        encoder_num_attention_heads=4,
+        encoder_num_key_value_heads=4,
+    ),
+}
 
 
 @pytest.fixture(scope="module", params=["2B", "XL"])
@@ -48,8 +61,9 @@ def peft_model(transformer, seed, r=4, alpha=8.0, rslora=False, name="default", 
     torch = require("torch")
     peft = require("peft")
     torch.manual_seed(seed)
-    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=DIFFUSERS_TARGETS, use_rslora=rslora,
-                             init_lora_weights=False, **patterns)
+    config = peft.LoraConfig(
+        r=r, lora_alpha=alpha, target_modules=DIFFUSERS_TARGETS, use_rslora=rslora, init_lora_weights=False, **patterns
+    )
     return peft.get_peft_model(copy.deepcopy(transformer), config, adapter_name=name)
 
 
@@ -78,9 +92,18 @@ def reference_output(transformer, x, t, context, states):
     import torch
 
     with torch.no_grad():
-        return transformer(hidden_states=torch.from_numpy(x), timestep=torch.from_numpy(t), timestep_r=torch.from_numpy(t),
-                           encoder_hidden_states=torch.from_numpy(states), context_latents=torch.from_numpy(context),
-                           return_dict=False)[0].float().numpy()
+        return (
+            transformer(
+                hidden_states=torch.from_numpy(x),
+                timestep=torch.from_numpy(t),
+                timestep_r=torch.from_numpy(t),
+                encoder_hidden_states=torch.from_numpy(states),
+                context_latents=torch.from_numpy(context),
+                return_dict=False,
+            )[0]
+            .float()
+            .numpy()
+        )
 
 
 def our_output(model, x, t, context, states):
@@ -114,7 +137,9 @@ def test_a_reference_trainer_adapter_matches_peft(live, tmp_path, rslora):
     assert rel_err(base, want) > 1e-2  # the adapter really changes the output
     ours, _ = with_adapters(root / "f32" / "acestep-v15-turbo", (folder, 1.0))
     err = rel_err(our_output(ours, *inputs), want)
-    PARITY_ERRORS.append((f"adapter {'rslora' if rslora else 'lora'} ({config['hidden_size']} wide)", "velocity", err, TOLERANCE))
+    PARITY_ERRORS.append(
+        (f"adapter {'rslora' if rslora else 'lora'} ({config['hidden_size']} wide)", "velocity", err, TOLERANCE)
+    )
     assert err < TOLERANCE
 
 
@@ -157,7 +182,9 @@ def test_two_stacked_adapters_at_their_own_scales_match_peft(live, tmp_path):
     model = peft_model(transformer, seed=4, r=4, alpha=8.0, name="first")
     other = peft_model(transformer, seed=5, r=2, alpha=2.0, name="second")
     model.add_adapter("second", other.peft_config["second"])
-    peft.set_peft_model_state_dict(model, peft.get_peft_model_state_dict(other, adapter_name="second"), adapter_name="second")
+    peft.set_peft_model_state_dict(
+        model, peft.get_peft_model_state_dict(other, adapter_name="second"), adapter_name="second"
+    )
     inputs = dit_inputs(config, length=17, seed=6)
     only_first = reference_output(model.get_base_model(), *inputs)
     model.base_model.set_adapter(["first", "second"])  # both active, each at its own scale
@@ -194,7 +221,9 @@ def lokr_file(path, transformer_targets, seed, decompose=True, rank=2, alpha=3.0
             tensors[f"{key}.lokr_w2"], scale = w2, 1.0
         tensors[f"{key}.alpha"] = np.array(alpha, np.float32)
         deltas[module] = scale * np.kron(w1, w2)
-    save_file(tensors, str(path), metadata={"algo": "lokr", "format": "lycoris", "lokr_config": json.dumps({"r": rank})})
+    save_file(
+        tensors, str(path), metadata={"algo": "lokr", "format": "lycoris", "lokr_config": json.dumps({"r": rank})}
+    )
     return path, deltas
 
 
@@ -279,8 +308,14 @@ def test_adapters_on_a_quantized_base(live, tmp_path, mode):
     assert isinstance(quant.decoder.layers[0].cross_attn.k_proj.base, nn.QuantizedLinear)
     a, b = our_output(full, *inputs), our_output(quant, *inputs)
     cosine = float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
-    PARITY_ERRORS.append((f"adapter on {mode} ({config['hidden_size']} wide) 1-cosine", "velocity", 1 - cosine,
-                          1e-3 if mode == "q8" else None))
+    PARITY_ERRORS.append(
+        (
+            f"adapter on {mode} ({config['hidden_size']} wide) 1-cosine",
+            "velocity",
+            1 - cosine,
+            1e-3 if mode == "q8" else None,
+        )
+    )
     if mode == "q8":
         assert cosine >= 0.999
     with pytest.warns(UserWarning, match="re-quantized"):
@@ -310,18 +345,24 @@ def test_bad_adapters_are_one_line_errors(live, decoder_targets, tmp_path):
     (tmp_path / "empty").mkdir()
     assert "no adapter_config.json" in error(tmp_path / "empty")
     save_file({"something.weight": np.zeros((2, 2), np.float32)}, str(tmp_path / "odd.safetensors"))
-    assert "no LoRA or LoKr keys" in error(tmp_path / "odd.safetensors") and "something.weight" in error(tmp_path / "odd.safetensors")
+    assert "no LoRA or LoKr keys" in error(tmp_path / "odd.safetensors") and "something.weight" in error(
+        tmp_path / "odd.safetensors"
+    )
     wrong_rank = tmp_path / "rank"
     wrong_rank.mkdir()
     (wrong_rank / "adapter_model.safetensors").write_bytes((good / "adapter_model.safetensors").read_bytes())
     config = json.loads((good / "adapter_config.json").read_text()) | {"r": 16}
     (wrong_rank / "adapter_config.json").write_text(json.dumps(config))
     assert "rank 4 in the weights, 16 in adapter_config.json" in error(wrong_rank)
-    other = {"base_model.model.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((4, 999), np.float32),
-             "base_model.model.layers.0.self_attn.q_proj.lora_B.weight": np.zeros((48, 4), np.float32)}
+    other = {
+        "base_model.model.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((4, 999), np.float32),
+        "base_model.model.layers.0.self_attn.q_proj.lora_B.weight": np.zeros((48, 4), np.float32),
+    }
     save_file(other, str(tmp_path / "other.safetensors"))
     assert "another model" in error(tmp_path / "other.safetensors")
-    outside = {"base_model.model.encoder.lyric_encoder.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((4, 48), np.float32)}
+    outside = {
+        "base_model.model.encoder.lyric_encoder.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((4, 48), np.float32)
+    }
     save_file(outside, str(tmp_path / "outside.safetensors"))
     assert "outside the decoder" in error(tmp_path / "outside.safetensors")
     for bad in (-1.0, float("nan"), float("inf")):

@@ -12,16 +12,18 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from mlx_acestep.adapters import AdapterError
-from mlx_acestep.errors import AceStepError
 from mlx_acestep.convert import convert_checkpoints
+from mlx_acestep.errors import AceStepError
 from mlx_acestep.pipeline import ACEStep, ModelFolders
 
 
 def run_cli(args, cwd):
     """The real command line, in a subprocess, with its own model cache."""
     env = {**os.environ, "MLX_ACESTEP_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "mlx_acestep.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_acestep.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
 
 RANK, ALPHA = 4, 6.0
 NEEDED = ("Qwen3-Embedding-0.6B", "vae")
@@ -38,8 +40,12 @@ def make_adapter(fixtures, dit, folder, seed=0, layers=None):
     tensors, deltas = {}, {}
     for key, w in state.items():
         parts = key.split(".")
-        if not (key.startswith("decoder.layers.") and parts[3] in ("self_attn", "cross_attn")
-                and parts[4] in ("q_proj", "k_proj", "v_proj", "o_proj") and parts[-1] == "weight"):
+        if not (
+            key.startswith("decoder.layers.")
+            and parts[3] in ("self_attn", "cross_attn")
+            and parts[4] in ("q_proj", "k_proj", "v_proj", "o_proj")
+            and parts[-1] == "weight"
+        ):
             continue
         if layers is not None and int(parts[2]) not in layers:
             continue
@@ -51,9 +57,17 @@ def make_adapter(fixtures, dit, folder, seed=0, layers=None):
         deltas[key] = (ALPHA / RANK) * (b @ a)
     folder.mkdir(parents=True)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "r": RANK, "lora_alpha": ALPHA, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-        "base_model_name_or_path": "ACE-Step/Ace-Step1.5/acestep-v15-turbo"}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "r": RANK,
+                "lora_alpha": ALPHA,
+                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                "base_model_name_or_path": "ACE-Step/Ace-Step1.5/acestep-v15-turbo",
+            }
+        )
+    )
     return folder, deltas
 
 
@@ -141,8 +155,11 @@ def test_base_model_takes_adapters_too(fixtures, converted, tmp_path):
 
 def test_bad_loras_in_the_api_fail_before_any_work(converted, adapter, tmp_path):
     pipe = ACEStep(folders(converted))
-    for loras, needle in (([(adapter[0], -1)], "must be a finite number >= 0"), ("style", "must be a list"),
-                          ([(tmp_path / "nope", 1.0)], "no such adapter")):
+    for loras, needle in (
+        ([(adapter[0], -1)], "must be a finite number >= 0"),
+        ("style", "must be a list"),
+        ([(tmp_path / "nope", 1.0)], "no such adapter"),
+    ):
         with pytest.raises(AceStepError, match=needle):
             pipe.generate("x", duration=10, loras=loras)
     with pytest.raises(AdapterError, match="no adapter named 'ghost'"):
@@ -155,15 +172,35 @@ def test_bad_loras_in_the_api_fail_before_any_work(converted, adapter, tmp_path)
 def test_the_cli_applies_loras_and_refuses_bad_ones(converted, adapter, tmp_path):
     import soundfile as sf
 
-    done = run_cli(["generate", "soft rain", "--model", str(converted), "--duration", "10", "--seed", "1",
-                    "--lora", f"{adapter[0]}:0.5", "-o", "a.wav"], tmp_path)
+    done = run_cli(
+        [
+            "generate",
+            "soft rain",
+            "--model",
+            str(converted),
+            "--duration",
+            "10",
+            "--seed",
+            "1",
+            "--lora",
+            f"{adapter[0]}:0.5",
+            "-o",
+            "a.wav",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "adapter style: peft" in done.stderr and f"rank {RANK}" in done.stderr
     assert sf.info(str(tmp_path / "a.wav")).duration == pytest.approx(10, abs=0.05)
     (tmp_path / "empty").mkdir()
-    for spec, needle in ((f"{adapter[0]}:loud", "is not a scale"), (str(tmp_path / "empty"), "no adapter_config.json"),
-                         (f"{adapter[0]}:-1", "finite number >= 0")):
-        bad = run_cli(["generate", "x", "--model", str(converted), "--duration", "10", "--lora", spec, "-o", "b.wav"], tmp_path)
+    for spec, needle in (
+        (f"{adapter[0]}:loud", "is not a scale"),
+        (str(tmp_path / "empty"), "no adapter_config.json"),
+        (f"{adapter[0]}:-1", "finite number >= 0"),
+    ):
+        bad = run_cli(
+            ["generate", "x", "--model", str(converted), "--duration", "10", "--lora", spec, "-o", "b.wav"], tmp_path
+        )
         assert bad.returncode != 0 and needle in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
         assert not (tmp_path / "b.wav").exists()

@@ -99,7 +99,7 @@ def test_save_roundtrip(tmp_path, suffix):
 
 def test_failed_save_leaves_nothing(tmp_path):
     (tmp_path / "keep.wav").write_bytes(b"old")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         save_audio(tmp_path / "keep.wav", sine(440, 48000, 0.01, 2), subtype="NOT_A_SUBTYPE")
     assert (tmp_path / "keep.wav").read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.wav"]

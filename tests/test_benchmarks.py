@@ -12,7 +12,9 @@ def test_dit_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
     require("diffusers")
     from benchmarks import bench_dit
 
-    rows = bench_dit.main(["--tiny", "--frames", "21", "--condition", "9", "--steps", "1", "--sides", "mlx,mlx-q8,diffusers"])
+    rows = bench_dit.main(
+        ["--tiny", "--frames", "21", "--condition", "9", "--steps", "1", "--sides", "mlx,mlx-q8,diffusers"]
+    )
     assert [r.get("error") for r in rows] == [None, None, None]
     assert all(r["step_s"] > 0 and r["max_rss_gb"] > 0 for r in rows)
     table = capsys.readouterr().out
@@ -23,8 +25,9 @@ def test_training_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
     require("peft")
     from benchmarks import bench_train
 
-    rows = bench_train.main(["--tiny", "--frames", "21", "--condition", "9", "--steps", "1", "--rank", "4",
-                             "--sides", "mlx,torch"])
+    rows = bench_train.main(
+        ["--tiny", "--frames", "21", "--condition", "9", "--steps", "1", "--rank", "4", "--sides", "mlx,torch"]
+    )
     assert [r.get("error") for r in rows] == [None, None]
     assert all(r["step_s"] > 0 for r in rows) and "| 21 | 0.84 s | torch | torch" in capsys.readouterr().out
 
@@ -39,8 +42,20 @@ def test_pipeline_benchmark_runs_mlx_and_the_reference_on_a_tiny_model(tmp_path)
 
     require("diffusers")
     prefix = tmp_path / "bench"
-    result = CliRunner().invoke(main, ["--tiny", "--durations", "10", "--precisions", "float32,q8",
-                                       "--cache-dir", str(tmp_path / "cache"), "-o", str(prefix)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--tiny",
+            "--durations",
+            "10",
+            "--precisions",
+            "float32,q8",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-o",
+            str(prefix),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(prefix.with_suffix(".json").read_text())
     assert [r["side"] for r in rows] == ["mlx float32", "mlx q8", "reference float32"]

@@ -9,7 +9,11 @@ from helpers import copy_vae_root
 
 def cli(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "mlx_acestep.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=os.environ
+        [sys.executable, "-m", "mlx_acestep.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ,
     )
 
 
@@ -59,10 +63,20 @@ def test_reconstruct_roundtrip_and_audio_errors(converted, tmp_path):
     out, sr = sf.read(tmp_path / "out.flac")
     assert sr == 48000 and out.shape == (25 * 1920, 2)  # 1 s -> 25 latent frames
 
-    assert_one_line_error(cli("reconstruct", tmp_path / "nope.wav", tmp_path / "o.wav", "--vae", converted / "vae"), "nope.wav", "not found")
+    assert_one_line_error(
+        cli("reconstruct", tmp_path / "nope.wav", tmp_path / "o.wav", "--vae", converted / "vae"),
+        "nope.wav",
+        "not found",
+    )
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
-    assert_one_line_error(cli("reconstruct", tmp_path / "bad.wav", tmp_path / "o.wav", "--vae", converted / "vae"), "bad.wav", "cannot decode")
-    assert_one_line_error(cli("reconstruct", tmp_path / "in.wav", tmp_path / "o.wav", "--vae", tmp_path / "novae"), "novae")
+    assert_one_line_error(
+        cli("reconstruct", tmp_path / "bad.wav", tmp_path / "o.wav", "--vae", converted / "vae"),
+        "bad.wav",
+        "cannot decode",
+    )
+    assert_one_line_error(
+        cli("reconstruct", tmp_path / "in.wav", tmp_path / "o.wav", "--vae", tmp_path / "novae"), "novae"
+    )
     assert not (tmp_path / "o.wav").exists()
 
 
@@ -85,8 +99,24 @@ def generate(*args, cwd):
 def test_generate_help_documents_the_options():
     result = cli("generate", "--help")
     assert result.returncode == 0
-    for option in ("--lyrics-file", "--duration", "--bpm", "--key", "--time-signature", "--language", "--seed", "--batch",
-                   "--steps", "--shift", "--guidance", "--model", "--quantize", "--format", "--output", "tiny"):
+    for option in (
+        "--lyrics-file",
+        "--duration",
+        "--bpm",
+        "--key",
+        "--time-signature",
+        "--language",
+        "--seed",
+        "--batch",
+        "--steps",
+        "--shift",
+        "--guidance",
+        "--model",
+        "--quantize",
+        "--format",
+        "--output",
+        "tiny",
+    ):
         assert option in result.stdout
 
 
@@ -94,9 +124,30 @@ def test_generate_from_an_original_layout_checkpoint_root(fixtures, tmp_path):
     import soundfile as sf
 
     (tmp_path / "lyrics.txt").write_text("[verse]\nhello rain\n")
-    result = generate("soft rain", "--model", fixtures / "checkpoints", "--cache-dir", tmp_path / "cache", "--duration", 10,
-                      "--seed", 4, "--lyrics-file", "lyrics.txt", "--bpm", 80, "--key", "A minor", "--format", "flac",
-                      "--batch", 2, "-o", "rain", cwd=tmp_path)
+    result = generate(
+        "soft rain",
+        "--model",
+        fixtures / "checkpoints",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--duration",
+        10,
+        "--seed",
+        4,
+        "--lyrics-file",
+        "lyrics.txt",
+        "--bpm",
+        80,
+        "--key",
+        "A minor",
+        "--format",
+        "flac",
+        "--batch",
+        2,
+        "-o",
+        "rain",
+        cwd=tmp_path,
+    )
     assert result.exit_code == 0, result.output
     for name in ("rain_0.flac", "rain_1.flac"):
         info = sf.info(tmp_path / name)
@@ -105,8 +156,9 @@ def test_generate_from_an_original_layout_checkpoint_root(fixtures, tmp_path):
 
 
 def test_turbo_settings_it_ignores_are_warned_about(converted, tmp_path):
-    result = generate("soft rain", "--model", converted, "--duration", 10, "--steps", 30, "--seed", 0, "-o", "a.wav",
-                      cwd=tmp_path)
+    result = generate(
+        "soft rain", "--model", converted, "--duration", 10, "--steps", 30, "--seed", 0, "-o", "a.wav", cwd=tmp_path
+    )
     assert result.exit_code == 0, result.output
     assert "warning: turbo models always run their fixed 8-step schedule; steps=30 is ignored" in result.output
 
@@ -156,16 +208,31 @@ def test_generate_thinks_with_the_tiny_planner_offline(tmp_path, monkeypatch):
     import soundfile as sf
 
     monkeypatch.setenv("MLX_ACESTEP_CACHE", str(tmp_path / "cache"))
-    result = generate("gentle piano", "--model", "tiny", "--thinking", "--bpm", 96, "--duration", 10, "--seed", 4,
-                      "-o", "a.wav", cwd=tmp_path)
+    result = generate(
+        "gentle piano",
+        "--model",
+        "tiny",
+        "--thinking",
+        "--bpm",
+        96,
+        "--duration",
+        10,
+        "--seed",
+        4,
+        "-o",
+        "a.wav",
+        cwd=tmp_path,
+    )
     assert result.exit_code == 0, result.output
     assert sf.info(tmp_path / "a.wav").frames == 480000
     planned = [line for line in result.output.splitlines() if line.strip().startswith("planner:")]
     assert len(planned) == 1 and "bpm 96" in planned[0] and "key " in planned[0] and "caption: " in planned[0]
     assert " lm " in result.output.split("RTF", 1)[1]  # the planner's phase is timed
-    for args, needle in [(["--no-thinking", "--lm", "0.6B"], "mean nothing with --no-thinking"),
-                         (["--lm", "4B"], "no planner LM 4B (available: acestep-5Hz-lm-0.6B)"),
-                         (["--lm-top-p", "0"], "--lm-top-p must be in (0, 1], got 0")]:
+    for args, needle in [
+        (["--no-thinking", "--lm", "0.6B"], "mean nothing with --no-thinking"),
+        (["--lm", "4B"], "no planner LM 4B (available: acestep-5Hz-lm-0.6B)"),
+        (["--lm-top-p", "0"], "--lm-top-p must be in (0, 1], got 0"),
+    ]:
         bad = generate("gentle piano", "--model", "tiny", "--duration", 10, *args, "-o", "b.wav", cwd=tmp_path)
         assert bad.exit_code == 1 and needle in bad.output.splitlines()[-1], (args, bad.output)
     assert not (tmp_path / "b.wav").exists()

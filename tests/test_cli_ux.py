@@ -14,29 +14,56 @@ def cli(args, cwd, stdin=None, preload=True):
     env = {**os.environ, "MLX_ACESTEP_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1"}
     if not preload:
         env.pop("LD_PRELOAD", None)
-    return subprocess.run([sys.executable, "-m", "mlx_acestep.cli", *args], cwd=cwd, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_acestep.cli", *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_caption_from_a_file_and_from_stdin_with_the_short_model_flag(converted, tmp_path):
     (tmp_path / "caption.txt").write_text("soft rain on a tin roof\n")
-    done = cli(["generate", "--prompt-file", "caption.txt", "-m", str(converted), "--duration", "10", "--seed", "2",
-                "-o", "a.wav"], tmp_path)
+    done = cli(
+        [
+            "generate",
+            "--prompt-file",
+            "caption.txt",
+            "-m",
+            str(converted),
+            "--duration",
+            "10",
+            "--seed",
+            "2",
+            "-o",
+            "a.wav",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
-    piped = cli(["generate", "--prompt-file", "-", "-m", str(converted), "--duration", "10", "--seed", "2", "-o", "b.wav"],
-                tmp_path, stdin="soft rain on a tin roof\n")
+    piped = cli(
+        ["generate", "--prompt-file", "-", "-m", str(converted), "--duration", "10", "--seed", "2", "-o", "b.wav"],
+        tmp_path,
+        stdin="soft rain on a tin roof\n",
+    )
     assert piped.returncode == 0, piped.stderr
     a, _ = sf.read(str(tmp_path / "a.wav"))
     b, _ = sf.read(str(tmp_path / "b.wav"))
     assert (a == b).all()  # the same caption, however it came
 
 
-@pytest.mark.parametrize("args, needle", [
-    ([], "give the caption as CAPTION or --prompt-file"),
-    (["x", "--prompt-file", "caption.txt"], "give the caption as CAPTION or --prompt-file"),
-    (["--prompt-file", "-", "--lyrics-file", "-"], "only one of --prompt-file and --lyrics-file can read stdin"),
-    (["--prompt-file", "words.wav", "-o", "words.wav"], "words.wav: is the --prompt-file file"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ([], "give the caption as CAPTION or --prompt-file"),
+        (["x", "--prompt-file", "caption.txt"], "give the caption as CAPTION or --prompt-file"),
+        (["--prompt-file", "-", "--lyrics-file", "-"], "only one of --prompt-file and --lyrics-file can read stdin"),
+        (["--prompt-file", "words.wav", "-o", "words.wav"], "words.wav: is the --prompt-file file"),
+    ],
+)
 def test_caption_errors_are_one_line(tmp_path, args, needle):
     (tmp_path / "caption.txt").write_text("x")
     (tmp_path / "words.wav").write_text("a caption in a file with an audio name")
@@ -49,9 +76,8 @@ def test_the_linux_speed_hint_shows_only_without_openblas(converted, tmp_path, m
     real CLI that a run with OpenBLAS preloaded (CI's) prints none."""
     import platform
 
-    from mlx_acestep.cli.generate import speed_hint
-
     from mlx_acestep.blas import openblas_coretype, preload_command
+    from mlx_acestep.cli.generate import speed_hint
 
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
@@ -60,12 +86,16 @@ def test_the_linux_speed_hint_shows_only_without_openblas(converted, tmp_path, m
     hinted = "hint: MLX's bundled CPU BLAS is ~40x slower" in err
     assert hinted == (platform.system() == "Linux")
     if hinted:  # with the kernel family this CPU needs named (a generic VM CPU otherwise gets a 6x slower kernel)
-        assert preload_command() in err and (openblas_coretype() is None or f"OPENBLAS_CORETYPE={openblas_coretype()}" in err)
+        assert preload_command() in err and (
+            openblas_coretype() is None or f"OPENBLAS_CORETYPE={openblas_coretype()}" in err
+        )
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3")
     speed_hint()
     assert "hint:" not in capsys.readouterr().err
     if "openblas" in os.environ.get("LD_PRELOAD", ""):
-        fast = cli(["generate", "x", "-m", str(converted), "--duration", "10", "--seed", "1", "-o", "fast.wav"], tmp_path)
+        fast = cli(
+            ["generate", "x", "-m", str(converted), "--duration", "10", "--seed", "1", "-o", "fast.wav"], tmp_path
+        )
         assert fast.returncode == 0 and "hint:" not in fast.stderr, fast.stderr
 
 
@@ -76,8 +106,15 @@ def test_every_file_says_what_made_it_and_replays_bit_for_bit(converted, tmp_pat
     first = cli(["generate", "rain on a tin roof", *base, "--seed", "5", "--bpm", "90", "-o", "a.wav"], tmp_path)
     assert first.returncode == 0, first.stderr
     meta = json.loads((tmp_path / "a.json").read_text())
-    assert (meta["caption"], meta["seed"], meta["dit"], meta["task"]) == ("rain on a tin roof", 5, "acestep-v15-turbo", "text2music")
-    assert meta["sampler"]["shift"] == 3.0 and meta["software"].startswith("mlx-acestep ") and meta["replay"]["bpm"] == 90
+    assert (meta["caption"], meta["seed"], meta["dit"], meta["task"]) == (
+        "rain on a tin roof",
+        5,
+        "acestep-v15-turbo",
+        "text2music",
+    )
+    assert (
+        meta["sampler"]["shift"] == 3.0 and meta["software"].startswith("mlx-acestep ") and meta["replay"]["bpm"] == 90
+    )
     with sf.SoundFile(str(tmp_path / "a.wav")) as f:
         assert f.title == "rain on a tin roof" and json.loads(f.comment)["seed"] == 5
     again = cli(["generate", "--from-metadata", "a.wav", "-o", "b.wav"], tmp_path)  # the audio file alone replays
@@ -110,8 +147,17 @@ def test_a_shared_metadata_file_cannot_choose_where_files_go(converted, tmp_path
 
     (tmp_path / "precious.wav").write_bytes(b"my song")
     (tmp_path / "secret.txt").write_text("my secret")
-    hostile = {"caption": "rain", "model": str(converted), "duration": 10, "seed": 3, "output": "precious.wav",
-               "overwrite": True, "prompt_file": "secret.txt", "cache_dir": str(tmp_path / "planted"), "reconvert": True}
+    hostile = {
+        "caption": "rain",
+        "model": str(converted),
+        "duration": 10,
+        "seed": 3,
+        "output": "precious.wav",
+        "overwrite": True,
+        "prompt_file": "secret.txt",
+        "cache_dir": str(tmp_path / "planted"),
+        "reconvert": True,
+    }
     (tmp_path / "shared.json").write_text(json.dumps({"replay": hostile}))
     done = cli(["generate", "--from-metadata", "shared.json", "-o", "mine.wav"], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -126,12 +172,15 @@ def test_a_shared_metadata_file_cannot_choose_where_files_go(converted, tmp_path
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--lyrics-file", "lyr.json", "-o", "lyr.wav", "--overwrite"], "lyr.json: is the --lyrics-file file"),
-    (["-o", "dangling.wav"], "dangling.json: already exists"),
-    (["-o", "x{seed:q}.wav"], "Unknown format code 'q'"),
-    (["-o", "a" * 300 + ".wav"], "bytes long (at most 220)"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--lyrics-file", "lyr.json", "-o", "lyr.wav", "--overwrite"], "lyr.json: is the --lyrics-file file"),
+        (["-o", "dangling.wav"], "dangling.json: already exists"),
+        (["-o", "x{seed:q}.wav"], "Unknown format code 'q'"),
+        (["-o", "a" * 300 + ".wav"], "bytes long (at most 220)"),
+    ],
+)
 def test_outputs_and_their_sidecars_are_checked_before_any_work(tmp_path, args, needle):
     (tmp_path / "lyr.json").write_text("[verse] my lyrics")
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling.json")
@@ -174,7 +223,9 @@ def test_cache_dir_list_and_rm(fixtures, tmp_path):
     assert "no such converted entry" in cli(["cache", "rm", "mine"], tmp_path).stderr
     gone = cli(["cache", "rm", name], tmp_path)
     assert gone.returncode == 0 and f"removed {name}" in gone.stdout
-    assert not (tmp_path / "cache" / "converted" / name).exists() and (tmp_path / "cache" / "converted" / "mine").is_dir()
+    assert (
+        not (tmp_path / "cache" / "converted" / name).exists() and (tmp_path / "cache" / "converted" / "mine").is_dir()
+    )
     assert "no converted models" in cli(["cache", "list"], tmp_path).stdout
 
 
@@ -207,12 +258,29 @@ def test_dit_variants_of_one_source_share_its_vae_and_text_encoder_in_the_cache(
 
     root = str(fixtures / "checkpoints")  # only read: every conversion goes into tmp_path/cache
     resolve_model(root, cache_dir=tmp_path / "cache", lm=None)  # what a first (turbo) run converts
-    done = cli(["generate", "rain", "-m", root, "--dit", "acestep-v15-base", "--no-thinking", "--duration", "10",
-                "--steps", "2", "-o", "base.wav"], tmp_path)
+    done = cli(
+        [
+            "generate",
+            "rain",
+            "-m",
+            root,
+            "--dit",
+            "acestep-v15-base",
+            "--no-thinking",
+            "--duration",
+            "10",
+            "--steps",
+            "2",
+            "-o",
+            "base.wav",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     # the base run converted only its DiT
     assert [line.split(" into ")[0] for line in done.stderr.splitlines() if " into " in line] == [
-        "converting acestep-v15-base"]
+        "converting acestep-v15-base"
+    ]
     rows = [line.split(" | ") for line in cli(["cache", "list"], tmp_path).stdout.splitlines()[2:]]
     assert sorted(row[2] for row in rows) == ["Qwen3-Embedding-0.6B", "acestep-v15-base", "acestep-v15-turbo", "vae"]
 
@@ -226,18 +294,24 @@ def test_names_follow_each_items_seed_and_the_placeholders(converted, tmp_path):
     listed = cli(base + ["--seed", "7,9", "-o", "{caption}-{seed}-{index}.flac"], tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert sorted(p.name for p in tmp_path.glob("soft-rain*")) == [
-        "soft-rain-on-a-tin-roof-7-0.flac", "soft-rain-on-a-tin-roof-7-0.json",
-        "soft-rain-on-a-tin-roof-9-1.flac", "soft-rain-on-a-tin-roof-9-1.json"]
+        "soft-rain-on-a-tin-roof-7-0.flac",
+        "soft-rain-on-a-tin-roof-7-0.json",
+        "soft-rain-on-a-tin-roof-9-1.flac",
+        "soft-rain-on-a-tin-roof-9-1.json",
+    ]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--seed", "1,x"], "--seed 'x' is not a whole number"),
-    (["--seed", "1,2", "-o", "{nope}.wav"], "unknown placeholder {nope}"),
-    (["--seed", "1,2", "-o", "{date}.wav"], "gives several items the same name"),
-    (["--seed", "1,1"], "--seed gives two items the same seed"),
-    (["--seed", "9223372036854775807", "--batch", "2"], "+ 1 (the batch's last item) is more than 2**63 - 1"),
-    (["--seed", "1,2,3", "--batch", "2"], "got 3 seeds for a batch of 2"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--seed", "1,x"], "--seed 'x' is not a whole number"),
+        (["--seed", "1,2", "-o", "{nope}.wav"], "unknown placeholder {nope}"),
+        (["--seed", "1,2", "-o", "{date}.wav"], "gives several items the same name"),
+        (["--seed", "1,1"], "--seed gives two items the same seed"),
+        (["--seed", "9223372036854775807", "--batch", "2"], "+ 1 (the batch's last item) is more than 2**63 - 1"),
+        (["--seed", "1,2,3", "--batch", "2"], "got 3 seeds for a batch of 2"),
+    ],
+)
 def test_bad_names_and_seeds_are_one_line_errors(tmp_path, args, needle):
     bad = cli(["generate", "x", *args], tmp_path)
     assert bad.returncode != 0 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
@@ -258,7 +332,9 @@ def test_editing_tasks_show_the_source_encoding(converted, tmp_path):
 
     t = np.arange(int(1.2 * 48000)) / 48000
     sf.write(str(tmp_path / "s.wav"), np.stack([np.sin(2 * np.pi * 220 * t)] * 2, 1) * 0.3, 48000)
-    done = cli(["generate", "jazz", "-m", str(converted), "--task", "cover", "--src-audio", "s.wav", "-o", "c.wav"], tmp_path)
+    done = cli(
+        ["generate", "jazz", "-m", str(converted), "--task", "cover", "--src-audio", "s.wav", "-o", "c.wav"], tmp_path
+    )
     assert done.returncode == 0 and "encoding source" in done.stderr, done.stderr
 
 

@@ -3,20 +3,32 @@
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import PARITY_ERRORS
-from helpers import diffusers_dit_checkpoint, rel_err, snr_db, require
-from mlx_acestep.models.dit.condition_encoder import unpack_by_order
+from helpers import diffusers_dit_checkpoint, rel_err, require, snr_db
+
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
-from mlx_acestep.convert import ConvertOptions, convert_checkpoints
+from mlx_acestep.models.dit.condition_encoder import unpack_by_order
 
 # A random config unlike the fixture's: other widths, 3 lyric layers, window 3.
 CONFIG = dict(
-    hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2,
-    head_dim=8, rms_norm_eps=1e-6, rope_theta=10000.0, sliding_window=3, use_sliding_window=True,
-    layer_types=["sliding_attention", "full_attention"] * 2, text_hidden_dim=24, timbre_hidden_dim=64,
-    num_lyric_encoder_hidden_layers=3, num_timbre_encoder_hidden_layers=2, fsq_dim=48,
+    hidden_size=48,
+    intermediate_size=96,
+    num_hidden_layers=4,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    head_dim=8,
+    rms_norm_eps=1e-6,
+    rope_theta=10000.0,
+    sliding_window=3,
+    use_sliding_window=True,
+    layer_types=["sliding_attention", "full_attention"] * 2,
+    text_hidden_dim=24,
+    timbre_hidden_dim=64,
+    num_lyric_encoder_hidden_layers=3,
+    num_timbre_encoder_hidden_layers=2,
+    fsq_dim=48,
 )
 # bf16 floor: diffusers' condition encoder's own bf16 error on the same inputs less 3 dB (ours may be at most
 # twice the reference's error power). Measured: ours 43.1 dB.
@@ -77,7 +89,11 @@ def test_bfloat16_against_float32(live):
     with torch.no_grad():
         want = ref(*(torch.from_numpy(a) for a in inputs(1)))[0].numpy()
         ref_half = copy.deepcopy(ref).to(torch.bfloat16)(
-            *(torch.from_numpy(a).to(torch.bfloat16) if a.dtype == np.float32 else torch.from_numpy(a) for a in inputs(1)))
+            *(
+                torch.from_numpy(a).to(torch.bfloat16) if a.dtype == np.float32 else torch.from_numpy(a)
+                for a in inputs(1)
+            )
+        )
     floor = snr_db(ref_half[0].float().numpy(), want) - BF16_MARGIN_DB
     PARITY_ERRORS.append(("condition bfloat16 SNR dB", "encoder_hidden_states", snr, floor))
     assert snr >= floor
@@ -96,5 +112,11 @@ def test_mismatched_reference_batch_is_a_clear_error(load_converted):
     text, text_mask, lyric, lyric_mask, _, _ = inputs()
     text, lyric = text[..., :1].repeat(32, -1), lyric[..., :1].repeat(32, -1)
     with pytest.raises(AceStepError, match="cover 1 batch items, the captions 2"):
-        model.encoder(mx.array(text), mx.array(text_mask), mx.array(lyric), mx.array(lyric_mask),
-                      mx.array(np.zeros((1, 5, 64), np.float32)), mx.array(np.array([0])))
+        model.encoder(
+            mx.array(text),
+            mx.array(text_mask),
+            mx.array(lyric),
+            mx.array(lyric_mask),
+            mx.array(np.zeros((1, 5, 64), np.float32)),
+            mx.array(np.array([0])),
+        )

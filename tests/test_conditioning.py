@@ -11,11 +11,17 @@ import warnings
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import PARITY_ERRORS
 from helpers import diffusers_condition_encoder, rel_err, require
-from mlx_acestep.pipeline.conditioning import ConditionInput, encode_prompts, reference_clips, timbre_window, tokenize_items
+
 from mlx_acestep.errors import AceStepError
+from mlx_acestep.pipeline.conditioning import (
+    ConditionInput,
+    encode_prompts,
+    reference_clips,
+    timbre_window,
+    tokenize_items,
+)
 from mlx_acestep.pipeline.prompts import Metas, instruction
 
 CAPTIONS = [
@@ -60,9 +66,17 @@ class Conditioner:
         b = len(items)
         src = mx.broadcast_to(self.silence[:, :frames].astype(dtype), (b, frames, 64))
         prepared = self.dit.prepare_condition(
-            text.text_hidden_states.astype(dtype), text.text_attention_mask, text.lyric_hidden_states.astype(dtype),
-            text.lyric_attention_mask, refer, mx.array(order), src, mx.ones((b, frames)), mx.zeros((b,), mx.bool_),
-            self.silence)
+            text.text_hidden_states.astype(dtype),
+            text.text_attention_mask,
+            text.lyric_hidden_states.astype(dtype),
+            text.lyric_attention_mask,
+            refer,
+            mx.array(order),
+            src,
+            mx.ones((b, frames)),
+            mx.zeros((b,), mx.bool_),
+            self.silence,
+        )
         return SimpleNamespace(**vars(text), **vars(prepared))
 
 
@@ -123,10 +137,23 @@ def reference_composition(fixtures, frames, clips, dtype=None, captions=CAPTIONS
         text_hidden = qwen(input_ids=torch.from_numpy(text_ids)).last_hidden_state
         lyric_hidden = qwen.embed_tokens(torch.from_numpy(lyric_ids))
         want_h, want_mask = encoder(
-            text_hidden, torch.from_numpy(text_mask), lyric_hidden, torch.from_numpy(lyric_mask),
-            torch.from_numpy(refer).to(dtype), torch.tensor([0] + [1] * len(clips)),  # item 0: silence; item 1: the clips
+            text_hidden,
+            torch.from_numpy(text_mask),
+            lyric_hidden,
+            torch.from_numpy(lyric_mask),
+            torch.from_numpy(refer).to(dtype),
+            torch.tensor([0] + [1] * len(clips)),  # item 0: silence; item 1: the clips
         )
-    return text_ids, text_mask, lyric_ids, lyric_mask, text_hidden.float(), lyric_hidden.float(), want_h.float(), want_mask
+    return (
+        text_ids,
+        text_mask,
+        lyric_ids,
+        lyric_mask,
+        text_hidden.float(),
+        lyric_hidden.float(),
+        want_h.float(),
+        want_mask,
+    )
 
 
 def test_matches_reference_composition_batch_with_ragged_prompts_and_references(fixtures, builder):
@@ -135,7 +162,8 @@ def test_matches_reference_composition_batch_with_ragged_prompts_and_references(
     rng = np.random.default_rng(3)
     clips = [rng.standard_normal((frames, 64)).astype(np.float32) for _ in range(2)]  # item 1: two references
     text_ids, text_mask, lyric_ids, lyric_mask, text_hidden, lyric_hidden, want_h, want_mask = reference_composition(
-        fixtures, frames, clips)
+        fixtures, frames, clips
+    )
     assert text_mask.sum(1).tolist()[0] != text_mask.sum(1).tolist()[1]  # ragged on both sides
     assert lyric_mask.sum(1).tolist()[0] != lyric_mask.sum(1).tolist()[1]
 
@@ -236,6 +264,7 @@ def test_bfloat16_entry_point_against_float32(fixtures, builder, tmp_path):
     import shutil
 
     from helpers import snr_db
+
     from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 
     for name in ("Qwen3-Embedding-0.6B", "acestep-v15-turbo"):

@@ -6,18 +6,18 @@ import shutil
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten
 import pytest
+from helpers import copy_vae_root
+from mlx.utils import tree_flatten
 from safetensors.numpy import save_file
 
-from helpers import copy_vae_root
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
-from mlx_acestep.quantization import apply_recorded_quantization, quantize_model
-from mlx_acestep.safetensors_io import read_safetensors
-from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.models.vae.oobleck import fuse_weight_norm
 from mlx_acestep.models.vae.oobleck import sanitize as sanitize_vae
+from mlx_acestep.quantization import apply_recorded_quantization, quantize_model
+from mlx_acestep.safetensors_io import read_safetensors
 
 rng = np.random.default_rng(0)
 
@@ -47,14 +47,23 @@ def test_vae_remap_layouts():
         "decoder.block.0.snake1.alpha": rand(1, 6, 1),
     }
     out = {k: np.array(v) for k, v in sanitize_vae({k: mx.array(v) for k, v in state.items()}, "x.safetensors").items()}
-    assert set(out) == {"decoder.conv1.weight", "decoder.conv1.bias", "decoder.block.0.conv_t1.weight", "decoder.block.0.snake1.alpha"}
+    assert set(out) == {
+        "decoder.conv1.weight",
+        "decoder.conv1.bias",
+        "decoder.block.0.conv_t1.weight",
+        "decoder.block.0.snake1.alpha",
+    }
+
     def fused(prefix):  # the definition: g * v / ||v||, the norm over all axes but the first
         g, v = state[f"{prefix}.weight_g"].astype(np.float64), state[f"{prefix}.weight_v"].astype(np.float64)
         return g * v / np.sqrt((v * v).sum(axis=(1, 2), keepdims=True))
 
-    np.testing.assert_allclose(out["decoder.conv1.weight"], fused("decoder.conv1").transpose(0, 2, 1), rtol=1e-6)  # [out, k, in]
-    np.testing.assert_allclose(out["decoder.block.0.conv_t1.weight"], fused("decoder.block.0.conv_t1").transpose(1, 2, 0),
-                               rtol=1e-6)  # ConvTranspose1d [in, out, k] -> [out, k, in]
+    np.testing.assert_allclose(
+        out["decoder.conv1.weight"], fused("decoder.conv1").transpose(0, 2, 1), rtol=1e-6
+    )  # [out, k, in]
+    np.testing.assert_allclose(
+        out["decoder.block.0.conv_t1.weight"], fused("decoder.block.0.conv_t1").transpose(1, 2, 0), rtol=1e-6
+    )  # ConvTranspose1d [in, out, k] -> [out, k, in]
     assert out["decoder.block.0.snake1.alpha"].shape == (6,)
 
 
@@ -63,7 +72,8 @@ def test_parametrizations_naming_is_the_same_tensor():
     g, v = mx.array(g), mx.array(v)
     legacy = sanitize_vae({"encoder.conv1.weight_g": g, "encoder.conv1.weight_v": v}, "a")
     modern = sanitize_vae(
-        {"encoder.conv1.parametrizations.weight.original0": g, "encoder.conv1.parametrizations.weight.original1": v}, "b"
+        {"encoder.conv1.parametrizations.weight.original0": g, "encoder.conv1.parametrizations.weight.original1": v},
+        "b",
     )
     np.testing.assert_array_equal(np.array(legacy["encoder.conv1.weight"]), np.array(modern["encoder.conv1.weight"]))
 
@@ -112,7 +122,13 @@ def test_reports_converted_and_skipped_components(fixtures, tmp_path, monkeypatc
 
     report = convert_checkpoints(fixtures / "checkpoints", tmp_path / "out")
     converted = dict(report.converted)
-    assert sorted(converted) == ["Qwen3-Embedding-0.6B", "acestep-5Hz-lm-0.6B", "acestep-v15-base", "acestep-v15-turbo", "vae"]
+    assert sorted(converted) == [
+        "Qwen3-Embedding-0.6B",
+        "acestep-5Hz-lm-0.6B",
+        "acestep-v15-base",
+        "acestep-v15-turbo",
+        "vae",
+    ]
     assert "2B DiT, condition encoder, FSQ tokenizer/detokenizer" in converted["acestep-v15-turbo"]
     assert not report.skipped
     # a kind without a converter is listed as skipped, with the reason
@@ -210,7 +226,9 @@ def test_loader_names_missing_and_unexpected_keys(converted_vae):
     edit_weights(converted_vae, lambda w: w.pop("decoder.conv1.bias"))
     with pytest.raises(AceStepError, match=r"model\.safetensors: missing key 'decoder\.conv1\.bias'"):
         load_component(converted_vae)
-    edit_weights(converted_vae, lambda w: w.update({"decoder.conv1.bias": mx.zeros((32,)), "extra.weight": mx.zeros((2,))}))
+    edit_weights(
+        converted_vae, lambda w: w.update({"decoder.conv1.bias": mx.zeros((32,)), "extra.weight": mx.zeros((2,))})
+    )
     with pytest.raises(AceStepError, match=r"unexpected key 'extra\.weight'"):
         load_component(converted_vae)
 
@@ -282,15 +300,24 @@ def test_conversion_holds_a_shard_not_the_checkpoint(kind, fixtures, tmp_path, m
         shutil.copytree(fixtures / "checkpoints" / folder.name, folder)
         config = json.loads((folder / "config.json").read_text())
         # many small tensors (the largest 4 MB in float32): the bound is the shards, not one big tensor
-        config.update(vocab_size=4000, hidden_size=512, intermediate_size=2048, num_hidden_layers=12, head_dim=64,
-                      num_attention_heads=8, num_key_value_heads=4)
+        config.update(
+            vocab_size=4000,
+            hidden_size=512,
+            intermediate_size=2048,
+            num_hidden_layers=12,
+            head_dim=64,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+        )
         (folder / "config.json").write_text(json.dumps(config))
         from mlx_acestep.loading import BUILDERS
 
         model = BUILDERS[kind](config, None, "config.json")
         prefix = "model." if kind == "lm" else ""
-        weights = {prefix + k if not k.startswith("model.") else k: v.astype(mx.bfloat16)
-                   for k, v in tree_flatten(model.parameters())}
+        weights = {
+            prefix + k if not k.startswith("model.") else k: v.astype(mx.bfloat16)
+            for k, v in tree_flatten(model.parameters())
+        }
         mx.save_safetensors(str(folder / "model.safetensors"), weights)
         del model, weights
         name = "model.safetensors"

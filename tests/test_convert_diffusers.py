@@ -11,16 +11,25 @@ from dataclasses import asdict
 import mlx.core as mx
 import numpy as np
 import pytest
+from helpers import (
+    ATTENTION_RENAMES,
+    DIFFUSERS_PREFIXES,
+    PATCH_RENAMES,
+    _init_args,
+    diffusers_dit_checkpoint,
+    rename_segments,
+    require,
+)
 from mlx.utils import tree_flatten
 from safetensors.numpy import load_file
 
-from helpers import ATTENTION_RENAMES, DIFFUSERS_PREFIXES, PATCH_RENAMES, _init_args, diffusers_dit_checkpoint, rename_segments, require
-from mlx_acestep.models.dit import AceStepConfig
+from mlx_acestep.convert import convert_checkpoints
+from mlx_acestep.convert.diffusers_layout import original_state
+from mlx_acestep.convert.diffusers_layout import rename_segments as undo_segments
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component, load_silence_latent
+from mlx_acestep.models.dit import AceStepConfig
 from mlx_acestep.pipeline.prompts import PromptTokenizer
-from mlx_acestep.convert import convert_checkpoints
-from mlx_acestep.convert.diffusers_layout import original_state, rename_segments as undo_segments
 
 TEXT_ENCODER = "Qwen3-Embedding-0.6B"
 OPTIONAL = ("audio_tokenizer", "audio_token_detokenizer")
@@ -36,10 +45,17 @@ BOOKKEEPING = {"component", "layout_version", "dtype", "quantization", "absent_p
 def module_classes():
     from diffusers import AceStepTransformer1DModel
     from diffusers.pipelines.ace_step.modeling_ace_step import (
-        AceStepAudioTokenDetokenizer, AceStepAudioTokenizer, AceStepConditionEncoder)
+        AceStepAudioTokenDetokenizer,
+        AceStepAudioTokenizer,
+        AceStepConditionEncoder,
+    )
 
-    return {"transformer": AceStepTransformer1DModel, "condition_encoder": AceStepConditionEncoder,
-            "audio_tokenizer": AceStepAudioTokenizer, "audio_token_detokenizer": AceStepAudioTokenDetokenizer}
+    return {
+        "transformer": AceStepTransformer1DModel,
+        "condition_encoder": AceStepConditionEncoder,
+        "audio_tokenizer": AceStepAudioTokenizer,
+        "audio_token_detokenizer": AceStepAudioTokenDetokenizer,
+    }
 
 
 def diffusers_modules(config: dict, state: dict, silence):
@@ -50,11 +66,18 @@ def diffusers_modules(config: dict, state: dict, silence):
     for name, cls in module_classes().items():
         module = cls(**_init_args(cls, config, encoder_side=name != "transformer")).eval()
         prefix = DIFFUSERS_PREFIXES[name]
-        mapped = {rename_segments(rename_segments(k[len(prefix):], ATTENTION_RENAMES), TO_DIFFUSERS_PATCH): torch.from_numpy(v)
-                  for k, v in state.items() if k.startswith(prefix)}
+        mapped = {
+            rename_segments(rename_segments(k[len(prefix) :], ATTENTION_RENAMES), TO_DIFFUSERS_PATCH): torch.from_numpy(
+                v
+            )
+            for k, v in state.items()
+            if k.startswith(prefix)
+        }
         if name == "condition_encoder":
             mapped["null_condition_emb"] = torch.from_numpy(state["null_condition_emb"])
-            module.silence_latent = torch.from_numpy(silence).transpose(1, 2).contiguous()  # re-registered at its length
+            module.silence_latent = (
+                torch.from_numpy(silence).transpose(1, 2).contiguous()
+            )  # re-registered at its length
             mapped["silence_latent"] = module.silence_latent
         module.load_state_dict(mapped, strict=True)
         modules[name] = module
@@ -67,12 +90,19 @@ def save_pipeline(root, modules: dict, dtype=None, shard_transformer=False):
 
     for name, module in modules.items():
         module = module.to(dtype) if dtype is not None else module
-        module.save_pretrained(root / name, max_shard_size="500KB" if shard_transformer and name == "transformer" else "10GB")
+        module.save_pretrained(
+            root / name, max_shard_size="500KB" if shard_transformer and name == "transformer" else "10GB"
+        )
     diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0).save_pretrained(root / "scheduler")
-    index = {"_class_name": "AceStepPipeline", "_diffusers_version": diffusers.__version__,
-             **{name: ["diffusers", type(m).__name__] for name, m in modules.items()},
-             "vae": ["diffusers", "AutoencoderOobleck"], "text_encoder": ["transformers", "Qwen3Model"],
-             "tokenizer": ["transformers", "Qwen2Tokenizer"], "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}
+    index = {
+        "_class_name": "AceStepPipeline",
+        "_diffusers_version": diffusers.__version__,
+        **{name: ["diffusers", type(m).__name__] for name, m in modules.items()},
+        "vae": ["diffusers", "AutoencoderOobleck"],
+        "text_encoder": ["transformers", "Qwen3Model"],
+        "tokenizer": ["transformers", "Qwen2Tokenizer"],
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+    }
     (root / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
@@ -86,7 +116,12 @@ def build_root(fixtures, root, variant: str, dtype=None):
     dit = ckpt / f"acestep-v15-{variant}"
     config = json.loads((dit / "config.json").read_text())
     silence = load_file(str(dit / "silence_latent.safetensors"))["silence_latent"]
-    save_pipeline(root, diffusers_modules(config, load_file(str(dit / "model.safetensors")), silence), dtype, shard_transformer=True)
+    save_pipeline(
+        root,
+        diffusers_modules(config, load_file(str(dit / "model.safetensors")), silence),
+        dtype,
+        shard_transformer=True,
+    )
     shutil.copytree(ckpt / "vae", root / "vae")
     Qwen3Model.from_pretrained(str(ckpt / TEXT_ENCODER)).save_pretrained(str(root / "text_encoder"))
     (root / "tokenizer").mkdir()
@@ -108,7 +143,9 @@ def diffusers_root(fixtures, tmp_path_factory):
     def build(variant="turbo", dtype="float32"):
         if (variant, dtype) not in built:
             root = tmp_path_factory.mktemp(f"diffusers_{variant}_{dtype}") / "pipeline"
-            built[variant, dtype] = build_root(fixtures, root, variant, None if dtype == "float32" else getattr(torch, dtype))
+            built[variant, dtype] = build_root(
+                fixtures, root, variant, None if dtype == "float32" else getattr(torch, dtype)
+            )
         return built[variant, dtype]
 
     return build
@@ -122,7 +159,8 @@ def writable_root(diffusers_root, tmp_path):
 
 def rewrite_weights(folder, edit):
     """Apply `edit(key) -> new key or None (drop)` to every tensor of a diffusers model folder, shards included."""
-    from safetensors.torch import load_file as load_torch, save_file
+    from safetensors.torch import load_file as load_torch
+    from safetensors.torch import save_file
 
     for path in folder.glob("*.safetensors"):
         state = {edit(k): v for k, v in load_torch(str(path)).items() if edit(k) is not None}
@@ -177,12 +215,19 @@ def test_segment_renames_touch_whole_segments_only():
 
 def test_original_state_restores_prefixes_and_null_condition():
     x = mx.zeros((1,))
-    states = {"transformer": {"proj_out_conv.weight": x, "layers.0.cross_attn.to_v.weight": x},
-              "condition_encoder": {"null_condition_emb": x, "timbre_encoder.special_token": x},
-              "audio_token_detokenizer": {"layers.1.self_attn.norm_q.weight": x}}
+    states = {
+        "transformer": {"proj_out_conv.weight": x, "layers.0.cross_attn.to_v.weight": x},
+        "condition_encoder": {"null_condition_emb": x, "timbre_encoder.special_token": x},
+        "audio_token_detokenizer": {"layers.1.self_attn.norm_q.weight": x},
+    }
     got = original_state(states, {"to_v": "v_proj", "norm_q": "q_norm"})
-    assert set(got) == {"decoder.proj_out.1.weight", "decoder.layers.0.cross_attn.v_proj.weight", "null_condition_emb",
-                        "encoder.timbre_encoder.special_token", "detokenizer.layers.1.self_attn.q_norm.weight"}
+    assert set(got) == {
+        "decoder.proj_out.1.weight",
+        "decoder.layers.0.cross_attn.v_proj.weight",
+        "null_condition_emb",
+        "encoder.timbre_encoder.special_token",
+        "detokenizer.layers.1.self_attn.q_norm.weight",
+    }
 
 
 # --- whole pipelines -------------------------------------------------------------------------------
@@ -201,17 +246,26 @@ def test_diffusers_root_converts_like_the_original(diffusers_root, converted, fi
 
     original = json.loads((fixtures / "checkpoints" / dit / "config.json").read_text())
     rebuilt = json.loads((tmp_path / "out" / dit / "config.json").read_text())
-    assert {k: v for k, v in rebuilt.items() if k not in BOOKKEEPING} == {k: original[k] for k in rebuilt if k not in BOOKKEEPING}
+    assert {k: v for k, v in rebuilt.items() if k not in BOOKKEEPING} == {
+        k: original[k] for k in rebuilt if k not in BOOKKEEPING
+    }
     assert asdict(AceStepConfig.from_dict(rebuilt)) == asdict(AceStepConfig.from_dict(original))
     assert "absent_parts" not in rebuilt
-    np.testing.assert_array_equal(np.array(load_silence_latent(tmp_path / "out" / dit)), fixture_silence(fixtures, variant))
+    np.testing.assert_array_equal(
+        np.array(load_silence_latent(tmp_path / "out" / dit)), fixture_silence(fixtures, variant)
+    )
 
     ids = mx.array([[3, 17, 200, 5]])
-    want_encoder, got_encoder = load_component(converted / TEXT_ENCODER), load_component(tmp_path / "out" / TEXT_ENCODER)
+    want_encoder, got_encoder = (
+        load_component(converted / TEXT_ENCODER),
+        load_component(tmp_path / "out" / TEXT_ENCODER),
+    )
     np.testing.assert_array_equal(np.array(got_encoder(ids)), np.array(want_encoder(ids)))  # config (RoPE) carried too
     text = ["a calm piano ballad", "drums"]
-    for got, want in zip(PromptTokenizer(tmp_path / "out" / TEXT_ENCODER).batch(text, 64),
-                         PromptTokenizer(fixtures / "checkpoints" / TEXT_ENCODER).batch(text, 64)):
+    for got, want in zip(
+        PromptTokenizer(tmp_path / "out" / TEXT_ENCODER).batch(text, 64),
+        PromptTokenizer(fixtures / "checkpoints" / TEXT_ENCODER).batch(text, 64),
+    ):
         np.testing.assert_array_equal(got, want)
 
 
@@ -230,7 +284,10 @@ def test_bfloat16_folder_gives_a_float32_silence_latent(diffusers_root, converte
     want = torch.from_numpy(fixture_silence(fixtures)).to(torch.bfloat16).float().numpy()
     assert got.dtype == np.float32 and not np.array_equal(want, fixture_silence(fixtures))  # rounding did happen
     np.testing.assert_array_equal(got, want)
-    rounded = {k: torch.from_numpy(v).to(torch.bfloat16).float().numpy() for k, v in params(converted / "acestep-v15-turbo").items()}
+    rounded = {
+        k: torch.from_numpy(v).to(torch.bfloat16).float().numpy()
+        for k, v in params(converted / "acestep-v15-turbo").items()
+    }
     assert_same_params(params(tmp_path / "out" / "acestep-v15-turbo"), rounded)
 
 
@@ -248,7 +305,11 @@ def test_middle_revision_converts_without_the_audio_tokenizer(writable_root, con
     convert_checkpoints(writable_root, tmp_path / "out")
     folder = tmp_path / "out" / "acestep-v15-turbo"
     assert json.loads((folder / "config.json").read_text())["absent_parts"] == ["tokenizer", "detokenizer"]
-    want = {k: v for k, v in params(converted / "acestep-v15-turbo").items() if not k.startswith(("tokenizer.", "detokenizer."))}
+    want = {
+        k: v
+        for k, v in params(converted / "acestep-v15-turbo").items()
+        if not k.startswith(("tokenizer.", "detokenizer."))
+    }
     assert_same_params(params(folder), want)
     model = load_component(folder)
     with pytest.raises(AceStepError, match=r"loaded without tokenizer, detokenizer"):
@@ -287,7 +348,9 @@ def test_root_silence_latent_pt_is_the_fallback(writable_root, fixtures, tmp_pat
 
 def test_missing_weight_is_named_in_its_diffusers_folder(writable_root, tmp_path):
     rewrite_weights(writable_root / "transformer", lambda k: None if k == "layers.1.cross_attn.to_out.0.weight" else k)
-    assert_one_line_failure(writable_root, tmp_path / "out", r"missing key 'layers\.1\.cross_attn\.to_out\.0\.weight' in transformer/")
+    assert_one_line_failure(
+        writable_root, tmp_path / "out", r"missing key 'layers\.1\.cross_attn\.to_out\.0\.weight' in transformer/"
+    )
 
 
 def test_xl_encoder_widths_are_rebuilt(tmp_path):
@@ -301,7 +364,10 @@ def test_xl_encoder_widths_are_rebuilt(tmp_path):
     convert_checkpoints(tmp_path / "pipeline", tmp_path / "got")
     folder = tmp_path / "got" / "acestep-v15-base"  # the helper's modules are not turbo
     rebuilt = json.loads((folder / "config.json").read_text())
-    assert AceStepConfig.from_dict(rebuilt) == AceStepConfig.from_dict(XL_CONFIG) and AceStepConfig.from_dict(rebuilt).is_xl
+    assert (
+        AceStepConfig.from_dict(rebuilt) == AceStepConfig.from_dict(XL_CONFIG)
+        and AceStepConfig.from_dict(rebuilt).is_xl
+    )
     assert_same_params(params(folder), params(tmp_path / "want" / "acestep-v15-turbo"))
 
 
@@ -311,7 +377,9 @@ def test_a_diffusers_folder_generates_the_same_song_as_the_original_root(diffuse
 
     pipe = ACEStep.from_pretrained(diffusers_root("turbo"), cache_dir=tmp_path)
     assert pipe.folders.dit.name == "acestep-v15-turbo" and pipe.folders.dit.parent.parent == tmp_path / "converted"
-    original = ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
+    original = ACEStep(
+        ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae")
+    )
     args = dict(caption="soft rain", duration=10, seed=2)
     np.testing.assert_array_equal(pipe.generate(**args).latents, original.generate(**args).latents)
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
 from mlx_acestep.safetensors_io import read_header
-from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 
 
 def params(folder):
@@ -22,7 +22,10 @@ def params(folder):
 def test_sharded_checkpoint_converts_like_the_single_file(turbo_root, converted, tmp_path):
     state = load_file(str(turbo_root / "model.safetensors"))
     keys = sorted(state)
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     for name, part in shards.items():
         save_file({k: state[k] for k in part}, str(turbo_root / name))
     (turbo_root / "model.safetensors").unlink()
@@ -115,6 +118,8 @@ def test_a_qwen3_config_without_a_required_key_names_file_and_key(fixtures, tmp_
     config = json.loads((src / "config.json").read_text())
     del config["num_key_value_heads"]
     (src / "config.json").write_text(json.dumps(config))
-    with pytest.raises(AceStepError, match=r"Qwen3-Embedding-0.6B/config.json: missing required key 'num_key_value_heads'"):
+    with pytest.raises(
+        AceStepError, match=r"Qwen3-Embedding-0.6B/config.json: missing required key 'num_key_value_heads'"
+    ):
         convert_checkpoints(src.parent, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -3,24 +3,48 @@
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from helpers import diffusers_dit_checkpoint, rel_err, require
+
+from mlx_acestep.convert import convert_checkpoints
 from mlx_acestep.loading import load_component, load_silence_latent
 from mlx_acestep.pipeline.sampler import Denoiser
-from mlx_acestep.convert import convert_checkpoints
 
 # Unlike the fixture: 6 heads over 2 kv heads, window 3 patches (so T = 23 crosses it), 3 layers.
 CONFIG = dict(
-    hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
-    head_dim=8, rms_norm_eps=1e-6, rope_theta=10000.0, sliding_window=3, use_sliding_window=True,
-    layer_types=["sliding_attention", "full_attention", "sliding_attention"], text_hidden_dim=24, timbre_hidden_dim=64,
-    num_lyric_encoder_hidden_layers=2, num_timbre_encoder_hidden_layers=2, fsq_dim=48, in_channels=192,
-    audio_acoustic_hidden_dim=64, patch_size=2, pool_window_size=5, num_attention_pooler_hidden_layers=2,
+    hidden_size=48,
+    intermediate_size=96,
+    num_hidden_layers=3,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    head_dim=8,
+    rms_norm_eps=1e-6,
+    rope_theta=10000.0,
+    sliding_window=3,
+    use_sliding_window=True,
+    layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    text_hidden_dim=24,
+    timbre_hidden_dim=64,
+    num_lyric_encoder_hidden_layers=2,
+    num_timbre_encoder_hidden_layers=2,
+    fsq_dim=48,
+    in_channels=192,
+    audio_acoustic_hidden_dim=64,
+    patch_size=2,
+    pool_window_size=5,
+    num_attention_pooler_hidden_layers=2,
 )
 # XL's shape: the decoder wider than the condition side (condition_embedder maps 40 -> 56).
-XL_CONFIG = CONFIG | dict(hidden_size=56, intermediate_size=112, num_attention_heads=7, num_key_value_heads=1,
-                          encoder_hidden_size=40, encoder_intermediate_size=80, encoder_num_attention_heads=5,
-                          encoder_num_key_value_heads=5, fsq_dim=40)
+XL_CONFIG = CONFIG | dict(
+    hidden_size=56,
+    intermediate_size=112,
+    num_attention_heads=7,
+    num_key_value_heads=1,
+    encoder_hidden_size=40,
+    encoder_intermediate_size=80,
+    encoder_num_attention_heads=5,
+    encoder_num_key_value_heads=5,
+    fsq_dim=40,
+)
 
 
 @pytest.fixture(scope="module", params=["2B", "XL"])
@@ -39,7 +63,9 @@ def dit_inputs(config, length=23, seed=0):
     rng = np.random.default_rng(seed)
     width = config.get("encoder_hidden_size") or config["hidden_size"]
     x = rng.standard_normal((2, length, 64)).astype(np.float32)
-    context = np.concatenate([rng.standard_normal((2, length, 64)), (rng.random((2, length, 1)) > 0.5).repeat(64, -1)], -1)
+    context = np.concatenate(
+        [rng.standard_normal((2, length, 64)), (rng.random((2, length, 1)) > 0.5).repeat(64, -1)], -1
+    )
     states = rng.standard_normal((2, 11, width)).astype(np.float32)
     # Row 1's condition is "padded" (as packing leaves it): the DiT has no mask input and attends to all of it.
     states[1, 8:] = rng.standard_normal((3, width)) * 0.1
@@ -54,16 +80,21 @@ def test_decoder_matches_diffusers_odd_length_batch_2(live):
     x, t, context, states = dit_inputs(config)
     with torch.no_grad():
         want = modules["transformer"](
-            hidden_states=torch.from_numpy(x), timestep=torch.from_numpy(t), timestep_r=torch.from_numpy(t),
-            encoder_hidden_states=torch.from_numpy(states), context_latents=torch.from_numpy(context), return_dict=False,
+            hidden_states=torch.from_numpy(x),
+            timestep=torch.from_numpy(t),
+            timestep_r=torch.from_numpy(t),
+            encoder_hidden_states=torch.from_numpy(states),
+            context_latents=torch.from_numpy(context),
+            return_dict=False,
         )[0].numpy()
     got = []
     for row in range(2):  # one Denoiser per row: each has its own t
         denoise = Denoiser(ours.decoder, mx.array(states[row : row + 1]), mx.array(context[row : row + 1]))
         got.append(np.array(denoise(mx.array(x[row : row + 1]), float(t[row]))))
     assert rel_err(np.concatenate(got), want) < 1e-4
-    batched = ours.decoder(mx.array(x), mx.array(t), mx.array(t), mx.array(context),
-                           ours.decoder.cross_key_values(mx.array(states)))
+    batched = ours.decoder(
+        mx.array(x), mx.array(t), mx.array(t), mx.array(context), ours.decoder.cross_key_values(mx.array(states))
+    )
     assert rel_err(np.array(batched), want) < 1e-4
 
 
@@ -75,10 +106,16 @@ def test_mean_flow_timestep_r(live):
     r = t * 0.5
     with torch.no_grad():
         want = modules["transformer"](
-            hidden_states=torch.from_numpy(x), timestep=torch.from_numpy(t), timestep_r=torch.from_numpy(r),
-            encoder_hidden_states=torch.from_numpy(states), context_latents=torch.from_numpy(context), return_dict=False,
+            hidden_states=torch.from_numpy(x),
+            timestep=torch.from_numpy(t),
+            timestep_r=torch.from_numpy(r),
+            encoder_hidden_states=torch.from_numpy(states),
+            context_latents=torch.from_numpy(context),
+            return_dict=False,
         )[0].numpy()
-    got = ours.decoder(mx.array(x), mx.array(t), mx.array(r), mx.array(context), ours.decoder.cross_key_values(mx.array(states)))
+    got = ours.decoder(
+        mx.array(x), mx.array(t), mx.array(r), mx.array(context), ours.decoder.cross_key_values(mx.array(states))
+    )
     assert rel_err(np.array(got), want) < 1e-4
 
 
@@ -108,8 +145,12 @@ def test_patch_remap_is_the_convolution():
 
     conv = torch.nn.Conv1d(6, 5, 2, stride=2)
     deconv = torch.nn.ConvTranspose1d(5, 3, 2, stride=2)
-    state = {"decoder.proj_in.1.weight": conv.weight, "decoder.proj_in.1.bias": conv.bias,
-             "decoder.proj_out.1.weight": deconv.weight, "decoder.proj_out.1.bias": deconv.bias}
+    state = {
+        "decoder.proj_in.1.weight": conv.weight,
+        "decoder.proj_in.1.bias": conv.bias,
+        "decoder.proj_out.1.weight": deconv.weight,
+        "decoder.proj_out.1.bias": deconv.bias,
+    }
     model = AceStepModel(AceStepConfig(patch_size=2), parts=())
     mapped = model.sanitize({k: mx.array(v.detach().numpy()) for k, v in state.items()})
     x = torch.randn(1, 6, 8)
@@ -123,7 +164,9 @@ def test_patch_remap_is_the_convolution():
     np.testing.assert_allclose(np.array(got), want.transpose(0, 2, 1), atol=1e-5)
 
 
-@pytest.mark.parametrize("length, window, heads, kv_heads", [(37, 3, 6, 2), (40, 8, 4, 4), (13, 4, 4, 1), (100, 7, 8, 2)])
+@pytest.mark.parametrize(
+    "length, window, heads, kv_heads", [(37, 3, 6, 2), (40, 8, 4, 4), (13, 4, 4, 1), (100, 7, 8, 2)]
+)
 def test_banded_sliding_attention_equals_the_masked_one(length, window, heads, kv_heads):
     from mlx_acestep.kernels.attention import cpu_attention
     from mlx_acestep.models.layers import additive_mask, attention
@@ -132,5 +175,6 @@ def test_banded_sliding_attention_equals_the_masked_one(length, window, heads, k
     q = mx.random.normal((2, heads, length, 16), key=keys[0])
     k, v = (mx.random.normal((2, kv_heads, length, 16), key=key) for key in keys[1:])
     mask = additive_mask(length, None, window, mx.float32)
-    np.testing.assert_allclose(np.array(attention(q, k, v, 0.25, mask, band=window)),
-                               np.array(cpu_attention(q, k, v, 0.25, mask)), atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(attention(q, k, v, 0.25, mask, band=window)), np.array(cpu_attention(q, k, v, 0.25, mask)), atol=1e-6
+    )

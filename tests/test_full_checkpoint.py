@@ -14,7 +14,6 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from helpers import require
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -98,7 +97,9 @@ def test_draw_scales_follow_tiny_py(streamed):
 def test_silence_latent_is_tiny_py_s_channel_first_float32(streamed, reference):
     (latent,) = read_torch_tensors(streamed / tiny.TURBO_DIR / "silence_latent.pt").values()
     assert latent.dtype == np.float32 and latent.shape == (1, 64, tiny.SILENCE_FRAMES)
-    np.testing.assert_array_equal(latent, read_safetensors(reference / tiny.TURBO_DIR / "silence_latent.safetensors")["silence_latent"])
+    np.testing.assert_array_equal(
+        latent, read_safetensors(reference / tiny.TURBO_DIR / "silence_latent.safetensors")["silence_latent"]
+    )
 
 
 def test_streamed_root_converts(streamed, tmp_path):
@@ -151,7 +152,11 @@ def test_full_size_layout_matches_the_spec():
 def test_full_configs_agree_with_the_pipeline_benchmark():
     from benchmarks.pipeline_runs import REAL
 
-    for ours, real in ((fc.DIT_CONFIG, REAL["dit"]), (fc.TEXT_ENCODER_CONFIG, REAL["text_encoder"]), (fc.VAE_CONFIG, REAL["vae"])):
+    for ours, real in (
+        (fc.DIT_CONFIG, REAL["dit"]),
+        (fc.TEXT_ENCODER_CONFIG, REAL["text_encoder"]),
+        (fc.VAE_CONFIG, REAL["vae"]),
+    ):
         assert {k: ours.get(k) for k in real} == real
     assert fc.DIT_CONFIG["is_turbo"] is True and fc.DIT_CONFIG["model_version"] == "turbo"
     assert fc.DIT_CONFIG["dtype"] == fc.LM_CONFIG["dtype"] == fc.TEXT_ENCODER_CONFIG["dtype"] == "bfloat16"

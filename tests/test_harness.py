@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import require
 
 HERE = Path(__file__).parent
@@ -25,12 +24,20 @@ def test_a_missing_reference_skips_locally_and_fails_in_ci(monkeypatch):
 def test_a_skipped_test_fails_the_run_in_ci_and_is_counted(tmp_path):
     for name in ("conftest.py", "parity.py", "helpers.py"):
         shutil.copy(HERE / name, tmp_path / name)
-    (tmp_path / "test_probe.py").write_text("import pytest\n\ndef test_a():\n    pass\n\ndef test_b():\n    pytest.skip('x')\n")
+    (tmp_path / "test_probe.py").write_text(
+        "import pytest\n\ndef test_a():\n    pass\n\ndef test_b():\n    pytest.skip('x')\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "CI"}
 
     def run(**extra):
-        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                              cwd=tmp_path, env=env | extra, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+            cwd=tmp_path,
+            env=env | extra,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     local, ci = run(), run(CI="true")
     assert local.returncode == 0 and "skipped tests: 1" in local.stdout, local.stdout

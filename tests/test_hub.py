@@ -29,9 +29,14 @@ def root(fixtures, tmp_path):
 def test_a_converted_folder_is_used_as_it_is(converted, tmp_path):
     folders = resolve_model(converted, cache_dir=tmp_path)
     assert (folders.dit, folders.vae, folders.text_encoder) == (
-        converted / "acestep-v15-turbo", converted / "vae", converted / "Qwen3-Embedding-0.6B")
+        converted / "acestep-v15-turbo",
+        converted / "vae",
+        converted / "Qwen3-Embedding-0.6B",
+    )
     assert resolve_model(converted, dit="acestep-v15-base", cache_dir=tmp_path).dit.name == "acestep-v15-base"
-    with pytest.raises(AceStepError, match=r"no DiT 'acestep-v15-xl' \(available: acestep-v15-base, acestep-v15-turbo\)"):
+    with pytest.raises(
+        AceStepError, match=r"no DiT 'acestep-v15-xl' \(available: acestep-v15-base, acestep-v15-turbo\)"
+    ):
         resolve_model(converted, dit="acestep-v15-xl", cache_dir=tmp_path)
 
 
@@ -46,8 +51,9 @@ def test_a_checkpoint_root_is_converted_once_with_only_what_the_pipeline_needs(r
     converted = tmp_path / "cache" / "converted"
     assert {first.dit.parent.parent, first.vae.parent.parent, first.text_encoder.parent.parent} == {converted}
     # one entry per component, and only those three (not the base DiT, not the LM's source converted twice)
-    assert [entry_components(f) for f in (first.dit, first.vae, first.text_encoder)] == [[n] for n in (
-        "acestep-v15-turbo", "vae", "Qwen3-Embedding-0.6B")]
+    assert [entry_components(f) for f in (first.dit, first.vae, first.text_encoder)] == [
+        [n] for n in ("acestep-v15-turbo", "vae", "Qwen3-Embedding-0.6B")
+    ]
     assert first.dit.parent.name.startswith("checkpoints-acestep-v15-turbo-")
     assert sum(" into " in m for m in logs) == 4  # DiT, text encoder, VAE and the planner, one entry each
     logs.clear()
@@ -77,8 +83,10 @@ def test_every_dit_variant_and_quantization_of_a_source_shares_its_vae(root, tmp
     from mlx_acestep.convert import convert_checkpoints
 
     convert_checkpoints(root, tmp_path / "alone", only=["vae"])
-    assert load_file(str(first.vae / "model.safetensors")).keys() == load_file(
-        str(tmp_path / "alone" / "vae" / "model.safetensors")).keys()
+    assert (
+        load_file(str(first.vae / "model.safetensors")).keys()
+        == load_file(str(tmp_path / "alone" / "vae" / "model.safetensors")).keys()
+    )
     for key, value in load_file(str(tmp_path / "alone" / "vae" / "model.safetensors")).items():
         np.testing.assert_array_equal(load_file(str(q8.vae / "model.safetensors"))[key], value)
 
@@ -174,7 +182,9 @@ def shard(folder, name="model.safetensors"):
     parts = {f"model-0000{i + 1}-of-00002.safetensors": keys[i::2] for i in range(2)}
     for file, part in parts.items():
         save_file({k: state[k] for k in part}, str(folder / file), metadata={"format": "pt"})
-    (folder / f"{name}.index.json").write_text(json.dumps({"weight_map": {k: f for f, ks in parts.items() for k in ks}}))
+    (folder / f"{name}.index.json").write_text(
+        json.dumps({"weight_map": {k: f for f, ks in parts.items() for k in ks}})
+    )
     (folder / name).unlink()
     return list(parts)
 
@@ -188,11 +198,17 @@ def test_sharded_sources_convert_as_one_file(root, tmp_path, folder):
     load_component(folders.dit if folder.startswith("acestep") else folders.text_encoder)
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("missing shard", r"model.safetensors.index.json: lists model-00002-of-00002.safetensors, which is missing"),
-    ("unlisted key", r"model-00001-of-00002.safetensors: key '.+' is not listed for this shard"),
-    ("integer tensor", r"model.safetensors.index.json: tensor 'decoder.norm_out.weight' has dtype mlx.core.int32, expected a floating"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("missing shard", r"model.safetensors.index.json: lists model-00002-of-00002.safetensors, which is missing"),
+        ("unlisted key", r"model-00001-of-00002.safetensors: key '.+' is not listed for this shard"),
+        (
+            "integer tensor",
+            r"model.safetensors.index.json: tensor 'decoder.norm_out.weight' has dtype mlx.core.int32, expected a floating",
+        ),
+    ],
+)
 def test_a_damaged_sharded_checkpoint_is_one_line_and_leaves_nothing(root, tmp_path, damage, message):
     import json
 
@@ -257,15 +273,23 @@ def populate_hub_cache(hub, repo_id, source, folders, commit="0123456789abcdef01
 
 def run_cli(args, tmp_path, hub):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "MLX_ACESTEP_CACHE": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "mlx_acestep.cli", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_acestep.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_default_repo_comes_from_the_hub_cache_offline(fixtures, tmp_path):
     import soundfile as sf
 
     populate_hub_cache(tmp_path / "hub", "ACE-Step/Ace-Step1.5", fixtures / "checkpoints", NEEDED)
-    done = run_cli(["generate", "soft rain", "--duration", "10", "--seed", "1", "-o", "rain.wav"], tmp_path, tmp_path / "hub")
+    done = run_cli(
+        ["generate", "soft rain", "--duration", "10", "--seed", "1", "-o", "rain.wav"], tmp_path, tmp_path / "hub"
+    )
     assert done.returncode == 0, done.stderr
     info = sf.info(tmp_path / "rain.wav")
     assert (info.samplerate, info.channels, info.frames) == (48000, 2, 480000)
@@ -273,7 +297,10 @@ def test_the_default_repo_comes_from_the_hub_cache_offline(fixtures, tmp_path):
     entries = sorted(p.name for p in (tmp_path / "cache" / "converted").iterdir())
     # named by the repo, not by the snapshot's commit hash: one entry per component
     assert [e.rsplit("-", 1)[0] for e in entries] == [
-        "Ace-Step1.5-Qwen3-Embedding-0.6B", "Ace-Step1.5-acestep-v15-turbo", "Ace-Step1.5-vae"]
+        "Ace-Step1.5-Qwen3-Embedding-0.6B",
+        "Ace-Step1.5-acestep-v15-turbo",
+        "Ace-Step1.5-vae",
+    ]
 
 
 def test_a_new_snapshot_with_the_same_files_keeps_its_entries(fixtures, tmp_path):
@@ -306,21 +333,25 @@ def test_offline_with_nothing_cached_says_what_to_download(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     error = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
-    assert len(error) == 1 and "not in the local Hugging Face cache and downloading is off (HF_HUB_OFFLINE is set)" in error[0]
+    assert (
+        len(error) == 1
+        and "not in the local Hugging Face cache and downloading is off (HF_HUB_OFFLINE is set)" in error[0]
+    )
     assert "fetching" not in done.stderr and "HF_HUB_OFFLINE is set: no download" in done.stderr
     assert not (tmp_path / "rain.wav").exists()
     command = error[0].split("run `", 1)[1].split("`", 1)[0]
-    assert command_patterns(command) == ({"acestep-v15-turbo/*", "vae/*", "Qwen3-Embedding-0.6B/*", "acestep-5Hz-lm-1.7B/*"},
-                                         "checkpoints")
+    assert command_patterns(command) == (
+        {"acestep-v15-turbo/*", "vae/*", "Qwen3-Embedding-0.6B/*", "acestep-5Hz-lm-1.7B/*"},
+        "checkpoints",
+    )
 
 
 def command_patterns(command: str) -> tuple[set, str]:
     """What the `hf` CLI that huggingface_hub installs would download for `command`, read by its own parser."""
     import shlex
 
-    from click.testing import CliRunner
-
     import huggingface_hub.cli.download as hf_download
+    from click.testing import CliRunner
     from huggingface_hub.cli.hf import app
 
     seen = {}
@@ -360,18 +391,28 @@ def test_a_failed_download_says_so_with_the_reason(monkeypatch, tmp_path):
     with pytest.raises(AceStepError, match=r"could not be downloaded \(Failed to resolve 'huggingface.co'\)") as info:
         download("ACE-Step/Ace-Step1.5", None, logged.append, quiet=True, lm="auto")
     assert "fetching ACE-Step/Ace-Step1.5" in logged[0]
-    assert command_patterns(str(info.value).split("run `", 1)[1].split("`", 1)[0])[0] >= {"acestep-v15-turbo/*", "vae/*"}
+    assert command_patterns(str(info.value).split("run `", 1)[1].split("`", 1)[0])[0] >= {
+        "acestep-v15-turbo/*",
+        "vae/*",
+    }
 
 
 def test_the_planner_comes_from_the_hub_cache_too(fixtures, tmp_path):
     """A planner folder in the cached snapshot is used offline; a size that lives in its own repo (4B) and is not
     cached is a one-line error naming the download."""
-    populate_hub_cache(tmp_path / "hub", "ACE-Step/Ace-Step1.5", fixtures / "checkpoints", NEEDED + ("acestep-5Hz-lm-0.6B",))
-    done = run_cli(["generate", "soft rain", "--duration", "10", "--seed", "1", "--lm", "0.6B", "-o", "rain.wav"],
-                   tmp_path, tmp_path / "hub")
+    populate_hub_cache(
+        tmp_path / "hub", "ACE-Step/Ace-Step1.5", fixtures / "checkpoints", NEEDED + ("acestep-5Hz-lm-0.6B",)
+    )
+    done = run_cli(
+        ["generate", "soft rain", "--duration", "10", "--seed", "1", "--lm", "0.6B", "-o", "rain.wav"],
+        tmp_path,
+        tmp_path / "hub",
+    )
     assert done.returncode == 0, done.stderr
     assert "planner: bpm" in done.stdout
-    done = run_cli(["generate", "soft rain", "--duration", "10", "--lm", "4B", "-o", "x.wav"], tmp_path, tmp_path / "hub")
+    done = run_cli(
+        ["generate", "soft rain", "--duration", "10", "--lm", "4B", "-o", "x.wav"], tmp_path, tmp_path / "hub"
+    )
     error = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert done.returncode == 1 and len(error) == 1, done.stderr
     assert "hf download ACE-Step/acestep-5Hz-lm-4B --local-dir checkpoints/acestep-5Hz-lm-4B" in error[0]

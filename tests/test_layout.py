@@ -50,14 +50,16 @@ def imports(name: str, path: Path, known: dict | None = None) -> list[str]:
 
 def test_no_import_cycles():
     mods = modules()
-    graph = {name: sorted({m for m in imports(name, path, mods) if m in mods and m != name}) for name, path in mods.items()}
+    graph = {
+        name: sorted({m for m in imports(name, path, mods) if m in mods and m != name}) for name, path in mods.items()
+    }
     state, cycles = {}, []
 
     def visit(node, stack):
         state[node] = "open"
         for nxt in graph[node]:
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"
@@ -69,7 +71,9 @@ def test_no_import_cycles():
 
 
 def test_nothing_at_run_time_imports_the_pytorch_side():
-    bad = [(name, m) for name, path in modules().items() for m in imports(name, path) if m.split(".")[0] in REFERENCE_ONLY]
+    bad = [
+        (name, m) for name, path in modules().items() for m in imports(name, path) if m.split(".")[0] in REFERENCE_ONLY
+    ]
     assert not bad, bad
 
 
@@ -80,8 +84,10 @@ def test_no_module_is_over_500_lines():
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["generate", "--help"], ["convert", "--help"]])
 def test_the_command_line_starts_without_mlx_lm_or_transformers(args):
-    code = ("import sys\nfrom mlx_acestep.cli import main\n"
-            f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', sorted(m for m in ('mlx_lm', 'transformers', 'torch') if m in sys.modules))")
+    code = (
+        "import sys\nfrom mlx_acestep.cli import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', sorted(m for m in ('mlx_lm', 'transformers', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "LOADED []" in out.stdout, out.stdout + out.stderr

@@ -15,7 +15,10 @@ def test_lm_benchmark_runs_mlx_and_transformers_on_a_tiny_config(tmp_path, capsy
 
     out = tmp_path / "lm.json"
     rows = bench_lm.main(["--tiny", "--precisions", "float32", "--reference-precisions", "float32", "-o", str(out)])
-    assert [(r["side"], r["precision"], r.get("error")) for r in rows] == [("mlx", "float32", None), ("reference", "float32", None)]
+    assert [(r["side"], r["precision"], r.get("error")) for r in rows] == [
+        ("mlx", "float32", None),
+        ("reference", "float32", None),
+    ]
     for r in rows:
         assert r["size"] == "tiny" and r["prompt"] > 0
         assert set(r["prefill_s"]) == {"1", "2"} and all(v > 0 for v in r["prefill_s"].values())

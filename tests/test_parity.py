@@ -5,7 +5,6 @@ convolutions, sin-based Snake), so the path every Mac takes is held to the same 
 import contextlib
 
 import pytest
-
 from conftest import PARITY_ERRORS
 from parity import compare, fixtures_dir, load_case_tensors, load_cases, run_case, runner_for
 
@@ -53,6 +52,8 @@ def check_case(name, path, fixtures, converted, load_converted):
 
 def test_a_case_without_a_runner_fails(monkeypatch):
     """A fixture case for a component nothing here can run must fail, not skip (a skip passes it unseen)."""
-    monkeypatch.setitem(CASES, "made_up", {"component": "acestep-v15-turbo:nothing", "inputs": {}, "outputs": {"x": {}}})
+    monkeypatch.setitem(
+        CASES, "made_up", {"component": "acestep-v15-turbo:nothing", "inputs": {}, "outputs": {"x": {}}}
+    )
     with pytest.raises(pytest.fail.Exception, match="made_up: no runner for component"):
         check_case("made_up", "cpu-kernels", None, None, None)

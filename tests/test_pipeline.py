@@ -198,7 +198,9 @@ def test_thinking_without_a_planner_is_a_clear_error(pipe):
 @pytest.mark.parametrize("case", ["text2music", "thinking", "cover"])
 def test_the_dit_and_vae_phases_hold_only_the_denoiser_and_the_vae_decoder(converted, case):
     """A phase that loaded the condition encoder with the FSQ modules (thinking, cover) must free them too."""
-    pipe = ACEStep(ModelFolders(**vars(folders(converted)) | {"lm": converted / "acestep-5Hz-lm-0.6B"}), keep_loaded=False)
+    pipe = ACEStep(
+        ModelFolders(**vars(folders(converted)) | {"lm": converted / "acestep-5Hz-lm-0.6B"}), keep_loaded=False
+    )
     seen: dict[str, set] = {}
 
     def record(progress):
@@ -220,7 +222,10 @@ def test_the_dit_and_vae_phases_hold_only_the_denoiser_and_the_vae_decoder(conve
         # encoder and FSQ modules' weights (1.7 MB here).
         leaked = sum(v.nbytes for _, v in tree_flatten(pipe.residency.get("condition_codes").parameters()))
         pipe.unload()
-        assert result.peak_memory["dit"] - plain.peak_memory["dit"] < leaked / 4, (result.peak_memory, plain.peak_memory)
+        assert result.peak_memory["dit"] - plain.peak_memory["dit"] < leaked / 4, (
+            result.peak_memory,
+            plain.peak_memory,
+        )
 
 
 # -- apps and threads ---------------------------------------------------------------------------------

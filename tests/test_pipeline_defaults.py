@@ -14,15 +14,19 @@ from mlx_acestep.pipeline.request import sampler_settings
 from mlx_acestep.pipeline.sampler import BaseSettings, TurboSettings, turbo_timesteps
 
 MINUS_1_DBFS = 10 ** (-1 / 20)  # spec 5.9: the library normalises each item's peak to -1 dBFS
-SPEC_TURBO_SHIFT3 = [1, .954545, .9, .833333, .75, .642857, .5, .3]  # spec 5.6, the default table
+SPEC_TURBO_SHIFT3 = [1, 0.954545, 0.9, 0.833333, 0.75, 0.642857, 0.5, 0.3]  # spec 5.6, the default table
 # spec 5.8 table / 8.6: the DiT's instruction for items with planner codes (a cover of the hints), and without
 COVER_INSTRUCTION = "Generate audio semantic tokens based on the given conditions:"
 TEXT2MUSIC_INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"
 
 
 def folders(converted, dit="acestep-v15-turbo", lm=None):
-    return ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / dit, converted / "vae",
-                        lm=None if lm is None else converted / lm)
+    return ModelFolders(
+        converted / "Qwen3-Embedding-0.6B",
+        converted / dit,
+        converted / "vae",
+        lm=None if lm is None else converted / lm,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +52,11 @@ def test_turbo_defaults_are_the_shift_3_table(pipe):
 
 @pytest.mark.parametrize("family, steps", [("base", 32), ("sft", 50)])
 def test_base_and_sft_defaults(converted, family, steps):
-    settings = (ACEStep(folders(converted, "acestep-v15-base")).sampler_settings() if family == "base"
-                else sampler_settings(family))
+    settings = (
+        ACEStep(folders(converted, "acestep-v15-base")).sampler_settings()
+        if family == "base"
+        else sampler_settings(family)
+    )
     assert isinstance(settings, BaseSettings)
     assert (settings.steps, settings.shift, settings.guidance_scale, settings.guidance) == (steps, 3.0, 7.0, "apg")
     assert settings.cfg_interval == (0.0, 1.0) and settings.method == "ode"
@@ -62,8 +69,13 @@ def test_base_and_sft_defaults(converted, family, steps):
 def test_a_long_song_decodes_in_several_windows_like_one_pass(pipe):
     """12 s = 300 frames: more than one 256-frame window. The windows' overlap must hide every seam."""
     windows = []
-    song = pipe.generate("slow strings", duration=12, seed=4, normalize=False,
-                         callback=lambda p: windows.append(p.total) if p.phase == "vae" else None)
+    song = pipe.generate(
+        "slow strings",
+        duration=12,
+        seed=4,
+        normalize=False,
+        callback=lambda p: windows.append(p.total) if p.phase == "vae" else None,
+    )
     assert max(windows) >= 2, f"the VAE phase reported {max(windows)} window(s) for 300 frames"
     vae = load_component(pipe.folders.vae, "vae", parts=("decoder",))
     whole = np.array(vae.decode(mx.array(song.latents)))  # one pass over all 300 frames
@@ -94,7 +106,7 @@ def test_the_caption_prompt_is_cut_at_256_tokens_with_a_warning(pipe):
 
     def changed_at(token):  # the caption with one word changed where the prompt reaches `token`
         n = next(i for i in range(len(words)) if prefix + len(encode(" ".join(words[:i]))) >= token)
-        return " ".join(words[:n] + ["thunder"] + words[n + 1:])
+        return " ".join(words[:n] + ["thunder"] + words[n + 1 :])
 
     def song(caption, expect_cut):
         with warnings.catch_warnings(record=True) as seen:
@@ -126,9 +138,10 @@ def test_a_ragged_thinking_batch_gets_the_reference_condition(thinker, fixtures,
     what the reference composes for those prompts (transformers' Qwen3 without a padding mask, diffusers' condition
     encoder with the key masks; spec 3.2-3.3). The reference's DiT then attends to the padding (spec 12), so the
     shorter item is not what it is alone, but the longest one is."""
+    from test_conditioning import reference_composition
+
     import mlx_acestep.pipeline.acestep as acestep
     from mlx_acestep.pipeline.prompts import caption_prompt, lyric_prompt
-    from test_conditioning import reference_composition
 
     seen = {}
     real_tokenize, real_sample = acestep.tokenize_items, acestep.sample_turbo

@@ -7,7 +7,15 @@ import pytest
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
 from mlx_acestep.pipeline.planner import (
-    CodeTokens, chat, codes_prompts, filter_top_p, generate_codes, load_planner_tokenizer, metadata_yaml, sample)
+    CodeTokens,
+    chat,
+    codes_prompts,
+    filter_top_p,
+    generate_codes,
+    load_planner_tokenizer,
+    metadata_yaml,
+    sample,
+)
 
 LM = "acestep-5Hz-lm-0.6B"
 
@@ -21,19 +29,31 @@ def test_chat_template_renders_as_the_reference(fixtures):
     head = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert chat("SYS\n\n", "# Caption\nx\n\n# Lyric\ny\n") == head
     think = "bpm: 120\ncaption: calm piano\nduration: 30"
-    assert chat("SYS\n\n", "# Caption\nx\n\n# Lyric\ny\n", think) == head + f"<think>\n{think}\n</think>\n\n<|im_end|>\n"
+    assert (
+        chat("SYS\n\n", "# Caption\nx\n\n# Lyric\ny\n", think) == head + f"<think>\n{think}\n</think>\n\n<|im_end|>\n"
+    )
     assert chat("SYS\n\n", "# Caption\nx\n\n# Lyric\ny\n", "") == head + "<think>\n\n</think>\n\n<|im_end|>\n"
 
 
 def test_metadata_yaml_sorts_keys_and_normalises_values():
-    text = metadata_yaml({"timesignature": "3/4", "bpm": "96", "keyscale": "D minor", "caption": "warm", "duration": 30,
-                          "language": "en"})
+    text = metadata_yaml(
+        {
+            "timesignature": "3/4",
+            "bpm": "96",
+            "keyscale": "D minor",
+            "caption": "warm",
+            "duration": 30,
+            "language": "en",
+        }
+    )
     assert text == "bpm: 96\ncaption: warm\nduration: 30\nkeyscale: D minor\nlanguage: en\ntimesignature: 3"
 
 
 def test_unconditional_prompt_uses_a_meaningful_negative_prompt_only():
     cond, uncond = codes_prompts("calm piano", "[verse]", {"bpm": 90})
-    assert "<think>\nbpm: 90\n</think>" in cond and "<think>\n\n</think>" in uncond and "# Caption\ncalm piano" in uncond
+    assert (
+        "<think>\nbpm: 90\n</think>" in cond and "<think>\n\n</think>" in uncond and "# Caption\ncalm piano" in uncond
+    )
     _, uncond = codes_prompts("calm piano", "[verse]", {"bpm": 90}, negative="harsh noise")
     assert "# Caption\nharsh noise" in uncond
 
@@ -51,7 +71,9 @@ def test_the_head_over_code_rows_matches_the_full_head(converted):
     lm = load_component(converted / LM, "lm")
     h = lm.hidden(mx.array([[1, 2, 3, 4]]))
     full = lm.head()(h)
-    np.testing.assert_allclose(np.array(lm.head(538, 538 + 2048)(h)), np.array(full[..., 538:538 + 2048]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.array(lm.head(538, 538 + 2048)(h)), np.array(full[..., 538 : 538 + 2048]), rtol=1e-5, atol=1e-5
+    )
     nn.quantize(lm, group_size=32, bits=8)
     full = lm.head()(h)
     np.testing.assert_allclose(np.array(lm.head(538, 600)(h)), np.array(full[..., 538:600]), rtol=1e-5, atol=1e-5)
@@ -107,7 +129,7 @@ def cfg_argmax_reference(lm, tok, cond, uncond, n, codes, scale=2.0):
         logits = lm.logits(ids, key_mask=mask)[:, -1].astype(mx.float32)
         guided = np.array(logits[1] + scale * (logits[0] - logits[1]))
         allowed = np.zeros_like(guided, bool)
-        allowed[codes.first_id: codes.first_id + codes.count] = True
+        allowed[codes.first_id : codes.first_id + codes.count] = True
         token = int(np.argmax(np.where(allowed, guided, -np.inf)))
         out.append(token - codes.first_id)
         rows = [r + [token] for r in rows]

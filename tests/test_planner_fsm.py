@@ -13,7 +13,13 @@ from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
 from mlx_acestep.pipeline.planner import Planner, load_planner_tokenizer
 from mlx_acestep.pipeline.planner_constraint import (
-    FIELDS, KEYSCALES, TIME_SIGNATURES, MetadataConstraint, parse_think, write_metadata)
+    FIELDS,
+    KEYSCALES,
+    TIME_SIGNATURES,
+    MetadataConstraint,
+    parse_think,
+    write_metadata,
+)
 from mlx_acestep.pipeline.prompts import LANGUAGES
 
 LM = "acestep-5Hz-lm-0.6B"
@@ -40,12 +46,15 @@ def test_every_think_block_parses_into_valid_fields(planner, seed):
     assert planner.tokenizer.decode(result.tokens) == result.text
 
 
-@pytest.mark.parametrize("user", [
-    {"bpm": 128},
-    {"keyscale": "F# minor", "language": "en"},
-    {"duration": 45, "timesignature": "3", "bpm": 72},
-    {"caption": "a given caption: with a colon"},
-])
+@pytest.mark.parametrize(
+    "user",
+    [
+        {"bpm": 128},
+        {"keyscale": "F# minor", "language": "en"},
+        {"duration": 45, "timesignature": "3", "bpm": 72},
+        {"caption": "a given caption: with a colon"},
+    ],
+)
 def test_user_fields_are_kept_verbatim(planner, user):
     for seed in range(3):
         meta = planner.think("calm piano", "[Instrumental]", user, seed=seed).metadata
@@ -60,10 +69,18 @@ def test_sampling_is_seeded(planner):
 
 
 def test_parse_undoes_yaml_wrapping():
-    text = ("<think>\nbpm: 120\ncaption: An emotional ballad. The track opens with\n  piano and strings, then\n"
-            "  drums.\nduration: 180\nkeyscale: D minor\nlanguage: en\ntimesignature: 4\n</think>")
-    assert parse_think(text) == {"bpm": 120, "caption": "An emotional ballad. The track opens with piano and strings, then drums.",
-                                 "duration": 180, "keyscale": "D minor", "language": "en", "timesignature": "4"}
+    text = (
+        "<think>\nbpm: 120\ncaption: An emotional ballad. The track opens with\n  piano and strings, then\n"
+        "  drums.\nduration: 180\nkeyscale: D minor\nlanguage: en\ntimesignature: 4\n</think>"
+    )
+    assert parse_think(text) == {
+        "bpm": 120,
+        "caption": "An emotional ballad. The track opens with piano and strings, then drums.",
+        "duration": 180,
+        "keyscale": "D minor",
+        "language": "en",
+        "timesignature": "4",
+    }
 
 
 # -- the constraint's corners, driven by stub LMs ---------------------------------------------------
@@ -128,9 +145,11 @@ def test_a_caption_ends_at_an_unindented_line_and_continues_at_an_indented_one(c
 
 def test_the_vocabulary_past_the_tokenizer_and_special_tokens_never_reach_the_caption(constraint, planner):
     ok = np.array(constraint.caption_ok)
-    assert not ok[len(planner.tokenizer):].any()
+    assert not ok[len(planner.tokenizer) :].any()
     for token in ("<think>", "</think>", "<|im_end|>", "<|audio_code_0|>", "`"):
-        assert not ok[planner.tokenizer.convert_tokens_to_ids(token) if token != "`" else planner.tokenizer.encode(token)[0]]
+        assert not ok[
+            planner.tokenizer.convert_tokens_to_ids(token) if token != "`" else planner.tokenizer.encode(token)[0]
+        ]
 
 
 def test_a_tokenizer_without_think_tokens_is_refused(planner):

@@ -5,10 +5,10 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from helpers import rel_err, require
-from mlx_acestep.loading import load_component
+
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
+from mlx_acestep.loading import load_component
 
 LM = "acestep-5Hz-lm-0.6B"
 
@@ -50,7 +50,9 @@ def test_cached_steps_equal_one_full_forward(converted):
     cache = make_prompt_cache(lm)
     first = np.array(lm.logits(ids[:, :8], cache, mask[:, :8]))
     rest = [np.array(lm.logits(ids[:, i : i + 1], cache, mask[:, : i + 1])) for i in range(8, 12)]
-    np.testing.assert_allclose(np.concatenate([first, *rest], axis=1)[:, 3:], full[:, 3:], atol=1e-4 * np.abs(full).max())
+    np.testing.assert_allclose(
+        np.concatenate([first, *rest], axis=1)[:, 3:], full[:, 3:], atol=1e-4 * np.abs(full).max()
+    )
 
 
 def test_converted_folder_loads_with_mlx_lm(converted):
@@ -66,8 +68,12 @@ def test_converted_folder_loads_with_mlx_lm(converted):
 def test_quantized_lm_keeps_the_embedding_at_8_bits(lm_root, tmp_path):
     convert_checkpoints(lm_root, tmp_path / "q4", ConvertOptions(quantize="q4", group_size=32))
     block = json.loads((tmp_path / "q4" / LM / "config.json").read_text())["quantization"]
-    assert block == {"group_size": 32, "bits": 4, "mode": "affine",
-                     "model.embed_tokens": {"group_size": 32, "bits": 8, "mode": "affine"}}  # mlx-lm's format
+    assert block == {
+        "group_size": 32,
+        "bits": 4,
+        "mode": "affine",
+        "model.embed_tokens": {"group_size": 32, "bits": 8, "mode": "affine"},
+    }  # mlx-lm's format
     lm = load_component(tmp_path / "q4" / LM, "lm")
     assert lm.model.embed_tokens.bits == 8 and lm.model.layers[0].mlp.up_proj.bits == 4
     assert np.isfinite(np.array(lm.logits(mx.array([[1, 2, 3]])))).all()

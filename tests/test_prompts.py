@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from parity import load_cases
 
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.pipeline.prompts import Metas, PromptTokenizer, caption_prompt, instruction, lyric_prompt
-from parity import load_cases
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,9 @@ def reference_strings(fixtures):
 def test_caption_prompts_match_the_reference(reference_strings):
     # The raw values behind the stored prompts of the tokenizers case (fixtures README, shapes).
     ours = [
-        caption_prompt("A calm piano ballad with soft strings.", Metas(duration=30, bpm=120, timesignature=4, keyscale="C major")),
+        caption_prompt(
+            "A calm piano ballad with soft strings.", Metas(duration=30, bpm=120, timesignature=4, keyscale="C major")
+        ),
         caption_prompt("Upbeat electronic dance track, punchy drums.", Metas(duration=12.9)),
     ]
     assert ours == reference_strings["text_prompts"]

@@ -21,12 +21,15 @@ def test_seeds_may_be_a_numpy_array():
         GenerationRequest("piano", seed=np.array([1, 2, 3]), batch_size=2)
 
 
-@pytest.mark.parametrize("fields, field", [
-    (dict(task="cover", src_audio="song{1}.wav"), "src_audio"),
-    (dict(method="{m}"), "method"),
-    (dict(duration="{d}"), "duration"),
-    (dict(task="repaint", src_latents=np.zeros((10, 64)), repaint_mode="{name}"), "repaint_mode"),
-])
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        (dict(task="cover", src_audio="song{1}.wav"), "src_audio"),
+        (dict(method="{m}"), "method"),
+        (dict(duration="{d}"), "duration"),
+        (dict(task="repaint", src_latents=np.zeros((10, 64)), repaint_mode="{name}"), "repaint_mode"),
+    ],
+)
 def test_braces_in_user_data_are_shown_not_formatted(fields, field):
     """The error templates hold user data; a `{...}` in it must neither crash nor be rewritten."""
     with pytest.raises(RequestError) as info:
@@ -40,10 +43,15 @@ def test_errors_name_the_field_or_the_flag():
     with pytest.raises(RequestError) as info:
         GenerationRequest("piano", src_audio="x.wav")
     assert str(info.value) == "src_audio is for the editing tasks; choose one with task"
-    assert info.value.render({"src_audio": "--src-audio", "task": "--task"}) == \
-        "--src-audio is for the editing tasks; choose one with --task"
+    assert (
+        info.value.render({"src_audio": "--src-audio", "task": "--task"})
+        == "--src-audio is for the editing tasks; choose one with --task"
+    )
     for fields, flag_message in [
-        (dict(task="cover", src_latents=np.zeros((10, 64)), cover_strength=2), "--cover-strength must be between 0 and 1"),
+        (
+            dict(task="cover", src_latents=np.zeros((10, 64)), cover_strength=2),
+            "--cover-strength must be between 0 and 1",
+        ),
         (dict(task="extract", src_latents=np.zeros((10, 64)), track="kazoo"), "unknown track 'kazoo'"),
         (dict(task="cover", src_latents=np.zeros((10, 64)), repaint_mode="wild"), "unknown repaint mode 'wild'"),
     ]:

@@ -109,10 +109,14 @@ def test_a_folder_that_appears_during_a_conversion_is_not_replaced(fixtures, tmp
 def test_the_output_is_never_an_input(tmp_path, run):
     source = wav(tmp_path / "s.wav")
     original = source.read_bytes()
-    one_line_error(*run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", "s.wav", "-o", "s.wav"),
-                   "is the --src-audio file")
+    one_line_error(
+        *run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", "s.wav", "-o", "s.wav"),
+        "is the --src-audio file",
+    )
     (tmp_path / "words.wav").write_text("la la")  # a lyrics file with an audio name: still an input
-    one_line_error(*run(*GEN, "--lyrics-file", "words.wav", "-o", "words.wav", "--overwrite"), "is the --lyrics-file file")
+    one_line_error(
+        *run(*GEN, "--lyrics-file", "words.wav", "-o", "words.wav", "--overwrite"), "is the --lyrics-file file"
+    )
     assert (tmp_path / "words.wav").read_text() == "la la"
     one_line_error(*run(*GEN, "--ref-audio", "s.wav", "-o", "s.wav", "--overwrite"), "is the --ref-audio file")
     assert source.read_bytes() == original
@@ -160,7 +164,9 @@ def test_a_failed_save_says_why_and_keeps_the_audio(tmp_path, song, monkeypatch)
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(audio.sf, "SoundFile", full_disk)
-    with pytest.raises(AceStepError, match=r"could not write .*a\.wav \(No space left on device\); the audio was saved to") as info:
+    with pytest.raises(
+        AceStepError, match=r"could not write .*a\.wav \(No space left on device\); the audio was saved to"
+    ) as info:
         song.save(tmp_path / "a.wav")
     rescued = Path(str(info.value).split("saved to ", 1)[1].split(" instead", 1)[0])
     try:
@@ -188,8 +194,10 @@ def test_non_finite_input_audio_is_refused(tmp_path, run, song):
     wav(tmp_path / "nan.wav", value=np.nan)
     wav(tmp_path / "inf.wav", value=np.inf)
     for name in ("nan.wav", "inf.wav"):
-        one_line_error(*run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", name, "-o", "o.wav"),
-                       "NaN or infinite samples")
+        one_line_error(
+            *run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", name, "-o", "o.wav"),
+            "NaN or infinite samples",
+        )
         one_line_error(*run(*GEN, "--ref-audio", name, "-o", "o.wav"), "NaN or infinite samples")
     assert not (tmp_path / "o.wav").exists()
     from mlx_acestep import ACEStep
@@ -239,24 +247,47 @@ def test_integer_pcm_arrays_are_scaled_and_other_types_refused():
 
 def test_surprising_requests_are_errors_or_say_what_will_happen(tmp_path, run):
     wav(tmp_path / "s.wav", seconds=1.2)
-    one_line_error(*run("generate", "x", "--model", "tiny", "--task", "repaint", "--src-audio", "s.wav",
-                        "--repaint-end", -4, "-o", "o.wav"), "--repaint-end must be after 0 s, got -4")
+    one_line_error(
+        *run(
+            "generate",
+            "x",
+            "--model",
+            "tiny",
+            "--task",
+            "repaint",
+            "--src-audio",
+            "s.wav",
+            "--repaint-end",
+            -4,
+            "-o",
+            "o.wav",
+        ),
+        "--repaint-end must be after 0 s, got -4",
+    )
     code, output = run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", "s.wav", "-o", "o.wav")
     assert code == 0 and "warning: the source lasts 1.20 s, less than 10 s: the output follows it" in output, output
     assert sf.info(tmp_path / "o.wav").frames == 30 * 1920
     for task in ("extract", "lego"):
-        code, output = run("generate", "x", "--model", "tiny", "--task", task, "--src-audio", "s.wav", "-o", f"{task}.wav")
+        code, output = run(
+            "generate", "x", "--model", "tiny", "--task", task, "--src-audio", "s.wav", "-o", f"{task}.wav"
+        )
         assert code == 0 and f"warning: no track given: {task} uses the generic instruction" in output, output
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--lm-cfg-scale", "nan"], "--lm-cfg-scale must be a number, got nan"),
-    (["--lm-temperature", "nan"], "--lm-temperature must be a number, got nan"),
-    (["--key", "Z# ultra"], "unknown key 'Z# ultra' for --key"),
-    (["--time-signature", "abc"], "--time-signature must be one of 2, 3, 4, 6"),
-    (["--task", "repaint", "--src-audio", "s.wav", "--repaint-start", "nan"], "--repaint-start must be a number, got nan"),
-    (["--cache-dir", "file.txt"], "file.txt: is a file, not a folder (the model cache"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--lm-cfg-scale", "nan"], "--lm-cfg-scale must be a number, got nan"),
+        (["--lm-temperature", "nan"], "--lm-temperature must be a number, got nan"),
+        (["--key", "Z# ultra"], "unknown key 'Z# ultra' for --key"),
+        (["--time-signature", "abc"], "--time-signature must be one of 2, 3, 4, 6"),
+        (
+            ["--task", "repaint", "--src-audio", "s.wav", "--repaint-start", "nan"],
+            "--repaint-start must be a number, got nan",
+        ),
+        (["--cache-dir", "file.txt"], "file.txt: is a file, not a folder (the model cache"),
+    ],
+)
 def test_bad_values_are_one_line_errors_naming_the_flag(tmp_path, run, args, needle):
     wav(tmp_path / "s.wav")
     (tmp_path / "file.txt").write_text("x")
@@ -264,13 +295,16 @@ def test_bad_values_are_one_line_errors_naming_the_flag(tmp_path, run, args, nee
     assert not (tmp_path / "o.wav").exists()
 
 
-@pytest.mark.parametrize("fields, message", [
-    (dict(seed=1.5), "seed must be a whole number"),
-    (dict(bpm="fast"), "bpm must be a whole number, got 'fast'"),
-    (dict(lm_top_p=0), r"lm_top_p must be in \(0, 1\], got 0"),
-    (dict(duration="30"), "duration must be a number of seconds, got '30'"),
-    (dict(caption=123), "caption must be text, got int"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(seed=1.5), "seed must be a whole number"),
+        (dict(bpm="fast"), "bpm must be a whole number, got 'fast'"),
+        (dict(lm_top_p=0), r"lm_top_p must be in \(0, 1\], got 0"),
+        (dict(duration="30"), "duration must be a number of seconds, got '30'"),
+        (dict(caption=123), "caption must be text, got int"),
+    ],
+)
 def test_bad_api_values_are_one_line_errors_naming_the_argument(fields, message):
     from mlx_acestep.pipeline import GenerationRequest
 
@@ -288,8 +322,25 @@ def test_a_huge_caption_and_lyrics_file_are_cut_with_a_warning(tmp_path, run):
 
     (tmp_path / "long.txt").write_text("la la la, the night is long\n" * 360_000)  # 10 MB
     start = time.perf_counter()
-    code, output = run("generate", "rain " * 20_000, "--model", "tiny", "--thinking", "--duration", 10, "--bpm", 90,
-                       "--key", "C major", "--time-signature", 4, "--lyrics-file", "long.txt", "-o", "o.wav")
+    code, output = run(
+        "generate",
+        "rain " * 20_000,
+        "--model",
+        "tiny",
+        "--thinking",
+        "--duration",
+        10,
+        "--bpm",
+        90,
+        "--key",
+        "C major",
+        "--time-signature",
+        4,
+        "--lyrics-file",
+        "long.txt",
+        "-o",
+        "o.wav",
+    )
     assert code == 0, output[-2000:]
     assert time.perf_counter() - start < 120
     assert "the planner reads the first 256 tokens of the caption" in output
@@ -319,7 +370,10 @@ def test_what_a_killed_run_left_behind_is_cleaned_at_the_next_start(tmp_path, so
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)  # that process has ended
     cache = tmp_path / "cache"
-    stale = [cache / "converted" / f".turbo-123.{pid}-0123abcd.partial", cache / f".tiny-checkpoint.{pid}-89abcdef.partial"]
+    stale = [
+        cache / "converted" / f".turbo-123.{pid}-0123abcd.partial",
+        cache / f".tiny-checkpoint.{pid}-89abcdef.partial",
+    ]
     live = cache / "converted" / f".other.{os.getpid()}-0123abcd.partial"  # a conversion under way in this process
     for folder in [*stale, live]:
         folder.mkdir(parents=True)

@@ -5,25 +5,32 @@ import shutil
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import PARITY_ERRORS
 from helpers import rel_err, require, snr_db
 from parity import CONDITION_INPUTS, _mx, load_case_tensors, load_cases, sampler_settings
+
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component, load_silence_latent
 from mlx_acestep.pipeline.sampler import (
-    VALID_TIMESTEPS, BaseSettings, TurboSettings, base_timesteps, sample_base, sample_turbo, turbo_timesteps)
-from mlx_acestep.convert import ConvertOptions, convert_checkpoints
+    VALID_TIMESTEPS,
+    BaseSettings,
+    TurboSettings,
+    base_timesteps,
+    sample_base,
+    sample_turbo,
+    turbo_timesteps,
+)
 
 # spec 5.6: the tables and the bf16-rounded values the reference uses on CUDA
 SPEC_TABLES = {
-    1: [1, .875, .75, .625, .5, .375, .25, .125],
-    2: [1, .93333, .85714, .76923, .66667, .54545, .4, .22222],
-    3: [1, .954545, .9, .833333, .75, .642857, .5, .3],
+    1: [1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125],
+    2: [1, 0.93333, 0.85714, 0.76923, 0.66667, 0.54545, 0.4, 0.22222],
+    3: [1, 0.954545, 0.9, 0.833333, 0.75, 0.642857, 0.5, 0.3],
 }
 SPEC_BF16 = {
-    2: [1, .93359375, .85546875, .76953125, .66796875, .546875, .400390625, .22265625],
-    3: [1, .953125, .8984375, .83203125, .75, .64453125, .5, .30078125],
+    2: [1, 0.93359375, 0.85546875, 0.76953125, 0.66796875, 0.546875, 0.400390625, 0.22265625],
+    3: [1, 0.953125, 0.8984375, 0.83203125, 0.75, 0.64453125, 0.5, 0.30078125],
 }
 # bf16 against float32: the floor is the reference's own bf16 error on the same case (diffusers' transformer in
 # bf16 in the spec's loop, tests/torch_sampler.py) less 3 dB, i.e. our bf16 error may be at most twice the
@@ -49,7 +56,7 @@ def test_turbo_tables_are_the_specs(shift):
 def test_custom_timesteps_snap_to_the_twenty_table_values():
     assert len(VALID_TIMESTEPS) == 20
     got = turbo_timesteps(timesteps=[0.97, 0.76, 0.615, 0.5, 0.395, 0.28, 0.18, 0.085, 0.0, 0.0])
-    np.testing.assert_allclose(got, [.954545, .769231, .625, .5, .4, .3, .222222, .125], atol=1e-5)
+    np.testing.assert_allclose(got, [0.954545, 0.769231, 0.625, 0.5, 0.4, 0.3, 0.222222, 0.125], atol=1e-5)
     for bad in ([], [0.0], [0.5] * 21, [1.5]):
         with pytest.raises(AceStepError):
             turbo_timesteps(timesteps=bad)
@@ -66,8 +73,8 @@ def test_base_schedule_is_torch_linspace_then_shift(steps, shift):
 
 def test_base_schedule_in_bfloat16_matches_the_spec_example():
     values = mx.array(base_timesteps(50, 1.0), dtype=mx.bfloat16).tolist()
-    assert values[:6] == [1, .98046875, .9609375, .94140625, .921875, .8984375]
-    assert values[-3:] == [.0400390625, .02001953125, 0]
+    assert values[:6] == [1, 0.98046875, 0.9609375, 0.94140625, 0.921875, 0.8984375]
+    assert values[-3:] == [0.0400390625, 0.02001953125, 0]
 
 
 # --- whole runs on the fixture cases ----------------------------------------------------
@@ -97,7 +104,11 @@ def variants(fixtures, tmp_path_factory):
     root = tmp_path_factory.mktemp("dit_variants")
     for name in ("acestep-v15-turbo", "acestep-v15-base"):
         shutil.copytree(fixtures / "checkpoints" / name, root / "src" / name)
-    options = {"bf16": ConvertOptions(dtype="bfloat16"), "q8": ConvertOptions(quantize="q8"), "q4": ConvertOptions(quantize="q4")}
+    options = {
+        "bf16": ConvertOptions(dtype="bfloat16"),
+        "q8": ConvertOptions(quantize="q8"),
+        "q4": ConvertOptions(quantize="q4"),
+    }
     for label, opts in options.items():
         convert_checkpoints(root / "src", root / label, opts)
     return root
@@ -113,17 +124,35 @@ def reference_bf16_snr(fixtures, converted, case_name) -> tuple[float, float]:
     _, states, context, noise, sde, s, _ = case_inputs(fixtures, converted, case_name)
     variant = "base" if isinstance(s, BaseSettings) else "turbo"
     runs = {}
-    for label, dtype, times in (("f32", None, None), ("f32 on bf16 times", None, torch.bfloat16), ("bf16", torch.bfloat16, None)):
+    for label, dtype, times in (
+        ("f32", None, None),
+        ("f32 on bf16 times", None, torch.bfloat16),
+        ("bf16", torch.bfloat16, None),
+    ):
         transformer, null = torch_sampler.reference_transformer(fixtures, variant, dtype)
         if variant == "base":
-            runs[label] = torch_sampler.base(transformer, null, states, context, noise, s.steps, s.shift, s.guidance_scale,
-                                             s.guidance, s.method, schedule_dtype=times, cfg_interval=s.cfg_interval)
+            runs[label] = torch_sampler.base(
+                transformer,
+                null,
+                states,
+                context,
+                noise,
+                s.steps,
+                s.shift,
+                s.guidance_scale,
+                s.guidance,
+                s.method,
+                schedule_dtype=times,
+                cfg_interval=s.cfg_interval,
+            )
         else:
             runs[label] = torch_sampler.turbo(transformer, states, context, noise, int(s.shift), s.method, sde, times)
     return snr_db(runs["bf16"], runs["f32"]), snr_db(runs["bf16"], runs["f32 on bf16 times"])
 
 
-@pytest.mark.parametrize("case_name", ["turbo_generate_ode", "turbo_generate_sde", "base_generate_apg", "base_generate_adg"])
+@pytest.mark.parametrize(
+    "case_name", ["turbo_generate_ode", "turbo_generate_sde", "base_generate_apg", "base_generate_adg"]
+)
 def test_bfloat16_sampling_against_float32(fixtures, converted, variants, case_name):
     name = "acestep-v15-turbo" if "turbo" in case_name else "acestep-v15-base"
     full, _ = fixture_run(fixtures, converted / name, case_name)

@@ -8,11 +8,11 @@ paths is the reference's behaviour, not a transcription of ours.
 import mlx.core as mx
 import numpy as np
 import pytest
-
 import torch_sampler
 from conftest import PARITY_ERRORS
 from helpers import rel_err, require
 from parity import CONDITION_INPUTS, SAMPLING, _mx, load_case_tensors, load_cases, sampler_settings
+
 from mlx_acestep.loading import load_component, load_silence_latent
 from mlx_acestep.pipeline.sampler import BaseSettings, sample_base, sample_turbo
 
@@ -43,9 +43,19 @@ def test_the_spec_loop_reproduces_the_reference_runs(fixtures, converted, refere
     _, states, context, noise, sde, settings, golden = case_inputs(fixtures, converted, name)
     if isinstance(settings, BaseSettings):
         transformer, null = reference["base"]
-        theirs = torch_sampler.base(transformer, null, states, context, noise, settings.steps, settings.shift,
-                                    settings.guidance_scale, settings.guidance, settings.method,
-                                    cfg_interval=settings.cfg_interval)
+        theirs = torch_sampler.base(
+            transformer,
+            null,
+            states,
+            context,
+            noise,
+            settings.steps,
+            settings.shift,
+            settings.guidance_scale,
+            settings.guidance,
+            settings.method,
+            cfg_interval=settings.cfg_interval,
+        )
     else:
         transformer, _ = reference["turbo"]
         theirs = torch_sampler.turbo(transformer, states, context, noise, int(settings.shift), settings.method, sde)
@@ -57,10 +67,19 @@ def run_both(fixtures, converted, reference, guidance, method, steps=6, scale=7.
     rng = np.random.default_rng(seed)
     renoise = [rng.standard_normal(noise.shape).astype(np.float32) for _ in range(steps)] if method == "sde" else None
     settings = BaseSettings(steps=steps, shift=shift, guidance_scale=scale, guidance=guidance, method=method)
-    ours = sample_base(model.decoder, mx.array(states), mx.array(context), model.null_condition_emb, settings,
-                       noise=mx.array(noise), renoise=None if renoise is None else [mx.array(r) for r in renoise])
+    ours = sample_base(
+        model.decoder,
+        mx.array(states),
+        mx.array(context),
+        model.null_condition_emb,
+        settings,
+        noise=mx.array(noise),
+        renoise=None if renoise is None else [mx.array(r) for r in renoise],
+    )
     transformer, null = reference["base"]
-    theirs = torch_sampler.base(transformer, null, states, context, noise, steps, shift, scale, guidance, method, renoise)
+    theirs = torch_sampler.base(
+        transformer, null, states, context, noise, steps, shift, scale, guidance, method, renoise
+    )
     return np.array(ours), theirs
 
 
@@ -85,7 +104,13 @@ def test_turbo_sde_with_other_noise_matches_the_reference(fixtures, converted, r
     renoise = [rng.standard_normal(noise.shape).astype(np.float32) for _ in range(7)]
     from mlx_acestep.pipeline.sampler import TurboSettings
 
-    ours = sample_turbo(model.decoder, mx.array(states), mx.array(context), TurboSettings(shift=2.0, method="sde"),
-                        noise=mx.array(noise), renoise=[mx.array(r) for r in renoise])
+    ours = sample_turbo(
+        model.decoder,
+        mx.array(states),
+        mx.array(context),
+        TurboSettings(shift=2.0, method="sde"),
+        noise=mx.array(noise),
+        renoise=[mx.array(r) for r in renoise],
+    )
     theirs = torch_sampler.turbo(reference["turbo"][0], states, context, noise, 2, "sde", renoise)
     assert rel_err(np.array(ours), theirs) < SAMPLING.rel_max

@@ -12,8 +12,8 @@ import uuid
 import numpy as np
 import pytest
 import soundfile as sf
-
 from helpers import require
+
 from mlx_acestep.pipeline import ACEStep, ModelFolders
 
 KEY = "s3cret"
@@ -98,8 +98,18 @@ def test_health_and_auth(server):
 
 
 def test_submit_poll_download(server):
-    status, env = server.json("POST", "/release_task", {"caption": "soft rain", "audio_duration": 10, "batch_size": 1,
-                                                        "seed": 3, "audio_format": "wav", "metas": {"bpm": 90}})
+    status, env = server.json(
+        "POST",
+        "/release_task",
+        {
+            "caption": "soft rain",
+            "audio_duration": 10,
+            "batch_size": 1,
+            "seed": 3,
+            "audio_format": "wav",
+            "metas": {"bpm": 90},
+        },
+    )
     assert status == 200 and env["code"] == 200 and env["data"]["status"] == "queued"
     state, items = server.wait(env["data"]["task_id"])
     assert state == 1 and len(items) == 1 and items[0]["seed_value"] == "3" and items[0]["metas"]["bpm"] == 90
@@ -109,14 +119,25 @@ def test_submit_poll_download(server):
     assert rate == 48000 and wave.shape == (480000, 2)
 
 
-@pytest.mark.parametrize("body, status, needle", [
-    ({"prompt": "x", "audio_duration": 5000}, 400, "duration must be between 10 and 600"),
-    ({"prompt": "x", "task_type": "remix"}, 400, "remix"),
-    ({"prompt": ""}, 400, "caption is empty"),
-    ({"prompt": "x", "task_type": "cover", "src_audio_path": "/etc/passwd"}, 403, "outside the allowed input folder"),
-    ({"prompt": "x", "sample_mode": True}, 400, "not supported by this server"),
-    ({"prompt": "x", "task_type": "complete", "tracks": 5}, 400, "tracks must be a list or a comma-separated string"),
-])
+@pytest.mark.parametrize(
+    "body, status, needle",
+    [
+        ({"prompt": "x", "audio_duration": 5000}, 400, "duration must be between 10 and 600"),
+        ({"prompt": "x", "task_type": "remix"}, 400, "remix"),
+        ({"prompt": ""}, 400, "caption is empty"),
+        (
+            {"prompt": "x", "task_type": "cover", "src_audio_path": "/etc/passwd"},
+            403,
+            "outside the allowed input folder",
+        ),
+        ({"prompt": "x", "sample_mode": True}, 400, "not supported by this server"),
+        (
+            {"prompt": "x", "task_type": "complete", "tracks": 5},
+            400,
+            "tracks must be a list or a comma-separated string",
+        ),
+    ],
+)
 def test_bad_requests_get_the_envelope_and_a_4xx(server, body, status, needle):
     got, env = server.json("POST", "/release_task", body)
     assert got == status and env["code"] == status and needle in env["error"] and env["data"] is None
@@ -151,7 +172,9 @@ def test_two_clients_at_once_get_their_own_songs(server):
     results = {}
 
     def client(seed):
-        _, env = server.json("POST", "/release_task", {"caption": "strings", "audio_duration": 10, "batch_size": 1, "seed": seed})
+        _, env = server.json(
+            "POST", "/release_task", {"caption": "strings", "audio_duration": 10, "batch_size": 1, "seed": seed}
+        )
         results[seed] = server.wait(env["data"]["task_id"])
 
     threads = [threading.Thread(target=client, args=(s,)) for s in (11, 12)]
@@ -166,7 +189,9 @@ def test_two_clients_at_once_get_their_own_songs(server):
 def test_a_failing_job_is_recorded_and_the_server_goes_on(server, pipe, monkeypatch):
     bad = server.root / "inputs" / "broken.wav"
     bad.write_bytes(b"RIFF not really audio")
-    status, env = server.json("POST", "/release_task", {"caption": "x", "task_type": "cover", "src_audio_path": str(bad)})
+    status, env = server.json(
+        "POST", "/release_task", {"caption": "x", "task_type": "cover", "src_audio_path": str(bad)}
+    )
     assert status == 400 and "broken.wav" in env["error"]  # an unreadable source is refused at submission
     real = pipe.generate
 
@@ -188,12 +213,20 @@ def test_multipart_upload_and_unknown_ids(server):
     buf = io.BytesIO()
     sf.write(buf, np.stack([wave, wave], 1), 48000, format="WAV")
     boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in (("prompt", "jazz"), ("task_type", "cover"), ("batch_size", "1"))]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="src_audio"; filename="s.wav"\r\n'
-                 f"Content-Type: audio/wav\r\n\r\n".encode() + buf.getvalue() + b"\r\n")
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in (("prompt", "jazz"), ("task_type", "cover"), ("batch_size", "1"))
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="src_audio"; filename="s.wav"\r\n'
+        f"Content-Type: audio/wav\r\n\r\n".encode()
+        + buf.getvalue()
+        + b"\r\n"
+    )
     raw = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    status, env = server.json("POST", "/release_task", raw=raw, content_type=f"multipart/form-data; boundary={boundary}")
+    status, env = server.json(
+        "POST", "/release_task", raw=raw, content_type=f"multipart/form-data; boundary={boundary}"
+    )
     assert status == 200, env
     state, items = server.wait(env["data"]["task_id"])
     assert state == 1
@@ -216,7 +249,9 @@ def test_lora_routes(server, pipe, fixtures):
     folder, _ = make_adapter(fixtures, "acestep-v15-turbo", server.root / "inputs" / "style")
     status, env = server.json("POST", "/v1/lora/load", {"path": str(folder), "scale": 0.5})
     assert status == 200 and env["data"]["loaded"] == [["style", 0.5]]
-    assert server.json("POST", "/v1/lora/scale", {"name": "style", "scale": 1.0})[1]["data"]["loaded"] == [["style", 1.0]]
+    assert server.json("POST", "/v1/lora/scale", {"name": "style", "scale": 1.0})[1]["data"]["loaded"] == [
+        ["style", 1.0]
+    ]
     assert server.json("POST", "/v1/lora/load", {"path": "/etc"})[0] == 403
     assert server.json("POST", "/v1/lora/scale", {"name": "ghost", "scale": 1.0})[0] == 400
     assert server.json("POST", "/v1/lora/unload", {})[1]["data"]["loaded"] == []
@@ -227,8 +262,13 @@ def test_a_keep_hours_that_would_delete_results_at_once_is_refused(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "mlx_acestep.cli", "serve", "-m", "tiny", "--keep-hours", "0"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, "MLX_ACESTEP_CACHE": str(tmp_path / "cache")})
+    done = subprocess.run(
+        [sys.executable, "-m", "mlx_acestep.cli", "serve", "-m", "tiny", "--keep-hours", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "MLX_ACESTEP_CACHE": str(tmp_path / "cache")},
+    )
     assert done.returncode != 0 and "--keep-hours must be a positive number" in done.stderr
     assert not (tmp_path / "cache").exists()  # refused before any model is built

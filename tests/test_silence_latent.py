@@ -5,18 +5,19 @@ import shutil
 
 import numpy as np
 import pytest
-
 from helpers import require
 from safetensors.numpy import load_file
 
-from mlx_acestep.errors import AceStepError
-from mlx_acestep.loading import load_silence_latent
 from mlx_acestep.convert import convert_checkpoints
 from mlx_acestep.convert.torch_pickle import read_torch_tensors
+from mlx_acestep.errors import AceStepError
+from mlx_acestep.loading import load_silence_latent
 
 
 def fixture_silence(fixtures):
-    return load_file(str(fixtures / "checkpoints" / "acestep-v15-turbo" / "silence_latent.safetensors"))["silence_latent"]
+    return load_file(str(fixtures / "checkpoints" / "acestep-v15-turbo" / "silence_latent.safetensors"))[
+        "silence_latent"
+    ]
 
 
 def test_safetensors_silence_latent_is_converted_channel_last(fixtures, converted):

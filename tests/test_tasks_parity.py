@@ -17,9 +17,9 @@ upstream, the comparison narrows to what both compute:
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import PARITY_ERRORS
 from diffusers_tasks import run_reference_task
+
 from mlx_acestep.pipeline import ACEStep, ModelFolders, initial_noise
 
 FRAMES = 250  # 10 s
@@ -30,7 +30,9 @@ TOLERANCE = 5e-5
 @pytest.fixture(scope="module")
 def pipes(converted):
     def make(variant):
-        return ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / f"acestep-v15-{variant}", converted / "vae"))
+        return ACEStep(
+            ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / f"acestep-v15-{variant}", converted / "vae")
+        )
 
     return {"turbo": make("turbo"), "base": make("base")}
 
@@ -38,7 +40,9 @@ def pipes(converted):
 @pytest.fixture(scope="module")
 def latents():
     rng = np.random.default_rng(7)
-    return rng.standard_normal((FRAMES, 64)).astype(np.float32), rng.standard_normal((750, 64)).astype(np.float32)  # 30 s: both sides take it whole
+    return rng.standard_normal((FRAMES, 64)).astype(np.float32), rng.standard_normal((750, 64)).astype(
+        np.float32
+    )  # 30 s: both sides take it whole
 
 
 CASES = [
@@ -57,23 +61,55 @@ def test_task_matches_diffusers(pipes, latents, fixtures, name, variant, task, e
     src, ref = latents
     seed = 11
     steps, shift, guidance = (8, 3.0, 1.0) if variant == "turbo" else (6, 3.0, 7.0)
-    kw = dict(caption="soft rain on a tin roof", lyrics="[verse]\nla la", bpm=90, keyscale="C major", timesignature="4",
-              language="en")
+    kw = dict(
+        caption="soft rain on a tin roof",
+        lyrics="[verse]\nla la",
+        bpm=90,
+        keyscale="C major",
+        timesignature="4",
+        language="en",
+    )
     ours_kw = dict(kw)
     ours_kw["key"], ours_kw["time_signature"] = ours_kw.pop("keyscale"), ours_kw.pop("timesignature")
     caption, lyrics = ours_kw.pop("caption"), ours_kw.pop("lyrics")
     source = {} if task == "text2music" else {"src_latents": src}
     mode = {"repaint_mode": "aggressive"} if task in ("repaint", "lego") else {}
-    ours = pipes[variant].generate(
-        caption, lyrics, task=task, ref_latents=ref, seed=seed, steps=None if variant == "turbo" else steps, shift=shift,
-        guidance=None if variant == "turbo" else guidance, normalize=False, duration=10.0 if task == "text2music" else None,
-        thinking=False, **source, **mode, **ours_kw, **extra,
-    ).latents
+    ours = (
+        pipes[variant]
+        .generate(
+            caption,
+            lyrics,
+            task=task,
+            ref_latents=ref,
+            seed=seed,
+            steps=None if variant == "turbo" else steps,
+            shift=shift,
+            guidance=None if variant == "turbo" else guidance,
+            normalize=False,
+            duration=10.0 if task == "text2music" else None,
+            thinking=False,
+            **source,
+            **mode,
+            **ours_kw,
+            **extra,
+        )
+        .latents
+    )
     noise = np.array(initial_noise([seed], FRAMES, 64, mx.float32))
     ref_kw = dict(extra, cover_switch=True) if "cover_strength" in extra else extra
     theirs = run_reference_task(
-        fixtures, variant, task, noise=noise, steps=steps, shift=shift, guidance=guidance, duration=10.0,
-        ref_latents=ref, src_latents=None if task == "text2music" else src, **kw, **ref_kw,
+        fixtures,
+        variant,
+        task,
+        noise=noise,
+        steps=steps,
+        shift=shift,
+        guidance=guidance,
+        duration=10.0,
+        ref_latents=ref,
+        src_latents=None if task == "text2music" else src,
+        **kw,
+        **ref_kw,
     )
     assert ours.shape == theirs.shape == (1, FRAMES, 64)
     if task in ("repaint", "lego"):

@@ -5,16 +5,24 @@ import shutil
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import PARITY_ERRORS
-from helpers import rel_err, snr_db, require
+from helpers import rel_err, require, snr_db
+
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
-from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 
 CONFIG = dict(
-    hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-    head_dim=16, vocab_size=300, rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=512,
+    hidden_size=48,
+    intermediate_size=80,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    vocab_size=300,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=512,
     tie_word_embeddings=True,
 )
 # bf16 floor: transformers' own bf16 error on the same ids (its Qwen3Model cast to bf16) less 3 dB, i.e. ours may
@@ -50,7 +58,9 @@ def test_matches_transformers_with_and_without_padding_mask(live):
     mask[1, 9:] = 0  # ragged: row 1 right-padded
     with torch.no_grad():
         want_plain = ref(input_ids=torch.from_numpy(ids)).last_hidden_state.numpy()
-        want_masked = ref(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+        want_masked = ref(
+            input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+        ).last_hidden_state.numpy()
         want_embed = ref.get_input_embeddings()(torch.from_numpy(ids)).numpy()
     got_plain = np.array(ours(mx.array(ids)))
     got_masked = np.array(ours(mx.array(ids), attention_mask=mx.array(mask)))
@@ -71,7 +81,9 @@ def test_bfloat16_against_float32(live):
     snr = snr_db(np.array(half(mx.array(ids)).astype(mx.float32)), np.array(ours(mx.array(ids))))
     with torch.no_grad():
         want = ref(input_ids=torch.from_numpy(ids)).last_hidden_state.numpy()
-        ref_half = copy.deepcopy(ref).to(torch.bfloat16)(input_ids=torch.from_numpy(ids)).last_hidden_state.float().numpy()
+        ref_half = (
+            copy.deepcopy(ref).to(torch.bfloat16)(input_ids=torch.from_numpy(ids)).last_hidden_state.float().numpy()
+        )
     floor = snr_db(ref_half, want) - BF16_MARGIN_DB
     PARITY_ERRORS.append(("text_encoder bfloat16 SNR dB", "last_hidden_state", snr, floor))
     assert snr >= floor

@@ -8,15 +8,15 @@ our own converter and loader, and numbers that stay finite through the models.
 
 import filecmp
 import json
-import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
-
+import tomllib
 from helpers import require
+
 from mlx_acestep import tiny
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component, load_silence_latent
@@ -82,7 +82,8 @@ def test_configs_match_fixture(root, fixtures, folder, name):
     ref = json.loads((fixtures / "checkpoints" / folder / name).read_text())
     version_fields = {"transformers_version", "_diffusers_version"}  # which library wrote the file
     assert {k: v for k, v in ours.items() if k not in version_fields} == {
-        k: v for k, v in ref.items() if k not in version_fields}
+        k: v for k, v in ref.items() if k not in version_fields
+    }
 
 
 @pytest.mark.parametrize("folder", TOKENIZER_DIRS)
@@ -111,20 +112,30 @@ def diffusers_dit_modules(folder: Path) -> dict:
     import torch
     from diffusers import AceStepTransformer1DModel
     from diffusers.pipelines.ace_step.modeling_ace_step import (
-        AceStepAudioTokenDetokenizer, AceStepAudioTokenizer, AceStepConditionEncoder)
+        AceStepAudioTokenDetokenizer,
+        AceStepAudioTokenizer,
+        AceStepConditionEncoder,
+    )
     from helpers import ATTENTION_RENAMES, DIFFUSERS_PREFIXES, PATCH_RENAMES, _init_args, rename_segments
 
     config = json.loads((folder / "config.json").read_text())
     state = read_safetensors(folder / "model.safetensors")
     silence = read_safetensors(folder / "silence_latent.safetensors")["silence_latent"]
-    classes = {"transformer": AceStepTransformer1DModel, "condition_encoder": AceStepConditionEncoder,
-               "audio_tokenizer": AceStepAudioTokenizer, "audio_token_detokenizer": AceStepAudioTokenDetokenizer}
+    classes = {
+        "transformer": AceStepTransformer1DModel,
+        "condition_encoder": AceStepConditionEncoder,
+        "audio_tokenizer": AceStepAudioTokenizer,
+        "audio_token_detokenizer": AceStepAudioTokenDetokenizer,
+    }
     to_diffusers = {original: ours for ours, original in PATCH_RENAMES.items()}
     modules, used = {}, 0
     for name, cls in classes.items():
         prefix = DIFFUSERS_PREFIXES[name]
-        mapped = {rename_segments(rename_segments(k[len(prefix):], ATTENTION_RENAMES), to_diffusers): torch.tensor(v)
-                  for k, v in state.items() if k.startswith(prefix)}
+        mapped = {
+            rename_segments(rename_segments(k[len(prefix) :], ATTENTION_RENAMES), to_diffusers): torch.tensor(v)
+            for k, v in state.items()
+            if k.startswith(prefix)
+        }
         used += len(mapped)
         if name == "condition_encoder":
             mapped["null_condition_emb"] = torch.tensor(state["null_condition_emb"])
@@ -206,7 +217,9 @@ def test_tokenizers_load_and_map_audio_codes(root, fixtures):
 
 def test_converter_converts_every_component(root, converted):
     _, report = converted
-    assert sorted(name for name, _ in report.converted) == sorted([tiny.VAE_DIR, *DIT_DIRS, tiny.TEXT_ENCODER_DIR, tiny.LM_DIR])
+    assert sorted(name for name, _ in report.converted) == sorted(
+        [tiny.VAE_DIR, *DIT_DIRS, tiny.TEXT_ENCODER_DIR, tiny.LM_DIR]
+    )
     assert report.skipped == []
 
 
@@ -237,8 +250,14 @@ def test_text_encoder_and_dit_give_finite_outputs(converted):
         dit = load_component(dst / folder)
         silence = load_silence_latent(dst / folder)
         assert silence.shape == (1, SILENCE_FRAMES, 64)
-        states, _ = dit.encoder(text, mx.ones((1, 12), dtype=mx.bool_), lyrics, mx.ones((1, 20), dtype=mx.bool_),
-                                silence[:, :30], mx.array([0]))
+        states, _ = dit.encoder(
+            text,
+            mx.ones((1, 12), dtype=mx.bool_),
+            lyrics,
+            mx.ones((1, 20), dtype=mx.bool_),
+            silence[:, :30],
+            mx.array([0]),
+        )
         assert_lively(states, (1, 20 + 1 + 12, 64))
         frames = 24
         x = mx.array(rng.standard_normal((1, frames, 64)).astype(np.float32))

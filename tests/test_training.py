@@ -13,8 +13,10 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 import soundfile as sf
-
 from helpers import ATTENTION_RENAMES, diffusers_dit_checkpoint, rel_err, rename_segments, require
+from test_adapters import CONFIGS
+from test_dit import dit_inputs
+
 from mlx_acestep.convert import convert_checkpoints
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
@@ -23,8 +25,6 @@ from mlx_acestep.training import TrainConfig, scan_dataset, train_lora
 from mlx_acestep.training.lora import attach_lora
 from mlx_acestep.training.objective import flow_loss, text2music_context
 from mlx_acestep.training.preprocess import clip_condition, preprocess
-from test_adapters import CONFIGS
-from test_dit import dit_inputs
 
 # One worker for the whole module: its tests share the clips' preprocessing (the fixture VAE is slow on a CPU).
 pytestmark = pytest.mark.xdist_group("training")
@@ -44,7 +44,9 @@ def write_song(path, seconds, freq, caption=None, lyrics=None):
 def dataset(tmp_path_factory):
     """Three 5.2 s clips with sidecar captions (the shortest the trainer takes; the fixture VAE is slow)."""
     folder = tmp_path_factory.mktemp("songs")
-    for i, (freq, caption) in enumerate([(220, "a slow sine drone"), (330, "a bright sine line"), (440, "a high sine")]):
+    for i, (freq, caption) in enumerate(
+        [(220, "a slow sine drone"), (330, "a bright sine line"), (440, "a high sine")]
+    ):
         write_song(folder / f"song{i}.wav", 5.2, freq, caption, "[verse]\nla la" if i == 0 else None)
     return folder
 
@@ -74,11 +76,15 @@ def test_one_training_step_matches_torch_autograd(tmp_path):
     noise = rng.standard_normal(x0.shape).astype(np.float32)
     t = np.array([0.75, 0.3], np.float32)
 
-    loss, grads = nn.value_and_grad(decoder, flow_loss)(decoder, *(mx.array(a) for a in (x0, noise, t, context, states)))
+    loss, grads = nn.value_and_grad(decoder, flow_loss)(
+        decoder, *(mx.array(a) for a in (x0, noise, t, context, states))
+    )
     grads = dict(nn.utils.tree_flatten(grads))
 
-    model = peft.get_peft_model(modules["transformer"], peft.LoraConfig(
-        r=4, lora_alpha=8.0, lora_dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    model = peft.get_peft_model(
+        modules["transformer"],
+        peft.LoraConfig(r=4, lora_alpha=8.0, lora_dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"]),
+    )
     params = dict(model.named_parameters())
     for path, d in deltas.items():
         prefix = "base_model.model." + rename_segments(path + ".", ATTENTION_RENAMES)
@@ -87,8 +93,14 @@ def test_one_training_step_matches_torch_autograd(tmp_path):
             params[prefix + "lora_B.default.weight"].copy_(torch.from_numpy(np.array(d.up)))
     tt = torch.from_numpy(t)
     xt = tt[:, None, None] * torch.from_numpy(noise) + (1 - tt[:, None, None]) * torch.from_numpy(x0)
-    v = model.get_base_model()(hidden_states=xt, timestep=tt, timestep_r=tt, encoder_hidden_states=torch.from_numpy(states),
-                               context_latents=torch.from_numpy(context), return_dict=False)[0]
+    v = model.get_base_model()(
+        hidden_states=xt,
+        timestep=tt,
+        timestep_r=tt,
+        encoder_hidden_states=torch.from_numpy(states),
+        context_latents=torch.from_numpy(context),
+        return_dict=False,
+    )[0]
     want = torch.mean((v - torch.from_numpy(noise - x0)) ** 2)
     want.backward()
     assert abs(loss.item() - want.item()) <= 1e-5 * abs(want.item())
@@ -114,8 +126,16 @@ def test_dropout_gradients_are_those_of_the_forwards_masks_under_checkpointing(c
     for d in stack.entries["training"].adapter.deltas.values():
         d.up = mx.array(rng.standard_normal(d.up.shape).astype(np.float32) * 0.1)
     x0, _, context, states = dit_inputs(config, length=18, seed=7)
-    args = [mx.array(a) for a in (x0, rng.standard_normal(x0.shape).astype(np.float32), np.array([0.75, 0.3], np.float32),
-                                  context, states)]
+    args = [
+        mx.array(a)
+        for a in (
+            x0,
+            rng.standard_normal(x0.shape).astype(np.float32),
+            np.array([0.75, 0.3], np.float32),
+            context,
+            states,
+        )
+    ]
 
     def gradient(checkpointing, seed):
         decoder.checkpointing = checkpointing
@@ -134,6 +154,7 @@ def test_dropout_gradients_are_those_of_the_forwards_masks_under_checkpointing(c
 def test_the_preprocess_cache_is_keyed_on_every_model_folder_it_used(dataset, tmp_path):
     """The VAE, the text encoder and the DiT are cache entries of their own: a new VAE (or text encoder) with the
     same DiT must not reuse latents (or conditions) the old one made."""
+
     class Pipe:  # counts what preprocessing computes; the tensors do not matter here
         def __init__(self, vae="vae", text="text"):
             self.folders, self.encoded = ModelFolders(text, "dit", vae), 0
@@ -174,7 +195,9 @@ def test_preprocessing_equals_what_generation_uses(converted, dataset, cache, mo
     pipe = ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
     clips = scan_dataset(dataset)
     cached = preprocess(pipe, clips[:1], cache / "preprocessed", seed=42)
-    np.testing.assert_array_equal(np.array(cached[0]["target_latents"]), np.array(pipe.encode_audio(clips[0].path, seed=42)))
+    np.testing.assert_array_equal(
+        np.array(cached[0]["target_latents"]), np.array(pipe.encode_audio(clips[0].path, seed=42))
+    )
     # The condition for a clip's request equals what generate hands the sampler for that request (10 s here:
     # the shortest song generate renders; the trainer writes each clip's own duration the same way).
     seen = {}
@@ -224,7 +247,9 @@ def test_the_loss_falls_and_the_adapter_pulls_samples_toward_the_clip(trained, c
             noise = mx.random.normal(x0.shape, key=mx.random.key(100 + n))
             context = text2music_context(pipe.silence_latent, 125, 1, mx.float32)
             for t in TURBO_TABLES[3]:
-                total += flow_loss(model.decoder, x0, noise, mx.array([t]), context, c["encoder_hidden_states"][None]).item()
+                total += flow_loss(
+                    model.decoder, x0, noise, mx.array([t]), context, c["encoder_hidden_states"][None]
+                ).item()
         return total / (len(clips) * 8)
 
     before = held_loss()
@@ -252,8 +277,9 @@ def test_the_output_is_a_peft_folder_in_the_reference_naming(trained):
     from safetensors.numpy import load_file
 
     keys = load_file(str(out / "adapter_model.safetensors"))
-    assert keys and all(k.startswith("base_model.model.layers.") and k.endswith((".lora_A.weight", ".lora_B.weight"))
-                        for k in keys)
+    assert keys and all(
+        k.startswith("base_model.model.layers.") and k.endswith((".lora_A.weight", ".lora_B.weight")) for k in keys
+    )
     assert "## Settings" in (out / "README.md").read_text()
 
 
@@ -311,15 +337,23 @@ def test_the_adapter_trains_in_float32_on_a_bfloat16_base(converted):
     assert decoder.layers[0].self_attn.q_proj(x).dtype == mx.bfloat16  # computed in the base's dtype
 
 
-def test_a_non_finite_gradient_stops_training_before_the_adapter_changes(converted, dataset, cache, tmp_path,
-                                                                       monkeypatch):
+def test_a_non_finite_gradient_stops_training_before_the_adapter_changes(
+    converted, dataset, cache, tmp_path, monkeypatch
+):
     trainer = importlib.import_module("mlx_acestep.training.trainer")
 
     monkeypatch.setattr(trainer.optim, "clip_grad_norm", lambda g, m: (g, mx.array(float("inf"))))
     with pytest.raises(AceStepError, match="step 1: the gradient norm is inf"):
-        train_lora(dataset, tmp_path / "out", TrainConfig(rank=4, steps=1, grad_accum=1, crop_seconds=5),
-                   model=converted, cache_dir=cache)
-    assert not (tmp_path / "out" / "adapter_model.safetensors").exists() and not (tmp_path / "out" / "checkpoint").exists()
+        train_lora(
+            dataset,
+            tmp_path / "out",
+            TrainConfig(rank=4, steps=1, grad_accum=1, crop_seconds=5),
+            model=converted,
+            cache_dir=cache,
+        )
+    assert (
+        not (tmp_path / "out" / "adapter_model.safetensors").exists() and not (tmp_path / "out" / "checkpoint").exists()
+    )
 
 
 def test_a_run_refused_before_training_leaves_no_folder(converted, dataset, cache, tmp_path):
@@ -346,23 +380,37 @@ def test_folders_the_trainer_did_not_write_are_refused(converted, dataset, cache
 def test_dataset_metadata_and_sidecars(tmp_path):
     write_song(tmp_path / "a.wav", 5.5, 200)
     write_song(tmp_path / "b.flac", 6, 300, caption="from the sidecar", lyrics="[chorus]\nhey")
-    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file": "a.wav", "caption": "from metadata", "bpm": "96",
-                                                         "key": "C major"}) + "\n")
+    (tmp_path / "metadata.jsonl").write_text(
+        json.dumps({"file": "a.wav", "caption": "from metadata", "bpm": "96", "key": "C major"}) + "\n"
+    )
     a, b = scan_dataset(tmp_path)
     assert (a.caption, a.bpm, a.key, a.lyrics) == ("from metadata", 96, "C major", "[Instrumental]")
     assert (b.caption, b.lyrics) == ("from the sidecar", "[chorus]\nhey")
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda d: write_song(d / "short.wav", 3, 200, "x"), "clips must be at least 5 s"),
-    (lambda d: write_song(d / "mute.wav", 6, 200), "no caption"),
-    (lambda d: (d / "bad.wav").write_bytes(b"not audio"), "not a readable audio file"),
-    (lambda d: (d / "notes.txt").write_text("x"), "no audio files"),
-    (lambda d: (write_song(d / "s.wav", 6, 200, "x"), (d / "metadata.csv").write_text("file,time_signature\ns.wav,13\n")),
-     r"s.wav: time_signature must be one of .+ got '13' \(from the dataset's metadata\)"),
-    (lambda d: (write_song(d / "s.wav", 6, 200, "x"), (d / "metadata.csv").write_text("file,key\ns.wav,H major\n")),
-     r"s.wav: unknown key 'H major'"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda d: write_song(d / "short.wav", 3, 200, "x"), "clips must be at least 5 s"),
+        (lambda d: write_song(d / "mute.wav", 6, 200), "no caption"),
+        (lambda d: (d / "bad.wav").write_bytes(b"not audio"), "not a readable audio file"),
+        (lambda d: (d / "notes.txt").write_text("x"), "no audio files"),
+        (
+            lambda d: (
+                write_song(d / "s.wav", 6, 200, "x"),
+                (d / "metadata.csv").write_text("file,time_signature\ns.wav,13\n"),
+            ),
+            r"s.wav: time_signature must be one of .+ got '13' \(from the dataset's metadata\)",
+        ),
+        (
+            lambda d: (
+                write_song(d / "s.wav", 6, 200, "x"),
+                (d / "metadata.csv").write_text("file,key\ns.wav,H major\n"),
+            ),
+            r"s.wav: unknown key 'H major'",
+        ),
+    ],
+)
 def test_bad_datasets_are_one_line_errors(tmp_path, make, needle):
     make(tmp_path)
     with pytest.raises(AceStepError, match=needle) as e:
@@ -375,22 +423,67 @@ def test_bad_datasets_are_one_line_errors(tmp_path, make, needle):
 
 def cli(args, cwd, cache):
     env = {**os.environ, "MLX_ACESTEP_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "mlx_acestep.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_acestep.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_train_then_generate_with_the_adapter_from_the_cli(converted, dataset, cache, tmp_path):
-    done = cli(["train", str(dataset), "-o", "style", "--model", str(converted), "--steps", "3", "--grad-accum", "1",
-                "--rank", "4", "--crop-seconds", "5", "--warmup", "1", "--preview-every", "3"], tmp_path, cache)
+    done = cli(
+        [
+            "train",
+            str(dataset),
+            "-o",
+            "style",
+            "--model",
+            str(converted),
+            "--steps",
+            "3",
+            "--grad-accum",
+            "1",
+            "--rank",
+            "4",
+            "--crop-seconds",
+            "5",
+            "--warmup",
+            "1",
+            "--preview-every",
+            "3",
+        ],
+        tmp_path,
+        cache,
+    )
     assert done.returncode == 0, done.stderr
     assert "wrote style" in done.stdout and (tmp_path / "style" / "adapter_config.json").is_file()
     assert sf.info(str(tmp_path / "style" / "previews" / "step-3.wav")).duration == pytest.approx(10, abs=0.05)
-    again = cli(["train", str(dataset), "-o", "style", "--model", str(converted), "--steps", "5", "--grad-accum", "1",
-                 "--rank", "4", "--crop-seconds", "5", "--resume"], tmp_path, cache)
+    again = cli(
+        [
+            "train",
+            str(dataset),
+            "-o",
+            "style",
+            "--model",
+            str(converted),
+            "--steps",
+            "5",
+            "--grad-accum",
+            "1",
+            "--rank",
+            "4",
+            "--crop-seconds",
+            "5",
+            "--resume",
+        ],
+        tmp_path,
+        cache,
+    )
     assert again.returncode == 0, again.stderr
     assert len((tmp_path / "style" / "train_log.jsonl").read_text().splitlines()) == 5
-    gen = cli(["generate", "a sine", "--model", str(converted), "--duration", "10", "--lora", "style", "-o", "s.wav"],
-              tmp_path, cache)
+    gen = cli(
+        ["generate", "a sine", "--model", str(converted), "--duration", "10", "--lora", "style", "-o", "s.wav"],
+        tmp_path,
+        cache,
+    )
     assert gen.returncode == 0, gen.stderr
     bad = cli(["train", str(tmp_path / "nowhere"), "-o", "x", "--model", str(converted)], tmp_path, cache)
     assert bad.returncode == 1 and "not a folder" in bad.stderr and "Traceback" not in bad.stderr

@@ -3,8 +3,8 @@
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from helpers import rel_err
+
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.models.vae.oobleck import plan_windows
 

@@ -8,13 +8,13 @@ error power. Measured (ours / reference) on the visible fixture set: bfloat16 ~3
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import PARITY_ERRORS
 from helpers import copy_vae_root, require, snr_db
+from parity import load_cases
+
+from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.loading import load_component
 from mlx_acestep.safetensors_io import read_safetensors
-from mlx_acestep.convert import ConvertOptions, convert_checkpoints
-from parity import load_cases
 
 DTYPES = ("bfloat16", "float16")
 MARGIN_DB = 3.0
@@ -26,8 +26,9 @@ def reference_snr(fixtures, dtype, z, x) -> dict[str, float]:
     diffusers = require("diffusers")
     runs = {}
     for label in ("float32", dtype):
-        vae = diffusers.AutoencoderOobleck.from_pretrained(str(fixtures / "checkpoints" / "vae"),
-                                                           torch_dtype=getattr(torch, label)).eval()
+        vae = diffusers.AutoencoderOobleck.from_pretrained(
+            str(fixtures / "checkpoints" / "vae"), torch_dtype=getattr(torch, label)
+        ).eval()
         with torch.no_grad():
             zt = torch.from_numpy(np.array(z)).transpose(1, 2).to(vae.dtype)
             xt = torch.from_numpy(np.array(x)).transpose(1, 2).to(vae.dtype)
@@ -69,7 +70,9 @@ def test_half_precision_snr(dtype, vae_inputs, src_root, fixtures, tmp_path):
     for what, ours, ref in (("decode", wave, ref_wave), ("encode mean", mean, ref_mean)):
         snr, floor = snr_db(ours, ref), theirs[what] - MARGIN_DB
         PARITY_ERRORS.append((f"vae {dtype} SNR dB", what, snr, floor))  # reported in the summary
-        assert snr >= floor, f"{dtype} {what}: SNR {snr:.1f} dB < {floor:.1f} dB (the reference's {theirs[what]:.1f} dB - 3)"
+        assert snr >= floor, (
+            f"{dtype} {what}: SNR {snr:.1f} dB < {floor:.1f} dB (the reference's {theirs[what]:.1f} dB - 3)"
+        )
 
 
 @pytest.mark.parametrize("plain", [False, True], ids=["cpu-kernels", "plain"])
@@ -88,6 +91,8 @@ def test_float16_snake_survives_betas_below_minus_11(plain):
     want = np.array(snake(x))
     assert np.isfinite(want).all() and np.abs(want).max() > 65504 * 1e-4
     with kernels.use_plain(plain):
-        got = np.array((snake(x.astype(mx.float16)) if plain else cpu_snake(snake, [x.astype(mx.float16)])[0]).astype(mx.float32))
+        got = np.array(
+            (snake(x.astype(mx.float16)) if plain else cpu_snake(snake, [x.astype(mx.float16)])[0]).astype(mx.float32)
+        )
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-3)  # float16 rounding of input and output

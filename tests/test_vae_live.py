@@ -9,7 +9,6 @@ pass. Tolerance as the fixture VAE cases: 1e-4 of max|ref|.
 
 import numpy as np
 import pytest
-
 from helpers import rel_err, require
 
 torch = require("torch")
@@ -17,8 +16,8 @@ diffusers = require("diffusers")
 
 import mlx.core as mx  # noqa: E402
 
-from mlx_acestep.loading import load_component  # noqa: E402
 from mlx_acestep.convert import convert_checkpoints  # noqa: E402
+from mlx_acestep.loading import load_component  # noqa: E402
 
 pytestmark = pytest.mark.live
 

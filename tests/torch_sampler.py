@@ -19,7 +19,6 @@ from safetensors.numpy import load_file
 def reference_transformer(fixtures: Path, variant: str, dtype=None):
     """(diffusers transformer, null_condition_emb) of a fixture checkpoint, float32 unless `dtype`."""
     import torch
-
     from test_convert_diffusers import diffusers_modules
 
     folder = Path(fixtures) / "checkpoints" / f"acestep-v15-{variant}"
@@ -57,8 +56,14 @@ def _velocity(transformer, x, t: float, states, context):
 
     tt = torch.full((x.shape[0],), t, dtype=x.dtype)
     with torch.no_grad():
-        return transformer(hidden_states=x, timestep=tt, timestep_r=tt, encoder_hidden_states=states,
-                           context_latents=context, return_dict=False)[0]
+        return transformer(
+            hidden_states=x,
+            timestep=tt,
+            timestep_r=tt,
+            encoder_hidden_states=states,
+            context_latents=context,
+            return_dict=False,
+        )[0]
 
 
 def turbo(transformer, states, context, noise, shift=3, method="ode", renoise=None, schedule_dtype=None):
@@ -115,8 +120,21 @@ def _adg(x, v_c, v_u, t, g, clip=3.14 / 6):
     return ((x.double() - x0_new) / t).to(x.dtype)
 
 
-def base(transformer, null_emb, states, context, noise, steps, shift, guidance_scale, guidance="apg", method="ode",
-         renoise=None, schedule_dtype=None, cfg_interval=(0.0, 1.0)):
+def base(
+    transformer,
+    null_emb,
+    states,
+    context,
+    noise,
+    steps,
+    shift,
+    guidance_scale,
+    guidance="apg",
+    method="ode",
+    renoise=None,
+    schedule_dtype=None,
+    cfg_interval=(0.0, 1.0),
+):
     """Spec 5.7: CFG doubling with null_condition_emb broadcast over the condition; returns x0 (float32 numpy)."""
     import torch
 
@@ -152,5 +170,6 @@ def base(transformer, null_emb, states, context, noise, steps, shift, guidance_s
 def _t(a, dtype):
     import torch
 
-    return (a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32)))).to(dtype)
-
+    return (a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32)))).to(
+        dtype
+    )

@@ -4,5 +4,13 @@ quantized), several at once, each with its own scale, or merge them into the wei
 from .formats import Adapter, AdapterError, read_adapter
 from .stack import AdaptedLinear, AdapterStack, check_scale, parse_lora_spec, targets
 
-__all__ = ["Adapter", "AdapterError", "AdaptedLinear", "AdapterStack", "check_scale", "parse_lora_spec", "read_adapter",
-           "targets"]
+__all__ = [
+    "Adapter",
+    "AdapterError",
+    "AdaptedLinear",
+    "AdapterStack",
+    "check_scale",
+    "parse_lora_spec",
+    "read_adapter",
+    "targets",
+]

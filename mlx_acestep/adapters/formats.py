@@ -32,7 +32,13 @@ from .deltas import Delta, LoKrDelta, LoRADelta
 
 PEFT_CONFIG, PEFT_WEIGHTS, LOKR_WEIGHTS = "adapter_config.json", "adapter_model.safetensors", "lokr_weights.safetensors"
 # Where the reference's trainer and the ecosystem root the decoder: stripped before matching a module path.
-PREFIXES = ("base_model.model.decoder.", "base_model.model.", "diffusion_model.decoder.", "diffusion_model.", "decoder.")
+PREFIXES = (
+    "base_model.model.decoder.",
+    "base_model.model.",
+    "diffusion_model.decoder.",
+    "diffusion_model.",
+    "decoder.",
+)
 LORA_PARTS = {"lora_A": "down", "lora_down": "down", "lora_B": "up", "lora_up": "up"}
 LOKR_PARTS = ("lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b", "lokr_w1", "lokr_w2")
 
@@ -54,8 +60,10 @@ class Adapter:
         ranks = sorted({d.rank for d in self.deltas.values() if d.rank is not None})
         scales = sorted({round(d.scale, 6) for d in self.deltas.values()})
         kinds = sorted({p.rsplit(".", 2)[-2] for p in self.deltas})  # self_attn / cross_attn
-        return (f"{self.name}: {self.format}, {len(self.deltas)} modules ({', '.join(kinds)}), "
-                f"rank {'/'.join(map(str, ranks)) or 'full'}, alpha/r {'/'.join(f'{s:g}' for s in scales)}")
+        return (
+            f"{self.name}: {self.format}, {len(self.deltas)} modules ({', '.join(kinds)}), "
+            f"rank {'/'.join(map(str, ranks)) or 'full'}, alpha/r {'/'.join(f'{s:g}' for s in scales)}"
+        )
 
     @property
     def nbytes(self) -> int:
@@ -73,8 +81,10 @@ def read_adapter(path: str | Path, targets: dict[str, tuple[int, int]], name: st
         if (path / LOKR_WEIGHTS).is_file() and not (path / PEFT_CONFIG).is_file():
             file, config = path / LOKR_WEIGHTS, None
         elif not (path / PEFT_CONFIG).is_file():
-            raise AdapterError(f"{path}: no {PEFT_CONFIG} (a PEFT adapter folder holds {PEFT_CONFIG} and "
-                               f"{PEFT_WEIGHTS}; a LoKr folder {LOKR_WEIGHTS})")
+            raise AdapterError(
+                f"{path}: no {PEFT_CONFIG} (a PEFT adapter folder holds {PEFT_CONFIG} and "
+                f"{PEFT_WEIGHTS}; a LoKr folder {LOKR_WEIGHTS})"
+            )
         else:
             file, config = path / PEFT_WEIGHTS, _peft_config(path / PEFT_CONFIG)
             if not file.is_file():
@@ -95,8 +105,10 @@ def read_adapter(path: str | Path, targets: dict[str, tuple[int, int]], name: st
         fmt = "peft" if config is not None or keys[0].startswith("base_model.") else "comfyui"
         adapter = Adapter(name, path, fmt, _lora_deltas(file, tensors, targets, config))
     else:
-        raise AdapterError(f"{file}: no LoRA or LoKr keys (first key {keys[0]!r}); expected PEFT lora_A/lora_B, "
-                           "ComfyUI lora_down/lora_up or LyCORIS lokr_w1/lokr_w2")
+        raise AdapterError(
+            f"{file}: no LoRA or LoKr keys (first key {keys[0]!r}); expected PEFT lora_A/lora_B, "
+            "ComfyUI lora_down/lora_up or LyCORIS lokr_w1/lokr_w2"
+        )
     if not adapter.deltas:
         raise AdapterError(f"{file}: no adapter weights found")
     return adapter
@@ -113,11 +125,14 @@ def _peft_config(file: Path) -> dict:
     if not isinstance(config, dict):
         raise AdapterError(f"{file}: not a JSON object")
     if config.get("peft_type", "LORA") != "LORA":
-        raise AdapterError(f"{file}: peft_type {config['peft_type']!r} is not supported (LORA only; LoKr as LyCORIS files)")
+        raise AdapterError(
+            f"{file}: peft_type {config['peft_type']!r} is not supported (LORA only; LoKr as LyCORIS files)"
+        )
     for key in ("r", "lora_alpha"):
         value = config.get(key)
-        if key in config and (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-                              or value <= 0):
+        if key in config and (
+            not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0
+        ):
             raise AdapterError(f"{file}: {key} must be a positive number, got {value!r}")
     return config
 
@@ -134,12 +149,14 @@ def _module_path(file: Path, key: str, module: str, targets: dict) -> str:
     """The decoder path of `module` (the part of `key` that names a layer), or a one-line error naming `key`."""
     for prefix in PREFIXES:
         if module.startswith(prefix):
-            module = module[len(prefix):]
+            module = module[len(prefix) :]
             break
     if module not in targets:
-        where = ("outside the decoder (adapters apply to the DiT decoder's attention projections only)"
-                 if re.match(r"(encoder|lyric_encoder|timbre_encoder|text_encoder|tokenizer|detokenizer)\b", module)
-                 else "which this model has no projection for")
+        where = (
+            "outside the decoder (adapters apply to the DiT decoder's attention projections only)"
+            if re.match(r"(encoder|lyric_encoder|timbre_encoder|text_encoder|tokenizer|detokenizer)\b", module)
+            else "which this model has no projection for"
+        )
         raise AdapterError(f"{file}: key {key!r} targets {module!r}, {where}")
     return module
 
@@ -172,12 +189,15 @@ def _lora_deltas(file: Path, tensors: dict, targets: dict, config: dict | None) 
             raise AdapterError(f"{file}: {module} has no {missing} weight")
         down, up = entry["down"], entry["up"]
         if down.ndim != 2 or up.ndim != 2 or down.shape[0] != up.shape[1]:
-            raise AdapterError(f"{file}: {module}: lora_A {tuple(down.shape)} and lora_B {tuple(up.shape)} do not "
-                               "form a low-rank pair")
+            raise AdapterError(
+                f"{file}: {module}: lora_A {tuple(down.shape)} and lora_B {tuple(up.shape)} do not form a low-rank pair"
+            )
         rank = int(down.shape[0])
         if (int(up.shape[0]), int(down.shape[1])) != targets[module]:
-            raise AdapterError(f"{file}: {module}: the adapter is {up.shape[0]}x{down.shape[1]}, the model's layer is "
-                               f"{targets[module][0]}x{targets[module][1]} (an adapter for another model?)")
+            raise AdapterError(
+                f"{file}: {module}: the adapter is {up.shape[0]}x{down.shape[1]}, the model's layer is "
+                f"{targets[module][0]}x{targets[module][1]} (an adapter for another model?)"
+            )
         if config:
             want = _pattern_value(config.get("rank_pattern"), module, config.get("r", rank))
             if want != rank:
@@ -190,8 +210,10 @@ def _lora_deltas(file: Path, tensors: dict, targets: dict, config: dict | None) 
         if config.get("use_dora") and magnitude is None:
             raise AdapterError(f"{file}: {module}: use_dora is set but the file has no lora_magnitude_vector for it")
         if magnitude is not None and tuple(magnitude.shape) != (targets[module][0],):
-            raise AdapterError(f"{file}: {module}: lora_magnitude_vector has shape {tuple(magnitude.shape)}, "
-                               f"expected ({targets[module][0]},)")
+            raise AdapterError(
+                f"{file}: {module}: lora_magnitude_vector has shape {tuple(magnitude.shape)}, "
+                f"expected ({targets[module][0]},)"
+            )
         deltas[module] = LoRADelta(_mx(down), _mx(up), scale, None if magnitude is None else _mx(magnitude))
     return deltas
 
@@ -202,7 +224,7 @@ def _lora_deltas(file: Path, tensors: dict, targets: dict, config: dict | None) 
 def _lokr_module(file: Path, key: str, targets: dict) -> str:
     """`lycoris_layers_3_self_attn_q_proj` -> `layers.3.self_attn.q_proj` (matched against the decoder's paths)."""
     flat = key.rsplit(".", 1)[0]
-    flat = flat[len("lycoris_"):] if flat.startswith("lycoris_") else flat
+    flat = flat[len("lycoris_") :] if flat.startswith("lycoris_") else flat
     by_flat = {p.replace(".", "_"): p for p in targets}
     if flat not in by_flat:
         raise AdapterError(f"{file}: key {key!r} names no projection of this decoder")
@@ -231,10 +253,14 @@ def _lokr_deltas(file: Path, tensors: dict, targets: dict) -> dict[str, Delta]:
         delta = LoKrDelta(factors[0], factors[1], 1.0)
         for parts in (delta.w1, delta.w2):
             if any(p.ndim != 2 for p in parts) or (len(parts) == 2 and parts[0].shape[1] != parts[1].shape[0]):
-                raise AdapterError(f"{file}: {module}: LoKr factors of shapes {[tuple(p.shape) for p in parts]} do not fit")
+                raise AdapterError(
+                    f"{file}: {module}: LoKr factors of shapes {[tuple(p.shape) for p in parts]} do not fit"
+                )
         if delta.shape != targets[module]:
-            raise AdapterError(f"{file}: {module}: the adapter is {delta.shape[0]}x{delta.shape[1]}, the model's layer "
-                               f"is {targets[module][0]}x{targets[module][1]} (an adapter for another model?)")
+            raise AdapterError(
+                f"{file}: {module}: the adapter is {delta.shape[0]}x{delta.shape[1]}, the model's layer "
+                f"is {targets[module][0]}x{targets[module][1]} (an adapter for another model?)"
+            )
         if delta.rank is not None and "alpha" in entry:  # LyCORIS: alpha / r with a low-rank factor, else 1
             delta.scale = _scale(file, module, entry["alpha"], delta.rank)
         deltas[module] = delta

@@ -67,8 +67,9 @@ def _mode(layer: nn.QuantizedLinear) -> dict:
 def dense_weight(module: nn.Module) -> mx.array:
     """The `[out, in]` weight of a plain or quantized linear layer, dequantized."""
     if isinstance(module, nn.QuantizedLinear):
-        return mx.dequantize(module.weight, module.scales, module.get("biases"), module.group_size, module.bits,
-                             **_mode(module))
+        return mx.dequantize(
+            module.weight, module.scales, module.get("biases"), module.group_size, module.bits, **_mode(module)
+        )
     return module.weight
 
 
@@ -136,8 +137,9 @@ class AdapterStack:
     def __init__(self):
         self.entries: dict[str, Entry] = {}
 
-    def add(self, path: str | Path, decoder_targets: dict, scale: float = 1.0, name: str | None = None,
-            fuse: bool = False) -> Adapter:
+    def add(
+        self, path: str | Path, decoder_targets: dict, scale: float = 1.0, name: str | None = None, fuse: bool = False
+    ) -> Adapter:
         scale = check_scale(scale)
         adapter = read_adapter(path, decoder_targets, name)
         if fuse and any("magnitude" in delta for delta in adapter.deltas.values()):
@@ -185,7 +187,7 @@ class AdapterStack:
             for path, delta in entry.adapter.deltas.items():
                 delta.strength = entry.scale
                 wanted.setdefault(path, {})[name] = delta
-        for path, module in list(targets(decoder).items()):
+        for path in list(targets(decoder)):
             current = _get(decoder, path)
             if path in wanted:
                 layer = current if isinstance(current, AdaptedLinear) else AdaptedLinear(current)
@@ -214,9 +216,11 @@ def _fuse(decoder: nn.Module, entry: Entry) -> None:
         else:
             layer.weight = (layer.weight.astype(mx.float32) + update).astype(layer.weight.dtype)
     if quantized:
-        warnings.warn(f"adapter {entry.adapter.name!r} was merged into quantized weights and re-quantized: this rounds "
-                      "the merged weights again (unfused adapters keep the quantized base and the adapter apart)",
-                      stacklevel=3)
+        warnings.warn(
+            f"adapter {entry.adapter.name!r} was merged into quantized weights and re-quantized: this rounds "
+            "the merged weights again (unfused adapters keep the quantized base and the adapter apart)",
+            stacklevel=3,
+        )
 
 
 _PATH_SPEC = re.compile(r"^(?P<path>.+?)(?::(?P<scale>[^:/\\]+))?$")
@@ -233,5 +237,7 @@ def parse_lora_spec(spec: str) -> tuple[str, float]:
     try:
         value = float(scale)
     except ValueError:
-        raise AdapterError(f"--lora {spec}: {scale!r} is not a scale (PATH[:SCALE], e.g. style.safetensors:0.8)") from None
+        raise AdapterError(
+            f"--lora {spec}: {scale!r} is not a scale (PATH[:SCALE], e.g. style.safetensors:0.8)"
+        ) from None
     return path, check_scale(value, f"--lora {spec}: the scale")

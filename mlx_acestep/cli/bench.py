@@ -20,11 +20,12 @@ def bench(args):
     import os
     import subprocess
     import sys
-
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pipeline.py"
     if not script.is_file():
-        raise AceStepError("the benchmarks live in the source checkout (git clone the project, pip install -e \".[bench]\", "
-                           "then run `mlx-acestep bench` or `python benchmarks/bench_pipeline.py` there)")
+        raise AceStepError(
+            'the benchmarks live in the source checkout (git clone the project, pip install -e ".[bench]", '
+            "then run `mlx-acestep bench` or `python benchmarks/bench_pipeline.py` there)"
+        )
     raise SystemExit(subprocess.call([sys.executable, str(script), *args], env=dict(os.environ)))

@@ -43,7 +43,9 @@ def cache():
 
 
 def _cache_option(fn):
-    return click.option("--cache-dir", default=None, help="The cache folder (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep).")(fn)
+    return click.option(
+        "--cache-dir", default=None, help="The cache folder (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep)."
+    )(fn)
 
 
 @cache.command("dir")
@@ -81,11 +83,15 @@ def cache_list(cache_dir):
         components = [str(c) for c in info.get("components", [])] if isinstance(info.get("components"), list) else []
         if len(components) > 1:  # before 0.3 an entry held a DiT with its own VAE and text encoder
             older.append(entry.name)
-        click.echo(f"| {entry.name} | {info.get('source', '?')} | {', '.join(components)} | "
-                   f"{options.get('dtype', '?')} | {options.get('quantize', '?')} | {_size(entry) / 1e9:.2f} GB | {used} |")
+        click.echo(
+            f"| {entry.name} | {info.get('source', '?')} | {', '.join(components)} | "
+            f"{options.get('dtype', '?')} | {options.get('quantize', '?')} | {_size(entry) / 1e9:.2f} GB | {used} |"
+        )
     if older:
-        click.echo(f"{len(older)} entr{'y is' if len(older) == 1 else 'ies are'} from an older cache layout (a DiT with a "
-                   f"VAE and text encoder of its own) and no longer used: mlx-acestep cache rm {shlex.join(older)}")
+        click.echo(
+            f"{len(older)} entr{'y is' if len(older) == 1 else 'ies are'} from an older cache layout (a DiT with a "
+            f"VAE and text encoder of its own) and no longer used: mlx-acestep cache rm {shlex.join(older)}"
+        )
 
 
 @cache.command("rm")
@@ -104,7 +110,9 @@ def cache_rm(entries, remove_all, cache_dir):
     targets = list(known.values()) if remove_all else []
     for name in dict.fromkeys(entries):  # a name given twice is removed once
         if name not in known:
-            raise AceStepError(f"{name}: no such converted entry in {root / 'converted'} (see `mlx-acestep cache list`)")
+            raise AceStepError(
+                f"{name}: no such converted entry in {root / 'converted'} (see `mlx-acestep cache list`)"
+            )
         targets.append(known[name])
     if remove_all and not targets:
         click.echo("the cache holds no converted models")
@@ -113,8 +121,10 @@ def cache_rm(entries, remove_all, cache_dir):
         try:
             _remove_entry(entry)
         except OSError as e:
-            raise AceStepError(f"{entry}: could not be removed ({e.strerror or e}); what is left is still an entry "
-                               "(`cache list` shows it)") from None
+            raise AceStepError(
+                f"{entry}: could not be removed ({e.strerror or e}); what is left is still an entry "
+                "(`cache list` shows it)"
+            ) from None
         click.echo(f"removed {entry.name} ({size / 1e9:.2f} GB)")
 
 

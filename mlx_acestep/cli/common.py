@@ -47,8 +47,14 @@ def progress_bar(label: str):
 class PhaseBars:
     """One stderr progress bar per pipeline phase, driven by the pipeline's Progress callback."""
 
-    LABELS = {"encode": "encoding source", "lm": "planner LM   ", "text": "text encoder", "condition": "conditioning ",
-              "dit": "diffusion    ", "vae": "VAE decode   "}
+    LABELS = {
+        "encode": "encoding source",
+        "lm": "planner LM   ",
+        "text": "text encoder",
+        "condition": "conditioning ",
+        "dit": "diffusion    ",
+        "vae": "VAE decode   ",
+    }
 
     def __init__(self):
         self.phase, self.bar, self.started = None, None, 0.0
@@ -60,8 +66,13 @@ class PhaseBars:
             self.close()
             self.phase, self.started = progress.phase, time.perf_counter()
             label = self.LABELS.get(progress.phase, progress.phase)
-            self.bar = click.progressbar(length=max(progress.total, 1), label=label, file=click.get_text_stream("stderr"),
-                                         show_pos=progress.phase == "lm", item_show_func=lambda item: item)
+            self.bar = click.progressbar(
+                length=max(progress.total, 1),
+                label=label,
+                file=click.get_text_stream("stderr"),
+                show_pos=progress.phase == "lm",
+                item_show_func=lambda item: item,
+            )
             self.bar.__enter__()
         self.bar.length = max(progress.total, 1)
         rate = None

@@ -15,15 +15,26 @@ from .common import progress_bar, user_errors
 @click.argument("src", type=click.Path(path_type=str))
 @click.argument("dst", type=click.Path(path_type=str))
 @click.option(
-    "--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
+    "--dtype",
+    type=click.Choice(DTYPE_CHOICES),
+    default="auto",
+    show_default=True,
     help="Storage and compute dtype of the converted weights (auto: bfloat16 on a GPU, float32 on the CPU).",
 )
 @click.option(
-    "--quantize", type=click.Choice(QUANTIZE_CHOICES), default="none", show_default=True,
+    "--quantize",
+    type=click.Choice(QUANTIZE_CHOICES),
+    default="none",
+    show_default=True,
     help="Quantize the linear layers that allow it (convolutions, hence the VAE, stay in --dtype).",
 )
-@click.option("--q-group-size", type=click.Choice([str(g) for g in GROUP_SIZES]), default="64", show_default=True,
-              help="Quantization group size.")
+@click.option(
+    "--q-group-size",
+    type=click.Choice([str(g) for g in GROUP_SIZES]),
+    default="64",
+    show_default=True,
+    help="Quantization group size.",
+)
 @click.option("--force", is_flag=True, help="Replace DST if it exists.")
 @user_errors
 def convert(src, dst, dtype, quantize, q_group_size, force):
@@ -39,18 +50,30 @@ def convert(src, dst, dtype, quantize, q_group_size, force):
 
     opts = ConvertOptions(dtype=dtype, quantize=quantize, group_size=int(q_group_size), force=force)
     report = convert_checkpoints(src, dst, opts, log=click.echo)
-    click.echo(f"wrote {len(report.converted)} component(s) to {dst}" + (f", skipped {len(report.skipped)}" if report.skipped else ""))
+    click.echo(
+        f"wrote {len(report.converted)} component(s) to {dst}"
+        + (f", skipped {len(report.skipped)}" if report.skipped else "")
+    )
 
 
 @click.command()
 @click.argument("audio_in", type=click.Path(path_type=str))
 @click.argument("audio_out", type=click.Path(path_type=str))
-@click.option("--vae", "vae_dir", required=True, type=click.Path(path_type=str),
-              help="Converted VAE folder (DST/vae from `mlx-acestep convert`).")
+@click.option(
+    "--vae",
+    "vae_dir",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Converted VAE folder (DST/vae from `mlx-acestep convert`).",
+)
 @click.option("--chunk", default=VAE_CHUNK, show_default=True, help="Decode window in latent frames (25 per second).")
 @click.option("--overlap", default=VAE_OVERLAP, show_default=True, help="Frames of context on each side of a window.")
-@click.option("--sample/--mean", default=False, show_default=True,
-              help="Decode a draw from the latent distribution (as the reference pipeline does) or its mean.")
+@click.option(
+    "--sample/--mean",
+    default=False,
+    show_default=True,
+    help="Decode a draw from the latent distribution (as the reference pipeline does) or its mean.",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed for --sample.")
 @click.option("--overwrite", is_flag=True, help="Replace AUDIO_OUT if it exists (else that is an error).")
 @user_errors
@@ -63,10 +86,8 @@ def reconstruct(audio_in, audio_out, vae_dir, chunk, overlap, sample, seed, over
     import mlx.core as mx
     import numpy as np
 
-    from ..audio import load_audio, peak_limit, save_audio
+    from ..audio import check_output, load_audio, peak_limit, save_audio
     from ..loading import load_component
-
-    from ..audio import check_output
 
     if chunk <= 0 or overlap < 0:
         raise AceStepError(f"--chunk must be positive and --overlap non-negative (got {chunk}, {overlap})")

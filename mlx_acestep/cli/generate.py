@@ -16,12 +16,31 @@ from .outputs import output_paths, parse_seeds
 
 # GenerationRequest field -> the flag that sets it, so that a request error names what the user typed.
 FLAGS = {
-    "caption": "CAPTION", "lyrics": "--lyrics", "duration": "--duration", "seed": "--seed", "batch_size": "--batch",
-    "bpm": "--bpm", "key": "--key", "time_signature": "--time-signature", "language": "--language", "steps": "--steps",
-    "shift": "--shift", "guidance": "--guidance", "method": "--method", "thinking": "--thinking",
-    "lm_cfg_scale": "--lm-cfg-scale", "lm_temperature": "--lm-temperature", "lm_top_p": "--lm-top-p", "task": "--task",
-    "src_audio": "--src-audio", "ref_audio": "--ref-audio", "repaint_start": "--repaint-start",
-    "repaint_end": "--repaint-end", "track": "--track", "tracks": "--tracks", "cover_strength": "--cover-strength",
+    "caption": "CAPTION",
+    "lyrics": "--lyrics",
+    "duration": "--duration",
+    "seed": "--seed",
+    "batch_size": "--batch",
+    "bpm": "--bpm",
+    "key": "--key",
+    "time_signature": "--time-signature",
+    "language": "--language",
+    "steps": "--steps",
+    "shift": "--shift",
+    "guidance": "--guidance",
+    "method": "--method",
+    "thinking": "--thinking",
+    "lm_cfg_scale": "--lm-cfg-scale",
+    "lm_temperature": "--lm-temperature",
+    "lm_top_p": "--lm-top-p",
+    "task": "--task",
+    "src_audio": "--src-audio",
+    "ref_audio": "--ref-audio",
+    "repaint_start": "--repaint-start",
+    "repaint_end": "--repaint-end",
+    "track": "--track",
+    "tracks": "--tracks",
+    "cover_strength": "--cover-strength",
 }
 
 
@@ -43,8 +62,11 @@ def speed_hint() -> None:
     from ..blas import OPENBLAS, preload_command
 
     if platform.system() == "Linux" and "openblas" not in os.environ.get("LD_PRELOAD", ""):
-        where = f"{preload_command()} mlx-acestep ..." if Path(OPENBLAS).exists() else (
-            f"sudo apt-get install libopenblas0-pthread, then {preload_command()} mlx-acestep ...")
+        where = (
+            f"{preload_command()} mlx-acestep ..."
+            if Path(OPENBLAS).exists()
+            else (f"sudo apt-get install libopenblas0-pthread, then {preload_command()} mlx-acestep ...")
+        )
         click.echo(f"hint: MLX's bundled CPU BLAS is ~40x slower than OpenBLAS; for speed run {where}", err=True)
 
 
@@ -72,14 +94,21 @@ def _load(request, model, dit, **kwargs):
         return ACEStep.from_pretrained(model, dit=dit, **kwargs)
     except AceStepError as e:
         if request.required_dit and "no DiT" in str(e):
-            raise AceStepError(f"the {request.task} task needs the base model ({request.required_dit}), which {model} lacks: {e}") from None
+            raise AceStepError(
+                f"the {request.task} task needs the base model ({request.required_dit}), which {model} lacks: {e}"
+            ) from None
         raise
 
 
 def describe_plan(meta: dict) -> str:
     """The planner's metadata on one line, caption last."""
-    names = (("bpm", "bpm"), ("keyscale", "key"), ("timesignature", "time signature"), ("language", "language"),
-             ("duration", "duration"))
+    names = (
+        ("bpm", "bpm"),
+        ("keyscale", "key"),
+        ("timesignature", "time signature"),
+        ("language", "language"),
+        ("duration", "duration"),
+    )
     parts = [f"{label} {meta[k]}" for k, label in names if meta.get(k) not in (None, "")]
     if meta.get("caption"):
         parts.append(f"caption: {meta['caption']}")
@@ -88,64 +117,176 @@ def describe_plan(meta: dict) -> str:
 
 @click.command()
 @click.argument("caption", required=False)
-@click.option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str), default=None,
-              help="Read the caption from a file ('-' for stdin) instead of CAPTION.")
+@click.option(
+    "--prompt-file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+    default=None,
+    help="Read the caption from a file ('-' for stdin) instead of CAPTION.",
+)
 @click.option("--lyrics", default=None, help="Lyrics text ([verse], [chorus] ... tags; default [Instrumental]).")
-@click.option("--lyrics-file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str), default=None,
-              help="Read the lyrics from a file ('-' for stdin).")
-@click.option("--duration", type=float, default=None,
-              help="Seconds of audio, 10 to 600. Default: the planner chooses (thinking), else 30; editing tasks: the source's length.")
+@click.option(
+    "--lyrics-file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+    default=None,
+    help="Read the lyrics from a file ('-' for stdin).",
+)
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="Seconds of audio, 10 to 600. Default: the planner chooses (thinking), else 30; editing tasks: the source's length.",
+)
 @click.option("--bpm", type=int, default=None, help="Tempo, 30 to 300 (default: the planner's choice, else N/A).")
 @click.option("--key", "keyscale", default=None, help='Key and scale, e.g. "C major" (default N/A).')
 @click.option("--time-signature", default=None, help="Beats per bar, e.g. 4 (default N/A).")
 @click.option("--language", default=None, help="Vocal language code (en, zh, ja, ...).")
-@click.option("--seed", multiple=True, metavar="N[,N...]",
-              help="Random seed (item i of a batch uses seed + i); several (--seed 1,2,3 or repeated) give a batch "
-                   "with one each. Default random.")
+@click.option(
+    "--seed",
+    multiple=True,
+    metavar="N[,N...]",
+    help="Random seed (item i of a batch uses seed + i); several (--seed 1,2,3 or repeated) give a batch "
+    "with one each. Default random.",
+)
 @click.option("--batch", type=int, default=1, show_default=True, help="Songs to generate at once, 1 to 8.")
-@click.option("--steps", type=int, default=None, help="Diffusion steps (base/SFT; turbo always runs 8). Default per model.")
+@click.option(
+    "--steps", type=int, default=None, help="Diffusion steps (base/SFT; turbo always runs 8). Default per model."
+)
 @click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
-@click.option("-m", "--model", default=DEFAULT_REPO, show_default=True,
-              help="Hugging Face repo id, a checkpoint folder (original or diffusers layout, or converted), or 'tiny'.")
+@click.option(
+    "-m",
+    "--model",
+    default=DEFAULT_REPO,
+    show_default=True,
+    help="Hugging Face repo id, a checkpoint folder (original or diffusers layout, or converted), or 'tiny'.",
+)
 @click.option("--dit", default=None, help="DiT folder inside the model, e.g. acestep-v15-base (default: turbo).")
-@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
-              help="Compute dtype when converting a PyTorch checkpoint (auto: bfloat16 on a GPU, float32 on the CPU).")
-@click.option("--quantize", type=click.Choice(QUANTIZE_CHOICES), default="none", show_default=True,
-              help="Quantize the DiT's and text encoder's linear layers when converting.")
-@click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default=None, help="Output format (default: from -o, else wav).")
-@click.option("-o", "--output", default=None,
-              help="Output file (default acestep-SEED.wav, never replacing a file); a batch adds _0, _1, ...")
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPE_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Compute dtype when converting a PyTorch checkpoint (auto: bfloat16 on a GPU, float32 on the CPU).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANTIZE_CHOICES),
+    default="none",
+    show_default=True,
+    help="Quantize the DiT's and text encoder's linear layers when converting.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["wav", "flac"]),
+    default=None,
+    help="Output format (default: from -o, else wav).",
+)
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    help="Output file (default acestep-SEED.wav, never replacing a file); a batch adds _0, _1, ...",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists (else that is an error).")
-@click.option("--cache-dir", default=None, help="Where converted models are kept (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep).")
-@click.option("--reconvert", is_flag=True, help="Convert the PyTorch checkpoint again even if a cached conversion exists.")
+@click.option(
+    "--cache-dir",
+    default=None,
+    help="Where converted models are kept (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep).",
+)
+@click.option(
+    "--reconvert", is_flag=True, help="Convert the PyTorch checkpoint again even if a cached conversion exists."
+)
 @click.option("--no-normalize", is_flag=True, help="Skip the -1 dBFS peak normalisation.")
-@click.option("--thinking/--no-thinking", default=None,
-              help="Run the 5 Hz planner LM first: it fills in the metadata you left out and writes the audio codes "
-                   "the DiT renders. Default: on when the model has a planner.")
-@click.option("--lm", type=click.Choice(["0.6B", "1.7B", "4B"]), default=None,
-              help="Planner LM size (default 1.7B, or the one the model has).")
-@click.option("--lm-quantize", type=click.Choice(QUANTIZE_CHOICES), default="none", show_default=True,
-              help="Quantize the planner's linear layers when converting (embedding and head stay 8-bit).")
-@click.option("--lm-cfg-scale", type=float, default=DEFAULT_LM_CFG_SCALE, show_default=True, help="The planner's CFG scale for the codes.")
-@click.option("--lm-temperature", type=float, default=DEFAULT_LM_TEMPERATURE, show_default=True, help="The planner's sampling temperature.")
-@click.option("--lm-top-p", type=float, default=DEFAULT_LM_TOP_P, show_default=True, help="The planner's nucleus (top-p) sampling.")
-@click.option("--task", type=click.Choice(TASKS), default="text2music", show_default=True,
-              help="text2music, or an editing task on --src-audio: cover (re-style), repaint (regenerate a region), "
-                   "extract / lego (pull out / add --track), complete (add --tracks). extract, lego, complete need the base DiT.")
-@click.option("--src-audio", type=click.Path(dir_okay=False, path_type=str), default=None, help="The source recording of an editing task.")
-@click.option("--ref-audio", type=click.Path(dir_okay=False, path_type=str), default=None, help="A recording whose timbre to borrow (any task).")
+@click.option(
+    "--thinking/--no-thinking",
+    default=None,
+    help="Run the 5 Hz planner LM first: it fills in the metadata you left out and writes the audio codes "
+    "the DiT renders. Default: on when the model has a planner.",
+)
+@click.option(
+    "--lm",
+    type=click.Choice(["0.6B", "1.7B", "4B"]),
+    default=None,
+    help="Planner LM size (default 1.7B, or the one the model has).",
+)
+@click.option(
+    "--lm-quantize",
+    type=click.Choice(QUANTIZE_CHOICES),
+    default="none",
+    show_default=True,
+    help="Quantize the planner's linear layers when converting (embedding and head stay 8-bit).",
+)
+@click.option(
+    "--lm-cfg-scale",
+    type=float,
+    default=DEFAULT_LM_CFG_SCALE,
+    show_default=True,
+    help="The planner's CFG scale for the codes.",
+)
+@click.option(
+    "--lm-temperature",
+    type=float,
+    default=DEFAULT_LM_TEMPERATURE,
+    show_default=True,
+    help="The planner's sampling temperature.",
+)
+@click.option(
+    "--lm-top-p",
+    type=float,
+    default=DEFAULT_LM_TOP_P,
+    show_default=True,
+    help="The planner's nucleus (top-p) sampling.",
+)
+@click.option(
+    "--task",
+    type=click.Choice(TASKS),
+    default="text2music",
+    show_default=True,
+    help="text2music, or an editing task on --src-audio: cover (re-style), repaint (regenerate a region), "
+    "extract / lego (pull out / add --track), complete (add --tracks). extract, lego, complete need the base DiT.",
+)
+@click.option(
+    "--src-audio",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="The source recording of an editing task.",
+)
+@click.option(
+    "--ref-audio",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="A recording whose timbre to borrow (any task).",
+)
 @click.option("--repaint-start", type=float, default=None, help="repaint/lego: region start in seconds (default 0).")
-@click.option("--repaint-end", type=float, default=None, help="repaint/lego: region end in seconds (default: the end of the source).")
+@click.option(
+    "--repaint-end",
+    type=float,
+    default=None,
+    help="repaint/lego: region end in seconds (default: the end of the source).",
+)
 @click.option("--track", default=None, help="extract/lego: the track, e.g. vocals, drums, bass, guitar.")
 @click.option("--tracks", default=None, help="complete: comma-separated tracks to add, e.g. drums,bass.")
-@click.option("--cover-strength", type=float, default=None,
-              help="cover: the share of steps conditioned on the source (below 1 the rest follow the caption alone).")
-@click.option("--lora", "loras", multiple=True, metavar="PATH[:SCALE]",
-              help="A LoRA/LoKr adapter for the DiT (a PEFT folder, a ComfyUI or LyCORIS .safetensors), scale default 1; "
-                   "repeat to stack several.")
-@click.option("--from-metadata", type=click.Path(dir_okay=False, exists=True, path_type=str), default=None,
-              help="Replay a run from its NAME.json (or the audio file); options given beside it override.")
+@click.option(
+    "--cover-strength",
+    type=float,
+    default=None,
+    help="cover: the share of steps conditioned on the source (below 1 the rest follow the caption alone).",
+)
+@click.option(
+    "--lora",
+    "loras",
+    multiple=True,
+    metavar="PATH[:SCALE]",
+    help="A LoRA/LoKr adapter for the DiT (a PEFT folder, a ComfyUI or LyCORIS .safetensors), scale default 1; "
+    "repeat to stack several.",
+)
+@click.option(
+    "--from-metadata",
+    type=click.Path(dir_okay=False, exists=True, path_type=str),
+    default=None,
+    help="Replay a run from its NAME.json (or the audio file); options given beside it override.",
+)
 @user_errors
 def generate(**params):
     """Generate music from CAPTION (a description: genre, mood, instruments).
@@ -177,10 +318,49 @@ def generate(**params):
     _run(params, **params)
 
 
-def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keyscale, time_signature, language, seed, batch, steps, shift,
-             guidance, model, dit, dtype, quantize, fmt, output, overwrite, cache_dir, reconvert, no_normalize, thinking, lm,
-             lm_quantize, lm_cfg_scale, lm_temperature, lm_top_p, task, src_audio, ref_audio, repaint_start, repaint_end,
-             track, tracks, cover_strength, loras, from_metadata):
+def _run(
+    params,
+    caption,
+    prompt_file,
+    lyrics,
+    lyrics_file,
+    duration,
+    bpm,
+    keyscale,
+    time_signature,
+    language,
+    seed,
+    batch,
+    steps,
+    shift,
+    guidance,
+    model,
+    dit,
+    dtype,
+    quantize,
+    fmt,
+    output,
+    overwrite,
+    cache_dir,
+    reconvert,
+    no_normalize,
+    thinking,
+    lm,
+    lm_quantize,
+    lm_cfg_scale,
+    lm_temperature,
+    lm_top_p,
+    task,
+    src_audio,
+    ref_audio,
+    repaint_start,
+    repaint_end,
+    track,
+    tracks,
+    cover_strength,
+    loras,
+    from_metadata,
+):
     import warnings
 
     from ..adapters import parse_lora_spec
@@ -205,22 +385,53 @@ def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keysc
     except RequestError as e:
         raise AceStepError(e.render(FLAGS)) from None
     given = dict(  # flags left out take the request's own defaults
-        lyrics=lyrics, duration=duration, seed=seeds, bpm=bpm, key=keyscale, time_signature=time_signature,
-        language=language, steps=steps, shift=shift, guidance=guidance, thinking=thinking, src_audio=src_audio,
-        ref_audio=ref_audio, repaint_start=repaint_start, repaint_end=repaint_end, track=track,
-        tracks=[t.strip() for t in tracks.split(",")] if tracks else None, cover_strength=cover_strength,
+        lyrics=lyrics,
+        duration=duration,
+        seed=seeds,
+        bpm=bpm,
+        key=keyscale,
+        time_signature=time_signature,
+        language=language,
+        steps=steps,
+        shift=shift,
+        guidance=guidance,
+        thinking=thinking,
+        src_audio=src_audio,
+        ref_audio=ref_audio,
+        repaint_start=repaint_start,
+        repaint_end=repaint_end,
+        track=track,
+        tracks=[t.strip() for t in tracks.split(",")] if tracks else None,
+        cover_strength=cover_strength,
     )
     request = _request(
-        caption=caption, batch_size=batch, normalize=not no_normalize, lm_cfg_scale=lm_cfg_scale,
-        lm_temperature=lm_temperature, lm_top_p=lm_top_p, task=task, **{k: v for k, v in given.items() if v is not None},
+        caption=caption,
+        batch_size=batch,
+        normalize=not no_normalize,
+        lm_cfg_scale=lm_cfg_scale,
+        lm_temperature=lm_temperature,
+        lm_top_p=lm_top_p,
+        task=task,
+        **{k: v for k, v in given.items() if v is not None},
     )
     if request.job.needs_source:
         thinking = False  # the planner is for text2music: don't load it
     if thinking is False and (lm is not None or lm_quantize != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
-    paths = output_paths(output, fmt, seeds, request.caption, overwrite,
-                         {"--src-audio": src_audio, "--ref-audio": ref_audio, "--lyrics-file": lyrics_file,
-                          "--prompt-file": prompt_file, "--from-metadata": from_metadata})
+    paths = output_paths(
+        output,
+        fmt,
+        seeds,
+        request.caption,
+        overwrite,
+        {
+            "--src-audio": src_audio,
+            "--ref-audio": ref_audio,
+            "--lyrics-file": lyrics_file,
+            "--prompt-file": prompt_file,
+            "--from-metadata": from_metadata,
+        },
+    )
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         click.echo(f"warning: {message}", err=True)
@@ -229,13 +440,22 @@ def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keysc
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
         pipe = _load(
-            request, model, dit=dit or request.required_dit, dtype=dtype, quantize=None if quantize == "none" else quantize,
-            cache_dir=cache_dir, lm=None if thinking is False else (lm or "auto"),
-            lm_quantize=None if lm_quantize == "none" else lm_quantize, reconvert=reconvert,
-            log=lambda m: click.echo(m, err=True), keep_loaded=False,
+            request,
+            model,
+            dit=dit or request.required_dit,
+            dtype=dtype,
+            quantize=None if quantize == "none" else quantize,
+            cache_dir=cache_dir,
+            lm=None if thinking is False else (lm or "auto"),
+            lm_quantize=None if lm_quantize == "none" else lm_quantize,
+            reconvert=reconvert,
+            log=lambda m: click.echo(m, err=True),
+            keep_loaded=False,
         )
         if model == "tiny":
-            click.echo("note: --model tiny has random weights; it checks the pipeline end to end and produces noise", err=True)
+            click.echo(
+                "note: --model tiny has random weights; it checks the pipeline end to end and produces noise", err=True
+            )
         for adapter_path, scale in specs:
             adapter = _cli_errors(pipe.load_lora, adapter_path, scale)
             click.echo(f"adapter {adapter.summary()}, scale {scale:g}", err=True)
@@ -253,13 +473,16 @@ def _run(params, caption, prompt_file, lyrics, lyrics_file, duration, bpm, keysc
         try:
             write_text(file.with_suffix(".json"), json.dumps(meta, indent=2, ensure_ascii=False), overwrite=overwrite)
         except (OSError, AceStepError) as e:  # checked before the run; something changed since
-            raise AceStepError(f"{file.with_suffix('.json')}: the metadata could not be written ({first_line(e)}); "
-                               f"{file} was written") from None
+            raise AceStepError(
+                f"{file.with_suffix('.json')}: the metadata could not be written ({first_line(e)}); {file} was written"
+            ) from None
     for i, (p, s) in enumerate(zip(written, result.seeds)):
         click.echo(f"wrote {p} ({result.duration:g} s, 48 kHz stereo, seed {s})")
         if result.metadata:
             click.echo("  planner: " + describe_plan(result.metadata[i]))
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
-    click.echo(f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB "
-               f"(MLX arrays), {peak_rss_bytes() / 2**30:.2f} GB resident (the process)")
+    click.echo(
+        f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB "
+        f"(MLX arrays), {peak_rss_bytes() / 2**30:.2f} GB resident (the process)"
+    )
     speed_hint()  # after the result: never between a user and a one-line error

@@ -65,23 +65,35 @@ def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
     settings = request.sampler_settings(pipe.family)
     planner = result.metadata[index] if index < len(result.metadata) else {}
     return {
-        "format": FORMAT, "software": f"mlx-acestep {__version__}",
-        "caption": request.caption, "lyrics": request.lyrics, "seed": result.seeds[index], "index": index,
-        "duration": result.duration, "model": params.get("model"), "dit": pipe.name, "dtype": str(pipe.dtype).split(".")[-1],
-        "quantize": params.get("quantize"), "task": request.task,
+        "format": FORMAT,
+        "software": f"mlx-acestep {__version__}",
+        "caption": request.caption,
+        "lyrics": request.lyrics,
+        "seed": result.seeds[index],
+        "index": index,
+        "duration": result.duration,
+        "model": params.get("model"),
+        "dit": pipe.name,
+        "dtype": str(pipe.dtype).split(".")[-1],
+        "quantize": params.get("quantize"),
+        "task": request.task,
         "inputs": {k: v for k, v in (("src_audio", request.src_audio), ("ref_audio", request.ref_audio)) if v},
         "region": [request.repaint_start, request.repaint_end] if request.task in ("repaint", "lego") else None,
         "cover_strength": request.cover_strength if request.task == "cover" else None,
         "sampler": {k: v for k, v in vars(settings).items() if isinstance(v, (int, float, str, type(None)))},
         "adapters": [{"name": n, "scale": s} for n, s in pipe.loras()],
-        "planner": planner, "replay": replay_params(params, result.seeds[index]),
+        "planner": planner,
+        "replay": replay_params(params, result.seeds[index]),
     }
 
 
 def audio_tags(meta: dict) -> dict:
     """File tags: the caption as the title, the whole sidecar as the comment (so the file alone replays)."""
-    return {"title": meta["caption"][:200], "comment": json.dumps(meta, separators=(",", ":")),
-            "software": meta["software"]}
+    return {
+        "title": meta["caption"][:200],
+        "comment": json.dumps(meta, separators=(",", ":")),
+        "software": meta["software"],
+    }
 
 
 def read_metadata(path: str | Path) -> dict:

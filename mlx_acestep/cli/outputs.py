@@ -47,16 +47,21 @@ def _fields(template: str) -> set[str]:
     try:
         names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
-        raise AceStepError(f"-o {template}: {e} (placeholders: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})") from None
+        raise AceStepError(
+            f"-o {template}: {e} (placeholders: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
+        ) from None
     unknown = names - set(PLACEHOLDERS)
     if unknown:
-        raise AceStepError(f"-o {template}: unknown placeholder {{{sorted(unknown)[0]}}} "
-                           f"(use {', '.join('{' + p + '}' for p in PLACEHOLDERS)})")
+        raise AceStepError(
+            f"-o {template}: unknown placeholder {{{sorted(unknown)[0]}}} "
+            f"(use {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
+        )
     return names
 
 
-def output_paths(output: str | None, fmt: str | None, seeds: list[int], caption: str, overwrite: bool,
-                 inputs: dict[str, str | None]) -> list[Path]:
+def output_paths(
+    output: str | None, fmt: str | None, seeds: list[int], caption: str, overwrite: bool, inputs: dict[str, str | None]
+) -> list[Path]:
     """One checked path per item (see the module's docstring)."""
     from ..audio import check_output
     from ..pipeline.results import item_paths
@@ -73,19 +78,25 @@ def output_paths(output: str | None, fmt: str | None, seeds: list[int], caption:
     date = time.strftime("%Y%m%d-%H%M%S")
     if fields:
         try:
-            names = [Path(template.format(seed=s, index=i, caption=slug(caption), date=date)) for i, s in enumerate(seeds)]
+            names = [
+                Path(template.format(seed=s, index=i, caption=slug(caption), date=date)) for i, s in enumerate(seeds)
+            ]
         except (ValueError, TypeError) as e:  # a format spec: {seed:q}
             raise AceStepError(f"-o {template}: {e}") from None
         if len(set(names)) < len(names):
             if output is None:  # the default names items by seed: the same seed twice
-                raise AceStepError("--seed gives two items the same seed (the same song, the same name); give different seeds")
+                raise AceStepError(
+                    "--seed gives two items the same seed (the same song, the same name); give different seeds"
+                )
             raise AceStepError(f"-o {template} gives several items the same name; add {{seed}} or {{index}}")
     else:
         names = item_paths(Path(template), len(seeds))
     longest = max(names, key=lambda p: len(os.fsencode(p.name)))
     if len(os.fsencode(longest.name)) > MAX_NAME_BYTES:
-        raise AceStepError(f"-o: the file name {longest.name[:40]}... is {len(os.fsencode(longest.name))} bytes long "
-                           f"(at most {MAX_NAME_BYTES})")
+        raise AceStepError(
+            f"-o: the file name {longest.name[:40]}... is {len(os.fsencode(longest.name))} bytes long "
+            f"(at most {MAX_NAME_BYTES})"
+        )
     parent = names[0].parent if str(names[0].parent) else Path(".")
     if not parent.is_dir():
         raise AceStepError(f"{parent}: output folder does not exist")
@@ -104,7 +115,9 @@ def output_paths(output: str | None, fmt: str | None, seeds: list[int], caption:
                 if given not in (None, "-") and Path(given).exists() and written.resolve() == Path(given).resolve():
                     raise AceStepError(f"{written}: is the {flag} file; choose another output name")
         if sidecar.is_dir():
-            raise AceStepError(f"{sidecar}: is a folder; {item.name}'s metadata goes there (choose another output name)")
+            raise AceStepError(
+                f"{sidecar}: is a folder; {item.name}'s metadata goes there (choose another output name)"
+            )
         if os.path.lexists(sidecar) and not overwrite:
             raise AceStepError(f"{sidecar}: already exists (pass --overwrite to replace it and {item.name})")
         check_output(item, overwrite)

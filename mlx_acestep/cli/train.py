@@ -12,39 +12,106 @@ from ..names import DEFAULT_REPO
 from ..training.config import TrainConfig
 from .common import user_errors
 
-DEFAULTS = {f: getattr(TrainConfig, f) for f in ("rank", "alpha", "dropout", "lr", "batch", "grad_accum", "crop_seconds",
-                                                 "seed", "epochs", "warmup")}  # one place: TrainConfig
+DEFAULTS = {
+    f: getattr(TrainConfig, f)
+    for f in ("rank", "alpha", "dropout", "lr", "batch", "grad_accum", "crop_seconds", "seed", "epochs", "warmup")
+}  # one place: TrainConfig
 
 
 @click.command()
 @click.argument("dataset", type=click.Path(file_okay=False, path_type=str))
 @click.option("-o", "--output", required=True, help="The adapter folder to write (a PEFT folder; must be new or ours).")
-@click.option("-m", "--model", default=DEFAULT_REPO, show_default=True, help="A converted folder, a checkpoint root, a repo id or tiny.")
+@click.option(
+    "-m",
+    "--model",
+    default=DEFAULT_REPO,
+    show_default=True,
+    help="A converted folder, a checkpoint root, a repo id or tiny.",
+)
 @click.option("--dit", default=None, help="DiT folder inside the model (default: turbo).")
-@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True, help="The frozen base's dtype.")
-@click.option("--quantize", type=click.Choice(QUANTIZE_CHOICES), default="none", show_default=True,
-              help="Quantize the frozen base (QLoRA): less memory, the adapter stays float32.")
+@click.option(
+    "--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True, help="The frozen base's dtype."
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANTIZE_CHOICES),
+    default="none",
+    show_default=True,
+    help="Quantize the frozen base (QLoRA): less memory, the adapter stays float32.",
+)
 @click.option("--rank", type=int, default=DEFAULTS["rank"], show_default=True, help="LoRA rank r.")
 @click.option("--alpha", type=float, default=DEFAULTS["alpha"], show_default=True, help="LoRA alpha (scale alpha / r).")
-@click.option("--dropout", type=float, default=DEFAULTS["dropout"], show_default=True, help="Dropout on the adapter's input.")
+@click.option(
+    "--dropout", type=float, default=DEFAULTS["dropout"], show_default=True, help="Dropout on the adapter's input."
+)
 @click.option("--targets", default="self,cross", show_default=True, help="Attention to adapt: self, cross or both.")
 @click.option("--steps", type=int, default=None, help="Optimisation steps (default: --epochs passes over the dataset).")
-@click.option("--epochs", type=int, default=DEFAULTS["epochs"], show_default=True, help="Passes over the dataset (without --steps).")
-@click.option("--lr", type=float, default=DEFAULTS["lr"], show_default=True, help="AdamW learning rate (weight decay 0.01).")
+@click.option(
+    "--epochs",
+    type=int,
+    default=DEFAULTS["epochs"],
+    show_default=True,
+    help="Passes over the dataset (without --steps).",
+)
+@click.option(
+    "--lr", type=float, default=DEFAULTS["lr"], show_default=True, help="AdamW learning rate (weight decay 0.01)."
+)
 @click.option("--warmup", type=int, default=DEFAULTS["warmup"], show_default=True, help="Linear warm-up steps.")
 @click.option("--batch", type=int, default=DEFAULTS["batch"], show_default=True, help="Clips per micro-batch.")
-@click.option("--grad-accum", type=int, default=DEFAULTS["grad_accum"], show_default=True, help="Micro-batches per step.")
-@click.option("--crop-seconds", type=float, default=DEFAULTS["crop_seconds"], show_default=True,
-              help="Each micro-batch takes a random crop this long from each clip (a new one every time).")
-@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Seeds the adapter's init, crops, noise, times.")
-@click.option("--save-every", type=int, default=0, help="Write a resumable checkpoint every N steps (default: at the end).")
+@click.option(
+    "--grad-accum", type=int, default=DEFAULTS["grad_accum"], show_default=True, help="Micro-batches per step."
+)
+@click.option(
+    "--crop-seconds",
+    type=float,
+    default=DEFAULTS["crop_seconds"],
+    show_default=True,
+    help="Each micro-batch takes a random crop this long from each clip (a new one every time).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=DEFAULTS["seed"],
+    show_default=True,
+    help="Seeds the adapter's init, crops, noise, times.",
+)
+@click.option(
+    "--save-every", type=int, default=0, help="Write a resumable checkpoint every N steps (default: at the end)."
+)
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from its last checkpoint.")
 @click.option("--preview-every", type=int, default=0, help="Render a 10 s preview with the adapter every N steps.")
-@click.option("--no-checkpointing", is_flag=True, help="Keep the decoder's activations: steps ~1.3x faster, ~1 GB more for the 2B at a 30 s crop.")
+@click.option(
+    "--no-checkpointing",
+    is_flag=True,
+    help="Keep the decoder's activations: steps ~1.3x faster, ~1 GB more for the 2B at a 30 s crop.",
+)
 @click.option("--cache-dir", default=None, help="The model cache (also holds the preprocessed clips).")
 @user_errors
-def train(dataset, output, model, dit, dtype, quantize, rank, alpha, dropout, targets, steps, epochs, lr, warmup, batch,
-          grad_accum, crop_seconds, seed, save_every, resume, preview_every, no_checkpointing, cache_dir):
+def train(
+    dataset,
+    output,
+    model,
+    dit,
+    dtype,
+    quantize,
+    rank,
+    alpha,
+    dropout,
+    targets,
+    steps,
+    epochs,
+    lr,
+    warmup,
+    batch,
+    grad_accum,
+    crop_seconds,
+    seed,
+    save_every,
+    resume,
+    preview_every,
+    no_checkpointing,
+    cache_dir,
+):
     """Train a LoRA adapter for the DiT on the songs in DATASET.
 
     DATASET is a folder of audio files, each with a caption: a sidecar `song.txt` (and `song.lyrics.txt`), or a
@@ -63,13 +130,32 @@ def train(dataset, output, model, dit, dtype, quantize, rank, alpha, dropout, ta
     if "both" in kinds:
         kinds = ("self", "cross")
     try:
-        config = TrainConfig(rank=rank, alpha=alpha, dropout=dropout, targets=kinds, steps=steps, epochs=epochs, lr=lr,
-                             warmup=warmup, batch=batch, grad_accum=grad_accum, crop_seconds=crop_seconds, seed=seed,
-                             save_every=save_every, preview_every=preview_every, checkpointing=not no_checkpointing)
+        config = TrainConfig(
+            rank=rank,
+            alpha=alpha,
+            dropout=dropout,
+            targets=kinds,
+            steps=steps,
+            epochs=epochs,
+            lr=lr,
+            warmup=warmup,
+            batch=batch,
+            grad_accum=grad_accum,
+            crop_seconds=crop_seconds,
+            seed=seed,
+            save_every=save_every,
+            preview_every=preview_every,
+            checkpointing=not no_checkpointing,
+        )
     except AceStepError as e:  # the config names its fields; here they are flags
-        raise AceStepError(re.sub(r"\b(crop_seconds|grad_accum|save_every|preview_every|rank|alpha|dropout|targets|"
-                                  r"steps|epochs|lr|warmup|batch|seed)\b", lambda m: "--" + m[1].replace("_", "-"),
-                                  str(e))) from None
+        raise AceStepError(
+            re.sub(
+                r"\b(crop_seconds|grad_accum|save_every|preview_every|rank|alpha|dropout|targets|"
+                r"steps|epochs|lr|warmup|batch|seed)\b",
+                lambda m: "--" + m[1].replace("_", "-"),
+                str(e),
+            )
+        ) from None
     bar = {"bar": None, "phase": None}
 
     def show(progress):
@@ -78,8 +164,13 @@ def train(dataset, output, model, dit, dtype, quantize, rank, alpha, dropout, ta
                 bar["bar"].render_finish()
             bar["phase"] = progress.phase
             label = "preprocessing" if progress.phase == "preprocess" else "training     "
-            bar["bar"] = click.progressbar(length=progress.total, label=label, file=click.get_text_stream("stderr"),
-                                           show_pos=True, item_show_func=lambda item: item)
+            bar["bar"] = click.progressbar(
+                length=progress.total,
+                label=label,
+                file=click.get_text_stream("stderr"),
+                show_pos=True,
+                item_show_func=lambda item: item,
+            )
             bar["bar"].__enter__()
         current = bar["bar"]
         if current is None or progress.phase not in ("preprocess", "train"):
@@ -93,9 +184,18 @@ def train(dataset, output, model, dit, dtype, quantize, rank, alpha, dropout, ta
         current.update(progress.step - current.pos, info)
 
     try:
-        out = train_lora(dataset, output, config, model=model, dit=dit, dtype=dtype,
-                         quantize=None if quantize == "none" else quantize, cache_dir=cache_dir, resume=resume,
-                         callback=show)
+        out = train_lora(
+            dataset,
+            output,
+            config,
+            model=model,
+            dit=dit,
+            dtype=dtype,
+            quantize=None if quantize == "none" else quantize,
+            cache_dir=cache_dir,
+            resume=resume,
+            callback=show,
+        )
     except KeyboardInterrupt:
         raise AceStepError("interrupted; --resume continues from the last checkpoint") from None
     finally:

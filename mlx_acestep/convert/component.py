@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -73,8 +73,13 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def write_weights(
-    model: nn.Module, weights: dict[str, mx.array], out: Path, opts: ConvertOptions, source: str,
-    hint: Callable[[str], str] | None = None, shard_bytes: int | None = None,
+    model: nn.Module,
+    weights: dict[str, mx.array],
+    out: Path,
+    opts: ConvertOptions,
+    source: str,
+    hint: Callable[[str], str] | None = None,
+    shard_bytes: int | None = None,
 ) -> tuple[dict | None, str]:
     """Check `weights` (already sanitized) against `model`, then cast, quantize and write them into `out`.
 
@@ -88,8 +93,13 @@ def write_weights(
             raise AceStepError(f"{source}: tensor {name} has dtype {value.dtype}, expected a floating-point tensor")
     dtype = DTYPES[opts.dtype]
     bits = MODES[opts.quantize]
-    plan = {} if bits is None else quantization_plan(
-        model, bits, opts.group_size, getattr(model, "QUANTIZE_KEEP", ()), getattr(model, "QUANTIZE_AT_LEAST_8", ()))
+    plan = (
+        {}
+        if bits is None
+        else quantization_plan(
+            model, bits, opts.group_size, getattr(model, "QUANTIZE_KEEP", ()), getattr(model, "QUANTIZE_AT_LEAST_8", ())
+        )
+    )
     outputs = [_output(key, weights.pop(key), dtype, plan, opts.group_size) for key in sorted(weights)]
     write_sharded(out, WEIGHTS_FILE, outputs, shard_bytes or SHARD_BYTES, metadata={"format": "mlx"})
     if bits is None:
@@ -120,8 +130,16 @@ def _output(key: str, value: mx.array, dtype: mx.Dtype, plan: dict[str, int], gr
 
 
 def write_component(
-    out: Path, component: str, model: nn.Module, weights: dict[str, mx.array], fields: dict, opts: ConvertOptions,
-    sources: list[Path], root: Path, source: str, hint: Callable[[str], str] | None = None,
+    out: Path,
+    component: str,
+    model: nn.Module,
+    weights: dict[str, mx.array],
+    fields: dict,
+    opts: ConvertOptions,
+    sources: list[Path],
+    root: Path,
+    source: str,
+    hint: Callable[[str], str] | None = None,
 ) -> str:
     """Write one component folder (weights, config.json, manifest.json); return the summary."""
     out.mkdir(parents=True)
@@ -141,9 +159,7 @@ def write_component(
         "layout_version": LAYOUT_VERSION,
         "converter": f"mlx-acestep {__version__}",
         "options": {k: v for k, v in asdict(opts).items() if k != "force"},
-        "sources": {
-            str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sources
-        },
+        "sources": {str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sources},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return summary

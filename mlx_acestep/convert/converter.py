@@ -12,16 +12,15 @@ from __future__ import annotations
 import errno
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .. import __version__
 from ..cachedir import CONVERSION_FILE
 from ..errors import AceStepError
 from ..files import building_dir
 from ..loading import read_json
-
 from .component import ConvertOptions
 from .dit import convert_dit
 from .kinds import convert_lm, convert_text_encoder, convert_vae
@@ -81,7 +80,9 @@ def check_destination(src: Path, dst: Path, force: bool) -> None:
     s, d = src.resolve(), dst.resolve()
     if d == s or s.is_relative_to(d) or d.is_relative_to(s):
         relation = "is" if d == s else "contains" if s.is_relative_to(d) else "lies inside"
-        raise AceStepError(f"{dst}: the output folder {relation} the checkpoint folder {src}; choose a folder outside it")
+        raise AceStepError(
+            f"{dst}: the output folder {relation} the checkpoint folder {src}; choose a folder outside it"
+        )
     if not dst.exists() and not dst.is_symlink():
         return
     if not dst.is_dir() or dst.is_symlink():
@@ -89,8 +90,10 @@ def check_destination(src: Path, dst: Path, force: bool) -> None:
     if not force:
         raise AceStepError(f"{dst}: already exists (pass --force to replace a folder this converter wrote)")
     if not written_by_converter(dst):
-        raise AceStepError(f"{dst}: holds files the converter did not write; --force only replaces a previous conversion "
-                           "(choose another folder, or empty this one yourself)")
+        raise AceStepError(
+            f"{dst}: holds files the converter did not write; --force only replaces a previous conversion "
+            "(choose another folder, or empty this one yourself)"
+        )
 
 
 def convert_checkpoints(
@@ -143,14 +146,25 @@ def convert_checkpoints(
                 report.converted.append((name, summary))
                 log(f"converted {name}: {summary} in {time.perf_counter() - start:.1f} s")
             if not report.converted:
-                raise AceStepError(f"{src}: nothing to convert (" + "; ".join(f"{n}: {r}" for n, r in report.skipped) + ")")
-            (tmp / CONVERSION_FILE).write_text(json.dumps({
-                "converter": f"mlx-acestep {__version__}", "source": str(src.resolve()),
-                "components": [name for name, _ in report.converted],
-                "options": {"dtype": opts.dtype, "quantize": opts.quantize, "group_size": opts.group_size},
-            }, indent=2) + "\n")
+                raise AceStepError(
+                    f"{src}: nothing to convert (" + "; ".join(f"{n}: {r}" for n, r in report.skipped) + ")"
+                )
+            (tmp / CONVERSION_FILE).write_text(
+                json.dumps(
+                    {
+                        "converter": f"mlx-acestep {__version__}",
+                        "source": str(src.resolve()),
+                        "components": [name for name, _ in report.converted],
+                        "options": {"dtype": opts.dtype, "quantize": opts.quantize, "group_size": opts.group_size},
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
     except FileExistsError:
-        raise AceStepError(f"{dst}: appeared while converting (another conversion into it?); it was left as it is") from None
+        raise AceStepError(
+            f"{dst}: appeared while converting (another conversion into it?); it was left as it is"
+        ) from None
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise AceStepError(f"{dst}: no space left on the device; nothing was written") from None

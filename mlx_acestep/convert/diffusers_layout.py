@@ -27,10 +27,9 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import AceStepError
-from ..names import BASE_DIT, DEFAULT_DIT, SFT_DIT, TEXT_ENCODER
 from ..loading import read_json
-
 from ..models.dit.model import PATCH_RENAMES
+from ..names import BASE_DIT, DEFAULT_DIT, SFT_DIT, TEXT_ENCODER
 from ..safetensors_io import read_weights
 from .component import ConvertOptions
 from .dit import read_silence_file, write_dit
@@ -175,7 +174,9 @@ def take_silence_latent(states: dict[str, dict], weights: Path, root: Path, chan
     buffer = states["condition_encoder"].pop(SILENCE_BUFFER, None)
     if buffer is not None:
         if buffer.ndim != 3 or buffer.shape[0] != 1 or buffer.shape[2] != channels:
-            raise AceStepError(f"{weights}: '{SILENCE_BUFFER}' has shape {tuple(buffer.shape)}, expected (1, T, {channels})")
+            raise AceStepError(
+                f"{weights}: '{SILENCE_BUFFER}' has shape {tuple(buffer.shape)}, expected (1, T, {channels})"
+            )
         return np.array(buffer.astype(mx.float32)), weights  # bf16 in converted folders: widened exactly
     path = root / SILENCE_FILE
     if path.is_file():
@@ -250,7 +251,17 @@ def convert_diffusers_dit(folder: Path, out: Path, opts: ConvertOptions, root: P
     states.clear()  # `state` now holds the only references: write_dit frees them before casting
     read = [p for paths in files.values() for p in paths]
     sources = [base / "model_index.json", *read, *([silence_path] if silence_path not in read else []), *vae_files]
-    summary = write_dit(out, fields, state, silence, sources, opts, root, str(base), source_key_hint(attention),
-                        f"{base / 'transformer' / 'config.json'} (with condition_encoder/, audio_tokenizer/)")
+    summary = write_dit(
+        out,
+        fields,
+        state,
+        silence,
+        sources,
+        opts,
+        root,
+        str(base),
+        source_key_hint(attention),
+        f"{base / 'transformer' / 'config.json'} (with condition_encoder/, audio_tokenizer/)",
+    )
     revision = "" if attention else ", attention names of an older converter"
     return f"{summary}; diffusers layout{revision}"

@@ -14,8 +14,8 @@ in the fixtures, both channel-first `[1, C, T]`. It is written channel-last
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -53,10 +53,22 @@ def convert_dit(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> st
     config_path = folder / "config.json"
     fields = read_json(config_path)
     state, weight_files = read_weights(folder, "model.safetensors")
-    silence, silence_path = read_silence_latent(folder, AceStepConfig.from_dict(fields, str(config_path)).timbre_hidden_dim)
+    silence, silence_path = read_silence_latent(
+        folder, AceStepConfig.from_dict(fields, str(config_path)).timbre_hidden_dim
+    )
     sources = [config_path, *weight_files, silence_path]
-    return write_dit(out, fields, state, silence, sources, opts, root, str(weight_files[0]), AceStepModel.source_name,
-                     str(config_path))
+    return write_dit(
+        out,
+        fields,
+        state,
+        silence,
+        sources,
+        opts,
+        root,
+        str(weight_files[0]),
+        AceStepModel.source_name,
+        str(config_path),
+    )
 
 
 def write_dit(
@@ -83,5 +95,9 @@ def write_dit(
     summary = write_component(out, "dit", model, weights, fields, opts, sources, root, source, hint)
     mx.save_safetensors(str(out / SILENCE_FILE), {"silence_latent": mx.array(silence)})
     kind = "XL" if cfg.is_xl else "2B"
-    fsq = "FSQ tokenizer/detokenizer" if {"tokenizer", "detokenizer"} <= set(model.parts) else "no FSQ tokenizer/detokenizer"
+    fsq = (
+        "FSQ tokenizer/detokenizer"
+        if {"tokenizer", "detokenizer"} <= set(model.parts)
+        else "no FSQ tokenizer/detokenizer"
+    )
     return f"{kind} DiT, condition encoder, {fsq} ({summary}), silence latent {silence.shape[1]} frames"

@@ -44,12 +44,15 @@ def convert_vae(folder: Path, out: Path, opts: ConvertOptions, root: Path) -> st
     weights = model.sanitize(state, source=str(files[0]))
     state.clear()  # `weights` holds the only references: each tensor is freed once written
     n = len(weights)
-    summary = write_component(out, "vae", model, weights, fields, opts, [config_path, *files], root, str(files[0]),
-                              model.source_name)
+    summary = write_component(
+        out, "vae", model, weights, fields, opts, [config_path, *files], root, str(files[0]), model.source_name
+    )
     return f"{count} tensors -> {n} ({summary})"
 
 
-def convert_text_encoder(folder: Path, out: Path, opts: ConvertOptions, root: Path, tokenizer_dir: Path | None = None) -> str:
+def convert_text_encoder(
+    folder: Path, out: Path, opts: ConvertOptions, root: Path, tokenizer_dir: Path | None = None
+) -> str:
     """Qwen3-Embedding-0.6B (transformers `Qwen3Model`), its tokenizer copied. `tokenizer_dir` holds the tokenizer
     files when they are not beside the weights (diffusers' `tokenizer/`)."""
     tokenizer_dir = tokenizer_dir or folder
@@ -75,8 +78,9 @@ def _qwen3(folder: Path, out: Path, opts: ConvertOptions, root: Path, kind: str,
             read_json(f)
     weights = model.sanitize(state)
     state.clear()  # `weights` holds the only references: each tensor is freed once written
-    summary = write_component(out, kind, model, weights, fields, opts, [config_path, *files, *extras], root,
-                              str(files[0]), model.source_name)
+    summary = write_component(
+        out, kind, model, weights, fields, opts, [config_path, *files, *extras], root, str(files[0]), model.source_name
+    )
     for f in extras:
         shutil.copy2(f, out / f.name)
     return f"{count} tensors, tokenizer ({summary})"

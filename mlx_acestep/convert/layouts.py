@@ -11,9 +11,9 @@ tables. Both write the same output folders (`vae/`, `Qwen3-Embedding-0.6B/`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import diffusers_layout as diffusers
 
@@ -63,10 +63,16 @@ DIFFUSERS = Layout(
     "diffusers",
     (
         SourceFolder("vae", "vae"),  # the same folder in both layouts
-        SourceFolder("transformer", "dit", diffusers.dit_folder_name, diffusers.convert_diffusers_dit,
-                     reads=diffusers.DIT_READS),
-        SourceFolder("text_encoder", "text_encoder", diffusers.text_encoder_folder_name,
-                     diffusers.convert_diffusers_text_encoder, reads=(diffusers.TOKENIZER_DIR,)),
+        SourceFolder(
+            "transformer", "dit", diffusers.dit_folder_name, diffusers.convert_diffusers_dit, reads=diffusers.DIT_READS
+        ),
+        SourceFolder(
+            "text_encoder",
+            "text_encoder",
+            diffusers.text_encoder_folder_name,
+            diffusers.convert_diffusers_text_encoder,
+            reads=(diffusers.TOKENIZER_DIR,),
+        ),
     ),
     marker="model_index.json",
 )

@@ -56,7 +56,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return name
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
-        raise AceStepError(f"{self.source}: refusing to load '{module}.{name}' (only plain tensors are read from .pt files)")
+        raise AceStepError(
+            f"{self.source}: refusing to load '{module}.{name}' (only plain tensors are read from .pt files)"
+        )
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and pid[1] in STORAGE_DTYPES):
@@ -96,7 +98,11 @@ def read_torch_tensors(path: str | Path) -> dict[str, np.ndarray]:
         if len(pickles) != 1:
             raise AceStepError(f"{source}: expected one data.pkl in the archive, found {len(pickles)}")
         prefix = pickles[0][: -len("data.pkl")]
-        byteorder = archive.read(f"{prefix}byteorder").decode().strip() if f"{prefix}byteorder" in archive.namelist() else "little"
+        byteorder = (
+            archive.read(f"{prefix}byteorder").decode().strip()
+            if f"{prefix}byteorder" in archive.namelist()
+            else "little"
+        )
         if byteorder != "little":
             raise AceStepError(f"{source}: big-endian archives are not supported")
         with archive.open(pickles[0]) as f:

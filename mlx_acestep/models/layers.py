@@ -31,7 +31,6 @@ def additive_mask(length: int, key_mask: mx.array | None, window: int | None, dt
     return mx.where(allowed, mx.array(0.0, dtype), mx.array(mx.finfo(dtype).min, dtype))
 
 
-
 def attention(q, k, v, scale: float, mask=None, band: int | None = None):
     """Bidirectional attention, heads-first; `k`/`v` may have fewer (GQA) heads; `mask` additive, broadcastable.
 
@@ -46,7 +45,9 @@ def attention(q, k, v, scale: float, mask=None, band: int | None = None):
 class AceStepAttention(nn.Module):
     """q/k/v/o without bias, per-head RMSNorm on q and k, RoPE on self-attention only, GQA."""
 
-    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int, eps: float, rope_theta: float, cross: bool = False):
+    def __init__(
+        self, hidden: int, heads: int, kv_heads: int, head_dim: int, eps: float, rope_theta: float, cross: bool = False
+    ):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.rope_theta, self.cross = rope_theta, cross
@@ -91,7 +92,9 @@ class AceStepAttention(nn.Module):
 class AceStepEncoderLayer(nn.Module):
     """Pre-norm Qwen3-style block, bidirectional: x += attn(norm(x)); x += mlp(norm(x))."""
 
-    def __init__(self, hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int, eps: float, rope_theta: float):
+    def __init__(
+        self, hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int, eps: float, rope_theta: float
+    ):
         super().__init__()
         self.input_layernorm = nn.RMSNorm(hidden, eps=eps)
         self.self_attn = AceStepAttention(hidden, heads, kv_heads, head_dim, eps, rope_theta)
@@ -113,7 +116,15 @@ class EncoderStack(nn.Module):
         self.cfg = cfg
         self.embed_tokens = nn.Linear(in_dim, w["hidden"])
         self.layers = [
-            AceStepEncoderLayer(w["hidden"], w["intermediate"], w["heads"], w["kv_heads"], cfg.head_dim, cfg.rms_norm_eps, cfg.rope_theta)
+            AceStepEncoderLayer(
+                w["hidden"],
+                w["intermediate"],
+                w["heads"],
+                w["kv_heads"],
+                cfg.head_dim,
+                cfg.rms_norm_eps,
+                cfg.rope_theta,
+            )
             for _ in range(n_layers)
         ]
         self.norm = nn.RMSNorm(w["hidden"], eps=cfg.rms_norm_eps)

@@ -30,7 +30,9 @@ class PlannerLM(Model):
     def sanitize(self, weights: dict) -> dict:
         """mlx-lm's Qwen3 names (`model.*`, a tied `lm_head` dropped); some official files leave out the
         `model.` prefix (the reference's own MLX loader re-prefixes them), so it is added where missing."""
-        weights = {k if k.startswith("model.") or k.startswith("lm_head.") else f"model.{k}": v for k, v in weights.items()}
+        weights = {
+            k if k.startswith("model.") or k.startswith("lm_head.") else f"model.{k}": v for k, v in weights.items()
+        }
         return super().sanitize(weights)
 
     @staticmethod
@@ -72,5 +74,12 @@ class PlannerLM(Model):
         scales, biases = layer["scales"][start:stop], layer.get("biases")
         biases = None if biases is None else biases[start:stop]
         return lambda h: mx.quantized_matmul(
-            h, weight, scales=scales, biases=biases, transpose=True, group_size=layer.group_size, bits=layer.bits, mode=layer.mode
+            h,
+            weight,
+            scales=scales,
+            biases=biases,
+            transpose=True,
+            group_size=layer.group_size,
+            bits=layer.bits,
+            mode=layer.mode,
         )

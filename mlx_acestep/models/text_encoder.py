@@ -66,7 +66,9 @@ class Qwen3TextEncoder(Qwen3Model):
         mask = "causal"
         if attention_mask is not None:
             if attention_mask.shape != input_ids.shape:
-                raise AceStepError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(input_ids.shape)}")
+                raise AceStepError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(input_ids.shape)}"
+                )
             causal = mx.tril(mx.ones((length, length), dtype=mx.bool_))
             mask = causal[None, None] & attention_mask.astype(mx.bool_)[:, None, None, :]
         for layer in self.layers:

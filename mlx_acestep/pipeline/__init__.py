@@ -38,6 +38,8 @@ __all__ = list(_EXPORTS)
 def __getattr__(name: str):
     if name in _EXPORTS:
         module = _EXPORTS[name]
-        target = importlib.import_module(f"mlx_acestep.{module[2:]}" if module.startswith("..") else f"{__name__}.{module}")
+        target = importlib.import_module(
+            f"mlx_acestep.{module[2:]}" if module.startswith("..") else f"{__name__}.{module}"
+        )
         return getattr(target, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,8 +26,8 @@ import dataclasses
 import functools
 import warnings
 import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -36,13 +36,20 @@ from ..adapters import AdapterStack
 from ..errors import AceStepError
 from ..hub import ModelFolders
 from ..limits import HOP, MIN_FRAMES, SAMPLE_RATE, SECONDS, VAE_CHUNK, VAE_OVERLAP, frames_of, seconds_of
-from ..names import DEFAULT_REPO
 from ..loading import load_silence_latent, read_json
 from ..models.dit import AceStepConfig
 from ..models.dit.config import model_family
+from ..names import DEFAULT_REPO
 from .adapters import AdapterMethods
 from .conditioning import (
-    ConditionInput, PromptTokens, code_hints, encode_prompts, planned_item, reference_clips, tokenize_items)
+    ConditionInput,
+    PromptTokens,
+    code_hints,
+    encode_prompts,
+    planned_item,
+    reference_clips,
+    tokenize_items,
+)
 from .postprocess import postprocess
 from .prompts import Metas, PromptTokenizer, instruction
 from .request import GenerationRequest, resolve_seeds, sampler_settings, source_frames, steps_of
@@ -60,8 +67,10 @@ def check_finite(x: mx.array, phase: str) -> None:
     """NaN or inf out of a phase would be written as a file of clipped noise that looks like success (as the
     reference checks since its NaN fix): stop here, naming the phase."""
     if not bool(mx.all(mx.isfinite(x)).item()):
-        raise AceStepError(f"{phase} produced NaN or infinite values (numerical overflow: try --dtype float32, "
-                           "or another seed); nothing was written")
+        raise AceStepError(
+            f"{phase} produced NaN or infinite values (numerical overflow: try --dtype float32, "
+            "or another seed); nothing was written"
+        )
 
 
 def initial_noise(seeds: Sequence[int], frames: int, channels: int, dtype: mx.Dtype) -> mx.array:
@@ -105,7 +114,7 @@ class ACEStep(AdapterMethods):
         self.unload()
         self._worker.close()
 
-    def __enter__(self) -> "ACEStep":
+    def __enter__(self) -> ACEStep:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -126,7 +135,7 @@ class ACEStep(AdapterMethods):
         reconvert: bool = False,
         log: Callable[[str], None] | None = None,
         **kwargs,
-    ) -> "ACEStep":
+    ) -> ACEStep:
         """Load from a converted MLX folder, a PyTorch checkpoint root (original or diffusers layout,
         converted once into the cache), a Hugging Face repo id (downloaded, converted, cached) or "tiny".
 
@@ -141,8 +150,16 @@ class ACEStep(AdapterMethods):
         from ..hub import resolve_model
 
         folders = resolve_model(
-            model, dit=dit, dtype=dtype, quantize=quantize, q_group_size=q_group_size, lm=lm, lm_quantize=lm_quantize,
-            cache_dir=cache_dir, reconvert=reconvert, log=log,
+            model,
+            dit=dit,
+            dtype=dtype,
+            quantize=quantize,
+            q_group_size=q_group_size,
+            lm=lm,
+            lm_quantize=lm_quantize,
+            cache_dir=cache_dir,
+            reconvert=reconvert,
+            log=log,
         )
         return cls(folders, **kwargs)
 
@@ -170,8 +187,13 @@ class ACEStep(AdapterMethods):
     # -- generation ----------------------------------------------------------------------------
 
     def generate(
-        self, request: GenerationRequest | str | None = None, lyrics: str | None = None, /, *,
-        callback: ProgressCallback | None = None, **fields,
+        self,
+        request: GenerationRequest | str | None = None,
+        lyrics: str | None = None,
+        /,
+        *,
+        callback: ProgressCallback | None = None,
+        **fields,
     ) -> GenerationResult:
         """Generate from a `GenerationRequest`, or from its fields: `generate("gentle piano", "[verse] ...", duration=30)`.
 
@@ -198,14 +220,19 @@ class ACEStep(AdapterMethods):
         settings = request.sampler_settings(self.family, stacklevel=3)
         frames = source_frames(request.src_audio, request.src_latents)
         if duration is None and frames is not None and seconds_of(frames) < SECONDS[0]:
-            warnings.warn(f"the source lasts {seconds_of(frames):.2f} s, less than {SECONDS[0]:g} s: the output "
-                          "follows it (give a duration to render longer)", stacklevel=2)
+            warnings.warn(
+                f"the source lasts {seconds_of(frames):.2f} s, less than {SECONDS[0]:g} s: the output "
+                "follows it (give a duration to render longer)",
+                stacklevel=2,
+            )
         call_adapters = self.read_call_adapters(request.loras)  # bad adapter files fail before any work
-        return self._worker.run(lambda: self._generate(request, thinking, duration, settings, callback, call_adapters),
-                                request)
+        return self._worker.run(
+            lambda: self._generate(request, thinking, duration, settings, callback, call_adapters), request
+        )
 
-    def _generate(self, request: GenerationRequest, thinking: bool, duration, settings, callback,
-                  call_adapters=()) -> GenerationResult:
+    def _generate(
+        self, request: GenerationRequest, thinking: bool, duration, settings, callback, call_adapters=()
+    ) -> GenerationResult:
         job = request.job
         seeds = resolve_seeds(request.seed, request.batch_size)
         batch = request.batch_size
@@ -221,8 +248,12 @@ class ACEStep(AdapterMethods):
             items = [planned_item(p, request.caption, request.lyrics, duration, request.language) for p in plans]
             codes = np.stack([p.codes for p in plans])
         else:
-            metas = Metas(duration=duration, bpm=request.bpm, timesignature=request.time_signature, keyscale=request.key)
-            items = [ConditionInput(request.caption, request.lyrics, metas, request.language, job.instruction())] * batch
+            metas = Metas(
+                duration=duration, bpm=request.bpm, timesignature=request.time_signature, keyscale=request.key
+            )
+            items = [
+                ConditionInput(request.caption, request.lyrics, metas, request.language, job.instruction())
+            ] * batch
         if reference is not None:
             items = [dataclasses.replace(item, reference_latents=reference) for item in items]
         frames = max(MIN_FRAMES, source.shape[0] if follow_source else frames_of(duration))
@@ -239,22 +270,42 @@ class ACEStep(AdapterMethods):
             tokens = tokenize_items(self.tokenizer, items)
         noise = initial_noise(seeds, frames, self.config.audio_acoustic_hidden_dim, self.dtype)
         out = self.generate_from_tokens(
-            tokens, frames, noise, settings, items=items, codes=codes, sources=sources, edit=edit, alt_tokens=alt_tokens,
-            seed=seeds[0], callback=callback, meter=meter, adapters=call_adapters,
+            tokens,
+            frames,
+            noise,
+            settings,
+            items=items,
+            codes=codes,
+            sources=sources,
+            edit=edit,
+            alt_tokens=alt_tokens,
+            seed=seeds[0],
+            callback=callback,
+            meter=meter,
+            adapters=call_adapters,
         )
         if follow_source:  # a source shorter than the 128-frame minimum keeps its own length
             frames = min(frames, source.shape[0])
         with meter.phase("post"):
             audio = postprocess(out.waveform[:, : frames * HOP], job, source_wave, region, request.normalize)
         return GenerationResult(
-            audio=audio, sample_rate=SAMPLE_RATE, seeds=seeds, duration=seconds_of(frames),
-            seconds=dict(meter.seconds), peak_memory=dict(meter.peak), latents=np.array(out.latents.astype(mx.float32)),
-            metadata=[p.metadata for p in plans], codes=codes,
+            audio=audio,
+            sample_rate=SAMPLE_RATE,
+            seeds=seeds,
+            duration=seconds_of(frames),
+            seconds=dict(meter.seconds),
+            peak_memory=dict(meter.peak),
+            latents=np.array(out.latents.astype(mx.float32)),
+            metadata=[p.metadata for p in plans],
+            codes=codes,
         )
 
-    def encode_condition(self, items: Sequence[ConditionInput], frames: int, seed: int = 0) -> tuple[mx.array, mx.array]:
+    def encode_condition(
+        self, items: Sequence[ConditionInput], frames: int, seed: int = 0
+    ) -> tuple[mx.array, mx.array]:
         """What the DiT is given for text2music `items` over `frames` latent frames: (encoder states `[B, L, E]`,
         context latents `[B, frames, 128]`), through the same phases as `generate` (the trainer caches these)."""
+
         def run():
             tokens = tokenize_items(self.tokenizer, items)
 
@@ -264,8 +315,12 @@ class ACEStep(AdapterMethods):
                 return text
 
             text = self.residency.run("text_encoder", text_phase)
-            (states, context), _ = self.residency.run("condition", lambda dit: self._condition(
-                dit, text, None, items, frames, None, None, [False] * len(items), self.config.timbre_fix_frame, seed))
+            (states, context), _ = self.residency.run(
+                "condition",
+                lambda dit: self._condition(
+                    dit, text, None, items, frames, None, None, [False] * len(items), self.config.timbre_fix_frame, seed
+                ),
+            )
             mx.eval(states, context)
             return states, context
 
@@ -273,20 +328,34 @@ class ACEStep(AdapterMethods):
 
     # -- audio in ------------------------------------------------------------------------------
 
-    def encode_audio(self, audio: str | Path | np.ndarray, seed: int = 0, meter: PhaseMeter | None = None,
-                     what: str = "source audio", progress=None) -> mx.array:
+    def encode_audio(
+        self,
+        audio: str | Path | np.ndarray,
+        seed: int = 0,
+        meter: PhaseMeter | None = None,
+        what: str = "source audio",
+        progress=None,
+    ) -> mx.array:
         """A recording (a file at any rate, or a 48 kHz `[samples, channels]` array) -> VAE latents `[T, 64]`,
         a seeded draw from the posterior as the reference samples it (spec 5.10)."""
         wave = read_audio(audio, what)
-        return self._worker.run(lambda: self.residency.run(
-            "vae_encoder", lambda vae: encode_wave(vae, wave, seed, self.vae_chunk, self.vae_overlap, progress), meter), wave)
+        return self._worker.run(
+            lambda: self.residency.run(
+                "vae_encoder",
+                lambda vae: encode_wave(vae, wave, seed, self.vae_chunk, self.vae_overlap, progress),
+                meter,
+            ),
+            wave,
+        )
 
     def _encode_inputs(self, request: GenerationRequest, seed: int, meter: PhaseMeter, callback):
         """(source latents, source waveform, reference latents); the waveform only when the source is audio."""
         report = reporter(callback, self._worker.cancel)
         channels = self.config.audio_acoustic_hidden_dim
         source = None if request.src_latents is None else latents_input(request.src_latents, "source latents", channels)
-        reference = None if request.ref_latents is None else latents_input(request.ref_latents, "reference latents", channels)
+        reference = (
+            None if request.ref_latents is None else latents_input(request.ref_latents, "reference latents", channels)
+        )
         wave = None
         if request.src_audio is None and request.ref_audio is None:
             return source, wave, reference
@@ -297,12 +366,19 @@ class ACEStep(AdapterMethods):
 
             def encode(vae):
                 src = None if wave is None else encode_wave(vae, wave, seed, self.vae_chunk, self.vae_overlap, progress)
-                ref = None if ref_wave is None else encode_wave(vae, ref_wave, seed + 1, self.vae_chunk, self.vae_overlap, progress)
+                ref = (
+                    None
+                    if ref_wave is None
+                    else encode_wave(vae, ref_wave, seed + 1, self.vae_chunk, self.vae_overlap, progress)
+                )
                 return src, ref
 
             encoded_source, encoded_reference = self.residency.run("vae_encoder", encode, meter)
-        return (source if encoded_source is None else encoded_source), wave, \
-            (reference if encoded_reference is None else encoded_reference)
+        return (
+            (source if encoded_source is None else encoded_source),
+            wave,
+            (reference if encoded_reference is None else encoded_reference),
+        )
 
     # -- the planner ---------------------------------------------------------------------------
 
@@ -310,18 +386,33 @@ class ACEStep(AdapterMethods):
         """One plan per item (its own seed). Without a duration the first item's choice is the batch's length."""
         report = reporter(callback, self._worker.cancel)
         interrupted = functools.partial(reporter(None, self._worker.cancel), "lm", 0, 0)  # Ctrl-C between tokens
-        lm = dict(cfg_scale=request.lm_cfg_scale, temperature=request.lm_temperature, top_p=request.lm_top_p,
-                  negative=request.negative_prompt)
+        lm = dict(
+            cfg_scale=request.lm_cfg_scale,
+            temperature=request.lm_temperature,
+            top_p=request.lm_top_p,
+            negative=request.negative_prompt,
+        )
 
         def plan_all(planner):
             plans, length = [], duration
             for i, s in enumerate(seeds):
                 progress = functools.partial(lambda i, done, n: report("lm", i * n + done, n * len(seeds)), i)
-                plans.append(planner.plan(
-                    request.caption, request.lyrics, duration=length, bpm=request.bpm, keyscale=request.key,
-                    timesignature=request.time_signature, language=request.language, seed=s,
-                    max_duration=self.max_seconds, callback=progress, check=interrupted, **lm,
-                ))
+                plans.append(
+                    planner.plan(
+                        request.caption,
+                        request.lyrics,
+                        duration=length,
+                        bpm=request.bpm,
+                        keyscale=request.key,
+                        timesignature=request.time_signature,
+                        language=request.language,
+                        seed=s,
+                        max_duration=self.max_seconds,
+                        callback=progress,
+                        check=interrupted,
+                        **lm,
+                    )
+                )
                 if length is None:
                     length = float(plans[0].metadata["duration"])
             return plans
@@ -358,12 +449,25 @@ class ACEStep(AdapterMethods):
         `edit` their sampler hooks, and `alt_tokens` the prompts of cover strength's second condition.
         `adapters` are this call's adapter entries, applied on top of the loaded ones (`load_lora`).
         """
+
         def run():
             previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
             try:
                 return self._run(
-                    tokens, frames, noise, settings, items, codes, sources, edit, alt_tokens, timbre_frames, seed, callback,
-                    meter or PhaseMeter(), list(adapters),
+                    tokens,
+                    frames,
+                    noise,
+                    settings,
+                    items,
+                    codes,
+                    sources,
+                    edit,
+                    alt_tokens,
+                    timbre_frames,
+                    seed,
+                    callback,
+                    meter or PhaseMeter(),
+                    list(adapters),
                 )
             finally:
                 mx.set_cache_limit(previous)
@@ -371,8 +475,23 @@ class ACEStep(AdapterMethods):
 
         return self._worker.run(run, noise, items, sources, edit)
 
-    def _run(self, tokens, frames, noise, settings, items, codes, sources, edit, alt_tokens, timbre_frames, seed, callback,
-             meter, call_adapters) -> Generated:
+    def _run(
+        self,
+        tokens,
+        frames,
+        noise,
+        settings,
+        items,
+        codes,
+        sources,
+        edit,
+        alt_tokens,
+        timbre_frames,
+        seed,
+        callback,
+        meter,
+        call_adapters,
+    ) -> Generated:
         batch = tokens.text_ids.shape[0]
         channels = self.config.audio_acoustic_hidden_dim
         if noise.shape != (batch, frames, channels):
@@ -382,8 +501,9 @@ class ACEStep(AdapterMethods):
                 f"{frames} latent frames exceed the checkpoint's silence latent ({self.silence_latent.shape[1]} frames = "
                 f"{seconds_of(self.silence_latent.shape[1]):g} s)"
             )
-        if sources is not None and (len(sources) != batch or any(s.shape[0] != frames or m.shape[0] != frames
-                                                                   for s, m, _ in sources)):
+        if sources is not None and (
+            len(sources) != batch or any(s.shape[0] != frames or m.shape[0] != frames for s, m, _ in sources)
+        ):
             raise AceStepError(f"sources must hold {batch} items of {frames} frames")
         items = items or [ConditionInput("-")] * batch
         settings = settings or self.sampler_settings()
@@ -392,9 +512,17 @@ class ACEStep(AdapterMethods):
 
         report("text", 0, 1)
         with meter.phase("text"):
+
             def text_phase(text_encoder):
-                out = encode_prompts(text_encoder, tokens), None if alt_tokens is None else encode_prompts(text_encoder, alt_tokens)
-                mx.eval(out[0].text_hidden_states, out[0].lyric_hidden_states, None if out[1] is None else out[1].text_hidden_states)
+                out = (
+                    encode_prompts(text_encoder, tokens),
+                    None if alt_tokens is None else encode_prompts(text_encoder, alt_tokens),
+                )
+                mx.eval(
+                    out[0].text_hidden_states,
+                    out[0].lyric_hidden_states,
+                    None if out[1] is None else out[1].text_hidden_states,
+                )
                 return out
 
             text, alt_text = self.residency.run("text_encoder", text_phase, meter)
@@ -405,8 +533,12 @@ class ACEStep(AdapterMethods):
             covers = [bool(c) for _, _, c in sources] if sources is not None else [codes is not None] * batch
             role = "condition_codes" if any(covers) else "condition"
             condition, alt = self.residency.run(
-                role, lambda dit: self._condition(dit, text, alt_text, items, frames, codes, sources, covers, timbre_frames, seed),
-                meter)
+                role,
+                lambda dit: self._condition(
+                    dit, text, alt_text, items, frames, codes, sources, covers, timbre_frames, seed
+                ),
+                meter,
+            )
             if alt is not None:
                 edit = dataclasses.replace(edit, switch_to=alt)
         report("condition", 1, 1)
@@ -421,8 +553,15 @@ class ACEStep(AdapterMethods):
                     if isinstance(settings, TurboSettings):
                         x = sample_turbo(dit.decoder, *condition, settings, noise=noise, callback=steps_done, edit=edit)
                     else:
-                        x = sample_base(dit.decoder, *condition, dit.null_condition_emb, settings, noise=noise,
-                                        callback=steps_done, edit=edit)
+                        x = sample_base(
+                            dit.decoder,
+                            *condition,
+                            dit.null_condition_emb,
+                            settings,
+                            noise=noise,
+                            callback=steps_done,
+                            edit=edit,
+                        )
                     mx.eval(x)
                     return x
                 finally:
@@ -431,13 +570,18 @@ class ACEStep(AdapterMethods):
 
             self._drop_stale_fused()
             latents = self.residency.run("denoiser", sample, meter)
-            del condition, edit
+            condition = edit = None  # freed before the VAE phase
             check_finite(latents, "the diffusion (DiT) phase")
 
         with meter.phase("vae"):
+
             def decode(vae):
-                wave = vae.decode_chunked(latents.astype(vae.dtype), self.vae_chunk, self.vae_overlap,
-                                          progress=lambda d, n: report("vae", d, n))
+                wave = vae.decode_chunked(
+                    latents.astype(vae.dtype),
+                    self.vae_chunk,
+                    self.vae_overlap,
+                    progress=lambda d, n: report("vae", d, n),
+                )
                 mx.eval(wave)
                 return wave
 
@@ -458,11 +602,19 @@ class ACEStep(AdapterMethods):
         else:
             src = hints = code_hints(dit, codes, batch, frames, silence, dtype)
 
-        def prepare(states: "TextStates", src, covers, hints=None):
+        def prepare(states, src, covers, hints=None):
             prepared = dit.prepare_condition(
-                states.text_hidden_states.astype(dtype), states.text_attention_mask,
-                text.lyric_hidden_states.astype(dtype), text.lyric_attention_mask, refer, mx.array(order),
-                src, masks, mx.array(covers), silence, hints=hints,
+                states.text_hidden_states.astype(dtype),
+                states.text_attention_mask,
+                text.lyric_hidden_states.astype(dtype),
+                text.lyric_attention_mask,
+                refer,
+                mx.array(order),
+                src,
+                masks,
+                mx.array(covers),
+                silence,
+                hints=hints,
             )
             pair = (prepared.encoder_hidden_states, prepared.context_latents)
             mx.eval(*pair)

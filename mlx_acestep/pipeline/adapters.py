@@ -13,8 +13,8 @@ the DiT's weights from disk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..adapters import Adapter, AdapterStack, check_scale
 from ..adapters.stack import Entry
@@ -50,6 +50,7 @@ class AdapterMethods:
 
     def unload_lora(self, name: str | None = None) -> None:
         """Take one adapter (or, with no name, every one) off; the decoder is the base model again."""
+
         def remove():
             for n in [name] if name is not None else list(self.adapters.entries):
                 self.adapters.entry(n)
@@ -66,8 +67,12 @@ class AdapterMethods:
         from ..adapters import read_adapter
 
         def read():  # on the pipeline's thread: building arrays needs MLX's streams, which are per thread
-            return [Entry(read_adapter(path, self._decoder_targets(), name=f"call-{i}:{Path(path).name}"), check_scale(scale))
-                    for i, (path, scale) in enumerate(loras)]
+            return [
+                Entry(
+                    read_adapter(path, self._decoder_targets(), name=f"call-{i}:{Path(path).name}"), check_scale(scale)
+                )
+                for i, (path, scale) in enumerate(loras)
+            ]
 
         return self._worker.run(read) if loras else []
 

@@ -23,8 +23,9 @@ condition is assembled. What each step does:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Sequence, Union
+from typing import TYPE_CHECKING, NamedTuple
 
 import mlx.core as mx
 import numpy as np
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from ..models.dit import AceStepModel
     from ..models.text_encoder import Qwen3TextEncoder
 
-LatentClip = Union[mx.array, np.ndarray]
+LatentClip = mx.array | np.ndarray
 
 
 @dataclass
@@ -167,7 +168,9 @@ def planned_item(plan, caption: str, lyrics: str, duration: float, language: str
     (codes make the task a cover of the hints). The LM's language is used when the user gave none: the
     reference means to, but reads a misnamed key and keeps "unknown" (spec 8.6); this port does it."""
     meta = plan.metadata
-    metas = Metas(duration=duration, bpm=meta.get("bpm"), timesignature=meta.get("timesignature"), keyscale=meta.get("keyscale"))
+    metas = Metas(
+        duration=duration, bpm=meta.get("bpm"), timesignature=meta.get("timesignature"), keyscale=meta.get("keyscale")
+    )
     if language in (None, "", "unknown"):
         language = meta.get("language") or "unknown"
     return ConditionInput(meta.get("caption") or caption, lyrics, metas, language, instruction=instruction("cover"))

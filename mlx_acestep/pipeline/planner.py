@@ -23,9 +23,16 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import AceStepError
-from ..models.planner_lm import PlannerLM
 from ..limits import (
-    CAPTION_TOKENS, CHARS_PER_TOKEN, DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, LYRIC_TOKENS, SECONDS)
+    CAPTION_TOKENS,
+    CHARS_PER_TOKEN,
+    DEFAULT_LM_CFG_SCALE,
+    DEFAULT_LM_TEMPERATURE,
+    DEFAULT_LM_TOP_P,
+    LYRIC_TOKENS,
+    SECONDS,
+)
+from ..models.planner_lm import PlannerLM
 from ..names import INSTRUMENTAL, NEGATIVE_DEFAULT
 from .planner_constraint import FIELDS, MetadataConstraint, write_metadata
 
@@ -88,7 +95,7 @@ class CodeTokens:
     eos_id: int
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> "CodeTokens":
+    def from_tokenizer(cls, tokenizer) -> CodeTokens:
         codes = {int(m.group(1)): i for t, i in tokenizer.get_vocab().items() if (m := _CODE.fullmatch(t))}
         if not codes or 0 not in codes:
             raise AceStepError("the LM tokenizer has no <|audio_code_N|> tokens")
@@ -99,7 +106,7 @@ class CodeTokens:
             raise AceStepError("the LM tokenizer defines no eos token")
         return cls(first, count, tokenizer.eos_token_id)
 
-    def limit(self, codebook_size: int | None) -> "CodeTokens":
+    def limit(self, codebook_size: int | None) -> CodeTokens:
         """Only codes below the DiT's codebook size (the real LM has 65535 code tokens for 64000 codes)."""
         if codebook_size is None or codebook_size >= self.count:
             return self
@@ -138,8 +145,8 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[mx.array, mx.array]:
     ids = np.full((len(rows), length), pad_id, dtype=np.int32)
     mask = np.zeros((len(rows), length), dtype=bool)
     for i, r in enumerate(rows):
-        ids[i, length - len(r):] = r
-        mask[i, length - len(r):] = True
+        ids[i, length - len(r) :] = r
+        mask[i, length - len(r) :] = True
     return mx.array(ids), mx.array(mask)
 
 
@@ -218,7 +225,7 @@ class Planner:
         self._constraint = None
 
     @classmethod
-    def load(cls, folder: str | Path, codebook_size: int | None = None) -> "Planner":
+    def load(cls, folder: str | Path, codebook_size: int | None = None) -> Planner:
         from ..loading import load_component
 
         return cls(load_component(folder, "lm"), load_planner_tokenizer(folder), codebook_size)
@@ -239,8 +246,15 @@ class Planner:
         return self._constraint
 
     def think(
-        self, caption: str, lyrics: str, user: dict, temperature: float = DEFAULT_LM_TEMPERATURE, top_p: float = DEFAULT_LM_TOP_P,
-        seed: int = 0, max_duration: int = int(SECONDS[1]), check=None,
+        self,
+        caption: str,
+        lyrics: str,
+        user: dict,
+        temperature: float = DEFAULT_LM_TEMPERATURE,
+        top_p: float = DEFAULT_LM_TOP_P,
+        seed: int = 0,
+        max_duration: int = int(SECONDS[1]),
+        check=None,
     ):
         """Phase 1: the constrained `<think>` block (a `ThinkResult`); `user` fields are forced. `check()` runs
         before every forward (it raises to stop: the pipeline's cancellation)."""
@@ -316,8 +330,17 @@ class Planner:
         cond, uncond = codes_prompts(caption, lyrics, meta, negative)
         start = time.perf_counter()
         values = generate_codes(
-            self.lm, self.tokenizer.encode(cond), self.tokenizer.encode(uncond), n_codes, self.codes, self.pad_id,
-            cfg_scale=cfg_scale, temperature=temperature, top_p=top_p, seed=seed, callback=callback,
+            self.lm,
+            self.tokenizer.encode(cond),
+            self.tokenizer.encode(uncond),
+            n_codes,
+            self.codes,
+            self.pad_id,
+            cfg_scale=cfg_scale,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            callback=callback,
         )
         seconds["codes"] = time.perf_counter() - start
         return Plan(values, meta, think, seconds)

@@ -49,7 +49,7 @@ def _durations(longest: int) -> list[str]:
 class _Trie:
     """Token-id prefix tree of every valid value line (` value\\n` after `name:`)."""
 
-    children: dict[int, "_Trie"] = field(default_factory=dict)
+    children: dict[int, _Trie] = field(default_factory=dict)
 
     def add(self, ids: list[int]) -> None:
         node = self
@@ -79,7 +79,7 @@ class MetadataConstraint:
         self.max_duration = max_duration
         # The caption may use any ordinary token: no backtick, nothing added to the base vocabulary.
         blocked = np.zeros(vocab_size, dtype=bool)
-        blocked[len(tokenizer):] = True  # embedding rows past the tokenizer (padding)
+        blocked[len(tokenizer) :] = True  # embedding rows past the tokenizer (padding)
         for i in tokenizer.get_added_vocab().values():
             if i < vocab_size:
                 blocked[i] = True
@@ -87,7 +87,9 @@ class MetadataConstraint:
             blocked[i] = True
         self.texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
         # A token must not start an unindented line inside itself: that line would read as a new field.
-        blocked[: len(self.texts)] |= [any(line[:1] not in ("", " ", "\t") for line in t.split("\n")[1:]) for t in self.texts]
+        blocked[: len(self.texts)] |= [
+            any(line[:1] not in ("", " ", "\t") for line in t.split("\n")[1:]) for t in self.texts
+        ]
         indented = np.zeros(vocab_size, dtype=bool)
         indented[: len(self.texts)] = [t.startswith((" ", "\t")) for t in self.texts]
         self.caption_ok = mx.array(~blocked)
@@ -99,7 +101,7 @@ class MetadataConstraint:
             tree.add(self.value_ids(name, v))
         return tree
 
-    def limit_duration(self, max_duration: int) -> "MetadataConstraint":
+    def limit_duration(self, max_duration: int) -> MetadataConstraint:
         """The same constraint with durations up to `max_duration` (what the checkpoint can render)."""
         if max_duration == self.max_duration:
             return self
@@ -118,7 +120,7 @@ class MetadataConstraint:
         head, full = self.names[name], self._ids(f"{name}: {value}\n")
         if full[: len(head)] != head:
             raise AceStepError(f"the LM tokenizer splits '{name}: {value}' across the field name")
-        return full[len(head):]
+        return full[len(head) :]
 
     def text(self, token: int) -> str:
         return self.texts[token] if token < len(self.texts) else ""

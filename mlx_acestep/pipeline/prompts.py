@@ -41,7 +41,11 @@ def instruction(task: str = "text2music", tracks: list[str] | None = None) -> st
     elif task == "extract":
         text = f"Extract the {names[0]} track from the audio:" if names else "Extract the track from the audio:"
     elif task == "lego":
-        text = f"Generate the {names[0]} track based on the audio context:" if names else "Generate the track based on the audio context:"
+        text = (
+            f"Generate the {names[0]} track based on the audio context:"
+            if names
+            else "Generate the track based on the audio context:"
+        )
     elif task == "complete":
         text = f"Complete the input track with {' | '.join(names)}:" if names else "Complete the input track:"
     else:

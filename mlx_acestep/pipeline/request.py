@@ -22,16 +22,31 @@ import math
 import numbers
 import secrets
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..errors import AceStepError, RequestError
 from ..limits import (
-    BPM, DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DEFAULT_SECONDS, GUIDANCE, HOP, LM_CFG_SCALE,
-    LM_TEMPERATURE, LM_TOP_P, MAX_BATCH, SAMPLE_RATE, SECONDS, SEED_MAX, SHIFT, STEPS)
+    BPM,
+    DEFAULT_LM_CFG_SCALE,
+    DEFAULT_LM_TEMPERATURE,
+    DEFAULT_LM_TOP_P,
+    DEFAULT_SECONDS,
+    GUIDANCE,
+    HOP,
+    LM_CFG_SCALE,
+    LM_TEMPERATURE,
+    LM_TOP_P,
+    MAX_BATCH,
+    SAMPLE_RATE,
+    SECONDS,
+    SEED_MAX,
+    SHIFT,
+    STEPS,
+)
 from ..names import BASE_DIT, BASE_ONLY, INSTRUMENTAL, KEYSCALES, NEGATIVE_DEFAULT, TIME_SIGNATURES
 from .sampler import TURBO_SHIFTS, TURBO_STEPS, BaseSettings, TurboSettings, nearest_turbo_shift, turbo_timesteps
 from .tasks import Task, check_seconds
@@ -107,8 +122,11 @@ def normalize_key(key: str | None) -> str | None:
         candidate = f"{parts[0][:1].upper()}{parts[0][1:]} {parts[1].lower()}"
         if candidate in KEYSCALES:
             return candidate
-    raise RequestError("key", f"unknown key {key!r} for @name@ (a note A-G, optionally # or b, then major or minor: "
-                              "e.g. 'C major', 'F# minor')")
+    raise RequestError(
+        "key",
+        f"unknown key {key!r} for @name@ (a note A-G, optionally # or b, then major or minor: "
+        "e.g. 'C major', 'F# minor')",
+    )
 
 
 def normalize_time_signature(value) -> str | None:
@@ -119,8 +137,10 @@ def normalize_time_signature(value) -> str | None:
     if text is not None and "/" in text and text.split("/", 1)[1] in ("4", "8"):
         text = text.split("/", 1)[0]
     if text not in TIME_SIGNATURES:
-        raise RequestError("time_signature", f"@name@ must be one of {', '.join(TIME_SIGNATURES)} beats per bar "
-                                             f"(or 2/4, 3/4, 4/4, 6/8), got {value!r}")
+        raise RequestError(
+            "time_signature",
+            f"@name@ must be one of {', '.join(TIME_SIGNATURES)} beats per bar (or 2/4, 3/4, 4/4, 6/8), got {value!r}",
+        )
     return text
 
 
@@ -129,7 +149,13 @@ def check_seeds(seed, batch: int) -> None:
     if seed is None or (_is_int(seed) and seed == -1):
         return
     several = isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, (str, bytes))
-    seeds = list(np.asarray(seed).reshape(-1).tolist()) if isinstance(seed, np.ndarray) else list(seed) if several else [seed]
+    seeds = (
+        list(np.asarray(seed).reshape(-1).tolist())
+        if isinstance(seed, np.ndarray)
+        else list(seed)
+        if several
+        else [seed]
+    )
     for s in seeds:
         if not _is_int(s):
             raise RequestError("seed", f"@name@ must be a whole number (or -1 for random), got {s!r}")
@@ -255,8 +281,20 @@ class GenerationRequest:
         object.__setattr__(self, "loras", _loras(self.loras))
         tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
         object.__setattr__(self, "tracks", tracks)
-        object.__setattr__(self, "job", Task(self.task, self.repaint_start, self.repaint_end, self.track, tracks,
-                                             self.cover_strength, self.repaint_mode, self.repaint_strength))
+        object.__setattr__(
+            self,
+            "job",
+            Task(
+                self.task,
+                self.repaint_start,
+                self.repaint_end,
+                self.track,
+                tracks,
+                self.cover_strength,
+                self.repaint_mode,
+                self.repaint_strength,
+            ),
+        )
         self._check_task_inputs()
 
     def _check_task_inputs(self) -> None:
@@ -280,7 +318,7 @@ class GenerationRequest:
         if frames is not None and job.has_region:  # the region against the source, before anything is encoded
             job.region(frames, frames)
 
-    def replace(self, **changes) -> "GenerationRequest":
+    def replace(self, **changes) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -303,8 +341,10 @@ class GenerationRequest:
         if self.thinking is None:
             return has_planner and not self.job.needs_source
         if self.thinking and not has_planner:
-            raise RequestError("thinking", "@name@ needs the planner LM and this model has none "
-                                           "(load it with lm=..., or turn thinking off)")
+            raise RequestError(
+                "thinking",
+                "@name@ needs the planner LM and this model has none (load it with lm=..., or turn thinking off)",
+            )
         return self.thinking
 
     def duration_for(self, thinking: bool) -> float | None:
@@ -317,8 +357,9 @@ class GenerationRequest:
 
     def check_model(self, family: str, name: str) -> None:
         if self.task in BASE_ONLY and family != "base":
-            raise RequestError("task", f"the {self.task} task needs a base model ({BASE_DIT}); this pipeline runs "
-                                       f"{name} ({family})")
+            raise RequestError(
+                "task", f"the {self.task} task needs a base model ({BASE_DIT}); this pipeline runs {name} ({family})"
+            )
 
     def sampler_settings(self, family: str, stacklevel: int = 2) -> TurboSettings | BaseSettings:
         return sampler_settings(family, self.steps, self.shift, self.guidance, self.method, stacklevel + 1)
@@ -348,7 +389,11 @@ def _loras(loras) -> tuple[tuple[str, float], ...]:
 
 
 def sampler_settings(
-    family: str, steps: int | None = None, shift: float | None = None, guidance: float | None = None, method: str = "ode",
+    family: str,
+    steps: int | None = None,
+    shift: float | None = None,
+    guidance: float | None = None,
+    method: str = "ode",
     stacklevel: int = 2,
 ) -> TurboSettings | BaseSettings:
     """The model family's defaults with the given overrides; turbo warns about what it ignores (the warnings point
@@ -361,13 +406,20 @@ def sampler_settings(
         raise RequestError("method", f"unknown sampling method {method!r} (choose ode or sde)")
     if family == "turbo":
         if steps is not None and steps != defaults.steps:
-            warnings.warn(f"turbo models always run their fixed {TURBO_STEPS}-step schedule; steps={steps} is ignored",
-                          stacklevel=stacklevel)
+            warnings.warn(
+                f"turbo models always run their fixed {TURBO_STEPS}-step schedule; steps={steps} is ignored",
+                stacklevel=stacklevel,
+            )
         if guidance is not None and guidance != 1.0:
-            warnings.warn(f"turbo models run without guidance (CFG); guidance={guidance} is ignored", stacklevel=stacklevel)
+            warnings.warn(
+                f"turbo models run without guidance (CFG); guidance={guidance} is ignored", stacklevel=stacklevel
+            )
         if shift is not None and shift not in TURBO_SHIFTS:
-            warnings.warn(f"turbo models snap the shift to {', '.join(map(str, TURBO_SHIFTS))}; shift={shift} becomes "
-                          f"{nearest_turbo_shift(shift)}", stacklevel=stacklevel)
+            warnings.warn(
+                f"turbo models snap the shift to {', '.join(map(str, TURBO_SHIFTS))}; shift={shift} becomes "
+                f"{nearest_turbo_shift(shift)}",
+                stacklevel=stacklevel,
+            )
         return TurboSettings(shift=defaults.shift if shift is None else shift, method=method)
     return BaseSettings(
         steps=steps or defaults.steps,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -82,8 +82,9 @@ class GenerationResult:
     def paths(self, path: str | Path) -> list[Path]:
         return item_paths(path, len(self.audio))
 
-    def save(self, path: str | Path, subtype: str | None = None, overwrite: bool = False,
-             tags: list[dict] | None = None) -> list[Path]:
+    def save(
+        self, path: str | Path, subtype: str | None = None, overwrite: bool = False, tags: list[dict] | None = None
+    ) -> list[Path]:
         """Write each item (`.wav` or `.flac`, atomically); a batch gets `name_0.wav`, `name_1.wav`, ...
         `tags` holds one dict of file tags per item (see `audio.save_audio`).
 
@@ -93,8 +94,9 @@ class GenerationResult:
         """
         return self.save_as(self.paths(path), subtype, overwrite, tags)
 
-    def save_as(self, paths: list[Path], subtype: str | None = None, overwrite: bool = False,
-                tags: list[dict] | None = None) -> list[Path]:
+    def save_as(
+        self, paths: list[Path], subtype: str | None = None, overwrite: bool = False, tags: list[dict] | None = None
+    ) -> list[Path]:
         """`save` with one path per item."""
         paths = [Path(p) for p in paths]
         if len(paths) != len(self.audio):
@@ -107,9 +109,14 @@ class GenerationResult:
                 written.append(save_audio(p, audio, self.sample_rate, subtype, overwrite, tags[i] if tags else None))
             except OSError as e:
                 rescued = self._rescue(i, p.suffix, subtype)
-                raise AceStepError(f"could not write {p} ({e.strerror or e}); " + (
-                    f"the audio was saved to {', '.join(map(str, rescued))} instead" if rescued else
-                    f"nor a copy in {tempfile.gettempdir()}: the audio is lost")) from None
+                raise AceStepError(
+                    f"could not write {p} ({e.strerror or e}); "
+                    + (
+                        f"the audio was saved to {', '.join(map(str, rescued))} instead"
+                        if rescued
+                        else f"nor a copy in {tempfile.gettempdir()}: the audio is lost"
+                    )
+                ) from None
         return written
 
     def _rescue(self, first: int, suffix: str, subtype: str | None) -> list[Path]:

@@ -16,8 +16,9 @@ difference is reported by the parity tests. Schedules are computed on the host.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import mlx.core as mx
 import numpy as np
@@ -150,7 +151,9 @@ def adg(x, v_cond, v_uncond, t: float, scale: float, angle_clip: float = 3.14 / 
 
     # theta = 2 atan2(|a - b|, |a + b|) for unit a, b: accurate in float32 where acos(cos) is not.
     a, b = unit(x0_c), unit(x0_u)
-    theta = 2 * mx.arctan2(mx.sqrt(mx.sum((a - b) ** 2, -1, keepdims=True)), mx.sqrt(mx.sum((a + b) ** 2, -1, keepdims=True)))
+    theta = 2 * mx.arctan2(
+        mx.sqrt(mx.sum((a - b) ** 2, -1, keepdims=True)), mx.sqrt(mx.sum((a + b) ** 2, -1, keepdims=True))
+    )
     limit = math.acos(1.0 - 1e-6)  # the reference clamps cos to +-(1 - 1e-6)
     theta = mx.clip(theta, limit, math.pi - limit)
     theta_new = mx.clip(weight * theta, -angle_clip, angle_clip)
@@ -255,7 +258,9 @@ def _begin(decoder, context, method, times, schedule_dtype, noise, renoise, key)
     schedule = mx.array(times, dtype=schedule_dtype or dtype).tolist()  # the reference's schedule is in the model dtype
     if renoise is not None and method == "sde" and len(renoise) < len(schedule) - 1:
         raise AceStepError(f"SDE needs {len(schedule) - 1} re-noise draws, got {len(renoise)}")
-    return _Run(dtype, shape, noise.astype(dtype), schedule, renoise, mx.random.split(keys[1], max(len(schedule) - 1, 1)))
+    return _Run(
+        dtype, shape, noise.astype(dtype), schedule, renoise, mx.random.split(keys[1], max(len(schedule) - 1, 1))
+    )
 
 
 def _finish_step(x, k, n, callback):
@@ -275,11 +280,13 @@ def sample_turbo(
     key: mx.array | None = None,
     callback: Callable[[int, int], None] | None = None,
     trace: Trace | None = None,
-    edit: "EditHooks | None" = None,
+    edit: EditHooks | None = None,
 ) -> mx.array:
     """Turbo sampling -> x0 `[B, T, 64]`. `noise` (else drawn from `key`) starts it; SDE draws `renoise` per step."""
     s = settings or TurboSettings()
-    run = _begin(decoder, context, s.method, turbo_timesteps(s.shift, s.timesteps), s.schedule_dtype, noise, renoise, key)
+    run = _begin(
+        decoder, context, s.method, turbo_timesteps(s.shift, s.timesteps), s.schedule_dtype, noise, renoise, key
+    )
     x, schedule = run.x, run.schedule
     denoise = Denoiser(decoder, encoder_hidden_states, context)
     switch = edit.switch_step(len(schedule)) if edit is not None else None
@@ -313,13 +320,15 @@ def sample_base(
     key: mx.array | None = None,
     callback: Callable[[int, int], None] | None = None,
     trace: Trace | None = None,
-    edit: "EditHooks | None" = None,
+    edit: EditHooks | None = None,
 ) -> mx.array:
     """Base/SFT sampling with CFG against `null_condition_emb` broadcast over the condition -> x0."""
     s = settings or BaseSettings()
     if s.guidance not in ("apg", "adg", "cfg"):
         raise AceStepError(f"unknown guidance {s.guidance!r} (choose apg, adg or cfg)")
-    run = _begin(decoder, context, s.method, base_timesteps(s.steps, s.shift, s.timesteps), s.schedule_dtype, noise, renoise, key)
+    run = _begin(
+        decoder, context, s.method, base_timesteps(s.steps, s.shift, s.timesteps), s.schedule_dtype, noise, renoise, key
+    )
     x, schedule, dtype, b = run.x, run.schedule, run.dtype, context.shape[0]
     n = len(schedule) - 1
     guided = s.guidance_scale > 1.0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -56,8 +56,9 @@ def latents_input(x, what: str, channels: int) -> mx.array:
     return x
 
 
-def encode_wave(vae, wave: np.ndarray, seed: int, chunk: int, overlap: int,
-                progress: Callable[[int, int], None] | None = None) -> mx.array:
+def encode_wave(
+    vae, wave: np.ndarray, seed: int, chunk: int, overlap: int, progress: Callable[[int, int], None] | None = None
+) -> mx.array:
     """A 48 kHz stereo waveform -> VAE latents `[T, 64]`, a seeded draw from the posterior as the reference
     samples it (spec 5.10; the reference's draw is unseeded)."""
     mean, std = vae.encode_moments_chunked(mx.array(wave)[None], chunk, overlap, progress=progress)

@@ -16,8 +16,8 @@ extract, lego and complete are trained into the base model only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -27,7 +27,6 @@ from ..limits import HOP, SAMPLE_RATE, SOURCE_SECONDS
 from ..names import BASE_ONLY, REPAINT_MODES, TASKS, TRACKS  # noqa: F401
 from .prompts import instruction
 from .sampler import EditHooks
-
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,9 @@ class Task:
             raise RequestError("task", f"unknown task {self.name!r} (choose from {', '.join(TASKS)})")
         for t in ([self.track] if self.track else []) + list(self.tracks or []):
             if t not in TRACKS:
-                raise RequestError("track" if t == self.track else "tracks", f"unknown track {t!r} (choose from {', '.join(TRACKS)})")
+                raise RequestError(
+                    "track" if t == self.track else "tracks", f"unknown track {t!r} (choose from {', '.join(TRACKS)})"
+                )
         if self.track and self.name not in ("extract", "lego"):
             raise RequestError("track", f"@name@ is for extract and lego, not for {self.name} (complete takes tracks)")
         if self.tracks and self.name != "complete":
@@ -93,12 +94,16 @@ def region_frames(start: float, end: float | None, frames: int, source_frames: i
     if start < 0:
         raise RequestError("repaint_start", f"the region starts at {start:g} s, before the audio (@name@)")
     if end is not None and end <= 0:
-        raise RequestError("repaint_end", f"@name@ must be after 0 s, got {end:g} (leave it out for the end of the source)")
+        raise RequestError(
+            "repaint_end", f"@name@ must be after 0 s, got {end:g} (leave it out for the end of the source)"
+        )
     if end is not None and end <= start:
         raise RequestError("repaint_end", f"the region is inverted or empty: start {start:g} s, end {end:g} s (@name@)")
     a = int(start * SAMPLE_RATE // HOP)
     if a >= source_frames:
-        raise RequestError("repaint_start", f"the region starts at {start:g} s, after the end of the audio ({length:g} s)")
+        raise RequestError(
+            "repaint_start", f"the region starts at {start:g} s, after the end of the audio ({length:g} s)"
+        )
     if end is not None and int(end * SAMPLE_RATE // HOP) > source_frames:
         raise RequestError("repaint_end", f"the region ends at {end:g} s, after the end of the audio ({length:g} s)")
     b = source_frames if end is None else int(end * SAMPLE_RATE // HOP)
@@ -112,7 +117,7 @@ def fit_frames(latents: mx.array, frames: int, silence: mx.array) -> mx.array:
     """Source latents `[T, C]` cropped or padded with the silence latent's frames to `frames`."""
     if latents.shape[0] >= frames:
         return latents[:frames]
-    pad = silence[0, latents.shape[0]:frames].astype(latents.dtype)
+    pad = silence[0, latents.shape[0] : frames].astype(latents.dtype)
     return mx.concatenate([latents, pad], axis=0)
 
 
@@ -135,6 +140,7 @@ def task_context(task: Task, src: mx.array, frames: int, silence: mx.array, regi
 
 
 # -- repaint's extras (spec 5.8, 5.9): latent injection, blend, waveform splice ---------------------
+
 
 def repaint_settings(mode: str = "balanced", strength: float = 0.5) -> tuple[float, int, float]:
     """(share of steps with injection, blend ramp in frames, waveform cross-fade in seconds) of a repaint mode."""
@@ -162,7 +168,9 @@ def region_weights(length: int, a: int, b: int, ramp: int) -> np.ndarray:
     return w
 
 
-def splice(generated: np.ndarray, source: np.ndarray, a: int, b: int, xfade_seconds: float, hop: int = HOP) -> np.ndarray:
+def splice(
+    generated: np.ndarray, source: np.ndarray, a: int, b: int, xfade_seconds: float, hop: int = HOP
+) -> np.ndarray:
     """Outside the region [a, b) (latent frames) the output is the source waveform, cross-faded over
     `xfade_seconds` on both sides outside the region; `generated` `[samples, 2]`, `source` padded or cut to it."""
     n = generated.shape[0]

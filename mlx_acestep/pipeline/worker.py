@@ -21,13 +21,14 @@ import dataclasses
 import queue
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import mlx.core as mx
 
 T = TypeVar("T")
-_live: "weakref.WeakSet[Worker]" = weakref.WeakSet()
+_live: weakref.WeakSet[Worker] = weakref.WeakSet()
 
 
 class Worker:

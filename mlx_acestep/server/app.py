@@ -48,7 +48,9 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
             return
         header = request.headers.get("authorization")
         if header is None:
-            raise HTTPException(401, "Missing ai_token or Authorization header" if body is not None else "Missing Authorization header")
+            raise HTTPException(
+                401, "Missing ai_token or Authorization header" if body is not None else "Missing Authorization header"
+            )
         if header.removeprefix("Bearer ") != api_key:
             raise HTTPException(401, "Invalid API key")
 
@@ -75,14 +77,18 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
         try:
             body = json.loads(raw or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ProtocolError("the body is not valid JSON (send Content-Type: application/json with a JSON object)") from None
+            raise ProtocolError(
+                "the body is not valid JSON (send Content-Type: application/json with a JSON object)"
+            ) from None
         if not isinstance(body, dict):
             raise ProtocolError("the body must be a JSON object")
         return body, {}
 
     def allowed_input(path: str, what: str, folders: bool = False):
         if inputs_root is None:
-            raise ProtocolError(f"{what} paths are not allowed here (start the server with --input-dir, or upload the file)", 403)
+            raise ProtocolError(
+                f"{what} paths are not allowed here (start the server with --input-dir, or upload the file)", 403
+            )
         resolved = Path(path).expanduser().resolve()
         if not resolved.is_relative_to(inputs_root):
             raise ProtocolError(f"{what} {path!r} is outside the allowed input folder", 403)
@@ -121,22 +127,42 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
         return envelope({"task_id": job.id, "status": "queued", "queue_position": position})
 
     def item(job: Job):
-        base = {"wave": "", "status": STATUS_CODE[job.state], "create_time": int(job.created), "env": "development",
-                "progress": job.progress, "stage": job.stage}
+        base = {
+            "wave": "",
+            "status": STATUS_CODE[job.state],
+            "create_time": int(job.created),
+            "env": "development",
+            "progress": job.progress,
+            "stage": job.stage,
+        }
         if job.state != SUCCEEDED:
             return [base | {"file": "", "error": job.error}]
         req = job.request
         out = []
         for i, path in enumerate(job.files):
             meta = job.metadata[i] if i < len(job.metadata) else {}
-            metas = {"bpm": meta.get("bpm") or req.bpm or "N/A", "duration": meta.get("duration") or req.duration or "N/A",
-                     "genres": "N/A", "keyscale": meta.get("keyscale") or req.key or "N/A",
-                     "timesignature": meta.get("timesignature") or req.time_signature or "N/A",
-                     "prompt": req.caption, "lyrics": req.lyrics}
-            out.append(base | {"file": "/v1/audio?path=" + urllib.parse.quote(str(path), safe=""), "prompt": req.caption,
-                               "lyrics": req.lyrics, "metas": metas, "seed_value": str(job.seeds[i]),
-                               "dit_model": pipe.name, "lm_model": pipe.folders.lm.name if pipe.folders.lm else "",
-                               "generation_info": f"{job.seconds:.1f} s on mlx-acestep"})
+            metas = {
+                "bpm": meta.get("bpm") or req.bpm or "N/A",
+                "duration": meta.get("duration") or req.duration or "N/A",
+                "genres": "N/A",
+                "keyscale": meta.get("keyscale") or req.key or "N/A",
+                "timesignature": meta.get("timesignature") or req.time_signature or "N/A",
+                "prompt": req.caption,
+                "lyrics": req.lyrics,
+            }
+            out.append(
+                base
+                | {
+                    "file": "/v1/audio?path=" + urllib.parse.quote(str(path), safe=""),
+                    "prompt": req.caption,
+                    "lyrics": req.lyrics,
+                    "metas": metas,
+                    "seed_value": str(job.seeds[i]),
+                    "dit_model": pipe.name,
+                    "lm_model": pipe.folders.lm.name if pipe.folders.lm else "",
+                    "generation_info": f"{job.seconds:.1f} s on mlx-acestep",
+                }
+            )
         return out
 
     @app.post("/query_result")
@@ -155,8 +181,15 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
             if job is None:
                 data.append({"task_id": task_id, "status": 0, "result": "[]"})
             else:
-                data.append({"task_id": task_id, "status": STATUS_CODE[job.state], "result": json.dumps(item(job)),
-                             "progress_text": f"{job.stage} {job.progress:.0%}", "queue_position": runner.position(job)})
+                data.append(
+                    {
+                        "task_id": task_id,
+                        "status": STATUS_CODE[job.state],
+                        "result": json.dumps(item(job)),
+                        "progress_text": f"{job.stage} {job.progress:.0%}",
+                        "queue_position": runner.position(job),
+                    }
+                )
         return envelope(data)
 
     @app.post("/cancel_task")  # an extension: the reference has no cancel route
@@ -175,7 +208,9 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
         target = allowed_input(str(body["path"]), "the adapter", folders=True)
         try:
             # on a thread of the pool: the pipeline's own thread may be busy with a job, and the event loop must go on
-            adapter = await run_in_threadpool(pipe.load_lora, target, scale=body.get("scale", 1.0), name=body.get("name"))
+            adapter = await run_in_threadpool(
+                pipe.load_lora, target, scale=body.get("scale", 1.0), name=body.get("name")
+            )
         except AceStepError as e:
             raise ProtocolError(str(e)) from None
         return envelope({"name": adapter.name, "summary": adapter.summary(), "loaded": pipe.loras()})
@@ -212,8 +247,17 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": f"acestep/{pipe.name}", "name": f"ACE-Step {pipe.name}",
-                                            "input_modalities": ["text", "audio"], "output_modalities": ["audio"]}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"acestep/{pipe.name}",
+                    "name": f"ACE-Step {pipe.name}",
+                    "input_modalities": ["text", "audio"],
+                    "output_modalities": ["audio"],
+                }
+            ],
+        }
 
     @app.get("/v1/stats")
     async def stats(request: Request):

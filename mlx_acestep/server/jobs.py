@@ -77,9 +77,12 @@ class JobRunner:
         with self._lock:  # _expire pops jobs on the worker's thread
             states = [j.state for j in self.jobs.values()]
         recent = list(self.durations)
-        return {"jobs": {"total": len(states), **{s: states.count(s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED)}},
-                "queue_size": self.queue.qsize(), "queue_maxsize": self.queue.maxsize,
-                "avg_job_seconds": round(sum(recent) / len(recent), 3) if recent else 5.0}
+        return {
+            "jobs": {"total": len(states), **{s: states.count(s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED)}},
+            "queue_size": self.queue.qsize(),
+            "queue_maxsize": self.queue.maxsize,
+            "avg_job_seconds": round(sum(recent) / len(recent), 3) if recent else 5.0,
+        }
 
     def _loop(self) -> None:
         while True:
@@ -113,8 +116,11 @@ class JobRunner:
             job.files = result.save(f"{base}.{job.audio_format}")
             job.seeds, job.metadata = result.seeds, result.metadata
             for path, seed in zip(job.files, result.seeds):  # atomically, like the audio beside it
-                write_text(path.with_suffix(".json"), json.dumps({"task_id": job.id, "seed": seed,
-                                                                  "caption": job.request.caption}), overwrite=False)
+                write_text(
+                    path.with_suffix(".json"),
+                    json.dumps({"task_id": job.id, "seed": seed, "caption": job.request.caption}),
+                    overwrite=False,
+                )
             job.seconds = time.perf_counter() - start  # before the state: a poll that sees it done sees its time
             job.state, job.stage, job.progress = SUCCEEDED, SUCCEEDED, 1.0
         except AceStepError as e:
@@ -129,7 +135,9 @@ class JobRunner:
         """Forget finished jobs older than keep_hours and delete their files (only files of our own jobs)."""
         now = time.time()
         with self._lock:
-            expired = [j for j in self.jobs.values() if j.state in (SUCCEEDED, FAILED) and now - j.created > self.keep_seconds]
+            expired = [
+                j for j in self.jobs.values() if j.state in (SUCCEEDED, FAILED) and now - j.created > self.keep_seconds
+            ]
             for job in expired:
                 self.jobs.pop(job.id, None)
         for job in expired:

@@ -131,7 +131,9 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
     f = lookup(body)
     for name in UNSUPPORTED:
         if as_bool(f.get(name), False) if name not in ("sample_query",) else bool(str(f.get(name) or "").strip()):
-            raise ProtocolError(f"{name} is not supported by this server (mlx-acestep serve); see the README's route table")
+            raise ProtocolError(
+                f"{name} is not supported by this server (mlx-acestep serve); see the README's route table"
+            )
     lyrics = str(f.get("lyrics") or "")
     if lyrics.strip().lower() in ("", "[inst]", "[instrumental]"):
         lyrics = INSTRUMENTAL
@@ -139,11 +141,13 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
     seed = as_int(f.get("seed"))
     random_seed = as_bool(f.get("use_random_seed"), True) and (seed is None or seed < 0)
     fields = dict(
-        caption=str(f.get("prompt") or ""), lyrics=lyrics,
+        caption=str(f.get("prompt") or ""),
+        lyrics=lyrics,
         duration=None if duration is None or (duration == duration and duration <= 0) else duration,
         seed=None if random_seed or seed is None or seed < 0 else seed,
         batch_size=as_int(f.get("batch_size")) or 2,  # upstream's default
-        bpm=as_int(f.get("bpm")), key=str(f["key_scale"]) if f.get("key_scale") not in (None, "") else None,
+        bpm=as_int(f.get("bpm")),
+        key=str(f["key_scale"]) if f.get("key_scale") not in (None, "") else None,
         time_signature=str(f["time_signature"]) if f.get("time_signature") not in (None, "") else None,
         language=str(f.get("vocal_language") or "en"),
         method=str(f.get("infer_method") or "ode"),
@@ -153,9 +157,14 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
     if family != "turbo":  # turbo has a fixed schedule and no CFG: upstream's defaults would only warn there
         fields["steps"] = as_int(f.get("inference_steps"))
         fields["guidance"] = as_float(f.get("guidance_scale"))
-    for field, name in (("shift", "shift"), ("lm_temperature", "lm_temperature"), ("lm_cfg_scale", "lm_cfg_scale"),
-                        ("lm_top_p", "lm_top_p"), ("repainting_start", "repaint_start"),
-                        ("audio_cover_strength", "cover_strength")):
+    for field, name in (
+        ("shift", "shift"),
+        ("lm_temperature", "lm_temperature"),
+        ("lm_cfg_scale", "lm_cfg_scale"),
+        ("lm_top_p", "lm_top_p"),
+        ("repainting_start", "repaint_start"),
+        ("audio_cover_strength", "cover_strength"),
+    ):
         value = as_float(f.get(field))
         if value is not None:
             fields[name] = value

@@ -5,8 +5,13 @@ The names are imported on first use, so reading `TrainConfig`'s defaults (the co
 
 import importlib
 
-_EXPORTS = {"TrainConfig": ".config", "TrainProgress": ".trainer", "train_lora": ".trainer", "Clip": ".dataset",
-            "scan_dataset": ".dataset"}
+_EXPORTS = {
+    "TrainConfig": ".config",
+    "TrainProgress": ".trainer",
+    "train_lora": ".trainer",
+    "Clip": ".dataset",
+    "scan_dataset": ".dataset",
+}
 __all__ = list(_EXPORTS)
 
 

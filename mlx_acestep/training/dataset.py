@@ -57,7 +57,9 @@ def _metadata(folder: Path) -> dict[str, dict]:
     for row in rows:
         unknown = set(row) - set(METADATA_FIELDS)
         if unknown:
-            raise AceStepError(f"{folder}: metadata has unknown columns {sorted(unknown)} (known: {', '.join(METADATA_FIELDS)})")
+            raise AceStepError(
+                f"{folder}: metadata has unknown columns {sorted(unknown)} (known: {', '.join(METADATA_FIELDS)})"
+            )
         if not row.get("file"):
             raise AceStepError(f"{folder}: a metadata row has no 'file': {row}")
         out[str(row["file"])] = row
@@ -107,10 +109,14 @@ def scan_dataset(folder: str | Path) -> list[Clip]:
         if not lyrics and sidecar.is_file():
             lyrics = sidecar.read_text(encoding="utf-8")
         clip = Clip(
-            path=path, caption=caption.strip(), lyrics=(lyrics or "").strip() or INSTRUMENTAL,
-            bpm=_optional_int(row.get("bpm"), "bpm", path), key=row.get("key") or None,
+            path=path,
+            caption=caption.strip(),
+            lyrics=(lyrics or "").strip() or INSTRUMENTAL,
+            bpm=_optional_int(row.get("bpm"), "bpm", path),
+            key=row.get("key") or None,
             time_signature=str(row["time_signature"]) if row.get("time_signature") not in (None, "") else None,
-            language=row.get("language") or "unknown", seconds=seconds,
+            language=row.get("language") or "unknown",
+            seconds=seconds,
         )
         _check_metas(clip)
         clips.append(clip)

@@ -34,8 +34,9 @@ def lora_targets(decoder: nn.Module, kinds: tuple[str, ...]) -> dict[str, tuple[
     return {p: s for p, s in targets(decoder).items() if pattern.fullmatch(p)}
 
 
-def attach_lora(decoder: nn.Module, kinds: tuple[str, ...], rank: int, alpha: float, dropout: float,
-                key: mx.array) -> AdapterStack:
+def attach_lora(
+    decoder: nn.Module, kinds: tuple[str, ...], rank: int, alpha: float, dropout: float, key: mx.array
+) -> AdapterStack:
     """A fresh trainable LoRA on the decoder (the base frozen); returns the stack holding it."""
     decoder.freeze()
     deltas = {}
@@ -78,8 +79,10 @@ def load_adapter_tensors(stack: AdapterStack, file: Path) -> None:
         except KeyError as e:
             raise AceStepError(f"{file}: no {e.args[0]} (the checkpoint is damaged, or of another run)") from None
         if down.shape != delta.down.shape or up.shape != delta.up.shape:
-            raise AceStepError(f"{file}: {path} has shapes {down.shape} / {up.shape}, this run's {delta.down.shape} / "
-                               f"{delta.up.shape} (the checkpoint is damaged, or of another run)")
+            raise AceStepError(
+                f"{file}: {path} has shapes {down.shape} / {up.shape}, this run's {delta.down.shape} / "
+                f"{delta.up.shape} (the checkpoint is damaged, or of another run)"
+            )
         delta.down, delta.up = mx.array(down).astype(delta.down.dtype), mx.array(up).astype(delta.up.dtype)
 
 
@@ -89,10 +92,22 @@ def peft_config(rank: int, alpha: float, dropout: float, kinds: tuple[str, ...],
     else:  # PEFT takes a regex string for "these layers only"
         target = rf".*\.({'|'.join(ATTENTION[k] for k in kinds)})\.({'|'.join(PROJECTIONS)})"
     return {
-        "peft_type": "LORA", "task_type": None, "r": rank, "lora_alpha": alpha, "lora_dropout": dropout,
-        "target_modules": target, "bias": "none", "use_rslora": False, "use_dora": False, "init_lora_weights": True,
-        "base_model_name_or_path": base_model, "inference_mode": True, "fan_in_fan_out": False,
-        "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": None,
+        "peft_type": "LORA",
+        "task_type": None,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
+        "target_modules": target,
+        "bias": "none",
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "base_model_name_or_path": base_model,
+        "inference_mode": True,
+        "fan_in_fan_out": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "modules_to_save": None,
     }
 
 

@@ -16,7 +16,9 @@ from ..pipeline.sampler import TURBO_TABLES
 TIMESTEP_MU, TIMESTEP_SIGMA = -0.4, 1.0  # spec 2.2: the checkpoint config's training-only defaults
 
 
-def sample_t(family: str, batch: int, key: mx.array, mu: float = TIMESTEP_MU, sigma: float = TIMESTEP_SIGMA) -> mx.array:
+def sample_t(
+    family: str, batch: int, key: mx.array, mu: float = TIMESTEP_MU, sigma: float = TIMESTEP_SIGMA
+) -> mx.array:
     """`[batch]` training times for the model family."""
     if family == "turbo":
         table = mx.array(TURBO_TABLES[3], dtype=mx.float32)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -40,21 +40,27 @@ def clip_condition(pipe, clip: Clip, frames: int) -> mx.array:
     from ..pipeline.prompts import Metas, instruction
     from ..pipeline.request import normalize_key, normalize_time_signature
 
-    metas = Metas(duration=seconds_of(frames), bpm=clip.bpm, timesignature=normalize_time_signature(clip.time_signature),
-                  keyscale=normalize_key(clip.key))
+    metas = Metas(
+        duration=seconds_of(frames),
+        bpm=clip.bpm,
+        timesignature=normalize_time_signature(clip.time_signature),
+        keyscale=normalize_key(clip.key),
+    )
     item = ConditionInput(clip.caption, clip.lyrics, metas, clip.language, instruction("text2music"))
     states, _ = pipe.encode_condition([item], frames)
     return states[0]
 
 
-def preprocess(pipe, clips: list[Clip], folder: Path, seed: int,
-               progress: Callable[[int, int], None] | None = None) -> list[dict]:
+def preprocess(
+    pipe, clips: list[Clip], folder: Path, seed: int, progress: Callable[[int, int], None] | None = None
+) -> list[dict]:
     """Per clip {"target_latents" [T, 64], "encoder_hidden_states" [L, E], "caption"}, from the cache when it has them."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise AceStepError(f"{folder}: cannot keep the preprocessed clips there ({e.strerror or e}); "
-                           "give a writable --cache-dir") from None
+        raise AceStepError(
+            f"{folder}: cannot keep the preprocessed clips there ({e.strerror or e}); give a writable --cache-dir"
+        ) from None
     out = []
     for n, clip in enumerate(clips):
         # the latents come from the VAE, the condition from the text encoder and the DiT's condition encoder: each
@@ -66,18 +72,27 @@ def preprocess(pipe, clips: list[Clip], folder: Path, seed: int,
         else:
             latents = pipe.encode_audio(clip.path, seed=seed)
             states = clip_condition(pipe, clip, latents.shape[0])
-            tensors = {"target_latents": np.array(latents.astype(mx.float32)),
-                       "encoder_hidden_states": np.array(states.astype(mx.float32))}
+            tensors = {
+                "target_latents": np.array(latents.astype(mx.float32)),
+                "encoder_hidden_states": np.array(states.astype(mx.float32)),
+            }
             from safetensors.numpy import save
 
             try:
                 with atomic_file(file) as tmp:
                     tmp.write_bytes(save(tensors))
             except OSError as e:
-                raise AceStepError(f"{folder}: cannot keep the preprocessed clips there ({e.strerror or e}); "
-                                   "give a writable --cache-dir") from None
-        out.append({"target_latents": mx.array(tensors["target_latents"]),
-                    "encoder_hidden_states": mx.array(tensors["encoder_hidden_states"]), "caption": clip.caption})
+                raise AceStepError(
+                    f"{folder}: cannot keep the preprocessed clips there ({e.strerror or e}); "
+                    "give a writable --cache-dir"
+                ) from None
+        out.append(
+            {
+                "target_latents": mx.array(tensors["target_latents"]),
+                "encoder_hidden_states": mx.array(tensors["encoder_hidden_states"]),
+                "caption": clip.caption,
+            }
+        )
         if progress is not None:
             progress(n + 1, len(clips))
     return out

@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -75,8 +75,10 @@ def _check_output(output: Path, resume: bool) -> None:
 def _schedule(config: TrainConfig):
     if not config.warmup:
         return config.lr
-    return optim.join_schedules([optim.linear_schedule(config.lr / config.warmup, config.lr, config.warmup),
-                                 lambda _: config.lr], [config.warmup])
+    return optim.join_schedules(
+        [optim.linear_schedule(config.lr / config.warmup, config.lr, config.warmup), lambda _: config.lr],
+        [config.warmup],
+    )
 
 
 def _pad_states(states: list[mx.array]) -> mx.array:
@@ -117,7 +119,9 @@ def train_lora(
     if resume:
         config = _resumed_config(config, state, state_path, model, dit)
         if dit is not None and state.get("dit") not in (None, dit):
-            raise AceStepError(f"{output}: trained on the DiT {state['dit']}, not {dit}; resume with --dit {state['dit']}")
+            raise AceStepError(
+                f"{output}: trained on the DiT {state['dit']}, not {dit}; resume with --dit {state['dit']}"
+            )
         dit = dit or state.get("dit")  # the run's own DiT, found before anything loads
     micro_per_epoch = math.ceil(len(clips) / config.batch)
     total = config.steps or math.ceil(config.epochs * micro_per_epoch / config.grad_accum)
@@ -125,27 +129,41 @@ def train_lora(
         raise AceStepError(f"{output}: already trained {state['step']} steps (of {total}); give more --steps to go on")
     checkpoint = output / "checkpoint"
     if resume and state["step"] and not (checkpoint / "adapter.safetensors").is_file():
-        raise AceStepError(f"{output}: train_state.json says step {state['step']} but {checkpoint} holds no adapter "
-                           "(deleted?); nothing to resume from: start again in another folder")
-    pipe = ACEStep.from_pretrained(model, dit=dit, dtype=dtype, quantize=quantize, lm=None, cache_dir=cache_dir,
-                                   keep_loaded=False)
+        raise AceStepError(
+            f"{output}: train_state.json says step {state['step']} but {checkpoint} holds no adapter "
+            "(deleted?); nothing to resume from: start again in another folder"
+        )
+    pipe = ACEStep.from_pretrained(
+        model, dit=dit, dtype=dtype, quantize=quantize, lm=None, cache_dir=cache_dir, keep_loaded=False
+    )
     if resume and state.get("dit") not in (None, pipe.name):
-        raise AceStepError(f"{output}: trained on the DiT {state['dit']}, not {pipe.name}; resume with --dit {state['dit']}")
+        raise AceStepError(
+            f"{output}: trained on the DiT {state['dit']}, not {pipe.name}; resume with --dit {state['dit']}"
+        )
     widest = min(pipe.config.hidden_size, pipe.config.num_key_value_heads * pipe.config.head_dim)
     if config.rank > widest:
-        raise AceStepError(f"rank {config.rank} is more than this model's narrowest adapted layer ({widest} wide); "
-                           f"choose at most {widest}")
+        raise AceStepError(
+            f"rank {config.rank} is more than this model's narrowest adapted layer ({widest} wide); "
+            f"choose at most {widest}"
+        )
 
     from ..hub import open_cache
 
-    cached = preprocess(pipe, clips, open_cache(cache_dir) / "preprocessed", config.seed,
-                        lambda done, n: report(TrainProgress("preprocess", done, n)))
+    cached = preprocess(
+        pipe,
+        clips,
+        open_cache(cache_dir) / "preprocessed",
+        config.seed,
+        lambda done, n: report(TrainProgress("preprocess", done, n)),
+    )
     pipe.unload()  # from here on only the decoder is in memory
     frames = min(int(config.crop_seconds * 25), min(c["target_latents"].shape[0] for c in cached))
     # Only now, with the data and the model known good, does the output folder appear: a run refused earlier
     # leaves nothing behind that a second run would have to --resume or delete.
     output.mkdir(parents=True, exist_ok=True)
-    write_text(state_path, json.dumps({"step": state["step"], "config": asdict(config), "model": str(model), "dit": pipe.name}))
+    write_text(
+        state_path, json.dumps({"step": state["step"], "config": asdict(config), "model": str(model), "dit": pipe.name})
+    )
 
     dit_model = load_component(pipe.folders.dit, "dit", parts=("decoder",))
     decoder = dit_model.decoder
@@ -159,8 +177,10 @@ def train_lora(
         try:
             saved = mx.load(str(checkpoint / "optimizer.safetensors"))
         except (OSError, RuntimeError, ValueError) as e:
-            raise AceStepError(f"{checkpoint / 'optimizer.safetensors'}: cannot be read ({first_line(e)}); the "
-                               "checkpoint is damaged: start again in another folder") from None
+            raise AceStepError(
+                f"{checkpoint / 'optimizer.safetensors'}: cannot be read ({first_line(e)}); the "
+                "checkpoint is damaged: start again in another folder"
+            ) from None
         optimizer.state = tree_unflatten(list(saved.items()))
     silence = pipe.silence_latent
     dtype_model = dit_model.dtype
@@ -307,7 +327,9 @@ RESUMED = ("steps", "epochs", "save_every", "preview_every", "checkpointing")
 def _resumed_config(config: TrainConfig, state: dict, path: Path, model: str, dit: str | None) -> TrainConfig:
     """The saved run's settings; asking for others is an error (they would be silently ignored otherwise)."""
     if state.get("model") is not None and _model_name(state["model"]) != model:
-        raise AceStepError(f"{path.parent}: trained on --model {state['model']}, not {model}; resume with the same model")
+        raise AceStepError(
+            f"{path.parent}: trained on --model {state['model']}, not {model}; resume with the same model"
+        )
     saved = state.get("config") or {}
     if saved.get("seed") is None:
         return config
@@ -316,20 +338,26 @@ def _resumed_config(config: TrainConfig, state: dict, path: Path, model: str, di
     except (TypeError, AceStepError) as e:
         raise AceStepError(f"{path}: its settings cannot be read ({e}); start again in another folder") from None
     defaults = TrainConfig()
-    asked = [f for f in asdict(config) if f not in RESUMED and getattr(config, f) != getattr(kept, f)
-             and getattr(config, f) != getattr(defaults, f)]
+    asked = [
+        f
+        for f in asdict(config)
+        if f not in RESUMED and getattr(config, f) != getattr(kept, f) and getattr(config, f) != getattr(defaults, f)
+    ]
     if asked:
         was = ", ".join(f"{f} {getattr(kept, f)} (asked {getattr(config, f)})" for f in asked)
-        raise AceStepError(f"{path.parent}: --resume continues the run as it was started: {was}; only the steps, epochs, "
-                           "save and preview intervals can change")
+        raise AceStepError(
+            f"{path.parent}: --resume continues the run as it was started: {was}; only the steps, epochs, "
+            "save and preview intervals can change"
+        )
     return replace(kept, **{f: getattr(config, f) for f in RESUMED})
-
 
 
 def _preview(pipe, stack, config, output: Path, step: int, cached, model) -> None:
     """A short render with the adapter as it is now: previews/step-N.wav (its PEFT folder beside it)."""
     folder = output / "previews" / f"step-{step}"
-    save_peft_folder(folder, stack, peft_config(config.rank, config.alpha, 0.0, config.targets, str(model)), "preview\n")
+    save_peft_folder(
+        folder, stack, peft_config(config.rank, config.alpha, 0.0, config.targets, str(model)), "preview\n"
+    )
     caption = cached[0]["caption"]
     result = pipe.generate(caption, duration=10, seed=config.seed, thinking=False, loras=[(folder, 1.0)])
     result.save(output / "previews" / f"step-{step}.wav", overwrite=True)
@@ -341,8 +369,9 @@ def _model_card(config: TrainConfig, model, dit: str, clips, steps: int, log_pat
     settings = "\n".join(f"- {k}: {v}" for k, v in asdict(config).items())
     seconds = sum(c.seconds for c in clips)
     loss = f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "n/a"
-    return (f"# LoRA for ACE-Step 1.5 ({dit})\n\nTrained with mlx-acestep on {len(clips)} clips "
-            f"({seconds / 60:.1f} min of audio), {steps} steps; loss {loss}.\n\nBase model: {model} / {dit}\n\n"
-            f"Load it with `mlx-acestep generate ... --lora THIS_FOLDER`, or as a PEFT adapter of the decoder.\n\n"
-            f"## Settings\n\n{settings}\n\n## Clips\n\n" + "\n".join(f"- {c.path.name}: {c.caption}" for c in clips) + "\n")
-
+    return (
+        f"# LoRA for ACE-Step 1.5 ({dit})\n\nTrained with mlx-acestep on {len(clips)} clips "
+        f"({seconds / 60:.1f} min of audio), {steps} steps; loss {loss}.\n\nBase model: {model} / {dit}\n\n"
+        f"Load it with `mlx-acestep generate ... --lora THIS_FOLDER`, or as a PEFT adapter of the decoder.\n\n"
+        f"## Settings\n\n{settings}\n\n## Clips\n\n" + "\n".join(f"- {c.path.name}: {c.caption}" for c in clips) + "\n"
+    )

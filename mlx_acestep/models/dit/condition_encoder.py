@@ -35,7 +35,9 @@ class AceStepTimbreEncoder(EncoderStack):
             raise AceStepError(f"reference latents {tuple(packed.shape)} and order {tuple(order.shape)} do not match")
         h = self.embed_tokens(packed)
         if self.cfg.is_xl:  # XL reads a learned CLS token; 2B reads frame 0 of the clip
-            h = mx.concatenate([mx.broadcast_to(self.special_token.astype(h.dtype), (h.shape[0], 1, h.shape[2])), h], axis=1)
+            h = mx.concatenate(
+                [mx.broadcast_to(self.special_token.astype(h.dtype), (h.shape[0], 1, h.shape[2])), h], axis=1
+            )
         pooled = self.run_layers(h, None)[:, 0]
         return unpack_by_order(pooled, np.array(order).astype(np.int64))
 

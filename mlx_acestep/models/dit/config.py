@@ -24,10 +24,23 @@ class AceStepConfig(FromDict):
     """
 
     REQUIRED: ClassVar[tuple[str, ...]] = (
-        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-        "head_dim", "rms_norm_eps", "rope_theta", "sliding_window", "layer_types", "in_channels",
-        "audio_acoustic_hidden_dim", "patch_size", "text_hidden_dim", "timbre_hidden_dim",
-        "num_lyric_encoder_hidden_layers", "num_timbre_encoder_hidden_layers",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "rms_norm_eps",
+        "rope_theta",
+        "sliding_window",
+        "layer_types",
+        "in_channels",
+        "audio_acoustic_hidden_dim",
+        "patch_size",
+        "text_hidden_dim",
+        "timbre_hidden_dim",
+        "num_lyric_encoder_hidden_layers",
+        "num_timbre_encoder_hidden_layers",
     )
 
     hidden_size: int = 2048
@@ -68,7 +81,11 @@ class AceStepConfig(FromDict):
 
     def is_sliding(self, i: int) -> bool:
         """Each stack indexes the one `layer_types` list by its own layer index."""
-        kind = self.layer_types[i] if i < len(self.layer_types) else ("sliding_attention" if i % 2 == 0 else "full_attention")
+        kind = (
+            self.layer_types[i]
+            if i < len(self.layer_types)
+            else ("sliding_attention" if i % 2 == 0 else "full_attention")
+        )
         return self.use_sliding_window and kind == "sliding_attention"
 
     def encoder_widths(self) -> dict:
@@ -91,6 +108,9 @@ def model_family(config: AceStepConfig, folder_name: str = "") -> str:
     if version in FAMILIES:
         return version
     family = "sft" if "sft" in folder_name.lower() else "base"
-    warnings.warn(f"{folder_name or 'the DiT'}: its config names no model family (is_turbo / model_version); "
-                  f"running it as {family}, from its folder name", stacklevel=2)
+    warnings.warn(
+        f"{folder_name or 'the DiT'}: its config names no model family (is_turbo / model_version); "
+        f"running it as {family}, from its folder name",
+        stacklevel=2,
+    )
     return family

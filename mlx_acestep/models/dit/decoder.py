@@ -51,7 +51,11 @@ class AceStepDiTLayer(nn.Module):
         super().__init__()
         d, eps = cfg.hidden_size, cfg.rms_norm_eps
         attn = dict(
-            hidden=d, heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim, eps=eps,
+            hidden=d,
+            heads=cfg.num_attention_heads,
+            kv_heads=cfg.num_key_value_heads,
+            head_dim=cfg.head_dim,
+            eps=eps,
             rope_theta=cfg.rope_theta,
         )
         self.self_attn_norm = nn.RMSNorm(d, eps=eps)

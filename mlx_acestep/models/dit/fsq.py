@@ -80,7 +80,9 @@ class ResidualFSQ(nn.Module):
     def from_indices(self, indices: mx.array) -> mx.array:
         """Code indices `[..., num_quantizers]` -> `project_out` of the summed codes `[..., dim]`."""
         if indices.shape[-1] != self.num_quantizers:
-            raise AceStepError(f"audio codes must end in a axis of {self.num_quantizers}, got shape {tuple(indices.shape)}")
+            raise AceStepError(
+                f"audio codes must end in a axis of {self.num_quantizers}, got shape {tuple(indices.shape)}"
+            )
         levels, basis = self._consts()
         dtype = self.project_out.weight.dtype
         codes = mx.zeros(indices.shape[:-1] + (len(self.levels),), dtype=mx.float32)
@@ -119,7 +121,9 @@ class AceStepAudioTokenizer(nn.Module):
         pad = -length % p
         if pad:
             if silence_latent.shape[1] < pad:
-                raise AceStepError(f"the silence latent has {silence_latent.shape[1]} frames; {pad} are needed for padding")
+                raise AceStepError(
+                    f"the silence latent has {silence_latent.shape[1]} frames; {pad} are needed for padding"
+                )
             fill = mx.broadcast_to(silence_latent[:1, :pad].astype(latents.dtype), (b, pad, channels))
             latents = mx.concatenate([latents, fill], axis=1)
         t5 = latents.shape[1] // p

@@ -139,16 +139,30 @@ class AceStepModel(nn.Module):
     ) -> PreparedCondition:
         """Condition encoder + context latents: rows with `is_covers` take `hints` (or the FSQ round trip of `src_latents`)."""
         states, mask = self.encoder(
-            text_hidden_states, text_attention_mask, lyric_hidden_states, lyric_attention_mask, refer_packed, refer_order
+            text_hidden_states,
+            text_attention_mask,
+            lyric_hidden_states,
+            lyric_attention_mask,
+            refer_packed,
+            refer_order,
         )
-        return PreparedCondition(states, mask, self.context_latents(src_latents, chunk_masks, is_covers, silence_latent, hints))
+        return PreparedCondition(
+            states, mask, self.context_latents(src_latents, chunk_masks, is_covers, silence_latent, hints)
+        )
 
     def context_latents(
-        self, src_latents: mx.array, chunk_masks: mx.array, is_covers: mx.array, silence_latent: mx.array, hints: mx.array | None = None
+        self,
+        src_latents: mx.array,
+        chunk_masks: mx.array,
+        is_covers: mx.array,
+        silence_latent: mx.array,
+        hints: mx.array | None = None,
     ) -> mx.array:
         b, length, channels = src_latents.shape
         if chunk_masks.shape[:2] != (b, length):
-            raise AceStepError(f"chunk masks {tuple(chunk_masks.shape)} do not match the source latents {tuple(src_latents.shape)}")
+            raise AceStepError(
+                f"chunk masks {tuple(chunk_masks.shape)} do not match the source latents {tuple(src_latents.shape)}"
+            )
         if chunk_masks.ndim == 2:  # one value per frame, as the handler builds it before broadcasting
             chunk_masks = mx.broadcast_to(chunk_masks[..., None], (b, length, channels))
         covers = mx.array(is_covers).astype(mx.bool_).reshape(b, 1, 1)

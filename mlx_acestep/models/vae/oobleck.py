@@ -19,16 +19,17 @@ Upstream uses 64; it costs 2x the compute at its CPU chunk size for no gain.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterator
+from typing import ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from ... import kernels
 from ...errors import AceStepError
-from ...limits import VAE_CHUNK, VAE_OVERLAP
 from ...kernels import oobleck as cpu
+from ...limits import VAE_CHUNK, VAE_OVERLAP
 from ..base import FromDict
 
 
@@ -37,7 +38,11 @@ class OobleckConfig(FromDict):
     """The VAE's `config.json`; `sampling_rate` defaults to 48 kHz (the released VAE's), the rest is required."""
 
     REQUIRED: ClassVar[tuple[str, ...]] = (
-        "encoder_hidden_size", "downsampling_ratios", "channel_multiples", "decoder_channels", "decoder_input_channels",
+        "encoder_hidden_size",
+        "downsampling_ratios",
+        "channel_multiples",
+        "decoder_channels",
+        "decoder_input_channels",
         "audio_channels",
     )
     encoder_hidden_size: int = 128
@@ -108,7 +113,9 @@ class OobleckEncoderBlock(nn.Module):
         self.res_unit2 = OobleckResidualUnit(input_dim, 3)
         self.res_unit3 = OobleckResidualUnit(input_dim, 9)
         self.snake1 = Snake1d(input_dim)
-        self.conv1 = nn.Conv1d(input_dim, output_dim, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2))
+        self.conv1 = nn.Conv1d(
+            input_dim, output_dim, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2)
+        )
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.res_unit3(self.res_unit2(self.res_unit1(x)))
@@ -228,7 +235,9 @@ def sanitize(weights: dict, source: str = "the VAE checkpoint") -> dict:
                 raise AceStepError(f"{source}: missing key '{prefix}.{name}' (weight-norm pair incomplete)")
         g, v = parts["g"], parts["v"]
         if v.ndim != 3 or tuple(g.shape) != (v.shape[0], 1, 1):
-            raise AceStepError(f"{source}: key '{prefix}.weight_g' has shape {tuple(g.shape)}, expected ({v.shape[0]}, 1, 1)")
+            raise AceStepError(
+                f"{source}: key '{prefix}.weight_g' has shape {tuple(g.shape)}, expected ({v.shape[0]}, 1, 1)"
+            )
         axes = (1, 2, 0) if prefix.rsplit(".", 1)[-1].startswith("conv_t") else (0, 2, 1)
         out[f"{prefix}.weight"] = fuse_weight_norm(g, v).transpose(axes)
     return out
@@ -315,7 +324,9 @@ class AutoencoderOobleck(nn.Module):
 
     # Chunked, memory-bounded versions (one batch item at a time).
 
-    def iter_decode(self, latents: mx.array, chunk: int = VAE_CHUNK, overlap: int = VAE_OVERLAP) -> Iterator[tuple[int, int, mx.array]]:
+    def iter_decode(
+        self, latents: mx.array, chunk: int = VAE_CHUNK, overlap: int = VAE_OVERLAP
+    ) -> Iterator[tuple[int, int, mx.array]]:
         """Yield (done, total, audio) for each decoded window; audio is `[T_core * hop, 2]` of one item, evaluated."""
         self._check_latents(latents)
         hop = self.config.hop_length
