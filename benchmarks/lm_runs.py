@@ -141,7 +141,7 @@ def run_mlx(spec: dict, rss: dict) -> dict:
     from mlx_lm.models.cache import make_prompt_cache
 
     from mlx_acestep.models.planner_lm import PlannerLM, planner_args
-    from mlx_acestep.pipeline.planner import CodeTokens, generate_codes, left_pad
+    from mlx_acestep.planner.lm import CodeTokens, generate_codes, left_pad
     from mlx_acestep.quantization import MODES, quantize_model
 
     with _phase(rss, "build"):

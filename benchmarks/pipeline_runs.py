@@ -214,10 +214,10 @@ def run_mlx(target: str, frames: int) -> dict:
     import mlx.core as mx
     import numpy as np
 
+    from mlx_acestep.conditioning.inputs import PromptTokens
+    from mlx_acestep.diffusion.sampler import TurboSettings
     from mlx_acestep.hub import ModelFolders
     from mlx_acestep.pipeline.acestep import ACEStep, PhaseMeter, initial_noise
-    from mlx_acestep.pipeline.conditioning import PromptTokens
-    from mlx_acestep.pipeline.sampler import TurboSettings
 
     class Meter(PhaseMeter):  # adds the process's peak RSS per phase
         def __init__(self):

@@ -96,8 +96,8 @@ class Runner:
 
 def _tokenizers(folder, inp, case):
     """The padded caption/lyric batches from the case's prompt strings, and its tokenizer round trips."""
+    from mlx_acestep.conditioning.prompts import PromptTokenizer
     from mlx_acestep.limits import CAPTION_TOKENS, LYRIC_TOKENS
-    from mlx_acestep.pipeline.prompts import PromptTokenizer
 
     tok = PromptTokenizer(folder)
     for item in case.get("text_tokenizer", []):
@@ -249,7 +249,7 @@ def sampler_settings(case: dict):
     """Sampler settings from the reference call the case records; the reference's defaults where it is silent."""
     import re
 
-    from mlx_acestep.pipeline.sampler import BaseSettings, TurboSettings
+    from mlx_acestep.diffusion.sampler import BaseSettings, TurboSettings
 
     args = entry_point_args(case)
     listed = re.search(r"\[([^\]]*)\]", args.get("timesteps", ""))
@@ -270,7 +270,7 @@ def sampler_settings(case: dict):
 
 
 def _generate(model, inp, case, silence):
-    from mlx_acestep.pipeline.sampler import BaseSettings, sample_base, sample_turbo
+    from mlx_acestep.diffusion.sampler import BaseSettings, sample_base, sample_turbo
 
     prepared = model.prepare_condition(*_mx(inp, *CONDITION_INPUTS), silence)
     (noise,) = _mx(inp, "noise")
@@ -292,9 +292,9 @@ def _pipeline(dit_folder, inp, case):
     """
     import mlx.core as mx
 
+    from mlx_acestep.conditioning.inputs import PromptTokens
     from mlx_acestep.limits import CAPTION_TOKENS, LYRIC_TOKENS
     from mlx_acestep.pipeline import ACEStep, ModelFolders
-    from mlx_acestep.pipeline.conditioning import PromptTokens
 
     root = dit_folder.parent
     pipe = ACEStep(ModelFolders(next(root.glob("Qwen3-Embedding*")), dit_folder, root / "vae"))
@@ -344,7 +344,7 @@ def _lm(folder, inp, case):
 
 
 # The reference's own decoding loops (argmax per token, read back to the host, stop on EOS), for the LM cases;
-# the pipeline's planner decodes with `pipeline.planner` instead.
+# the pipeline's planner decodes with `mlx_acestep.planner` instead.
 def greedy(lm, input_ids: mx.array, max_new_tokens: int, stop_ids: set[int]) -> list[int]:
     """Argmax decoding of one prompt with a KV cache; stops after emitting a stop id (kept in the output)."""
     from mlx_lm.models.cache import make_prompt_cache

@@ -16,8 +16,8 @@ from test_dit import CONFIG, XL_CONFIG, dit_inputs
 
 from mlx_acestep.adapters import AdapterError, AdapterStack, parse_lora_spec, targets
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
+from mlx_acestep.diffusion.sampler import Denoiser
 from mlx_acestep.loading import load_component
-from mlx_acestep.pipeline.sampler import Denoiser
 
 pytestmark = pytest.mark.live
 TOLERANCE = 1e-4  # the bound, relative to max|reference|; measured below in the summary table

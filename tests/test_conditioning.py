@@ -14,15 +14,15 @@ import pytest
 from conftest import PARITY_ERRORS
 from helpers import diffusers_condition_encoder, rel_err, require
 
-from mlx_acestep.errors import AceStepError
-from mlx_acestep.pipeline.conditioning import (
+from mlx_acestep.conditioning.inputs import (
     ConditionInput,
     encode_prompts,
     reference_clips,
     timbre_window,
     tokenize_items,
 )
-from mlx_acestep.pipeline.prompts import Metas, instruction
+from mlx_acestep.conditioning.prompts import Metas, instruction
+from mlx_acestep.errors import AceStepError
 
 CAPTIONS = [
     "# Instruction\nFill the audio semantic mask based on the given conditions:\n\n# Caption\nA calm piano ballad with soft strings."
@@ -41,8 +41,8 @@ class Conditioner:
     """Requests -> the DiT's condition through the package's own steps (the README's conditioning example)."""
 
     def __init__(self, text_dir, dit_dir):
+        from mlx_acestep.conditioning.prompts import PromptTokenizer
         from mlx_acestep.loading import load_component, load_silence_latent
-        from mlx_acestep.pipeline.prompts import PromptTokenizer
 
         self.tokenizer = PromptTokenizer(text_dir)
         self.text_encoder = load_component(text_dir, "text_encoder")

@@ -23,13 +23,13 @@ from helpers import (
 from mlx.utils import tree_flatten
 from safetensors.numpy import load_file
 
+from mlx_acestep.conditioning.prompts import PromptTokenizer
 from mlx_acestep.convert import convert_checkpoints
 from mlx_acestep.convert.diffusers_layout import original_state
 from mlx_acestep.convert.diffusers_layout import rename_segments as undo_segments
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component, load_silence_latent
 from mlx_acestep.models.dit import AceStepConfig
-from mlx_acestep.pipeline.prompts import PromptTokenizer
 
 TEXT_ENCODER = "Qwen3-Embedding-0.6B"
 OPTIONAL = ("audio_tokenizer", "audio_token_detokenizer")

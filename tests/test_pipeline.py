@@ -171,7 +171,7 @@ def test_the_planner_may_choose_the_duration(thinker):
 
 
 def test_hints_are_padded_with_the_silence_latent(thinker):
-    from mlx_acestep.pipeline.conditioning import code_hints
+    from mlx_acestep.conditioning.inputs import code_hints
 
     model = thinker.residency.get("condition_codes")
     silence = thinker.silence_latent

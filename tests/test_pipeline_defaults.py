@@ -8,10 +8,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_acestep.diffusion.sampler import BaseSettings, TurboSettings, turbo_timesteps
 from mlx_acestep.loading import load_component
 from mlx_acestep.pipeline import ACEStep, ModelFolders
 from mlx_acestep.pipeline.request import sampler_settings
-from mlx_acestep.pipeline.sampler import BaseSettings, TurboSettings, turbo_timesteps
 
 MINUS_1_DBFS = 10 ** (-1 / 20)  # spec 5.9: the library normalises each item's peak to -1 dBFS
 SPEC_TURBO_SHIFT3 = [1, 0.954545, 0.9, 0.833333, 0.75, 0.642857, 0.5, 0.3]  # spec 5.6, the default table
@@ -141,7 +141,7 @@ def test_a_ragged_thinking_batch_gets_the_reference_condition(thinker, fixtures,
     from test_conditioning import reference_composition
 
     import mlx_acestep.pipeline.acestep as acestep
-    from mlx_acestep.pipeline.prompts import caption_prompt, lyric_prompt
+    from mlx_acestep.conditioning.prompts import caption_prompt, lyric_prompt
 
     seen = {}
     real_tokenize, real_sample = acestep.tokenize_items, acestep.sample_turbo

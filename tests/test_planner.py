@@ -6,7 +6,7 @@ import pytest
 
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
-from mlx_acestep.pipeline.planner import (
+from mlx_acestep.planner.lm import (
     CodeTokens,
     chat,
     codes_prompts,
@@ -120,7 +120,7 @@ def test_codes_phase_writes_exactly_the_requested_codes(converted, fixtures):
 
 def cfg_argmax_reference(lm, tok, cond, uncond, n, codes, scale=2.0):
     """The same decode the slow, obvious way: full forwards over the growing left-padded batch, no cache."""
-    from mlx_acestep.pipeline.planner import left_pad
+    from mlx_acestep.planner.lm import left_pad
 
     rows = [tok.encode(cond), tok.encode(uncond)]
     out = []

@@ -9,10 +9,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_acestep.conditioning.prompts import LANGUAGES
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
-from mlx_acestep.pipeline.planner import Planner, load_planner_tokenizer
-from mlx_acestep.pipeline.planner_constraint import (
+from mlx_acestep.planner.constraint import (
     FIELDS,
     KEYSCALES,
     TIME_SIGNATURES,
@@ -20,7 +20,7 @@ from mlx_acestep.pipeline.planner_constraint import (
     parse_think,
     write_metadata,
 )
-from mlx_acestep.pipeline.prompts import LANGUAGES
+from mlx_acestep.planner.lm import Planner, load_planner_tokenizer
 
 LM = "acestep-5Hz-lm-0.6B"
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from parity import load_cases
 
+from mlx_acestep.conditioning.prompts import Metas, PromptTokenizer, caption_prompt, instruction, lyric_prompt
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.pipeline.prompts import Metas, PromptTokenizer, caption_prompt, instruction, lyric_prompt
 
 
 @pytest.fixture(scope="module")

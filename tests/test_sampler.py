@@ -10,9 +10,7 @@ from helpers import rel_err, require, snr_db
 from parity import CONDITION_INPUTS, _mx, load_case_tensors, load_cases, sampler_settings
 
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
-from mlx_acestep.errors import AceStepError
-from mlx_acestep.loading import load_component, load_silence_latent
-from mlx_acestep.pipeline.sampler import (
+from mlx_acestep.diffusion.sampler import (
     VALID_TIMESTEPS,
     BaseSettings,
     TurboSettings,
@@ -21,6 +19,8 @@ from mlx_acestep.pipeline.sampler import (
     sample_turbo,
     turbo_timesteps,
 )
+from mlx_acestep.errors import AceStepError
+from mlx_acestep.loading import load_component, load_silence_latent
 
 # spec 5.6: the tables and the bf16-rounded values the reference uses on CUDA
 SPEC_TABLES = {

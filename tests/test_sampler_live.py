@@ -13,8 +13,8 @@ from conftest import PARITY_ERRORS
 from helpers import rel_err, require
 from parity import CONDITION_INPUTS, SAMPLING, _mx, load_case_tensors, load_cases, sampler_settings
 
+from mlx_acestep.diffusion.sampler import BaseSettings, sample_base, sample_turbo
 from mlx_acestep.loading import load_component, load_silence_latent
-from mlx_acestep.pipeline.sampler import BaseSettings, sample_base, sample_turbo
 
 pytestmark = pytest.mark.live
 
@@ -102,7 +102,7 @@ def test_turbo_sde_with_other_noise_matches_the_reference(fixtures, converted, r
     model, states, context, noise, _, _, _ = case_inputs(fixtures, converted, "turbo_generate_ode")
     rng = np.random.default_rng(5)
     renoise = [rng.standard_normal(noise.shape).astype(np.float32) for _ in range(7)]
-    from mlx_acestep.pipeline.sampler import TurboSettings
+    from mlx_acestep.diffusion.sampler import TurboSettings
 
     ours = sample_turbo(
         model.decoder,

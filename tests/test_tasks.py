@@ -15,10 +15,10 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from mlx_acestep.cli import main
+from mlx_acestep.conditioning.tasks import Task, region_frames, region_weights, repaint_settings, splice
+from mlx_acestep.diffusion.sampler import EditHooks
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.pipeline import ACEStep, ModelFolders
-from mlx_acestep.pipeline.sampler import EditHooks
-from mlx_acestep.pipeline.tasks import Task, region_frames, region_weights, repaint_settings, splice
 
 SOURCE_FRAMES = 260  # 10.4 s
 

@@ -175,7 +175,7 @@ def test_the_preprocess_cache_is_keyed_on_every_model_folder_it_used(dataset, tm
 
 def test_training_times_per_family():
     """Turbo: the shift-3 table's values, uniformly; base/SFT: sigmoid(-0.4 + z) (mean 0.41, median sigmoid(-0.4))."""
-    from mlx_acestep.pipeline.sampler import TURBO_TABLES
+    from mlx_acestep.diffusion.sampler import TURBO_TABLES
     from mlx_acestep.training.objective import sample_t
 
     turbo = np.array(sample_t("turbo", 8000, mx.random.key(0)))
@@ -234,7 +234,7 @@ def test_the_loss_falls_and_the_adapter_pulls_samples_toward_the_clip(trained, c
     assert last < 0.8 * first, (first, last)  # the logged loss (random t and noise per step): measured 2.47 -> 1.75
     # The same loss at fixed noise and every turbo time, over the clips: with the adapter against without it.
     from mlx_acestep.adapters import AdapterStack, targets
-    from mlx_acestep.pipeline.sampler import TURBO_TABLES
+    from mlx_acestep.diffusion.sampler import TURBO_TABLES
 
     pipe = ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
     clips = preprocess(pipe, scan_dataset(dataset), cache / "preprocessed", seed=42)

@@ -4,12 +4,6 @@
     request.py       GenerationRequest: every validation, and what depends on the model family
     residency.py     which modules are loaded when (one role map for load and release), the phase meter
     results.py       Progress, Cancelled, GenerationResult
-    conditioning.py  prompts -> tokens -> text encoder -> the DiT's condition
-    prompts.py       the reference's caption / lyric prompts and instructions, the tokenizer
-    planner.py       the 5 Hz planner LM: prompts, the audio-code phase, Plan
-    planner_constraint.py  the planner's constrained <think> metadata block
-    sampler.py       turbo and base/SFT flow-matching samplers, guidance
-    tasks.py         the six tasks' DiT inputs and repaint's extras
     sources.py       the editing tasks' recordings, read and VAE-encoded
     postprocess.py   peak limiting, splice, normalisation
 

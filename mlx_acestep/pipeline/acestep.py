@@ -33,15 +33,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..adapters import AdapterStack
-from ..errors import AceStepError
-from ..hub import ModelFolders
-from ..limits import HOP, MIN_FRAMES, SAMPLE_RATE, SECONDS, VAE_CHUNK, VAE_OVERLAP, frames_of, seconds_of
-from ..loading import load_silence_latent, read_json
-from ..models.dit import AceStepConfig
-from ..models.dit.config import model_family
-from ..names import DEFAULT_REPO
-from .adapters import AdapterMethods
-from .conditioning import (
+from ..conditioning.inputs import (
     ConditionInput,
     PromptTokens,
     code_hints,
@@ -50,14 +42,22 @@ from .conditioning import (
     reference_clips,
     tokenize_items,
 )
+from ..conditioning.prompts import Metas, PromptTokenizer, instruction
+from ..conditioning.tasks import edit_hooks, task_context
+from ..diffusion.sampler import BaseSettings, EditHooks, TurboSettings, sample_base, sample_turbo
+from ..errors import AceStepError
+from ..hub import ModelFolders
+from ..limits import HOP, MIN_FRAMES, SAMPLE_RATE, SECONDS, VAE_CHUNK, VAE_OVERLAP, frames_of, seconds_of
+from ..loading import load_silence_latent, read_json
+from ..models.dit import AceStepConfig
+from ..models.dit.config import model_family
+from ..names import DEFAULT_REPO
+from .adapters import AdapterMethods
 from .postprocess import postprocess
-from .prompts import Metas, PromptTokenizer, instruction
 from .request import GenerationRequest, resolve_seeds, sampler_settings, source_frames, steps_of
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
-from .sampler import BaseSettings, EditHooks, TurboSettings, sample_base, sample_turbo
 from .sources import encode_wave, latents_input, read_audio
-from .tasks import edit_hooks, task_context
 from .worker import Worker
 
 PHASES = ("text", "condition", "dit", "vae", "post")  # "lm" first when the planner runs, "encode" for editing tasks

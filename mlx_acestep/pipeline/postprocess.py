@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..audio import peak_limit, peak_normalize
-from .tasks import Task, repaint_settings, splice
+from ..conditioning.tasks import Task, repaint_settings, splice
 
 
 def postprocess(waveform: mx.array, job: Task, source_wave: np.ndarray | None, region, normalize: bool) -> np.ndarray:

@@ -28,6 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..conditioning.tasks import Task, check_seconds
+from ..diffusion.sampler import (
+    TURBO_SHIFTS,
+    TURBO_STEPS,
+    BaseSettings,
+    TurboSettings,
+    nearest_turbo_shift,
+    turbo_timesteps,
+)
 from ..errors import AceStepError, RequestError
 from ..limits import (
     BPM,
@@ -48,8 +57,6 @@ from ..limits import (
     STEPS,
 )
 from ..names import BASE_DIT, BASE_ONLY, INSTRUMENTAL, KEYSCALES, NEGATIVE_DEFAULT, TIME_SIGNATURES
-from .sampler import TURBO_SHIFTS, TURBO_STEPS, BaseSettings, TurboSettings, nearest_turbo_shift, turbo_timesteps
-from .tasks import Task, check_seconds
 
 __all__ = ["GenerationRequest", "RequestError", "resolve_seeds", "sampler_settings"]
 
@@ -332,7 +339,7 @@ class GenerationRequest:
         """What the request does that its user may not expect (the pipeline warns with each)."""
         out = []
         if self.task in ("extract", "lego") and not self.track:
-            from .prompts import instruction
+            from ..conditioning.prompts import instruction
 
             out.append(f"no track given: {self.task} uses the generic instruction {instruction(self.task)!r}")
         return out

@@ -87,7 +87,7 @@ class Residency:
         component, parts = ROLES[role]
         folder = getattr(self.folders, component)
         if role == "planner":
-            from .planner import Planner  # transformers' tokenizer: only when thinking
+            from ..planner.lm import Planner  # transformers' tokenizer: only when thinking
 
             return Planner.load(folder, self.codebook_size)
         return load_component(folder, component, None if self.keep_loaded else parts)

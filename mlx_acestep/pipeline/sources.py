@@ -9,8 +9,8 @@ import mlx.core as mx
 import numpy as np
 
 from ..audio import load_audio
+from ..conditioning.tasks import check_source
 from ..errors import AceStepError
-from .tasks import check_source
 
 
 def pcm_to_float(audio, what: str) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from ..pipeline.sampler import TURBO_TABLES
+from ..diffusion.sampler import TURBO_TABLES
 
 TIMESTEP_MU, TIMESTEP_SIGMA = -0.4, 1.0  # spec 2.2: the checkpoint config's training-only defaults
 

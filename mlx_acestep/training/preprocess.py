@@ -36,8 +36,8 @@ def _cache_key(clip: Clip, model: str, seed: int) -> str:
 
 def clip_condition(pipe, clip: Clip, frames: int) -> mx.array:
     """The packed condition `[L, E]` the pipeline builds for this clip's text2music request."""
-    from ..pipeline.conditioning import ConditionInput
-    from ..pipeline.prompts import Metas, instruction
+    from ..conditioning.inputs import ConditionInput
+    from ..conditioning.prompts import Metas, instruction
     from ..pipeline.request import normalize_key, normalize_time_signature
 
     metas = Metas(

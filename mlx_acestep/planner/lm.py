@@ -34,7 +34,7 @@ from ..limits import (
 )
 from ..models.planner_lm import PlannerLM
 from ..names import INSTRUMENTAL, NEGATIVE_DEFAULT
-from .planner_constraint import FIELDS, MetadataConstraint, write_metadata
+from .constraint import FIELDS, MetadataConstraint, write_metadata
 
 SYSTEM_GENERATE = "# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
 CODES_PER_SECOND = 5

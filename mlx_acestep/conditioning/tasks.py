@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
+from ..diffusion.sampler import EditHooks
 from ..errors import AceStepError, RequestError
 from ..limits import HOP, SAMPLE_RATE, SOURCE_SECONDS
 from ..names import BASE_ONLY, REPAINT_MODES, TASKS, TRACKS  # noqa: F401
 from .prompts import instruction
-from .sampler import EditHooks
 
 
 @dataclass(frozen=True)

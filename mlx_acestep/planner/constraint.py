@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import numpy as np
 
+from ..conditioning.prompts import LANGUAGES
 from ..errors import AceStepError
 from ..limits import BPM, PLANNER_CAPTION_TOKENS, SECONDS
 from ..names import KEYSCALES, TIME_SIGNATURES  # noqa: F401  (the value lists it constrains to)
-from .prompts import LANGUAGES
 
 FIELDS = ("bpm", "caption", "duration", "keyscale", "language", "timesignature")
 DURATION_RANGE = (int(SECONDS[0]), int(SECONDS[1]))

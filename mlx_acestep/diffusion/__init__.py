@@ -1,0 +1,1 @@
+"""Flow matching for ACE-Step 1.5, below the pipeline and training."""
