@@ -93,7 +93,7 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
     import mlx.core as mx
     import mlx.nn as nn
 
-    from mlx_acestep.diffusion.sampler import Denoiser
+    from mlx_acestep.diffusion.loop import Denoiser
     from mlx_acestep.models.dit import AceStepConfig, AceStepModel
     from mlx_acestep.models.dit.decoder import AceStepDiTModel
     from mlx_acestep.quantization import quantize_model

@@ -216,8 +216,9 @@ def run_mlx(target: str, frames: int) -> dict:
 
     from mlx_acestep.conditioning.inputs import PromptTokens
     from mlx_acestep.diffusion.sampler import TurboSettings
+    from mlx_acestep.engine import initial_noise
     from mlx_acestep.hub import ModelFolders
-    from mlx_acestep.pipeline.acestep import ACEStep, PhaseMeter, initial_noise
+    from mlx_acestep.pipeline import ACEStep, PhaseMeter
 
     class Meter(PhaseMeter):  # adds the process's peak RSS per phase
         def __init__(self):

@@ -31,6 +31,8 @@ TRACKS = (
     "vocals",
 )
 REPAINT_MODES = ("balanced", "conservative", "aggressive")
+SAMPLING_METHODS = ("ode", "sde")  # the diffusion step: deterministic, or re-noised each step
+GUIDANCE_KINDS = ("apg", "adg", "cfg")  # base / SFT guidance against the null condition
 
 # The reference's value lists for the metadata (its constrained decoder allows exactly these, spec 8.4).
 KEY_NOTES, KEY_ACCIDENTALS, KEY_MODES = "ABCDEFG", ("", "#", "b", "♯", "♭"), ("major", "minor")

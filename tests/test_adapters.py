@@ -16,7 +16,7 @@ from test_dit import CONFIG, XL_CONFIG, dit_inputs
 
 from mlx_acestep.adapters import AdapterError, AdapterStack, parse_lora_spec, targets
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
-from mlx_acestep.diffusion.sampler import Denoiser
+from mlx_acestep.diffusion.loop import Denoiser
 from mlx_acestep.loading import load_component
 
 pytestmark = pytest.mark.live

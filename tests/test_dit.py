@@ -6,7 +6,7 @@ import pytest
 from helpers import diffusers_dit_checkpoint, rel_err, require
 
 from mlx_acestep.convert import convert_checkpoints
-from mlx_acestep.diffusion.sampler import Denoiser
+from mlx_acestep.diffusion.loop import Denoiser
 from mlx_acestep.loading import load_component, load_silence_latent
 
 # Unlike the fixture: 6 heads over 2 kv heads, window 3 patches (so T = 23 crosses it), 3 layers.

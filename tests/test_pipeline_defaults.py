@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mlx_acestep.diffusion.sampler import BaseSettings, TurboSettings, turbo_timesteps
+from mlx_acestep.engine import Engine
 from mlx_acestep.loading import load_component
 from mlx_acestep.pipeline import ACEStep, ModelFolders
 from mlx_acestep.pipeline.request import sampler_settings
@@ -140,22 +141,20 @@ def test_a_ragged_thinking_batch_gets_the_reference_condition(thinker, fixtures,
     shorter item is not what it is alone, but the longest one is."""
     from test_conditioning import reference_composition
 
-    import mlx_acestep.pipeline.acestep as acestep
     from mlx_acestep.conditioning.prompts import caption_prompt, lyric_prompt
 
     seen = {}
-    real_tokenize, real_sample = acestep.tokenize_items, acestep.sample_turbo
 
-    def tokenize(tokenizer, items):
-        seen["items"] = list(items)
-        return real_tokenize(tokenizer, items)
+    class Spy(Engine):  # what the condition step is asked for, and what the sampler is handed
+        def condition(self, dit, text, job):
+            seen["items"] = list(job.items)
+            return super().condition(dit, text, job)
 
-    def sample(decoder, states, *args, **kwargs):
-        seen["states"] = np.array(states)
-        return real_sample(decoder, states, *args, **kwargs)
+        def denoise(self, dit, condition, *args, **kwargs):
+            seen["states"] = np.array(condition[0])
+            return super().denoise(dit, condition, *args, **kwargs)
 
-    monkeypatch.setattr(acestep, "tokenize_items", tokenize)
-    monkeypatch.setattr(acestep, "sample_turbo", sample)
+    monkeypatch.setattr(thinker, "engine", Spy(thinker.silence_latent))
     pair = thinker.generate("gentle piano", duration=10, seed=[3, 8], batch_size=2)
     items = seen["items"]
     captions = [caption_prompt(i.caption, i.metas, i.instruction) for i in items]
@@ -175,11 +174,14 @@ def test_a_ragged_thinking_batch_gets_the_reference_condition(thinker, fixtures,
 
 
 def test_planner_items_get_the_cover_instruction_and_the_planner_caption(thinker, monkeypatch):
-    import mlx_acestep.pipeline.acestep as acestep
-
     seen = []
-    real = acestep.tokenize_items
-    monkeypatch.setattr(acestep, "tokenize_items", lambda tok, items: seen.append(list(items)) or real(tok, items))
+
+    class Spy(Engine):
+        def condition(self, dit, text, job):
+            seen.append(list(job.items))
+            return super().condition(dit, text, job)
+
+    monkeypatch.setattr(thinker, "engine", Spy(thinker.silence_latent))
     result = thinker.generate("gentle piano", duration=10, seed=3)
     (items,) = seen
     assert [i.instruction for i in items] == [COVER_INSTRUCTION]

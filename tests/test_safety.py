@@ -210,12 +210,18 @@ def test_non_finite_input_audio_is_refused(tmp_path, run, song):
 
 
 def test_non_finite_model_output_is_an_error_naming_the_phase(cache, monkeypatch, tmp_path):
+    import dataclasses
+
     from mlx_acestep import ACEStep
-    from mlx_acestep.pipeline import acestep
+    from mlx_acestep.engine import Engine
+
+    class Overflowing(Engine):  # a DiT whose steps overflow
+        def denoise(self, *args, **kwargs):
+            for step in super().denoise(*args, **kwargs):
+                yield dataclasses.replace(step, x=step.x * float("nan"))
 
     pipe = ACEStep.from_pretrained("tiny", cache_dir=cache, lm=None)
-    real = acestep.sample_turbo
-    monkeypatch.setattr(acestep, "sample_turbo", lambda *a, **k: real(*a, **k) * float("nan"))
+    pipe.engine = Overflowing(pipe.silence_latent)
     with pytest.raises(AceStepError, match=r"the diffusion \(DiT\) phase produced NaN or infinite values"):
         pipe.generate("x", duration=10, seed=1)
 
@@ -233,7 +239,7 @@ def test_a_damaged_converted_turbo_is_an_error_not_the_base_model(converted, tmp
 
 
 def test_integer_pcm_arrays_are_scaled_and_other_types_refused():
-    from mlx_acestep.pipeline.sources import read_audio
+    from mlx_acestep.conditioning.sources import read_audio
 
     floats = np.random.default_rng(1).uniform(-0.5, 0.5, (48000, 2)).astype(np.float32)
     pcm16 = np.round(floats * 32767).astype(np.int16)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from ..diffusion.sampler import EditHooks
+from ..diffusion.edits import EditHooks
 from ..errors import AceStepError, RequestError
 from ..limits import HOP, SAMPLE_RATE, SOURCE_SECONDS
 from ..names import BASE_ONLY, REPAINT_MODES, TASKS, TRACKS  # noqa: F401

@@ -1,10 +1,13 @@
-"""From a request to audio: the `ACEStep` facade and what it runs.
+"""From a request to audio: the `ACEStep` front over the engine (`mlx_acestep.engine`).
 
-    acestep.py       the facade: from_pretrained, generate, the phases
+    acestep.py       the front: from_pretrained, generate, the worker thread, results
     request.py       GenerationRequest: every validation, and what depends on the model family
-    residency.py     which modules are loaded when (one role map for load and release), the phase meter
+    prepare.py       request -> render job: sources encoded, the planner run, items, tokens, noise
+    render.py        the phases after tokenization through the residency: text, condition, DiT, VAE
+    residency.py     which modules are loaded when (the engine's part map for load and release), the phase meter
+    adapters.py      the adapters loaded on the pipeline's decoder
+    worker.py        the pipeline's own thread
     results.py       Progress, Cancelled, GenerationResult
-    sources.py       the editing tasks' recordings, read and VAE-encoded
     postprocess.py   peak limiting, splice, normalisation
 
 The names below are imported on first use (the command line builds a request
@@ -15,7 +18,7 @@ import importlib
 
 _EXPORTS = {
     "ACEStep": "acestep",
-    "initial_noise": "acestep",
+    "initial_noise": "..engine",
     "GenerationRequest": "request",
     "RequestError": "request",
     "GenerationResult": "results",

@@ -18,19 +18,11 @@ import time
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..engine import PARTS
 from ..hub import ModelFolders
 from ..loading import load_component
 
-# role -> (component folder, the parts to build; None = all). The planner is its own kind of role.
-ROLES: dict[str, tuple[str, tuple[str, ...] | None]] = {
-    "text_encoder": ("text_encoder", None),
-    "condition": ("dit", ("encoder",)),
-    "condition_codes": ("dit", ("encoder", "tokenizer", "detokenizer")),  # also turns planner codes / covers into hints
-    "denoiser": ("dit", ("decoder", "null_condition_emb")),
-    "vae": ("vae", ("decoder",)),
-    "vae_encoder": ("vae", ("encoder", "decoder")),
-    "planner": ("lm", None),
-}
+ROLES = PARTS  # a role is an engine step: what it loads is declared once, beside the engine
 
 
 class PhaseMeter:

@@ -1,16 +1,15 @@
-"""The editing tasks' recordings: read (a file at any rate, or an array), checked, VAE-encoded."""
+"""The editing tasks' recordings: read (a file at any rate, or an array) and checked (the engine encodes them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
 from ..audio import load_audio
-from ..conditioning.tasks import check_source
 from ..errors import AceStepError
+from .tasks import check_source
 
 
 def pcm_to_float(audio, what: str) -> np.ndarray:
@@ -54,14 +53,3 @@ def latents_input(x, what: str, channels: int) -> mx.array:
     if x.ndim != 2 or x.shape[1] != channels:
         raise AceStepError(f"{what} must be [frames, {channels}], got {tuple(x.shape)}")
     return x
-
-
-def encode_wave(
-    vae, wave: np.ndarray, seed: int, chunk: int, overlap: int, progress: Callable[[int, int], None] | None = None
-) -> mx.array:
-    """A 48 kHz stereo waveform -> VAE latents `[T, 64]`, a seeded draw from the posterior as the reference
-    samples it (spec 5.10; the reference's draw is unseeded)."""
-    mean, std = vae.encode_moments_chunked(mx.array(wave)[None], chunk, overlap, progress=progress)
-    latents = vae.sample(mean, std, key=mx.random.key(seed))[0]
-    mx.eval(latents)
-    return latents

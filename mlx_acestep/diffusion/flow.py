@@ -1,0 +1,112 @@
+"""Flow matching as ACE-Step 1.5 runs it: one object for the schedule, the noise interpolation, the ODE/SDE step
+and the training-time draw, shared by generation and training (spec 5.6-5.7, 10).
+
+Convention: x_t = t * noise + (1 - t) * x0 and the DiT predicts v = noise - x0.
+
+A run's times run from the first t down to 0 (turbo's table gets its implicit end point appended), so every step
+k goes from `times[k]` to `times[k + 1]`. The ODE moves along v; the SDE jumps to the clean estimate
+x0 = x - v t and re-noises it to `renoise_to[k]` with fresh noise (turbo to the next time, base / SFT to
+1 - (k+1)/N, as the reference does, ignoring the shift). A step that re-noises to 0 draws nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from ..errors import AceStepError
+from ..names import SAMPLING_METHODS
+from .schedules import TURBO_TRAINING_TABLE, base_timesteps, turbo_timesteps
+
+# The checkpoint config's training-only defaults (spec 2.2): logit-normal times for base / SFT.
+TIMESTEP_MU, TIMESTEP_SIGMA = -0.4, 1.0
+
+
+def interpolate(x0, noise, t):
+    """The point at time `t` between clean latents and noise: t * noise + (1 - t) * x0 (the one place it is written)."""
+    return t * noise + (1 - t) * x0
+
+
+def velocity_target(x0: mx.array, noise: mx.array) -> mx.array:
+    """What the DiT is trained to predict at every t, in float32."""
+    return (noise - x0).astype(mx.float32)
+
+
+def training_times(family: str, batch: int, key: mx.array, mu: float = TIMESTEP_MU, sigma: float = TIMESTEP_SIGMA):
+    """`[batch]` training times: turbo uniform over the 8-step shift-3 table it is run at; base / SFT the continuous
+    logit-normal sigmoid(mu + sigma z) of the newer trainer."""
+    if family == "turbo":
+        table = mx.array(TURBO_TRAINING_TABLE, dtype=mx.float32)
+        return table[mx.random.randint(0, len(TURBO_TRAINING_TABLE), (batch,), key=key)]
+    return mx.sigmoid(mu + sigma * mx.random.normal((batch,), key=key))
+
+
+@dataclass(frozen=True)
+class FlowMatching:
+    """One sampler run's schedule and step rule."""
+
+    times: tuple[float, ...]  # N + 1 values, the last 0
+    method: str = "ode"
+    renoise_to: tuple[float, ...] = ()  # per step, for the SDE
+
+    def __post_init__(self):
+        if self.method not in SAMPLING_METHODS:
+            raise AceStepError(f"unknown sampling method {self.method!r} (choose {' or '.join(SAMPLING_METHODS)})")
+
+    @classmethod
+    def turbo(cls, shift: float = 3.0, timesteps=None, method: str = "ode", dtype: mx.Dtype = mx.float32):
+        """The turbo table of the nearest shift (or custom times snapped to the tables), in `dtype` as the
+        reference builds it (bf16 rounds 0.954545 to 0.953125)."""
+        times = (*_rounded(turbo_timesteps(shift, timesteps), dtype), 0.0)
+        return cls(times, method, times[1:])
+
+    @classmethod
+    def shifted(cls, steps: int, shift: float = 1.0, timesteps=None, method: str = "ode", dtype=mx.float32):
+        """Base / SFT: the shifted linspace (or explicit times); the SDE re-noises to 1 - (k+1)/N."""
+        times = tuple(_rounded(base_timesteps(steps, shift, timesteps), dtype))
+        n = len(times) - 1
+        return cls(times, method, tuple(1.0 - (k + 1) / n for k in range(n)))
+
+    @property
+    def steps(self) -> int:
+        return len(self.times) - 1
+
+    @property
+    def draws(self) -> int:
+        """How many fresh-noise draws an SDE run takes (what injected re-noise must supply)."""
+        return sum(1 for t in self.renoise_to if t != 0) if self.method == "sde" else 0
+
+    def step(self, x: mx.array, v: mx.array, k: int, fresh_noise: Callable[[int], mx.array]) -> mx.array:
+        """x at `times[k + 1]` from x at `times[k]` and the velocity there."""
+        t, t_next = self.times[k], self.times[k + 1]
+        if self.method == "ode":
+            return x - v * (t - t_next)
+        x0 = x - v * t
+        t_to = self.renoise_to[k]
+        return x0 if t_to == 0 else interpolate(x0, fresh_noise(k), t_to)
+
+
+def _rounded(times: Sequence[float], dtype: mx.Dtype) -> list[float]:
+    return mx.array(times, dtype=dtype).tolist()
+
+
+class StepNoise:
+    """The initial noise and each SDE step's fresh noise: given (injected, as the parity tests do) or drawn from
+    `key` (split once into the initial draw and one key per step, so step k's draw never depends on others)."""
+
+    def __init__(self, shape, dtype, steps: int, key=None, noise=None, renoise=None):
+        keys = mx.random.split(key if key is not None else mx.random.key(0), 2)
+        if noise is None:
+            noise = mx.random.normal(shape, dtype=dtype, key=keys[0])
+        elif tuple(noise.shape) != tuple(shape):
+            raise AceStepError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
+        self.initial = noise.astype(dtype)
+        self.shape, self.dtype, self.renoise = shape, dtype, renoise
+        self.keys = mx.random.split(keys[1], max(steps, 1))
+
+    def __call__(self, k: int) -> mx.array:
+        if self.renoise is not None:
+            return self.renoise[k].astype(self.dtype)
+        return mx.random.normal(self.shape, dtype=self.dtype, key=self.keys[k])

@@ -1,0 +1,111 @@
+"""The one denoising loop, a generator: the caller evaluates, reports progress, cancels and previews.
+
+    velocity = Velocity(decoder, (states, context), guidance=make_guidance("apg", 7.0), null=null_emb)
+    for step in denoise(velocity, flow, noise):
+        mx.eval(step.x)            # the loop never evaluates: the caller decides when
+        report(step.k + 1, step.total)
+    x0 = step.x
+
+`Velocity` is one DiT evaluation per step, guided when the guidance is active at that time (the batch doubled
+against the null condition), with the condition's cross-attention K/V computed once for every step. Per-step
+corrections (an `EditHooks`, the next samplers' wavelet correction) plug in through `corrections`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import mlx.core as mx
+
+from .flow import FlowMatching, StepNoise
+from .guidance import NoGuidance
+
+if TYPE_CHECKING:
+    from ..models.dit.decoder import AceStepDiTModel
+
+
+class Denoiser:
+    """One DiT evaluation with the condition's cross-attention K/V computed once for every step."""
+
+    def __init__(self, decoder: AceStepDiTModel, encoder_hidden_states: mx.array, context: mx.array):
+        self.decoder = decoder
+        self.kv = decoder.cross_key_values(encoder_hidden_states)
+        self.context = context
+
+    def __call__(self, x: mx.array, t: float, rows: slice | None = None) -> mx.array:
+        kv = self.kv if rows is None else [(k[rows], v[rows]) for k, v in self.kv]
+        context = self.context if rows is None else self.context[rows]
+        tt = mx.full((x.shape[0],), t, dtype=x.dtype)
+        return self.decoder(x, tt, tt, context, kv)
+
+
+class Velocity:
+    """The velocity the loop steps along at (x, t, step k), and the DiT's raw output (both halves when guided).
+
+    `switch_to` and `switch_step`: from that step on, another (states, context) condition (cover strength)."""
+
+    def __init__(self, decoder, condition, *, guidance=None, null=None, switch_to=None, switch_step=None):
+        self.decoder, self.null = decoder, null
+        self.guidance = guidance or NoGuidance()
+        self.batch = condition[1].shape[0]
+        self.switch_to, self.switch_step = switch_to, switch_step
+        self.denoiser = self._denoiser(*condition)
+
+    def _denoiser(self, states: mx.array, context: mx.array) -> Denoiser:
+        if not self.guidance.enabled:
+            return Denoiser(self.decoder, states, context)
+        null = mx.broadcast_to(self.null.astype(states.dtype), states.shape)
+        return Denoiser(self.decoder, mx.concatenate([states, null]), mx.concatenate([context, context]))
+
+    def __call__(self, x: mx.array, t: float, k: int) -> tuple[mx.array, mx.array]:
+        if k == self.switch_step:
+            self.denoiser = self._denoiser(*self.switch_to)
+        guidance, b = self.guidance, self.batch
+        if guidance.enabled and guidance.active(t):
+            both = self.denoiser(mx.concatenate([x, x]), t)
+            v = guidance(x, both[:b].astype(mx.float32), both[b:].astype(mx.float32), t)
+            return v.astype(x.dtype), both
+        # outside the interval only the conditional prediction counts: skip the null half
+        v = self.denoiser(x, t, slice(0, b) if guidance.enabled else None)
+        return v, v
+
+
+class Correction(Protocol):
+    def after_step(self, k: int, steps: int, x: mx.array, t_next: float, noise: mx.array) -> mx.array: ...
+
+    def finish(self, x: mx.array) -> mx.array: ...
+
+
+@dataclass
+class Step:
+    """One finished step: x at `times[k + 1]` (after the corrections; the last one is the final result), and what
+    the DiT was given and returned (the parity tests' per-step trace)."""
+
+    k: int
+    total: int
+    x: mx.array
+    t: float
+    x_in: mx.array
+    velocity: mx.array
+
+
+def denoise(
+    velocity: Callable[[mx.array, float, int], tuple[mx.array, mx.array]],
+    flow: FlowMatching,
+    noise: StepNoise,
+    corrections: tuple[Correction, ...] = (),
+) -> Iterator[Step]:
+    """Step from `noise.initial` at `flow.times[0]` to t = 0, yielding after each step."""
+    x, n = noise.initial, flow.steps
+    for k in range(n):
+        t, t_next = flow.times[k], flow.times[k + 1]
+        v, raw = velocity(x, t, k)
+        x_in, x = x, flow.step(x, v, k, noise)
+        for correction in corrections:
+            x = correction.after_step(k, n, x, t_next, noise.initial)
+        if k == n - 1:
+            for correction in corrections:
+                x = correction.finish(x)
+        yield Step(k, n, x, t, x_in, raw)

@@ -1,0 +1,137 @@
+"""From a resolved request to the render job: the editing tasks' recordings encoded, the planner run, the batch
+items, their tokens and the starting noise (spec 5, 7, 8). Runs on the pipeline's thread."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..conditioning.inputs import ConditionInput, planned_item, tokenize_items
+from ..conditioning.prompts import Metas, instruction
+from ..conditioning.sources import latents_input, read_audio
+from ..conditioning.tasks import edit_hooks, task_context
+from ..engine import ConditionJob, initial_noise
+from ..limits import MIN_FRAMES, frames_of, seconds_of
+from .render import RenderJob
+from .request import GenerationRequest
+from .residency import PhaseMeter
+
+
+@dataclass
+class Prepared:
+    """The render job, and what the front needs after it: the plans, the source waveform and region (repaint's
+    splice) and the length the output is cut to."""
+
+    job: RenderJob
+    plans: list
+    frames: int  # the output's length in latent frames
+    source_wave: np.ndarray | None
+    region: tuple[int, int] | None
+
+
+def encode_inputs(pipe, request: GenerationRequest, seed: int, meter: PhaseMeter, report):
+    """(source latents, source waveform, reference latents); the waveform only when the source is audio."""
+    channels = pipe.config.audio_acoustic_hidden_dim
+    source = None if request.src_latents is None else latents_input(request.src_latents, "source latents", channels)
+    reference = (
+        None if request.ref_latents is None else latents_input(request.ref_latents, "reference latents", channels)
+    )
+    if request.src_audio is None and request.ref_audio is None:
+        return source, None, reference
+    progress = functools.partial(report, "encode")
+    chunk, overlap = pipe.vae_chunk, pipe.vae_overlap
+    with meter.phase("encode"):
+        wave = None if request.src_audio is None else read_audio(request.src_audio, "source audio")
+        ref_wave = None if request.ref_audio is None else read_audio(request.ref_audio, "reference audio")
+
+        def encode(vae):
+            src = None if wave is None else pipe.engine.encode_audio(vae, wave, seed, chunk, overlap, progress)
+            ref = (
+                None
+                if ref_wave is None
+                else pipe.engine.encode_audio(vae, ref_wave, seed + 1, chunk, overlap, progress)
+            )
+            return src, ref
+
+        encoded_source, encoded_reference = pipe.residency.run("vae_encoder", encode, meter)
+    return (
+        source if encoded_source is None else encoded_source,
+        wave,
+        reference if encoded_reference is None else encoded_reference,
+    )
+
+
+def plan(pipe, request: GenerationRequest, duration, seeds: list[int], meter: PhaseMeter, report, interrupted) -> list:
+    """One plan per item (its own seed). Without a duration the first item's choice is the batch's length."""
+    lm = dict(
+        cfg_scale=request.lm_cfg_scale,
+        temperature=request.lm_temperature,
+        top_p=request.lm_top_p,
+        negative=request.negative_prompt,
+    )
+    metas = dict(bpm=request.bpm, keyscale=request.key, timesignature=request.time_signature)
+
+    def plan_all(planner):
+        plans, length = [], duration
+        for i, s in enumerate(seeds):
+            progress = functools.partial(lambda i, done, n: report("lm", i * n + done, n * len(seeds)), i)
+            plans.append(
+                planner.plan(
+                    request.caption,
+                    request.lyrics,
+                    duration=length,
+                    language=request.language,
+                    seed=s,
+                    max_duration=pipe.max_seconds,
+                    callback=progress,
+                    check=interrupted,
+                    **metas,
+                    **lm,
+                )
+            )
+            if length is None:
+                length = float(plans[0].metadata["duration"])
+        return plans
+
+    with meter.phase("lm"):
+        return pipe.residency.run("planner", plan_all, meter)
+
+
+def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings, seeds, meter, report, interrupted):
+    """The render job of `request` (the model-dependent choices already resolved by the front)."""
+    job, batch = request.job, request.batch_size
+    source, source_wave, reference = encode_inputs(pipe, request, seeds[0], meter, report)
+    follow_source = source is not None and duration is None
+    if follow_source:
+        duration = seconds_of(source.shape[0])
+    plans, codes = [], None
+    if thinking:
+        plans = plan(pipe, request, duration, seeds, meter, report, interrupted)
+        duration = float(plans[0].metadata["duration"]) if duration is None else duration
+        items = [planned_item(p, request.caption, request.lyrics, duration, request.language) for p in plans]
+        codes = np.stack([p.codes for p in plans])
+    else:
+        metas = Metas(duration=duration, bpm=request.bpm, timesignature=request.time_signature, keyscale=request.key)
+        items = [ConditionInput(request.caption, request.lyrics, metas, request.language, job.instruction())] * batch
+    if reference is not None:
+        items = [dataclasses.replace(item, reference_latents=reference) for item in items]
+    frames = max(MIN_FRAMES, source.shape[0] if follow_source else frames_of(duration))
+    silence = pipe.silence_latent
+    sources, edit, alt_tokens, region = None, None, None, None
+    if source is not None:
+        region = job.region(frames, source.shape[0])
+        sources = [task_context(job, source, frames, silence, region)] * batch
+        edit = edit_hooks(job, source, frames, batch, region, silence)
+        if edit is not None and edit.switch_fraction < 1.0:  # cover strength: the last steps follow the caption
+            alt_items = [dataclasses.replace(item, instruction=instruction("text2music")) for item in items]
+            alt_tokens = tokenize_items(pipe.tokenizer, alt_items)
+    with meter.phase("text"):
+        tokens = tokenize_items(pipe.tokenizer, items)
+    noise = initial_noise(seeds, frames, pipe.config.audio_acoustic_hidden_dim, pipe.dtype)
+    condition = ConditionJob(items, frames, codes, sources, pipe.config.timbre_fix_frame, seeds[0])
+    render_job = RenderJob(tokens, noise, settings, condition, edit, alt_tokens)
+    out_frames = min(frames, source.shape[0]) if follow_source else frames  # a short source keeps its length
+    return Prepared(render_job, plans, out_frames, source_wave, region)

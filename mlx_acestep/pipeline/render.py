@@ -1,0 +1,127 @@
+"""The phases after tokenization, each through the pipeline's residency: text encoder -> condition -> DiT -> VAE.
+
+The engine (`mlx_acestep.engine`) does the work; this module loads what each phase needs, times it, reports
+progress (which may cancel), applies the adapters around the DiT phase and checks that nothing non-finite comes
+out. Runs on the pipeline's thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from ..conditioning.inputs import PromptTokens
+from ..diffusion.edits import EditHooks
+from ..diffusion.sampler import BaseSettings, TurboSettings, steps_of
+from ..engine import ConditionJob
+from ..errors import AceStepError
+from ..limits import seconds_of
+from .residency import PhaseMeter
+from .results import Generated
+
+
+@dataclass
+class RenderJob:
+    """One batch after tokenization: its prompts' tokens, the starting noise `[B, frames, 64]`, the sampler
+    settings, what the condition step is asked for, the editing tasks' sampler hooks, and `alt_tokens`, the
+    prompts of cover strength's second condition."""
+
+    tokens: PromptTokens
+    noise: mx.array
+    settings: TurboSettings | BaseSettings
+    condition: ConditionJob
+    edit: EditHooks | None = None
+    alt_tokens: PromptTokens | None = None
+
+
+def check_finite(x: mx.array, phase: str) -> None:
+    """NaN or inf out of a phase would be written as a file of clipped noise that looks like success (as the
+    reference checks since its NaN fix): stop here, naming the phase."""
+    if not bool(mx.all(mx.isfinite(x)).item()):
+        raise AceStepError(
+            f"{phase} produced NaN or infinite values (numerical overflow: try --dtype float32, "
+            "or another seed); nothing was written"
+        )
+
+
+def check_job(job: RenderJob, channels: int, silence_frames: int) -> None:
+    batch, frames = job.tokens.text_ids.shape[0], job.condition.frames
+    if job.noise.shape != (batch, frames, channels):
+        raise AceStepError(f"noise has shape {tuple(job.noise.shape)}, expected {(batch, frames, channels)}")
+    if frames > silence_frames:
+        raise AceStepError(
+            f"{frames} latent frames exceed the checkpoint's silence latent ({silence_frames} frames = "
+            f"{seconds_of(silence_frames):g} s)"
+        )
+    sources = job.condition.sources
+    if sources is not None and (
+        len(sources) != batch or any(s.shape[0] != frames or m.shape[0] != frames for s, m, _ in sources)
+    ):
+        raise AceStepError(f"sources must hold {batch} items of {frames} frames")
+
+
+def cover_switch_job(job: ConditionJob, silence: mx.array) -> ConditionJob:
+    """Cover strength's second condition: text2music over a silence context with the same chunk masks."""
+    silent = silence[0, : job.frames]
+    return dataclasses.replace(job, codes=None, sources=[(silent, m, False) for _, m, _ in job.sources])
+
+
+def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Generated:
+    """Text encoder -> condition -> sampler -> VAE for `job` (no post-processing)."""
+    engine, residency = pipe.engine, pipe.residency
+    check_job(job, pipe.config.audio_acoustic_hidden_dim, pipe.silence_latent.shape[1])
+
+    report("text", 0, 1)
+    with meter.phase("text"):
+
+        def text_phase(text_encoder):
+            text = engine.encode_text(text_encoder, job.tokens)
+            return text, None if job.alt_tokens is None else engine.encode_text(text_encoder, job.alt_tokens)
+
+        text, alt_text = residency.run("text_encoder", text_phase, meter)
+    report("text", 1, 1)
+
+    report("condition", 0, 1)
+    with meter.phase("condition"):
+
+        def condition_phase(dit):
+            main = engine.condition(dit, text, job.condition)
+            alt = (
+                None
+                if alt_text is None
+                else engine.condition(dit, alt_text, cover_switch_job(job.condition, pipe.silence_latent))
+            )
+            return main, alt
+
+        condition, alt = residency.run(job.condition.part, condition_phase, meter)
+        edit = job.edit if alt is None else dataclasses.replace(job.edit, switch_to=alt)
+    report("condition", 1, 1)
+
+    with meter.phase("dit"):
+        report("dit", 0, steps_of(job.settings))
+
+        def sample(dit):
+            pipe.adapters.apply(dit.decoder, adapters)
+            try:
+                for step in engine.denoise(dit, condition, job.noise, job.settings, edit):
+                    mx.eval(step.x)
+                    report("dit", step.k + 1, step.total)
+                return step.x
+            finally:
+                if adapters:  # this call's adapters come off again
+                    pipe.adapters.apply(dit.decoder)
+
+        pipe._drop_stale_fused()
+        latents = residency.run("denoiser", sample, meter)
+        condition = edit = None  # freed before the VAE phase
+        check_finite(latents, "the diffusion (DiT) phase")
+
+    with meter.phase("vae"):
+        progress = lambda done, total: report("vae", done, total)  # noqa: E731
+        waveform = residency.run(
+            "vae", lambda vae: engine.decode(vae, latents, pipe.vae_chunk, pipe.vae_overlap, progress), meter
+        )
+        check_finite(waveform, "the VAE decode")
+    return Generated(text.text_hidden_states, text.lyric_hidden_states, latents, waveform)
