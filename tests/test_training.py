@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -17,13 +18,15 @@ from helpers import ATTENTION_RENAMES, diffusers_dit_checkpoint, rel_err, rename
 from test_adapters import CONFIGS
 from test_dit import dit_inputs
 
+from mlx_acestep.checkpoint import Checkpoint
 from mlx_acestep.convert import convert_checkpoints
+from mlx_acestep.engine import Engine
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
 from mlx_acestep.pipeline import ACEStep, ModelFolders
 from mlx_acestep.training import TrainConfig, scan_dataset, train_lora
 from mlx_acestep.training.lora import attach_lora
-from mlx_acestep.training.objective import flow_loss, text2music_context
+from mlx_acestep.training.objective import flow_loss
 from mlx_acestep.training.preprocess import clip_condition, preprocess
 
 # One worker for the whole module: its tests share the clips' preprocessing (the fixture VAE is slow on a CPU).
@@ -155,28 +158,41 @@ def test_the_preprocess_cache_is_keyed_on_every_model_folder_it_used(dataset, tm
     """The VAE, the text encoder and the DiT are cache entries of their own: a new VAE (or text encoder) with the
     same DiT must not reuse latents (or conditions) the old one made."""
 
-    class Pipe:  # counts what preprocessing computes; the tensors do not matter here
-        def __init__(self, vae="vae", text="text"):
-            self.folders, self.encoded = ModelFolders(text, "dit", vae), 0
+    class Counting(Engine):  # counts what preprocessing computes; the tensors do not matter here
+        encoded = 0
 
-        def encode_audio(self, path, seed):
+        def encode_audio(self, vae, wave, seed, chunk, overlap, progress=None):
             self.encoded += 1
             return mx.zeros((125, 64))
 
-        def encode_condition(self, items, frames):
+        def encode_text(self, text_encoder, tokens):
+            return None
+
+        def condition(self, dit, text, job):
             return mx.zeros((1, 7, 16)), None
 
+    class Checkpoint:  # what preprocessing reads of a checkpoint, with nothing to load
+        def __init__(self, vae="vae", text="text"):
+            self.folders = ModelFolders(text, "dit", vae)
+            self.tokenizer = SimpleNamespace(batch=lambda texts, n: (np.zeros((1, 1), int), np.ones((1, 1), bool)))
+            self.config = SimpleNamespace(timbre_fix_frame=750)
+
+        def load(self, step):
+            return None
+
     clips = scan_dataset(dataset)[:1]
-    pipes = [Pipe(), Pipe(vae="other vae"), Pipe(text="other text"), Pipe()]
-    for pipe in pipes:
-        preprocess(pipe, clips, tmp_path, seed=0)
-    assert [p.encoded for p in pipes] == [1, 1, 1, 0]  # the last one is the first again: from the cache
+    engines = [Counting(None) for _ in range(4)]
+    for checkpoint, engine in zip(
+        [Checkpoint(), Checkpoint(vae="other vae"), Checkpoint(text="other text"), Checkpoint()], engines
+    ):
+        preprocess(checkpoint, clips, tmp_path, seed=0, engine=engine)
+    assert [e.encoded for e in engines] == [1, 1, 1, 0]  # the last one is the first again: from the cache
 
 
 def test_training_times_per_family():
     """Turbo: the shift-3 table's values, uniformly; base/SFT: sigmoid(-0.4 + z) (mean 0.41, median sigmoid(-0.4))."""
+    from mlx_acestep.diffusion.flow import training_times as sample_t
     from mlx_acestep.diffusion.sampler import TURBO_TABLES
-    from mlx_acestep.training.objective import sample_t
 
     turbo = np.array(sample_t("turbo", 8000, mx.random.key(0)))
     values, counts = np.unique(np.round(turbo, 6), return_counts=True)
@@ -189,29 +205,31 @@ def test_training_times_per_family():
 # -- preprocessing is the pipeline's own path ---------------------------------------------------------------
 
 
-def test_preprocessing_equals_what_generation_uses(converted, dataset, cache, monkeypatch):
-    import mlx_acestep.pipeline.acestep as acestep
-
+def test_preprocessing_equals_what_generation_uses(converted, dataset, cache):
+    """The trainer's preprocessing runs the engine generation runs: its latents are `encode_audio`'s, its
+    condition for a clip's request is what generate hands the sampler for that request, its context the same."""
     pipe = ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
+    checkpoint = Checkpoint(pipe.folders)
     clips = scan_dataset(dataset)
-    cached = preprocess(pipe, clips[:1], cache / "preprocessed", seed=42)
+    cached = preprocess(checkpoint, clips[:1], cache / "preprocessed", seed=42)
     np.testing.assert_array_equal(
         np.array(cached[0]["target_latents"]), np.array(pipe.encode_audio(clips[0].path, seed=42))
     )
-    # The condition for a clip's request equals what generate hands the sampler for that request (10 s here:
-    # the shortest song generate renders; the trainer writes each clip's own duration the same way).
     seen = {}
-    real = acestep.sample_turbo
 
-    def spy(decoder, states, context, *args, **kwargs):
-        seen["states"], seen["context"] = np.array(states), np.array(context)
-        return real(decoder, states, context, *args, **kwargs)
+    class Spy(Engine):  # what generate hands the sampler
+        def denoise(self, dit, condition, noise, settings, edit=None, decoder=None):
+            seen["states"], seen["context"] = np.array(condition[0]), np.array(condition[1])
+            return super().denoise(dit, condition, noise, settings, edit, decoder)
 
-    monkeypatch.setattr(acestep, "sample_turbo", spy)
+    pipe.engine = Spy(pipe.silence_latent)
+    # 10 s: the shortest song generate renders; the trainer writes each clip's own duration the same way
     pipe.generate(clips[0].caption, clips[0].lyrics, duration=10, seed=1, thinking=False)
-    states = np.array(clip_condition(pipe, clips[0], 250))
+    engine = checkpoint.engine()
+    modules = checkpoint.load("text_encoder"), checkpoint.load("condition")
+    states = np.array(clip_condition(checkpoint, engine, *modules, clips[0], 250))
     np.testing.assert_allclose(states, seen["states"][0], rtol=0, atol=1e-6 * np.abs(seen["states"]).max())
-    context = np.array(text2music_context(pipe.silence_latent, 250, 1, mx.float32))
+    context = np.array(engine.text2music_context(checkpoint.load("denoiser"), 250, 1, mx.float32))
     np.testing.assert_array_equal(context, seen["context"])
 
 
@@ -237,15 +255,15 @@ def test_the_loss_falls_and_the_adapter_pulls_samples_toward_the_clip(trained, c
     from mlx_acestep.diffusion.sampler import TURBO_TABLES
 
     pipe = ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
-    clips = preprocess(pipe, scan_dataset(dataset), cache / "preprocessed", seed=42)
+    clips = preprocess(Checkpoint(pipe.folders), scan_dataset(dataset), cache / "preprocessed", seed=42)
     model = load_component(converted / "acestep-v15-turbo", "dit")
+    context = Engine(pipe.silence_latent).text2music_context(model, 125, 1, mx.float32)
 
     def held_loss():
         total = 0.0
         for n, c in enumerate(clips):
             x0 = c["target_latents"][None, :125]
             noise = mx.random.normal(x0.shape, key=mx.random.key(100 + n))
-            context = text2music_context(pipe.silence_latent, 125, 1, mx.float32)
             for t in TURBO_TABLES[3]:
                 total += flow_loss(
                     model.decoder, x0, noise, mx.array([t]), context, c["encoder_hidden_states"][None]

@@ -1,10 +1,11 @@
 """Preprocessing, once per clip: the tensors generation would use, cached on disk.
 
-Each clip is VAE-encoded to 25 Hz latents (the pipeline's own seeded posterior draw of `encode_audio`), and its
-caption, lyrics and metadata go through the pipeline's own text2music condition path (prompt -> Qwen3 -> lyric
+Each clip is VAE-encoded to 25 Hz latents (the engine's seeded posterior draw, as generation encodes a source),
+and its caption, lyrics and metadata go through the engine's text2music condition step (prompt -> Qwen3 -> lyric
 and timbre encoders -> packed `encoder_hidden_states`), with the clip's whole duration in the `# Metas` block as
-the reference's preprocessing writes it. The cache file is keyed by the audio's bytes, the text, the model and
-the seed, so editing a caption re-encodes only that clip.
+the reference's preprocessing writes it. Each phase's modules are loaded once for all the clips that need it and
+freed after. The cache file is keyed by the audio's bytes, the text, the model folders and the seed, so editing
+a caption re-encodes only that clip.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..checkpoint import Checkpoint
+from ..conditioning.inputs import ConditionInput, tokenize_items
+from ..conditioning.prompts import Metas, instruction
+from ..conditioning.sources import read_audio
+from ..engine import ConditionJob
 from ..errors import AceStepError
 from ..files import atomic_file
-from ..limits import seconds_of
+from ..limits import VAE_CHUNK, VAE_OVERLAP, seconds_of
 from ..safetensors_io import read_safetensors
 from .dataset import Clip
 
@@ -34,10 +40,8 @@ def _cache_key(clip: Clip, model: str, seed: int) -> str:
     return digest.hexdigest()[:24]
 
 
-def clip_condition(pipe, clip: Clip, frames: int) -> mx.array:
-    """The packed condition `[L, E]` the pipeline builds for this clip's text2music request."""
-    from ..conditioning.inputs import ConditionInput
-    from ..conditioning.prompts import Metas, instruction
+def clip_item(clip: Clip, frames: int) -> ConditionInput:
+    """The text2music batch item of this clip's request, its whole length in the metadata."""
     from ..pipeline.request import normalize_key, normalize_time_signature
 
     metas = Metas(
@@ -46,13 +50,36 @@ def clip_condition(pipe, clip: Clip, frames: int) -> mx.array:
         timesignature=normalize_time_signature(clip.time_signature),
         keyscale=normalize_key(clip.key),
     )
-    item = ConditionInput(clip.caption, clip.lyrics, metas, clip.language, instruction("text2music"))
-    states, _ = pipe.encode_condition([item], frames)
-    return states[0]
+    return ConditionInput(clip.caption, clip.lyrics, metas, clip.language, instruction("text2music"))
+
+
+def clip_condition(checkpoint: Checkpoint, engine, text_encoder, dit, clip: Clip, frames: int) -> mx.array:
+    """The packed condition `[L, E]` generation builds for this clip's text2music request over `frames`."""
+    item = clip_item(clip, frames)
+    text = engine.encode_text(text_encoder, tokenize_items(checkpoint.tokenizer, [item]))
+    job = ConditionJob([item], frames, timbre_frames=checkpoint.config.timbre_fix_frame)
+    return engine.condition(dit, text, job)[0][0]
+
+
+def encode_clips(checkpoint: Checkpoint, clips: list[Clip], seed: int, engine=None) -> list[dict]:
+    """{"target_latents" [T, 64], "encoder_hidden_states" [L, E]} per clip, one phase at a time for all of them."""
+    engine = engine or checkpoint.engine()
+    vae = checkpoint.load("vae_encoder")
+    latents = [engine.encode_audio(vae, read_audio(c.path), seed, VAE_CHUNK, VAE_OVERLAP) for c in clips]
+    del vae
+    # the text encoder and the condition encoder together: a clip's text states are used at once, never kept
+    modules = checkpoint.load("text_encoder"), checkpoint.load("condition")
+    states = [clip_condition(checkpoint, engine, *modules, c, x.shape[0]) for c, x in zip(clips, latents)]
+    return [{"target_latents": x, "encoder_hidden_states": s} for x, s in zip(latents, states)]
 
 
 def preprocess(
-    pipe, clips: list[Clip], folder: Path, seed: int, progress: Callable[[int, int], None] | None = None
+    checkpoint: Checkpoint,
+    clips: list[Clip],
+    folder: Path,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+    engine=None,
 ) -> list[dict]:
     """Per clip {"target_latents" [T, 64], "encoder_hidden_states" [L, E], "caption"}, from the cache when it has them."""
     try:
@@ -61,31 +88,17 @@ def preprocess(
         raise AceStepError(
             f"{folder}: cannot keep the preprocessed clips there ({e.strerror or e}); give a writable --cache-dir"
         ) from None
+    # the latents come from the VAE, the condition from the text encoder and the DiT's condition encoder: each is
+    # its own cache entry, so all three paths are in the key
+    folders = checkpoint.folders
+    made_by = json.dumps([str(folders.vae), str(folders.text_encoder), str(folders.dit)])
+    files = [folder / f"{_cache_key(clip, made_by, seed)}.safetensors" for clip in clips]
+    todo = [n for n, file in enumerate(files) if not file.is_file()]
+    for n, tensors in zip(todo, encode_clips(checkpoint, [clips[n] for n in todo], seed, engine) if todo else []):
+        _save(files[n], {k: np.array(v.astype(mx.float32)) for k, v in tensors.items()}, folder)
     out = []
-    for n, clip in enumerate(clips):
-        # the latents come from the VAE, the condition from the text encoder and the DiT's condition encoder: each
-        # is its own cache entry, so all three paths are in the key
-        made_by = json.dumps([str(pipe.folders.vae), str(pipe.folders.text_encoder), str(pipe.folders.dit)])
-        file = folder / f"{_cache_key(clip, made_by, seed)}.safetensors"
-        if file.is_file():
-            tensors = read_safetensors(file)
-        else:
-            latents = pipe.encode_audio(clip.path, seed=seed)
-            states = clip_condition(pipe, clip, latents.shape[0])
-            tensors = {
-                "target_latents": np.array(latents.astype(mx.float32)),
-                "encoder_hidden_states": np.array(states.astype(mx.float32)),
-            }
-            from safetensors.numpy import save
-
-            try:
-                with atomic_file(file) as tmp:
-                    tmp.write_bytes(save(tensors))
-            except OSError as e:
-                raise AceStepError(
-                    f"{folder}: cannot keep the preprocessed clips there ({e.strerror or e}); "
-                    "give a writable --cache-dir"
-                ) from None
+    for n, (clip, file) in enumerate(zip(clips, files)):
+        tensors = read_safetensors(file)
         out.append(
             {
                 "target_latents": mx.array(tensors["target_latents"]),
@@ -96,3 +109,15 @@ def preprocess(
         if progress is not None:
             progress(n + 1, len(clips))
     return out
+
+
+def _save(file: Path, tensors: dict, folder: Path) -> None:
+    from safetensors.numpy import save
+
+    try:
+        with atomic_file(file) as tmp:
+            tmp.write_bytes(save(tensors))
+    except OSError as e:
+        raise AceStepError(
+            f"{folder}: cannot keep the preprocessed clips there ({e.strerror or e}); give a writable --cache-dir"
+        ) from None

@@ -1,15 +1,15 @@
 """`train_lora`: a LoRA on the DiT decoder from a folder of songs, natively in MLX.
 
-1. Preprocess each clip once (`preprocess.py`): VAE latents and the condition, cached in the model cache
-   (`preprocessed/`, shared by every run on the same clips, text, model and seed).
-   After that only the decoder is in memory: the text encoder, condition encoder and VAE are freed.
+1. Preprocess each clip once (`preprocess.py`, through the engine generation runs): VAE latents and the
+   condition, cached in the model cache (`preprocessed/`, shared by every run on the same clips, text, model and
+   seed). After that only the decoder is in memory.
 2. Train: the base frozen (any dtype, or q8/q4: QLoRA), the adapter and AdamW's state in float32, decoder
    layers recomputed in the backward pass (`mx.checkpoint`) to bound activation memory. One optimisation step is
    `grad_accum` micro-batches; each micro-batch takes a random crop of `crop_seconds` from each of its clips (a
    new crop every time a clip comes round). All randomness is derived from (seed, step), so a resumed run
    continues exactly as an uninterrupted one.
-3. Save a PEFT folder (`lora.py`) that `--lora` loads, a model card, `train_log.jsonl`, and a resumable
-   `checkpoint/` every `save_every` steps and at the end.
+3. Save a PEFT folder (`adapters/peft.py`'s layout) that `--lora` loads, a model card, `train_log.jsonl`, and a
+   resumable `checkpoint/` every `save_every` steps and at the end; previews render with the decoder in memory.
 """
 
 from __future__ import annotations
@@ -18,24 +18,32 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from mlx.utils import tree_map, tree_unflatten
 
+from ..diffusion.flow import training_times
 from ..errors import AceStepError, first_line
 from ..files import remove_stale, write_text
 from .config import TrainConfig
 from .dataset import scan_dataset
 from .lora import attach_lora, load_adapter_tensors, peft_config, save_peft_folder, seed_dropout
-from .objective import flow_loss, sample_t, text2music_context
-
-STATE_FILE = "train_state.json"  # marks a folder this trainer wrote (and what --resume continues)
-CHECKPOINT_STEP = "step.json"  # inside checkpoint/: the step its adapter and optimizer state belong to
+from .objective import flow_loss
+from .state import (
+    STATE_FILE,
+    check_output,
+    logged_until,
+    model_name,
+    read_state,
+    restore_swapped_checkpoint,
+    resumed_config,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -59,19 +67,6 @@ def _key(seed: int, *parts: int) -> mx.array:
     return mx.random.key(value)
 
 
-def _check_output(output: Path, resume: bool) -> None:
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise AceStepError(f"{output}: exists and is not a folder")
-    ours = (output / STATE_FILE).is_file()
-    if resume and not ours:
-        raise AceStepError(f"{output}: nothing to resume (no {STATE_FILE}: this trainer did not write it)")
-    if not resume and any(output.iterdir()):
-        hint = "give --resume to continue it" if ours else "this trainer did not write it; choose another folder"
-        raise AceStepError(f"{output}: exists and is not empty ({hint})")
-
-
 def _schedule(config: TrainConfig):
     if not config.warmup:
         return config.lr
@@ -85,6 +80,29 @@ def _pad_states(states: list[mx.array]) -> mx.array:
     """Condition states of a batch, right-padded with zeros to the longest (the DiT attends to all of it)."""
     length = max(s.shape[0] for s in states)
     return mx.stack([mx.pad(s, [(0, length - s.shape[0]), (0, 0)]) for s in states])
+
+
+@dataclass
+class Run:
+    """One run's settings, folder, model and data, as `train_lora` prepares them."""
+
+    config: TrainConfig
+    output: Path
+    model: str
+    checkpoint: object  # mlx_acestep.checkpoint.Checkpoint
+    clips: list
+    cached: list[dict]
+    state: dict
+    total: int
+    frames: int
+
+    @property
+    def state_path(self) -> Path:
+        return self.output / STATE_FILE
+
+    def record(self, step: int) -> None:
+        save = {"step": step, "config": asdict(self.config), "model": str(self.model), "dit": self.checkpoint.name}
+        write_text(self.state_path, json.dumps(save))
 
 
 def train_lora(
@@ -101,30 +119,66 @@ def train_lora(
     callback: Callable[[TrainProgress], None] | None = None,
 ) -> Path:
     """Train a LoRA on the songs in `dataset` and write it to `output` (a PEFT folder); returns `output`."""
-    from ..loading import load_component
-    from ..pipeline import ACEStep
+    report = callback or (lambda p: None)
+    run = _prepare(dataset, output, config or TrainConfig(), model, dit, dtype, quantize, cache_dir, resume, report)
+    dit_model = run.checkpoint.load("denoiser")  # the decoder, and the null condition its previews guide against
+    decoder = dit_model.decoder
+    decoder.checkpointing = run.config.checkpointing
+    stack, optimizer, schedule = _adapter_and_optimizer(run, decoder, resume)
+    _train(run, dit_model, stack, optimizer, schedule, report)
+    config = run.config
+    final = peft_config(config.rank, config.alpha, config.dropout, config.targets, f"{run.model}/{run.checkpoint.name}")
+    card = _model_card(config, run.model, run.checkpoint.name, run.clips, run.total, run.output / "train_log.jsonl")
+    save_peft_folder(run.output, stack, final, card)
+    return run.output
+
+
+def _prepare(dataset, output, config, model, dit, dtype, quantize, cache_dir, resume, report) -> Run:
+    """Everything checked and preprocessed; the output folder appears only now, with the data and the model known
+    good: a run refused earlier leaves nothing behind that a second run would have to --resume or delete."""
+    from ..checkpoint import Checkpoint
+    from ..hub import open_cache, resolve_model
     from .preprocess import preprocess
 
-    config = config or TrainConfig()
     output = Path(output).expanduser()
     clips = scan_dataset(dataset)
-    _check_output(output, resume)
-    report = callback or (lambda p: None)
-    model = _model_name(model)
-    state_path = output / STATE_FILE
+    check_output(output, resume)
+    model = model_name(model)
+    state = {"step": 0}
     if resume:
-        _restore_swapped_checkpoint(output / "checkpoint")
+        restore_swapped_checkpoint(output / "checkpoint")
         remove_stale(output)  # what runs killed while writing left (after the restore: it removes `.old` folders)
-    state = _read_state(state_path) if resume else {"step": 0}
-    if resume:
-        config = _resumed_config(config, state, state_path, model, dit)
+        state = read_state(output / STATE_FILE)
+        config = resumed_config(config, state, output / STATE_FILE, model, dit)
         if dit is not None and state.get("dit") not in (None, dit):
             raise AceStepError(
                 f"{output}: trained on the DiT {state['dit']}, not {dit}; resume with --dit {state['dit']}"
             )
         dit = dit or state.get("dit")  # the run's own DiT, found before anything loads
-    micro_per_epoch = math.ceil(len(clips) / config.batch)
-    total = config.steps or math.ceil(config.epochs * micro_per_epoch / config.grad_accum)
+    total = config.steps or math.ceil(config.epochs * math.ceil(len(clips) / config.batch) / config.grad_accum)
+    _check_resumable(output, state, total, resume)
+    folders = resolve_model(model, dit=dit, dtype=dtype, quantize=quantize, lm=None, cache_dir=cache_dir)
+    checkpoint = Checkpoint(folders)
+    if resume and state.get("dit") not in (None, checkpoint.name):
+        raise AceStepError(
+            f"{output}: trained on the DiT {state['dit']}, not {checkpoint.name}; resume with --dit {state['dit']}"
+        )
+    widest = min(checkpoint.config.hidden_size, checkpoint.config.num_key_value_heads * checkpoint.config.head_dim)
+    if config.rank > widest:
+        raise AceStepError(
+            f"rank {config.rank} is more than this model's narrowest adapted layer ({widest} wide); "
+            f"choose at most {widest}"
+        )
+    progress = lambda done, n: report(TrainProgress("preprocess", done, n))  # noqa: E731
+    cached = preprocess(checkpoint, clips, open_cache(cache_dir) / "preprocessed", config.seed, progress)
+    frames = min(int(config.crop_seconds * 25), min(c["target_latents"].shape[0] for c in cached))
+    output.mkdir(parents=True, exist_ok=True)
+    run = Run(config, output, model, checkpoint, clips, cached, state, total, frames)
+    run.record(state["step"])
+    return run
+
+
+def _check_resumable(output: Path, state: dict, total: int, resume: bool) -> None:
     if resume and state["step"] >= total and (output / "adapter_model.safetensors").is_file():
         raise AceStepError(f"{output}: already trained {state['step']} steps (of {total}); give more --steps to go on")
     checkpoint = output / "checkpoint"
@@ -133,41 +187,10 @@ def train_lora(
             f"{output}: train_state.json says step {state['step']} but {checkpoint} holds no adapter "
             "(deleted?); nothing to resume from: start again in another folder"
         )
-    pipe = ACEStep.from_pretrained(
-        model, dit=dit, dtype=dtype, quantize=quantize, lm=None, cache_dir=cache_dir, keep_loaded=False
-    )
-    if resume and state.get("dit") not in (None, pipe.name):
-        raise AceStepError(
-            f"{output}: trained on the DiT {state['dit']}, not {pipe.name}; resume with --dit {state['dit']}"
-        )
-    widest = min(pipe.config.hidden_size, pipe.config.num_key_value_heads * pipe.config.head_dim)
-    if config.rank > widest:
-        raise AceStepError(
-            f"rank {config.rank} is more than this model's narrowest adapted layer ({widest} wide); "
-            f"choose at most {widest}"
-        )
 
-    from ..hub import open_cache
 
-    cached = preprocess(
-        pipe,
-        clips,
-        open_cache(cache_dir) / "preprocessed",
-        config.seed,
-        lambda done, n: report(TrainProgress("preprocess", done, n)),
-    )
-    pipe.unload()  # from here on only the decoder is in memory
-    frames = min(int(config.crop_seconds * 25), min(c["target_latents"].shape[0] for c in cached))
-    # Only now, with the data and the model known good, does the output folder appear: a run refused earlier
-    # leaves nothing behind that a second run would have to --resume or delete.
-    output.mkdir(parents=True, exist_ok=True)
-    write_text(
-        state_path, json.dumps({"step": state["step"], "config": asdict(config), "model": str(model), "dit": pipe.name})
-    )
-
-    dit_model = load_component(pipe.folders.dit, "dit", parts=("decoder",))
-    decoder = dit_model.decoder
-    decoder.checkpointing = config.checkpointing
+def _adapter_and_optimizer(run: Run, decoder, resume: bool):
+    config, checkpoint = run.config, run.output / "checkpoint"
     stack = attach_lora(decoder, config.targets, config.rank, config.alpha, config.dropout, _key(config.seed, 0))
     schedule = _schedule(config)
     optimizer = optim.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
@@ -182,41 +205,49 @@ def train_lora(
                 "checkpoint is damaged: start again in another folder"
             ) from None
         optimizer.state = tree_unflatten(list(saved.items()))
-    silence = pipe.silence_latent
-    dtype_model = dit_model.dtype
+    return stack, optimizer, schedule
 
-    def loss_of(x0, noise, t, context, states):
-        return flow_loss(decoder, x0, noise, t, context, states)
 
-    value_and_grad = nn.value_and_grad(decoder, loss_of)
-    order_cache: dict[int, np.ndarray] = {}
+class MicroBatches:
+    """Micro-batch j of step `step`: which clips (a fresh permutation each epoch), their crops, times and noise,
+    all drawn from (seed, step, j), so a resumed run sees exactly what an uninterrupted one would."""
 
-    def micro_batch(step: int, j: int):
-        index = step * config.grad_accum + j  # the micro-batch's place in the whole run
-        epoch, within = divmod(index, micro_per_epoch)
-        if epoch not in order_cache:
-            order_cache.clear()
-            order_cache[epoch] = np.random.default_rng([config.seed, epoch]).permutation(len(cached))
-        rows = [order_cache[epoch][(within * config.batch + b) % len(cached)] for b in range(config.batch)]
+    def __init__(self, run: Run, dit_model):
+        self.run, self.config, self.dtype = run, run.config, dit_model.dtype
+        self.per_epoch = math.ceil(len(run.cached) / run.config.batch)
+        self.order: dict[int, np.ndarray] = {}
+        engine, batch = run.checkpoint.engine(), run.config.batch
+        self.context = engine.text2music_context(dit_model, run.frames, batch, self.dtype)  # the same every step
+
+    def __call__(self, step: int, j: int):
+        config, cached, frames = self.config, self.run.cached, self.run.frames
+        epoch, within = divmod(step * config.grad_accum + j, self.per_epoch)
+        if epoch not in self.order:
+            self.order = {epoch: np.random.default_rng([config.seed, epoch]).permutation(len(cached))}
+        rows = [self.order[epoch][(within * config.batch + b) % len(cached)] for b in range(config.batch)]
         rng = np.random.default_rng([config.seed, step, j])
         x0 = []
         for r in rows:
             latents = cached[r]["target_latents"]
             start = int(rng.integers(0, latents.shape[0] - frames + 1))
             x0.append(latents[start : start + frames])
-        x0 = mx.stack(x0).astype(dtype_model)
-        states = _pad_states([cached[r]["encoder_hidden_states"] for r in rows]).astype(dtype_model)
+        x0 = mx.stack(x0).astype(self.dtype)
+        states = _pad_states([cached[r]["encoder_hidden_states"] for r in rows]).astype(self.dtype)
         key_t, key_noise = mx.random.split(_key(config.seed, step, j, 1))
-        t = sample_t(pipe.family, len(rows), key_t)
-        noise = mx.random.normal(x0.shape, key=key_noise).astype(dtype_model)
-        context = text2music_context(silence, frames, len(rows), dtype_model)
-        return x0, noise, t, context, states
+        t = training_times(self.run.checkpoint.family, len(rows), key_t)
+        noise = mx.random.normal(x0.shape, key=key_noise).astype(self.dtype)
+        return x0, noise, t, self.context[: len(rows)], states
 
+
+def _train(run: Run, dit_model, stack, optimizer, schedule, report) -> None:
+    config, output, decoder = run.config, run.output, dit_model.decoder
+    value_and_grad = nn.value_and_grad(decoder, lambda *batch: flow_loss(decoder, *batch))
+    micro_batch = MicroBatches(run, dit_model)
     log_path = output / "train_log.jsonl"
-    if resume and log_path.exists():  # a resumed run keeps the lines up to its checkpoint (later ones are redone)
-        write_text(log_path, "".join(line + "\n" for line in _logged_until(log_path, state["step"])))
-    start_step, started = state["step"], time.perf_counter()
-    for step in range(start_step, total):
+    if run.state["step"] and log_path.exists():  # a resumed run keeps the lines up to its checkpoint
+        write_text(log_path, "".join(line + "\n" for line in logged_until(log_path, run.state["step"])))
+    started = time.perf_counter()
+    for step in range(run.state["step"], run.total):
         t0 = time.perf_counter()
         grads, loss_sum = None, 0.0
         for j in range(config.grad_accum):
@@ -225,143 +256,44 @@ def train_lora(
             grads = g if grads is None else tree_map(mx.add, grads, g)
             mx.eval(loss, grads)
             loss_sum += loss.item()
-        grads = tree_map(lambda g: g / config.grad_accum, grads)
         loss_value = loss_sum / config.grad_accum
-        clipped, norm = optim.clip_grad_norm(grads, config.grad_clip or math.inf)
-        norm = norm.item()
-        if not math.isfinite(loss_value) or not math.isfinite(norm):  # before the update: the adapter stays finite
-            what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else f"the gradient norm is {norm}"
-            raise AceStepError(f"step {step + 1}: {what} (try a lower --lr); the last checkpoint is kept")
-        if config.grad_clip:
-            grads = clipped
-        lr = float(schedule(mx.array(step))) if callable(schedule) else schedule  # what this update uses
-        optimizer.update(decoder, grads)
-        mx.eval(decoder.trainable_parameters(), optimizer.state)
-        seconds = time.perf_counter() - t0
+        lr = _update(
+            step, tree_map(lambda g: g / config.grad_accum, grads), loss_value, config, optimizer, schedule, decoder
+        )
         with open(log_path, "a") as f:
-            f.write(json.dumps({"step": step + 1, "loss": loss_value, "lr": lr, "seconds": round(seconds, 4)}) + "\n")
-        report(TrainProgress("train", step + 1, total, loss_value, lr, time.perf_counter() - started))
-        last = step + 1 == total
-        if last or (config.save_every and (step + 1) % config.save_every == 0):
-            _save_checkpoint(checkpoint, stack, optimizer, state_path, step + 1, config, model, pipe.name)
-            report(TrainProgress("save", step + 1, total))
-        if config.preview_every and ((step + 1) % config.preview_every == 0 or last):
-            _preview(pipe, stack, config, output, step + 1, cached, model)
-            report(TrainProgress("preview", step + 1, total))
-    final = peft_config(config.rank, config.alpha, config.dropout, config.targets, f"{model}/{pipe.name}")
-    save_peft_folder(output, stack, final, _model_card(config, model, pipe.name, clips, total, log_path))
-    return output
+            seconds = round(time.perf_counter() - t0, 4)
+            f.write(json.dumps({"step": step + 1, "loss": loss_value, "lr": lr, "seconds": seconds}) + "\n")
+        report(TrainProgress("train", step + 1, run.total, loss_value, lr, time.perf_counter() - started))
+        _after_step(run, step + 1, dit_model, stack, optimizer, report)
 
 
-def _save_checkpoint(folder: Path, stack, optimizer, state_path: Path, step: int, config, model, dit: str) -> None:
-    """The adapter, the optimizer state and their step, swapped in as one folder: a run killed at any moment
-    resumes from a checkpoint whose three parts belong together."""
-    from safetensors.numpy import save
-
-    from ..files import building_dir
-    from .lora import adapter_tensors
-
-    with building_dir(folder, replace=folder.exists()) as tmp:
-        (tmp / "adapter.safetensors").write_bytes(save(adapter_tensors(stack)))
-        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-        (tmp / CHECKPOINT_STEP).write_text(json.dumps({"step": step}))
-    write_text(state_path, json.dumps({"step": step, "config": asdict(config), "model": str(model), "dit": dit}))
+def _update(step: int, grads, loss_value: float, config: TrainConfig, optimizer, schedule, decoder) -> float:
+    """Clip and apply one step's gradient; returns the learning rate it used."""
+    clipped, norm = optim.clip_grad_norm(grads, config.grad_clip or math.inf)
+    norm = norm.item()
+    if not math.isfinite(loss_value) or not math.isfinite(norm):  # before the update: the adapter stays finite
+        what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else f"the gradient norm is {norm}"
+        raise AceStepError(f"step {step + 1}: {what} (try a lower --lr); the last checkpoint is kept")
+    lr = float(schedule(mx.array(step))) if callable(schedule) else schedule
+    optimizer.update(decoder, clipped if config.grad_clip else grads)
+    mx.eval(decoder.trainable_parameters(), optimizer.state)
+    return lr
 
 
-def _model_name(model) -> str:
-    """The model as recorded: a local folder absolute (so a resume or the model card works from anywhere)."""
-    path = Path(str(model)).expanduser()
-    return str(path.resolve()) if str(model) != "tiny" and path.exists() else str(model)
+def _after_step(run: Run, step: int, dit_model, stack, optimizer, report) -> None:
+    """The checkpoint and the preview due after `step`."""
+    from .preview import render_preview
 
-
-def _read_state(path: Path) -> dict:
-    """train_state.json, checked; the step is the checkpoint's own when it has one (see `_save_checkpoint`)."""
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise AceStepError(f"{path}: cannot be read ({first_line(e)}); start again in another folder") from None
-    if not (isinstance(state, dict) and _is_step(state.get("step")) and isinstance(state.get("config", {}), dict)):
-        raise AceStepError(f"{path}: not a training state this trainer wrote; start again in another folder")
-    step_file = path.parent / "checkpoint" / CHECKPOINT_STEP
-    if step_file.is_file():
-        try:
-            step = json.loads(step_file.read_text())["step"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise AceStepError(f"{step_file}: cannot be read ({first_line(e)}); the checkpoint is damaged") from None
-        if not _is_step(step):
-            raise AceStepError(f"{step_file}: step {step!r} is not a whole number >= 0; the checkpoint is damaged")
-        state["step"] = step
-    return state
-
-
-def _logged_until(log_path: Path, step: int) -> list[str]:
-    """The log's lines up to `step` (a line a kill cut short is dropped)."""
-    kept = []
-    for line in log_path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue
-    return kept
-
-
-def _is_step(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _restore_swapped_checkpoint(checkpoint: Path) -> None:
-    """A run killed between the two renames of a checkpoint swap left the previous one as `.checkpoint.*.old`."""
-    if checkpoint.exists():
-        return
-    old = sorted(checkpoint.parent.glob(f".{checkpoint.name}.*.old"), key=lambda p: p.stat().st_mtime)
-    if old and (old[-1] / "adapter.safetensors").is_file():
-        old[-1].rename(checkpoint)
-
-
-# What a resumed run may change: how long it runs, how often it saves and previews, and checkpointing (speed
-# against memory: a run that ran out of memory must be able to turn it on).
-RESUMED = ("steps", "epochs", "save_every", "preview_every", "checkpointing")
-
-
-def _resumed_config(config: TrainConfig, state: dict, path: Path, model: str, dit: str | None) -> TrainConfig:
-    """The saved run's settings; asking for others is an error (they would be silently ignored otherwise)."""
-    if state.get("model") is not None and _model_name(state["model"]) != model:
-        raise AceStepError(
-            f"{path.parent}: trained on --model {state['model']}, not {model}; resume with the same model"
+    config, last = run.config, step == run.total
+    if last or (config.save_every and step % config.save_every == 0):
+        save_checkpoint(
+            run.output / "checkpoint", stack, optimizer, run.state_path, step, config, run.model, run.checkpoint.name
         )
-    saved = state.get("config") or {}
-    if saved.get("seed") is None:
-        return config
-    try:
-        kept = TrainConfig(**{k: tuple(v) if k == "targets" else v for k, v in saved.items()})
-    except (TypeError, AceStepError) as e:
-        raise AceStepError(f"{path}: its settings cannot be read ({e}); start again in another folder") from None
-    defaults = TrainConfig()
-    asked = [
-        f
-        for f in asdict(config)
-        if f not in RESUMED and getattr(config, f) != getattr(kept, f) and getattr(config, f) != getattr(defaults, f)
-    ]
-    if asked:
-        was = ", ".join(f"{f} {getattr(kept, f)} (asked {getattr(config, f)})" for f in asked)
-        raise AceStepError(
-            f"{path.parent}: --resume continues the run as it was started: {was}; only the steps, epochs, "
-            "save and preview intervals can change"
-        )
-    return replace(kept, **{f: getattr(config, f) for f in RESUMED})
-
-
-def _preview(pipe, stack, config, output: Path, step: int, cached, model) -> None:
-    """A short render with the adapter as it is now: previews/step-N.wav (its PEFT folder beside it)."""
-    folder = output / "previews" / f"step-{step}"
-    save_peft_folder(
-        folder, stack, peft_config(config.rank, config.alpha, 0.0, config.targets, str(model)), "preview\n"
-    )
-    caption = cached[0]["caption"]
-    result = pipe.generate(caption, duration=10, seed=config.seed, thinking=False, loras=[(folder, 1.0)])
-    result.save(output / "previews" / f"step-{step}.wav", overwrite=True)
-    pipe.unload()
+        report(TrainProgress("save", step, run.total))
+    if config.preview_every and (step % config.preview_every == 0 or last):
+        path = run.output / "previews" / f"step-{step}.wav"
+        render_preview(run.checkpoint, dit_model, run.cached[0]["caption"], config.seed, path)
+        report(TrainProgress("preview", step, run.total))
 
 
 def _model_card(config: TrainConfig, model, dit: str, clips, steps: int, log_path: Path) -> str:
