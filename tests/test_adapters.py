@@ -149,7 +149,7 @@ def test_rank_and_alpha_patterns_match_peft(live, tmp_path):
     folder = save_as_reference_trainer(model, tmp_path / "peft")
     inputs = dit_inputs(config, length=21, seed=3)
     ours, stack = with_adapters(root / "f32" / "acestep-v15-turbo", (folder, 1.0))
-    assert stack.entries["a0"].adapter.deltas["layers.0.self_attn.q_proj"].rank == 2
+    assert stack.adapter("a0").deltas["layers.0.self_attn.q_proj"].rank == 2
     assert rel_err(our_output(ours, *inputs), reference_output(model.get_base_model(), *inputs)) < TOLERANCE
 
 
@@ -273,10 +273,10 @@ def test_unload_restores_the_base_exactly_and_scale_0_is_no_adapter(live, tmp_pa
     stack.add(folder, targets(model.decoder), 1.0, name="x")
     stack.apply(model.decoder)
     assert not np.array_equal(our_output(model, *inputs), base)
-    stack.entries["x"].scale = 0.0
+    stack.set_scale("x", 0.0)
     stack.apply(model.decoder)
     np.testing.assert_array_equal(our_output(model, *inputs), base)
-    stack.entries.clear()
+    stack.clear()
     stack.apply(model.decoder)
     assert {p: id(m) for p, m in model.decoder.named_modules()} == modules_before  # the very modules back
     np.testing.assert_array_equal(our_output(model, *inputs), base)
@@ -290,7 +290,7 @@ def test_fused_equals_unfused(live, tmp_path):
     fused, stack = with_adapters(root / "f32" / "acestep-v15-turbo", (folder, 0.8), fuse=True)
     assert not any(type(m).__name__ == "AdaptedLinear" for _, m in fused.decoder.named_modules())
     assert rel_err(our_output(fused, *inputs), our_output(side, *inputs)) < 1e-5
-    stack.entries["a0"].scale = 0.5
+    stack.set_scale("a0", 0.5)
     assert stack.needs_fresh_weights(fused.decoder)  # a merged adapter cannot be re-scaled in place
 
 
@@ -380,7 +380,7 @@ def test_bad_adapters_are_one_line_errors(live, decoder_targets, tmp_path):
     assert "is not a finite scale" in error(tmp_path / "inf.safetensors", fuse=True)
     (wrong_rank / "adapter_config.json").write_text(json.dumps(config | {"r": 4, "lora_alpha": float("nan")}))
     assert "lora_alpha must be a positive number, got nan" in error(wrong_rank)
-    assert stack.entries == {}  # nothing half-applied
+    assert stack.names() == []  # nothing half-applied
 
 
 def test_lora_specs_from_the_command_line(tmp_path):

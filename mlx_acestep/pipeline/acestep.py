@@ -32,7 +32,6 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from ..adapters import AdapterStack
 from ..conditioning.inputs import (
     ConditionInput,
     PromptTokens,
@@ -52,7 +51,7 @@ from ..loading import load_silence_latent, read_json
 from ..models.dit import AceStepConfig
 from ..models.dit.config import model_family
 from ..names import DEFAULT_REPO
-from .adapters import AdapterMethods
+from .adapters import PipelineAdapters
 from .postprocess import postprocess
 from .request import GenerationRequest, resolve_seeds, sampler_settings, source_frames, steps_of
 from .residency import PhaseMeter, Residency
@@ -78,7 +77,7 @@ def initial_noise(seeds: Sequence[int], frames: int, channels: int, dtype: mx.Dt
     return mx.concatenate([mx.random.normal((1, frames, channels), dtype=dtype, key=mx.random.key(s)) for s in seeds])
 
 
-class ACEStep(AdapterMethods):
+class ACEStep:
     """The pipeline over converted folders."""
 
     def __init__(
@@ -105,9 +104,22 @@ class ACEStep(AdapterMethods):
         self.tokenizer = PromptTokenizer(folders.text_encoder)
         self.silence_latent = load_silence_latent(folders.dit)
         self.residency = Residency(folders, keep_loaded, int(np.prod(self.config.fsq_input_levels)))
-        self.adapters = AdapterStack()  # LoRA / LoKr on the decoder (adapters.py)
         self._worker = Worker(f"mlx-acestep {self.name}")
+        self.adapters = PipelineAdapters(self.config, self.residency, self._worker)  # LoRA / LoKr on the decoder
         weakref.finalize(self, self._worker.close, False)
+
+    # The adapters' public API (README), on `self.adapters` (pipeline/adapters.py).
+    def load_lora(self, path, scale: float = 1.0, name: str | None = None, fuse: bool = False):
+        return self.adapters.load(path, scale, name, fuse)
+
+    def set_lora_scale(self, name: str, scale: float) -> None:
+        self.adapters.set_scale(name, scale)
+
+    def unload_lora(self, name: str | None = None) -> None:
+        self.adapters.unload(name)
+
+    def loras(self) -> list[tuple[str, float]]:
+        return self.adapters.loaded()
 
     def close(self) -> None:
         """Free the modules and stop the pipeline's thread (a later call starts them again)."""
@@ -225,7 +237,7 @@ class ACEStep(AdapterMethods):
                 "follows it (give a duration to render longer)",
                 stacklevel=2,
             )
-        call_adapters = self.read_call_adapters(request.loras)  # bad adapter files fail before any work
+        call_adapters = self.adapters.read_call(request.loras)  # bad adapter files fail before any work
         return self._worker.run(
             lambda: self._generate(request, thinking, duration, settings, callback, call_adapters), request
         )
@@ -568,7 +580,7 @@ class ACEStep(AdapterMethods):
                     if call_adapters:  # this call's adapters come off again
                         self.adapters.apply(dit.decoder)
 
-            self._drop_stale_fused()
+            self.adapters.drop_stale_fused()
             latents = self.residency.run("denoiser", sample, meter)
             condition = edit = None  # freed before the VAE phase
             check_finite(latents, "the diffusion (DiT) phase")

@@ -27,11 +27,12 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from ..adapters.peft import load_adapter_tensors, peft_config, save_peft_folder
 from ..errors import AceStepError, first_line
 from ..files import remove_stale, write_text
 from .config import TrainConfig
 from .dataset import scan_dataset
-from .lora import attach_lora, load_adapter_tensors, peft_config, save_peft_folder, seed_dropout
+from .lora import attach_lora, seed_dropout
 from .objective import flow_loss, sample_t, text2music_context
 
 STATE_FILE = "train_state.json"  # marks a folder this trainer wrote (and what --resume continues)
@@ -258,8 +259,8 @@ def _save_checkpoint(folder: Path, stack, optimizer, state_path: Path, step: int
     resumes from a checkpoint whose three parts belong together."""
     from safetensors.numpy import save
 
+    from ..adapters.peft import adapter_tensors
     from ..files import building_dir
-    from .lora import adapter_tensors
 
     with building_dir(folder, replace=folder.exists()) as tmp:
         (tmp / "adapter.safetensors").write_bytes(save(adapter_tensors(stack)))
