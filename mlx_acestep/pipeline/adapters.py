@@ -59,6 +59,10 @@ class PipelineAdapters:
         """The loaded adapters and their scales, in load order."""
         return self._stack.loaded()
 
+    def check(self, path: str | Path, name: str | None = None) -> Adapter:
+        """Read an adapter and check it fits this model, without loading it (`adapter.summary()` says what it holds)."""
+        return self._worker.run(lambda: read_adapter(path, self._decoder_targets(), name))
+
     def read_call(self, loras: Sequence[tuple[str | Path, float]]) -> list[tuple[Adapter, float]]:
         """The adapters of one `generate(..., loras=...)` call, read and checked before any work starts."""
 
