@@ -14,7 +14,7 @@ from helpers import ATTENTION_RENAMES, diffusers_dit_checkpoint, rel_err, rename
 from safetensors.numpy import save_file
 from test_dit import CONFIG, XL_CONFIG, dit_inputs
 
-from mlx_acestep.adapters import AdapterError, AdapterStack, parse_lora_spec, targets
+from mlx_acestep.adapters import AdaptedLinear, AdapterError, AdapterStack, parse_lora_spec, read_adapter, targets
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.diffusion.sampler import Denoiser
 from mlx_acestep.loading import load_component
@@ -391,3 +391,101 @@ def test_lora_specs_from_the_command_line(tmp_path):
         parse_lora_spec(f"{tmp_path}/a.safetensors:loud")
     with pytest.raises(AdapterError, match="finite number"):
         parse_lora_spec(f"{tmp_path}/a.safetensors:-2")
+
+
+# -- the PEFT format through its one module; the stack's own rules ------------------------------------------
+
+
+def test_a_peft_folder_we_write_is_read_back_and_by_peft(live, tmp_path):
+    """What the trainer writes (adapters.peft) reads back exactly, and peft itself loads it into the reference
+    model with the same output as ours."""
+    import dataclasses
+
+    torch = require("torch")
+    peft_lib = require("peft")
+    from safetensors.numpy import load_file
+
+    from mlx_acestep.adapters import peft
+    from mlx_acestep.adapters.deltas import LoRADelta
+
+    transformer, root, config = live
+    model = load_component(root / "f32" / "acestep-v15-turbo", "dit")
+    rng = np.random.default_rng(21)
+    deltas = {}
+    for path, (out, inp) in targets(model.decoder).items():
+        if ".self_attn." in path or ".cross_attn." in path:
+            down = rng.standard_normal((4, inp)).astype(np.float32) * 0.2
+            up = rng.standard_normal((out, 4)).astype(np.float32) * 0.2
+            deltas[path] = LoRADelta(mx.array(down), mx.array(up), 6.0 / 4)
+    folder = tmp_path / "ours"
+    peft.save_peft_folder(folder, deltas, peft.peft_config(4, 6.0, 0.0, ("self", "cross"), "test"), "card\n")
+    adapter = read_adapter(folder, targets(model.decoder))
+    assert adapter.format == "peft" and set(adapter.deltas) == set(deltas)
+    for path, delta in deltas.items():
+        got = adapter.deltas[path]
+        np.testing.assert_array_equal(np.array(got.down), np.array(delta.down))
+        np.testing.assert_array_equal(np.array(got.up), np.array(delta.up))
+        assert got.scale == 1.5
+    # peft reads the same folder (its keys in diffusers' names, the config as written)
+    written = json.loads((folder / "adapter_config.json").read_text()) | {"target_modules": DIFFUSERS_TARGETS}
+    fields = {f.name for f in dataclasses.fields(peft_lib.LoraConfig) if f.init} - {"peft_type"}
+    reference = peft_lib.get_peft_model(
+        copy.deepcopy(transformer), peft_lib.LoraConfig(**{k: v for k, v in written.items() if k in fields})
+    )
+    state = load_file(str(folder / "adapter_model.safetensors"))
+    renamed = {rename_segments(k, ATTENTION_RENAMES): torch.from_numpy(v) for k, v in state.items()}
+    loaded = peft_lib.set_peft_model_state_dict(reference, renamed)
+    assert not loaded.unexpected_keys
+    inputs = dit_inputs(config, length=17, seed=9)
+    want = reference_output(reference.get_base_model(), *inputs)
+    assert rel_err(want, reference_output(transformer, *inputs)) > 1e-2  # the adapter really acts
+    ours, _ = with_adapters(root / "f32" / "acestep-v15-turbo", (folder, 1.0))
+    assert rel_err(our_output(ours, *inputs), want) < TOLERANCE
+
+
+def test_removing_an_adapter_leaves_the_base_weights_untouched(live, tmp_path):
+    import mlx.nn as nn
+
+    transformer, root, _ = live
+    folder = save_as_reference_trainer(peft_model(transformer, seed=16), tmp_path / "peft")
+    model, stack = with_adapters(root / "q8" / "acestep-v15-turbo")
+    before = {k: np.array(v) for k, v in nn.utils.tree_flatten(model.decoder.parameters())}
+    stack.add(folder, targets(model.decoder), 0.7, name="x")
+    stack.apply(model.decoder)
+    assert isinstance(model.decoder.layers[0].self_attn.q_proj, AdaptedLinear)
+    stack.remove("x")
+    stack.apply(model.decoder)
+    after = {k: np.array(v) for k, v in nn.utils.tree_flatten(model.decoder.parameters())}
+    assert after.keys() == before.keys()  # the same tree: no wrapper, no adapter left behind
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value)
+    assert not any(isinstance(m, AdaptedLinear) for _, m in model.decoder.named_modules())
+
+
+def test_one_delta_at_two_scales_in_two_entries_and_two_stacks(live, tmp_path):
+    """The scale belongs to the entry, not to the delta: one adapter's deltas used twice never share a scale."""
+    import dataclasses
+
+    peft_lib = require("peft")
+    transformer, root, config = live
+    reference = peft_model(transformer, seed=17)
+    folder = save_as_reference_trainer(reference, tmp_path / "peft")
+
+    def peft_at(scale):
+        for layer in reference.modules():
+            if isinstance(layer, peft_lib.tuners.lora.LoraLayer):
+                layer.set_scale("default", scale)
+        return reference_output(reference.get_base_model(), *inputs)
+
+    inputs = dit_inputs(config, length=15, seed=10)
+    one, two = (load_component(root / "f32" / "acestep-v15-turbo", "dit") for _ in range(2))
+    adapter = read_adapter(folder, targets(one.decoder), name="x")
+    twice = AdapterStack()
+    twice.add_adapter(adapter, 0.3)
+    twice.add_adapter(dataclasses.replace(adapter, name="y"), 0.9)  # the very same delta objects
+    twice.apply(one.decoder)
+    other = AdapterStack()
+    other.add_adapter(adapter, 0.5)
+    other.apply(two.decoder)  # after `twice` was applied: it must not change what `one` computes
+    assert rel_err(our_output(one, *inputs), peft_at(1.2)) < TOLERANCE  # 0.3 + 0.9: LoRA is linear in its scale
+    assert rel_err(our_output(two, *inputs), peft_at(0.5)) < TOLERANCE
