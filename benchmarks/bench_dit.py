@@ -75,7 +75,6 @@ def attach_random_lora(dit, rank: int) -> int:
 
     from mlx_acestep.adapters import Adapter, AdapterStack, targets
     from mlx_acestep.adapters.deltas import LoRADelta
-    from mlx_acestep.adapters.stack import Entry
 
     deltas = {}
     for path, (out, inp) in targets(dit).items():
@@ -83,7 +82,7 @@ def attach_random_lora(dit, rank: int) -> int:
             deltas[path] = LoRADelta(mx.random.normal((rank, inp)) * 0.01, mx.random.normal((out, rank)) * 0.01, 2.0)
     adapter = Adapter("bench", Path("bench"), "peft", deltas)
     stack = AdapterStack()
-    stack.entries["bench"] = Entry(adapter, 1.0)
+    stack.add_adapter(adapter)
     stack.apply(dit)
     mx.eval(dit.parameters())
     return stack
@@ -128,7 +127,7 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
     times = {"with": [], "without": []}
     for _ in range(steps):
         for label, scale in (("without", 0.0), ("with", 1.0)):
-            stack.entries["bench"].scale = scale
+            stack.set_scale("bench", scale)
             stack.apply(dit)
             times[label].append(step())
     best = {k: min(v) for k, v in times.items()}
@@ -137,7 +136,7 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
         "base_step_s": best["without"],
         "ratio": best["with"] / best["without"],
         "peak_gb": mx.get_peak_memory() / 1e9,
-        "adapter_mb": stack.entries["bench"].adapter.nbytes / 1e6,
+        "adapter_mb": stack.adapter("bench").nbytes / 1e6,
         "extra_gb": (mx.get_active_memory() - weights) / 1e9,
     }
 

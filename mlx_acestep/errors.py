@@ -10,6 +10,10 @@ class AceStepError(Exception):
     """A problem with the user's input, files or options (not a bug)."""
 
 
+class AdapterError(AceStepError):
+    """An adapter that cannot be read or does not fit the model (one line: the file, and the key or value)."""
+
+
 class RequestError(AceStepError):
     """A bad request field. The message names the field through the tokens `@name@` (this field) and `@task@`:
     `str()` shows the Python field names, `render(names)` the caller's own (the CLI's flags). (Not `{name}`:

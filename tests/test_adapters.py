@@ -14,7 +14,7 @@ from helpers import ATTENTION_RENAMES, diffusers_dit_checkpoint, rel_err, rename
 from safetensors.numpy import save_file
 from test_dit import CONFIG, XL_CONFIG, dit_inputs
 
-from mlx_acestep.adapters import AdapterError, AdapterStack, parse_lora_spec, targets
+from mlx_acestep.adapters import AdaptedLinear, AdapterError, AdapterStack, parse_lora_spec, read_adapter, targets
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.diffusion.loop import Denoiser
 from mlx_acestep.loading import load_component
@@ -149,7 +149,7 @@ def test_rank_and_alpha_patterns_match_peft(live, tmp_path):
     folder = save_as_reference_trainer(model, tmp_path / "peft")
     inputs = dit_inputs(config, length=21, seed=3)
     ours, stack = with_adapters(root / "f32" / "acestep-v15-turbo", (folder, 1.0))
-    assert stack.entries["a0"].adapter.deltas["layers.0.self_attn.q_proj"].rank == 2
+    assert stack.adapter("a0").deltas["layers.0.self_attn.q_proj"].rank == 2
     assert rel_err(our_output(ours, *inputs), reference_output(model.get_base_model(), *inputs)) < TOLERANCE
 
 
@@ -273,10 +273,10 @@ def test_unload_restores_the_base_exactly_and_scale_0_is_no_adapter(live, tmp_pa
     stack.add(folder, targets(model.decoder), 1.0, name="x")
     stack.apply(model.decoder)
     assert not np.array_equal(our_output(model, *inputs), base)
-    stack.entries["x"].scale = 0.0
+    stack.set_scale("x", 0.0)
     stack.apply(model.decoder)
     np.testing.assert_array_equal(our_output(model, *inputs), base)
-    stack.entries.clear()
+    stack.clear()
     stack.apply(model.decoder)
     assert {p: id(m) for p, m in model.decoder.named_modules()} == modules_before  # the very modules back
     np.testing.assert_array_equal(our_output(model, *inputs), base)
@@ -290,7 +290,7 @@ def test_fused_equals_unfused(live, tmp_path):
     fused, stack = with_adapters(root / "f32" / "acestep-v15-turbo", (folder, 0.8), fuse=True)
     assert not any(type(m).__name__ == "AdaptedLinear" for _, m in fused.decoder.named_modules())
     assert rel_err(our_output(fused, *inputs), our_output(side, *inputs)) < 1e-5
-    stack.entries["a0"].scale = 0.5
+    stack.set_scale("a0", 0.5)
     assert stack.needs_fresh_weights(fused.decoder)  # a merged adapter cannot be re-scaled in place
 
 
@@ -380,7 +380,7 @@ def test_bad_adapters_are_one_line_errors(live, decoder_targets, tmp_path):
     assert "is not a finite scale" in error(tmp_path / "inf.safetensors", fuse=True)
     (wrong_rank / "adapter_config.json").write_text(json.dumps(config | {"r": 4, "lora_alpha": float("nan")}))
     assert "lora_alpha must be a positive number, got nan" in error(wrong_rank)
-    assert stack.entries == {}  # nothing half-applied
+    assert stack.names() == []  # nothing half-applied
 
 
 def test_lora_specs_from_the_command_line(tmp_path):
@@ -391,3 +391,101 @@ def test_lora_specs_from_the_command_line(tmp_path):
         parse_lora_spec(f"{tmp_path}/a.safetensors:loud")
     with pytest.raises(AdapterError, match="finite number"):
         parse_lora_spec(f"{tmp_path}/a.safetensors:-2")
+
+
+# -- the PEFT format through its one module; the stack's own rules ------------------------------------------
+
+
+def test_a_peft_folder_we_write_is_read_back_and_by_peft(live, tmp_path):
+    """What the trainer writes (adapters.peft) reads back exactly, and peft itself loads it into the reference
+    model with the same output as ours."""
+    import dataclasses
+
+    torch = require("torch")
+    peft_lib = require("peft")
+    from safetensors.numpy import load_file
+
+    from mlx_acestep.adapters import peft
+    from mlx_acestep.adapters.deltas import LoRADelta
+
+    transformer, root, config = live
+    model = load_component(root / "f32" / "acestep-v15-turbo", "dit")
+    rng = np.random.default_rng(21)
+    deltas = {}
+    for path, (out, inp) in targets(model.decoder).items():
+        if ".self_attn." in path or ".cross_attn." in path:
+            down = rng.standard_normal((4, inp)).astype(np.float32) * 0.2
+            up = rng.standard_normal((out, 4)).astype(np.float32) * 0.2
+            deltas[path] = LoRADelta(mx.array(down), mx.array(up), 6.0 / 4)
+    folder = tmp_path / "ours"
+    peft.save_peft_folder(folder, deltas, peft.peft_config(4, 6.0, 0.0, ("self", "cross"), "test"), "card\n")
+    adapter = read_adapter(folder, targets(model.decoder))
+    assert adapter.format == "peft" and set(adapter.deltas) == set(deltas)
+    for path, delta in deltas.items():
+        got = adapter.deltas[path]
+        np.testing.assert_array_equal(np.array(got.down), np.array(delta.down))
+        np.testing.assert_array_equal(np.array(got.up), np.array(delta.up))
+        assert got.scale == 1.5
+    # peft reads the same folder (its keys in diffusers' names, the config as written)
+    written = json.loads((folder / "adapter_config.json").read_text()) | {"target_modules": DIFFUSERS_TARGETS}
+    fields = {f.name for f in dataclasses.fields(peft_lib.LoraConfig) if f.init} - {"peft_type"}
+    reference = peft_lib.get_peft_model(
+        copy.deepcopy(transformer), peft_lib.LoraConfig(**{k: v for k, v in written.items() if k in fields})
+    )
+    state = load_file(str(folder / "adapter_model.safetensors"))
+    renamed = {rename_segments(k, ATTENTION_RENAMES): torch.from_numpy(v) for k, v in state.items()}
+    loaded = peft_lib.set_peft_model_state_dict(reference, renamed)
+    assert not loaded.unexpected_keys
+    inputs = dit_inputs(config, length=17, seed=9)
+    want = reference_output(reference.get_base_model(), *inputs)
+    assert rel_err(want, reference_output(transformer, *inputs)) > 1e-2  # the adapter really acts
+    ours, _ = with_adapters(root / "f32" / "acestep-v15-turbo", (folder, 1.0))
+    assert rel_err(our_output(ours, *inputs), want) < TOLERANCE
+
+
+def test_removing_an_adapter_leaves_the_base_weights_untouched(live, tmp_path):
+    import mlx.nn as nn
+
+    transformer, root, _ = live
+    folder = save_as_reference_trainer(peft_model(transformer, seed=16), tmp_path / "peft")
+    model, stack = with_adapters(root / "q8" / "acestep-v15-turbo")
+    before = {k: np.array(v) for k, v in nn.utils.tree_flatten(model.decoder.parameters())}
+    stack.add(folder, targets(model.decoder), 0.7, name="x")
+    stack.apply(model.decoder)
+    assert isinstance(model.decoder.layers[0].self_attn.q_proj, AdaptedLinear)
+    stack.remove("x")
+    stack.apply(model.decoder)
+    after = {k: np.array(v) for k, v in nn.utils.tree_flatten(model.decoder.parameters())}
+    assert after.keys() == before.keys()  # the same tree: no wrapper, no adapter left behind
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value)
+    assert not any(isinstance(m, AdaptedLinear) for _, m in model.decoder.named_modules())
+
+
+def test_one_delta_at_two_scales_in_two_entries_and_two_stacks(live, tmp_path):
+    """The scale belongs to the entry, not to the delta: one adapter's deltas used twice never share a scale."""
+    import dataclasses
+
+    peft_lib = require("peft")
+    transformer, root, config = live
+    reference = peft_model(transformer, seed=17)
+    folder = save_as_reference_trainer(reference, tmp_path / "peft")
+
+    def peft_at(scale):
+        for layer in reference.modules():
+            if isinstance(layer, peft_lib.tuners.lora.LoraLayer):
+                layer.set_scale("default", scale)
+        return reference_output(reference.get_base_model(), *inputs)
+
+    inputs = dit_inputs(config, length=15, seed=10)
+    one, two = (load_component(root / "f32" / "acestep-v15-turbo", "dit") for _ in range(2))
+    adapter = read_adapter(folder, targets(one.decoder), name="x")
+    twice = AdapterStack()
+    twice.add_adapter(adapter, 0.3)
+    twice.add_adapter(dataclasses.replace(adapter, name="y"), 0.9)  # the very same delta objects
+    twice.apply(one.decoder)
+    other = AdapterStack()
+    other.add_adapter(adapter, 0.5)
+    other.apply(two.decoder)  # after `twice` was applied: it must not change what `one` computes
+    assert rel_err(our_output(one, *inputs), peft_at(1.2)) < TOLERANCE  # 0.3 + 0.9: LoRA is linear in its scale
+    assert rel_err(our_output(two, *inputs), peft_at(0.5)) < TOLERANCE

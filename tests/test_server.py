@@ -136,6 +136,11 @@ def test_submit_poll_download(server):
             400,
             "tracks must be a list or a comma-separated string",
         ),
+        # a model the server does not run is refused, naming the one it runs (never served by another)
+        ({"prompt": "x", "model": "acestep-v15-base"}, 400, "this server runs acestep-v15-turbo"),
+        ({"prompt": "x", "param_obj": {"dit_model": "acestep/acestep-v15-sft"}}, 400, "'acestep/acestep-v15-sft'"),
+        ({"prompt": "x", "loras": ["ghost"]}, 400, "no adapter named 'ghost' is loaded"),
+        ({"prompt": "x", "loras": 3}, 400, "loras must be a list of adapter names"),
     ],
 )
 def test_bad_requests_get_the_envelope_and_a_4xx(server, body, status, needle):
@@ -255,6 +260,68 @@ def test_lora_routes(server, pipe, fixtures):
     assert server.json("POST", "/v1/lora/load", {"path": "/etc"})[0] == 403
     assert server.json("POST", "/v1/lora/scale", {"name": "ghost", "scale": 1.0})[0] == 400
     assert server.json("POST", "/v1/lora/unload", {})[1]["data"]["loaded"] == []
+
+
+def test_a_queued_job_keeps_the_adapters_it_was_submitted_with(server, pipe, fixtures, monkeypatch):
+    """Naming an adapter changes the tasks submitted after it, never one already queued (the routes used to
+    change the pipeline's adapters, under the queue)."""
+    from test_adapters_pipeline import make_adapter
+
+    folder, _ = make_adapter(fixtures, "acestep-v15-turbo", server.root / "inputs" / "keep")
+    gate, real = threading.Event(), pipe.generate
+
+    def held(request, **kwargs):  # the first job holds the runner, so the next one stays queued
+        gate.wait(120)
+        return real(request, **kwargs)
+
+    monkeypatch.setattr(pipe, "generate", held)
+    body = {"caption": "soft rain", "audio_duration": 10, "batch_size": 1, "seed": 4, "audio_format": "wav"}
+    # the server's own model, as an OpenRouter id: accepted
+    first = server.json("POST", "/release_task", body | {"model": "acestep/acestep-v15-turbo"})[1]["data"]["task_id"]
+    queued = server.json("POST", "/release_task", body)[1]["data"]["task_id"]
+    status, env = server.json("POST", "/v1/lora/load", {"path": str(folder), "scale": 1.0})
+    assert status == 200 and env["data"]["loaded"] == [["keep", 1.0]], env
+    gate.set()
+    try:
+        results = {name: server.wait(task) for name, task in (("first", first), ("queued", queued))}
+        after = server.json("POST", "/release_task", body)[1]["data"]["task_id"]
+        opted_out = server.json("POST", "/release_task", body | {"loras": []})[1]["data"]["task_id"]
+        results |= {name: server.wait(task) for name, task in (("after", after), ("opted_out", opted_out))}
+    finally:
+        server.json("POST", "/v1/lora/unload", {})
+    assert all(state == 1 for state, _ in results.values())
+    items = {name: items[0] for name, (_, items) in results.items()}
+    assert [items[n]["loras"] for n in ("first", "queued", "after", "opted_out")] == [[], [], [["keep", 1.0]], []]
+    sidecar = {
+        n: json.loads(next((server.root / "out").glob(f"{t}*.json")).read_text())
+        for n, t in (("queued", queued), ("after", after))
+    }
+    assert sidecar["queued"]["loras"] == [] and sidecar["queued"]["task_id"] == queued
+    assert sidecar["after"]["loras"] == [["keep", 1.0]]
+    waves = {n: sf.read(io.BytesIO(server.call("GET", items[n]["file"])[1]))[0] for n in items}
+    np.testing.assert_array_equal(waves["queued"], waves["first"])  # no adapter in the job queued before
+    np.testing.assert_array_equal(waves["opted_out"], waves["first"])
+    assert np.abs(waves["after"] - waves["first"]).max() > 1e-3  # the adapter is applied to the later one
+
+
+def test_a_task_names_its_adapters_and_their_scales(server, fixtures):
+    from test_adapters_pipeline import make_adapter
+
+    folder, _ = make_adapter(fixtures, "acestep-v15-turbo", server.root / "inputs" / "pick", seed=2)
+    try:
+        assert server.json("POST", "/v1/lora/load", {"path": str(folder), "name": "a", "scale": 0.5})[0] == 200
+        assert server.json("POST", "/v1/lora/load", {"path": str(folder), "name": "a"})[0] == 400  # taken
+        assert server.json("POST", "/v1/lora/load", {"path": str(folder), "name": "b", "scale": "0.25"})[0] == 200
+        assert server.json("POST", "/v1/lora/scale", {"name": "b", "scale": -1})[0] == 400
+        body = {"caption": "x", "audio_duration": 10, "batch_size": 1}
+        status, env = server.json("POST", "/release_task", body | {"loras": [{"name": "b", "scale": 2.0}, "a"]})
+        assert status == 200
+        _, items = server.wait(env["data"]["task_id"])
+        assert items[0]["loras"] == [["b", 2.0], ["a", 0.5]]
+        _, env = server.json("POST", "/release_task", body | {"lora_name": "b"})
+        assert server.wait(env["data"]["task_id"])[1][0]["loras"] == [["b", 0.25]]
+    finally:
+        assert server.json("POST", "/v1/lora/unload", {})[1]["data"]["loaded"] == []
 
 
 def test_a_keep_hours_that_would_delete_results_at_once_is_refused(tmp_path):

@@ -70,8 +70,7 @@ def test_one_training_step_matches_torch_autograd(tmp_path):
     convert_checkpoints(tmp_path / "src", tmp_path / "mlx")
     decoder = load_component(tmp_path / "mlx" / "acestep-v15-turbo", "dit").decoder
     decoder.checkpointing = True  # the backward pass through recomputed layers is what training runs
-    stack = attach_lora(decoder, ("self", "cross"), rank=4, alpha=8.0, dropout=0.0, key=mx.random.key(3))
-    deltas = stack.entries["training"].adapter.deltas
+    deltas = attach_lora(decoder, ("self", "cross"), rank=4, alpha=8.0, dropout=0.0, key=mx.random.key(3))
     rng = np.random.default_rng(4)
     for d in deltas.values():  # B != 0, so A's gradient is not zero
         d.up = mx.array(rng.standard_normal(d.up.shape).astype(np.float32) * 0.1)
@@ -124,9 +123,9 @@ def test_dropout_gradients_are_those_of_the_forwards_masks_under_checkpointing(c
 
     config = json.loads((converted / "acestep-v15-turbo" / "config.json").read_text())
     decoder = load_component(converted / "acestep-v15-turbo", "dit").decoder
-    stack = attach_lora(decoder, ("self", "cross"), rank=4, alpha=8.0, dropout=0.3, key=mx.random.key(3))
+    deltas = attach_lora(decoder, ("self", "cross"), rank=4, alpha=8.0, dropout=0.3, key=mx.random.key(3))
     rng = np.random.default_rng(6)
-    for d in stack.entries["training"].adapter.deltas.values():
+    for d in deltas.values():
         d.up = mx.array(rng.standard_normal(d.up.shape).astype(np.float32) * 0.1)
     x0, _, context, states = dit_inputs(config, length=18, seed=7)
     args = [
@@ -142,7 +141,7 @@ def test_dropout_gradients_are_those_of_the_forwards_masks_under_checkpointing(c
 
     def gradient(checkpointing, seed):
         decoder.checkpointing = checkpointing
-        seed_dropout(stack, seed)
+        seed_dropout(deltas, seed)
         loss, grads = nn.value_and_grad(decoder, flow_loss)(decoder, *args)
         return loss.item(), np.concatenate([np.array(g).ravel() for _, g in nn.utils.tree_flatten(grads)])
 

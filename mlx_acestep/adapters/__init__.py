@@ -1,7 +1,8 @@
 """LoRA and LoKr adapters on the DiT decoder: read the formats users have, apply them beside any base (float or
 quantized), several at once, each with its own scale, or merge them into the weights."""
 
-from .formats import Adapter, AdapterError, read_adapter
+from ..errors import AdapterError
+from .formats import Adapter, read_adapter
 from .stack import AdaptedLinear, AdapterStack, check_scale, parse_lora_spec, targets
 
 __all__ = [

@@ -18,8 +18,7 @@ class LoRADelta(nn.Module):
     def __init__(self, down: mx.array, up: mx.array, scale: float, magnitude: mx.array | None = None):
         super().__init__()
         self.down, self.up = down, up
-        self.scale = float(scale)  # the file's alpha / r
-        self.strength = 1.0  # the user's scale, set by the stack
+        self.scale = float(scale)  # the file's alpha / r; the user's scale comes with each call (`strength`)
         self.dropout = 0.0  # training only: dropout on the adapter's input (PEFT's lora_dropout)
         # The dropout mask's seed (a plain int, so not a parameter): a checkpointed layer recomputes its forward in
         # the backward pass, and only a mask drawn from the same key there gives the gradient of the forward's loss.
@@ -64,8 +63,7 @@ class LoKrDelta(nn.Module):
     def __init__(self, w1: tuple[mx.array, ...], w2: tuple[mx.array, ...], scale: float):
         super().__init__()
         self.w1, self.w2 = list(w1), list(w2)  # one full matrix, or the (a, b) pair of a low-rank product
-        self.scale = float(scale)  # the file's alpha / r (1 with both factors full)
-        self.strength = 1.0  # the user's scale, set by the stack
+        self.scale = float(scale)  # the file's alpha / r (1 with both factors full); the user's comes with each call
 
     @staticmethod
     def _full(parts: list[mx.array]) -> mx.array:

@@ -2,9 +2,7 @@
 
 Three formats (what the reference's trainers and the ecosystem write):
 
-* PEFT folder: `adapter_config.json` (`r`, `lora_alpha`, `rank_pattern`, `alpha_pattern`, `use_rslora`,
-  `use_dora`) + `adapter_model.safetensors`, keys `base_model.model.layers.{i}.{self_attn|cross_attn}.
-  {q|k|v|o}_proj.lora_{A|B}[.default].weight`;
+* PEFT folder (its names and config fields: `peft.py`, which writes it too);
 * ComfyUI single file: keys under `diffusion_model.` (or `diffusion_model.decoder.`), `lora_A/lora_B` or
   `lora_down/lora_up`, an optional per-module `.alpha` (none: scale 1);
 * LyCORIS LoKr: `lokr_weights.safetensors` (or any file whose keys are `lycoris_*.lokr_*`), keys
@@ -17,7 +15,6 @@ and the key: an adapter is applied whole or not at all.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -26,25 +23,16 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from ..errors import AceStepError
+from ..errors import AdapterError
 from ..safetensors_io import read_header, read_safetensors
+from . import peft
 from .deltas import Delta, LoKrDelta, LoRADelta
 
-PEFT_CONFIG, PEFT_WEIGHTS, LOKR_WEIGHTS = "adapter_config.json", "adapter_model.safetensors", "lokr_weights.safetensors"
+PEFT_CONFIG, PEFT_WEIGHTS, LOKR_WEIGHTS = peft.CONFIG, peft.WEIGHTS, "lokr_weights.safetensors"
 # Where the reference's trainer and the ecosystem root the decoder: stripped before matching a module path.
-PREFIXES = (
-    "base_model.model.decoder.",
-    "base_model.model.",
-    "diffusion_model.decoder.",
-    "diffusion_model.",
-    "decoder.",
-)
-LORA_PARTS = {"lora_A": "down", "lora_down": "down", "lora_B": "up", "lora_up": "up"}
+PREFIXES = (f"{peft.ROOT}decoder.", peft.ROOT, "diffusion_model.decoder.", "diffusion_model.", "decoder.")
+LORA_PARTS = {peft.DOWN: "down", "lora_down": "down", peft.UP: "up", "lora_up": "up"}  # PEFT's and ComfyUI's
 LOKR_PARTS = ("lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b", "lokr_w1", "lokr_w2")
-
-
-class AdapterError(AceStepError):
-    """An adapter that cannot be read or does not fit the model (one line: the file, and the key or value)."""
 
 
 @dataclass
@@ -86,13 +74,13 @@ def read_adapter(path: str | Path, targets: dict[str, tuple[int, int]], name: st
                 f"{PEFT_WEIGHTS}; a LoKr folder {LOKR_WEIGHTS})"
             )
         else:
-            file, config = path / PEFT_WEIGHTS, _peft_config(path / PEFT_CONFIG)
+            file, config = path / PEFT_WEIGHTS, peft.read_config(path / PEFT_CONFIG)
             if not file.is_file():
                 raise AdapterError(f"{path}: {PEFT_CONFIG} without {PEFT_WEIGHTS}")
     else:
         file = path
         beside = path.parent / PEFT_CONFIG
-        config = _peft_config(beside) if path.name == PEFT_WEIGHTS and beside.is_file() else None
+        config = peft.read_config(beside) if path.name == PEFT_WEIGHTS and beside.is_file() else None
     header, metadata, _ = read_header(file)
     keys = list(header)
     if not keys:
@@ -102,7 +90,7 @@ def read_adapter(path: str | Path, targets: dict[str, tuple[int, int]], name: st
     if metadata.get("algo") == "lokr" or any(".lokr_" in k for k in keys):
         adapter = Adapter(name, path, "lokr", _lokr_deltas(file, tensors, targets))
     elif any(part in LORA_PARTS for k in keys for part in k.split(".")):
-        fmt = "peft" if config is not None or keys[0].startswith("base_model.") else "comfyui"
+        fmt = "peft" if config is not None or keys[0].startswith(peft.ROOT) else "comfyui"
         adapter = Adapter(name, path, fmt, _lora_deltas(file, tensors, targets, config))
     else:
         raise AdapterError(
@@ -115,34 +103,6 @@ def read_adapter(path: str | Path, targets: dict[str, tuple[int, int]], name: st
 
 
 # -- PEFT / ComfyUI LoRA ----------------------------------------------------------------------------------
-
-
-def _peft_config(file: Path) -> dict:
-    try:
-        config = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AdapterError(f"{file}: not a readable JSON file ({e.__class__.__name__})") from None
-    if not isinstance(config, dict):
-        raise AdapterError(f"{file}: not a JSON object")
-    if config.get("peft_type", "LORA") != "LORA":
-        raise AdapterError(
-            f"{file}: peft_type {config['peft_type']!r} is not supported (LORA only; LoKr as LyCORIS files)"
-        )
-    for key in ("r", "lora_alpha"):
-        value = config.get(key)
-        if key in config and (
-            not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0
-        ):
-            raise AdapterError(f"{file}: {key} must be a positive number, got {value!r}")
-    return config
-
-
-def _pattern_value(patterns: dict, module: str, default):
-    """PEFT's rank_pattern / alpha_pattern lookup: the first key that matches the end of the module's name."""
-    for key, value in (patterns or {}).items():
-        if re.fullmatch(rf"(.*\.)?{key}", module):
-            return value
-    return default
 
 
 def _module_path(file: Path, key: str, module: str, targets: dict) -> str:
@@ -165,8 +125,8 @@ def _lora_deltas(file: Path, tensors: dict, targets: dict, config: dict | None) 
     pairs: dict[str, dict] = {}
     for key, value in tensors.items():
         parts = key.split(".")
-        if "lora_magnitude_vector" in parts:  # DoRA: ...q_proj.lora_magnitude_vector[.default][.weight]
-            at = parts.index("lora_magnitude_vector")
+        if peft.MAGNITUDE in parts:  # DoRA: ...q_proj.lora_magnitude_vector[.default][.weight]
+            at = parts.index(peft.MAGNITUDE)
             pairs.setdefault(_module_path(file, key, ".".join(parts[:at]), targets), {})["magnitude"] = value
             continue
         if parts[-1] == "alpha":
@@ -180,8 +140,7 @@ def _lora_deltas(file: Path, tensors: dict, targets: dict, config: dict | None) 
         at = names[-1]
         module = _module_path(file, key, ".".join(parts[:at]), targets)
         pairs.setdefault(module, {})[LORA_PARTS[parts[at]]] = value
-    config = config or {}
-    rslora = bool(config.get("use_rslora"))
+    rslora = peft.uses_rslora(config)
     deltas = {}
     for module, entry in pairs.items():
         if "down" not in entry or "up" not in entry:
@@ -199,15 +158,12 @@ def _lora_deltas(file: Path, tensors: dict, targets: dict, config: dict | None) 
                 f"{targets[module][0]}x{targets[module][1]} (an adapter for another model?)"
             )
         if config:
-            want = _pattern_value(config.get("rank_pattern"), module, config.get("r", rank))
-            if want != rank:
-                raise AdapterError(f"{file}: {module}: rank {rank} in the weights, {want} in {PEFT_CONFIG}")
-            alpha = _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", rank))
+            alpha = peft.module_alpha(file, config, module, rank)
         else:
             alpha = entry.get("alpha", float(rank))  # ComfyUI: no alpha means scale 1
         scale = _scale(file, module, alpha, math.sqrt(rank) if rslora else rank)
         magnitude = entry.get("magnitude")
-        if config.get("use_dora") and magnitude is None:
+        if peft.uses_dora(config) and magnitude is None:
             raise AdapterError(f"{file}: {module}: use_dora is set but the file has no lora_magnitude_vector for it")
         if magnitude is not None and tuple(magnitude.shape) != (targets[module][0],):
             raise AdapterError(

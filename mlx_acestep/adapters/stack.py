@@ -1,9 +1,11 @@
 """Putting adapters on a decoder: side paths beside the untouched base layers, or merged into the weights.
 
-`AdapterStack` is the pipeline's list of adapters with their scales. `apply(decoder)` makes the decoder match
-it: each targeted projection becomes an `AdaptedLinear` (the base layer, plain or quantized, plus one delta per
-adapter), and a projection no adapter targets any more gets its base layer back, the very same module, so
-unloading restores the model exactly. Scales are read at call time: changing one costs nothing.
+`AdapterStack` is a list of adapters with their scales (add / remove / set_scale / names). `apply(decoder)`
+makes the decoder match it: each targeted projection becomes an `AdaptedLinear` (the base layer, plain or
+quantized, plus the (delta, scale) pairs it was given), and a projection no adapter targets any more gets its
+base layer back, the very same module, so unloading restores the model exactly. Layers are swapped the MLX way
+(`update_modules`), and the scales live in the adapted layers, never on the deltas: one adapter's deltas may
+sit in two stacks, or twice in one, at different scales. Changing a scale costs an `apply`, no reload.
 
 Fused adapters (`fuse=True`) are merged into the weights when `apply` meets a decoder without them; for a
 quantized base that means dequantize, add, re-quantize, which rounds the merged weights again. Taking a fused
@@ -15,33 +17,42 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_unflatten
 
+from ..errors import AdapterError
 from .deltas import Delta
-from .formats import Adapter, AdapterError, read_adapter
+from .formats import Adapter, read_adapter
 
 _FUSED = "_acestep_fused"  # the (name, scale) pairs merged into a decoder's weights
 
 
 class AdaptedLinear(nn.Module):
-    """A base linear layer with adapter side paths: `base(x) + Σ strength_i · delta_i(x)`; a DoRA adapter adds
+    """A base linear layer with adapter side paths: `base(x) + Σ scale_i · delta_i(x)`; a DoRA adapter adds
     `(g - 1) · (base(x) + its side path)` with its row gain `g`, as PEFT composes it."""
 
     def __init__(self, base: nn.Module):
         super().__init__()
         self.base = base
-        self.adapters: dict[str, Delta] = {}
-        self._gains: dict[str, tuple[tuple, mx.array]] = {}  # DoRA: ((delta, strength, base weight), gain) per adapter
+        self.adapters: dict[str, Delta] = {}  # the parameters (training's gradients are keyed by these names)
+        self._scales: dict[str, float] = {}  # "_": not parameters
+        self._gains: dict[str, tuple[tuple, mx.array]] = {}  # DoRA: ((delta, scale, base weight), gain) per adapter
 
-    def _gain(self, name: str, delta: Delta) -> mx.array:
-        key = (id(delta), delta.strength, id(self.base.weight))  # a later fused adapter replaces the base weight
+    def set_adapters(self, pairs: dict[str, tuple[Delta, float]]) -> None:
+        """The (delta, scale) pairs this layer applies, by adapter name, in order."""
+        self.adapters = {name: delta for name, (delta, _) in pairs.items()}
+        self._scales = {name: float(scale) for name, (_, scale) in pairs.items()}
+
+    def _gain(self, name: str, delta: Delta, scale: float) -> mx.array:
+        key = (id(delta), scale, id(self.base.weight))  # a later fused adapter replaces the base weight
         cached = self._gains.get(name)
         if cached is None or cached[0] != key:
-            gain = delta.dora_gain(dense_weight(self.base), delta.strength)
+            gain = delta.dora_gain(dense_weight(self.base), scale)
             mx.eval(gain)
             cached = self._gains[name] = (key, gain)
         return cached[1]
@@ -49,12 +60,13 @@ class AdaptedLinear(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         y = out = self.base(x)
         for name, delta in self.adapters.items():
-            if not delta.strength:  # scale 0 costs nothing and is exactly the base
+            scale = self._scales[name]
+            if not scale:  # scale 0 costs nothing and is exactly the base
                 continue
-            side = delta(x, delta.strength)
+            side = delta(x, scale)
             out = out + side
             if "magnitude" in delta:
-                out = out + (self._gain(name, delta).astype(y.dtype) - 1) * (y + side)
+                out = out + (self._gain(name, delta, scale).astype(y.dtype) - 1) * (y + side)
         return out
 
 
@@ -108,104 +120,118 @@ def targets(decoder: nn.Module) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _get(root: nn.Module, path: str):
-    node = root
-    for part in path.split("."):
-        node = node[int(part)] if isinstance(node, list) else getattr(node, part)
-    return node
-
-
-def _set(root: nn.Module, path: str, value: nn.Module) -> None:
-    parent_path, _, leaf = path.rpartition(".")
-    parent = _get(root, parent_path) if parent_path else root
-    if isinstance(parent, list):
-        parent[int(leaf)] = value
-    else:
-        setattr(parent, leaf, value)
-
-
 @dataclass
-class Entry:
+class _Entry:
     adapter: Adapter
     scale: float
     fused: bool = False
 
 
 class AdapterStack:
-    """The adapters a pipeline applies, in load order, each with its scale."""
+    """Adapters in load order, each with its scale; `apply` puts them on a decoder."""
 
     def __init__(self):
-        self.entries: dict[str, Entry] = {}
+        self._entries: dict[str, _Entry] = {}
 
     def add(
         self, path: str | Path, decoder_targets: dict, scale: float = 1.0, name: str | None = None, fuse: bool = False
     ) -> Adapter:
+        """Read an adapter file or folder (checked against `decoder_targets`) and add it."""
         scale = check_scale(scale)
-        adapter = read_adapter(path, decoder_targets, name)
+        return self.add_adapter(read_adapter(path, decoder_targets, name), scale, fuse)
+
+    def add_adapter(self, adapter: Adapter, scale: float = 1.0, fuse: bool = False) -> Adapter:
+        scale = check_scale(scale)
         if fuse and any("magnitude" in delta for delta in adapter.deltas.values()):
             # refused here, before anything is merged: its rescaling depends on the weights it is applied to
             raise AdapterError(f"{adapter.name}: DoRA adapters are applied unfused (fuse=False)")
-        if adapter.name in self.entries:
+        if adapter.name in self._entries:
             raise AdapterError(f"an adapter named {adapter.name!r} is already loaded (give another name, or unload it)")
-        self.entries[adapter.name] = Entry(adapter, scale, fuse)
+        self._entries[adapter.name] = _Entry(adapter, scale, fuse)
         return adapter
 
-    def entry(self, name: str) -> Entry:
-        if name not in self.entries:
-            known = ", ".join(self.entries) or "none"
+    def _entry(self, name: str) -> _Entry:
+        if name not in self._entries:
+            known = ", ".join(self._entries) or "none"
             raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {known})")
-        return self.entries[name]
+        return self._entries[name]
 
-    def fused_signature(self) -> tuple:
-        return tuple((n, e.scale) for n, e in self.entries.items() if e.fused)
+    def remove(self, name: str) -> None:
+        self._entry(name)
+        del self._entries[name]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def set_scale(self, name: str, scale: float) -> None:
+        scale = check_scale(scale)
+        self._entry(name).scale = scale
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def loaded(self) -> list[tuple[str, float]]:
+        """(name, scale) of each adapter, in load order."""
+        return [(n, e.scale) for n, e in self._entries.items()]
+
+    def adapter(self, name: str) -> Adapter:
+        return self._entry(name).adapter
+
+    def _fused_signature(self) -> tuple:
+        return tuple((n, e.scale) for n, e in self._entries.items() if e.fused)
 
     def needs_fresh_weights(self, decoder: nn.Module | None) -> bool:
         """Whether `decoder` holds merged adapters that are no longer wanted as they are."""
         if decoder is None:
             return False
-        have, want = getattr(decoder, _FUSED, ()), self.fused_signature()
+        have, want = getattr(decoder, _FUSED, ()), self._fused_signature()
         return have != want[: len(have)]
 
-    def apply(self, decoder: nn.Module, extra: list[Entry] = ()) -> None:
-        """Make `decoder` carry exactly this stack's adapters (and `extra` ones, unfused, for one call)."""
+    def apply(self, decoder: nn.Module, extra: Sequence[tuple[Adapter, float]] = ()) -> None:
+        """Make `decoder` carry exactly this stack's adapters (and `extra` (adapter, scale) pairs, unfused: one
+        call's adapters)."""
         if self.needs_fresh_weights(decoder):
             raise AdapterError("internal: the DiT holds merged adapters that were changed; it must be reloaded")
+        modules = dict(decoder.named_modules())
         have = getattr(decoder, _FUSED, ())
-        for name, entry in self.entries.items():
+        for name, entry in self._entries.items():
             if entry.fused and (name, entry.scale) not in have:
                 try:
-                    _fuse(decoder, entry)
+                    _fuse(modules, entry.adapter, entry.scale)
                 except BaseException:
                     # some layers may be merged already: mark the weights as matching no stack, so the next call
                     # reloads them instead of merging this adapter into them a second time
                     object.__setattr__(decoder, _FUSED, (("\0partly merged", -1.0),))
                     raise
-        object.__setattr__(decoder, _FUSED, self.fused_signature())
-        side = [(n, e) for n, e in self.entries.items() if not e.fused] + [(e.adapter.name, e) for e in extra]
-        wanted: dict[str, dict[str, Delta]] = {}
-        for name, entry in side:
-            for path, delta in entry.adapter.deltas.items():
-                delta.strength = entry.scale
-                wanted.setdefault(path, {})[name] = delta
-        for path in list(targets(decoder)):
-            current = _get(decoder, path)
+        object.__setattr__(decoder, _FUSED, self._fused_signature())
+        side = [(n, e.adapter, e.scale) for n, e in self._entries.items() if not e.fused]
+        side += [(adapter.name, adapter, check_scale(scale)) for adapter, scale in extra]
+        wanted: dict[str, dict[str, tuple[Delta, float]]] = {}
+        for name, adapter, scale in side:
+            for path, delta in adapter.deltas.items():
+                wanted.setdefault(path, {})[name] = (delta, scale)
+        swaps = []
+        for path in targets(decoder):
+            current = modules[path]
             if path in wanted:
                 layer = current if isinstance(current, AdaptedLinear) else AdaptedLinear(current)
                 dtype = _compute_dtype(layer)
-                for delta in wanted[path].values():
+                for delta, _ in wanted[path].values():
                     delta.cast(dtype)
-                layer.adapters = wanted[path]
+                layer.set_adapters(wanted[path])
                 if layer is not current:
-                    _set(decoder, path, layer)
+                    swaps.append((path, layer))
             elif isinstance(current, AdaptedLinear):
-                _set(decoder, path, current.base)  # the very base module back
+                swaps.append((path, current.base))  # the very base module back
+        if swaps:
+            decoder.update_modules(tree_unflatten(swaps))
 
 
-def _fuse(decoder: nn.Module, entry: Entry) -> None:
+def _fuse(modules: dict[str, nn.Module], adapter: Adapter, scale: float) -> None:
     quantized = False
-    for path, delta in entry.adapter.deltas.items():
-        layer = base_of(_get(decoder, path))
-        update = delta.dense() * entry.scale
+    for path, delta in adapter.deltas.items():
+        layer = base_of(modules[path])
+        update = delta.dense() * scale
         if isinstance(layer, nn.QuantizedLinear):
             quantized = True
             merged = (dense_weight(layer).astype(mx.float32) + update).astype(layer.scales.dtype)
@@ -217,7 +243,7 @@ def _fuse(decoder: nn.Module, entry: Entry) -> None:
             layer.weight = (layer.weight.astype(mx.float32) + update).astype(layer.weight.dtype)
     if quantized:
         warnings.warn(
-            f"adapter {entry.adapter.name!r} was merged into quantized weights and re-quantized: this rounds "
+            f"adapter {adapter.name!r} was merged into quantized weights and re-quantized: this rounds "
             "the merged weights again (unfused adapters keep the quantized base and the adapter apart)",
             stacklevel=3,
         )

@@ -31,7 +31,6 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from ..adapters import AdapterStack
 from ..checkpoint import Checkpoint
 from ..conditioning.inputs import ConditionInput, PromptTokens, tokenize_items
 from ..conditioning.sources import read_audio
@@ -40,7 +39,7 @@ from ..engine import ConditionJob, Engine
 from ..hub import ModelFolders
 from ..limits import HOP, SAMPLE_RATE, SECONDS, VAE_CHUNK, VAE_OVERLAP, seconds_of
 from ..names import DEFAULT_REPO
-from .adapters import AdapterMethods
+from .adapters import PipelineAdapters
 from .postprocess import postprocess
 from .prepare import prepare
 from .render import RenderJob, render
@@ -52,7 +51,7 @@ from .worker import Worker
 PHASES = ("text", "condition", "dit", "vae", "post")  # "lm" first when the planner runs, "encode" for editing tasks
 
 
-class ACEStep(AdapterMethods):
+class ACEStep:
     """The pipeline over converted folders: request resolution, residency, the worker thread, results."""
 
     def __init__(
@@ -81,9 +80,22 @@ class ACEStep(AdapterMethods):
         self.tokenizer, self.silence_latent = checkpoint.tokenizer, checkpoint.silence_latent
         self.engine = Engine(self.silence_latent)  # tests may hand in another (a spy, a fake decoder)
         self.residency = Residency(folders, keep_loaded, int(np.prod(self.config.fsq_input_levels)))
-        self.adapters = AdapterStack()  # LoRA / LoKr on the decoder (adapters.py)
         self._worker = Worker(f"mlx-acestep {self.name}")
+        self.adapters = PipelineAdapters(self.config, self.residency, self._worker)  # LoRA / LoKr on the decoder
         weakref.finalize(self, self._worker.close, False)
+
+    # The adapters' public API (README), on `self.adapters` (pipeline/adapters.py).
+    def load_lora(self, path, scale: float = 1.0, name: str | None = None, fuse: bool = False):
+        return self.adapters.load(path, scale, name, fuse)
+
+    def set_lora_scale(self, name: str, scale: float) -> None:
+        self.adapters.set_scale(name, scale)
+
+    def unload_lora(self, name: str | None = None) -> None:
+        self.adapters.unload(name)
+
+    def loras(self) -> list[tuple[str, float]]:
+        return self.adapters.loaded()
 
     def close(self) -> None:
         """Free the modules and stop the pipeline's thread (a later call starts them again)."""
@@ -201,7 +213,7 @@ class ACEStep(AdapterMethods):
                 "follows it (give a duration to render longer)",
                 stacklevel=2,
             )
-        call_adapters = self.read_call_adapters(request.loras)  # bad adapter files fail before any work
+        call_adapters = self.adapters.read_call(request.loras)  # bad adapter files fail before any work
         return self._worker.run(
             lambda: self._generate(request, thinking, duration, settings, callback, call_adapters), request
         )

@@ -113,7 +113,7 @@ def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Gene
                 if adapters:  # this call's adapters come off again
                     pipe.adapters.apply(dit.decoder)
 
-        pipe._drop_stale_fused()
+        pipe.adapters.drop_stale_fused()
         latents = residency.run("denoiser", sample, meter)
         condition = edit = None  # freed before the VAE phase
         check_finite(latents, "the diffusion (DiT) phase")

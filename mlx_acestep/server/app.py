@@ -13,8 +13,9 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
+from .adapters import AdapterRegistry
 from .jobs import STATUS_CODE, SUCCEEDED, Job, JobRunner, QueueFull
-from .protocol import ProtocolError, envelope, input_paths, request_fields
+from .protocol import ProtocolError, check_model, envelope, input_paths, request_fields
 
 MEDIA = {".wav": "audio/wav", ".flac": "audio/flac"}
 UPLOAD_FIELDS = {"src_audio": ("ctx_audio", "src_audio"), "ref_audio": ("ref_audio", "reference_audio")}
@@ -32,8 +33,9 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
     output_dir = Path(output_dir).expanduser().resolve()
     inputs_root = Path(input_dir).expanduser().resolve() if input_dir else None
     runner = JobRunner(pipe, output_dir, queue_size, keep_hours)
+    registry = AdapterRegistry()
     app = FastAPI(title="mlx-acestep", docs_url=None, redoc_url=None)
-    app.state.runner = runner
+    app.state.runner, app.state.adapters = runner, registry
 
     def fail(message: str, status: int = 400):
         return JSONResponse(envelope(error=message, code=status), status_code=status)
@@ -105,17 +107,20 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
         body, uploads = await read_body(request, keep_files=True)
         try:
             check_key(request, body)
+            check_model(body, pipe.name)
+            adapters = registry.for_task(body)  # fixed now: later registrations never reach this job
             files = dict(uploads)
             for name, path in input_paths(body).items():
                 if name not in files:
                     files[name] = allowed_input(path, name)
             fields, fmt = request_fields(body, pipe.family, files)
+            fields["loras"] = [(a.path, a.scale) for a in adapters]
             try:
                 generation = GenerationRequest(**fields)
                 generation.check_model(pipe.family, pipe.name)
             except (RequestError, AceStepError) as e:
                 raise ProtocolError(str(e)) from None
-            job = Job(generation, fmt, uploads=list(uploads.values()))
+            job = Job(generation, fmt, uploads=list(uploads.values()), adapters=[(a.name, a.scale) for a in adapters])
             try:
                 position = runner.submit(job)
             except QueueFull:
@@ -159,6 +164,7 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
                     "metas": metas,
                     "seed_value": str(job.seeds[i]),
                     "dit_model": pipe.name,
+                    "loras": job.adapters,  # an extension: the named adapters it was submitted with
                     "lm_model": pipe.folders.lm.name if pipe.folders.lm else "",
                     "generation_info": f"{job.seconds:.1f} s on mlx-acestep",
                 }
@@ -198,7 +204,9 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
         check_key(request, body)
         return envelope({"task_id": body.get("task_id"), "cancelled": runner.cancel(str(body.get("task_id")))})
 
-    # LoRA routes (extensions; the reference's REST server has none): adapters from the allowed input folder.
+    # LoRA routes (extensions; the reference's REST server has none): they name adapters from the allowed input
+    # folder in the server's registry, which tasks submitted later use (server/adapters.py); the pipeline's own
+    # adapters, and so the jobs already queued, never change.
     @app.post("/v1/lora/load")
     async def lora_load(request: Request):
         body, _ = await read_body(request)
@@ -207,33 +215,27 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
             raise ProtocolError("give path: an adapter file or folder inside the allowed input folder")
         target = allowed_input(str(body["path"]), "the adapter", folders=True)
         try:
-            # on a thread of the pool: the pipeline's own thread may be busy with a job, and the event loop must go on
-            adapter = await run_in_threadpool(
-                pipe.load_lora, target, scale=body.get("scale", 1.0), name=body.get("name")
-            )
+            # read once here, so a file that does not fit this model is refused now, not in every job; on a thread
+            # of the pool: the pipeline's own thread may be busy with a job, and the event loop must go on
+            adapter = await run_in_threadpool(pipe.adapters.check, target, body.get("name"))
         except AceStepError as e:
             raise ProtocolError(str(e)) from None
-        return envelope({"name": adapter.name, "summary": adapter.summary(), "loaded": pipe.loras()})
+        registry.register(adapter.name, str(target), body.get("scale", 1.0))
+        return envelope({"name": adapter.name, "summary": adapter.summary(), "loaded": registry.listing()})
 
     @app.post("/v1/lora/scale")
     async def lora_scale(request: Request):
         body, _ = await read_body(request)
         check_key(request, body)
-        try:
-            await run_in_threadpool(pipe.set_lora_scale, str(body.get("name")), body.get("scale"))
-        except AceStepError as e:
-            raise ProtocolError(str(e)) from None
-        return envelope({"loaded": pipe.loras()})
+        registry.set_scale(body.get("name"), body.get("scale"))
+        return envelope({"loaded": registry.listing()})
 
     @app.post("/v1/lora/unload")
     async def lora_unload(request: Request):
         body, _ = await read_body(request)
         check_key(request, body)
-        try:
-            await run_in_threadpool(pipe.unload_lora, body.get("name"))
-        except AceStepError as e:
-            raise ProtocolError(str(e)) from None
-        return envelope({"loaded": pipe.loras()})
+        registry.remove(body.get("name"))
+        return envelope({"loaded": registry.listing()})
 
     @app.get("/v1/audio")
     async def audio(request: Request, path: str):

@@ -25,6 +25,7 @@ class Job:
     request: object  # a GenerationRequest
     audio_format: str
     uploads: list[Path] = field(default_factory=list)  # temp files deleted when the job ends
+    adapters: list[tuple[str, float]] = field(default_factory=list)  # (name, scale) as submitted
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: str = QUEUED
     stage: str = "queued"
@@ -118,7 +119,9 @@ class JobRunner:
             for path, seed in zip(job.files, result.seeds):  # atomically, like the audio beside it
                 write_text(
                     path.with_suffix(".json"),
-                    json.dumps({"task_id": job.id, "seed": seed, "caption": job.request.caption}),
+                    json.dumps(
+                        {"task_id": job.id, "seed": seed, "caption": job.request.caption, "loras": job.adapters}
+                    ),
                     overwrite=False,
                 )
             job.seconds = time.perf_counter() - start  # before the state: a poll that sees it done sees its time

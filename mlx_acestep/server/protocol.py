@@ -188,6 +188,17 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
     return {k: v for k, v in fields.items() if v is not None or k in ("duration", "seed")}, fmt
 
 
+def check_model(body: dict, served: str) -> None:
+    """A task naming a DiT this server does not run is refused, naming the one it runs (upstream serves its
+    primary model instead, silently: the client would get another model's song). OpenRouter ids
+    (`acestep/NAME`) name NAME."""
+    asked = lookup(body).get("model")
+    if asked is None or str(asked).strip() == "":
+        return
+    if str(asked).strip().removeprefix("acestep/") != served:
+        raise ProtocolError(f"model {asked!r} is not served here: this server runs {served} (id acestep/{served})")
+
+
 def input_paths(body: dict) -> dict[str, str]:
     """The source / reference paths a body names (checked against the allowed folder by the app)."""
     f = lookup(body)

@@ -36,8 +36,8 @@ def save_checkpoint(folder: Path, stack, optimizer, state_path: Path, step: int,
     resumes from a checkpoint whose three parts belong together."""
     from safetensors.numpy import save
 
+    from ..adapters.peft import adapter_tensors
     from ..files import building_dir
-    from .lora import adapter_tensors
 
     with building_dir(folder, replace=folder.exists()) as tmp:
         (tmp / "adapter.safetensors").write_bytes(save(adapter_tensors(stack)))

@@ -27,12 +27,13 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map, tree_unflatten
 
+from ..adapters.peft import load_adapter_tensors, peft_config, save_peft_folder
 from ..diffusion.flow import training_times
 from ..errors import AceStepError, first_line
 from ..files import remove_stale, write_text
 from .config import TrainConfig
 from .dataset import scan_dataset
-from .lora import attach_lora, load_adapter_tensors, peft_config, save_peft_folder, seed_dropout
+from .lora import attach_lora, seed_dropout
 from .objective import flow_loss
 from .state import (
     STATE_FILE,
