@@ -64,7 +64,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np  # noqa: E402
 
 from benchmarks.common import peak_rss_bytes, reset_peak_rss  # noqa: E402
-from mlx_acestep import tiny  # noqa: E402
+from mlx_acestep import (
+    tiny,  # noqa: E402
+    tiny_weights,
+)
 from mlx_acestep.errors import AceStepError  # noqa: E402
 
 LM_DIR = "acestep-5Hz-lm-1.7B"
@@ -128,14 +131,14 @@ def _components(vae: dict, dit: dict, text: dict, lm: dict, lm_dir: str, n_codes
             tiny.VAE_DIR,
             {"config.json": vae},
             "diffusion_pytorch_model.safetensors",
-            ((tiny._vae_encoder, vae), (tiny._vae_decoder, vae)),
+            ((tiny_weights.vae_encoder, vae), (tiny_weights.vae_decoder, vae)),
         ),
         "text_encoder": Component(
             "text_encoder",
             tiny.TEXT_ENCODER_DIR,
             {"config.json": text},
             "model.safetensors",
-            ((tiny._qwen3_tensors, text, ""),),
+            ((tiny_weights.qwen3_tensors, text, ""),),
             tiny.text_tokenizer_files,
         ),
         "dit": Component(
@@ -143,7 +146,7 @@ def _components(vae: dict, dit: dict, text: dict, lm: dict, lm_dir: str, n_codes
             tiny.TURBO_DIR,
             {"config.json": dit},
             "model.safetensors",
-            ((tiny._dit_decoder, dit), (tiny._dit_condition_side, dit)),
+            ((tiny_weights.dit_decoder, dit), (tiny_weights.dit_condition_side, dit)),
             silence_channels=dit["timbre_hidden_dim"],
         ),
         "lm": Component(
@@ -151,7 +154,7 @@ def _components(vae: dict, dit: dict, text: dict, lm: dict, lm_dir: str, n_codes
             lm_dir,
             {"config.json": lm, "generation_config.json": LM_GENERATION_CONFIG},
             "model.safetensors",
-            ((tiny._qwen3_tensors, lm, "model"),),
+            ((tiny_weights.qwen3_tensors, lm, "model"),),
             lambda: tiny._lm_tokenizer_files(tiny.text_tokenizer_files(), n_codes),
         ),
     }
@@ -190,7 +193,7 @@ class TensorSpec:
         return math.prod(self.shape)
 
 
-class _Recorder(tiny._Draw):
+class _Recorder(tiny_weights.Draw):
     """tiny.py's `_Draw`, noting what it would draw instead of drawing it."""
 
     def __init__(self):
@@ -205,7 +208,7 @@ class _Recorder(tiny._Draw):
         self.specs.append(TensorSpec(f"{name}.weight_v", tuple(shape), "weight_v", fan_in**-0.5))
         self.specs.append(TensorSpec(f"{name}.weight_g", (shape[0], 1, 1), "weight_g", gain=float(gain)))
         if bias is not None:
-            self.normal(f"{name}.bias", (bias,), tiny.BIAS_STD)
+            self.normal(f"{name}.bias", (bias,), tiny_weights.BIAS_STD)
 
 
 def layout(component: Component) -> list[TensorSpec]:
@@ -332,7 +335,7 @@ def write_silence_latent(path: Path, seed: int, channels: int) -> None:
     """tiny.py's silence latent (the same values for a seed), channel-first float32 [1, C, 15000], torch.save'd."""
     import torch
 
-    latent = tiny._silence_latent(tiny._rng(seed, "silence_latent"), channels)
+    latent = tiny_weights.silence_latent(tiny._rng(seed, "silence_latent"), channels)
     torch.save(torch.from_numpy(latent), path)
 
 

@@ -19,7 +19,7 @@ from helpers import require
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from benchmarks import full_checkpoint as fc  # noqa: E402
-from mlx_acestep import tiny  # noqa: E402
+from mlx_acestep import tiny, tiny_weights  # noqa: E402
 from mlx_acestep.convert.torch_pickle import read_torch_tensors  # noqa: E402
 from mlx_acestep.errors import AceStepError  # noqa: E402
 from mlx_acestep.safetensors_io import read_header, read_safetensors  # noqa: E402
@@ -96,7 +96,7 @@ def test_draw_scales_follow_tiny_py(streamed):
 
 def test_silence_latent_is_tiny_py_s_channel_first_float32(streamed, reference):
     (latent,) = read_torch_tensors(streamed / tiny.TURBO_DIR / "silence_latent.pt").values()
-    assert latent.dtype == np.float32 and latent.shape == (1, 64, tiny.SILENCE_FRAMES)
+    assert latent.dtype == np.float32 and latent.shape == (1, 64, tiny_weights.SILENCE_FRAMES)
     np.testing.assert_array_equal(
         latent, read_safetensors(reference / tiny.TURBO_DIR / "silence_latent.safetensors")["silence_latent"]
     )

@@ -6,7 +6,7 @@ import pytest
 from helpers import rel_err
 
 from mlx_acestep.errors import AceStepError
-from mlx_acestep.models.vae.oobleck import plan_windows
+from mlx_acestep.models.vae.windows import plan_windows
 
 
 @pytest.mark.parametrize("total,chunk,overlap", [(100, 40, 16), (7, 40, 16), (257, 256, 16), (1000, 10, 8), (31, 5, 0)])
