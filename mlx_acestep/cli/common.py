@@ -7,7 +7,7 @@ import functools
 
 import click
 
-from ..errors import AceStepError
+from ..errors import AceStepError, FieldError
 
 
 def peak_rss_bytes() -> int:
@@ -19,13 +19,39 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
-def user_errors(fn):
-    """Turn AceStepError into a one-line `Error: ...` and exit code 1, without a traceback."""
+def flag_names(command: click.Command, renames: dict[str, str] | None = None) -> dict[str, str]:
+    """{field name: the flag that sets it}, read from the command's own options: a field is named by the option
+    whose parameter has its name (`time_signature` <- `--time-signature`), or by `renames` {field: parameter}
+    where they differ (`batch_size` <- `batch`). An argument is named as its usage line shows it (CAPTION)."""
+
+    def shown(param: click.Parameter) -> str:
+        if isinstance(param, click.Option):
+            return max(param.opts, key=lambda o: (o.startswith("--"), len(o)))
+        return param.human_readable_name
+
+    names = {p.name: shown(p) for p in command.params if p.name}
+    for field, param in (renames or {}).items():
+        if param in names:
+            names[field] = names[param]
+    return names
+
+
+def user_errors(fn=None, /, **renames: str):
+    """Turn AceStepError into a one-line `Error: ...` and exit code 1, without a traceback; a FieldError names
+    the flag that set the field (`--duration must be ...`), through `flag_names(command, renames)`.
+
+    `@user_errors`, or `@user_errors(batch_size="batch")` where a field's option has another parameter name."""
+    if fn is None:
+        return functools.partial(user_errors, **renames)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except FieldError as e:
+            ctx = click.get_current_context(silent=True)
+            names = flag_names(ctx.command, renames) if ctx is not None else {}
+            raise click.ClickException(e.render(names)) from None
         except AceStepError as e:
             raise click.ClickException(str(e)) from None
 

@@ -8,40 +8,11 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from ..errors import AceStepError, first_line
+from ..errors import AceStepError, MissingDiT, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DTYPE_CHOICES, QUANTIZE_CHOICES
 from ..names import DEFAULT_REPO, TASKS
 from .common import PhaseBars, peak_rss_bytes, user_errors
 from .outputs import output_paths, parse_seeds
-
-# GenerationRequest field -> the flag that sets it, so that a request error names what the user typed.
-FLAGS = {
-    "caption": "CAPTION",
-    "lyrics": "--lyrics",
-    "duration": "--duration",
-    "seed": "--seed",
-    "batch_size": "--batch",
-    "bpm": "--bpm",
-    "key": "--key",
-    "time_signature": "--time-signature",
-    "language": "--language",
-    "steps": "--steps",
-    "shift": "--shift",
-    "guidance": "--guidance",
-    "method": "--method",
-    "thinking": "--thinking",
-    "lm_cfg_scale": "--lm-cfg-scale",
-    "lm_temperature": "--lm-temperature",
-    "lm_top_p": "--lm-top-p",
-    "task": "--task",
-    "src_audio": "--src-audio",
-    "ref_audio": "--ref-audio",
-    "repaint_start": "--repaint-start",
-    "repaint_end": "--repaint-end",
-    "track": "--track",
-    "tracks": "--tracks",
-    "cover_strength": "--cover-strength",
-}
 
 
 def _read_text(path: str, what: str) -> str:
@@ -70,30 +41,14 @@ def speed_hint() -> None:
         click.echo(f"hint: MLX's bundled CPU BLAS is ~40x slower than OpenBLAS; for speed run {where}", err=True)
 
 
-def _cli_errors(fn, *args, **kwargs):
-    """Call `fn`; a request error names the flag (`--duration ...`) instead of the field (`duration ...`)."""
-    from ..pipeline.request import RequestError
-
-    try:
-        return fn(*args, **kwargs)
-    except RequestError as e:
-        raise AceStepError(e.render(FLAGS)) from None
-
-
-def _request(**fields):
-    from ..pipeline.request import GenerationRequest
-
-    return _cli_errors(GenerationRequest, **fields)
-
-
 def _load(request, model, dit, **kwargs):
     """The pipeline; a base-only task on a model without the base DiT says which checkpoint it needs."""
     from ..pipeline import ACEStep
 
     try:
         return ACEStep.from_pretrained(model, dit=dit, **kwargs)
-    except AceStepError as e:
-        if request.required_dit and "no DiT" in str(e):
+    except MissingDiT as e:
+        if request.required_dit:
             raise AceStepError(
                 f"the {request.task} task needs the base model ({request.required_dit}), which {model} lacks: {e}"
             ) from None
@@ -287,7 +242,7 @@ def describe_plan(meta: dict) -> str:
     default=None,
     help="Replay a run from its NAME.json (or the audio file); options given beside it override.",
 )
-@user_errors
+@user_errors(batch_size="batch", key="keyscale")
 def generate(**params):
     """Generate music from CAPTION (a description: genre, mood, instruments).
 
@@ -364,7 +319,7 @@ def _run(
     import warnings
 
     from ..adapters import parse_lora_spec
-    from ..pipeline.request import RequestError, resolve_seeds
+    from ..pipeline.request import GenerationRequest, resolve_seeds
 
     specs = [parse_lora_spec(spec) for spec in loras]  # a malformed --lora fails before anything loads
     if (caption is None) == (prompt_file is None):
@@ -380,10 +335,7 @@ def _run(
     seeds = parse_seeds(seed)
     if isinstance(seeds, list) and click.get_current_context().get_parameter_source("batch") is ParameterSource.DEFAULT:
         batch = len(seeds)  # --seed 1,2,3: a batch of three
-    try:
-        seeds = resolve_seeds(seeds, batch)  # drawn here when random, so the file names are known before the run
-    except RequestError as e:
-        raise AceStepError(e.render(FLAGS)) from None
+    seeds = resolve_seeds(seeds, batch)  # drawn here when random, so the file names are known before the run
     given = dict(  # flags left out take the request's own defaults
         lyrics=lyrics,
         duration=duration,
@@ -404,7 +356,7 @@ def _run(
         tracks=[t.strip() for t in tracks.split(",")] if tracks else None,
         cover_strength=cover_strength,
     )
-    request = _request(
+    request = GenerationRequest(
         caption=caption,
         batch_size=batch,
         normalize=not no_normalize,
@@ -457,10 +409,10 @@ def _run(
                 "note: --model tiny has random weights; it checks the pipeline end to end and produces noise", err=True
             )
         for adapter_path, scale in specs:
-            adapter = _cli_errors(pipe.load_lora, adapter_path, scale)
+            adapter = pipe.load_lora(adapter_path, scale)
             click.echo(f"adapter {adapter.summary()}, scale {scale:g}", err=True)
         try:
-            result = _cli_errors(pipe.generate, request, callback=bars)
+            result = pipe.generate(request, callback=bars)
         finally:
             bars.close()
     from ..files import write_text
