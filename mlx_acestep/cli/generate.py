@@ -9,9 +9,9 @@ import click
 from click.core import ParameterSource
 
 from ..errors import AceStepError, MissingDiT, first_line
-from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DTYPE_CHOICES, QUANTIZE_CHOICES
-from ..names import DEFAULT_REPO, TASKS
-from .common import PhaseBars, peak_rss_bytes, user_errors
+from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
+from ..names import TASKS
+from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
 from .outputs import output_paths, parse_seeds
 
 
@@ -41,16 +41,17 @@ def speed_hint() -> None:
         click.echo(f"hint: MLX's bundled CPU BLAS is ~40x slower than OpenBLAS; for speed run {where}", err=True)
 
 
-def _load(request, model, dit, **kwargs):
+def _load(request, source):
     """The pipeline; a base-only task on a model without the base DiT says which checkpoint it needs."""
     from ..pipeline import ACEStep
 
     try:
-        return ACEStep.from_pretrained(model, dit=dit, **kwargs)
+        return ACEStep.from_pretrained(source=source, log=lambda m: click.echo(m, err=True), keep_loaded=False)
     except MissingDiT as e:
         if request.required_dit:
             raise AceStepError(
-                f"the {request.task} task needs the base model ({request.required_dit}), which {model} lacks: {e}"
+                f"the {request.task} task needs the base model ({request.required_dit}), which {source.model} "
+                f"lacks: {e}"
             ) from None
         raise
 
@@ -109,28 +110,6 @@ def describe_plan(meta: dict) -> str:
 @click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
 @click.option(
-    "-m",
-    "--model",
-    default=DEFAULT_REPO,
-    show_default=True,
-    help="Hugging Face repo id, a checkpoint folder (original or diffusers layout, or converted), or 'tiny'.",
-)
-@click.option("--dit", default=None, help="DiT folder inside the model, e.g. acestep-v15-base (default: turbo).")
-@click.option(
-    "--dtype",
-    type=click.Choice(DTYPE_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Compute dtype when converting a PyTorch checkpoint (auto: bfloat16 on a GPU, float32 on the CPU).",
-)
-@click.option(
-    "--quantize",
-    type=click.Choice(QUANTIZE_CHOICES),
-    default="none",
-    show_default=True,
-    help="Quantize the DiT's and text encoder's linear layers when converting.",
-)
-@click.option(
     "--format",
     "fmt",
     type=click.Choice(["wav", "flac"]),
@@ -144,33 +123,12 @@ def describe_plan(meta: dict) -> str:
     help="Output file (default acestep-SEED.wav, never replacing a file); a batch adds _0, _1, ...",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists (else that is an error).")
-@click.option(
-    "--cache-dir",
-    default=None,
-    help="Where converted models are kept (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep).",
-)
-@click.option(
-    "--reconvert", is_flag=True, help="Convert the PyTorch checkpoint again even if a cached conversion exists."
-)
 @click.option("--no-normalize", is_flag=True, help="Skip the -1 dBFS peak normalisation.")
 @click.option(
     "--thinking/--no-thinking",
     default=None,
     help="Run the 5 Hz planner LM first: it fills in the metadata you left out and writes the audio codes "
     "the DiT renders. Default: on when the model has a planner.",
-)
-@click.option(
-    "--lm",
-    type=click.Choice(["0.6B", "1.7B", "4B"]),
-    default=None,
-    help="Planner LM size (default 1.7B, or the one the model has).",
-)
-@click.option(
-    "--lm-quantize",
-    type=click.Choice(QUANTIZE_CHOICES),
-    default="none",
-    show_default=True,
-    help="Quantize the planner's linear layers when converting (embedding and head stay 8-bit).",
 )
 @click.option(
     "--lm-cfg-scale",
@@ -243,6 +201,7 @@ def describe_plan(meta: dict) -> str:
     help="Replay a run from its NAME.json (or the audio file); options given beside it override.",
 )
 @user_errors(batch_size="batch", key="keyscale")
+@model_options(build=False)  # --from-metadata may fill the model flags in: the source is built in _run
 def generate(**params):
     """Generate music from CAPTION (a description: genre, mood, instruments).
 
@@ -391,19 +350,8 @@ def _run(
     bars = PhaseBars()
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
-        pipe = _load(
-            request,
-            model,
-            dit=dit or request.required_dit,
-            dtype=dtype,
-            quantize=None if quantize == "none" else quantize,
-            cache_dir=cache_dir,
-            lm=None if thinking is False else (lm or "auto"),
-            lm_quantize=None if lm_quantize == "none" else lm_quantize,
-            reconvert=reconvert,
-            log=lambda m: click.echo(m, err=True),
-            keep_loaded=False,
-        )
+        source = model_source(params, planner=thinking is not False)
+        pipe = _load(request, source.replace(dit=dit or request.required_dit))
         if model == "tiny":
             click.echo(
                 "note: --model tiny has random weights; it checks the pipeline end to end and produces noise", err=True

@@ -29,6 +29,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ..errors import AceStepError, first_line
 from ..files import remove_stale, write_text
+from ..source import ModelSource
 from .config import TrainConfig
 from .dataset import scan_dataset
 from .lora import attach_lora, load_adapter_tensors, peft_config, save_peft_folder, seed_dropout
@@ -92,6 +93,7 @@ def train_lora(
     output: str | Path,
     config: TrainConfig | None = None,
     *,
+    source: ModelSource | None = None,
     model: str | Path = "ACE-Step/Ace-Step1.5",
     dit: str | None = None,
     dtype: str = "auto",
@@ -100,7 +102,17 @@ def train_lora(
     resume: bool = False,
     callback: Callable[[TrainProgress], None] | None = None,
 ) -> Path:
-    """Train a LoRA on the songs in `dataset` and write it to `output` (a PEFT folder); returns `output`."""
+    """Train a LoRA on the songs in `dataset` and write it to `output` (a PEFT folder); returns `output`. The base
+    model is `source` (a `ModelSource`: its planner is never loaded), or its fields `model`, `dit`, `dtype`,
+    `quantize`, `cache_dir` as keywords."""
+    if source is not None:
+        model, dit, dtype, quantize, cache_dir = (
+            source.model,
+            source.dit,
+            source.dtype,
+            source.quantize,
+            source.cache_dir,
+        )
     from ..loading import load_component
     from ..pipeline import ACEStep
     from .preprocess import preprocess
@@ -133,9 +145,8 @@ def train_lora(
             f"{output}: train_state.json says step {state['step']} but {checkpoint} holds no adapter "
             "(deleted?); nothing to resume from: start again in another folder"
         )
-    pipe = ACEStep.from_pretrained(
-        model, dit=dit, dtype=dtype, quantize=quantize, lm=None, cache_dir=cache_dir, keep_loaded=False
-    )
+    base = (source or ModelSource()).replace(model=model, dit=dit, dtype=dtype, quantize=quantize, cache_dir=cache_dir)
+    pipe = ACEStep.from_pretrained(source=base.replace(lm=None), keep_loaded=False)
     if resume and state.get("dit") not in (None, pipe.name):
         raise AceStepError(
             f"{output}: trained on the DiT {state['dit']}, not {pipe.name}; resume with --dit {state['dit']}"
