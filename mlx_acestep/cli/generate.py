@@ -229,58 +229,35 @@ def generate(**params):
             params["caption"] = None  # a caption file given beside the metadata replaces its caption
         if ctx.get_parameter_source("lyrics_file") is ParameterSource.COMMANDLINE:
             params["lyrics"] = None  # and a lyrics file its lyrics
-    _run(params, **params)
+    _run(params)
 
 
-def _run(
-    params,
-    caption,
-    prompt_file,
-    lyrics,
-    lyrics_file,
-    duration,
-    bpm,
-    keyscale,
-    time_signature,
-    language,
-    seed,
-    batch,
-    steps,
-    shift,
-    guidance,
-    model,
-    dit,
-    dtype,
-    quantize,
-    fmt,
-    output,
-    overwrite,
-    cache_dir,
-    reconvert,
-    no_normalize,
-    thinking,
-    lm,
-    lm_quantize,
-    lm_cfg_scale,
-    lm_temperature,
-    lm_top_p,
-    task,
-    src_audio,
-    ref_audio,
-    repaint_start,
-    repaint_end,
-    track,
-    tracks,
-    cover_strength,
-    loras,
-    from_metadata,
-):
-    import warnings
-
+def _run(params: dict) -> None:
     from ..adapters import parse_lora_spec
-    from ..pipeline.request import GenerationRequest, resolve_seeds
 
-    specs = [parse_lora_spec(spec) for spec in loras]  # a malformed --lora fails before anything loads
+    specs = [parse_lora_spec(spec) for spec in params["loras"]]  # a malformed --lora fails before anything loads
+    request = _request(params)
+    thinking = False if request.job.needs_source else params["thinking"]  # the planner is for text2music only
+    if thinking is False and (params["lm"] is not None or params["lm_quantize"] != "none"):
+        raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
+    inputs = ("src_audio", "ref_audio", "lyrics_file", "prompt_file", "from_metadata")
+    paths = output_paths(
+        params["output"],
+        params["fmt"],
+        request.seed,
+        request.caption,
+        params["overwrite"],
+        {"--" + name.replace("_", "-"): params[name] for name in inputs},
+    )
+    pipe, result = _render(params, request, specs, thinking)
+    _save(dict(params, caption=request.caption, lyrics=request.lyrics), request, pipe, result, paths)
+    speed_hint()  # after the result: never between a user and a one-line error
+
+
+def _texts(params: dict) -> tuple[str, str | None]:
+    """The caption and lyrics, from the flags or their files."""
+    caption, lyrics = params["caption"], params["lyrics"]
+    prompt_file, lyrics_file = params["prompt_file"], params["lyrics_file"]
     if (caption is None) == (prompt_file is None):
         raise AceStepError("give the caption as CAPTION or --prompt-file, one of them")
     if lyrics is not None and lyrics_file is not None:
@@ -291,58 +268,60 @@ def _run(
         caption = _read_text(prompt_file, "the caption")
     if lyrics_file is not None:
         lyrics = _read_text(lyrics_file, "the lyrics")
-    seeds = parse_seeds(seed)
+    return caption, lyrics
+
+
+def _request(params: dict):
+    """The request the flags describe, with its seeds drawn (so the file names are known before the run)."""
+    from ..pipeline.request import GenerationRequest, resolve_seeds
+
+    caption, lyrics = _texts(params)
+    batch, seeds = params["batch"], parse_seeds(params["seed"])
     if isinstance(seeds, list) and click.get_current_context().get_parameter_source("batch") is ParameterSource.DEFAULT:
         batch = len(seeds)  # --seed 1,2,3: a batch of three
-    seeds = resolve_seeds(seeds, batch)  # drawn here when random, so the file names are known before the run
+    seeds = resolve_seeds(seeds, batch)
+    tracks = params["tracks"]
     given = dict(  # flags left out take the request's own defaults
         lyrics=lyrics,
-        duration=duration,
-        seed=seeds,
-        bpm=bpm,
-        key=keyscale,
-        time_signature=time_signature,
-        language=language,
-        steps=steps,
-        shift=shift,
-        guidance=guidance,
-        thinking=thinking,
-        src_audio=src_audio,
-        ref_audio=ref_audio,
-        repaint_start=repaint_start,
-        repaint_end=repaint_end,
-        track=track,
+        key=params["keyscale"],
         tracks=[t.strip() for t in tracks.split(",")] if tracks else None,
-        cover_strength=cover_strength,
+        **{name: params[name] for name in _SAME_NAMES},
     )
-    request = GenerationRequest(
+    return GenerationRequest(
         caption=caption,
+        seed=seeds,
         batch_size=batch,
-        normalize=not no_normalize,
-        lm_cfg_scale=lm_cfg_scale,
-        lm_temperature=lm_temperature,
-        lm_top_p=lm_top_p,
-        task=task,
+        normalize=not params["no_normalize"],
         **{k: v for k, v in given.items() if v is not None},
     )
-    if request.job.needs_source:
-        thinking = False  # the planner is for text2music: don't load it
-    if thinking is False and (lm is not None or lm_quantize != "none"):
-        raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
-    paths = output_paths(
-        output,
-        fmt,
-        seeds,
-        request.caption,
-        overwrite,
-        {
-            "--src-audio": src_audio,
-            "--ref-audio": ref_audio,
-            "--lyrics-file": lyrics_file,
-            "--prompt-file": prompt_file,
-            "--from-metadata": from_metadata,
-        },
-    )
+
+
+# The flags whose parameter is the request field of the same name.
+_SAME_NAMES = (
+    "duration",
+    "bpm",
+    "time_signature",
+    "language",
+    "steps",
+    "shift",
+    "guidance",
+    "thinking",
+    "lm_cfg_scale",
+    "lm_temperature",
+    "lm_top_p",
+    "task",
+    "src_audio",
+    "ref_audio",
+    "repaint_start",
+    "repaint_end",
+    "track",
+    "cover_strength",
+)
+
+
+def _render(params: dict, request, specs, thinking):
+    """Load the model (and adapters) and generate, with progress bars and warnings on stderr."""
+    import warnings
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         click.echo(f"warning: {message}", err=True)
@@ -351,8 +330,8 @@ def _run(
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
         source = model_source(params, planner=thinking is not False)
-        pipe = _load(request, source.replace(dit=dit or request.required_dit))
-        if model == "tiny":
+        pipe = _load(request, source.replace(dit=source.dit or request.required_dit))
+        if params["model"] == "tiny":
             click.echo(
                 "note: --model tiny has random weights; it checks the pipeline end to end and produces noise", err=True
             )
@@ -360,13 +339,17 @@ def _run(
             adapter = pipe.load_lora(adapter_path, scale)
             click.echo(f"adapter {adapter.summary()}, scale {scale:g}", err=True)
         try:
-            result = pipe.generate(request, callback=bars)
+            return pipe, pipe.generate(request, callback=bars)
         finally:
             bars.close()
+
+
+def _save(params: dict, request, pipe, result, paths) -> None:
+    """The audio files with their tags and sidecars, and what the run took."""
     from ..files import write_text
     from .metadata import audio_tags, run_metadata
 
-    params = dict(params, caption=request.caption, lyrics=request.lyrics)
+    overwrite = params["overwrite"]
     metas = [run_metadata(params, result, i, pipe, request) for i in range(len(result.audio))]
     written = result.save_as(paths, overwrite=overwrite, tags=[audio_tags(m) for m in metas])
     for file, meta in zip(written, metas):
@@ -385,4 +368,3 @@ def _run(
         f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB "
         f"(MLX arrays), {peak_rss_bytes() / 2**30:.2f} GB resident (the process)"
     )
-    speed_hint()  # after the result: never between a user and a one-line error

@@ -107,24 +107,36 @@ def train(
         preview_every=preview_every,
         checkpointing=not no_checkpointing,
     )
-    bar = {"bar": None, "phase": None}
+    bars = _TrainBars()
+    try:
+        out = train_lora(dataset, output, config, source=source, resume=resume, callback=bars)
+    except KeyboardInterrupt:
+        raise AceStepError("interrupted; --resume continues from the last checkpoint") from None
+    finally:
+        bars.close()
+    click.echo(f"wrote {out} (a PEFT adapter: mlx-acestep generate ... --lora {out})")
 
-    def show(progress):
-        if progress.phase != bar["phase"] and progress.phase in ("preprocess", "train"):
-            if bar["bar"] is not None:
-                bar["bar"].render_finish()
-            bar["phase"] = progress.phase
+
+class _TrainBars:
+    """Stderr progress bars for the trainer's phases (preprocessing, training), and a line per save and preview."""
+
+    def __init__(self):
+        self.bar, self.phase = None, None
+
+    def __call__(self, progress) -> None:
+        if progress.phase != self.phase and progress.phase in ("preprocess", "train"):
+            self.close()
+            self.phase = progress.phase
             label = "preprocessing" if progress.phase == "preprocess" else "training     "
-            bar["bar"] = click.progressbar(
+            self.bar = click.progressbar(
                 length=progress.total,
                 label=label,
                 file=click.get_text_stream("stderr"),
                 show_pos=True,
                 item_show_func=lambda item: item,
             )
-            bar["bar"].__enter__()
-        current = bar["bar"]
-        if current is None or progress.phase not in ("preprocess", "train"):
+            self.bar.__enter__()
+        if self.bar is None or progress.phase not in ("preprocess", "train"):
             if progress.phase in ("save", "preview"):
                 click.echo(f"\n{progress.phase} at step {progress.step}", err=True)
             return
@@ -132,20 +144,9 @@ def train(
         if progress.phase == "train":
             rate = progress.step / max(progress.seconds, 1e-9)
             info = f"loss {progress.loss:.4f}  lr {progress.lr:.2e}  {rate:.2f} steps/s"
-        current.update(progress.step - current.pos, info)
+        self.bar.update(progress.step - self.bar.pos, info)
 
-    try:
-        out = train_lora(
-            dataset,
-            output,
-            config,
-            source=source,
-            resume=resume,
-            callback=show,
-        )
-    except KeyboardInterrupt:
-        raise AceStepError("interrupted; --resume continues from the last checkpoint") from None
-    finally:
-        if bar["bar"] is not None:
-            bar["bar"].render_finish()
-    click.echo(f"wrote {out} (a PEFT adapter: mlx-acestep generate ... --lora {out})")
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None

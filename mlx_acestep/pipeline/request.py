@@ -142,13 +142,10 @@ def check_seeds(seed, batch: int) -> None:
     if seed is None or (is_int(seed) and seed == -1):
         return
     several = isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, (str, bytes))
-    seeds = (
-        list(np.asarray(seed).reshape(-1).tolist())
-        if isinstance(seed, np.ndarray)
-        else list(seed)
-        if several
-        else [seed]
-    )
+    if isinstance(seed, np.ndarray):
+        seeds = list(seed.reshape(-1).tolist())
+    else:
+        seeds = list(seed) if several else [seed]
     for s in seeds:
         if not is_int(s):
             raise RequestError("seed", f"@name@ must be a whole number (or -1 for random), got {s!r}")
@@ -254,20 +251,8 @@ class GenerationRequest:
         object.__setattr__(self, "loras", _loras(self.loras))
         tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
         object.__setattr__(self, "tracks", tracks)
-        object.__setattr__(
-            self,
-            "job",
-            Task(
-                self.task,
-                self.repaint_start,
-                self.repaint_end,
-                self.track,
-                tracks,
-                self.cover_strength,
-                self.repaint_mode,
-                self.repaint_strength,
-            ),
-        )
+        region = (self.repaint_start, self.repaint_end, self.track, tracks, self.cover_strength)
+        object.__setattr__(self, "job", Task(self.task, *region, self.repaint_mode, self.repaint_strength))
         self._check_task_inputs()
 
     def _check_task_inputs(self) -> None:
