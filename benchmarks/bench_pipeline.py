@@ -72,7 +72,7 @@ def main(durations, precisions, random_weights, tiny, model, reference, cache_di
     if clean:
         import shutil
 
-        from mlx_acestep.cachedir import cache_root
+        from mlx_acestep.cache import cache_root
 
         folder = cache_root(cache_dir) / "random-weights"  # only this benchmark writes there
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0

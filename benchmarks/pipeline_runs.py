@@ -344,7 +344,7 @@ def run_benchmark(
     log=print,
 ) -> list[dict]:
     """One row per (duration, side): per-phase seconds and peak memory, total, RTF."""
-    from mlx_acestep.hub import cache_root
+    from mlx_acestep.cache import cache_root
 
     if reference is None:
         from importlib.util import find_spec

@@ -14,10 +14,10 @@ class AdapterError(AceStepError):
     """An adapter that cannot be read or does not fit the model (one line: the file, and the key or value)."""
 
 
-class RequestError(AceStepError):
-    """A bad request field. The message names the field through the tokens `@name@` (this field) and `@task@`:
-    `str()` shows the Python field names, `render(names)` the caller's own (the CLI's flags). (Not `{name}`:
-    the messages hold user data, which may contain braces.)"""
+class FieldError(AceStepError):
+    """A bad value of a named field (of a request, a config, a server setting). The message names the field through
+    the tokens `@name@` (this field) and `@task@`: `str()` shows the Python field names, `render(names)` the caller's
+    own (the CLI's flags). (Not `{name}`: the messages hold user data, which may contain braces.)"""
 
     def __init__(self, name: str, template: str):
         self.name, self.template = name, template
@@ -28,6 +28,19 @@ class RequestError(AceStepError):
         for token, field in (("name", self.name), ("task", "task")):
             text = text.replace(f"@{token}@", names.get(field, field))
         return text
+
+
+class RequestError(FieldError):
+    """A bad field of a generation request."""
+
+
+class MissingDiT(AceStepError):
+    """A model without the DiT asked for: `where` (the folder), `dit` (the name asked) and `available` (what it has),
+    so that a caller can say which checkpoint a task needs without reading the message."""
+
+    def __init__(self, where, dit: str, available, what: str = "DiT"):
+        self.where, self.dit, self.available = where, dit, tuple(available)
+        super().__init__(f"{where}: no {what} {dit!r} (available: {', '.join(self.available)})")
 
 
 def first_line(e: BaseException) -> str:

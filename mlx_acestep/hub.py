@@ -1,33 +1,24 @@
 """Where a model comes from: a converted folder, a PyTorch checkpoint root, a Hugging Face repo, or "tiny".
 
-PyTorch checkpoints (original or diffusers layout, local or downloaded) are
-converted once, one component per entry, into
-`<cache>/converted/<source>-<component>-<key>/`, where the key hashes what the
-component is made from (path, size, mtime of its files), the options that
-change it and the layout version: a changed source or option converts again
-what it changes, an unchanged one reuses the entry, and the DiT variants of a
-source share its VAE and text encoder. The converter writes atomically, so an
-entry exists only whole.
-The cache is `$MLX_ACESTEP_CACHE`, else `~/.cache/mlx-acestep`.
+`resolve_model` finds (downloading as needed) the checkpoint a `ModelSource` names and returns its converted
+folders: a converted root is used as it is; a PyTorch checkpoint (original or diffusers layout, local or
+downloaded) is converted once, one component per cache entry (cache.py owns the entries: names, keys, reuse).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cachedir import CONVERSION_FILE, cache_root  # noqa: F401  (cache_root re-exported: the one place is cachedir.py)
-from .errors import AceStepError, first_line
-from .files import remove_stale
+from .cache import cached_entry, open_cache, source_label
+from .errors import AceStepError, MissingDiT, first_line
 from .loading import LAYOUT_VERSION, SILENCE_FILE, WEIGHTS_FILE, read_json
 from .names import DEFAULT_DIT, DEFAULT_LM, DEFAULT_REPO, LM_PREFIX, LM_SIZES, TEXT_ENCODER, VAE_DIR  # noqa: F401
 from .safetensors_io import read_header, weight_files
+from .source import ModelSource
 
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # What a pipeline needs from a repo, in either layout (patterns that match nothing cost nothing).
@@ -61,19 +52,6 @@ class ModelFolders:
             self.lm = Path(self.lm)
 
 
-def open_cache(cache_dir: str | Path | None = None) -> Path:
-    """The cache folder, checked to be one, with what killed earlier runs left half-written removed."""
-    cache = cache_root(cache_dir)
-    where = "--cache-dir / $MLX_ACESTEP_CACHE"
-    if cache.exists() and not cache.is_dir():
-        raise AceStepError(f"{cache}: is a file, not a folder (the model cache, {where})")
-    for folder in (cache, cache / "converted"):
-        if folder.exists() and not folder.is_dir():
-            raise AceStepError(f"{folder}: is a file, not a folder (inside the model cache, {where})")
-        remove_stale(folder)  # `.NAME.<pid>-....partial` of processes that no longer run
-    return cache
-
-
 def resolve_model(
     model: str | Path,
     *,
@@ -92,8 +70,7 @@ def resolve_model(
     `lm`: "0.6B", "1.7B" or "4B" (an error if absent), "auto" (the default 1.7B when the model has it, else
     the one it has, else none) or None (no planner).
     """
-    if lm not in (None, "auto", *LM_SIZES):
-        raise AceStepError(f"unknown planner LM {lm!r} (choose {', '.join(LM_SIZES)})")
+    ModelSource(model, dit, dtype, quantize, q_group_size, lm, lm_quantize, cache_dir, reconvert)  # its rules, checked
     quiet = log is None  # a library call prints nothing, not even huggingface_hub's download bars
     log = log or (lambda msg: None)
     cache = open_cache(cache_dir)
@@ -195,7 +172,7 @@ def pick_components(root: Path, dit: str | None) -> dict[str, Path]:
         )
     dits = {d.name: d for d in found["dit"]}
     if dit is not None and dit not in dits:
-        raise AceStepError(f"{root}: no DiT {dit!r} (available: {', '.join(dits)})")
+        raise MissingDiT(root, dit, dits)
     chosen = dits[dit or _default_dit(dits)]
     text = next((t for t in found["text_encoder"] if t.name == TEXT_ENCODER), found["text_encoder"][0])
     folders = {"text_encoder": text, "dit": chosen, "vae": found["vae"][0]}
@@ -246,7 +223,7 @@ def convert_cached(
         # The VAE is all convolutions, which MLX does not quantize: one entry serves every --quantize.
         opts = _options(dtype, quantize if kind != "vae" else None, group, reconvert)
         sources = [folder, *(src / path for path in spec.reads if (src / path).exists())]
-        folders[kind] = _convert_entry(src, f"{label}-{name}", [name], sources, opts, cache, reconvert, log) / name
+        folders[kind] = cached_entry(src, f"{label}-{name}", [name], sources, opts, cache, reconvert, log) / name
         check_converted(folders[kind])
     return folders
 
@@ -260,7 +237,7 @@ def convert_lm_cached(
         src, only, label = folder.parent, [folder.name], f"{source_label(folder.parent)}-{folder.name}"
     else:  # a repo of its own (a snapshot folder): converted as a single component named "lm"
         src, only, label = folder, None, f"{source_label(folder)}-lm"
-    entry = _convert_entry(src, label, only, [folder], opts, cache, reconvert, log)
+    entry = cached_entry(src, label, only, [folder], opts, cache, reconvert, log)
     check_converted(entry / (folder.name if only else "lm"))
     return entry / (folder.name if only else "lm")
 
@@ -276,38 +253,6 @@ def _options(dtype: str, quantize: str | None, group: int, reconvert: bool):
         group_size=group if quantize else ConvertOptions.group_size,
         force=reconvert,
     )
-
-
-def _convert_entry(
-    src: Path, label: str, only, sources: list[Path], opts, cache: Path, reconvert: bool, log: Log
-) -> Path:
-    from .convert import convert_checkpoints
-
-    opts.validate()
-    entry = cache / "converted" / f"{label}-{_cache_key(src, sources, opts)}"
-    if entry.is_dir() and not (entry / CONVERSION_FILE).is_file():
-        with contextlib.suppress(OSError):  # empty: claimed by a run killed before it renamed its conversion in
-            entry.rmdir()
-        if entry.exists() and not reconvert:
-            raise AceStepError(
-                f"{entry}: a cache entry without its {CONVERSION_FILE} (damaged); pass --reconvert to "
-                "convert it again, or delete the folder"
-            )
-    if (entry / CONVERSION_FILE).is_file() and not reconvert:
-        log(f"using the converted {label if only is None else ', '.join(only)} in {entry}")
-        marker = entry / CONVERSION_FILE
-        if marker.is_file():
-            os.utime(marker)  # "last used", for `mlx-acestep cache list`
-        return entry
-    log(f"converting {src if only is None else ', '.join(only)} into {entry} (once; later runs reuse it)")
-    try:
-        convert_checkpoints(src, entry, opts, log=log, only=only)
-    except AceStepError:
-        # Another process (or thread) converted the same entry meanwhile: entries are shared, and it is whole.
-        if reconvert or not (entry / CONVERSION_FILE).is_file():
-            raise
-        log(f"{entry} was converted meanwhile by another run: using it")
-    return entry
 
 
 def _lm_source(src: Path, name: str, lm: str, log: Log, quiet: bool) -> Path | None:
@@ -340,53 +285,13 @@ def _needed_components(src: Path, found, dit: str | None) -> dict[str, tuple]:
         )
     dits = kinds["dit"]
     if dit is not None and dit not in dits:
-        raise AceStepError(f"{src}: no DiT folder {dit!r} (available: {', '.join(sorted(dits))})")
+        raise MissingDiT(src, dit, sorted(dits), what="DiT folder")
     texts = kinds["text_encoder"]
     return {
         "dit": dits[dit or _default_dit({n: f for n, (_, f, _) in dits.items()})],
         "text_encoder": texts.get(TEXT_ENCODER) or next(iter(texts.values())),
         "vae": next(iter(kinds["vae"].values())),
     }
-
-
-def _is_snapshot(src: Path) -> bool:
-    """Whether `src` is a Hugging Face cache snapshot (`models--<owner>--<name>/snapshots/<commit>`)."""
-    return src.parent.name == "snapshots" and src.parent.parent.name.startswith("models--")
-
-
-def source_label(src: Path) -> str:
-    """The name cache entries of `src` start with: the repo's name for a Hugging Face snapshot
-    (`models--ACE-Step--Ace-Step1.5/snapshots/<commit>` -> `Ace-Step1.5`), else the folder's."""
-    return src.parent.parent.name.split("--")[-1] if _is_snapshot(src) else src.name
-
-
-def _cache_key(src: Path, sources: list[Path], opts) -> str:
-    """What a component is made from (its files: name, size, mtime) and the options that change it.
-
-    A Hugging Face snapshot's files are links into the repo's content-addressed `blobs/`: they are keyed on the blob
-    they point to and the repo, not on the snapshot's commit, so a new commit that leaves a component's files as they
-    were (a README edit) keeps its entry.
-    """
-    snapshot = _is_snapshot(src)
-    files = []
-    for source in sources:  # folders and single files
-        for path in sorted(p for p in ([source] if source.is_file() else source.rglob("*")) if p.is_file()):
-            stat = path.stat()
-            blob = os.path.realpath(path) if snapshot and path.is_symlink() else None
-            files.append((str(path.relative_to(src)), stat.st_size, stat.st_mtime_ns, blob))
-    origin = src.parent.parent if snapshot else src
-    blob = json.dumps(
-        {
-            "src": str(origin),
-            "files": files,
-            "layout": LAYOUT_VERSION,
-            "dtype": opts.dtype,
-            "quantize": opts.quantize,
-            "group": opts.group_size,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 # -- sources ------------------------------------------------------------------------------------

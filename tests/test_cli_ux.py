@@ -237,6 +237,7 @@ def test_an_entry_that_cannot_be_removed_whole_stays_an_entry(fixtures, tmp_path
     from mlx_acestep.convert import convert_checkpoints
 
     cache_cli = importlib.import_module("mlx_acestep.cli.cache")  # `mlx_acestep.cli.cache` the attribute is the group
+    cache = importlib.import_module("mlx_acestep.cache")  # the module that removes entries
 
     entry = tmp_path / "cache" / "converted" / "src-vae-0123456789ab"
     convert_checkpoints(copy_vae_root(fixtures, tmp_path / "src"), entry)
@@ -244,7 +245,7 @@ def test_an_entry_that_cannot_be_removed_whole_stays_an_entry(fixtures, tmp_path
     def refuse(path, *a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(cache_cli.shutil, "rmtree", refuse)
+    monkeypatch.setattr(cache.shutil, "rmtree", refuse)
     failed = CliRunner().invoke(cache_cli.cache, ["rm", entry.name, "--cache-dir", str(tmp_path / "cache")])
     assert failed.exit_code == 1 and "could not be removed (Permission denied)" in failed.output, failed.output
     assert (entry / "conversion.json").is_file()

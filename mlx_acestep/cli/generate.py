@@ -8,40 +8,11 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from ..errors import AceStepError, first_line
-from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, DTYPE_CHOICES, QUANTIZE_CHOICES
-from ..names import DEFAULT_REPO, TASKS
-from .common import PhaseBars, peak_rss_bytes, user_errors
+from ..errors import AceStepError, MissingDiT, first_line
+from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
+from ..names import TASKS
+from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
 from .outputs import output_paths, parse_seeds
-
-# GenerationRequest field -> the flag that sets it, so that a request error names what the user typed.
-FLAGS = {
-    "caption": "CAPTION",
-    "lyrics": "--lyrics",
-    "duration": "--duration",
-    "seed": "--seed",
-    "batch_size": "--batch",
-    "bpm": "--bpm",
-    "key": "--key",
-    "time_signature": "--time-signature",
-    "language": "--language",
-    "steps": "--steps",
-    "shift": "--shift",
-    "guidance": "--guidance",
-    "method": "--method",
-    "thinking": "--thinking",
-    "lm_cfg_scale": "--lm-cfg-scale",
-    "lm_temperature": "--lm-temperature",
-    "lm_top_p": "--lm-top-p",
-    "task": "--task",
-    "src_audio": "--src-audio",
-    "ref_audio": "--ref-audio",
-    "repaint_start": "--repaint-start",
-    "repaint_end": "--repaint-end",
-    "track": "--track",
-    "tracks": "--tracks",
-    "cover_strength": "--cover-strength",
-}
 
 
 def _read_text(path: str, what: str) -> str:
@@ -70,32 +41,17 @@ def speed_hint() -> None:
         click.echo(f"hint: MLX's bundled CPU BLAS is ~40x slower than OpenBLAS; for speed run {where}", err=True)
 
 
-def _cli_errors(fn, *args, **kwargs):
-    """Call `fn`; a request error names the flag (`--duration ...`) instead of the field (`duration ...`)."""
-    from ..pipeline.request import RequestError
-
-    try:
-        return fn(*args, **kwargs)
-    except RequestError as e:
-        raise AceStepError(e.render(FLAGS)) from None
-
-
-def _request(**fields):
-    from ..pipeline.request import GenerationRequest
-
-    return _cli_errors(GenerationRequest, **fields)
-
-
-def _load(request, model, dit, **kwargs):
+def _load(request, source):
     """The pipeline; a base-only task on a model without the base DiT says which checkpoint it needs."""
     from ..pipeline import ACEStep
 
     try:
-        return ACEStep.from_pretrained(model, dit=dit, **kwargs)
-    except AceStepError as e:
-        if request.required_dit and "no DiT" in str(e):
+        return ACEStep.from_pretrained(source=source, log=lambda m: click.echo(m, err=True), keep_loaded=False)
+    except MissingDiT as e:
+        if request.required_dit:
             raise AceStepError(
-                f"the {request.task} task needs the base model ({request.required_dit}), which {model} lacks: {e}"
+                f"the {request.task} task needs the base model ({request.required_dit}), which {source.model} "
+                f"lacks: {e}"
             ) from None
         raise
 
@@ -154,28 +110,6 @@ def describe_plan(meta: dict) -> str:
 @click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
 @click.option(
-    "-m",
-    "--model",
-    default=DEFAULT_REPO,
-    show_default=True,
-    help="Hugging Face repo id, a checkpoint folder (original or diffusers layout, or converted), or 'tiny'.",
-)
-@click.option("--dit", default=None, help="DiT folder inside the model, e.g. acestep-v15-base (default: turbo).")
-@click.option(
-    "--dtype",
-    type=click.Choice(DTYPE_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Compute dtype when converting a PyTorch checkpoint (auto: bfloat16 on a GPU, float32 on the CPU).",
-)
-@click.option(
-    "--quantize",
-    type=click.Choice(QUANTIZE_CHOICES),
-    default="none",
-    show_default=True,
-    help="Quantize the DiT's and text encoder's linear layers when converting.",
-)
-@click.option(
     "--format",
     "fmt",
     type=click.Choice(["wav", "flac"]),
@@ -189,33 +123,12 @@ def describe_plan(meta: dict) -> str:
     help="Output file (default acestep-SEED.wav, never replacing a file); a batch adds _0, _1, ...",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists (else that is an error).")
-@click.option(
-    "--cache-dir",
-    default=None,
-    help="Where converted models are kept (default $MLX_ACESTEP_CACHE or ~/.cache/mlx-acestep).",
-)
-@click.option(
-    "--reconvert", is_flag=True, help="Convert the PyTorch checkpoint again even if a cached conversion exists."
-)
 @click.option("--no-normalize", is_flag=True, help="Skip the -1 dBFS peak normalisation.")
 @click.option(
     "--thinking/--no-thinking",
     default=None,
     help="Run the 5 Hz planner LM first: it fills in the metadata you left out and writes the audio codes "
     "the DiT renders. Default: on when the model has a planner.",
-)
-@click.option(
-    "--lm",
-    type=click.Choice(["0.6B", "1.7B", "4B"]),
-    default=None,
-    help="Planner LM size (default 1.7B, or the one the model has).",
-)
-@click.option(
-    "--lm-quantize",
-    type=click.Choice(QUANTIZE_CHOICES),
-    default="none",
-    show_default=True,
-    help="Quantize the planner's linear layers when converting (embedding and head stay 8-bit).",
 )
 @click.option(
     "--lm-cfg-scale",
@@ -287,7 +200,8 @@ def describe_plan(meta: dict) -> str:
     default=None,
     help="Replay a run from its NAME.json (or the audio file); options given beside it override.",
 )
-@user_errors
+@user_errors(batch_size="batch", key="keyscale")
+@model_options(build=False)  # --from-metadata may fill the model flags in: the source is built in _run
 def generate(**params):
     """Generate music from CAPTION (a description: genre, mood, instruments).
 
@@ -315,58 +229,35 @@ def generate(**params):
             params["caption"] = None  # a caption file given beside the metadata replaces its caption
         if ctx.get_parameter_source("lyrics_file") is ParameterSource.COMMANDLINE:
             params["lyrics"] = None  # and a lyrics file its lyrics
-    _run(params, **params)
+    _run(params)
 
 
-def _run(
-    params,
-    caption,
-    prompt_file,
-    lyrics,
-    lyrics_file,
-    duration,
-    bpm,
-    keyscale,
-    time_signature,
-    language,
-    seed,
-    batch,
-    steps,
-    shift,
-    guidance,
-    model,
-    dit,
-    dtype,
-    quantize,
-    fmt,
-    output,
-    overwrite,
-    cache_dir,
-    reconvert,
-    no_normalize,
-    thinking,
-    lm,
-    lm_quantize,
-    lm_cfg_scale,
-    lm_temperature,
-    lm_top_p,
-    task,
-    src_audio,
-    ref_audio,
-    repaint_start,
-    repaint_end,
-    track,
-    tracks,
-    cover_strength,
-    loras,
-    from_metadata,
-):
-    import warnings
-
+def _run(params: dict) -> None:
     from ..adapters import parse_lora_spec
-    from ..pipeline.request import RequestError, resolve_seeds
 
-    specs = [parse_lora_spec(spec) for spec in loras]  # a malformed --lora fails before anything loads
+    specs = [parse_lora_spec(spec) for spec in params["loras"]]  # a malformed --lora fails before anything loads
+    request = _request(params)
+    thinking = False if request.job.needs_source else params["thinking"]  # the planner is for text2music only
+    if thinking is False and (params["lm"] is not None or params["lm_quantize"] != "none"):
+        raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
+    inputs = ("src_audio", "ref_audio", "lyrics_file", "prompt_file", "from_metadata")
+    paths = output_paths(
+        params["output"],
+        params["fmt"],
+        request.seed,
+        request.caption,
+        params["overwrite"],
+        {"--" + name.replace("_", "-"): params[name] for name in inputs},
+    )
+    pipe, result = _render(params, request, specs, thinking)
+    _save(dict(params, caption=request.caption, lyrics=request.lyrics), request, pipe, result, paths)
+    speed_hint()  # after the result: never between a user and a one-line error
+
+
+def _texts(params: dict) -> tuple[str, str | None]:
+    """The caption and lyrics, from the flags or their files."""
+    caption, lyrics = params["caption"], params["lyrics"]
+    prompt_file, lyrics_file = params["prompt_file"], params["lyrics_file"]
     if (caption is None) == (prompt_file is None):
         raise AceStepError("give the caption as CAPTION or --prompt-file, one of them")
     if lyrics is not None and lyrics_file is not None:
@@ -377,61 +268,60 @@ def _run(
         caption = _read_text(prompt_file, "the caption")
     if lyrics_file is not None:
         lyrics = _read_text(lyrics_file, "the lyrics")
-    seeds = parse_seeds(seed)
+    return caption, lyrics
+
+
+def _request(params: dict):
+    """The request the flags describe, with its seeds drawn (so the file names are known before the run)."""
+    from ..pipeline.request import GenerationRequest, resolve_seeds
+
+    caption, lyrics = _texts(params)
+    batch, seeds = params["batch"], parse_seeds(params["seed"])
     if isinstance(seeds, list) and click.get_current_context().get_parameter_source("batch") is ParameterSource.DEFAULT:
         batch = len(seeds)  # --seed 1,2,3: a batch of three
-    try:
-        seeds = resolve_seeds(seeds, batch)  # drawn here when random, so the file names are known before the run
-    except RequestError as e:
-        raise AceStepError(e.render(FLAGS)) from None
+    seeds = resolve_seeds(seeds, batch)
+    tracks = params["tracks"]
     given = dict(  # flags left out take the request's own defaults
         lyrics=lyrics,
-        duration=duration,
-        seed=seeds,
-        bpm=bpm,
-        key=keyscale,
-        time_signature=time_signature,
-        language=language,
-        steps=steps,
-        shift=shift,
-        guidance=guidance,
-        thinking=thinking,
-        src_audio=src_audio,
-        ref_audio=ref_audio,
-        repaint_start=repaint_start,
-        repaint_end=repaint_end,
-        track=track,
+        key=params["keyscale"],
         tracks=[t.strip() for t in tracks.split(",")] if tracks else None,
-        cover_strength=cover_strength,
+        **{name: params[name] for name in _SAME_NAMES},
     )
-    request = _request(
+    return GenerationRequest(
         caption=caption,
+        seed=seeds,
         batch_size=batch,
-        normalize=not no_normalize,
-        lm_cfg_scale=lm_cfg_scale,
-        lm_temperature=lm_temperature,
-        lm_top_p=lm_top_p,
-        task=task,
+        normalize=not params["no_normalize"],
         **{k: v for k, v in given.items() if v is not None},
     )
-    if request.job.needs_source:
-        thinking = False  # the planner is for text2music: don't load it
-    if thinking is False and (lm is not None or lm_quantize != "none"):
-        raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
-    paths = output_paths(
-        output,
-        fmt,
-        seeds,
-        request.caption,
-        overwrite,
-        {
-            "--src-audio": src_audio,
-            "--ref-audio": ref_audio,
-            "--lyrics-file": lyrics_file,
-            "--prompt-file": prompt_file,
-            "--from-metadata": from_metadata,
-        },
-    )
+
+
+# The flags whose parameter is the request field of the same name.
+_SAME_NAMES = (
+    "duration",
+    "bpm",
+    "time_signature",
+    "language",
+    "steps",
+    "shift",
+    "guidance",
+    "thinking",
+    "lm_cfg_scale",
+    "lm_temperature",
+    "lm_top_p",
+    "task",
+    "src_audio",
+    "ref_audio",
+    "repaint_start",
+    "repaint_end",
+    "track",
+    "cover_strength",
+)
+
+
+def _render(params: dict, request, specs, thinking):
+    """Load the model (and adapters) and generate, with progress bars and warnings on stderr."""
+    import warnings
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         click.echo(f"warning: {message}", err=True)
@@ -439,34 +329,27 @@ def _run(
     bars = PhaseBars()
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
-        pipe = _load(
-            request,
-            model,
-            dit=dit or request.required_dit,
-            dtype=dtype,
-            quantize=None if quantize == "none" else quantize,
-            cache_dir=cache_dir,
-            lm=None if thinking is False else (lm or "auto"),
-            lm_quantize=None if lm_quantize == "none" else lm_quantize,
-            reconvert=reconvert,
-            log=lambda m: click.echo(m, err=True),
-            keep_loaded=False,
-        )
-        if model == "tiny":
+        source = model_source(params, planner=thinking is not False)
+        pipe = _load(request, source.replace(dit=source.dit or request.required_dit))
+        if params["model"] == "tiny":
             click.echo(
                 "note: --model tiny has random weights; it checks the pipeline end to end and produces noise", err=True
             )
         for adapter_path, scale in specs:
-            adapter = _cli_errors(pipe.load_lora, adapter_path, scale)
+            adapter = pipe.load_lora(adapter_path, scale)
             click.echo(f"adapter {adapter.summary()}, scale {scale:g}", err=True)
         try:
-            result = _cli_errors(pipe.generate, request, callback=bars)
+            return pipe, pipe.generate(request, callback=bars)
         finally:
             bars.close()
+
+
+def _save(params: dict, request, pipe, result, paths) -> None:
+    """The audio files with their tags and sidecars, and what the run took."""
     from ..files import write_text
     from .metadata import audio_tags, run_metadata
 
-    params = dict(params, caption=request.caption, lyrics=request.lyrics)
+    overwrite = params["overwrite"]
     metas = [run_metadata(params, result, i, pipe, request) for i in range(len(result.audio))]
     written = result.save_as(paths, overwrite=overwrite, tags=[audio_tags(m) for m in metas])
     for file, meta in zip(written, metas):
@@ -485,4 +368,3 @@ def _run(
         f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB "
         f"(MLX arrays), {peak_rss_bytes() / 2**30:.2f} GB resident (the process)"
     )
-    speed_hint()  # after the result: never between a user and a one-line error

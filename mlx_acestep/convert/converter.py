@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..cachedir import CONVERSION_FILE
+from ..cache import CONVERSION_FILE
 from ..errors import AceStepError
 from ..files import building_dir
 from ..loading import read_json

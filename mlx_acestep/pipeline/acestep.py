@@ -39,6 +39,7 @@ from ..engine import ConditionJob, Engine
 from ..hub import ModelFolders
 from ..limits import HOP, SAMPLE_RATE, SECONDS, VAE_CHUNK, VAE_OVERLAP, seconds_of
 from ..names import DEFAULT_REPO
+from ..source import ModelSource
 from .adapters import PipelineAdapters
 from .postprocess import postprocess
 from .prepare import prepare
@@ -111,45 +112,27 @@ class ACEStep:
     @classmethod
     def from_pretrained(
         cls,
-        model: str | Path = DEFAULT_REPO,
+        model: str | Path | ModelSource = DEFAULT_REPO,
         *,
-        dit: str | None = None,
-        dtype: str = "auto",
-        quantize: str | None = None,
-        q_group_size: int = 64,
-        lm: str | None = "auto",
-        lm_quantize: str | None = None,
-        cache_dir: str | Path | None = None,
-        reconvert: bool = False,
+        source: ModelSource | None = None,
         log: Callable[[str], None] | None = None,
         **kwargs,
     ) -> ACEStep:
-        """Load from a converted MLX folder, a PyTorch checkpoint root (original or diffusers layout,
-        converted once into the cache), a Hugging Face repo id (downloaded, converted, cached) or "tiny".
-
-        `dit` picks the DiT folder (e.g. "acestep-v15-base"; default: the turbo model). `dtype` is what a PyTorch
-        checkpoint is converted to: "auto" (bfloat16 on a GPU, float32 on MLX's CPU backend), "float32",
-        "bfloat16" or "float16". `quantize` is
-        None, "q8" or "q4" (the DiT's and text encoder's linear layers). `lm` picks the planner: "0.6B",
-        "1.7B", "4B", "auto" (the default 1.7B if the model has it, else the one it has, else none) or None;
-        `lm_quantize` None, "q8" or "q4" (its embedding and output head stay at 8 bits). Other keyword
-        arguments go to the constructor (`keep_loaded`, `vae_chunk`, ...).
+        """Load the model a `ModelSource` names: a converted MLX folder, a PyTorch checkpoint root (original or
+        diffusers layout, converted once into the cache), a Hugging Face repo id (downloaded, converted, cached) or
+        "tiny". `from_pretrained(source=ModelSource("tiny", lm=None))`, or its fields as keywords:
+        `from_pretrained("tiny", lm=None)` (`dit`, `dtype`, `quantize`, `q_group_size`, `lm`, `lm_quantize`,
+        `cache_dir`, `reconvert`: see `ModelSource`). Other keyword arguments go to the constructor (`keep_loaded`,
+        `vae_chunk`, ...).
         """
-        from ..hub import resolve_model
-
-        folders = resolve_model(
-            model,
-            dit=dit,
-            dtype=dtype,
-            quantize=quantize,
-            q_group_size=q_group_size,
-            lm=lm,
-            lm_quantize=lm_quantize,
-            cache_dir=cache_dir,
-            reconvert=reconvert,
-            log=log,
-        )
-        return cls(folders, **kwargs)
+        options = {name: kwargs.pop(name) for name in ModelSource.options() if name in kwargs}
+        if isinstance(model, ModelSource):
+            source, model = (model if source is None else source), DEFAULT_REPO
+        if source is None:
+            source = ModelSource(model, **options)
+        elif options or model != DEFAULT_REPO:
+            raise TypeError(f"from_pretrained: give source= or the model's keywords, not both ({', '.join(options)})")
+        return cls(source.resolve(log), **kwargs)
 
     # -- what the model allows -----------------------------------------------------------------
 

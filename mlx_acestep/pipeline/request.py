@@ -18,8 +18,6 @@ flag instead (`--duration must be ...` where Python says `duration must be ...`)
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 import secrets
 import warnings
 from collections.abc import Sequence
@@ -38,6 +36,7 @@ from ..diffusion.sampler import (
     turbo_timesteps,
 )
 from ..errors import AceStepError, RequestError
+from ..fields import Field, Fields, is_int
 from ..limits import (
     BPM,
     DEFAULT_LM_CFG_SCALE,
@@ -78,53 +77,40 @@ MODEL_DEFAULTS = {
 METHODS = ("ode", "sde")
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _number(name: str, v, lo: float, hi: float, what: str = "", low_open: bool = False, optional: bool = True):
-    """A finite real in [lo, hi] (or (lo, hi]); `what` is the unit for the message."""
-    if v is None and optional:
-        return None
-    unit = f" {what}" if what else ""
-    if not _is_number(v) or not math.isfinite(v):
-        raise RequestError(name, f"@name@ must be a number{' of' + unit if unit else ''}, got {v!r}")
-    if (v <= lo if low_open else v < lo) or v > hi:
-        span = f"in ({lo:g}, {hi:g}]" if low_open else f"between {lo:g} and {hi:g}"
-        raise RequestError(name, f"@name@ must be {span}{unit}, got {v:g}")
-    return v
-
-
-def _integer(name: str, v, lo: int, hi: int, optional: bool = True):
-    """A whole number in [lo, hi] as an int (120.0 is 120; 120.5 is an error)."""
-    if v is None and optional:
-        return None
-    if _is_number(v) and not _is_int(v) and math.isfinite(v) and float(v).is_integer():
-        v = int(v)
-    if not _is_int(v):
-        raise RequestError(name, f"@name@ must be a whole number, got {v!r}")
-    if not lo <= v <= hi:
-        raise RequestError(name, f"@name@ must be between {lo} and {hi}, got {v}")
-    return int(v)
-
-
-def _text(name: str, v, optional: bool = True):
-    if v is None and optional:
-        return None
-    if not isinstance(v, str):
-        raise RequestError(name, f"@name@ must be text, got {type(v).__name__}")
-    return v
+# The request's value rules, once: the CLI names a field's flag from its name, a server its JSON field.
+REQUEST = Fields(
+    Field("caption", "text"),
+    Field("lyrics", "text"),
+    Field("duration", "number", *SECONDS, optional=True, unit="seconds"),
+    Field("batch_size", "integer", 1, MAX_BATCH),
+    Field("bpm", "integer", *BPM, optional=True),
+    Field("key", "text", optional=True),
+    Field("language", "text"),
+    Field("steps", "integer", *STEPS, optional=True),
+    Field("shift", "number", *SHIFT, low_open=True, optional=True),
+    Field("guidance", "number", *GUIDANCE, optional=True),
+    Field("method", "choice", choices=METHODS, what="sampling method"),
+    Field("normalize", "bool"),
+    Field("thinking", "bool", optional=True),
+    Field("lm_cfg_scale", "number", *LM_CFG_SCALE, low_open=True),
+    Field("lm_temperature", "number", *LM_TEMPERATURE),
+    Field("lm_top_p", "number", *LM_TOP_P, low_open=True),
+    Field("negative_prompt", "text"),
+    # The task checks these against the source and each other (conditioning/tasks.py); here only that they are numbers.
+    *(
+        Field(name, "number", optional=True)
+        for name in ("repaint_start", "repaint_end", "cover_strength", "repaint_strength")
+    ),
+    error=RequestError,
+)
+_LATER = tuple(f.name for f in REQUEST if f.name not in ("caption", "lyrics", "duration", "batch_size", "bpm", "key"))
 
 
 def normalize_key(key: str | None) -> str | None:
     """A key as the reference writes it ("C major", "F# minor", "Bb major"): the note capitalised, the mode lower."""
     if key is None:
         return None
-    parts = _text("key", key).split()
+    parts = REQUEST.check("key", key).split()
     if len(parts) == 2:
         candidate = f"{parts[0][:1].upper()}{parts[0][1:]} {parts[1].lower()}"
         if candidate in KEYSCALES:
@@ -140,7 +126,7 @@ def normalize_time_signature(value) -> str | None:
     """Beats per bar as the reference's metadata holds it: 2, 3, 4 or 6 (also given as "4/4", "6/8")."""
     if value is None:
         return None
-    text = str(value).strip() if _is_int(value) or isinstance(value, str) else None
+    text = str(value).strip() if is_int(value) or isinstance(value, str) else None
     if text is not None and "/" in text and text.split("/", 1)[1] in ("4", "8"):
         text = text.split("/", 1)[0]
     if text not in TIME_SIGNATURES:
@@ -153,18 +139,15 @@ def normalize_time_signature(value) -> str | None:
 
 def check_seeds(seed, batch: int) -> None:
     """One int (item i gets seed + i), one per item, None or -1 (random)."""
-    if seed is None or (_is_int(seed) and seed == -1):
+    if seed is None or (is_int(seed) and seed == -1):
         return
     several = isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, (str, bytes))
-    seeds = (
-        list(np.asarray(seed).reshape(-1).tolist())
-        if isinstance(seed, np.ndarray)
-        else list(seed)
-        if several
-        else [seed]
-    )
+    if isinstance(seed, np.ndarray):
+        seeds = list(seed.reshape(-1).tolist())
+    else:
+        seeds = list(seed) if several else [seed]
     for s in seeds:
-        if not _is_int(s):
+        if not is_int(s):
             raise RequestError("seed", f"@name@ must be a whole number (or -1 for random), got {s!r}")
     if several and len(seeds) != batch:
         raise RequestError("seed", f"got {len(seeds)} seeds for a batch of {batch}")
@@ -178,9 +161,9 @@ def check_seeds(seed, batch: int) -> None:
 def resolve_seeds(seed, batch: int) -> list[int]:
     """One seed per item. None or -1: random; one int: seed, seed+1, ... (upstream draws fresh ones; this repeats)."""
     check_seeds(seed, batch)
-    if seed is None or (_is_int(seed) and seed == -1):
+    if seed is None or (is_int(seed) and seed == -1):
         return [secrets.randbits(32) for _ in range(batch)]
-    if _is_int(seed):
+    if is_int(seed):
         return [int(seed) + i for i in range(batch)]
     return [int(s) for s in np.asarray(seed).reshape(-1).tolist()]
 
@@ -256,52 +239,20 @@ class GenerationRequest:
     job: Task = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        if not isinstance(self.caption, str):
-            raise RequestError("caption", f"@name@ must be text, got {type(self.caption).__name__}")
+        REQUEST.check_into(self, ("caption",))
         if not self.caption.strip():
             raise RequestError("caption", "the caption is empty; describe the music (genre, mood, instruments)")
-        _text("lyrics", self.lyrics, optional=False)
-        _number("duration", self.duration, *SECONDS, what="seconds")
-        object.__setattr__(self, "batch_size", _integer("batch_size", self.batch_size, 1, MAX_BATCH, optional=False))
+        REQUEST.check_into(self, ("lyrics", "duration", "batch_size"))
         check_seeds(self.seed, self.batch_size)
-        object.__setattr__(self, "bpm", _integer("bpm", self.bpm, *BPM))
+        REQUEST.check_into(self, ("bpm",))
         object.__setattr__(self, "key", normalize_key(self.key))
         object.__setattr__(self, "time_signature", normalize_time_signature(self.time_signature))
-        _text("language", self.language, optional=False)
-        object.__setattr__(self, "steps", _integer("steps", self.steps, *STEPS))
-        _number("shift", self.shift, *SHIFT, low_open=True)
-        _number("guidance", self.guidance, *GUIDANCE)
-        if self.method not in METHODS:
-            raise RequestError("method", f"unknown sampling method {self.method!r} (choose ode or sde)")
-        if not isinstance(self.normalize, bool):
-            raise RequestError("normalize", f"@name@ must be True or False, got {self.normalize!r}")
-        if self.thinking is not None and not isinstance(self.thinking, bool):
-            raise RequestError("thinking", f"@name@ must be True, False or None, got {self.thinking!r}")
-        _number("lm_cfg_scale", self.lm_cfg_scale, *LM_CFG_SCALE, low_open=True, optional=False)
-        _number("lm_temperature", self.lm_temperature, *LM_TEMPERATURE, optional=False)
-        _number("lm_top_p", self.lm_top_p, *LM_TOP_P, low_open=True, optional=False)
-        _text("negative_prompt", self.negative_prompt, optional=False)
-        for name in ("repaint_start", "repaint_end", "cover_strength", "repaint_strength"):
-            value = getattr(self, name)
-            if value is not None and (not _is_number(value) or not math.isfinite(value)):
-                raise RequestError(name, f"@name@ must be a number, got {value!r}")
+        REQUEST.check_into(self, _LATER)
         object.__setattr__(self, "loras", _loras(self.loras))
         tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
         object.__setattr__(self, "tracks", tracks)
-        object.__setattr__(
-            self,
-            "job",
-            Task(
-                self.task,
-                self.repaint_start,
-                self.repaint_end,
-                self.track,
-                tracks,
-                self.cover_strength,
-                self.repaint_mode,
-                self.repaint_strength,
-            ),
-        )
+        region = (self.repaint_start, self.repaint_end, self.track, tracks, self.cover_strength)
+        object.__setattr__(self, "job", Task(self.task, *region, self.repaint_mode, self.repaint_strength))
         self._check_task_inputs()
 
     def _check_task_inputs(self) -> None:
@@ -406,11 +357,8 @@ def sampler_settings(
     """The model family's defaults with the given overrides; turbo warns about what it ignores (the warnings point
     `stacklevel` frames up: at the caller's line)."""
     defaults = MODEL_DEFAULTS[family]
-    _integer("steps", steps, *STEPS)
-    _number("shift", shift, *SHIFT, low_open=True)
-    _number("guidance", guidance, *GUIDANCE)
-    if method not in METHODS:
-        raise RequestError("method", f"unknown sampling method {method!r} (choose ode or sde)")
+    for name, value in (("steps", steps), ("shift", shift), ("guidance", guidance), ("method", method)):
+        REQUEST.check(name, value)
     if family == "turbo":
         if steps is not None and steps != defaults.steps:
             warnings.warn(

@@ -14,6 +14,7 @@ import urllib.parse
 from pathlib import Path
 
 from .adapters import AdapterRegistry
+from .config import ServerConfig
 from .jobs import STATUS_CODE, SUCCEEDED, Job, JobRunner, QueueFull
 from .protocol import ProtocolError, check_model, envelope, input_paths, request_fields
 
@@ -21,8 +22,9 @@ MEDIA = {".wav": "audio/wav", ".flac": "audio/flac"}
 UPLOAD_FIELDS = {"src_audio": ("ctx_audio", "src_audio"), "ref_audio": ("ref_audio", "reference_audio")}
 
 
-def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours: float = 24.0, input_dir=None):
-    """The ASGI app; `input_dir` is the one folder whose files requests may name as source / reference audio."""
+def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **settings):
+    """The ASGI app, with `config` or its fields as keywords (`api_key`, `queue_size`, `keep_hours`, `input_dir`: the
+    one folder whose files requests may name as source / reference audio); bad settings are refused here."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import FileResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
@@ -30,9 +32,14 @@ def make_app(pipe, output_dir, *, api_key=None, queue_size: int = 16, keep_hours
     from ..errors import AceStepError
     from ..pipeline.request import GenerationRequest, RequestError
 
-    output_dir = Path(output_dir).expanduser().resolve()
-    inputs_root = Path(input_dir).expanduser().resolve() if input_dir else None
-    runner = JobRunner(pipe, output_dir, queue_size, keep_hours)
+    if config is None:
+        config = ServerConfig(output_dir, **settings)
+    elif output_dir is not None or settings:
+        raise TypeError("make_app: give config= or its fields as keywords, not both")
+    api_key = config.api_key
+    output_dir = Path(config.output_dir).expanduser().resolve()
+    inputs_root = Path(config.input_dir).expanduser().resolve() if config.input_dir else None
+    runner = JobRunner(pipe, output_dir, config.queue_size, config.keep_hours)
     registry = AdapterRegistry()
     app = FastAPI(title="mlx-acestep", docs_url=None, redoc_url=None)
     app.state.runner, app.state.adapters = runner, registry

@@ -31,6 +31,7 @@ from ..adapters.peft import load_adapter_tensors, peft_config, save_peft_folder
 from ..diffusion.flow import training_times
 from ..errors import AceStepError, first_line
 from ..files import remove_stale, write_text
+from ..source import ModelSource
 from .config import TrainConfig
 from .dataset import scan_dataset
 from .lora import attach_lora, seed_dropout
@@ -111,6 +112,7 @@ def train_lora(
     output: str | Path,
     config: TrainConfig | None = None,
     *,
+    source: ModelSource | None = None,
     model: str | Path = "ACE-Step/Ace-Step1.5",
     dit: str | None = None,
     dtype: str = "auto",
@@ -119,9 +121,13 @@ def train_lora(
     resume: bool = False,
     callback: Callable[[TrainProgress], None] | None = None,
 ) -> Path:
-    """Train a LoRA on the songs in `dataset` and write it to `output` (a PEFT folder); returns `output`."""
+    """Train a LoRA on the songs in `dataset` and write it to `output` (a PEFT folder); returns `output`. The base
+    model is `source` (a `ModelSource`: its planner is never loaded), or its fields `model`, `dit`, `dtype`,
+    `quantize`, `cache_dir` as keywords."""
     report = callback or (lambda p: None)
-    run = _prepare(dataset, output, config or TrainConfig(), model, dit, dtype, quantize, cache_dir, resume, report)
+    if source is None:
+        source = ModelSource(model, dit, dtype, quantize, cache_dir=cache_dir)
+    run = _prepare(dataset, output, config or TrainConfig(), source.replace(lm=None), resume, report)
     dit_model = run.checkpoint.load("denoiser")  # the decoder, and the null condition its previews guide against
     decoder = dit_model.decoder
     decoder.checkpointing = run.config.checkpointing
@@ -134,17 +140,17 @@ def train_lora(
     return run.output
 
 
-def _prepare(dataset, output, config, model, dit, dtype, quantize, cache_dir, resume, report) -> Run:
+def _prepare(dataset, output, config, source: ModelSource, resume, report) -> Run:
     """Everything checked and preprocessed; the output folder appears only now, with the data and the model known
     good: a run refused earlier leaves nothing behind that a second run would have to --resume or delete."""
+    from ..cache import open_cache
     from ..checkpoint import Checkpoint
-    from ..hub import open_cache, resolve_model
     from .preprocess import preprocess
 
     output = Path(output).expanduser()
     clips = scan_dataset(dataset)
     check_output(output, resume)
-    model = model_name(model)
+    model, dit = model_name(source.model), source.dit
     state = {"step": 0}
     if resume:
         restore_swapped_checkpoint(output / "checkpoint")
@@ -158,8 +164,7 @@ def _prepare(dataset, output, config, model, dit, dtype, quantize, cache_dir, re
         dit = dit or state.get("dit")  # the run's own DiT, found before anything loads
     total = config.steps or math.ceil(config.epochs * math.ceil(len(clips) / config.batch) / config.grad_accum)
     _check_resumable(output, state, total, resume)
-    folders = resolve_model(model, dit=dit, dtype=dtype, quantize=quantize, lm=None, cache_dir=cache_dir)
-    checkpoint = Checkpoint(folders)
+    checkpoint = Checkpoint(source.replace(dit=dit).resolve())
     if resume and state.get("dit") not in (None, checkpoint.name):
         raise AceStepError(
             f"{output}: trained on the DiT {state['dit']}, not {checkpoint.name}; resume with --dit {state['dit']}"
@@ -171,7 +176,7 @@ def _prepare(dataset, output, config, model, dit, dtype, quantize, cache_dir, re
             f"choose at most {widest}"
         )
     progress = lambda done, n: report(TrainProgress("preprocess", done, n))  # noqa: E731
-    cached = preprocess(checkpoint, clips, open_cache(cache_dir) / "preprocessed", config.seed, progress)
+    cached = preprocess(checkpoint, clips, open_cache(source.cache_dir) / "preprocessed", config.seed, progress)
     frames = min(int(config.crop_seconds * 25), min(c["target_latents"].shape[0] for c in cached))
     output.mkdir(parents=True, exist_ok=True)
     run = Run(config, output, model, checkpoint, clips, cached, state, total, frames)

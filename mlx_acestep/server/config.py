@@ -1,0 +1,56 @@
+"""The server's settings, checked by the server itself (`make_app` refuses bad ones, whoever starts it).
+
+No FastAPI or MLX import here: `mlx-acestep serve --help` reads the defaults and help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..fields import Field, Fields
+
+SERVER = Fields(
+    Field("host", "text", default="127.0.0.1", help="Address to bind (loopback by default)."),
+    Field("port", "integer", 0, 65535, default=8001, help="Port to listen on (0: any free one)."),
+    Field(
+        "api_key",
+        "text",
+        optional=True,
+        help="Require this key (Authorization: Bearer KEY or ai_token); default $ACESTEP_API_KEY.",
+    ),
+    Field("queue_size", "integer", 1, default=16, help="Jobs that may wait; more get 429."),
+    Field(
+        "keep_hours",
+        "number",
+        0,
+        low_open=True,
+        default=24.0,
+        help="Results older than this are deleted.",
+        note=" (results would be deleted as they finish, or never)",
+    ),
+)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where results go, which folder requests may read, who may call, how many jobs wait and how long results
+    are kept. An empty API key means none."""
+
+    output_dir: str | Path
+    input_dir: str | Path | None = None
+    host: str = SERVER.default("host")
+    port: int = SERVER.default("port")
+    api_key: str | None = None
+    queue_size: int = SERVER.default("queue_size")
+    keep_hours: float = SERVER.default("keep_hours")
+
+    def __post_init__(self):
+        SERVER.check_into(self)
+        object.__setattr__(self, "api_key", self.api_key or None)
+
+    @property
+    def open_to_others(self) -> bool:
+        """Bound beyond this machine without a key: anyone who can reach the port can generate and download."""
+        return self.host not in LOOPBACK and not self.api_key
