@@ -1,12 +1,7 @@
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from parity import fixtures_dir  # noqa: E402
+from parity import fixtures_dir  # tests/ and tests/parity/ are on the path: pyproject's pythonpath
 
 # (case, output, error relative to max|ref|[, allowed]) of every parity comparison, for the summary. A row is also attached to
 # the running test's report, so that the summary has every row when pytest-xdist runs the tests in workers.

@@ -382,7 +382,7 @@ def _smoke(fixtures: Path, real_reference: bool = True):
 if __name__ == "__main__":
     import sys
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # parity.py, helpers.py
     from parity import fixtures_dir
 
     _smoke(fixtures_dir(), real_reference="--fast" not in sys.argv)

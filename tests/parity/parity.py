@@ -23,7 +23,7 @@ import numpy as np
 
 from mlx_acestep.safetensors_io import read_safetensors
 
-DEFAULT_FIXTURES = Path(__file__).parent / "fixtures" / "parity"
+DEFAULT_FIXTURES = Path(__file__).parents[1] / "fixtures" / "parity"
 
 
 def fixtures_dir() -> Path:

@@ -3,11 +3,13 @@
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import require
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parents[2]))
 
 
+@pytest.mark.live
 def test_dit_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
     require("diffusers")
     from benchmarks import bench_dit
@@ -21,6 +23,7 @@ def test_dit_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
     assert "| 21 | 0.84 s | mlx | " in table and "| diffusers | torch" in table
 
 
+@pytest.mark.live
 def test_training_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
     require("peft")
     from benchmarks import bench_train
@@ -32,6 +35,7 @@ def test_training_step_benchmark_runs_both_sides_on_a_tiny_config(capsys):
     assert all(r["step_s"] > 0 for r in rows) and "| 21 | 0.84 s | torch | torch" in capsys.readouterr().out
 
 
+@pytest.mark.live
 def test_pipeline_benchmark_runs_mlx_and_the_reference_on_a_tiny_model(tmp_path):
     """`bench_pipeline.py --tiny` (what `mlx-acestep bench` runs): every phase timed on both sides, a table, JSON, a plot."""
     import json

@@ -59,6 +59,7 @@ def inputs(seed=0):
     return text, text_mask, lyric, lyric_mask, refer, order
 
 
+@pytest.mark.live
 def test_matches_diffusers_with_ragged_masks(live):
     import torch
 
@@ -73,6 +74,7 @@ def test_matches_diffusers_with_ragged_masks(live):
     np.testing.assert_allclose(np.array(ours.null_condition_emb), ref.null_condition_emb.detach().numpy())
 
 
+@pytest.mark.live
 def test_bfloat16_against_float32(live):
     import copy
 

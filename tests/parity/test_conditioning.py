@@ -156,6 +156,7 @@ def reference_composition(fixtures, frames, clips, dtype=None, captions=CAPTIONS
     )
 
 
+@pytest.mark.live
 def test_matches_reference_composition_batch_with_ragged_prompts_and_references(fixtures, builder):
     frames = builder.timbre_frames
     assert frames == 750  # from the checkpoint's config (timbre_fix_frame)
@@ -260,6 +261,7 @@ def test_long_lyrics_are_truncated_with_a_warning_and_unknown_language_falls_bac
 BF16_MARGIN_DB = 3.0
 
 
+@pytest.mark.live
 def test_bfloat16_entry_point_against_float32(fixtures, builder, tmp_path):
     import shutil
 

@@ -233,6 +233,7 @@ def test_original_state_restores_prefixes_and_null_condition():
 # --- whole pipelines -------------------------------------------------------------------------------
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("variant", ["turbo", "base"])
 def test_diffusers_root_converts_like_the_original(diffusers_root, converted, fixtures, tmp_path, variant):
     root = diffusers_root(variant)
@@ -269,6 +270,7 @@ def test_diffusers_root_converts_like_the_original(diffusers_root, converted, fi
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.live
 def test_only_picks_components_by_their_output_names(diffusers_root, tmp_path):
     report = convert_checkpoints(diffusers_root(), tmp_path / "out", only=["acestep-v15-turbo"])
     assert [name for name, _ in report.converted] == ["acestep-v15-turbo"]
@@ -276,6 +278,7 @@ def test_only_picks_components_by_their_output_names(diffusers_root, tmp_path):
     assert {"model_index.json", "condition_encoder/config.json", "vae/config.json"} <= set(manifest["sources"])
 
 
+@pytest.mark.live
 def test_bfloat16_folder_gives_a_float32_silence_latent(diffusers_root, converted, fixtures, tmp_path):
     import torch
 
@@ -291,6 +294,7 @@ def test_bfloat16_folder_gives_a_float32_silence_latent(diffusers_root, converte
     assert_same_params(params(tmp_path / "out" / "acestep-v15-turbo"), rounded)
 
 
+@pytest.mark.live
 def test_middle_revision_converts_without_the_audio_tokenizer(writable_root, converted, tmp_path):
     """q_proj attention names left in place, no audio_tokenizer/ or audio_token_detokenizer/ (§1.4)."""
     original_names = {b: a for a, b in ATTENTION_RENAMES.items()}
@@ -325,17 +329,20 @@ def no_null_condition(root):
     rewrite_weights(root / "condition_encoder", lambda k: None if k == "null_condition_emb" else k)
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("damage", [oldest_class, no_null_condition])
 def test_oldest_revision_is_refused_in_one_line(writable_root, tmp_path, damage):
     damage(writable_root)
     assert_one_line_failure(writable_root, tmp_path / "out", r"oldest diffusers converter.*cannot be used for sampling")
 
 
+@pytest.mark.live
 def test_missing_silence_latent_is_named_and_leaves_nothing(writable_root, tmp_path):
     rewrite_weights(writable_root / "condition_encoder", lambda k: None if k == "silence_latent" else k)
     assert_one_line_failure(writable_root, tmp_path / "out", r"no silence latent \(neither .*silence_latent\.pt")
 
 
+@pytest.mark.live
 def test_root_silence_latent_pt_is_the_fallback(writable_root, fixtures, tmp_path):
     import torch
 
@@ -346,6 +353,7 @@ def test_root_silence_latent_pt_is_the_fallback(writable_root, fixtures, tmp_pat
     np.testing.assert_array_equal(np.array(load_silence_latent(tmp_path / "out" / "acestep-v15-turbo")), want)
 
 
+@pytest.mark.live
 def test_missing_weight_is_named_in_its_diffusers_folder(writable_root, tmp_path):
     rewrite_weights(writable_root / "transformer", lambda k: None if k == "layers.1.cross_attn.to_out.0.weight" else k)
     assert_one_line_failure(
@@ -353,6 +361,7 @@ def test_missing_weight_is_named_in_its_diffusers_folder(writable_root, tmp_path
     )
 
 
+@pytest.mark.live
 def test_xl_encoder_widths_are_rebuilt(tmp_path):
     """XL: the condition side narrower than the DiT; the original config names its four widths."""
     require("diffusers")
@@ -371,6 +380,7 @@ def test_xl_encoder_widths_are_rebuilt(tmp_path):
     assert_same_params(params(folder), params(tmp_path / "want" / "acestep-v15-turbo"))
 
 
+@pytest.mark.live
 def test_a_diffusers_folder_generates_the_same_song_as_the_original_root(diffusers_root, converted, tmp_path):
     """`--model <diffusers folder>`: converted once into the cache, then the pipeline as for the original layout."""
     from mlx_acestep.pipeline import ACEStep, ModelFolders
@@ -384,6 +394,7 @@ def test_a_diffusers_folder_generates_the_same_song_as_the_original_root(diffuse
     np.testing.assert_array_equal(pipe.generate(**args).latents, original.generate(**args).latents)
 
 
+@pytest.mark.live
 def test_a_diffusers_folder_keys_each_component_on_what_it_is_made_from(writable_root, tmp_path):
     """The DiT also reads condition_encoder/ and vae/config.json, the text encoder tokenizer/: a change there
     converts again exactly the components made from it."""

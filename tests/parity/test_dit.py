@@ -73,6 +73,7 @@ def dit_inputs(config, length=23, seed=0):
     return x, t, context.astype(np.float32), states
 
 
+@pytest.mark.live
 def test_decoder_matches_diffusers_odd_length_batch_2(live):
     import torch
 
@@ -98,6 +99,7 @@ def test_decoder_matches_diffusers_odd_length_batch_2(live):
     assert rel_err(np.array(batched), want) < 1e-4
 
 
+@pytest.mark.live
 def test_mean_flow_timestep_r(live):
     import torch
 
@@ -119,6 +121,7 @@ def test_mean_flow_timestep_r(live):
     assert rel_err(np.array(got), want) < 1e-4
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("length", [40, 37])
 def test_tokenizer_and_detokenizer_match_diffusers(live, length):
     import torch
@@ -138,6 +141,7 @@ def test_tokenizer_and_detokenizer_match_diffusers(live, length):
     assert np.array(mask).shape == (2, -(-length // 5)) and np.array(mask).min() == 1
 
 
+@pytest.mark.live
 def test_patch_remap_is_the_convolution():
     """proj_in / proj_out as linear maps over frame pairs equal the reference's k=2, s=2 (transposed) convolutions."""
     torch = require("torch")

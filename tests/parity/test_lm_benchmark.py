@@ -4,9 +4,12 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import require
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parents[2]))
+
+pytestmark = pytest.mark.live
 
 
 def test_lm_benchmark_runs_mlx_and_transformers_on_a_tiny_config(tmp_path, capsys):

@@ -22,6 +22,7 @@ def lm_root(fixtures, tmp_path_factory):
     return root
 
 
+@pytest.mark.live
 def test_left_padded_batch_matches_transformers_with_a_key_mask(fixtures, converted):
     """[cond, uncond] left-padded, pads masked as keys, positions 0..L-1 on both rows (the reference's CFG batch)."""
     torch = require("torch")

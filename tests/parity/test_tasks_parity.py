@@ -22,6 +22,8 @@ from diffusers_tasks import run_reference_task
 
 from mlx_acestep.pipeline import ACEStep, ModelFolders, initial_noise
 
+pytestmark = pytest.mark.live
+
 FRAMES = 250  # 10 s
 # Relative to the reference's largest magnitude; measured 1e-6 to 4e-6 on these cases: about ten times that.
 TOLERANCE = 5e-5

@@ -48,6 +48,7 @@ def live(fixtures, tmp_path_factory):
     return ref, load_component(root / "f32" / "Qwen3-Embedding-0.6B", "text_encoder"), root
 
 
+@pytest.mark.live
 def test_matches_transformers_with_and_without_padding_mask(live):
     import torch
 
@@ -70,6 +71,7 @@ def test_matches_transformers_with_and_without_padding_mask(live):
     np.testing.assert_array_equal(np.array(ours.embed(mx.array(ids))), want_embed)
 
 
+@pytest.mark.live
 def test_bfloat16_against_float32(live):
     import copy
 

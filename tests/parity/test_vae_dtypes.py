@@ -60,6 +60,7 @@ def run(root, dst, dtype, z, x):
     return np.array(vae.decode(z)), np.array(mean)
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_half_precision_snr(dtype, vae_inputs, src_root, fixtures, tmp_path):
     z, x = vae_inputs

@@ -7,19 +7,23 @@ decoded and encoded in overlapping windows, both against diffusers' single
 pass. Tolerance as the fixture VAE cases: 1e-4 of max|ref|.
 """
 
+import mlx.core as mx
 import numpy as np
 import pytest
 from helpers import rel_err, require
 
-torch = require("torch")
-diffusers = require("diffusers")
-
-import mlx.core as mx  # noqa: E402
-
-from mlx_acestep.convert import convert_checkpoints  # noqa: E402
-from mlx_acestep.loading import load_component  # noqa: E402
+from mlx_acestep.convert import convert_checkpoints
+from mlx_acestep.loading import load_component
 
 pytestmark = pytest.mark.live
+torch = diffusers = None  # imported by `references`: collecting this module (even to deselect it) needs no torch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def references():
+    global torch, diffusers
+    torch, diffusers = require("torch"), require("diffusers")
+
 
 CONFIG = dict(
     encoder_hidden_size=16,

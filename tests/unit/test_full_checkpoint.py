@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import require
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parents[2]))
 
 from benchmarks import full_checkpoint as fc  # noqa: E402
 from mlx_acestep import tiny  # noqa: E402
@@ -50,6 +50,7 @@ def test_recorded_layout_is_tiny_py_draw_order(name):
     assert [(s.name, s.shape) for s in fc.layout(c)] == [(k, v.shape) for k, v in drawn.items()]
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("name", fc.COMPONENTS)
 def test_streamed_files_match_tiny_checkpoint(streamed, reference, name):
     c = TINY[name]
@@ -65,6 +66,7 @@ def test_streamed_files_match_tiny_checkpoint(streamed, reference, name):
         assert (ours / f).read_bytes() == (ref / f).read_bytes(), f
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("name", fc.COMPONENTS)
 def test_streamed_files_parse_and_load_as_bf16(streamed, name):
     c = TINY[name]
@@ -80,6 +82,7 @@ def test_streamed_files_parse_and_load_as_bf16(streamed, name):
         assert bool(mx.all(mx.isfinite(w.astype(mx.float32)))), k
 
 
+@pytest.mark.live
 def test_draw_scales_follow_tiny_py(streamed):
     """Norms near 1, fan-in scaled linears, g = gain * ||v|| (jittered) for every weight-norm pair."""
     state = read_safetensors(streamed / tiny.VAE_DIR / TINY["vae"].weights)
@@ -94,6 +97,7 @@ def test_draw_scales_follow_tiny_py(streamed):
     assert q.std() == pytest.approx(q.shape[1] ** -0.5, rel=0.2)
 
 
+@pytest.mark.live
 def test_silence_latent_is_tiny_py_s_channel_first_float32(streamed, reference):
     (latent,) = read_torch_tensors(streamed / tiny.TURBO_DIR / "silence_latent.pt").values()
     assert latent.dtype == np.float32 and latent.shape == (1, 64, tiny.SILENCE_FRAMES)
@@ -102,6 +106,7 @@ def test_silence_latent_is_tiny_py_s_channel_first_float32(streamed, reference):
     )
 
 
+@pytest.mark.live
 def test_streamed_root_converts(streamed, tmp_path):
     from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import require
 
-HERE = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 
 
 def test_a_missing_reference_skips_locally_and_fails_in_ci(monkeypatch):
@@ -22,8 +22,8 @@ def test_a_missing_reference_skips_locally_and_fails_in_ci(monkeypatch):
 
 
 def test_a_skipped_test_fails_the_run_in_ci_and_is_counted(tmp_path):
-    for name in ("conftest.py", "parity.py", "helpers.py"):
-        shutil.copy(HERE / name, tmp_path / name)
+    for name in ("conftest.py", "parity/parity.py", "helpers.py"):
+        shutil.copy(TESTS / name, tmp_path / Path(name).name)
     (tmp_path / "test_probe.py").write_text(
         "import pytest\n\ndef test_a():\n    pass\n\ndef test_b():\n    pytest.skip('x')\n"
     )

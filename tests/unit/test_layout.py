@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "mlx_acestep"
+PACKAGE = Path(__file__).resolve().parents[2] / "mlx_acestep"
 MAX_LINES = 500
 REFERENCE_ONLY = ("torch", "diffusers", "matplotlib", "peft")
 

@@ -62,6 +62,7 @@ def test_custom_timesteps_snap_to_the_twenty_table_values():
             turbo_timesteps(timesteps=bad)
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("steps, shift", [(8, 3.0), (50, 1.0), (30, 2.5), (7, 1.0)])
 def test_base_schedule_is_torch_linspace_then_shift(steps, shift):
     torch = require("torch")
@@ -150,6 +151,7 @@ def reference_bf16_snr(fixtures, converted, case_name) -> tuple[float, float]:
     return snr_db(runs["bf16"], runs["f32"]), snr_db(runs["bf16"], runs["f32 on bf16 times"])
 
 
+@pytest.mark.live
 @pytest.mark.parametrize(
     "case_name", ["turbo_generate_ode", "turbo_generate_sde", "base_generate_apg", "base_generate_adg"]
 )

@@ -26,6 +26,7 @@ def test_safetensors_silence_latent_is_converted_channel_last(fixtures, converte
     np.testing.assert_array_equal(got, want.transpose(0, 2, 1))
 
 
+@pytest.mark.live
 def test_torch_pickle_silence_latent_matches_torch_load(fixtures, turbo_root, tmp_path):
     torch = require("torch")
     want = torch.from_numpy(fixture_silence(fixtures)[:, :, :900].copy())
@@ -36,6 +37,7 @@ def test_torch_pickle_silence_latent_matches_torch_load(fixtures, turbo_root, tm
     np.testing.assert_array_equal(got, torch.load(turbo_root / "silence_latent.pt").numpy().transpose(0, 2, 1))
 
 
+@pytest.mark.live
 def test_torch_pickle_reader_handles_views_dicts_and_bfloat16(tmp_path):
     torch = require("torch")
     view = torch.arange(35, dtype=torch.float32).reshape(5, 7).t()[1:]  # non-contiguous, offset storage
@@ -51,6 +53,7 @@ class _Payload:
         return (os.system, ("touch pwned",))
 
 
+@pytest.mark.live
 def test_torch_pickle_reader_refuses_code(tmp_path, monkeypatch):
     torch = require("torch")
     monkeypatch.chdir(tmp_path)

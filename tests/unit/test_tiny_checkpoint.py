@@ -22,7 +22,7 @@ from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component, load_silence_latent
 from mlx_acestep.safetensors_io import read_header, read_safetensors
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DIT_DIRS = (tiny.TURBO_DIR, tiny.BASE_DIR)
 WEIGHT_FILES = {  # folder -> its weight files
     tiny.VAE_DIR: ("diffusion_pytorch_model.safetensors",),

@@ -59,6 +59,7 @@ def cache(tmp_path_factory):
 # -- one step against torch ---------------------------------------------------------------------------------
 
 
+@pytest.mark.live
 def test_one_training_step_matches_torch_autograd(tmp_path):
     torch = require("torch")
     peft = require("peft")
