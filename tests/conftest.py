@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -90,6 +91,15 @@ def load_converted(converted):
         return cache[name]
 
     return load
+
+
+@pytest.fixture(scope="module")
+def serve():
+    """`serve(app, key=None)`: an `helpers.ApiClient` of the app (FastAPI's TestClient), closed after the module."""
+    from helpers import ApiClient
+
+    with contextlib.ExitStack() as stack:
+        yield lambda app, key=None: stack.enter_context(ApiClient(app, key))
 
 
 def _value(case: str, v) -> str:

@@ -1,29 +1,12 @@
 """The command line as a user meets it: help, convert, and one-line errors."""
 
 import os
-import subprocess
-import sys
 
-from helpers import copy_vae_root
+from helpers import assert_one_line_error, copy_vae_root, run_cli
 
 
 def cli(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "mlx_acestep.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=os.environ,
-    )
-
-
-def assert_one_line_error(result, *needles):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0]
+    return run_cli(args, cwd)
 
 
 def test_help_lists_the_verbs():
@@ -84,16 +67,7 @@ def test_reconstruct_roundtrip_and_audio_errors(converted, tmp_path):
 
 
 def generate(*args, cwd):
-    from click.testing import CliRunner
-
-    from mlx_acestep.cli import main
-
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(main, ["generate", *map(str, args)])
-    finally:
-        os.chdir(old)
+    return run_cli(["generate", *args], cwd)
 
 
 def test_generate_help_documents_the_options():
@@ -180,11 +154,7 @@ def test_generate_bad_input_is_a_one_line_error_and_writes_nothing(converted, tm
     if os.geteuid() != 0:  # root writes anywhere
         cases.append((["-o", "locked/a.wav"], "not writable"))
     for args, needle in cases:
-        result = generate("soft rain", "--model", converted, *args, cwd=tmp_path)
-        assert result.exit_code == 1, (args, result.output)
-        lines = [line for line in result.output.splitlines() if line.strip()]
-        assert lines[-1].startswith("Error: ") and needle in lines[-1], (args, result.output)
-        assert "Traceback" not in result.output
+        assert_one_line_error(generate("soft rain", "--model", converted, *args, cwd=tmp_path), needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"]
 
 

@@ -3,26 +3,14 @@
 import importlib
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import soundfile as sf
+from helpers import assert_one_line_error, run_cli
 
 
-def cli(args, cwd, stdin=None, preload=True):
-    env = {**os.environ, "MLX_ACESTEP_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1"}
-    if not preload:
-        env.pop("LD_PRELOAD", None)
-    return subprocess.run(
-        [sys.executable, "-m", "mlx_acestep.cli", *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def cli(args, cwd, stdin=None, fresh_process=False):
+    return run_cli(args, cwd, env={"MLX_ACESTEP_CACHE": str(cwd / "cache")}, stdin=stdin, fresh_process=fresh_process)
 
 
 def test_caption_from_a_file_and_from_stdin_with_the_short_model_flag(converted, tmp_path):
@@ -67,8 +55,7 @@ def test_caption_from_a_file_and_from_stdin_with_the_short_model_flag(converted,
 def test_caption_errors_are_one_line(tmp_path, args, needle):
     (tmp_path / "caption.txt").write_text("x")
     (tmp_path / "words.wav").write_text("a caption in a file with an audio name")
-    bad = cli(["generate", *args], tmp_path)
-    assert bad.returncode != 0 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert_one_line_error(cli(["generate", *args], tmp_path), needle)
 
 
 def test_the_linux_speed_hint_shows_only_without_openblas(converted, tmp_path, monkeypatch, capsys):
@@ -93,8 +80,10 @@ def test_the_linux_speed_hint_shows_only_without_openblas(converted, tmp_path, m
     speed_hint()
     assert "hint:" not in capsys.readouterr().err
     if "openblas" in os.environ.get("LD_PRELOAD", ""):
-        fast = cli(
-            ["generate", "x", "-m", str(converted), "--duration", "10", "--seed", "1", "-o", "fast.wav"], tmp_path
+        fast = cli(  # a fresh process: what it checks is the process's own environment
+            ["generate", "x", "-m", str(converted), "--duration", "10", "--seed", "1", "-o", "fast.wav"],
+            tmp_path,
+            fresh_process=True,
         )
         assert fast.returncode == 0 and "hint:" not in fast.stderr, fast.stderr
 
@@ -135,9 +124,9 @@ def test_sidecars_are_never_replaced_and_bad_metadata_is_one_line(tmp_path):
     assert taken.returncode != 0 and "e.json: already exists" in taken.stderr
     assert (tmp_path / "e.json").read_text() == "my notes" and not (tmp_path / "e.wav").exists()
     (tmp_path / "odd.json").write_text("{}")
-    bad = cli(["generate", "--from-metadata", "odd.json"], tmp_path)
-    assert bad.returncode != 0 and "not metadata written by mlx-acestep" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
+    assert_one_line_error(
+        cli(["generate", "--from-metadata", "odd.json"], tmp_path), "not metadata written by mlx-acestep"
+    )
 
 
 def test_a_shared_metadata_file_cannot_choose_where_files_go(converted, tmp_path):
@@ -168,8 +157,7 @@ def test_a_shared_metadata_file_cannot_choose_where_files_go(converted, tmp_path
     for field, value in (("batch", "many"), ("batch", 1.5), ("thinking", 1), ("loras", [None])):
         (tmp_path / "typed.json").write_text(json.dumps({"replay": {"caption": "x", field: value}}))
         bad = cli(["generate", "--from-metadata", "typed.json"], tmp_path)
-        assert bad.returncode != 0 and f"typed.json: recorded {field} {value!r} is not valid" in bad.stderr, bad.stderr
-        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert_one_line_error(bad, f"typed.json: recorded {field} {value!r} is not valid")
 
 
 @pytest.mark.parametrize(
@@ -184,8 +172,7 @@ def test_a_shared_metadata_file_cannot_choose_where_files_go(converted, tmp_path
 def test_outputs_and_their_sidecars_are_checked_before_any_work(tmp_path, args, needle):
     (tmp_path / "lyr.json").write_text("[verse] my lyrics")
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling.json")
-    bad = cli(["generate", "x", *args], tmp_path)
-    assert bad.returncode != 0 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert_one_line_error(cli(["generate", "x", *args], tmp_path), needle)
     assert (tmp_path / "lyr.json").read_text() == "[verse] my lyrics"
 
 
@@ -231,7 +218,6 @@ def test_cache_dir_list_and_rm(fixtures, tmp_path):
 
 def test_an_entry_that_cannot_be_removed_whole_stays_an_entry(fixtures, tmp_path, monkeypatch):
     """The marker goes last: a removal that fails half-way leaves an entry `cache rm` can try again."""
-    from click.testing import CliRunner
     from helpers import copy_vae_root
 
     from mlx_acestep.convert import convert_checkpoints
@@ -245,11 +231,11 @@ def test_an_entry_that_cannot_be_removed_whole_stays_an_entry(fixtures, tmp_path
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(cache_cli.shutil, "rmtree", refuse)
-    failed = CliRunner().invoke(cache_cli.cache, ["rm", entry.name, "--cache-dir", str(tmp_path / "cache")])
-    assert failed.exit_code == 1 and "could not be removed (Permission denied)" in failed.output, failed.output
+    failed = cli(["cache", "rm", entry.name, "--cache-dir", str(tmp_path / "cache")], tmp_path)
+    assert_one_line_error(failed, "could not be removed (Permission denied)")
     assert (entry / "conversion.json").is_file()
     monkeypatch.undo()
-    again = CliRunner().invoke(cache_cli.cache, ["rm", entry.name, "--cache-dir", str(tmp_path / "cache")])
+    again = cli(["cache", "rm", entry.name, "--cache-dir", str(tmp_path / "cache")], tmp_path)
     assert again.exit_code == 0 and not entry.exists()
 
 
@@ -313,14 +299,18 @@ def test_names_follow_each_items_seed_and_the_placeholders(converted, tmp_path):
     ],
 )
 def test_bad_names_and_seeds_are_one_line_errors(tmp_path, args, needle):
-    bad = cli(["generate", "x", *args], tmp_path)
-    assert bad.returncode != 0 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert_one_line_error(cli(["generate", "x", *args], tmp_path), needle)
 
 
 def test_a_long_benchmark_asks_for_yes_first(tmp_path):
     import mlx.core as mx
 
-    done = cli(["bench", "--random-weights", "--no-reference", "--cache-dir", str(tmp_path / "c")], tmp_path)
+    # fresh processes for `bench`: it runs its script in a child that writes to the process's own stdout and stderr
+    done = cli(
+        ["bench", "--random-weights", "--no-reference", "--cache-dir", str(tmp_path / "c")],
+        tmp_path,
+        fresh_process=True,
+    )
     if mx.metal.is_available():  # no estimate on Metal: nothing to check here
         return
     assert done.returncode != 0 and "pass --yes to run it" in done.stderr and " h on this machine's CPU" in done.stderr
@@ -343,6 +333,6 @@ def test_bench_clean_removes_only_its_random_weights(tmp_path):
     (cache / "random-weights" / "tiny-float32").mkdir(parents=True)
     (cache / "random-weights" / "tiny-float32" / "w.safetensors").write_bytes(b"x" * 1000)
     (cache / "converted").mkdir()
-    done = cli(["bench", "--clean", "--cache-dir", str(cache)], tmp_path)
+    done = cli(["bench", "--clean", "--cache-dir", str(cache)], tmp_path, fresh_process=True)
     assert done.returncode == 0 and "removed" in done.stdout
     assert not (cache / "random-weights").exists() and (cache / "converted").is_dir()

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from click.testing import CliRunner
+from helpers import assert_one_line_error, run_cli
 
-from mlx_acestep.cli import main
 from mlx_acestep.errors import AceStepError
 
 
@@ -27,23 +26,9 @@ def cache(tmp_path_factory):
 
 @pytest.fixture
 def run(cache, tmp_path, monkeypatch):
-    """`run(*args)`: the CLI in `tmp_path` with the shared cache; returns (exit code, output)."""
-    monkeypatch.setenv("MLX_ACESTEP_CACHE", str(cache))
+    """`run(*args)`: the CLI in `tmp_path` with the shared cache; unpacks as (exit code, output)."""
     monkeypatch.chdir(tmp_path)
-
-    def invoke(*args):
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            result = CliRunner().invoke(main, [*map(str, args)], catch_exceptions=False)
-        return result.exit_code, result.output
-
-    return invoke
-
-
-def one_line_error(code, output, needle):
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert code == 1 and lines[-1].startswith("Error: ") and needle in lines[-1], output
-    assert "Traceback" not in output
+    return lambda *args: run_cli(args, env={"MLX_ACESTEP_CACHE": str(cache)})
 
 
 def wav(path, seconds=1.5, rate=48000, value=None):
@@ -66,8 +51,7 @@ def test_convert_never_writes_over_or_around_its_source(fixtures, tmp_path, run,
     shutil.copytree(fixtures / "checkpoints" / "vae", src / "vae")
     dst = {"dst is src": src, "dst contains src": tmp_path / "ck", "dst inside src": src / "out"}[layout]
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    code, output = run("convert", src, dst, "--force")
-    one_line_error(code, output, "the checkpoint folder")
+    assert_one_line_error(run("convert", src, dst, "--force"), "the checkpoint folder")
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
@@ -77,7 +61,7 @@ def test_force_replaces_only_a_folder_the_converter_wrote(fixtures, tmp_path, ru
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("my notes")
-    one_line_error(*run("convert", src, mine, "--force"), "holds files the converter did not write")
+    assert_one_line_error(run("convert", src, mine, "--force"), "holds files the converter did not write")
     assert (mine / "notes.txt").read_text() == "my notes"
     code, output = run("convert", src, tmp_path / "out")
     assert code == 0, output
@@ -109,25 +93,25 @@ def test_a_folder_that_appears_during_a_conversion_is_not_replaced(fixtures, tmp
 def test_the_output_is_never_an_input(tmp_path, run):
     source = wav(tmp_path / "s.wav")
     original = source.read_bytes()
-    one_line_error(
-        *run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", "s.wav", "-o", "s.wav"),
+    assert_one_line_error(
+        run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", "s.wav", "-o", "s.wav"),
         "is the --src-audio file",
     )
     (tmp_path / "words.wav").write_text("la la")  # a lyrics file with an audio name: still an input
-    one_line_error(
-        *run(*GEN, "--lyrics-file", "words.wav", "-o", "words.wav", "--overwrite"), "is the --lyrics-file file"
+    assert_one_line_error(
+        run(*GEN, "--lyrics-file", "words.wav", "-o", "words.wav", "--overwrite"), "is the --lyrics-file file"
     )
     assert (tmp_path / "words.wav").read_text() == "la la"
-    one_line_error(*run(*GEN, "--ref-audio", "s.wav", "-o", "s.wav", "--overwrite"), "is the --ref-audio file")
+    assert_one_line_error(run(*GEN, "--ref-audio", "s.wav", "-o", "s.wav", "--overwrite"), "is the --ref-audio file")
     assert source.read_bytes() == original
 
 
 def test_an_existing_output_is_kept_unless_overwrite_is_given(tmp_path, run):
     (tmp_path / "song.wav").write_bytes(b"mine")
-    one_line_error(*run(*GEN, "-o", "song.wav"), "song.wav: already exists (pass --overwrite")
+    assert_one_line_error(run(*GEN, "-o", "song.wav"), "song.wav: already exists (pass --overwrite")
     assert (tmp_path / "song.wav").read_bytes() == b"mine"
     (tmp_path / "b_1.wav").write_bytes(b"mine too")  # a batch's second file
-    one_line_error(*run(*GEN, "--batch", 2, "-o", "b.wav"), "b_1.wav: already exists")
+    assert_one_line_error(run(*GEN, "--batch", 2, "-o", "b.wav"), "b_1.wav: already exists")
     assert not (tmp_path / "b_0.wav").exists() and (tmp_path / "b_1.wav").read_bytes() == b"mine too"
     code, output = run(*GEN, "-o", "song.wav", "--overwrite", "--seed", 3)
     assert code == 0, output
@@ -194,11 +178,11 @@ def test_non_finite_input_audio_is_refused(tmp_path, run, song):
     wav(tmp_path / "nan.wav", value=np.nan)
     wav(tmp_path / "inf.wav", value=np.inf)
     for name in ("nan.wav", "inf.wav"):
-        one_line_error(
-            *run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", name, "-o", "o.wav"),
+        assert_one_line_error(
+            run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", name, "-o", "o.wav"),
             "NaN or infinite samples",
         )
-        one_line_error(*run(*GEN, "--ref-audio", name, "-o", "o.wav"), "NaN or infinite samples")
+        assert_one_line_error(run(*GEN, "--ref-audio", name, "-o", "o.wav"), "NaN or infinite samples")
     assert not (tmp_path / "o.wav").exists()
     from mlx_acestep import ACEStep
 
@@ -247,8 +231,8 @@ def test_integer_pcm_arrays_are_scaled_and_other_types_refused():
 
 def test_surprising_requests_are_errors_or_say_what_will_happen(tmp_path, run):
     wav(tmp_path / "s.wav", seconds=1.2)
-    one_line_error(
-        *run(
+    assert_one_line_error(
+        run(
             "generate",
             "x",
             "--model",
@@ -291,7 +275,7 @@ def test_surprising_requests_are_errors_or_say_what_will_happen(tmp_path, run):
 def test_bad_values_are_one_line_errors_naming_the_flag(tmp_path, run, args, needle):
     wav(tmp_path / "s.wav")
     (tmp_path / "file.txt").write_text("x")
-    one_line_error(*run("generate", "x", "--model", "tiny", *args, "-o", "o.wav"), needle)
+    assert_one_line_error(run("generate", "x", "--model", "tiny", *args, "-o", "o.wav"), needle)
     assert not (tmp_path / "o.wav").exists()
 
 

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import require
+from helpers import assert_one_line_error, require, run_cli
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
 
@@ -73,9 +73,8 @@ def test_pipeline_benchmark_runs_mlx_and_the_reference_on_a_tiny_model(tmp_path)
 
 def test_bench_needs_a_model_choice():
     """Through the installed command: `mlx-acestep bench` runs the checkout's benchmark script."""
-    import subprocess
-
-    result = subprocess.run([sys.executable, "-m", "mlx_acestep.cli", "bench"], capture_output=True, text=True)
-    assert result.returncode == 1 and "choose --random-weights, --tiny or --model" in result.stderr
-    shown = subprocess.run([sys.executable, "-m", "mlx_acestep.cli", "bench", "--help"], capture_output=True, text=True)
+    # a fresh process: `bench` runs the script in a child that writes to the process's own stdout and stderr
+    result = run_cli(["bench"], fresh_process=True)
+    assert_one_line_error(result, "choose --random-weights, --tiny or --model")
+    shown = run_cli(["bench", "--help"])
     assert shown.returncode == 0 and "--random-weights" in shown.stdout

@@ -1,73 +1,18 @@
-"""`mlx-acestep serve` over real HTTP on loopback (uvicorn in a thread) with the fixture model."""
+"""`mlx-acestep serve`'s API with the fixture model, through the shared client (conftest `serve`)."""
 
 import io
-import json
-import socket
 import threading
-import time
-import urllib.error
 import urllib.request
 import uuid
 
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import require
+from helpers import assert_one_line_error, run_cli
 
 from mlx_acestep.pipeline import ACEStep, ModelFolders
 
 KEY = "s3cret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, app):
-        uvicorn = require("uvicorn")
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                break
-            time.sleep(0.05)
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def call(self, method, path, body=None, key=KEY, content_type="application/json", raw=None):
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        if key:
-            req.add_header("Authorization", f"Bearer {key}")
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                return r.status, r.read(), r.headers
-        except urllib.error.HTTPError as e:
-            return e.code, e.read(), e.headers
-
-    def json(self, *args, **kwargs):
-        status, body, _ = self.call(*args, **kwargs)
-        return status, json.loads(body)
-
-    def wait(self, task_id, timeout=180):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            _, env = self.json("POST", "/query_result", {"task_id_list": [task_id]})
-            entry = env["data"][0]
-            if entry["status"] in (1, 2):
-                return entry["status"], json.loads(entry["result"])
-            time.sleep(0.2)
-        raise AssertionError("the task did not finish")
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +21,14 @@ def pipe(converted):
 
 
 @pytest.fixture(scope="module")
-def server(pipe, tmp_path_factory):
-    require("fastapi")
+def server(pipe, tmp_path_factory, serve):
     from mlx_acestep.server import make_app
 
     root = tmp_path_factory.mktemp("served")
     (root / "inputs").mkdir()
-    app = make_app(pipe, root / "out", api_key=KEY, queue_size=2, input_dir=root / "inputs")
-    s = Server(app)
-    s.root = root
-    yield s
-    s.stop()
+    client = serve(make_app(pipe, root / "out", api_key=KEY, queue_size=2, input_dir=root / "inputs"), KEY)
+    client.root = root
+    return client
 
 
 def test_health_and_auth(server):
@@ -258,17 +200,12 @@ def test_lora_routes(server, pipe, fixtures):
 
 
 def test_a_keep_hours_that_would_delete_results_at_once_is_refused(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "mlx_acestep.cli", "serve", "-m", "tiny", "--keep-hours", "0"],
-        capture_output=True,
-        text=True,
+    done = run_cli(  # a fresh process: were the value taken, an in-process server would block the suite
+        ["serve", "-m", "tiny", "--keep-hours", "0"],
+        tmp_path,
+        env={"MLX_ACESTEP_CACHE": str(tmp_path / "cache")},
+        fresh_process=True,
         timeout=120,
-        cwd=tmp_path,
-        env={**os.environ, "MLX_ACESTEP_CACHE": str(tmp_path / "cache")},
     )
-    assert done.returncode != 0 and "--keep-hours must be a positive number" in done.stderr
+    assert_one_line_error(done, "--keep-hours must be a positive number")
     assert not (tmp_path / "cache").exists()  # refused before any model is built

@@ -5,9 +5,8 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 
+import helpers
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
@@ -272,15 +271,9 @@ def populate_hub_cache(hub, repo_id, source, folders, commit="0123456789abcdef01
 
 
 def run_cli(args, tmp_path, hub):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "MLX_ACESTEP_CACHE": str(tmp_path / "cache")}
-    return subprocess.run(
-        [sys.executable, "-m", "mlx_acestep.cli", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """A fresh process: huggingface_hub reads HF_HUB_OFFLINE and HF_HUB_CACHE once, when it is imported."""
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "MLX_ACESTEP_CACHE": str(tmp_path / "cache")}
+    return helpers.run_cli(args, tmp_path, env=env, fresh_process=True, timeout=300)
 
 
 def test_the_default_repo_comes_from_the_hub_cache_offline(fixtures, tmp_path):

@@ -5,15 +5,21 @@ import importlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import ATTENTION_RENAMES, diffusers_dit_checkpoint, rel_err, rename_segments, require
+from helpers import (
+    ATTENTION_RENAMES,
+    assert_one_line_error,
+    diffusers_dit_checkpoint,
+    rel_err,
+    rename_segments,
+    require,
+    run_cli,
+)
 from test_adapters import CONFIGS
 from test_dit import dit_inputs
 
@@ -423,10 +429,7 @@ def test_bad_datasets_are_one_line_errors(tmp_path, make, needle):
 
 
 def cli(args, cwd, cache):
-    env = {**os.environ, "MLX_ACESTEP_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "mlx_acestep.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
+    return run_cli(args, cwd, env={"MLX_ACESTEP_CACHE": str(cache)})
 
 
 def test_train_then_generate_with_the_adapter_from_the_cli(converted, dataset, cache, tmp_path):
@@ -487,4 +490,4 @@ def test_train_then_generate_with_the_adapter_from_the_cli(converted, dataset, c
     )
     assert gen.returncode == 0, gen.stderr
     bad = cli(["train", str(tmp_path / "nowhere"), "-o", "x", "--model", str(converted)], tmp_path, cache)
-    assert bad.returncode == 1 and "not a folder" in bad.stderr and "Traceback" not in bad.stderr
+    assert_one_line_error(bad, "not a folder")
