@@ -84,10 +84,16 @@ def run_cli(args, cwd=None, *, env=None, stdin=None, fresh_process=False, timeou
     return CliResult(result.exit_code, result.stdout, result.stderr, result.output)
 
 
-def assert_one_line_error(result: CliResult, *needles: str) -> str:
-    """Exit code 1 and one line on stderr, `Error: ...`, holding every needle; no traceback anywhere. Returns it."""
+def assert_one_line_error(result: CliResult, *needles: str, after_progress: bool = False) -> str:
+    """Exit code 1 and one line on stderr, `Error: ...`, holding every needle; no traceback anywhere. Returns it.
+
+    `after_progress`: an error found once work began may follow the progress lines the run printed until then.
+    """
     assert "Traceback" not in result.stdout + result.stderr, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if after_progress:
+        assert [line for line in lines if line.startswith("Error:")] == lines[-1:], result.output
+        lines = lines[-1:]
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])

@@ -76,5 +76,5 @@ def test_bench_needs_a_model_choice():
     # a fresh process: `bench` runs the script in a child that writes to the process's own stdout and stderr
     result = run_cli(["bench"], fresh_process=True)
     assert_one_line_error(result, "choose --random-weights, --tiny or --model")
-    shown = run_cli(["bench", "--help"])
+    shown = run_cli(["bench", "--help"], fresh_process=True)
     assert shown.returncode == 0 and "--random-weights" in shown.stdout

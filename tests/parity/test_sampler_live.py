@@ -1,5 +1,5 @@
 """The sampler paths no fixture records (plain CFG, the base/SFT SDE) against the spec's loop around diffusers'
-transformer (tests/torch_sampler.py), live in torch, float32, with injected noise.
+transformer (tests/parity/torch_sampler.py), live in torch, float32, with injected noise.
 
 The spec loop is first held to the fixtures' golden runs of the reference, so what it says about the other
 paths is the reference's behaviour, not a transcription of ours.
@@ -39,7 +39,7 @@ def case_inputs(fixtures, converted, name):
 
 @pytest.mark.parametrize("name", ["turbo_generate_ode", "turbo_generate_sde", "base_generate_apg", "base_generate_adg"])
 def test_the_spec_loop_reproduces_the_reference_runs(fixtures, converted, reference, name):
-    """The torch loop of tests/torch_sampler.py equals the reference's own runs recorded in the fixtures."""
+    """The torch loop of tests/parity/torch_sampler.py equals the reference's own runs recorded in the fixtures."""
     _, states, context, noise, sde, settings, golden = case_inputs(fixtures, converted, name)
     if isinstance(settings, BaseSettings):
         transformer, null = reference["base"]

@@ -7,7 +7,7 @@ upstream, the comparison narrows to what both compute:
 
 * repaint and lego: diffusers has no latent injection, blend or splice (upstream's later additions, spec
   5.8), so those run in the "aggressive" mode (no injection) and only the region is compared; outside it
-  the result is the source by the final blend (tests/test_tasks.py checks the upstream extras);
+  the result is the source by the final blend (tests/unit/test_tasks.py checks the upstream extras);
 * cover strength below 1: diffusers blends velocities at every step (mapping D-7); the upstream switch
   is emulated with two diffusers calls (the cover run stopped at step int(K s), then text2music);
 * the timbre reference is exactly 30 s (750 frames): both sides then take it whole, while for other lengths

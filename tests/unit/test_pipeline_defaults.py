@@ -133,6 +133,7 @@ def test_each_item_of_a_batch_is_normalised_on_its_own(pipe):
     assert abs(raw[0].max() / raw[1].max() - 1) > 1e-3  # the items differ in level, so one factor would show
 
 
+@pytest.mark.live
 def test_a_ragged_thinking_batch_gets_the_reference_condition(thinker, fixtures, monkeypatch):
     """With thinking each item has the planner's own caption and metadata: a ragged text batch. The DiT must get
     what the reference composes for those prompts (transformers' Qwen3 without a padding mask, diffusers' condition

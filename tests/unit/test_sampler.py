@@ -33,7 +33,7 @@ SPEC_BF16 = {
     3: [1, 0.953125, 0.8984375, 0.83203125, 0.75, 0.64453125, 0.5, 0.30078125],
 }
 # bf16 against float32: the floor is the reference's own bf16 error on the same case (diffusers' transformer in
-# bf16 in the spec's loop, tests/torch_sampler.py) less 3 dB, i.e. our bf16 error may be at most twice the
+# bf16 in the spec's loop, tests/parity/torch_sampler.py) less 3 dB, i.e. our bf16 error may be at most twice the
 # reference's in power. Both the whole error and the arithmetic alone (both runs on the bf16-rounded schedule
 # the reference steps through) are held to it. Measured (ours / reference): turbo ODE 27.3 / 28.4 dB, SDE
 # 21.1 / 20.1, base APG 16.9 / 16.7, ADG 39.6 / 26.4; arithmetic 43.2 / 28.8, 41.1 / 25.3, 36.4 / 18.0, 39.6 / 26.4.
