@@ -1,12 +1,8 @@
+import contextlib
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from parity import fixtures_dir  # noqa: E402
+from parity import fixtures_dir  # tests/ and tests/parity/ are on the path: pyproject's pythonpath
 
 # (case, output, error relative to max|ref|[, allowed]) of every parity comparison, for the summary. A row is also attached to
 # the running test's report, so that the summary has every row when pytest-xdist runs the tests in workers.
@@ -95,6 +91,15 @@ def load_converted(converted):
         return cache[name]
 
     return load
+
+
+@pytest.fixture(scope="module")
+def serve():
+    """`serve(app, key=None)`: an `helpers.ApiClient` of the app (FastAPI's TestClient), closed after the module."""
+    from helpers import ApiClient
+
+    with contextlib.ExitStack() as stack:
+        yield lambda app, key=None: stack.enter_context(ApiClient(app, key))
 
 
 def _value(case: str, v) -> str:

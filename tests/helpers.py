@@ -1,9 +1,16 @@
-"""Small shared helpers for tests (no fixtures here: see conftest.py)."""
+"""What the tests share (fixtures are in conftest.py): the live-reference import, error measures, the one way to
+run the command line, the one-line-error check and the one HTTP client of the server."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,121 @@ def require(module: str):
         except ImportError as e:
             pytest.fail(f"the live reference {module!r} is missing in CI ({e}); install the test extra")
     return pytest.importorskip(module)
+
+
+@dataclass
+class CliResult:
+    """What a run of `mlx-acestep` left: its exit code and what it wrote (the names of both subprocess and click)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    output: str  # stdout and stderr together, in the order they were written
+
+    @property
+    def exit_code(self) -> int:
+        return self.returncode
+
+    def __iter__(self):  # `code, output = result`
+        return iter((self.returncode, self.output))
+
+
+def run_cli(args, cwd=None, *, env=None, stdin=None, fresh_process=False, timeout=600) -> CliResult:
+    """`mlx-acestep ARGS` in `cwd`, with `env` added to the environment and `stdin` as its input.
+
+    In this process through click's runner unless `fresh_process`: a new interpreter costs seconds of imports, and
+    only a test of the process itself needs one (what it imports at start-up, what it reads from the environment at
+    import, LD_PRELOAD, signals). In-process, an exception the CLI does not turn into an error line propagates and
+    fails the test, as a traceback would fail the subprocess's checks.
+    """
+    args = [str(a) for a in args]
+    if fresh_process:
+        done = subprocess.run(
+            [sys.executable, "-m", "mlx_acestep.cli", *args],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr, done.stdout + done.stderr)
+    from click.testing import CliRunner
+
+    from mlx_acestep.cli import main
+
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")  # as a fresh interpreter shows them, not as pytest records them
+            result = CliRunner().invoke(main, args, input=stdin, env=env, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+    return CliResult(result.exit_code, result.stdout, result.stderr, result.output)
+
+
+def assert_one_line_error(result: CliResult, *needles: str, after_progress: bool = False) -> str:
+    """Exit code 1 and one line on stderr, `Error: ...`, holding every needle; no traceback anywhere. Returns it.
+
+    `after_progress`: an error found once work began may follow the progress lines the run printed until then.
+    """
+    assert "Traceback" not in result.stdout + result.stderr, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if after_progress:
+        assert [line for line in lines if line.startswith("Error:")] == lines[-1:], result.output
+        lines = lines[-1:]
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+class ApiClient:
+    """The server's HTTP API as a client sees it, on FastAPI's TestClient (the app runs on a real event loop in a
+    thread, its lifespan included); `key` goes in the Authorization header."""
+
+    def __init__(self, app, key=None):
+        require("fastapi")
+        from fastapi.testclient import TestClient
+
+        self.key = key
+        self.client = TestClient(app, raise_server_exceptions=False)
+
+    def __enter__(self):
+        self.client.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.client.__exit__(*exc)
+
+    def call(self, method, path, body=None, key=..., content_type="application/json", raw=None):
+        """(status, body bytes, headers); `key=None` sends no key, `raw` sends bytes as they are."""
+        key = self.key if key is ... else key
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        headers = {}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        r = self.client.request(method, path, content=data, headers=headers)
+        return r.status_code, r.content, r.headers
+
+    def json(self, *args, **kwargs):
+        status, body, _ = self.call(*args, **kwargs)
+        return status, json.loads(body)
+
+    def wait(self, task_id, timeout=180):
+        """Poll /query_result until the task succeeded (1) or failed (2): (status, result items)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            _, env = self.json("POST", "/query_result", {"task_id_list": [task_id]})
+            entry = env["data"][0]
+            if entry["status"] in (1, 2):
+                return entry["status"], json.loads(entry["result"])
+            time.sleep(0.2)
+        raise AssertionError("the task did not finish")
 
 
 def rel_err(ours, ref) -> float:

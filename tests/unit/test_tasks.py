@@ -1,0 +1,230 @@
+"""The editing tasks (spec 5.4, 5.8, 5.9, 7): their inputs, the upstream-only sampler extras checked against the
+spec's description, every task from the command line on the tiny model, and bad input.
+
+diffusers cannot serve as the reference for cover strength below 1 (it blends velocities at every step
+instead of switching condition once, DIFFUSERS-MAPPING D-7) nor for repaint's latent injection, blend and
+waveform splice (not in diffusers): those follow the spec's text here.
+"""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import soundfile as sf
+from helpers import assert_one_line_error, run_cli
+
+from mlx_acestep.conditioning.tasks import Task, region_frames, region_weights, repaint_settings, splice
+from mlx_acestep.diffusion.sampler import EditHooks
+from mlx_acestep.errors import AceStepError
+from mlx_acestep.pipeline import ACEStep, ModelFolders
+
+SOURCE_FRAMES = 260  # 10.4 s
+
+
+@pytest.fixture(scope="module")
+def turbo(converted):
+    return ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
+
+
+@pytest.fixture(scope="module")
+def base(converted):
+    return ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-base", converted / "vae"))
+
+
+@pytest.fixture(scope="module")
+def source():
+    return np.random.default_rng(0).standard_normal((SOURCE_FRAMES, 64)).astype(np.float32)
+
+
+# -- task inputs ------------------------------------------------------------------------------------
+
+
+def test_instructions_and_tracks_are_the_reference_strings():
+    assert Task("cover").instruction() == "Generate audio semantic tokens based on the given conditions:"
+    assert Task("repaint").instruction() == "Repaint the mask area based on the given conditions:"
+    assert Task("extract", track="vocals").instruction() == "Extract the VOCALS track from the audio:"
+    assert (
+        Task("lego", track="backing_vocals").instruction()
+        == "Generate the BACKING_VOCALS track based on the audio context:"
+    )
+    assert Task("complete", tracks=["drums", "bass"]).instruction() == "Complete the input track with DRUMS | BASS:"
+    with pytest.raises(AceStepError, match="unknown track 'kazoo'"):
+        Task("extract", track="kazoo")
+    assert Task("lego").instruction() == "Generate the track based on the audio context:"  # no track: the generic line
+    assert Task("complete").instruction() == "Complete the input track:"
+    with pytest.raises(AceStepError, match="unknown task"):
+        Task("remix")
+
+
+def test_region_frames_follow_the_spec_and_refuse_bad_regions():
+    assert region_frames(2.0, 6.0, 260, 260) == (50, 150)  # int(s * 48000 // 1920)
+    assert region_frames(2.0, None, 260, 260) == (50, 260)  # None: to the end of the source
+    for start, end, match in [
+        (-1, 4, "before the audio"),
+        (6, 2, "inverted"),
+        (11, None, "after the end"),
+        (2, 12, "ends at 12 s, after the end"),
+        (2, -1, "must be after 0 s"),
+        (2, -4, "got -4"),
+        (2, 0, "leave it out for the end"),
+    ]:
+        with pytest.raises(AceStepError, match=match):
+            region_frames(start, end, 260, 260)
+
+
+def test_repaint_modes_and_blend_ramps():
+    assert repaint_settings("balanced", 0.5) == (0.5, 12, 0.025)
+    assert repaint_settings("conservative") == (1.0, 25, 0.05) and repaint_settings("aggressive") == (0.0, 0, 0.0)
+    w = region_weights(10, 4, 6, 2)  # ramps of two frames just outside [4, 6), end points excluded
+    np.testing.assert_allclose(w, [0, 0, 1 / 3, 2 / 3, 1, 1, 2 / 3, 1 / 3, 0, 0], rtol=1e-6)
+
+
+def test_edit_hooks_inject_the_renoised_source_outside_the_region_then_blend():
+    x, src, eps = (mx.array(np.random.default_rng(i).standard_normal((1, 8, 4)).astype(np.float32)) for i in range(3))
+    keep = mx.array(np.r_[np.ones(3), np.zeros(3), np.ones(2)].reshape(1, 8, 1))
+    hooks = EditHooks(source=src, keep=keep, inject_fraction=0.5, blend=1 - keep)
+    out = np.array(hooks.after_step(1, 4, x, 0.25, eps))  # step 1 < round(4 * 0.5)
+    want = np.where(np.array(keep) > 0, 0.25 * np.array(eps) + 0.75 * np.array(src), np.array(x))
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+    assert np.array_equal(np.array(hooks.after_step(2, 4, x, 0.25, eps)), np.array(x))  # no injection from step 2
+    np.testing.assert_allclose(np.array(hooks.finish(x)), np.where(np.array(keep) > 0, np.array(src), np.array(x)))
+
+
+def test_splice_keeps_the_source_outside_the_region():
+    gen, src = np.ones((20 * 1920, 2), np.float32), np.zeros((15 * 1920, 2), np.float32)
+    out = splice(gen, src, 5, 10, 0.01)  # 480-sample cross-fades
+    assert (
+        (out[: 5 * 1920 - 480] == 0).all()
+        and (out[5 * 1920 : 10 * 1920] == 1).all()
+        and (out[10 * 1920 + 480 :] == 0).all()
+    )
+    assert 0 < out[5 * 1920 - 240, 0] < 1
+
+
+# -- the upstream-only paths, through the pipeline --------------------------------------------------
+
+
+def test_cover_strength_zero_is_text2music_from_the_start(turbo, source):
+    """Below 1 the cover switches, after int(K a) steps, to the text2music prompt over a silence context: with
+    a = 0 that is the whole run, i.e. plain text2music with the same noise."""
+    kw = dict(seed=4, batch_size=1)
+    switched = turbo.generate("calm piano", task="cover", src_latents=source, cover_strength=0.0, **kw).latents
+    plain = turbo.generate("calm piano", duration=SOURCE_FRAMES * 1920 / 48000, **kw).latents
+    np.testing.assert_allclose(switched, plain, rtol=1e-5, atol=1e-5)
+    full = turbo.generate("calm piano", task="cover", src_latents=source, **kw).latents
+    half = turbo.generate("calm piano", task="cover", src_latents=source, cover_strength=0.5, **kw).latents
+    assert not np.allclose(half, full, atol=1e-3) and not np.allclose(half, plain, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["balanced", "conservative", "aggressive"])
+def test_repaint_keeps_the_source_outside_region_and_ramps(turbo, source, mode):
+    latents = turbo.generate(
+        "calm piano", task="repaint", src_latents=source, repaint_start=4, repaint_end=6, repaint_mode=mode, seed=2
+    ).latents[0]
+    a, b = 100, 150
+    ramp = repaint_settings(mode)[1]
+    np.testing.assert_allclose(latents[: a - ramp], source[: a - ramp], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(latents[b + ramp :], source[b + ramp :], rtol=1e-6, atol=1e-6)
+    assert np.abs(latents[a:b] - source[a:b]).max() > 0.1
+
+
+def test_repaint_splices_the_source_waveform(turbo):
+    wave = np.random.default_rng(1).uniform(-0.3, 0.3, (int(48000 * 5.5), 2)).astype(np.float32)  # 137 frames (> 128)
+    result = turbo.generate(
+        "calm piano",
+        task="repaint",
+        src_audio=wave,
+        repaint_start=2,
+        repaint_end=3.5,
+        seed=2,
+        normalize=False,
+        steps=None,
+    )
+    out = result.audio[0]
+    assert out.shape == (137 * 1920, 2)
+    fade = int(0.025 * 48000)  # balanced mode: 0.025 s cross-fades just outside the region, frames [50, 87)
+    np.testing.assert_array_equal(out[: 50 * 1920 - fade], wave[: 50 * 1920 - fade])
+    np.testing.assert_array_equal(out[87 * 1920 + fade :], wave[87 * 1920 + fade : out.shape[0]])
+    assert np.abs(out[50 * 1920 : 87 * 1920] - wave[50 * 1920 : 87 * 1920]).max() > 0.1  # the region is new
+
+
+def test_base_only_tasks_need_a_base_model(turbo, base, source):
+    with pytest.raises(AceStepError, match="the extract task needs a base model"):
+        turbo.generate("x", task="extract", track="vocals", src_latents=source)
+    out = base.generate("x", task="extract", track="vocals", src_latents=source, steps=2, seed=1)
+    assert out.latents.shape == (1, SOURCE_FRAMES, 64)
+
+
+def test_task_input_errors(turbo, source):
+    for kwargs, match in [
+        (dict(task="cover"), "needs source audio"),
+        (dict(src_latents=source), "src_audio is for the editing tasks"),
+        (dict(task="cover", src_latents=source, thinking=True), "thinking is for text2music"),
+        (dict(task="cover", src_latents=source[:, :3]), r"must be \[frames, 64\]"),
+        (dict(task="cover", src_audio=np.zeros((1000, 2), np.float32)), "lasts 0.02 s"),
+    ]:
+        with pytest.raises(AceStepError, match=match):
+            turbo.generate("x", **kwargs)
+
+
+# -- every task from the command line on the tiny model ---------------------------------------------
+
+
+def cli(*args, cwd):
+    return run_cli(["generate", *args], cwd, env={"COLUMNS": "200"})
+
+
+@pytest.mark.parametrize(
+    "task, extra",
+    [
+        ("cover", ["--ref-audio", "src.wav"]),
+        ("repaint", ["--repaint-start", "0.5", "--repaint-end", "1"]),
+        ("extract", ["--track", "vocals"]),
+        ("lego", ["--track", "drums"]),
+        ("complete", ["--tracks", "drums,bass"]),
+    ],
+)
+def test_every_task_runs_from_the_cli_and_keeps_the_source_length(task, extra, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLX_ACESTEP_CACHE", str(tmp_path.parent / "task-cache"))
+    monkeypatch.chdir(tmp_path)
+    sf.write("src.wav", np.random.default_rng(3).uniform(-0.3, 0.3, (int(1.5 * 44100), 1)).astype(np.float32), 44100)
+    result = cli(
+        "soft rain",
+        "--model",
+        "tiny",
+        "--task",
+        task,
+        "--src-audio",
+        "src.wav",
+        *extra,
+        "--seed",
+        1,
+        "-o",
+        "out.wav",
+        cwd=tmp_path,
+    )
+    assert result.exit_code == 0, result.output
+    assert sf.info("out.wav").frames == int(1.5 * 48000) // 1920 * 1920  # the source's length, in whole frames
+    assert "encode" in result.output.split("RTF", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--task", "cover"], "the cover task needs source audio (--src-audio)"),
+        (["--task", "cover", "--src-audio", "missing.wav"], "file not found"),
+        (["--task", "cover", "--src-audio", "corrupt.wav"], "cannot decode audio"),
+        (["--task", "cover", "--src-audio", "short.wav"], "lasts 0.50 s"),
+        (["--task", "repaint", "--src-audio", "ok.wav", "--repaint-start", "1", "--repaint-end", "0.5"], "inverted"),
+        (["--task", "repaint", "--src-audio", "ok.wav", "--repaint-start", "5"], "after the end of the audio"),
+        (["--task", "extract", "--src-audio", "ok.wav", "--track", "kazoo"], "unknown track 'kazoo'"),
+        (["--src-audio", "ok.wav"], "for the editing tasks"),
+        (["--task", "cover", "--src-audio", "ok.wav", "--thinking"], "--thinking is for text2music"),
+    ],
+)
+def test_bad_task_input_is_one_line_and_writes_nothing(args, needle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sf.write("short.wav", np.zeros((24000, 2), np.float32), 48000)
+    sf.write("ok.wav", np.zeros((96000, 2), np.float32), 48000)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF not really")
+    assert_one_line_error(run_cli(["generate", "x", "--model", "tiny", *args, "-o", "out.wav"]), needle)
+    assert not (tmp_path / "out.wav").exists()
