@@ -24,10 +24,10 @@ from pathlib import Path
 
 from .errors import AceStepError
 from .files import remove_stale
+from .names import CONVERSION_FILE
 
 CACHE_ENV = "MLX_ACESTEP_CACHE"
 # What the converter writes at the top of every output folder: how it, the hub and `cache rm` recognise their own.
-CONVERSION_FILE = "conversion.json"
 _WHERE = "--cache-dir / $MLX_ACESTEP_CACHE"
 
 

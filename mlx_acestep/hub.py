@@ -7,6 +7,7 @@ downloaded) is converted once, one component per cache entry (cache.py owns the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -50,6 +51,11 @@ class ModelFolders:
             setattr(self, name, Path(getattr(self, name)))
         if self.lm is not None:
             self.lm = Path(self.lm)
+
+
+def resolve_source(source: ModelSource, log: Log | None = None):
+    """The converted folders (`ModelFolders`) of a `ModelSource`, converting and downloading as needed."""
+    return resolve_model(**dataclasses.asdict(source), log=log)
 
 
 def resolve_model(

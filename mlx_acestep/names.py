@@ -41,3 +41,5 @@ TIME_SIGNATURES = ("2", "3", "4", "6")  # beats per bar: 2/4, 3/4, 4/4, 6/8
 
 INSTRUMENTAL = "[Instrumental]"  # the lyrics of a song without vocals
 NEGATIVE_DEFAULT = "NO USER INPUT"  # the planner's unconditional caption when no negative prompt is given
+
+CONVERSION_FILE = "conversion.json"  # marks a finished converted folder (the converter writes it last)

@@ -2,7 +2,7 @@
 line verb build (no MLX import here: `--help` reads its fields).
 
 `ACEStep.from_pretrained(source=ModelSource("tiny", lm=None))`, or its keywords `from_pretrained("tiny", lm=None)`;
-`source.resolve()` gives the converted folders (hub.resolve_model), converting and downloading as needed.
+`hub.resolve_source(source)` gives the converted folders, converting and downloading as needed.
 """
 
 from __future__ import annotations
@@ -68,9 +68,3 @@ class ModelSource:
 
     def replace(self, **changes) -> ModelSource:
         return dataclasses.replace(self, **changes)
-
-    def resolve(self, log=None):
-        """The converted folders (`hub.ModelFolders`), converting and downloading as needed."""
-        from .hub import resolve_model
-
-        return resolve_model(**dataclasses.asdict(self), log=log)

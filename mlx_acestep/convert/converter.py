@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..cache import CONVERSION_FILE
 from ..errors import AceStepError
 from ..files import building_dir
 from ..loading import read_json
+from ..names import CONVERSION_FILE
 from .component import ConvertOptions
 from .dit import convert_dit
 from .kinds import convert_lm, convert_text_encoder, convert_vae

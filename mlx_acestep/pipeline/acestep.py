@@ -132,7 +132,9 @@ class ACEStep:
             source = ModelSource(model, **options)
         elif options or model != DEFAULT_REPO:
             raise TypeError(f"from_pretrained: give source= or the model's keywords, not both ({', '.join(options)})")
-        return cls(source.resolve(log), **kwargs)
+        from ..hub import resolve_source
+
+        return cls(resolve_source(source, log), **kwargs)
 
     # -- what the model allows -----------------------------------------------------------------
 

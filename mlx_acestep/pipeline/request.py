@@ -33,7 +33,6 @@ from ..diffusion.sampler import (
     BaseSettings,
     TurboSettings,
     nearest_turbo_shift,
-    turbo_timesteps,
 )
 from ..errors import AceStepError, RequestError
 from ..fields import Field, Fields, is_int
@@ -55,7 +54,7 @@ from ..limits import (
     SHIFT,
     STEPS,
 )
-from ..names import BASE_DIT, BASE_ONLY, INSTRUMENTAL, KEYSCALES, NEGATIVE_DEFAULT, TIME_SIGNATURES
+from ..names import BASE_DIT, BASE_ONLY, INSTRUMENTAL, KEYSCALES, NEGATIVE_DEFAULT, SAMPLING_METHODS, TIME_SIGNATURES
 
 __all__ = ["GenerationRequest", "RequestError", "resolve_seeds", "sampler_settings"]
 
@@ -74,7 +73,6 @@ MODEL_DEFAULTS = {
     "base": SamplerDefaults(steps=32, shift=3.0, guidance=7.0),
     "sft": SamplerDefaults(steps=50, shift=3.0, guidance=7.0),
 }
-METHODS = ("ode", "sde")
 
 
 # The request's value rules, once: the CLI names a field's flag from its name, a server its JSON field.
@@ -89,7 +87,7 @@ REQUEST = Fields(
     Field("steps", "integer", *STEPS, optional=True),
     Field("shift", "number", *SHIFT, low_open=True, optional=True),
     Field("guidance", "number", *GUIDANCE, optional=True),
-    Field("method", "choice", choices=METHODS, what="sampling method"),
+    Field("method", "choice", choices=SAMPLING_METHODS, what="sampling method"),
     Field("normalize", "bool"),
     Field("thinking", "bool", optional=True),
     Field("lm_cfg_scale", "number", *LM_CFG_SCALE, low_open=True),
@@ -382,10 +380,3 @@ def sampler_settings(
         guidance_scale=defaults.guidance if guidance is None else guidance,
         method=method,
     )
-
-
-def steps_of(settings: TurboSettings | BaseSettings) -> int:
-    """How many DiT evaluations (progress units) a sampler run takes."""
-    if isinstance(settings, TurboSettings):
-        return len(turbo_timesteps(settings.shift, settings.timesteps))
-    return settings.steps

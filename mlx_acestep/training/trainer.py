@@ -145,6 +145,7 @@ def _prepare(dataset, output, config, source: ModelSource, resume, report) -> Ru
     good: a run refused earlier leaves nothing behind that a second run would have to --resume or delete."""
     from ..cache import open_cache
     from ..checkpoint import Checkpoint
+    from ..hub import resolve_source
     from .preprocess import preprocess
 
     output = Path(output).expanduser()
@@ -164,7 +165,7 @@ def _prepare(dataset, output, config, source: ModelSource, resume, report) -> Ru
         dit = dit or state.get("dit")  # the run's own DiT, found before anything loads
     total = config.steps or math.ceil(config.epochs * math.ceil(len(clips) / config.batch) / config.grad_accum)
     _check_resumable(output, state, total, resume)
-    checkpoint = Checkpoint(source.replace(dit=dit).resolve())
+    checkpoint = Checkpoint(resolve_source(source.replace(dit=dit)))
     if resume and state.get("dit") not in (None, checkpoint.name):
         raise AceStepError(
             f"{output}: trained on the DiT {state['dit']}, not {checkpoint.name}; resume with --dit {state['dit']}"
