@@ -61,15 +61,20 @@ def clip_condition(checkpoint: Checkpoint, engine, text_encoder, dit, clip: Clip
     return engine.condition(dit, text, job)[0][0]
 
 
-def encode_clips(checkpoint: Checkpoint, clips: list[Clip], seed: int, engine=None) -> list[dict]:
-    """{"target_latents" [T, 64], "encoder_hidden_states" [L, E]} per clip, one phase at a time for all of them."""
-    engine = engine or checkpoint.engine()
-    vae = checkpoint.load("vae_encoder")
-    latents = [engine.encode_audio(vae, read_audio(c.path), seed, VAE_CHUNK, VAE_OVERLAP) for c in clips]
+def encode_clips(checkpoint: Checkpoint, clips: list[Clip], seed: int, engine=None, tick=None) -> list[dict]:
+    """{"target_latents" [T, 64], "encoder_hidden_states" [L, E]} per clip, one phase at a time for all of them;
+    `tick()` after each clip of each phase."""
+    engine, tick = engine or checkpoint.engine(), tick or (lambda: None)
+    vae, latents = checkpoint.load("vae_encoder"), []
+    for clip in clips:
+        latents.append(engine.encode_audio(vae, read_audio(clip.path), seed, VAE_CHUNK, VAE_OVERLAP))
+        tick()
     del vae
     # the text encoder and the condition encoder together: a clip's text states are used at once, never kept
-    modules = checkpoint.load("text_encoder"), checkpoint.load("condition")
-    states = [clip_condition(checkpoint, engine, *modules, c, x.shape[0]) for c, x in zip(clips, latents)]
+    modules, states = (checkpoint.load("text_encoder"), checkpoint.load("condition")), []
+    for clip, x in zip(clips, latents):
+        states.append(clip_condition(checkpoint, engine, *modules, clip, x.shape[0]))
+        tick()
     return [{"target_latents": x, "encoder_hidden_states": s} for x, s in zip(latents, states)]
 
 
@@ -94,10 +99,20 @@ def preprocess(
     made_by = json.dumps([str(folders.vae), str(folders.text_encoder), str(folders.dit)])
     files = [folder / f"{_cache_key(clip, made_by, seed)}.safetensors" for clip in clips]
     todo = [n for n, file in enumerate(files) if not file.is_file()]
-    for n, tensors in zip(todo, encode_clips(checkpoint, [clips[n] for n in todo], seed, engine) if todo else []):
+    done, total = [2 * (len(clips) - len(todo))], 2 * len(clips)  # two phases per clip; cached clips are done
+
+    def tick():
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    if progress is not None:
+        progress(done[0], total)
+    encoded = encode_clips(checkpoint, [clips[n] for n in todo], seed, engine, tick) if todo else []
+    for n, tensors in zip(todo, encoded):
         _save(files[n], {k: np.array(v.astype(mx.float32)) for k, v in tensors.items()}, folder)
     out = []
-    for n, (clip, file) in enumerate(zip(clips, files)):
+    for clip, file in zip(clips, files):
         tensors = read_safetensors(file)
         out.append(
             {
@@ -106,8 +121,6 @@ def preprocess(
                 "caption": clip.caption,
             }
         )
-        if progress is not None:
-            progress(n + 1, len(clips))
     return out
 
 

@@ -188,11 +188,14 @@ def test_the_preprocess_cache_is_keyed_on_every_model_folder_it_used(dataset, tm
 
     clips = scan_dataset(dataset)[:1]
     engines = [Counting(None) for _ in range(4)]
-    for checkpoint, engine in zip(
-        [Checkpoint(), Checkpoint(vae="other vae"), Checkpoint(text="other text"), Checkpoint()], engines
-    ):
-        preprocess(checkpoint, clips, tmp_path, seed=0, engine=engine)
+    checkpoints = [Checkpoint(), Checkpoint(vae="other vae"), Checkpoint(text="other text"), Checkpoint()]
+    reported = []
+    for checkpoint, engine in zip(checkpoints, engines):
+        reported.append([])
+        preprocess(checkpoint, clips, tmp_path, seed=0, engine=engine, progress=lambda *p: reported[-1].append(p))
     assert [e.encoded for e in engines] == [1, 1, 1, 0]  # the last one is the first again: from the cache
+    assert reported[0] == [(0, 2), (1, 2), (2, 2)]  # the clip's audio, then its condition
+    assert reported[-1] == [(2, 2)]  # a cached clip is done at once
 
 
 def test_training_times_per_family():
