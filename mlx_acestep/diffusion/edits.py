@@ -28,10 +28,11 @@ class EditHooks:
         """The step whose condition is `switch_to` and stays so (None: no switch)."""
         return int(steps * self.switch_fraction) if self.switch_to is not None and self.switch_fraction < 1 else None
 
-    def after_step(self, k: int, steps: int, x: mx.array, t_next: float, noise: mx.array) -> mx.array:
-        if self.source is None or k >= round(steps * self.inject_fraction):
+    def after_step(self, step) -> mx.array:
+        x = step.x
+        if self.source is None or step.k >= round(step.total * self.inject_fraction):
             return x
-        renoised = interpolate(self.source.astype(x.dtype), noise, t_next)
+        renoised = interpolate(self.source.astype(x.dtype), step.noise, step.t_next)
         return mx.where(self.keep.astype(mx.bool_), renoised, x)
 
     def finish(self, x: mx.array) -> mx.array:

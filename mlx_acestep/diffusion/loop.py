@@ -72,23 +72,34 @@ class Velocity:
         return v, v
 
 
-class Correction(Protocol):
-    def after_step(self, k: int, steps: int, x: mx.array, t_next: float, noise: mx.array) -> mx.array: ...
-
-    def finish(self, x: mx.array) -> mx.array: ...
-
-
 @dataclass
 class Step:
-    """One finished step: x at `times[k + 1]` (after the corrections; the last one is the final result), and what
-    the DiT was given and returned (the parity tests' per-step trace)."""
+    """One step: from `x_in` at time `t` to `x` at `t_next`, moving along `v` (the guided velocity; `velocity` is
+    the DiT's raw output, both halves when guided: the parity tests' per-step trace). `noise` is the run's initial
+    noise. Corrections read it and return a new `x`; after the last step `x` is the run's result."""
 
     k: int
     total: int
-    x: mx.array
     t: float
+    t_next: float
     x_in: mx.array
+    v: mx.array
     velocity: mx.array
+    noise: mx.array
+    x: mx.array | None = None
+
+    @property
+    def denoised(self) -> mx.array:
+        """The step's clean estimate x0 = x_in - v t."""
+        return self.x_in - self.v * self.t
+
+
+class Correction(Protocol):
+    """What the loop applies after each step (in order), and to the result after the last (`finish`)."""
+
+    def after_step(self, step: Step) -> mx.array: ...
+
+    def finish(self, x: mx.array) -> mx.array: ...
 
 
 def denoise(
@@ -102,10 +113,11 @@ def denoise(
     for k in range(n):
         t, t_next = flow.times[k], flow.times[k + 1]
         v, raw = velocity(x, t, k)
-        x_in, x = x, flow.step(x, v, k, noise)
+        step = Step(k, n, t, t_next, x, v, raw, noise.initial, flow.step(x, v, k, noise))
         for correction in corrections:
-            x = correction.after_step(k, n, x, t_next, noise.initial)
+            step.x = correction.after_step(step)
         if k == n - 1:
             for correction in corrections:
-                x = correction.finish(x)
-        yield Step(k, n, x, t, x_in, raw)
+                step.x = correction.finish(step.x)
+        x = step.x
+        yield step

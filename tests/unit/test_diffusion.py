@@ -65,9 +65,11 @@ def test_corrections_run_after_every_step_with_the_next_time_and_finish_at_the_e
     seen = []
 
     class Record:
-        def after_step(self, k, steps, x, t_next, noise):
-            seen.append((k, t_next))
-            return x
+        def after_step(self, step):
+            seen.append((step.k, step.t_next))
+            # the step's clean estimate is what the step moved toward: x0 exactly, for a perfect velocity
+            np.testing.assert_allclose(np.array(step.denoised), np.array(x0), atol=1e-5)
+            return step.x
 
         def finish(self, x):
             seen.append("finish")

@@ -13,7 +13,8 @@ import soundfile as sf
 from helpers import assert_one_line_error, run_cli
 
 from mlx_acestep.conditioning.tasks import Task, region_frames, region_weights, repaint_settings, splice
-from mlx_acestep.diffusion.sampler import EditHooks
+from mlx_acestep.diffusion.edits import EditHooks
+from mlx_acestep.diffusion.loop import Step
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.pipeline import ACEStep, ModelFolders
 
@@ -82,10 +83,14 @@ def test_edit_hooks_inject_the_renoised_source_outside_the_region_then_blend():
     x, src, eps = (mx.array(np.random.default_rng(i).standard_normal((1, 8, 4)).astype(np.float32)) for i in range(3))
     keep = mx.array(np.r_[np.ones(3), np.zeros(3), np.ones(2)].reshape(1, 8, 1))
     hooks = EditHooks(source=src, keep=keep, inject_fraction=0.5, blend=1 - keep)
-    out = np.array(hooks.after_step(1, 4, x, 0.25, eps))  # step 1 < round(4 * 0.5)
+
+    def step(k):  # what the loop hands a correction after step k of 4, which ends at t = 0.25
+        return Step(k, 4, 0.5, 0.25, x_in=None, v=None, velocity=None, noise=eps, x=x)
+
+    out = np.array(hooks.after_step(step(1)))  # step 1 < round(4 * 0.5)
     want = np.where(np.array(keep) > 0, 0.25 * np.array(eps) + 0.75 * np.array(src), np.array(x))
     np.testing.assert_allclose(out, want, rtol=1e-6)
-    assert np.array_equal(np.array(hooks.after_step(2, 4, x, 0.25, eps)), np.array(x))  # no injection from step 2
+    assert np.array_equal(np.array(hooks.after_step(step(2))), np.array(x))  # no injection from step 2
     np.testing.assert_allclose(np.array(hooks.finish(x)), np.where(np.array(keep) > 0, np.array(src), np.array(x)))
 
 
