@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
+from .dcw import DCW
 from .edits import EditHooks
 from .flow import FlowMatching, StepNoise
 from .guidance import ADG_ANGLE_CLIP, make_guidance
@@ -43,6 +44,7 @@ class TurboSettings:
     method: str = "ode"  # ode | sde
     # The reference builds the schedule in the model dtype (bf16 rounds 0.954545 to 0.953125); None = model dtype.
     schedule_dtype: mx.Dtype | None = None
+    dcw: DCW | None = None  # upstream's wavelet correction after each step (dcw.py); None: off
 
     def flow(self, dtype: mx.Dtype) -> FlowMatching:
         return FlowMatching.turbo(self.shift, self.timesteps, self.method, self.schedule_dtype or dtype)
@@ -64,6 +66,7 @@ class BaseSettings:
     apg_norm_threshold: float = 2.5
     adg_angle_clip: float = ADG_ANGLE_CLIP
     schedule_dtype: mx.Dtype | None = None  # as TurboSettings
+    dcw: DCW | None = None  # as TurboSettings
 
     def flow(self, dtype: mx.Dtype) -> FlowMatching:
         return FlowMatching.shifted(self.steps, self.shift, self.timesteps, self.method, self.schedule_dtype or dtype)
@@ -126,7 +129,9 @@ def run_steps(
         switch_to=edit and edit.switch_to,
         switch_step=switch,
     )
-    return denoise(velocity, flow, start, () if edit is None else (edit,))
+    # upstream's order: the wavelet correction, then repaint's injection (and its blend at the end)
+    corrections = tuple(c for c in (settings.dcw, edit) if c is not None)
+    return denoise(velocity, flow, start, corrections)
 
 
 def run_all(steps: Iterator[Step], callback=None, trace: Trace | None = None) -> mx.array:

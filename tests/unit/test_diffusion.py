@@ -103,3 +103,26 @@ def test_guidance_objects():
 def test_injected_noise_of_the_wrong_shape_is_refused():
     with pytest.raises(AceStepError, match="noise has shape \\(1, 2\\), expected \\(2, 9, 4\\)"):
         StepNoise(SHAPE, mx.float32, 3, noise=mx.zeros((1, 2)))
+
+
+def test_dcw_runs_after_each_step_on_the_step_and_its_clean_estimate_before_the_other_corrections():
+    from mlx_acestep.diffusion.dcw import DCW
+
+    flow, dcw = FlowMatching.shifted(3), DCW("pix", scaler=0.5)
+    x0 = mx.random.normal(SHAPE, key=mx.random.key(3))
+    wobble = lambda x, t, k: ((x - x0) / t + 0.1 * x,) * 2  # noqa: E731  (not a perfect velocity: x0 is off)
+    seen = []
+
+    class Record:
+        def after_step(self, step):
+            seen.append(np.array(step.x))
+            return step.x
+
+        def finish(self, x):
+            return x
+
+    steps = list(denoise(wobble, flow, StepNoise(SHAPE, mx.float32, 3, mx.random.key(4)), (dcw, Record())))
+    for step, after_dcw in zip(steps, seen):
+        moved = flow.step(step.x_in, step.v, step.k, None)
+        want = moved + 0.5 * (moved - (step.x_in - step.v * step.t))
+        np.testing.assert_allclose(after_dcw, np.array(want), atol=1e-5)
