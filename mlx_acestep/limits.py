@@ -24,6 +24,11 @@ LM_TOP_P = (0.0, 1.0)  # in (lo, hi]
 # The planner's sampling defaults, as the reference runs it (spec 8.5).
 DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P = 2.0, 0.85, 0.9
 
+# DCW, upstream's wavelet correction: its defaults (upstream's grid-search optimum) and the scalers' range (the
+# reference's UI offers 0-0.1; more is allowed, up to 1).
+DEFAULT_DCW_MODE, DEFAULT_DCW_SCALER, DEFAULT_DCW_HIGH_SCALER, DEFAULT_DCW_WAVELET = "double", 0.05, 0.02, "haar"
+DCW_SCALER = (0.0, 1.0)
+
 # The VAE's overlap-discard windows, in latent frames (256 = 10.24 s; see models/vae/oobleck.py for the overlap).
 VAE_CHUNK, VAE_OVERLAP = 256, 16
 

@@ -33,6 +33,8 @@ TRACKS = (
 REPAINT_MODES = ("balanced", "conservative", "aggressive")
 SAMPLING_METHODS = ("ode", "sde")  # the diffusion step: deterministic, or re-noised each step
 GUIDANCE_KINDS = ("apg", "adg", "cfg")  # base / SFT guidance against the null condition
+DCW_MODES = ("low", "high", "double", "pix")  # the wavelet correction's bands (diffusion/dcw.py)
+DCW_WAVELETS = ("haar",)  # the wavelets it runs natively
 
 # The reference's value lists for the metadata (its constrained decoder allows exactly these, spec 8.4).
 KEY_NOTES, KEY_ACCIDENTALS, KEY_MODES = "ABCDEFG", ("", "#", "b", "♯", "♭"), ("major", "minor")

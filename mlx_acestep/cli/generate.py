@@ -10,7 +10,7 @@ from click.core import ParameterSource
 
 from ..errors import AceStepError, MissingDiT, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
-from ..names import TASKS
+from ..names import DCW_MODES, TASKS
 from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
 from .outputs import output_paths, parse_seeds
 
@@ -109,6 +109,23 @@ def describe_plan(meta: dict) -> str:
 )
 @click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
+@click.option(
+    "--dcw/--no-dcw",
+    default=None,
+    help="Upstream's wavelet correction (DCW) after each step, which upstream chose for turbo by grid search "
+    "(default: on for turbo, off for base/SFT, whose longer schedules it garbles; as upstream).",
+)
+@click.option(
+    "--dcw-mode",
+    type=click.Choice(DCW_MODES),
+    default=None,
+    help="DCW bands: double (low and high, the default), low, high, or pix (no wavelet).",
+)
+@click.option(
+    "--dcw-scaler", type=float, default=None, help="DCW strength (double: the low band's), 0 to 1 (default 0.05)."
+)
+@click.option("--dcw-high-scaler", type=float, default=None, help="DCW strength of double's high band (default 0.02).")
+@click.option("--dcw-wavelet", default=None, help="DCW wavelet (haar, the default and the only one here).")
 @click.option(
     "--format",
     "fmt",
@@ -221,7 +238,10 @@ def generate(**params):
 
     ctx = click.get_current_context()
     if params["from_metadata"]:
-        recorded = replayable(read_metadata(params["from_metadata"]), ctx, params["from_metadata"])
+        raw = read_metadata(params["from_metadata"])
+        recorded = replayable(raw, ctx, params["from_metadata"])
+        if "dcw" not in raw:  # written before DCW existed (0.4 and older): those runs had none
+            recorded["dcw"] = False
         for name, value in recorded.items():
             if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
                 params[name] = value
@@ -316,6 +336,11 @@ _SAME_NAMES = (
     "repaint_end",
     "track",
     "cover_strength",
+    "dcw",
+    "dcw_mode",
+    "dcw_scaler",
+    "dcw_high_scaler",
+    "dcw_wavelet",
 )
 
 

@@ -80,7 +80,8 @@ def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
         "inputs": {k: v for k, v in (("src_audio", request.src_audio), ("ref_audio", request.ref_audio)) if v},
         "region": [request.repaint_start, request.repaint_end] if request.task in ("repaint", "lego") else None,
         "cover_strength": request.cover_strength if request.task == "cover" else None,
-        "sampler": {k: v for k, v in vars(settings).items() if isinstance(v, (int, float, str, type(None)))},
+        "sampler": {k: v for k, v in vars(settings).items() if isinstance(v, (int, float, str, type(None)))}
+        | {"dcw": vars(settings.dcw) if settings.dcw else None},
         "adapters": [{"name": n, "scale": s} for n, s in pipe.loras()],
         "planner": planner,
         "replay": replay_params(params, result.seeds[index]),

@@ -8,8 +8,9 @@ import mlx.core as mx
 import numpy as np
 
 from ..audio import load_audio
-from ..errors import AceStepError
-from .tasks import check_source
+from ..errors import AceStepError, RequestError
+from ..limits import HOP, SAMPLE_RATE
+from .tasks import check_seconds, check_source
 
 
 def pcm_to_float(audio, what: str) -> np.ndarray:
@@ -53,3 +54,35 @@ def latents_input(x, what: str, channels: int) -> mx.array:
     if x.ndim != 2 or x.shape[1] != channels:
         raise AceStepError(f"{what} must be [frames, {channels}], got {tuple(x.shape)}")
     return x
+
+
+def audio_file_seconds(path: str | Path, name: str) -> float:
+    """The length of an audio file, checked to be present, decodable and 1 to 600 s long (without reading it)."""
+    import soundfile as sf
+
+    if not Path(path).is_file():
+        raise RequestError(name, f"@name@ {path}: file not found")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise RequestError(name, f"@name@ {path}: cannot decode audio ({e})") from None
+    try:
+        check_seconds(info.duration, f"{name} {path}")
+    except AceStepError as e:
+        raise RequestError(name, str(e).replace(f"{name} {path}", f"@name@ {path}", 1)) from None
+    return info.duration
+
+
+def source_frames(src_audio, src_latents) -> int | None:
+    """The source's length in latent frames, when it is known without decoding anything."""
+    if isinstance(src_audio, (str, Path)):
+        import soundfile as sf
+
+        return int(sf.info(str(src_audio)).duration * SAMPLE_RATE) // HOP
+    if src_audio is not None:
+        shape = np.shape(src_audio)
+        return shape[0] // HOP if shape else None
+    if src_latents is not None:
+        shape = tuple(np.shape(src_latents))
+        return shape[-2] if len(shape) >= 2 else None
+    return None

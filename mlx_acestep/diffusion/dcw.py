@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from ..errors import AceStepError
+from ..limits import DEFAULT_DCW_HIGH_SCALER, DEFAULT_DCW_MODE, DEFAULT_DCW_SCALER, DEFAULT_DCW_WAVELET
+from ..names import DCW_MODES, DCW_WAVELETS
 
-DCW_MODES = ("low", "high", "double", "pix")
-DCW_WAVELETS = ("haar",)
 _R = 1 / math.sqrt(2)
 
 
@@ -45,10 +45,10 @@ def haar_idwt(low: mx.array, high: mx.array, frames: int) -> mx.array:
 class DCW:
     """A loop correction (`loop.Correction`); upstream's defaults are mode double, 0.05 and 0.02, Haar."""
 
-    mode: str = "double"
-    scaler: float = 0.05
-    high_scaler: float = 0.02
-    wavelet: str = "haar"
+    mode: str = DEFAULT_DCW_MODE
+    scaler: float = DEFAULT_DCW_SCALER
+    high_scaler: float = DEFAULT_DCW_HIGH_SCALER
+    wavelet: str = DEFAULT_DCW_WAVELET
 
     def __post_init__(self):
         if self.mode not in DCW_MODES:
@@ -83,3 +83,10 @@ class DCW:
 
     def finish(self, x: mx.array) -> mx.array:
         return x
+
+
+def dcw_for(family: str, enabled: bool | None = None, **settings) -> DCW | None:
+    """The correction a run gets: `enabled` None is upstream's rule since August 2026 (PR #1273): on for turbo
+    DiTs, off for base / SFT, where it garbles 32-50-step schedules (upstream issues #1206, #1259, #1299)."""
+    on = family == "turbo" if enabled is None else enabled
+    return DCW(**settings) if on else None

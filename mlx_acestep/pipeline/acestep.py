@@ -33,7 +33,7 @@ import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..conditioning.inputs import ConditionInput, PromptTokens, tokenize_items
-from ..conditioning.sources import read_audio
+from ..conditioning.sources import read_audio, source_frames
 from ..diffusion.sampler import BaseSettings, TurboSettings
 from ..engine import ConditionJob, Engine
 from ..hub import ModelFolders
@@ -44,7 +44,7 @@ from .adapters import PipelineAdapters
 from .postprocess import postprocess
 from .prepare import prepare
 from .render import RenderJob, render
-from .request import GenerationRequest, resolve_seeds, sampler_settings, source_frames
+from .request import GenerationRequest, resolve_seeds, sampler_settings
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
 from .worker import Worker

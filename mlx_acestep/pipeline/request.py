@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..conditioning.tasks import Task, check_seconds
+from ..conditioning.sources import audio_file_seconds, source_frames
+from ..conditioning.tasks import Task
+from ..diffusion.dcw import DCW, dcw_for
 from ..diffusion.sampler import (
     TURBO_SHIFTS,
     TURBO_STEPS,
@@ -38,23 +40,36 @@ from ..errors import AceStepError, RequestError
 from ..fields import Field, Fields, is_int
 from ..limits import (
     BPM,
+    DCW_SCALER,
+    DEFAULT_DCW_HIGH_SCALER,
+    DEFAULT_DCW_MODE,
+    DEFAULT_DCW_SCALER,
+    DEFAULT_DCW_WAVELET,
     DEFAULT_LM_CFG_SCALE,
     DEFAULT_LM_TEMPERATURE,
     DEFAULT_LM_TOP_P,
     DEFAULT_SECONDS,
     GUIDANCE,
-    HOP,
     LM_CFG_SCALE,
     LM_TEMPERATURE,
     LM_TOP_P,
     MAX_BATCH,
-    SAMPLE_RATE,
     SECONDS,
     SEED_MAX,
     SHIFT,
     STEPS,
 )
-from ..names import BASE_DIT, BASE_ONLY, INSTRUMENTAL, KEYSCALES, NEGATIVE_DEFAULT, SAMPLING_METHODS, TIME_SIGNATURES
+from ..names import (
+    BASE_DIT,
+    BASE_ONLY,
+    DCW_MODES,
+    DCW_WAVELETS,
+    INSTRUMENTAL,
+    KEYSCALES,
+    NEGATIVE_DEFAULT,
+    SAMPLING_METHODS,
+    TIME_SIGNATURES,
+)
 
 __all__ = ["GenerationRequest", "RequestError", "resolve_seeds", "sampler_settings"]
 
@@ -94,6 +109,11 @@ REQUEST = Fields(
     Field("lm_temperature", "number", *LM_TEMPERATURE),
     Field("lm_top_p", "number", *LM_TOP_P, low_open=True),
     Field("negative_prompt", "text"),
+    Field("dcw", "bool", optional=True),
+    Field("dcw_mode", "choice", choices=DCW_MODES, what="DCW mode"),
+    Field("dcw_scaler", "number", *DCW_SCALER),
+    Field("dcw_high_scaler", "number", *DCW_SCALER),
+    Field("dcw_wavelet", "choice", choices=DCW_WAVELETS, what="DCW wavelet"),
     # The task checks these against the source and each other (conditioning/tasks.py); here only that they are numbers.
     *(
         Field(name, "number", optional=True)
@@ -166,38 +186,6 @@ def resolve_seeds(seed, batch: int) -> list[int]:
     return [int(s) for s in np.asarray(seed).reshape(-1).tolist()]
 
 
-def audio_file_seconds(path: str | Path, name: str) -> float:
-    """The length of an audio file, checked to be present, decodable and 1 to 600 s long (without reading it)."""
-    import soundfile as sf
-
-    if not Path(path).is_file():
-        raise RequestError(name, f"@name@ {path}: file not found")
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise RequestError(name, f"@name@ {path}: cannot decode audio ({e})") from None
-    try:
-        check_seconds(info.duration, f"{name} {path}")
-    except AceStepError as e:
-        raise RequestError(name, str(e).replace(f"{name} {path}", f"@name@ {path}", 1)) from None
-    return info.duration
-
-
-def source_frames(src_audio, src_latents) -> int | None:
-    """The source's length in latent frames, when it is known without decoding anything."""
-    if isinstance(src_audio, (str, Path)):
-        import soundfile as sf
-
-        return int(sf.info(str(src_audio)).duration * SAMPLE_RATE) // HOP
-    if src_audio is not None:
-        shape = np.shape(src_audio)
-        return shape[0] // HOP if shape else None
-    if src_latents is not None:
-        shape = tuple(np.shape(src_latents))
-        return shape[-2] if len(shape) >= 2 else None
-    return None
-
-
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything one generation needs to know; see the module docstring and `ACEStep.generate`."""
@@ -221,6 +209,11 @@ class GenerationRequest:
     lm_temperature: float = DEFAULT_LM_TEMPERATURE
     lm_top_p: float = DEFAULT_LM_TOP_P
     negative_prompt: str = NEGATIVE_DEFAULT
+    dcw: bool | None = None  # upstream's wavelet correction; None: on for turbo, off for base / SFT (as upstream)
+    dcw_mode: str = DEFAULT_DCW_MODE
+    dcw_scaler: float = DEFAULT_DCW_SCALER
+    dcw_high_scaler: float = DEFAULT_DCW_HIGH_SCALER
+    dcw_wavelet: str = DEFAULT_DCW_WAVELET
     task: str = "text2music"
     src_audio: str | Path | np.ndarray | None = None  # a file, or a 48 kHz [samples, channels] array
     ref_audio: str | Path | np.ndarray | None = None
@@ -318,7 +311,17 @@ class GenerationRequest:
             )
 
     def sampler_settings(self, family: str, stacklevel: int = 2) -> TurboSettings | BaseSettings:
-        return sampler_settings(family, self.steps, self.shift, self.guidance, self.method, stacklevel + 1)
+        dcw = dcw_for(
+            family,
+            self.dcw,
+            mode=self.dcw_mode,
+            scaler=self.dcw_scaler,
+            high_scaler=self.dcw_high_scaler,
+            wavelet=self.dcw_wavelet,
+        )
+        return sampler_settings(
+            family, self.steps, self.shift, self.guidance, self.method, stacklevel + 1, dcw or False
+        )
 
 
 def _loras(loras) -> tuple[tuple[str, float], ...]:
@@ -351,10 +354,13 @@ def sampler_settings(
     guidance: float | None = None,
     method: str = "ode",
     stacklevel: int = 2,
+    dcw: DCW | bool | None = None,
 ) -> TurboSettings | BaseSettings:
     """The model family's defaults with the given overrides; turbo warns about what it ignores (the warnings point
-    `stacklevel` frames up: at the caller's line)."""
+    `stacklevel` frames up: at the caller's line). `dcw`: None the family's default (`dcw_for`), False off, True
+    upstream's default correction, or a `DCW`."""
     defaults = MODEL_DEFAULTS[family]
+    dcw = dcw if isinstance(dcw, DCW) else dcw_for(family, dcw)
     for name, value in (("steps", steps), ("shift", shift), ("guidance", guidance), ("method", method)):
         REQUEST.check(name, value)
     if family == "turbo":
@@ -373,10 +379,11 @@ def sampler_settings(
                 f"{nearest_turbo_shift(shift)}",
                 stacklevel=stacklevel,
             )
-        return TurboSettings(shift=defaults.shift if shift is None else shift, method=method)
+        return TurboSettings(shift=defaults.shift if shift is None else shift, method=method, dcw=dcw)
     return BaseSettings(
         steps=steps or defaults.steps,
         shift=defaults.shift if shift is None else shift,
         guidance_scale=defaults.guidance if guidance is None else guidance,
         method=method,
+        dcw=dcw,
     )

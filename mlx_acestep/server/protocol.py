@@ -48,6 +48,11 @@ ALIASES = {
     "analysis_only": ("analysis_only", "analysisOnly"),
     "full_analysis_only": ("full_analysis_only", "fullAnalysisOnly"),
     "use_adg": ("use_adg",),
+    "dcw_enabled": ("dcw_enabled", "dcwEnabled"),  # upstream's REST fields since PR #1282 (August 2026)
+    "dcw_mode": ("dcw_mode", "dcwMode"),
+    "dcw_scaler": ("dcw_scaler", "dcwScaler"),
+    "dcw_high_scaler": ("dcw_high_scaler", "dcwHighScaler"),
+    "dcw_wavelet": ("dcw_wavelet", "dcwWavelet"),
 }
 # Upstream features this server does not have: asking for one is an error, never a silent plain generation.
 UNSUPPORTED = ("sample_mode", "sample_query", "use_format", "analysis_only", "full_analysis_only", "use_adg")
@@ -168,6 +173,14 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         value = as_float(f.get(field))
         if value is not None:
             fields[name] = value
+    if f.get("dcw_enabled") not in (None, ""):  # absent: the model's default, as upstream
+        fields["dcw"] = as_bool(f.get("dcw_enabled"), False)
+    for name in ("dcw_scaler", "dcw_high_scaler"):
+        if as_float(f.get(name)) is not None:
+            fields[name] = as_float(f.get(name))
+    for name in ("dcw_mode", "dcw_wavelet"):
+        if f.get(name) not in (None, ""):
+            fields[name] = str(f[name])
     end = as_float(f.get("repainting_end"))
     if end is not None and end > 0:
         fields["repaint_end"] = end

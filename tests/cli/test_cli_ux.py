@@ -4,6 +4,7 @@ import importlib
 import os
 import shutil
 
+import numpy as np
 import pytest
 import soundfile as sf
 from helpers import assert_one_line_error, run_cli
@@ -336,3 +337,28 @@ def test_bench_clean_removes_only_its_random_weights(tmp_path):
     done = cli(["bench", "--clean", "--cache-dir", str(cache)], tmp_path, fresh_process=True)
     assert done.returncode == 0 and "removed" in done.stdout
     assert not (cache / "random-weights").exists() and (cache / "converted").is_dir()
+
+
+def test_dcw_is_on_for_turbo_by_default_recorded_and_an_older_file_replays_without_it(converted, tmp_path):
+    import json
+
+    base = ["generate", "rain on a tin roof", "-m", str(converted), "--duration", "10", "--seed", "3"]
+    for name, extra in (("on", []), ("off", ["--no-dcw"])):
+        done = cli([*base, *extra, "-o", f"{name}.wav"], tmp_path)
+        assert done.returncode == 0, done.stderr
+    on, off = (sf.read(str(tmp_path / f"{n}.wav"))[0] for n in ("on", "off"))
+    assert np.abs(on - off).max() > 1e-4  # the turbo default really corrects
+    meta = json.loads((tmp_path / "on.json").read_text())
+    assert meta["sampler"]["dcw"] == {"mode": "double", "scaler": 0.05, "high_scaler": 0.02, "wavelet": "haar"}
+    # a sidecar written before DCW existed has no "dcw" in its replay: that run had none, and its replay neither
+    del meta["replay"]["dcw"]
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    again = cli(["generate", "--from-metadata", "old.json", "-o", "again.wav"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (sf.read(str(tmp_path / "again.wav"))[0] == off).all()
+
+
+def test_a_bad_dcw_setting_names_its_flag(converted, tmp_path):
+    done = cli(["generate", "x", "-m", str(converted), "--dcw-scaler", "2", "-o", "a.wav"], tmp_path)
+    assert_one_line_error(done, "--dcw-scaler must be between 0 and 1")
+    assert not (tmp_path / "a.wav").exists()

@@ -277,3 +277,18 @@ def test_a_keep_hours_that_would_delete_results_at_once_is_refused(tmp_path):
     )
     assert_one_line_error(done, "--keep-hours must be a positive number")
     assert not (tmp_path / "cache").exists()  # refused before any model is built
+
+
+def test_upstreams_dcw_fields_reach_the_request():
+    """PR #1282's REST fields; left out, the model's default (on for turbo) applies, as upstream."""
+    from mlx_acestep.server.protocol import request_fields
+
+    body = {"prompt": "x", "dcw_enabled": "false", "dcw_mode": "low", "dcw_scaler": 0.07, "dcwHighScaler": "0.03"}
+    fields, _ = request_fields(body, "turbo", {})
+    assert (fields["dcw"], fields["dcw_mode"], fields["dcw_scaler"], fields["dcw_high_scaler"]) == (
+        False,
+        "low",
+        0.07,
+        0.03,
+    )
+    assert "dcw" not in request_fields({"prompt": "x"}, "turbo", {})[0]

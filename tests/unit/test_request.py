@@ -78,3 +78,30 @@ def test_base_only_tasks_name_the_base_dit():
     assert r.required_dit == "acestep-v15-base" and GenerationRequest("piano").required_dit is None
     with pytest.raises(RequestError, match=r"the lego task needs a base model \(acestep-v15-base\)"):
         r.check_model("turbo", "acestep-v15-turbo")
+
+
+def test_dcw_follows_upstreams_rule_per_model_family_and_takes_every_setting():
+    """Upstream since August 2026 (PR #1273): no choice means DCW on for turbo DiTs, off for base / SFT."""
+    from mlx_acestep.diffusion.dcw import DCW
+
+    plain = GenerationRequest("x")
+    assert plain.sampler_settings("turbo").dcw == DCW("double", 0.05, 0.02, "haar")  # upstream's defaults
+    assert plain.sampler_settings("base").dcw is None and plain.sampler_settings("sft").dcw is None
+    assert GenerationRequest("x", dcw=False).sampler_settings("turbo").dcw is None
+    chosen = GenerationRequest("x", dcw=True, dcw_mode="low", dcw_scaler=0.08).sampler_settings("base").dcw
+    assert chosen == DCW("low", 0.08, 0.02, "haar")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("dcw_mode", "mid", "unknown DCW mode .mid. \\(choose low, high, double or pix\\)"),
+        ("dcw_scaler", 2.0, "dcw_scaler must be between 0 and 1"),
+        ("dcw_high_scaler", float("nan"), "dcw_high_scaler"),
+        ("dcw_wavelet", "db4", "unknown DCW wavelet .db4. \\(choose haar\\)"),
+        ("dcw", "yes", "dcw"),
+    ],
+)
+def test_bad_dcw_settings_are_refused_when_the_request_is_made(field, value, message):
+    with pytest.raises(RequestError, match=message):
+        GenerationRequest("x", **{field: value})
