@@ -8,8 +8,15 @@
 Writes `cases.json` and `cases/<case>.safetensors` (inputs `in.*`, outputs `out.*`) in the parity fixtures' case
 format. Nothing from the reference is copied into this repository: it is imported from the checkout given.
 
-Cases so far: DCW (`acestep/models/common/dcw_correction.py`, `DCWCorrector.apply`) in each mode, at an odd and an
-even number of frames, at the default scalers and at larger ones, on seeded random latents.
+Cases so far:
+- DCW alone (`acestep/models/common/dcw_correction.py`, `DCWCorrector.apply`) in each mode, at an odd and an even
+  number of frames, at the default scalers and at larger ones, on seeded random latents;
+- DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
+  turbo checkpoint, from the inputs and noise of the February fixture case `turbo_generate_ode`, in each mode, at
+  37 frames (theirs) and 36 (cut). The same call with DCW off is checked against that case's golden first, so a
+  broken reference setup (transformers 5.x runs it without RoPE) stops here instead of writing wrong goldens.
+
+The reference needs `transformers<4.58`, `einops` and `vector-quantize-pytorch` for the sampler cases.
 """
 
 from __future__ import annotations
@@ -63,12 +70,68 @@ def dcw_cases(root: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
     return cases
 
 
+def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
+    sys.path.insert(0, str(root))
+    import torch
+    from acestep.models.turbo.configuration_acestep_v15 import AceStepConfig
+    from acestep.models.turbo.modeling_acestep_v15_turbo import AceStepConditionGenerationModel
+    from safetensors.numpy import load_file
+
+    folder = fixtures / "checkpoints" / "acestep-v15-turbo"
+    config = AceStepConfig(**json.loads((folder / "config.json").read_text()))
+    model = AceStepConditionGenerationModel(config).eval()
+    state = {k: torch.from_numpy(v) for k, v in load_file(str(folder / "model.safetensors")).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if "inv_freq" not in k]:
+        raise SystemExit(f"the fixture checkpoint does not fit the reference: {missing[:5]} {unexpected[:5]}")
+    silence = torch.from_numpy(load_file(str(folder / "silence_latent.safetensors"))["silence_latent"]).transpose(1, 2)
+    case = json.loads((fixtures / "cases.json").read_text())["cases"]["turbo_generate_ode"]
+    tensors = load_file(str(fixtures / case["file"]))
+    inputs = {k[3:]: v for k, v in tensors.items() if k.startswith("in.")}
+
+    def run(frames: int, **dcw) -> np.ndarray:
+        given = {
+            k: torch.from_numpy(v[:, :frames] if k in ("src_latents", "chunk_masks", "noise") else v)
+            for k, v in inputs.items()
+        }
+        noise = given.pop("noise")
+        model.prepare_noise = lambda context, seed: noise  # the fixture's noise, injected
+        with torch.no_grad():
+            out = model.generate_audio(**given, silence_latent=silence, seed=0, infer_method="ode", shift=3.0, **dcw)
+        return out["target_latents"].numpy()
+
+    check = run(37, dcw_enabled=False)
+    golden = tensors["out.target_latents"]
+    if np.abs(check - golden).max() > 1e-5 * np.abs(golden).max():
+        raise SystemExit("the reference with DCW off does not reproduce turbo_generate_ode: check its setup")
+    cases = {}
+    for frames in (37, 36):
+        cut = {k: v[:, :frames] if k in ("src_latents", "chunk_masks", "noise") else v for k, v in inputs.items()}
+        for mode in DCW_MODES:
+            scaler, high = DCW_SCALERS["strong"]  # strong enough that a misplaced correction shows
+            args = {"mode": mode, "scaler": scaler, "high_scaler": high, "wavelet": "haar", "shift": 3.0}
+            out = run(frames, dcw_enabled=True, dcw_mode=mode, dcw_scaler=scaler, dcw_high_scaler=high)
+            meta = {
+                "component": "acestep-v15-turbo:dcw",
+                "reference_entry_point": "generate_audio(..., infer_method='ode', shift=3.0, dcw_enabled=True, "
+                "dcw_mode, dcw_scaler, dcw_high_scaler) with the noise injected",
+                "args": args,
+            }
+            cases[f"turbo_dcw_{mode}_t{frames}"] = (
+                meta,
+                {**{f"in.{k}": v for k, v in cut.items()}, "out.target_latents": out},
+            )
+    return cases
+
+
 def write(out: Path, cases: dict, commit: str | None) -> None:
     from safetensors.numpy import save_file
 
     (out / "cases").mkdir(parents=True, exist_ok=True)
     index = {}
     for name, (meta, tensors) in sorted(cases.items()):
+        # contiguous first: safetensors writes a sliced array's underlying buffer, not its view
+        tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         save_file(tensors, str(out / "cases" / f"{name}.safetensors"))
         shapes = {k: {"shape": list(v.shape), "dtype": str(v.dtype), "key": k} for k, v in tensors.items()}
         index[name] = {"file": f"cases/{name}.safetensors", **meta, "tensors": shapes}
@@ -80,13 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, required=True, help="a checkout of the reference code")
     parser.add_argument("--out", type=Path, default=Path("tests/fixtures/upstream"))
+    parser.add_argument(
+        "--fixtures", type=Path, default=Path("../shared/fixtures/parity"), help="the February fixtures"
+    )
     args = parser.parse_args(argv)
     if not (args.reference / "acestep" / "models" / "common" / "dcw_correction.py").is_file():
         parser.error(f"{args.reference}: not a checkout of the reference (no acestep/models/common/dcw_correction.py)")
     commit = reference_commit(args.reference)
     if commit is not None and commit != REFERENCE_COMMIT:
         parser.error(f"{args.reference} is at {commit}; check out {REFERENCE_COMMIT}")
-    write(args.out, dcw_cases(args.reference), commit)
+    write(args.out, {**dcw_cases(args.reference), **turbo_cases(args.reference, args.fixtures)}, commit)
     print(f"wrote {args.out}/cases.json")
     return 0
 
