@@ -11,6 +11,7 @@ format. Nothing from the reference is copied into this repository: it is importe
 Cases so far:
 - DCW alone (`acestep/models/common/dcw_correction.py`, `DCWCorrector.apply`) in each mode, at an odd and an even
   number of frames, at the default scalers and at larger ones, on seeded random latents;
+- retake (`generate_audio`'s `retake_seed` / `retake_variance`) at 0.35 and 1, both noises injected;
 - DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
   turbo checkpoint, from the inputs and noise of the February fixture case `turbo_generate_ode`, in each mode, at
   37 frames (theirs) and 36 (cut). The same call with DCW off is checked against that case's golden first, so a
@@ -89,15 +90,18 @@ def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, n
     tensors = load_file(str(fixtures / case["file"]))
     inputs = {k[3:]: v for k, v in tensors.items() if k.startswith("in.")}
 
-    def run(frames: int, **dcw) -> np.ndarray:
+    def run(frames: int, other=None, **options) -> np.ndarray:
         given = {
             k: torch.from_numpy(v[:, :frames] if k in ("src_latents", "chunk_masks", "noise") else v)
             for k, v in inputs.items()
         }
         noise = given.pop("noise")
-        model.prepare_noise = lambda context, seed: noise  # the fixture's noise, injected
+        # the fixture's noise, injected; seed 1 is the retake's draw
+        model.prepare_noise = lambda context, seed: noise if seed == 0 else torch.from_numpy(other)
         with torch.no_grad():
-            out = model.generate_audio(**given, silence_latent=silence, seed=0, infer_method="ode", shift=3.0, **dcw)
+            out = model.generate_audio(
+                **given, silence_latent=silence, seed=0, infer_method="ode", shift=3.0, **options
+            )
         return out["target_latents"].numpy()
 
     check = run(37, dcw_enabled=False)
@@ -121,6 +125,17 @@ def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, n
                 meta,
                 {**{f"in.{k}": v for k, v in cut.items()}, "out.target_latents": out},
             )
+    other = np.random.default_rng([2026, 1]).standard_normal(inputs["noise"].shape).astype(np.float32)
+    for variance in (0.35, 1.0):
+        out = run(37, other, retake_seed=1, retake_variance=variance, dcw_enabled=False)
+        meta = {
+            "component": "acestep-v15-turbo:retake",
+            "reference_entry_point": "generate_audio(..., seed, retake_seed, retake_variance, dcw_enabled=False) "
+            "with both noises injected",
+            "args": {"retake_variance": variance, "shift": 3.0},
+        }
+        tensors = {**{f"in.{k}": v for k, v in inputs.items()}, "in.retake_noise": other, "out.target_latents": out}
+        cases[f"turbo_retake_{variance:g}"] = (meta, tensors)
     return cases
 
 

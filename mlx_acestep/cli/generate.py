@@ -10,9 +10,10 @@ from click.core import ParameterSource
 
 from ..errors import AceStepError, MissingDiT, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
-from ..names import DCW_MODES, TASKS
+from ..names import TASKS
 from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
 from .outputs import output_paths, parse_seeds
+from .sampler_options import SAMPLER_FIELDS, upstream_sampler_options
 
 
 def _read_text(path: str, what: str) -> str:
@@ -109,23 +110,7 @@ def describe_plan(meta: dict) -> str:
 )
 @click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
-@click.option(
-    "--dcw/--no-dcw",
-    default=None,
-    help="Upstream's wavelet correction (DCW) after each step, which upstream chose for turbo by grid search "
-    "(default: on for turbo, off for base/SFT, whose longer schedules it garbles; as upstream).",
-)
-@click.option(
-    "--dcw-mode",
-    type=click.Choice(DCW_MODES),
-    default=None,
-    help="DCW bands: double (low and high, the default), low, high, or pix (no wavelet).",
-)
-@click.option(
-    "--dcw-scaler", type=float, default=None, help="DCW strength (double: the low band's), 0 to 1 (default 0.05)."
-)
-@click.option("--dcw-high-scaler", type=float, default=None, help="DCW strength of double's high band (default 0.02).")
-@click.option("--dcw-wavelet", default=None, help="DCW wavelet (haar, the default and the only one here).")
+@upstream_sampler_options
 @click.option(
     "--format",
     "fmt",
@@ -300,6 +285,9 @@ def _request(params: dict):
     if isinstance(seeds, list) and click.get_current_context().get_parameter_source("batch") is ParameterSource.DEFAULT:
         batch = len(seeds)  # --seed 1,2,3: a batch of three
     seeds = resolve_seeds(seeds, batch)
+    retake = params["retake_seed"]
+    if params["retake_variance"]:  # drawn now, so each file records the retake seed that made it
+        retake = resolve_seeds(retake, batch, "retake_seed")
     tracks = params["tracks"]
     given = dict(  # flags left out take the request's own defaults
         lyrics=lyrics,
@@ -310,6 +298,7 @@ def _request(params: dict):
     return GenerationRequest(
         caption=caption,
         seed=seeds,
+        retake_seed=retake,
         batch_size=batch,
         normalize=not params["no_normalize"],
         **{k: v for k, v in given.items() if v is not None},
@@ -336,11 +325,7 @@ _SAME_NAMES = (
     "repaint_end",
     "track",
     "cover_strength",
-    "dcw",
-    "dcw_mode",
-    "dcw_scaler",
-    "dcw_high_scaler",
-    "dcw_wavelet",
+    *SAMPLER_FIELDS,
 )
 
 

@@ -23,8 +23,9 @@ NOT_REPLAYED = ("output", "overwrite", "from_metadata", "prompt_file", "lyrics_f
 PATHS = ("model", "src_audio", "ref_audio")  # recorded absolute, so a replay works from any folder
 
 
-def replay_params(params: dict, seed: int) -> dict:
-    """The parameters that reproduce one item: its own seed, batch 1, the caption and lyrics as text."""
+def replay_params(params: dict, seed: int, retake_seed: int | None = None) -> dict:
+    """The parameters that reproduce one item: its own seed (and retake seed), batch 1, the caption and lyrics as
+    text."""
     from ..adapters import parse_lora_spec
 
     out = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items() if k not in NOT_REPLAYED}
@@ -33,6 +34,8 @@ def replay_params(params: dict, seed: int) -> dict:
             out[key] = str(Path(out[key]).expanduser().resolve())
     out["loras"] = [f"{Path(p).expanduser().resolve()}:{s!r}" for p, s in map(parse_lora_spec, out.get("loras") or [])]
     out.update(seed=seed, batch=1)
+    if retake_seed is not None:
+        out["retake_seed"] = retake_seed
     return out
 
 
@@ -84,8 +87,13 @@ def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
         | {"dcw": vars(settings.dcw) if settings.dcw else None},
         "adapters": [{"name": n, "scale": s} for n, s in pipe.loras()],
         "planner": planner,
-        "replay": replay_params(params, result.seeds[index]),
+        "replay": replay_params(params, result.seeds[index], _item(request.retake_seed, index)),
     }
+
+
+def _item(seeds, index: int):
+    """Item `index`'s seed of a resolved list (None when there is none)."""
+    return seeds[index] if isinstance(seeds, (list, tuple)) else None
 
 
 def audio_tags(meta: dict) -> dict:

@@ -11,6 +11,7 @@ x0 = x - v t and re-noises it to `renoise_to[k]` with fresh noise (turbo to the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,13 @@ TIMESTEP_MU, TIMESTEP_SIGMA = -0.4, 1.0
 def interpolate(x0, noise, t):
     """The point at time `t` between clean latents and noise: t * noise + (1 - t) * x0 (the one place it is written)."""
     return t * noise + (1 - t) * x0
+
+
+def retake(noise: mx.array, other: mx.array, variance: float) -> mx.array:
+    """Upstream's retake: a variance-preserving mix of the run's noise with a second draw, cos(v pi/2) noise +
+    sin(v pi/2) other, so v = 0 is the song itself and v = 1 the other seed's."""
+    v_rad = variance * (math.pi / 2.0)
+    return math.cos(v_rad) * noise + math.sin(v_rad) * other
 
 
 def velocity_target(x0: mx.array, noise: mx.array) -> mx.array:

@@ -13,10 +13,11 @@ from ..conditioning.inputs import ConditionInput, planned_item, tokenize_items
 from ..conditioning.prompts import Metas, instruction
 from ..conditioning.sources import latents_input, read_audio
 from ..conditioning.tasks import edit_hooks, task_context
+from ..diffusion.flow import retake
 from ..engine import ConditionJob, initial_noise
 from ..limits import MIN_FRAMES, frames_of, seconds_of
 from .render import RenderJob
-from .request import GenerationRequest
+from .request import GenerationRequest, resolve_seeds
 from .residency import PhaseMeter
 
 
@@ -131,6 +132,10 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
     with meter.phase("text"):
         tokens = tokenize_items(pipe.tokenizer, items)
     noise = initial_noise(seeds, frames, pipe.config.audio_acoustic_hidden_dim, pipe.dtype)
+    if request.retake_variance > 0:  # upstream's retake: a second draw mixed in
+        others = resolve_seeds(request.retake_seed, batch, "retake_seed")
+        other = initial_noise(others, frames, pipe.config.audio_acoustic_hidden_dim, pipe.dtype)
+        noise = retake(noise, other, request.retake_variance)
     condition = ConditionJob(items, frames, codes, sources, pipe.config.timbre_fix_frame, seeds[0])
     render_job = RenderJob(tokens, noise, settings, condition, edit, alt_tokens)
     out_frames = min(frames, source.shape[0]) if follow_source else frames  # a short source keeps its length

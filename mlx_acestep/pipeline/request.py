@@ -109,6 +109,7 @@ REQUEST = Fields(
     Field("lm_temperature", "number", *LM_TEMPERATURE),
     Field("lm_top_p", "number", *LM_TOP_P, low_open=True),
     Field("negative_prompt", "text"),
+    Field("retake_variance", "number", 0.0, 1.0),
     Field("dcw", "bool", optional=True),
     Field("dcw_mode", "choice", choices=DCW_MODES, what="DCW mode"),
     Field("dcw_scaler", "number", *DCW_SCALER),
@@ -155,7 +156,7 @@ def normalize_time_signature(value) -> str | None:
     return text
 
 
-def check_seeds(seed, batch: int) -> None:
+def check_seeds(seed, batch: int, name: str = "seed") -> None:
     """One int (item i gets seed + i), one per item, None or -1 (random)."""
     if seed is None or (is_int(seed) and seed == -1):
         return
@@ -166,19 +167,19 @@ def check_seeds(seed, batch: int) -> None:
         seeds = list(seed) if several else [seed]
     for s in seeds:
         if not is_int(s):
-            raise RequestError("seed", f"@name@ must be a whole number (or -1 for random), got {s!r}")
+            raise RequestError(name, f"@name@ must be a whole number (or -1 for random), got {s!r}")
     if several and len(seeds) != batch:
-        raise RequestError("seed", f"got {len(seeds)} seeds for a batch of {batch}")
+        raise RequestError(name, f"got {len(seeds)} seeds for a batch of {batch}")
     if min(seeds) < 0 or max(seeds) > SEED_MAX:
         single = "" if several else " (or -1 for random)"  # -1 is random only as the one seed
-        raise RequestError("seed", f"@name@ must be between 0 and 2**63 - 1{single}, got {seed}")
+        raise RequestError(name, f"@name@ must be between 0 and 2**63 - 1{single}, got {seed}")
     if not several and seeds[0] + batch - 1 > SEED_MAX:
-        raise RequestError("seed", f"@name@ {seed} + {batch - 1} (the batch's last item) is more than 2**63 - 1")
+        raise RequestError(name, f"@name@ {seed} + {batch - 1} (the batch's last item) is more than 2**63 - 1")
 
 
-def resolve_seeds(seed, batch: int) -> list[int]:
+def resolve_seeds(seed, batch: int, name: str = "seed") -> list[int]:
     """One seed per item. None or -1: random; one int: seed, seed+1, ... (upstream draws fresh ones; this repeats)."""
-    check_seeds(seed, batch)
+    check_seeds(seed, batch, name)
     if seed is None or (is_int(seed) and seed == -1):
         return [secrets.randbits(32) for _ in range(batch)]
     if is_int(seed):
@@ -209,6 +210,8 @@ class GenerationRequest:
     lm_temperature: float = DEFAULT_LM_TEMPERATURE
     lm_top_p: float = DEFAULT_LM_TOP_P
     negative_prompt: str = NEGATIVE_DEFAULT
+    retake_seed: int | Sequence[int] | None = None  # a second noise mixed in (as `seed`; None: random)
+    retake_variance: float = 0.0  # how much of it: 0 the song itself, 1 the retake seed's (upstream's retake)
     dcw: bool | None = None  # upstream's wavelet correction; None: on for turbo, off for base / SFT (as upstream)
     dcw_mode: str = DEFAULT_DCW_MODE
     dcw_scaler: float = DEFAULT_DCW_SCALER
@@ -235,6 +238,7 @@ class GenerationRequest:
             raise RequestError("caption", "the caption is empty; describe the music (genre, mood, instruments)")
         REQUEST.check_into(self, ("lyrics", "duration", "batch_size"))
         check_seeds(self.seed, self.batch_size)
+        check_seeds(self.retake_seed, self.batch_size, "retake_seed")
         REQUEST.check_into(self, ("bpm",))
         object.__setattr__(self, "key", normalize_key(self.key))
         object.__setattr__(self, "time_signature", normalize_time_signature(self.time_signature))
@@ -280,6 +284,8 @@ class GenerationRequest:
     def notices(self) -> list[str]:
         """What the request does that its user may not expect (the pipeline warns with each)."""
         out = []
+        if self.retake_seed is not None and not self.retake_variance:
+            out.append("a retake seed without a retake variance changes nothing (give retake_variance above 0)")
         if self.task in ("extract", "lego") and not self.track:
             from ..conditioning.prompts import instruction
 

@@ -362,3 +362,27 @@ def test_a_bad_dcw_setting_names_its_flag(converted, tmp_path):
     done = cli(["generate", "x", "-m", str(converted), "--dcw-scaler", "2", "-o", "a.wav"], tmp_path)
     assert_one_line_error(done, "--dcw-scaler must be between 0 and 1")
     assert not (tmp_path / "a.wav").exists()
+
+
+def test_a_retake_records_each_items_retake_seed_and_replays_bit_for_bit(converted, tmp_path):
+    import json
+
+    base = ["generate", "rain", "-m", str(converted), "--duration", "10", "--seed", "3", "--batch", "2"]
+    done = cli([*base, "--retake-variance", "0.4", "-o", "r.wav"], tmp_path)  # no --retake-seed: drawn, recorded
+    assert done.returncode == 0, done.stderr
+    first, second = (json.loads((tmp_path / f"r_{i}.json").read_text())["replay"] for i in (0, 1))
+    assert isinstance(first["retake_seed"], int) and first["retake_seed"] != second["retake_seed"]  # one per item
+    # bit for bit from a single run (a batch's items differ from single runs by float rounding in the batched DiT)
+    one = cli([*base[:-2], "--retake-variance", "0.4", "--retake-seed", "9", "-o", "one.wav"], tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert json.loads((tmp_path / "one.json").read_text())["replay"]["retake_seed"] == 9
+    again = cli(["generate", "--from-metadata", "one.json", "-o", "again.wav"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (sf.read(str(tmp_path / "again.wav"))[0] == sf.read(str(tmp_path / "one.wav"))[0]).all()
+    plain = cli([*base[:-2], "-o", "plain.wav"], tmp_path)
+    assert (
+        plain.returncode == 0
+        and not (sf.read(str(tmp_path / "plain.wav"))[0] == sf.read(str(tmp_path / "one.wav"))[0]).all()
+    )
+    bad = cli([*base, "--retake-variance", "1.5", "-o", "x.wav"], tmp_path)
+    assert_one_line_error(bad, "--retake-variance must be between 0 and 1")

@@ -275,3 +275,17 @@ print("done")
     for _ in range(2):  # without the fix it aborted in 3 of 3 runs
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0 and "done" in out.stdout, (out.returncode, out.stderr[-500:])
+
+
+def test_a_full_retake_is_the_retake_seeds_song_and_a_partial_one_lies_between(pipe):
+    """Upstream's retake mixes the seed's noise with the retake seed's: at variance 1 the song is the other seed's
+    (cos(pi/2) is 6e-17, not 0), below it a variation of the song."""
+    kw = dict(duration=10, dcw=False)
+    song, other = (pipe.generate("gentle piano", seed=s, **kw).latents for s in (1, 7))
+    full = pipe.generate("gentle piano", seed=1, retake_seed=7, retake_variance=1.0, **kw).latents
+    np.testing.assert_allclose(full, other, atol=1e-5 * np.abs(other).max())
+    part = pipe.generate("gentle piano", seed=1, retake_seed=7, retake_variance=0.2, **kw).latents
+    distance = lambda a, b: float(np.abs(a - b).mean())  # noqa: E731
+    assert 0 < distance(part, song) < distance(part, other)
+    with pytest.warns(UserWarning, match="a retake seed without a retake variance changes nothing"):
+        pipe.generate("gentle piano", seed=1, retake_seed=7, **kw)

@@ -1,0 +1,52 @@
+"""`generate`'s flags for the sampler options upstream added after February (retake, DCW): declared once here,
+each the request field of the same name."""
+
+from __future__ import annotations
+
+import click
+
+from ..names import DCW_MODES
+
+SAMPLER_FIELDS = ("retake_variance", "dcw", "dcw_mode", "dcw_scaler", "dcw_high_scaler", "dcw_wavelet")
+
+
+def upstream_sampler_options(fn):
+    """The flags, in this order in --help (`--retake-seed` is resolved to one seed per item before the run)."""
+    for option in reversed(
+        [
+            click.option(
+                "--retake-variance",
+                type=float,
+                default=None,
+                help="Upstream's retake: mix a second seed's noise into the song's, 0 (the song) to 1 (the other "
+                "seed's song); small values give variations of a song you like.",
+            ),
+            click.option(
+                "--retake-seed", type=int, default=None, help="The retake's seed (item i uses N + i; default random)."
+            ),
+            click.option(
+                "--dcw/--no-dcw",
+                default=None,
+                help="Upstream's wavelet correction (DCW) after each step, which upstream chose for turbo by grid search "
+                "(default: on for turbo, off for base/SFT, whose longer schedules it garbles; as upstream).",
+            ),
+            click.option(
+                "--dcw-mode",
+                type=click.Choice(DCW_MODES),
+                default=None,
+                help="DCW bands: double (low and high, the default), low, high, or pix (no wavelet).",
+            ),
+            click.option(
+                "--dcw-scaler",
+                type=float,
+                default=None,
+                help="DCW strength (double: the low band's), 0 to 1 (default 0.05).",
+            ),
+            click.option(
+                "--dcw-high-scaler", type=float, default=None, help="DCW strength of double's high band (default 0.02)."
+            ),
+            click.option("--dcw-wavelet", default=None, help="DCW wavelet (haar, the default and the only one here)."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
