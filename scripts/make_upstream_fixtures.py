@@ -11,6 +11,7 @@ format. Nothing from the reference is copied into this repository: it is importe
 Cases so far:
 - DCW alone (`acestep/models/common/dcw_correction.py`, `DCWCorrector.apply`) in each mode, at an odd and an even
   number of frames, at the default scalers and at larger ones, on seeded random latents;
+- cover noise (`generate_audio`'s `cover_noise_strength`) at 0.4 and 0.75;
 - retake (`generate_audio`'s `retake_seed` / `retake_variance`) at 0.35 and 1, both noises injected;
 - DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
   turbo checkpoint, from the inputs and noise of the February fixture case `turbo_generate_ode`, in each mode, at
@@ -125,6 +126,17 @@ def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, n
                 meta,
                 {**{f"in.{k}": v for k, v in cut.items()}, "out.target_latents": out},
             )
+    for strength in (0.4, 0.75):  # t* = 0.642857 (step 5 of 8) and 0.3 (the last step)
+        out = run(37, cover_noise_strength=strength, dcw_enabled=False)
+        meta = {
+            "component": "acestep-v15-turbo:cover_noise",
+            "reference_entry_point": "generate_audio(..., cover_noise_strength, dcw_enabled=False), noise injected",
+            "args": {"cover_noise_strength": strength, "shift": 3.0},
+        }
+        cases[f"turbo_cover_noise_{strength:g}"] = (
+            meta,
+            {**{f"in.{k}": v for k, v in inputs.items()}, "out.target_latents": out},
+        )
     other = np.random.default_rng([2026, 1]).standard_normal(inputs["noise"].shape).astype(np.float32)
     for variance in (0.35, 1.0):
         out = run(37, other, retake_seed=1, retake_variance=variance, dcw_enabled=False)

@@ -1,5 +1,5 @@
-"""`generate`'s flags for the sampler options upstream added after February (retake, DCW): declared once here,
-each the request field of the same name."""
+"""`generate`'s flags for the sampler options upstream added after February (cover noise, retake, DCW): declared
+once here, each the request field of the same name."""
 
 from __future__ import annotations
 
@@ -7,13 +7,28 @@ import click
 
 from ..names import DCW_MODES
 
-SAMPLER_FIELDS = ("retake_variance", "dcw", "dcw_mode", "dcw_scaler", "dcw_high_scaler", "dcw_wavelet")
+SAMPLER_FIELDS = (
+    "cover_noise_strength",
+    "retake_variance",
+    "dcw",
+    "dcw_mode",
+    "dcw_scaler",
+    "dcw_high_scaler",
+    "dcw_wavelet",
+)
 
 
 def upstream_sampler_options(fn):
     """The flags, in this order in --help (`--retake-seed` is resolved to one seed per item before the run)."""
     for option in reversed(
         [
+            click.option(
+                "--cover-noise-strength",
+                type=float,
+                default=None,
+                help="cover: start from the source noised to about 1 - this instead of from noise, and run only the "
+                "rest of the schedule: 0 (default) to 1 (closest to the source).",
+            ),
             click.option(
                 "--retake-variance",
                 type=float,

@@ -39,6 +39,7 @@ class Task:
     cover_strength: float = 1.0  # cover: the share of steps conditioned on the source (spec 5.8)
     repaint_mode: str = "balanced"  # repaint/lego: how much of the source is re-imposed (spec 5.8)
     repaint_strength: float = 0.5
+    cover_noise: float = 0.0  # cover: start from the source noised to about 1 - this (upstream's cover_noise_strength)
 
     def __post_init__(self):
         if self.name not in TASKS:
@@ -54,6 +55,10 @@ class Task:
             raise RequestError("tracks", f"@name@ are for the complete task, not for {self.name}")
         if not 0.0 <= self.cover_strength <= 1.0:
             raise RequestError("cover_strength", f"@name@ must be between 0 and 1, got {self.cover_strength}")
+        if not 0.0 <= self.cover_noise <= 1.0:
+            raise RequestError("cover_noise_strength", f"@name@ must be between 0 and 1, got {self.cover_noise}")
+        if self.cover_noise and self.name != "cover":
+            raise RequestError("cover_noise_strength", f"@name@ is for the cover task, not for {self.name}")
         repaint_settings(self.repaint_mode, self.repaint_strength)
 
     @property
@@ -182,9 +187,10 @@ def splice(
 
 def edit_hooks(task: Task, source: mx.array, frames: int, batch: int, region, silence: mx.array) -> EditHooks | None:
     """The sampler hooks of an editing task (spec 5.8): cover strength's switch (its second condition is
-    filled in once encoded), repaint/lego's injection and blend; None for the other tasks."""
-    if task.name == "cover" and task.cover_strength < 1.0:
-        return EditHooks(switch_fraction=task.cover_strength)
+    filled in once encoded) and cover noise's start, repaint/lego's injection and blend; None for the others."""
+    if task.name == "cover" and (task.cover_strength < 1.0 or task.cover_noise > 0):
+        clean = mx.broadcast_to(fit_frames(source, frames, silence)[None], (batch, frames, source.shape[-1]))
+        return EditHooks(switch_fraction=task.cover_strength, source=clean, cover_noise=task.cover_noise)
     if region is None:
         return None
     inject, ramp, _ = repaint_settings(task.repaint_mode, task.repaint_strength)

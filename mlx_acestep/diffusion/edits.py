@@ -3,7 +3,9 @@
 Cover strength below 1: from step `int(K * switch_fraction)` on, the condition is `switch_to` (encoder states,
 context latents) instead. Repaint injection: after each step k below `round(K * inject_fraction)`, frames
 outside the region (`keep` = 1) are reset to the source re-noised to the next time with the initial noise. At the
-end the result is blended into the source with `blend` (1 = generated).
+end the result is blended into the source with `blend` (1 = generated). Cover noise strength c above 0 (upstream's
+`cover_noise_strength`): the run starts at the schedule's time t* nearest 1 - c from the source noised to it,
+t* noise + (1 - t*) source, and runs only the rest of the schedule.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from .flow import interpolate
+from .flow import FlowMatching, interpolate
 
 
 @dataclass
@@ -23,6 +25,15 @@ class EditHooks:
     keep: mx.array | None = None  # [B, T, 1] 1 where the source is kept (outside the region)
     inject_fraction: float = 0.0
     blend: mx.array | None = None  # [B, T, 1]
+    cover_noise: float = 0.0
+
+    def start(self, flow: FlowMatching, noise: mx.array) -> tuple[FlowMatching, mx.array | None]:
+        """The run's schedule and starting latents (None: the noise itself)."""
+        if self.cover_noise <= 0 or self.source is None:
+            return flow, None
+        times = list(flow.times[:-1])
+        nearest = min(times, key=lambda t: abs(t - (1.0 - self.cover_noise)))  # the first of a tie, as upstream
+        return flow.from_step(times.index(nearest)), interpolate(self.source.astype(noise.dtype), noise, nearest)
 
     def switch_step(self, steps: int) -> int | None:
         """The step whose condition is `switch_to` and stays so (None: no switch)."""

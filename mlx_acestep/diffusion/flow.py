@@ -11,6 +11,7 @@ x0 = x - v t and re-noises it to `renoise_to[k]` with fresh noise (turbo to the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ class FlowMatching:
 
     times: tuple[float, ...]  # N + 1 values, the last 0
     method: str = "ode"
-    renoise_to: tuple[float, ...] = ()  # per step, for the SDE
+    sde_to: str = "next"  # where an SDE step re-noises to: the next time (turbo), or 1 - (k+1)/N (base / SFT)
 
     def __post_init__(self):
         if self.method not in SAMPLING_METHODS:
@@ -67,24 +68,32 @@ class FlowMatching:
     def turbo(cls, shift: float = 3.0, timesteps=None, method: str = "ode", dtype: mx.Dtype = mx.float32):
         """The turbo table of the nearest shift (or custom times snapped to the tables), in `dtype` as the
         reference builds it (bf16 rounds 0.954545 to 0.953125)."""
-        times = (*_rounded(turbo_timesteps(shift, timesteps), dtype), 0.0)
-        return cls(times, method, times[1:])
+        return cls((*_rounded(turbo_timesteps(shift, timesteps), dtype), 0.0), method)
 
     @classmethod
     def shifted(cls, steps: int, shift: float = 1.0, timesteps=None, method: str = "ode", dtype=mx.float32):
-        """Base / SFT: the shifted linspace (or explicit times); the SDE re-noises to 1 - (k+1)/N."""
-        times = tuple(_rounded(base_timesteps(steps, shift, timesteps), dtype))
-        n = len(times) - 1
-        return cls(times, method, tuple(1.0 - (k + 1) / n for k in range(n)))
+        """Base / SFT: the shifted linspace (or explicit times); the SDE re-noises to 1 - (k+1)/N, ignoring the
+        shift, as the reference does."""
+        return cls(tuple(_rounded(base_timesteps(steps, shift, timesteps), dtype)), method, "linear")
 
     @property
     def steps(self) -> int:
         return len(self.times) - 1
 
     @property
+    def renoise_to(self) -> tuple[float, ...]:
+        """Per step, the time the SDE re-noises to."""
+        n = self.steps
+        return self.times[1:] if self.sde_to == "next" else tuple(1.0 - (k + 1) / n for k in range(n))
+
+    @property
     def draws(self) -> int:
         """How many fresh-noise draws an SDE run takes (what injected re-noise must supply)."""
         return sum(1 for t in self.renoise_to if t != 0) if self.method == "sde" else 0
+
+    def from_step(self, k: int) -> FlowMatching:
+        """The run from `times[k]` on (a cover started from its noised source), its step count now the rest."""
+        return dataclasses.replace(self, times=self.times[k:])
 
     def step(self, x: mx.array, v: mx.array, k: int, fresh_noise: Callable[[int], mx.array]) -> mx.array:
         """x at `times[k + 1]` from x at `times[k]` and the velocity there."""

@@ -107,9 +107,10 @@ def denoise(
     flow: FlowMatching,
     noise: StepNoise,
     corrections: tuple[Correction, ...] = (),
+    start: mx.array | None = None,
 ) -> Iterator[Step]:
-    """Step from `noise.initial` at `flow.times[0]` to t = 0, yielding after each step."""
-    x, n = noise.initial, flow.steps
+    """Step from `start` (default `noise.initial`) at `flow.times[0]` to t = 0, yielding after each step."""
+    x, n = noise.initial if start is None else start, flow.steps
     for k in range(n):
         t, t_next = flow.times[k], flow.times[k + 1]
         v, raw = velocity(x, t, k)

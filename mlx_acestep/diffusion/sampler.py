@@ -120,7 +120,8 @@ def run_steps(
 
         raise AceStepError(f"SDE needs {flow.draws} re-noise draws, got {len(renoise)}")
     start = StepNoise(shape, dtype, flow.steps, key, noise, renoise)
-    switch = edit.switch_step(flow.steps) if edit is not None else None
+    flow, x = edit.start(flow, start.initial) if edit is not None else (flow, None)
+    switch = edit.switch_step(flow.steps) if edit is not None else None  # of the steps left to run, as upstream
     velocity = Velocity(
         decoder,
         condition,
@@ -131,7 +132,7 @@ def run_steps(
     )
     # upstream's order: the wavelet correction, then repaint's injection (and its blend at the end)
     corrections = tuple(c for c in (settings.dcw, edit) if c is not None)
-    return denoise(velocity, flow, start, corrections)
+    return denoise(velocity, flow, start, corrections, x)
 
 
 def run_all(steps: Iterator[Step], callback=None, trace: Trace | None = None) -> mx.array:

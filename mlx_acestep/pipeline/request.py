@@ -118,7 +118,7 @@ REQUEST = Fields(
     # The task checks these against the source and each other (conditioning/tasks.py); here only that they are numbers.
     *(
         Field(name, "number", optional=True)
-        for name in ("repaint_start", "repaint_end", "cover_strength", "repaint_strength")
+        for name in ("repaint_start", "repaint_end", "cover_strength", "repaint_strength", "cover_noise_strength")
     ),
     error=RequestError,
 )
@@ -227,6 +227,7 @@ class GenerationRequest:
     cover_strength: float = 1.0
     repaint_mode: str = "balanced"
     repaint_strength: float = 0.5
+    cover_noise_strength: float = 0.0  # cover: start from the source noised to about 1 - this (0: from noise)
     src_latents: object = None  # [T, 64] VAE latents standing in for src_audio
     ref_latents: object = None
     loras: Sequence = ()  # adapters for this call only: paths, or (path, scale) pairs (on top of pipe.load_lora's)
@@ -247,7 +248,8 @@ class GenerationRequest:
         tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
         object.__setattr__(self, "tracks", tracks)
         region = (self.repaint_start, self.repaint_end, self.track, tracks, self.cover_strength)
-        object.__setattr__(self, "job", Task(self.task, *region, self.repaint_mode, self.repaint_strength))
+        job = Task(self.task, *region, self.repaint_mode, self.repaint_strength, self.cover_noise_strength)
+        object.__setattr__(self, "job", job)
         self._check_task_inputs()
 
     def _check_task_inputs(self) -> None:

@@ -48,6 +48,7 @@ ALIASES = {
     "analysis_only": ("analysis_only", "analysisOnly"),
     "full_analysis_only": ("full_analysis_only", "fullAnalysisOnly"),
     "use_adg": ("use_adg",),
+    "cover_noise_strength": ("cover_noise_strength", "coverNoiseStrength"),
     "dcw_enabled": ("dcw_enabled", "dcwEnabled"),  # upstream's REST fields since PR #1282 (August 2026)
     "dcw_mode": ("dcw_mode", "dcwMode"),
     "dcw_scaler": ("dcw_scaler", "dcwScaler"),
@@ -169,6 +170,7 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         ("lm_top_p", "lm_top_p"),
         ("repainting_start", "repaint_start"),
         ("audio_cover_strength", "cover_strength"),
+        ("cover_noise_strength", "cover_noise_strength"),
     ):
         value = as_float(f.get(field))
         if value is not None:

@@ -233,3 +233,15 @@ def test_bad_task_input_is_one_line_and_writes_nothing(args, needle, tmp_path, m
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF not really")
     assert_one_line_error(run_cli(["generate", "x", "--model", "tiny", *args, "-o", "out.wav"]), needle)
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_cover_noise_starts_near_the_source_and_is_for_covers_only(turbo):
+    """cover_noise_strength c: the run starts from the source noised to the schedule time nearest 1 - c, so a high
+    c stays closer to the source than a plain cover (upstream's option; its MLX path drops it)."""
+    source = np.random.default_rng(0).standard_normal((250, 64)).astype(np.float32)
+    kw = dict(task="cover", src_latents=source, seed=4, dcw=False)
+    plain = turbo.generate("piano", **kw).latents[0]
+    near = turbo.generate("piano", cover_noise_strength=0.9, **kw).latents[0]
+    assert np.abs(near - source).mean() < np.abs(plain - source).mean()
+    with pytest.raises(AceStepError, match="cover_noise_strength is for the cover task, not for repaint"):
+        turbo.generate("piano", task="repaint", src_latents=source, cover_noise_strength=0.5)
