@@ -14,7 +14,9 @@ LM_PREFIX = "acestep-5Hz-lm-"
 LM_SIZES = ("0.6B", "1.7B", "4B")
 DEFAULT_LM = "1.7B"  # the reference's default planner, the one inside the main repo
 
-TASKS = ("text2music", "cover", "repaint", "extract", "lego", "complete")
+TASKS = ("text2music", "cover", "cover-nofsq", "repaint", "extract", "lego", "complete")
+# cover-nofsq (upstream's "Remix" without FSQ): cover's instruction, the source's raw latents as the context
+COVER_TASKS = ("cover", "cover-nofsq")
 BASE_ONLY = ("extract", "lego", "complete")  # trained into the base model only
 TRACKS = (
     "woodwinds",

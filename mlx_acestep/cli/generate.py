@@ -158,7 +158,8 @@ def describe_plan(meta: dict) -> str:
     type=click.Choice(TASKS),
     default="text2music",
     show_default=True,
-    help="text2music, or an editing task on --src-audio: cover (re-style), repaint (regenerate a region), "
+    help="text2music, or an editing task on --src-audio: cover (re-style), cover-nofsq (re-style from the "
+    "source's full detail, upstream's Remix), repaint (regenerate a region), "
     "extract / lego (pull out / add --track), complete (add --tracks). extract, lego, complete need the base DiT.",
 )
 @click.option(
@@ -186,7 +187,7 @@ def describe_plan(meta: dict) -> str:
     "--cover-strength",
     type=float,
     default=None,
-    help="cover: the share of steps conditioned on the source (below 1 the rest follow the caption alone).",
+    help="cover, cover-nofsq: the share of steps conditioned on the source (below 1 the rest follow the caption).",
 )
 @click.option(
     "--lora",

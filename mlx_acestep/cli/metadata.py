@@ -15,6 +15,7 @@ import click
 
 from .. import __version__
 from ..errors import AceStepError
+from ..names import COVER_TASKS
 
 FORMAT = 1
 # Where the files go and how the run treats the disk are this run's own: a replay never takes them from a file
@@ -82,7 +83,8 @@ def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
         "task": request.task,
         "inputs": {k: v for k, v in (("src_audio", request.src_audio), ("ref_audio", request.ref_audio)) if v},
         "region": [request.repaint_start, request.repaint_end] if request.task in ("repaint", "lego") else None,
-        "cover_strength": request.cover_strength if request.task == "cover" else None,
+        "cover_strength": request.cover_strength if request.task in COVER_TASKS else None,
+        "cover_noise_strength": request.cover_noise_strength if request.task in COVER_TASKS else None,
         "sampler": {k: v for k, v in vars(settings).items() if isinstance(v, (int, float, str, type(None)))}
         | {"dcw": vars(settings.dcw) if settings.dcw else None},
         "adapters": [{"name": n, "scale": s} for n, s in pipe.loras()],

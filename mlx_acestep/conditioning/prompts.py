@@ -23,6 +23,7 @@ INSTRUCTIONS = {
     "text2music": "Fill the audio semantic mask based on the given conditions:",
     "repaint": "Repaint the mask area based on the given conditions:",
     "cover": "Generate audio semantic tokens based on the given conditions:",
+    "cover-nofsq": "Generate audio semantic tokens based on the given conditions:",  # cover's, as upstream
 }
 LANGUAGES = frozenset(
     "ar az bg bn ca cs da de el en es fa fi fr he hi hr ht hu id is it ja ko la lt ms ne nl no pa pl pt ro ru "

@@ -6,6 +6,7 @@ recording's VAE latents:
 | task     | instruction                                    | context source                 | chunk mask          | cover |
 |----------|------------------------------------------------|--------------------------------|---------------------|-------|
 | cover    | Generate audio semantic tokens ...             | FSQ round trip of the source   | 1                   | yes   |
+| cover-nofsq | (cover's)                                   | source (upstream's "Remix")    | 1                   | no    |
 | repaint  | Repaint the mask area ...                      | source, region silenced        | 1 in region, 0 out  | no    |
 | extract  | Extract the TRACK track from the audio:        | source                         | 1                   | no    |
 | lego     | Generate the TRACK track based on the audio... | source (not silenced)          | 1 in region, 0 out  | no    |
@@ -25,7 +26,7 @@ import numpy as np
 from ..diffusion.edits import EditHooks
 from ..errors import AceStepError, RequestError
 from ..limits import HOP, SAMPLE_RATE, SOURCE_SECONDS
-from ..names import BASE_ONLY, REPAINT_MODES, TASKS, TRACKS  # noqa: F401
+from ..names import BASE_ONLY, COVER_TASKS, REPAINT_MODES, TASKS, TRACKS  # noqa: F401
 from .prompts import instruction
 
 
@@ -57,8 +58,8 @@ class Task:
             raise RequestError("cover_strength", f"@name@ must be between 0 and 1, got {self.cover_strength}")
         if not 0.0 <= self.cover_noise <= 1.0:
             raise RequestError("cover_noise_strength", f"@name@ must be between 0 and 1, got {self.cover_noise}")
-        if self.cover_noise and self.name != "cover":
-            raise RequestError("cover_noise_strength", f"@name@ is for the cover task, not for {self.name}")
+        if self.cover_noise and self.name not in COVER_TASKS:
+            raise RequestError("cover_noise_strength", f"@name@ is for the cover tasks, not for {self.name}")
         repaint_settings(self.repaint_mode, self.repaint_strength)
 
     @property
@@ -141,7 +142,7 @@ def task_context(task: Task, src: mx.array, frames: int, silence: mx.array, regi
         mask = inside.astype(mx.float32)
         if task.name == "repaint":  # the region is silenced; lego keeps the source under it
             src = mx.where(inside[:, None], silence[0, :frames].astype(src.dtype), src)
-    return src, mask, task.name == "cover"
+    return src, mask, task.name == "cover"  # cover-nofsq keeps the raw latents: no FSQ round trip
 
 
 # -- repaint's extras (spec 5.8, 5.9): latent injection, blend, waveform splice ---------------------
@@ -188,7 +189,7 @@ def splice(
 def edit_hooks(task: Task, source: mx.array, frames: int, batch: int, region, silence: mx.array) -> EditHooks | None:
     """The sampler hooks of an editing task (spec 5.8): cover strength's switch (its second condition is
     filled in once encoded) and cover noise's start, repaint/lego's injection and blend; None for the others."""
-    if task.name == "cover" and (task.cover_strength < 1.0 or task.cover_noise > 0):
+    if task.name in COVER_TASKS and (task.cover_strength < 1.0 or task.cover_noise > 0):
         clean = mx.broadcast_to(fit_frames(source, frames, silence)[None], (batch, frames, source.shape[-1]))
         return EditHooks(switch_fraction=task.cover_strength, source=clean, cover_noise=task.cover_noise)
     if region is None:

@@ -243,5 +243,27 @@ def test_cover_noise_starts_near_the_source_and_is_for_covers_only(turbo):
     plain = turbo.generate("piano", **kw).latents[0]
     near = turbo.generate("piano", cover_noise_strength=0.9, **kw).latents[0]
     assert np.abs(near - source).mean() < np.abs(plain - source).mean()
-    with pytest.raises(AceStepError, match="cover_noise_strength is for the cover task, not for repaint"):
+    with pytest.raises(AceStepError, match="cover_noise_strength is for the cover tasks, not for repaint"):
         turbo.generate("piano", task="repaint", src_latents=source, cover_noise_strength=0.5)
+
+
+def test_cover_nofsq_is_cover_from_the_raw_source_latents(turbo, monkeypatch):
+    """Upstream's cover-nofsq ("Remix"): cover's instruction, but is_cover off, so the context holds the source's
+    own 25 Hz latents instead of their 5 Hz FSQ round trip (conditioning_masks.py: is_cover = task == "cover")."""
+    from mlx_acestep.engine import Engine
+
+    seen = {}
+
+    class Spy(Engine):  # what the condition step is asked for and makes
+        def condition(self, dit, text, job):
+            seen[job.items[0].instruction] = [c for _, _, c in job.sources]
+            states, seen["context"] = super().condition(dit, text, job)
+            return states, seen["context"]
+
+    monkeypatch.setattr(turbo, "engine", Spy(turbo.silence_latent))
+    source = np.random.default_rng(1).standard_normal((250, 64)).astype(np.float32)
+    turbo.generate("piano", task="cover-nofsq", src_latents=source, seed=2)
+    assert seen[Task("cover").instruction()] == [False]  # cover's instruction, no FSQ
+    np.testing.assert_allclose(np.array(seen["context"][0, :, :64]), source, atol=1e-6)  # the raw latents
+    turbo.generate("piano", task="cover", src_latents=source, seed=2)
+    assert np.abs(np.array(seen["context"][0, :, :64]) - source).max() > 1e-2  # cover hears the FSQ round trip
