@@ -28,6 +28,9 @@ DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P = 2.0, 0.85, 0.9
 # reference's UI offers 0-0.1; more is allowed, up to 1).
 DEFAULT_DCW_MODE, DEFAULT_DCW_SCALER, DEFAULT_DCW_HIGH_SCALER, DEFAULT_DCW_WAVELET = "double", 0.05, 0.02, "haar"
 DCW_SCALER = (0.0, 1.0)
+# Upstream's velocity stabilisers: the norm clamp's k (||v|| <= k ||x||; 0 = off) and the EMA factor (0 = off).
+VELOCITY_NORM_THRESHOLD = (0.0, 10.0)
+VELOCITY_EMA_FACTOR = (0.0, 0.99)
 
 # The VAE's overlap-discard windows, in latent frames (256 = 10.24 s; see models/vae/oobleck.py for the overlap).
 VAE_CHUNK, VAE_OVERLAP = 256, 16

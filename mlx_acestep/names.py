@@ -34,6 +34,7 @@ TRACKS = (
 )
 REPAINT_MODES = ("balanced", "conservative", "aggressive")
 SAMPLING_METHODS = ("ode", "sde")  # the diffusion step: deterministic, or re-noised each step
+SOLVERS = ("euler", "heun")  # the ODE's integrator: one DiT evaluation a step, or two (upstream's sampler_mode)
 GUIDANCE_KINDS = ("apg", "adg", "cfg")  # base / SFT guidance against the null condition
 DCW_MODES = ("low", "high", "double", "pix")  # the wavelet correction's bands (diffusion/dcw.py)
 DCW_WAVELETS = ("haar",)  # the wavelets it runs natively

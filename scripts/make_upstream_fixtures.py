@@ -11,6 +11,8 @@ format. Nothing from the reference is copied into this repository: it is importe
 Cases so far:
 - DCW alone (`acestep/models/common/dcw_correction.py`, `DCWCorrector.apply`) in each mode, at an odd and an even
   number of frames, at the default scalers and at larger ones, on seeded random latents;
+- Heun, the velocity norm clamp and the velocity EMA (`sampler_mode`, `velocity_norm_threshold`,
+  `velocity_ema_factor`), each alone and together;
 - cover noise (`generate_audio`'s `cover_noise_strength`) at 0.4 and 0.75;
 - retake (`generate_audio`'s `retake_seed` / `retake_variance`) at 0.35 and 1, both noises injected;
 - DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
@@ -126,6 +128,20 @@ def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, n
                 meta,
                 {**{f"in.{k}": v for k, v in cut.items()}, "out.target_latents": out},
             )
+    stabilised = {  # upstream's newer sampler options, each alone and all together
+        "heun": {"sampler_mode": "heun"},
+        "clamp": {"velocity_norm_threshold": 0.4},
+        "ema": {"velocity_ema_factor": 0.3},
+        "heun_clamp_ema": {"sampler_mode": "heun", "velocity_norm_threshold": 0.4, "velocity_ema_factor": 0.3},
+    }
+    for label, options in stabilised.items():
+        out = run(37, dcw_enabled=False, **options)
+        meta = {
+            "component": "acestep-v15-turbo:solver",
+            "reference_entry_point": f"generate_audio(..., {options}, dcw_enabled=False), noise injected",
+            "args": {"shift": 3.0, **options},
+        }
+        cases[f"turbo_{label}"] = (meta, {**{f"in.{k}": v for k, v in inputs.items()}, "out.target_latents": out})
     for strength in (0.4, 0.75):  # t* = 0.642857 (step 5 of 8) and 0.3 (the last step)
         out = run(37, cover_noise_strength=strength, dcw_enabled=False)
         meta = {

@@ -1,13 +1,16 @@
-"""`generate`'s flags for the sampler options upstream added after February (cover noise, retake, DCW): declared
-once here, each the request field of the same name."""
+"""`generate`'s flags for the sampler options upstream added after February (Heun, the velocity clamp and EMA,
+cover noise, retake, DCW): declared once here, each the request field of the same name."""
 
 from __future__ import annotations
 
 import click
 
-from ..names import DCW_MODES
+from ..names import DCW_MODES, SOLVERS
 
-SAMPLER_FIELDS = (
+SAMPLER_FIELDS = (  # every flag below but --retake-seed, which generate resolves to seeds first
+    "sampler",
+    "velocity_norm_threshold",
+    "velocity_ema_factor",
     "cover_noise_strength",
     "retake_variance",
     "dcw",
@@ -22,6 +25,25 @@ def upstream_sampler_options(fn):
     """The flags, in this order in --help (`--retake-seed` is resolved to one seed per item before the run)."""
     for option in reversed(
         [
+            click.option(
+                "--sampler",
+                type=click.Choice(SOLVERS),
+                default=None,
+                help="The ODE's integrator: euler (default, one DiT pass a step) or heun (two, slower; turbo here).",
+            ),
+            click.option(
+                "--velocity-norm-threshold",
+                type=float,
+                default=None,
+                help="Upstream's velocity clamp: no step's velocity longer than this times the latent's (0 = off; "
+                "turbo here).",
+            ),
+            click.option(
+                "--velocity-ema-factor",
+                type=float,
+                default=None,
+                help="Upstream's velocity smoothing: this share of the previous step's velocity (0 = off; turbo here).",
+            ),
             click.option(
                 "--cover-noise-strength",
                 type=float,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from ..errors import AceStepError
-from ..names import SAMPLING_METHODS
+from ..names import SAMPLING_METHODS, SOLVERS
 from .schedules import TURBO_TRAINING_TABLE, base_timesteps, turbo_timesteps
 
 # The checkpoint config's training-only defaults (spec 2.2): logit-normal times for base / SFT.
@@ -59,10 +59,15 @@ class FlowMatching:
     times: tuple[float, ...]  # N + 1 values, the last 0
     method: str = "ode"
     sde_to: str = "next"  # where an SDE step re-noises to: the next time (turbo), or 1 - (k+1)/N (base / SFT)
+    solver: str = "euler"  # euler, or heun: two evaluations a step (the ODE only; the loop runs it)
 
     def __post_init__(self):
         if self.method not in SAMPLING_METHODS:
             raise AceStepError(f"unknown sampling method {self.method!r} (choose {' or '.join(SAMPLING_METHODS)})")
+        if self.solver not in SOLVERS:
+            raise AceStepError(f"unknown sampler {self.solver!r} (choose {' or '.join(SOLVERS)})")
+        if self.solver == "heun" and self.method != "ode":
+            raise AceStepError("the heun sampler runs the ODE only (method ode); upstream falls back to euler")
 
     @classmethod
     def turbo(cls, shift: float = 3.0, timesteps=None, method: str = "ode", dtype: mx.Dtype = mx.float32):

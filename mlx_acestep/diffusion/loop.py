@@ -41,16 +41,38 @@ class Denoiser:
         return self.decoder(x, tt, tt, context, kv)
 
 
+@dataclass(frozen=True)
+class VelocityFilter:
+    """Upstream's velocity stabilisers (off by default): the norm clamp ||v|| <= k ||x|| per item, and an EMA with
+    the previous velocity, v <- (1 - b) v + b v_prev."""
+
+    norm_threshold: float = 0.0
+    ema: float = 0.0
+
+    def __call__(self, v: mx.array, x: mx.array, previous: mx.array | None) -> mx.array:
+        if self.norm_threshold > 0:
+            v_norm = mx.sqrt(mx.sum(v * v, axis=(1, 2), keepdims=True))
+            x_norm = mx.sqrt(mx.sum(x * x, axis=(1, 2), keepdims=True)) + 1e-10
+            v = v * mx.minimum(self.norm_threshold * x_norm / (v_norm + 1e-10), 1.0)
+        if self.ema > 0 and previous is not None:
+            v = (1.0 - self.ema) * v + self.ema * previous
+        return v
+
+
 class Velocity:
     """The velocity the loop steps along at (x, t, step k), and the DiT's raw output (both halves when guided).
 
-    `switch_to` and `switch_step`: from that step on, another (states, context) condition (cover strength)."""
+    `switch_to` and `switch_step`: from that step on, another (states, context) condition (cover strength).
+    `stabiliser`: upstream's velocity clamp and EMA, given the velocity they smooth toward (`previous`)."""
 
-    def __init__(self, decoder, condition, *, guidance=None, null=None, switch_to=None, switch_step=None):
+    def __init__(
+        self, decoder, condition, *, guidance=None, null=None, switch_to=None, switch_step=None, stabiliser=None
+    ):
         self.decoder, self.null = decoder, null
         self.guidance = guidance or NoGuidance()
         self.batch = condition[1].shape[0]
-        self.switch_to, self.switch_step = switch_to, switch_step
+        self.switch_to, self.switch_step, self.switched = switch_to, switch_step, False
+        self.stabiliser = stabiliser or VelocityFilter()
         self.denoiser = self._denoiser(*condition)
 
     def _denoiser(self, states: mx.array, context: mx.array) -> Denoiser:
@@ -59,9 +81,13 @@ class Velocity:
         null = mx.broadcast_to(self.null.astype(states.dtype), states.shape)
         return Denoiser(self.decoder, mx.concatenate([states, null]), mx.concatenate([context, context]))
 
-    def __call__(self, x: mx.array, t: float, k: int) -> tuple[mx.array, mx.array]:
-        if k == self.switch_step:
-            self.denoiser = self._denoiser(*self.switch_to)
+    def __call__(self, x: mx.array, t: float, k: int, previous: mx.array | None = None) -> tuple[mx.array, mx.array]:
+        if k == self.switch_step and not self.switched:  # once: Heun evaluates a step twice
+            self.denoiser, self.switched = self._denoiser(*self.switch_to), True
+        v, raw = self._guided(x, t)
+        return self.stabiliser(v, x, previous), raw
+
+    def _guided(self, x: mx.array, t: float) -> tuple[mx.array, mx.array]:
         guidance, b = self.guidance, self.batch
         if guidance.enabled and guidance.active(t):
             both = self.denoiser(mx.concatenate([x, x]), t)
@@ -103,22 +129,28 @@ class Correction(Protocol):
 
 
 def denoise(
-    velocity: Callable[[mx.array, float, int], tuple[mx.array, mx.array]],
+    velocity: Callable[..., tuple[mx.array, mx.array]],
     flow: FlowMatching,
     noise: StepNoise,
     corrections: tuple[Correction, ...] = (),
     start: mx.array | None = None,
 ) -> Iterator[Step]:
     """Step from `start` (default `noise.initial`) at `flow.times[0]` to t = 0, yielding after each step."""
-    x, n = noise.initial if start is None else start, flow.steps
+    x, n, previous = noise.initial if start is None else start, flow.steps, None
     for k in range(n):
         t, t_next = flow.times[k], flow.times[k + 1]
-        v, raw = velocity(x, t, k)
-        step = Step(k, n, t, t_next, x, v, raw, noise.initial, flow.step(x, v, k, noise))
+        v, raw = velocity(x, t, k, previous)
+        if flow.solver == "heun" and k < n - 1:  # the last step jumps to x0 with one evaluation, as upstream
+            predicted = x - v * (t - t_next)
+            moved = 0.5 * (v + velocity(predicted, t_next, k, v)[0])  # the trapezoid of the two ends
+            x_next = x - moved * (t - t_next)
+        else:
+            moved, x_next = v, flow.step(x, v, k, noise)
+        step = Step(k, n, t, t_next, x, v, raw, noise.initial, x_next)
         for correction in corrections:
             step.x = correction.after_step(step)
         if k == n - 1:
             for correction in corrections:
                 step.x = correction.finish(step.x)
-        x = step.x
+        x, previous = step.x, moved
         yield step

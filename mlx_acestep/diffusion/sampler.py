@@ -11,6 +11,7 @@ that want each step themselves use `run_steps` (or `loop.denoise`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from .dcw import DCW
 from .edits import EditHooks
 from .flow import FlowMatching, StepNoise
 from .guidance import ADG_ANGLE_CLIP, make_guidance
-from .loop import Step, Velocity, denoise
+from .loop import Step, Velocity, VelocityFilter, denoise
 from .schedules import (  # noqa: F401  (the names callers know the schedules by)
     TURBO_SHIFTS,
     TURBO_STEPS,
@@ -45,9 +46,18 @@ class TurboSettings:
     # The reference builds the schedule in the model dtype (bf16 rounds 0.954545 to 0.953125); None = model dtype.
     schedule_dtype: mx.Dtype | None = None
     dcw: DCW | None = None  # upstream's wavelet correction after each step (dcw.py); None: off
+    # upstream's newer sampler options, all off by default: heun (two evaluations a step), the velocity norm clamp
+    # and the velocity EMA
+    solver: str = "euler"
+    velocity_norm_threshold: float = 0.0
+    velocity_ema_factor: float = 0.0
 
     def flow(self, dtype: mx.Dtype) -> FlowMatching:
-        return FlowMatching.turbo(self.shift, self.timesteps, self.method, self.schedule_dtype or dtype)
+        flow = FlowMatching.turbo(self.shift, self.timesteps, self.method, self.schedule_dtype or dtype)
+        return dataclasses.replace(flow, solver=self.solver)
+
+    def stabiliser(self) -> VelocityFilter:
+        return VelocityFilter(self.velocity_norm_threshold, self.velocity_ema_factor)
 
     def new_guidance(self):
         return make_guidance("cfg", 1.0)  # turbo runs without guidance
@@ -67,6 +77,9 @@ class BaseSettings:
     adg_angle_clip: float = ADG_ANGLE_CLIP
     schedule_dtype: mx.Dtype | None = None  # as TurboSettings
     dcw: DCW | None = None  # as TurboSettings
+
+    def stabiliser(self) -> VelocityFilter:
+        return VelocityFilter()  # upstream's stabilisers are turbo-only here (no base/SFT goldens yet)
 
     def flow(self, dtype: mx.Dtype) -> FlowMatching:
         return FlowMatching.shifted(self.steps, self.shift, self.timesteps, self.method, self.schedule_dtype or dtype)
@@ -129,6 +142,7 @@ def run_steps(
         null=null,
         switch_to=edit and edit.switch_to,
         switch_step=switch,
+        stabiliser=settings.stabiliser(),
     )
     # upstream's order: the wavelet correction, then repaint's injection (and its blend at the end)
     corrections = tuple(c for c in (settings.dcw, edit) if c is not None)

@@ -18,7 +18,6 @@ flag instead (`--duration must be ...` where Python says `duration must be ...`)
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,9 +54,10 @@ from ..limits import (
     LM_TOP_P,
     MAX_BATCH,
     SECONDS,
-    SEED_MAX,
     SHIFT,
     STEPS,
+    VELOCITY_EMA_FACTOR,
+    VELOCITY_NORM_THRESHOLD,
 )
 from ..names import (
     BASE_DIT,
@@ -68,8 +68,10 @@ from ..names import (
     KEYSCALES,
     NEGATIVE_DEFAULT,
     SAMPLING_METHODS,
+    SOLVERS,
     TIME_SIGNATURES,
 )
+from .seeds import check_seeds, resolve_seeds
 
 __all__ = ["GenerationRequest", "RequestError", "resolve_seeds", "sampler_settings"]
 
@@ -110,6 +112,9 @@ REQUEST = Fields(
     Field("lm_top_p", "number", *LM_TOP_P, low_open=True),
     Field("negative_prompt", "text"),
     Field("retake_variance", "number", 0.0, 1.0),
+    Field("sampler", "choice", choices=SOLVERS, what="sampler"),
+    Field("velocity_norm_threshold", "number", *VELOCITY_NORM_THRESHOLD),
+    Field("velocity_ema_factor", "number", *VELOCITY_EMA_FACTOR),
     Field("dcw", "bool", optional=True),
     Field("dcw_mode", "choice", choices=DCW_MODES, what="DCW mode"),
     Field("dcw_scaler", "number", *DCW_SCALER),
@@ -156,37 +161,6 @@ def normalize_time_signature(value) -> str | None:
     return text
 
 
-def check_seeds(seed, batch: int, name: str = "seed") -> None:
-    """One int (item i gets seed + i), one per item, None or -1 (random)."""
-    if seed is None or (is_int(seed) and seed == -1):
-        return
-    several = isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, (str, bytes))
-    if isinstance(seed, np.ndarray):
-        seeds = list(seed.reshape(-1).tolist())
-    else:
-        seeds = list(seed) if several else [seed]
-    for s in seeds:
-        if not is_int(s):
-            raise RequestError(name, f"@name@ must be a whole number (or -1 for random), got {s!r}")
-    if several and len(seeds) != batch:
-        raise RequestError(name, f"got {len(seeds)} seeds for a batch of {batch}")
-    if min(seeds) < 0 or max(seeds) > SEED_MAX:
-        single = "" if several else " (or -1 for random)"  # -1 is random only as the one seed
-        raise RequestError(name, f"@name@ must be between 0 and 2**63 - 1{single}, got {seed}")
-    if not several and seeds[0] + batch - 1 > SEED_MAX:
-        raise RequestError(name, f"@name@ {seed} + {batch - 1} (the batch's last item) is more than 2**63 - 1")
-
-
-def resolve_seeds(seed, batch: int, name: str = "seed") -> list[int]:
-    """One seed per item. None or -1: random; one int: seed, seed+1, ... (upstream draws fresh ones; this repeats)."""
-    check_seeds(seed, batch, name)
-    if seed is None or (is_int(seed) and seed == -1):
-        return [secrets.randbits(32) for _ in range(batch)]
-    if is_int(seed):
-        return [int(seed) + i for i in range(batch)]
-    return [int(s) for s in np.asarray(seed).reshape(-1).tolist()]
-
-
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything one generation needs to know; see the module docstring and `ACEStep.generate`."""
@@ -212,6 +186,9 @@ class GenerationRequest:
     negative_prompt: str = NEGATIVE_DEFAULT
     retake_seed: int | Sequence[int] | None = None  # a second noise mixed in (as `seed`; None: random)
     retake_variance: float = 0.0  # how much of it: 0 the song itself, 1 the retake seed's (upstream's retake)
+    sampler: str = "euler"  # or heun (two DiT evaluations a step; the ODE only); turbo models here
+    velocity_norm_threshold: float = 0.0  # upstream's clamp ||v|| <= k ||x|| (0: off); turbo models here
+    velocity_ema_factor: float = 0.0  # upstream's velocity EMA (0: off); turbo models here
     dcw: bool | None = None  # upstream's wavelet correction; None: on for turbo, off for base / SFT (as upstream)
     dcw_mode: str = DEFAULT_DCW_MODE
     dcw_scaler: float = DEFAULT_DCW_SCALER
@@ -244,6 +221,8 @@ class GenerationRequest:
         object.__setattr__(self, "key", normalize_key(self.key))
         object.__setattr__(self, "time_signature", normalize_time_signature(self.time_signature))
         REQUEST.check_into(self, _LATER)
+        if self.sampler == "heun" and self.method != "ode":
+            raise RequestError("sampler", "the heun @name@ runs the ODE only (method ode)")
         object.__setattr__(self, "loras", _loras(self.loras))
         tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
         object.__setattr__(self, "tracks", tracks)
@@ -327,9 +306,21 @@ class GenerationRequest:
             high_scaler=self.dcw_high_scaler,
             wavelet=self.dcw_wavelet,
         )
-        return sampler_settings(
+        settings = sampler_settings(
             family, self.steps, self.shift, self.guidance, self.method, stacklevel + 1, dcw or False
         )
+        solver = dict(
+            solver=self.sampler,
+            velocity_norm_threshold=self.velocity_norm_threshold,
+            velocity_ema_factor=self.velocity_ema_factor,
+        )
+        if family == "turbo":
+            return dataclasses.replace(settings, **solver)
+        if solver != dict(solver="euler", velocity_norm_threshold=0.0, velocity_ema_factor=0.0):
+            raise RequestError(
+                "sampler", "heun and the velocity clamp / EMA run on turbo models here (not yet base/SFT)"
+            )
+        return settings
 
 
 def _loras(loras) -> tuple[tuple[str, float], ...]:

@@ -49,6 +49,9 @@ ALIASES = {
     "full_analysis_only": ("full_analysis_only", "fullAnalysisOnly"),
     "use_adg": ("use_adg",),
     "cover_noise_strength": ("cover_noise_strength", "coverNoiseStrength"),
+    "sampler_mode": ("sampler_mode", "samplerMode"),
+    "velocity_norm_threshold": ("velocity_norm_threshold", "velocityNormThreshold"),
+    "velocity_ema_factor": ("velocity_ema_factor", "velocityEmaFactor"),
     "dcw_enabled": ("dcw_enabled", "dcwEnabled"),  # upstream's REST fields since PR #1282 (August 2026)
     "dcw_mode": ("dcw_mode", "dcwMode"),
     "dcw_scaler": ("dcw_scaler", "dcwScaler"),
@@ -171,6 +174,8 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         ("repainting_start", "repaint_start"),
         ("audio_cover_strength", "cover_strength"),
         ("cover_noise_strength", "cover_noise_strength"),
+        ("velocity_norm_threshold", "velocity_norm_threshold"),
+        ("velocity_ema_factor", "velocity_ema_factor"),
     ):
         value = as_float(f.get(field))
         if value is not None:
@@ -180,6 +185,8 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
     for name in ("dcw_scaler", "dcw_high_scaler"):
         if as_float(f.get(name)) is not None:
             fields[name] = as_float(f.get(name))
+    if f.get("sampler_mode") not in (None, ""):
+        fields["sampler"] = str(f["sampler_mode"])
     for name in ("dcw_mode", "dcw_wavelet"):
         if f.get(name) not in (None, ""):
             fields[name] = str(f[name])

@@ -386,3 +386,29 @@ def test_a_retake_records_each_items_retake_seed_and_replays_bit_for_bit(convert
     )
     bad = cli([*base, "--retake-variance", "1.5", "-o", "x.wav"], tmp_path)
     assert_one_line_error(bad, "--retake-variance must be between 0 and 1")
+
+
+def test_heun_with_the_velocity_stabilisers_runs_from_the_cli_and_is_recorded(converted, tmp_path):
+    import json
+
+    base = ["generate", "rain", "-m", str(converted), "--duration", "10", "--seed", "3", "--no-dcw"]
+    done = cli([*base, "--sampler", "heun", "--velocity-ema-factor", "0.2", "-o", "h.wav"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    replay = json.loads((tmp_path / "h.json").read_text())["replay"]
+    assert (replay["sampler"], replay["velocity_ema_factor"]) == ("heun", 0.2)
+    plain = cli([*base, "-o", "e.wav"], tmp_path)
+    assert (
+        plain.returncode == 0 and not (sf.read(str(tmp_path / "h.wav"))[0] == sf.read(str(tmp_path / "e.wav"))[0]).all()
+    )
+
+
+def test_every_newer_sampler_flag_reaches_the_request():
+    """A flag declared in sampler_options but missing from SAMPLER_FIELDS would be parsed and then dropped."""
+    import click
+
+    from mlx_acestep.cli.sampler_options import SAMPLER_FIELDS, upstream_sampler_options
+    from mlx_acestep.pipeline.request import GenerationRequest
+
+    declared = {p.name for p in upstream_sampler_options(click.command()(lambda **kw: None)).params}
+    assert declared - {"retake_seed"} == set(SAMPLER_FIELDS)
+    assert set(SAMPLER_FIELDS) <= set(GenerationRequest.__dataclass_fields__)

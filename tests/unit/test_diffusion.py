@@ -15,7 +15,7 @@ SHAPE = (2, 9, 4)
 
 def exact_velocity(x0):
     """The velocity of the straight path from x0: v = (x_t - x0) / t, what a perfect DiT predicts."""
-    return lambda x, t, k: ((x - x0) / t,) * 2
+    return lambda x, t, k, previous=None: ((x - x0) / t,) * 2
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_dcw_runs_after_each_step_on_the_step_and_its_clean_estimate_before_the_
 
     flow, dcw = FlowMatching.shifted(3), DCW("pix", scaler=0.5)
     x0 = mx.random.normal(SHAPE, key=mx.random.key(3))
-    wobble = lambda x, t, k: ((x - x0) / t + 0.1 * x,) * 2  # noqa: E731  (not a perfect velocity: x0 is off)
+    wobble = lambda x, t, k, previous=None: ((x - x0) / t + 0.1 * x,) * 2  # noqa: E731  (not a perfect velocity: x0 is off)
     seen = []
 
     class Record:
