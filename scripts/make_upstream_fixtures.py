@@ -133,12 +133,15 @@ def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, n
         "clamp": {"velocity_norm_threshold": 0.4},
         "ema": {"velocity_ema_factor": 0.3},
         "heun_clamp_ema": {"sampler_mode": "heun", "velocity_norm_threshold": 0.4, "velocity_ema_factor": 0.3},
+        # Heun under DCW (turbo's default): which velocity the correction's clean estimate uses
+        "heun_dcw": {"sampler_mode": "heun", "dcw_enabled": True, "dcw_scaler": 0.6, "dcw_high_scaler": 0.4},
     }
     for label, options in stabilised.items():
-        out = run(37, dcw_enabled=False, **options)
+        options = {"dcw_enabled": False, **options}
+        out = run(37, **options)
         meta = {
             "component": "acestep-v15-turbo:solver",
-            "reference_entry_point": f"generate_audio(..., {options}, dcw_enabled=False), noise injected",
+            "reference_entry_point": f"generate_audio(..., {options}), noise injected",
             "args": {"shift": 3.0, **options},
         }
         cases[f"turbo_{label}"] = (meta, {**{f"in.{k}": v for k, v in inputs.items()}, "out.target_latents": out})

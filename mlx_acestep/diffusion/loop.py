@@ -100,8 +100,9 @@ class Velocity:
 
 @dataclass
 class Step:
-    """One step: from `x_in` at time `t` to `x` at `t_next`, moving along `v` (the guided velocity; `velocity` is
-    the DiT's raw output, both halves when guided: the parity tests' per-step trace). `noise` is the run's initial
+    """One step: from `x_in` at time `t` to `x` at `t_next`. `v` is the step's first (guided, stabilised)
+    velocity, also under Heun, whose move averages it with a second: upstream's DCW takes its clean estimate from
+    this one. `velocity` is the DiT's raw output, both halves when guided: the parity tests' per-step trace. `noise` is the run's initial
     noise. Corrections read it and return a new `x`; after the last step `x` is the run's result."""
 
     k: int

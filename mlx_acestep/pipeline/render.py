@@ -14,7 +14,7 @@ import mlx.core as mx
 
 from ..conditioning.inputs import PromptTokens
 from ..diffusion.edits import EditHooks
-from ..diffusion.sampler import BaseSettings, TurboSettings, steps_of
+from ..diffusion.sampler import BaseSettings, TurboSettings, run_all, steps_of
 from ..engine import ConditionJob
 from ..errors import AceStepError
 from ..limits import seconds_of
@@ -105,10 +105,8 @@ def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Gene
         def sample(dit):
             pipe.adapters.apply(dit.decoder, adapters)
             try:
-                for step in engine.denoise(dit, condition, job.noise, job.settings, edit):
-                    mx.eval(step.x)
-                    report("dit", step.k + 1, step.total)
-                return step.x
+                steps = engine.denoise(dit, condition, job.noise, job.settings, edit)
+                return run_all(steps, lambda done, total: report("dit", done, total))
             finally:
                 if adapters:  # this call's adapters come off again
                     pipe.adapters.apply(dit.decoder)

@@ -25,7 +25,7 @@ def check_seeds(seed, batch: int, name: str = "seed") -> None:
         if not is_int(s):
             raise RequestError(name, f"@name@ must be a whole number (or -1 for random), got {s!r}")
     if several and len(seeds) != batch:
-        raise RequestError(name, f"got {len(seeds)} seeds for a batch of {batch}")
+        raise RequestError(name, f"@name@: got {len(seeds)} seeds for a batch of {batch}")
     if min(seeds) < 0 or max(seeds) > SEED_MAX:
         single = "" if several else " (or -1 for random)"  # -1 is random only as the one seed
         raise RequestError(name, f"@name@ must be between 0 and 2**63 - 1{single}, got {seed}")

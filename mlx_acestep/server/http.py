@@ -3,6 +3,7 @@ send, and the one folder a request may name files in."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ class Gate:
             return
         token = (body or {}).get("ai_token")
         if token:
-            if token != self.api_key:
+            if not _same(token, self.api_key):
                 raise HTTPException(401, "Invalid ai_token")
             return
         header = request.headers.get("authorization")
@@ -35,8 +36,13 @@ class Gate:
             raise HTTPException(
                 401, "Missing ai_token or Authorization header" if body is not None else "Missing Authorization header"
             )
-        if header.removeprefix("Bearer ") != self.api_key:
+        if not _same(header.removeprefix("Bearer "), self.api_key):
             raise HTTPException(401, "Invalid API key")
+
+
+def _same(given, key: str) -> bool:
+    """The key compared in constant time (a timing difference would tell a client how much of a guess is right)."""
+    return hmac.compare_digest(str(given).encode(), key.encode())
 
 
 class InputFolder:

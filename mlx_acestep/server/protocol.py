@@ -58,6 +58,26 @@ ALIASES = {
     "dcw_high_scaler": ("dcw_high_scaler", "dcwHighScaler"),
     "dcw_wavelet": ("dcw_wavelet", "dcwWavelet"),
 }
+# A request field -> the REST field a client sent it as, so an error names what the client wrote.
+REST_NAMES = {
+    "caption": "prompt",
+    "duration": "audio_duration",
+    "key": "key_scale",
+    "language": "vocal_language",
+    "steps": "inference_steps",
+    "guidance": "guidance_scale",
+    "method": "infer_method",
+    "task": "task_type",
+    "repaint_start": "repainting_start",
+    "repaint_end": "repainting_end",
+    "cover_strength": "audio_cover_strength",
+    "negative_prompt": "lm_negative_prompt",
+    "sampler": "sampler_mode",
+    "dcw": "dcw_enabled",
+    "src_audio": "src_audio_path",
+    "ref_audio": "reference_audio_path",
+}
+
 # Upstream features this server does not have: asking for one is an error, never a silent plain generation.
 UNSUPPORTED = ("sample_mode", "sample_query", "use_format", "analysis_only", "full_analysis_only", "use_adg")
 

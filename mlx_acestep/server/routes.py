@@ -12,7 +12,7 @@ from pathlib import Path
 from .adapters import AdapterRegistry
 from .http import Gate, InputFolder, read_body
 from .jobs import STATUS_CODE, SUCCEEDED, Job, JobRunner, QueueFull
-from .protocol import ProtocolError, check_model, envelope, input_paths, request_fields
+from .protocol import REST_NAMES, ProtocolError, check_model, envelope, input_paths, request_fields
 
 MEDIA = {".wav": "audio/wav", ".flac": "audio/flac"}
 
@@ -71,8 +71,8 @@ def result_items(job: Job, pipe) -> list[dict]:
 def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     """A /release_task body -> (the queued job, its place in the queue); its adapters are fixed now: later
     registrations never reach it."""
-    from ..errors import AceStepError
-    from ..pipeline.request import GenerationRequest, RequestError
+    from ..errors import AceStepError, FieldError
+    from ..pipeline.request import GenerationRequest
 
     pipe = server.pipe
     check_model(body, pipe.name)
@@ -82,11 +82,14 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
         if name not in files:
             files[name] = server.inputs.allowed(path, name)
     fields, fmt = request_fields(body, pipe.family, files)
-    fields["loras"] = [(a.path, a.scale) for a in adapters]
+    # confined again now: a registered file may have been replaced by a link leading out of the folder since
+    fields["loras"] = [(str(server.inputs.allowed(a.path, "the adapter", folders=True)), a.scale) for a in adapters]
     try:
         generation = GenerationRequest(**fields)
         generation.check_model(pipe.family, pipe.name)
-    except (RequestError, AceStepError) as e:
+    except FieldError as e:  # named as the client sent it (audio_duration, not duration)
+        raise ProtocolError(e.render(REST_NAMES)) from None
+    except AceStepError as e:
         raise ProtocolError(str(e)) from None
     job = Job(generation, fmt, uploads=list(uploads.values()), adapters=[(a.name, a.scale) for a in adapters])
     try:
@@ -146,6 +149,11 @@ def task_routes(app, server: Server) -> None:
         return envelope({"task_id": body.get("task_id"), "cancelled": runner.cancel(str(body.get("task_id")))})
 
 
+def _name(body: dict):
+    """An adapter's name as our clients (`name`) or upstream's (`adapter_name`) send it."""
+    return body.get("name") if body.get("name") is not None else body.get("adapter_name")
+
+
 def lora_routes(app, server: Server) -> None:
     """Extensions (the reference's REST server has none): they name adapters from the allowed input folder in the
     server's registry, which tasks submitted later use (server/adapters.py); the pipeline's own adapters, and so the
@@ -161,13 +169,14 @@ def lora_routes(app, server: Server) -> None:
     async def lora_load(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
-        if not body.get("path"):
+        path = body.get("path") or body.get("lora_path")  # lora_path, adapter_name: upstream's lora_routes.py names
+        if not path:
             raise ProtocolError("give path: an adapter file or folder inside the allowed input folder")
-        target = server.inputs.allowed(str(body["path"]), "the adapter", folders=True)
+        target = server.inputs.allowed(str(path), "the adapter", folders=True)
         try:
             # read once here, so a file that does not fit this model is refused now, not in every job; on a thread
             # of the pool: the pipeline's own thread may be busy with a job, and the event loop must go on
-            adapter = await run_in_threadpool(server.pipe.adapters.check, target, body.get("name"))
+            adapter = await run_in_threadpool(server.pipe.adapters.check, target, _name(body))
         except AceStepError as e:
             raise ProtocolError(str(e)) from None
         registry.register(adapter.name, str(target), body.get("scale", 1.0))
@@ -177,14 +186,14 @@ def lora_routes(app, server: Server) -> None:
     async def lora_scale(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
-        registry.set_scale(body.get("name"), body.get("scale"))
+        registry.set_scale(_name(body), body.get("scale"))
         return envelope({"loaded": registry.listing()})
 
     @app.post("/v1/lora/unload")
     async def lora_unload(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
-        registry.remove(body.get("name"))
+        registry.remove(_name(body))
         return envelope({"loaded": registry.listing()})
 
 

@@ -10,6 +10,7 @@ a caption re-encodes only that clip.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from ..files import atomic_file
 from ..limits import VAE_CHUNK, VAE_OVERLAP, seconds_of
 from ..safetensors_io import read_safetensors
 from .dataset import Clip
+
+CHUNK_CLIPS = 8
 
 
 def _cache_key(clip: Clip, model: str, seed: int) -> str:
@@ -108,9 +111,14 @@ def preprocess(
 
     if progress is not None:
         progress(done[0], total)
-    encoded = encode_clips(checkpoint, [clips[n] for n in todo], seed, engine, tick) if todo else []
-    for n, tensors in zip(todo, encoded):
-        _save(files[n], {k: np.array(v.astype(mx.float32)) for k, v in tensors.items()}, folder)
+    # a few clips at a time through both phases, each kept as soon as it is done: an interrupted run loses at most
+    # one chunk, and each module is still loaded once per chunk, not once per clip
+    for first in range(0, len(todo), CHUNK_CLIPS):
+        chunk = todo[first : first + CHUNK_CLIPS]
+        for n, tensors in zip(chunk, encode_clips(checkpoint, [clips[n] for n in chunk], seed, engine, tick)):
+            _save(files[n], {k: np.array(v.astype(mx.float32)) for k, v in tensors.items()}, folder)
+        gc.collect()
+        mx.clear_cache()  # the encoders' buffers go before training (or the next chunk) needs the memory
     out = []
     for clip, file in zip(clips, files):
         tensors = read_safetensors(file)

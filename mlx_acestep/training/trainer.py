@@ -251,7 +251,7 @@ def _train(run: Run, dit_model, stack, optimizer, schedule, report) -> None:
     value_and_grad = nn.value_and_grad(decoder, lambda *batch: flow_loss(decoder, *batch))
     micro_batch = MicroBatches(run, dit_model)
     log_path = output / "train_log.jsonl"
-    if run.state["step"] and log_path.exists():  # a resumed run keeps the lines up to its checkpoint
+    if log_path.exists():  # a resumed run keeps the lines up to its checkpoint (none if it had not saved one)
         write_text(log_path, "".join(line + "\n" for line in logged_until(log_path, run.state["step"])))
     started = time.perf_counter()
     for step in range(run.state["step"], run.total):

@@ -4,6 +4,7 @@
 import pytest
 from upstream import TurboRun, cases, check, load
 
+from mlx_acestep.diffusion.dcw import DCW
 from mlx_acestep.diffusion.flow import FlowMatching
 from mlx_acestep.diffusion.sampler import TurboSettings
 from mlx_acestep.errors import AceStepError
@@ -12,8 +13,10 @@ RUNS = cases("acestep-v15-turbo:solver")
 
 
 def settings_of(args: dict) -> TurboSettings:
+    dcw = DCW("double", args["dcw_scaler"], args["dcw_high_scaler"]) if args.get("dcw_enabled") else None
     return TurboSettings(
         shift=args["shift"],
+        dcw=dcw,
         solver=args.get("sampler_mode", "euler"),
         velocity_norm_threshold=args.get("velocity_norm_threshold", 0.0),
         velocity_ema_factor=args.get("velocity_ema_factor", 0.0),

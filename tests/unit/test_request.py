@@ -114,5 +114,8 @@ def test_the_newer_sampler_options_are_checked_when_the_request_is_made():
         GenerationRequest("x", sampler="heun", method="sde")
     with pytest.raises(RequestError, match="velocity_ema_factor must be between 0 and 0.99"):
         GenerationRequest("x", velocity_ema_factor=1.0)
-    with pytest.raises(RequestError, match="run on turbo models here"):  # no base/SFT goldens yet: refused, not guessed
-        GenerationRequest("x", sampler="heun").sampler_settings("base")
+    # no base/SFT goldens yet: refused, not guessed, before any work (check_model), naming the field at fault
+    with pytest.raises(RequestError, match="sampler runs on turbo models here"):
+        GenerationRequest("x", sampler="heun").check_model("base", "acestep-v15-base")
+    with pytest.raises(RequestError, match="velocity_ema_factor runs on turbo models here"):
+        GenerationRequest("x", velocity_ema_factor=0.2).check_model("sft", "acestep-v15-sft")
