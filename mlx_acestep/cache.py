@@ -208,6 +208,10 @@ def remove_entries(names, remove_all: bool = False, cache_dir: str | Path | None
                 f"{name}: no such converted entry in {root / 'converted'} (see `mlx-acestep cache list`)"
             )
         targets.append(known[name])
+    return _removed(targets)  # checked above, now: a generator would check only when first iterated
+
+
+def _removed(targets: list[Path]) -> Iterator[tuple[str, int]]:
     for entry in targets:
         size = folder_size(entry)
         try:

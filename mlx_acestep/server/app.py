@@ -29,7 +29,6 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **set
     runner = JobRunner(pipe, output_dir, config.queue_size, config.keep_hours)
     server = Server(pipe, runner, AdapterRegistry(), Gate(config.api_key), inputs, output_dir)
     app = FastAPI(title="mlx-acestep", docs_url=None, redoc_url=None)
-    app.state.runner, app.state.adapters = runner, server.registry
 
     def fail(message: str, status: int = 400):
         return JSONResponse(envelope(error=message, code=status), status_code=status)
