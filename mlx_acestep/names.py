@@ -33,6 +33,9 @@ TRACKS = (
     "vocals",
 )
 REPAINT_MODES = ("balanced", "conservative", "aggressive")
+# repaint / lego's chunk mask (upstream's chunk_mask_mode, default auto since March 2026): explicit marks the
+# region 1 and the rest 0; auto leaves the whole item at 1 and lets the model find the region
+CHUNK_MASK_MODES = ("auto", "explicit")
 SAMPLING_METHODS = ("ode", "sde")  # the diffusion step: deterministic, or re-noised each step
 SOLVERS = ("euler", "heun")  # the ODE's integrator: one DiT evaluation a step, or two (upstream's sampler_mode)
 GUIDANCE_KINDS = ("apg", "adg", "cfg")  # base / SFT guidance against the null condition

@@ -15,6 +15,7 @@ Cases so far:
   `velocity_ema_factor`), each alone and together;
 - cover noise (`generate_audio`'s `cover_noise_strength`) at 0.4 and 0.75;
 - retake (`generate_audio`'s `retake_seed` / `retake_variance`) at 0.35 and 1, both noises injected;
+- repaint and lego's chunk masks and source latents in both chunk mask modes (`scripts/upstream_masks.py`);
 - DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
   turbo checkpoint, from the inputs and noise of the February fixture case `turbo_generate_ode`, in each mode, at
   37 frames (theirs) and 36 (cut). The same call with DCW off is checked against that case's golden first, so a
@@ -198,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     commit = reference_commit(args.reference)
     if commit is not None and commit != REFERENCE_COMMIT:
         parser.error(f"{args.reference} is at {commit}; check out {REFERENCE_COMMIT}")
-    write(args.out, {**dcw_cases(args.reference), **turbo_cases(args.reference, args.fixtures)}, commit)
+    from upstream_masks import mask_cases
+
+    cases = {**dcw_cases(args.reference), **turbo_cases(args.reference, args.fixtures), **mask_cases(args.reference)}
+    write(args.out, cases, commit)
     print(f"wrote {args.out}/cases.json")
     return 0
 

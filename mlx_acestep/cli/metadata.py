@@ -22,6 +22,9 @@ FORMAT = 1
 # (which may come from someone else), only the settings that made the music.
 NOT_REPLAYED = ("output", "overwrite", "from_metadata", "prompt_file", "lyrics_file", "fmt", "cache_dir", "reconvert")
 PATHS = ("model", "src_audio", "ref_audio")  # recorded absolute, so a replay works from any folder
+# What a sidecar written before a flag existed ran with, where the flag's default has since changed: DCW came in
+# 0.5 (none before), the chunk mask mode in 0.5 (explicit before; auto, upstream's, after).
+BEFORE_FIELD = {"dcw": False, "chunk_mask_mode": "explicit"}
 
 
 def replay_params(params: dict, seed: int, retake_seed: int | None = None) -> dict:
@@ -82,7 +85,8 @@ def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
         "quantize": params.get("quantize"),
         "task": request.task,
         "inputs": {k: v for k, v in (("src_audio", request.src_audio), ("ref_audio", request.ref_audio)) if v},
-        "region": [request.repaint_start, request.repaint_end] if request.task in ("repaint", "lego") else None,
+        "region": [request.repaint_start, request.repaint_end] if request.job.has_region else None,
+        "chunk_mask_mode": request.chunk_mask_mode if request.job.has_region else None,
         "cover_strength": request.cover_strength if request.task in COVER_TASKS else None,
         "cover_noise_strength": request.cover_noise_strength if request.task in COVER_TASKS else None,
         "sampler": {k: v for k, v in vars(settings).items() if isinstance(v, (int, float, str, type(None)))}

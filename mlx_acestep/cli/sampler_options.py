@@ -1,11 +1,12 @@
 """`generate`'s flags for the sampler options upstream added after February (Heun, the velocity clamp and EMA,
-cover noise, retake, DCW): declared once here, each the request field of the same name."""
+cover noise, retake, DCW, repaint's chunk mask mode): declared once here, each the request field of the same
+name."""
 
 from __future__ import annotations
 
 import click
 
-from ..names import DCW_MODES, SOLVERS
+from ..names import CHUNK_MASK_MODES, DCW_MODES, SOLVERS
 
 SAMPLER_FIELDS = (  # every flag below but --retake-seed, which generate resolves to seeds first
     "sampler",
@@ -18,6 +19,7 @@ SAMPLER_FIELDS = (  # every flag below but --retake-seed, which generate resolve
     "dcw_scaler",
     "dcw_high_scaler",
     "dcw_wavelet",
+    "chunk_mask_mode",
 )
 
 
@@ -83,6 +85,13 @@ def upstream_sampler_options(fn):
                 "--dcw-high-scaler", type=float, default=None, help="DCW strength of double's high band (default 0.02)."
             ),
             click.option("--dcw-wavelet", default=None, help="DCW wavelet (haar, the default and the only one here)."),
+            click.option(
+                "--chunk-mask-mode",
+                type=click.Choice(CHUNK_MASK_MODES),
+                default=None,
+                help="repaint/lego: auto (default, as upstream) lets the model find the region; explicit marks it in "
+                "the DiT's context (as upstream before March 2026), which holds the edges to the region more tightly.",
+            ),
         ]
     ):
         fn = option(fn)

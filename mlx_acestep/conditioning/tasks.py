@@ -7,9 +7,9 @@ recording's VAE latents:
 |----------|------------------------------------------------|--------------------------------|---------------------|-------|
 | cover    | Generate audio semantic tokens ...             | FSQ round trip of the source   | 1                   | yes   |
 | cover-nofsq | (cover's)                                   | source (upstream's "Remix")    | 1                   | no    |
-| repaint  | Repaint the mask area ...                      | source, region silenced        | 1 in region, 0 out  | no    |
+| repaint  | Repaint the mask area ...                      | source, region silenced        | auto 1; explicit 1 in, 0 out | no  |
 | extract  | Extract the TRACK track from the audio:        | source                         | 1                   | no    |
-| lego     | Generate the TRACK track based on the audio... | source (not silenced)          | 1 in region, 0 out  | no    |
+| lego     | Generate the TRACK track based on the audio... | source (not silenced)          | as repaint          | no    |
 | complete | Complete the input track with A | B:           | source                         | 1                   | no    |
 
 extract, lego and complete are trained into the base model only.
@@ -26,7 +26,7 @@ import numpy as np
 from ..diffusion.edits import EditHooks
 from ..errors import AceStepError, RequestError
 from ..limits import HOP, SAMPLE_RATE, SOURCE_SECONDS
-from ..names import BASE_ONLY, COVER_TASKS, REPAINT_MODES, TASKS, TRACKS  # noqa: F401
+from ..names import BASE_ONLY, CHUNK_MASK_MODES, COVER_TASKS, REPAINT_MODES, TASKS, TRACKS  # noqa: F401
 from .prompts import instruction
 
 
@@ -41,6 +41,7 @@ class Task:
     repaint_mode: str = "balanced"  # repaint/lego: how much of the source is re-imposed (spec 5.8)
     repaint_strength: float = 0.5
     cover_noise: float = 0.0  # cover: start from the source noised to about 1 - this (upstream's cover_noise_strength)
+    chunk_mask_mode: str = "auto"  # repaint/lego: the region marked in the chunk mask (explicit) or not (auto)
 
     def __post_init__(self):
         if self.name not in TASKS:
@@ -60,6 +61,10 @@ class Task:
             raise RequestError("cover_noise_strength", f"@name@ must be between 0 and 1, got {self.cover_noise}")
         if self.cover_noise and self.name not in COVER_TASKS:
             raise RequestError("cover_noise_strength", f"@name@ is for the cover tasks, not for {self.name}")
+        if self.chunk_mask_mode not in CHUNK_MASK_MODES:
+            raise RequestError(
+                "chunk_mask_mode", f"unknown @name@ {self.chunk_mask_mode!r} (choose {' or '.join(CHUNK_MASK_MODES)})"
+            )
         repaint_settings(self.repaint_mode, self.repaint_strength)
 
     @property
@@ -139,7 +144,10 @@ def task_context(task: Task, src: mx.array, frames: int, silence: mx.array, regi
     mask = mx.ones((frames,))
     if region is not None:
         inside = region_mask(frames, region)
-        mask = inside.astype(mx.float32)
+        # upstream's "auto" writes 2.0 into a bool tensor, which holds True: the DiT sees 1 over the whole item
+        # (conditioning_masks.py:74-77; its comment and the spec say 2.0, the code wins)
+        if task.chunk_mask_mode == "explicit":
+            mask = inside.astype(mx.float32)
         if task.name == "repaint":  # the region is silenced; lego keeps the source under it
             src = mx.where(inside[:, None], silence[0, :frames].astype(src.dtype), src)
     return src, mask, task.name == "cover"  # cover-nofsq keeps the raw latents: no FSQ round trip

@@ -205,6 +205,7 @@ class GenerationRequest:
     repaint_mode: str = "balanced"
     repaint_strength: float = 0.5
     cover_noise_strength: float = 0.0  # cover: start from the source noised to about 1 - this (0: from noise)
+    chunk_mask_mode: str = "auto"  # repaint / lego: auto (upstream's default) or explicit, the region marked 1
     src_latents: object = None  # [T, 64] VAE latents standing in for src_audio
     ref_latents: object = None
     loras: Sequence = ()  # adapters for this call only: paths, or (path, scale) pairs (on top of pipe.load_lora's)
@@ -227,7 +228,8 @@ class GenerationRequest:
         tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
         object.__setattr__(self, "tracks", tracks)
         region = (self.repaint_start, self.repaint_end, self.track, tracks, self.cover_strength)
-        job = Task(self.task, *region, self.repaint_mode, self.repaint_strength, self.cover_noise_strength)
+        edit = (self.repaint_mode, self.repaint_strength, self.cover_noise_strength, self.chunk_mask_mode)
+        job = Task(self.task, *region, *edit)
         object.__setattr__(self, "job", job)
         self._check_task_inputs()
 

@@ -57,6 +57,7 @@ ALIASES = {
     "dcw_scaler": ("dcw_scaler", "dcwScaler"),
     "dcw_high_scaler": ("dcw_high_scaler", "dcwHighScaler"),
     "dcw_wavelet": ("dcw_wavelet", "dcwWavelet"),
+    "chunk_mask_mode": ("chunk_mask_mode", "chunkMaskMode"),
 }
 # A request field -> the REST field a client sent it as, so an error names what the client wrote.
 REST_NAMES = {
@@ -207,7 +208,7 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
             fields[name] = as_float(f.get(name))
     if f.get("sampler_mode") not in (None, ""):
         fields["sampler"] = str(f["sampler_mode"])
-    for name in ("dcw_mode", "dcw_wavelet"):
+    for name in ("dcw_mode", "dcw_wavelet", "chunk_mask_mode"):
         if f.get(name) not in (None, ""):
             fields[name] = str(f[name])
     end = as_float(f.get("repainting_end"))

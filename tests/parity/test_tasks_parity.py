@@ -75,7 +75,8 @@ def test_task_matches_diffusers(pipes, latents, fixtures, name, variant, task, e
     ours_kw["key"], ours_kw["time_signature"] = ours_kw.pop("keyscale"), ours_kw.pop("timesignature")
     caption, lyrics = ours_kw.pop("caption"), ours_kw.pop("lyrics")
     source = {} if task == "text2music" else {"src_latents": src}
-    mode = {"repaint_mode": "aggressive"} if task in ("repaint", "lego") else {}
+    # diffusers is upstream before March 2026: the region marked in the chunk mask (our explicit mode)
+    mode = {"repaint_mode": "aggressive", "chunk_mask_mode": "explicit"} if task in ("repaint", "lego") else {}
     ours = (
         pipes[variant]
         .generate(

@@ -293,3 +293,11 @@ def test_upstreams_dcw_fields_reach_the_request():
         0.03,
     )
     assert "dcw" not in request_fields({"prompt": "x"}, "turbo", {})[0]
+
+
+def test_upstreams_chunk_mask_mode_reaches_the_request():
+    from mlx_acestep.server.protocol import request_fields
+
+    body = {"prompt": "x", "task_type": "repaint", "chunk_mask_mode": "explicit"}
+    assert request_fields(body, "turbo", {})[0]["chunk_mask_mode"] == "explicit"
+    assert "chunk_mask_mode" not in request_fields({"prompt": "x"}, "turbo", {})[0]  # absent: auto, as upstream

@@ -267,3 +267,50 @@ def test_cover_nofsq_is_cover_from_the_raw_source_latents(turbo, monkeypatch):
     np.testing.assert_allclose(np.array(seen["context"][0, :, :64]), source, atol=1e-6)  # the raw latents
     turbo.generate("piano", task="cover", src_latents=source, seed=2)
     assert np.abs(np.array(seen["context"][0, :, :64]) - source).max() > 1e-2  # cover hears the FSQ round trip
+
+
+def test_repaint_leaves_the_chunk_mask_at_one_by_default_and_marks_the_region_when_explicit(turbo, monkeypatch):
+    """Upstream's chunk_mask_mode (default auto since March 2026): the DiT's context mask channel is 1 everywhere
+    in auto and 1 only inside the region in explicit; the injection region is the same in both."""
+    from mlx_acestep.engine import Engine
+
+    seen = {}
+
+    class Spy(Engine):
+        def condition(self, dit, text, job):
+            states, seen["context"] = super().condition(dit, text, job)
+            return states, seen["context"]
+
+    monkeypatch.setattr(turbo, "engine", Spy(turbo.silence_latent))
+    source = np.random.default_rng(1).standard_normal((250, 64)).astype(np.float32)
+    kw = dict(task="repaint", src_latents=source, repaint_start=2, repaint_end=4, seed=2)
+    auto = turbo.generate("piano", **kw).latents
+    assert (np.array(seen["context"][0, :, 64:]) == 1).all()
+    explicit = turbo.generate("piano", chunk_mask_mode="explicit", **kw).latents
+    mask = np.array(seen["context"][0, :, 64])
+    assert (mask[50:100] == 1).all() and (mask[:50] == 0).all() and (mask[100:] == 0).all()
+    assert np.abs(np.array(auto) - np.array(explicit)).max() > 1e-3
+    with pytest.raises(AceStepError, match="unknown chunk_mask_mode 'model'"):
+        turbo.generate("piano", chunk_mask_mode="model", **kw)
+
+
+def test_an_older_repaint_sidecar_replays_with_the_explicit_mask_it_was_made_with(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("MLX_ACESTEP_CACHE", str(tmp_path.parent / "task-cache"))
+    monkeypatch.chdir(tmp_path)
+    sf.write("src.wav", np.random.default_rng(3).uniform(-0.3, 0.3, (int(3 * 44100), 1)).astype(np.float32), 44100)
+    base = ["rain", "--model", "tiny", "--task", "repaint", "--src-audio", "src.wav", "--repaint-start", "1"]
+    base += ["--repaint-end", "2", "--seed", 4, "--no-dcw"]
+    result = cli(*base, "--chunk-mask-mode", "explicit", "-o", "explicit.wav", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    explicit = sf.read("explicit.wav")[0]
+    meta = json.loads((tmp_path / "explicit.json").read_text())
+    assert meta["chunk_mask_mode"] == "explicit"
+    del meta["replay"]["chunk_mask_mode"]  # as 0.4 wrote it: the region was always marked then
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    again = cli("--from-metadata", "old.json", "-o", "again.wav", cwd=tmp_path)
+    assert again.exit_code == 0, again.output
+    assert (sf.read("again.wav")[0] == explicit).all()
+    bad = cli(*base, "--chunk-mask-mode", "2.0", "-o", "bad.wav", cwd=tmp_path)  # click's usage error
+    assert bad.exit_code == 2 and "'2.0' is not one of 'auto', 'explicit'" in bad.output
