@@ -49,5 +49,8 @@ TIME_SIGNATURES = ("2", "3", "4", "6")  # beats per bar: 2/4, 3/4, 4/4, 6/8
 
 INSTRUMENTAL = "[Instrumental]"  # the lyrics of a song without vocals
 NEGATIVE_DEFAULT = "NO USER INPUT"  # the planner's unconditional caption when no negative prompt is given
+# The planner's codes-phase prompt (planner/lm.py): current is upstream's since April 2026 (PRs #1127/#1128);
+# legacy-uncond its A/B toggle (use_legacy_cfg_prompt); february the form of 1e6e3d18, which 0.4's runs used.
+LM_CODES_PROMPTS = ("current", "legacy-uncond", "february")
 
 CONVERSION_FILE = "conversion.json"  # marks a finished converted folder (the converter writes it last)

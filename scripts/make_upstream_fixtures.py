@@ -16,6 +16,8 @@ Cases so far:
 - cover noise (`generate_audio`'s `cover_noise_strength`) at 0.4 and 0.75;
 - retake (`generate_audio`'s `retake_seed` / `retake_variance`) at 0.35 and 1, both noises injected;
 - repaint and lego's chunk masks and source latents in both chunk mask modes (`scripts/upstream_masks.py`);
+- the planner's codes-phase prompts in their current form and upstream's legacy-uncond toggle (token ids), and
+  greedy codes under CFG from them (`scripts/upstream_planner.py`);
 - DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
   turbo checkpoint, from the inputs and noise of the February fixture case `turbo_generate_ode`, in each mode, at
   37 frames (theirs) and 36 (cut). The same call with DCW off is checked against that case's golden first, so a
@@ -200,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     if commit is not None and commit != REFERENCE_COMMIT:
         parser.error(f"{args.reference} is at {commit}; check out {REFERENCE_COMMIT}")
     from upstream_masks import mask_cases
+    from upstream_planner import planner_cases
 
     cases = {**dcw_cases(args.reference), **turbo_cases(args.reference, args.fixtures), **mask_cases(args.reference)}
+    cases |= planner_cases(args.reference, args.fixtures)
     write(args.out, cases, commit)
     print(f"wrote {args.out}/cases.json")
     return 0

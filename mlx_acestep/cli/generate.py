@@ -10,7 +10,7 @@ from click.core import ParameterSource
 
 from ..errors import AceStepError, MissingDiT, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
-from ..names import TASKS
+from ..names import LM_CODES_PROMPTS, TASKS
 from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
 from .outputs import output_paths, parse_seeds
 from .sampler_options import SAMPLER_FIELDS, upstream_sampler_options
@@ -138,6 +138,15 @@ def describe_plan(meta: dict) -> str:
     default=DEFAULT_LM_CFG_SCALE,
     show_default=True,
     help="The planner's CFG scale for the codes.",
+)
+@click.option(
+    "--lm-codes-prompt",
+    type=click.Choice(LM_CODES_PROMPTS),
+    default="current",
+    show_default=True,
+    help="The planner's codes-phase prompt: current (upstream's since April 2026, its guidance against a bare "
+    "'NO USER INPUT'), legacy-uncond (upstream's A/B toggle: guidance against the caption and lyrics, so it "
+    "pushes the metadata only), or february (the form 0.4 used; replays of its files take it).",
 )
 @click.option(
     "--lm-temperature",
@@ -316,6 +325,7 @@ _SAME_NAMES = (
     "guidance",
     "thinking",
     "lm_cfg_scale",
+    "lm_codes_prompt",
     "lm_temperature",
     "lm_top_p",
     "task",

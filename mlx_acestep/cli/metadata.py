@@ -22,9 +22,9 @@ FORMAT = 1
 # (which may come from someone else), only the settings that made the music.
 NOT_REPLAYED = ("output", "overwrite", "from_metadata", "prompt_file", "lyrics_file", "fmt", "cache_dir", "reconvert")
 PATHS = ("model", "src_audio", "ref_audio")  # recorded absolute, so a replay works from any folder
-# What a sidecar written before a flag existed ran with, where the flag's default has since changed: DCW came in
-# 0.5 (none before), the chunk mask mode in 0.5 (explicit before; auto, upstream's, after).
-BEFORE_FIELD = {"dcw": False, "chunk_mask_mode": "explicit"}
+# What a sidecar written before a flag existed ran with, where the flag's default has since changed: all came in
+# 0.5: DCW (none before), the chunk mask mode (explicit before), the planner's codes prompt (February's before).
+BEFORE_FIELD = {"dcw": False, "chunk_mask_mode": "explicit", "lm_codes_prompt": "february"}
 
 
 def replay_params(params: dict, seed: int, retake_seed: int | None = None) -> dict:

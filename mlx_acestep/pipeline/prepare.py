@@ -72,6 +72,7 @@ def plan(pipe, request: GenerationRequest, duration, seeds: list[int], meter: Ph
         temperature=request.lm_temperature,
         top_p=request.lm_top_p,
         negative=request.negative_prompt,
+        codes_prompt=request.lm_codes_prompt,
     )
     metas = dict(bpm=request.bpm, keyscale=request.key, timesignature=request.time_signature)
 

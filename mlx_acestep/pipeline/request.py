@@ -66,6 +66,7 @@ from ..names import (
     DCW_WAVELETS,
     INSTRUMENTAL,
     KEYSCALES,
+    LM_CODES_PROMPTS,
     NEGATIVE_DEFAULT,
     SAMPLING_METHODS,
     SOLVERS,
@@ -111,6 +112,7 @@ REQUEST = Fields(
     Field("lm_temperature", "number", *LM_TEMPERATURE),
     Field("lm_top_p", "number", *LM_TOP_P, low_open=True),
     Field("negative_prompt", "text"),
+    Field("lm_codes_prompt", "choice", choices=LM_CODES_PROMPTS, what="codes prompt"),
     Field("retake_variance", "number", 0.0, 1.0),
     Field("sampler", "choice", choices=SOLVERS, what="sampler"),
     Field("velocity_norm_threshold", "number", *VELOCITY_NORM_THRESHOLD),
@@ -184,6 +186,7 @@ class GenerationRequest:
     lm_temperature: float = DEFAULT_LM_TEMPERATURE
     lm_top_p: float = DEFAULT_LM_TOP_P
     negative_prompt: str = NEGATIVE_DEFAULT
+    lm_codes_prompt: str = "current"  # the planner's codes-phase prompt: upstream's today; february for 0.4's runs
     retake_seed: int | Sequence[int] | None = None  # a second noise mixed in (as `seed`; None: random)
     retake_variance: float = 0.0  # how much of it: 0 the song itself, 1 the retake seed's (upstream's retake)
     sampler: str = "euler"  # or heun (two DiT evaluations a step; the ODE only); turbo models here

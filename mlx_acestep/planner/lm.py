@@ -33,7 +33,7 @@ from ..limits import (
     SECONDS,
 )
 from ..models.planner_lm import PlannerLM
-from ..names import INSTRUMENTAL, NEGATIVE_DEFAULT
+from ..names import INSTRUMENTAL, LM_CODES_PROMPTS, NEGATIVE_DEFAULT
 from .constraint import FIELDS, MetadataConstraint, write_metadata
 
 SYSTEM_GENERATE = "# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
@@ -41,17 +41,19 @@ CODES_PER_SECOND = 5
 _CODE = re.compile(r"<\|audio_code_(\d+)\|>")
 
 
-def chat(system: str, user: str, think: str | None = None) -> str:
+def chat(system: str, user: str, think: str | None = None, closed: bool = True) -> str:
     """Qwen3's chat template as the reference renders it.
 
-    Without `think`: system + user + the generation prompt (phase 1). With it: the assistant turn
-    `<think>\\n{think}\\n</think>\\n\\n` closed by `<|im_end|>\\n`, as the template renders a finished
-    assistant message (phase 2; an empty `think` gives the unconditional `<think>\\n\\n</think>`).
+    Without `think`: system + user + the generation prompt (phase 1). With it, the assistant turn begins
+    `<think>\\n{think}\\n</think>\\n\\n` (an empty `think` gives `<think>\\n\\n</think>`, as the template
+    renders empty reasoning); `closed` ends it with `<|im_end|>\\n` as the template renders a finished message
+    (the February codes prompt), otherwise it stays open for the codes to follow (upstream's since April 2026).
     """
     text = f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
     if think is None:
         return text
-    return text + f"<think>\n{think.strip(chr(10))}\n</think>\n\n<|im_end|>\n"
+    text += f"<think>\n{think.strip(chr(10))}\n</think>\n\n"
+    return text + "<|im_end|>\n" if closed else text
 
 
 def metadata_yaml(meta: dict) -> str:
@@ -79,13 +81,29 @@ def think_prompt(caption: str, lyrics: str) -> str:
     return chat(SYSTEM_GENERATE, user_turn(caption, lyrics))
 
 
-def codes_prompts(caption: str, lyrics: str, meta: dict, negative: str = NEGATIVE_DEFAULT) -> tuple[str, str]:
-    """(conditional, unconditional) phase-2 prompts. The unconditional one has an empty think block and
-    the negative prompt as caption when it means something (not empty, not "NO USER INPUT")."""
+def codes_prompts(
+    caption: str, lyrics: str, meta: dict, negative: str = NEGATIVE_DEFAULT, form: str = "current"
+) -> tuple[str, str]:
+    """(conditional, unconditional) phase-2 prompts in one of `LM_CODES_PROMPTS` (llm_inference.py:1716-1800).
+
+    current: the assistant turn open after the think block; the unconditional user turn is the bare negative
+    prompt ("NO USER INPUT" unless one means something), as the planner was trained with CFG dropout.
+    legacy-uncond: the same turn, but the unconditional user keeps the caption (the negative one if it means
+    something) and the lyrics. february: legacy-uncond's user turns with the turn closed by `<|im_end|>`.
+    Every unconditional branch has an empty think block."""
+    if form not in LM_CODES_PROMPTS:
+        raise AceStepError(f"unknown codes prompt {form!r} (choose {', '.join(LM_CODES_PROMPTS)})")
     user = user_turn(caption, lyrics)
     meaningful = negative.strip() and negative.strip() != NEGATIVE_DEFAULT
-    uncond_user = user_turn(negative, lyrics) if meaningful else user
-    return chat(SYSTEM_GENERATE, user, metadata_yaml(meta)), chat(SYSTEM_GENERATE, uncond_user, "")
+    if form == "current":
+        uncond_user = negative if meaningful else NEGATIVE_DEFAULT
+    else:
+        uncond_user = user_turn(negative, lyrics) if meaningful else user
+    closed = form == "february"
+    return (
+        chat(SYSTEM_GENERATE, user, metadata_yaml(meta), closed),
+        chat(SYSTEM_GENERATE, uncond_user, "", closed),
+    )
 
 
 @dataclass(frozen=True)
@@ -295,6 +313,7 @@ class Planner:
         temperature: float = DEFAULT_LM_TEMPERATURE,
         top_p: float = DEFAULT_LM_TOP_P,
         negative: str = NEGATIVE_DEFAULT,
+        codes_prompt: str = "current",
         seed: int = 0,
         max_duration: int = int(SECONDS[1]),
         callback=None,
@@ -327,7 +346,7 @@ class Planner:
         if "duration" not in meta:
             raise AceStepError(f"the planner wrote no duration: {think!r}")
         n_codes = int((duration if duration is not None else meta["duration"]) * CODES_PER_SECOND)
-        cond, uncond = codes_prompts(caption, lyrics, meta, negative)
+        cond, uncond = codes_prompts(caption, lyrics, meta, negative, codes_prompt)
         start = time.perf_counter()
         values = generate_codes(
             self.lm,

@@ -206,3 +206,25 @@ def test_generate_thinks_with_the_tiny_planner_offline(tmp_path, monkeypatch):
         bad = generate("gentle piano", "--model", "tiny", "--duration", 10, *args, "-o", "b.wav", cwd=tmp_path)
         assert bad.exit_code == 1 and needle in bad.output.splitlines()[-1], (args, bad.output)
     assert not (tmp_path / "b.wav").exists()
+
+
+def test_an_older_thinking_sidecar_replays_with_februarys_codes_prompt(tmp_path, monkeypatch):
+    """0.4 wrote no lm_codes_prompt: its runs used the February codes prompt, and so does their replay."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    monkeypatch.setenv("MLX_ACESTEP_CACHE", str(tmp_path / "cache"))
+    base = ["gentle piano", "--model", "tiny", "--thinking", "--bpm", 96, "--duration", 10, "--seed", 4]
+    for name, extra in (("now", []), ("feb", ["--lm-codes-prompt", "february"])):
+        result = generate(*base, *extra, "-o", f"{name}.wav", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+    now, feb = (sf.read(tmp_path / f"{n}.wav")[0] for n in ("now", "feb"))
+    assert np.abs(now - feb).max() > 1e-4  # other codes: the prompt reaches the planner
+    meta = json.loads((tmp_path / "feb.json").read_text())
+    del meta["replay"]["lm_codes_prompt"]
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    again = generate("--from-metadata", "old.json", "-o", "again.wav", cwd=tmp_path)
+    assert again.exit_code == 0, again.output
+    assert (sf.read(tmp_path / "again.wav")[0] == feb).all()
