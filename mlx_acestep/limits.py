@@ -16,6 +16,7 @@ BPM = (30, 300)
 SEED_MAX = 2**63 - 1
 
 STEPS = (1, 200)  # diffusion steps (base / SFT)
+TURBO_STEP_RANGE = (1, 20)  # turbo's variable schedule (upstream clamps above 20; its UI offers 1-20)
 SHIFT = (0.0, 10.0)  # timestep shift, in (lo, hi]
 GUIDANCE = (0.0, 30.0)  # CFG scale
 LM_CFG_SCALE = (0.0, 30.0)  # the planner's, in (lo, hi]

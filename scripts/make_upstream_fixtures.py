@@ -14,6 +14,7 @@ Cases so far:
 - Heun, the velocity norm clamp and the velocity EMA (`sampler_mode`, `velocity_norm_threshold`,
   `velocity_ema_factor`), each alone and together;
 - cover noise (`generate_audio`'s `cover_noise_strength`) at 0.4 and 0.75;
+- turbo's variable schedule (`infer_steps` 5, 12 and 20 at shifts 2.5, 3 and 1);
 - retake (`generate_audio`'s `retake_seed` / `retake_variance`) at 0.35 and 1, both noises injected;
 - repaint and lego's chunk masks and source latents in both chunk mask modes (`scripts/upstream_masks.py`);
 - the planner's codes-phase prompts in their current form and upstream's legacy-uncond toggle (token ids), and
@@ -105,9 +106,8 @@ def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, n
         # the fixture's noise, injected; seed 1 is the retake's draw
         model.prepare_noise = lambda context, seed: noise if seed == 0 else torch.from_numpy(other)
         with torch.no_grad():
-            out = model.generate_audio(
-                **given, silence_latent=silence, seed=0, infer_method="ode", shift=3.0, **options
-            )
+            options.setdefault("shift", 3.0)
+            out = model.generate_audio(**given, silence_latent=silence, seed=0, infer_method="ode", **options)
         return out["target_latents"].numpy()
 
     check = run(37, dcw_enabled=False)
@@ -148,6 +148,17 @@ def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, n
             "args": {"shift": 3.0, **options},
         }
         cases[f"turbo_{label}"] = (meta, {**{f"in.{k}": v for k, v in inputs.items()}, "out.target_latents": out})
+    for steps, shift in ((5, 2.5), (12, 3.0), (20, 1.0)):  # upstream's variable turbo schedule (April 2026)
+        out = run(37, infer_steps=steps, shift=shift, dcw_enabled=False)
+        meta = {
+            "component": "acestep-v15-turbo:steps",
+            "reference_entry_point": "generate_audio(..., infer_steps, shift, dcw_enabled=False), noise injected",
+            "args": {"steps": steps, "shift": shift},
+        }
+        cases[f"turbo_steps_{steps}_shift{shift:g}"] = (
+            meta,
+            {**{f"in.{k}": v for k, v in inputs.items()}, "out.target_latents": out},
+        )
     for strength in (0.4, 0.75):  # t* = 0.642857 (step 5 of 8) and 0.3 (the last step)
         out = run(37, cover_noise_strength=strength, dcw_enabled=False)
         meta = {

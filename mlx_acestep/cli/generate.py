@@ -106,9 +106,18 @@ def describe_plan(meta: dict) -> str:
 )
 @click.option("--batch", type=int, default=1, show_default=True, help="Songs to generate at once, 1 to 8.")
 @click.option(
-    "--steps", type=int, default=None, help="Diffusion steps (base/SFT; turbo always runs 8). Default per model."
+    "--steps",
+    type=int,
+    default=None,
+    help="Diffusion steps: base/SFT 1-200 (default 32 base, 50 SFT); turbo 1-20, as upstream (default: its fixed "
+    "8-step table).",
 )
-@click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
+@click.option(
+    "--shift",
+    type=float,
+    default=None,
+    help="Timestep shift (default 3; turbo's fixed table snaps it to 1, 2 or 3, --steps keeps it exact).",
+)
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
 @upstream_sampler_options
 @click.option(

@@ -70,10 +70,11 @@ class FlowMatching:
             raise AceStepError("the heun sampler runs the ODE only (method ode); upstream falls back to euler")
 
     @classmethod
-    def turbo(cls, shift: float = 3.0, timesteps=None, method: str = "ode", dtype: mx.Dtype = mx.float32):
-        """The turbo table of the nearest shift (or custom times snapped to the tables), in `dtype` as the
-        reference builds it (bf16 rounds 0.954545 to 0.953125)."""
-        return cls((*_rounded(turbo_timesteps(shift, timesteps), dtype), 0.0), method)
+    def turbo(cls, shift: float = 3.0, timesteps=None, method: str = "ode", dtype: mx.Dtype = mx.float32, steps=None):
+        """The turbo schedule (`turbo_timesteps`: the nearest shift's table, custom times snapped to the tables, or
+        `steps` of the exactly shifted linspace), in `dtype` as the reference builds it (bf16 rounds 0.954545 to
+        0.953125)."""
+        return cls((*_rounded(turbo_timesteps(shift, timesteps, steps), dtype), 0.0), method)
 
     @classmethod
     def shifted(cls, steps: int, shift: float = 1.0, timesteps=None, method: str = "ode", dtype=mx.float32):

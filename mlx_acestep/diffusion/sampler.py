@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 class TurboSettings:
     shift: float = 3.0
     timesteps: list[float] | None = None
+    steps: int | None = None  # None: the fixed 8-step table of the nearest shift; N: upstream's variable schedule
     method: str = "ode"  # ode | sde
     # The reference builds the schedule in the model dtype (bf16 rounds 0.954545 to 0.953125); None = model dtype.
     schedule_dtype: mx.Dtype | None = None
@@ -53,7 +54,7 @@ class TurboSettings:
     velocity_ema_factor: float = 0.0
 
     def flow(self, dtype: mx.Dtype) -> FlowMatching:
-        flow = FlowMatching.turbo(self.shift, self.timesteps, self.method, self.schedule_dtype or dtype)
+        flow = FlowMatching.turbo(self.shift, self.timesteps, self.method, self.schedule_dtype or dtype, self.steps)
         return dataclasses.replace(flow, solver=self.solver)
 
     def stabiliser(self) -> VelocityFilter:
@@ -99,7 +100,7 @@ class BaseSettings:
 def steps_of(settings: TurboSettings | BaseSettings) -> int:
     """How many DiT evaluations (progress units) a sampler run takes."""
     if isinstance(settings, TurboSettings):
-        return len(turbo_timesteps(settings.shift, settings.timesteps))
+        return len(turbo_timesteps(settings.shift, settings.timesteps, settings.steps))
     return settings.steps
 
 

@@ -1,7 +1,7 @@
 """The timestep schedules of ACE-Step 1.5 (spec 5.6-5.7), computed on the host.
 
 - Turbo: eight steps from a fixed table chosen by shift (1, 2 or 3), or custom timesteps snapped to the
-  tables' 20 values.
+  tables' 20 values, or (upstream since April 2026) N steps of the shifted linspace at the exact shift.
 - Base / SFT: linspace(1, 0, N+1) shifted by s*t / (1 + (s-1)*t), or explicit timesteps verbatim.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import AceStepError
+from ..limits import TURBO_STEP_RANGE
 
 TURBO_STEPS = 8
 TURBO_SHIFTS = (1, 2, 3)
@@ -31,8 +32,16 @@ def nearest_turbo_shift(shift: float) -> int:
     return min(TURBO_SHIFTS, key=lambda s: abs(s - shift))
 
 
-def turbo_timesteps(shift: float = 3.0, timesteps: list[float] | None = None) -> list[float]:
-    """The turbo schedule: the table of the nearest shift, or custom values snapped to the tables' 20 values."""
+def turbo_timesteps(shift: float = 3.0, timesteps: list[float] | None = None, steps: int | None = None) -> list[float]:
+    """The turbo schedule: custom values snapped to the tables' 20 values; else with `steps`, upstream's variable
+    schedule (`1 - i/N` shifted by the exact shift, in Python floats as upstream; modeling_acestep_v15_turbo.py
+    :1966-1979), which for 8 steps and a shift of 1, 2 or 3 is that shift's table; else the nearest shift's table."""
+    if timesteps is None and steps is not None:
+        lo, hi = TURBO_STEP_RANGE
+        if not lo <= steps <= hi:
+            raise AceStepError(f"turbo models run {lo} to {hi} steps, got {steps}")
+        raw = [1.0 - i / steps for i in range(steps)]
+        return raw if shift == 1.0 else [shift * t / (1.0 + (shift - 1.0) * t) for t in raw]
     if timesteps is None:
         return list(TURBO_TABLES[nearest_turbo_shift(shift)])
     values = [float(t) for t in timesteps]

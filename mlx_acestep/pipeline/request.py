@@ -56,6 +56,7 @@ from ..limits import (
     SECONDS,
     SHIFT,
     STEPS,
+    TURBO_STEP_RANGE,
     VELOCITY_EMA_FACTOR,
     VELOCITY_NORM_THRESHOLD,
 )
@@ -367,22 +368,20 @@ def sampler_settings(
     for name, value in (("steps", steps), ("shift", shift), ("guidance", guidance), ("method", method)):
         REQUEST.check(name, value)
     if family == "turbo":
-        if steps is not None and steps != defaults.steps:
-            warnings.warn(
-                f"turbo models always run their fixed {TURBO_STEPS}-step schedule; steps={steps} is ignored",
-                stacklevel=stacklevel,
-            )
+        lo, hi = TURBO_STEP_RANGE
+        if steps is not None and not lo <= steps <= hi:
+            raise RequestError("steps", f"@name@ must be between {lo} and {hi} on turbo models, got {steps}")
         if guidance is not None and guidance != 1.0:
             warnings.warn(
                 f"turbo models run without guidance (CFG); guidance={guidance} is ignored", stacklevel=stacklevel
             )
-        if shift is not None and shift not in TURBO_SHIFTS:
+        if steps is None and shift is not None and shift not in TURBO_SHIFTS:
             warnings.warn(
-                f"turbo models snap the shift to {', '.join(map(str, TURBO_SHIFTS))}; shift={shift} becomes "
-                f"{nearest_turbo_shift(shift)}",
+                f"turbo's fixed schedule snaps the shift to {', '.join(map(str, TURBO_SHIFTS))}; shift={shift} becomes "
+                f"{nearest_turbo_shift(shift)} (give steps, e.g. {TURBO_STEPS}, for the exact shift, as upstream)",
                 stacklevel=stacklevel,
             )
-        return TurboSettings(shift=defaults.shift if shift is None else shift, method=method, dcw=dcw)
+        return TurboSettings(shift=defaults.shift if shift is None else shift, steps=steps, method=method, dcw=dcw)
     return BaseSettings(
         steps=steps or defaults.steps,
         shift=defaults.shift if shift is None else shift,

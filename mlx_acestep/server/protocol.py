@@ -9,6 +9,7 @@ import math
 import time
 from pathlib import Path
 
+from ..limits import TURBO_STEP_RANGE
 from ..names import INSTRUMENTAL
 
 NESTED = ("param_obj", "metas", "meta", "metadata", "user_metadata", "userMetadata")
@@ -184,8 +185,11 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         thinking=as_bool(f.get("thinking"), False),
         task=str(f.get("task_type") or "text2music"),
     )
-    if family != "turbo":  # turbo has a fixed schedule and no CFG: upstream's defaults would only warn there
-        fields["steps"] = as_int(f.get("inference_steps"))
+    steps = as_int(f.get("inference_steps"))
+    if family == "turbo":  # no CFG there (upstream's default scale would only warn); above 20 steps upstream clamps
+        fields["steps"] = None if steps is None else min(steps, TURBO_STEP_RANGE[1])
+    else:
+        fields["steps"] = steps
         fields["guidance"] = as_float(f.get("guidance_scale"))
     for field, name in (
         ("shift", "shift"),

@@ -301,3 +301,12 @@ def test_upstreams_chunk_mask_mode_reaches_the_request():
     body = {"prompt": "x", "task_type": "repaint", "chunk_mask_mode": "explicit"}
     assert request_fields(body, "turbo", {})[0]["chunk_mask_mode"] == "explicit"
     assert "chunk_mask_mode" not in request_fields({"prompt": "x"}, "turbo", {})[0]  # absent: auto, as upstream
+
+
+def test_turbo_takes_upstreams_inference_steps_clamped_to_20_as_upstream():
+    from mlx_acestep.server.protocol import request_fields
+
+    assert request_fields({"prompt": "x", "inference_steps": 5}, "turbo", {})[0]["steps"] == 5
+    assert request_fields({"prompt": "x", "inference_steps": 50}, "turbo", {})[0]["steps"] == 20
+    assert request_fields({"prompt": "x"}, "turbo", {})[0].get("steps") is None  # the fixed table
+    assert "guidance" not in request_fields({"prompt": "x", "guidance_scale": 7}, "turbo", {})[0]

@@ -82,10 +82,16 @@ def test_base_model_runs_with_guidance(converted):
 def test_turbo_warns_about_settings_it_ignores(pipe):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        settings = pipe.sampler_settings(steps=30, guidance=5.0, shift=2.4)
+        settings = pipe.sampler_settings(guidance=5.0, shift=2.4)
     text = " ".join(str(w.message) for w in caught)
-    assert "steps=30 is ignored" in text and "guidance=5.0 is ignored" in text and "becomes 2" in text
-    assert settings.shift == 2.4  # snapped by the sampler, as upstream
+    assert "guidance=5.0 is ignored" in text and "becomes 2" in text and "for the exact shift" in text
+    assert settings.shift == 2.4 and settings.steps is None  # snapped by the sampler's fixed table, as upstream
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settings = pipe.sampler_settings(steps=5, shift=2.4)  # upstream's variable schedule: the shift is exact
+    assert not caught and settings.steps == 5
+    with pytest.raises(AceStepError, match="steps must be between 1 and 20 on turbo models, got 30"):
+        pipe.sampler_settings(steps=30)
 
 
 @pytest.mark.parametrize(
