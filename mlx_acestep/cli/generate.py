@@ -238,13 +238,12 @@ def generate(**params):
     mlx-acestep generate --from-metadata piano.json --seed 8 -o piano-8.wav   # the same run, another seed
     mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
     """
-    from .metadata import BEFORE_FIELD, read_metadata, replayable
+    from .metadata import read_metadata, replayable
 
     ctx = click.get_current_context()
     if params["from_metadata"]:
         raw = read_metadata(params["from_metadata"])
         recorded = replayable(raw, ctx, params["from_metadata"])
-        recorded |= {name: old for name, old in BEFORE_FIELD.items() if name not in raw}
         for name, value in recorded.items():
             if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
                 params[name] = value

@@ -127,4 +127,14 @@ def read_metadata(path: str | Path) -> dict:
         raise AceStepError(f"{path}: no readable mlx-acestep metadata ({e.__class__.__name__})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("replay"), dict):
         raise AceStepError(f"{path}: not metadata written by mlx-acestep generate (no 'replay' section)")
-    return meta["replay"]
+    return meta["replay"] | older_settings(meta)
+
+
+def older_settings(meta: dict) -> dict:
+    """What a sidecar written before a setting existed ran with, where its default has since changed
+    (`BEFORE_FIELD`); and a turbo run from before turbo counted steps ran its fixed table whatever steps said."""
+    out = {name: old for name, old in BEFORE_FIELD.items() if name not in meta["replay"]}
+    sampler = meta.get("sampler") if isinstance(meta.get("sampler"), dict) else {}
+    if "shift" in sampler and "steps" not in sampler:
+        out["steps"] = None
+    return out

@@ -352,6 +352,9 @@ def test_dcw_is_on_for_turbo_by_default_recorded_and_an_older_file_replays_witho
     assert meta["sampler"]["dcw"] == {"mode": "double", "scaler": 0.05, "high_scaler": 0.02, "wavelet": "haar"}
     # a sidecar written before DCW existed has no "dcw" in its replay: that run had none, and its replay neither
     del meta["replay"]["dcw"]
+    # nor turbo steps: a --steps given then was ignored (the fixed table ran), so its replay ignores it too
+    del meta["sampler"]["steps"]
+    meta["replay"]["steps"] = 30
     (tmp_path / "old.json").write_text(json.dumps(meta))
     again = cli(["generate", "--from-metadata", "old.json", "-o", "again.wav"], tmp_path)
     assert again.returncode == 0, again.stderr
