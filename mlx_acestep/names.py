@@ -40,7 +40,7 @@ SAMPLING_METHODS = ("ode", "sde")  # the diffusion step: deterministic, or re-no
 SOLVERS = ("euler", "heun")  # the ODE's integrator: one DiT evaluation a step, or two (upstream's sampler_mode)
 GUIDANCE_KINDS = ("apg", "adg", "cfg")  # base / SFT guidance against the null condition
 DCW_MODES = ("low", "high", "double", "pix")  # the wavelet correction's bands (diffusion/dcw.py)
-DCW_WAVELETS = ("haar",)  # the wavelets it runs natively
+DCW_WAVELETS = ("haar", "db2", "db4", "sym4", "sym8", "coif2")  # upstream's UI's choices, all native (wavelets.py)
 
 # The reference's value lists for the metadata (its constrained decoder allows exactly these, spec 8.4).
 KEY_NOTES, KEY_ACCIDENTALS, KEY_MODES = "ABCDEFG", ("", "#", "b", "♯", "♭"), ("major", "minor")

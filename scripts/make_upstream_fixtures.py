@@ -10,7 +10,8 @@ format. Nothing from the reference is copied into this repository: it is importe
 
 Cases so far:
 - DCW alone (`acestep/models/common/dcw_correction.py`, `DCWCorrector.apply`) in each mode, at an odd and an even
-  number of frames, at the default scalers and at larger ones, on seeded random latents;
+  number of frames, at the default scalers and at larger ones, on seeded random latents; and with each filter-bank
+  wavelet upstream's UI offers (db2, db4, sym4, sym8, coif2; `pytorch_wavelets` in mode "zero");
 - Heun, the velocity norm clamp and the velocity EMA (`sampler_mode`, `velocity_norm_threshold`,
   `velocity_ema_factor`), each alone and together;
 - cover noise (`generate_audio`'s `cover_noise_strength`) at 0.4 and 0.75;
@@ -41,6 +42,7 @@ REFERENCE_COMMIT = "6d467e4"
 DCW_MODES = ("low", "high", "double", "pix")
 DCW_SCALERS = {"default": (0.05, 0.02), "strong": (0.6, 0.4)}  # upstream's defaults, and one that shows the bands
 FRAMES = (37, 40)  # odd (upstream pads one zero frame) and even
+WAVELETS = ("db2", "db4", "sym4", "sym8", "coif2")  # upstream's UI's filter banks (beside haar)
 
 
 def reference_commit(root: Path) -> str | None:
@@ -75,6 +77,22 @@ def dcw_cases(root: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
                     "args": args,
                 }
                 cases[name] = (meta, {"in.x_next": x, "in.denoised": denoised, "out.x": out})
+    for wavelet in WAVELETS:  # the filter banks, both bands at once, at an odd and an even length
+        for frames in FRAMES:
+            rng = np.random.default_rng([2026, frames, len(wavelet)])
+            x = rng.standard_normal((1, frames, 16)).astype(np.float32)
+            denoised = (0.6 * x + 0.4 * rng.standard_normal((1, frames, 16))).astype(np.float32)
+            t = float(rng.uniform(0.2, 0.95))
+            scaler, high = DCW_SCALERS["strong"]
+            corrector = DCWCorrector(enabled=True, mode="double", scaler=scaler, high_scaler=high, wavelet=wavelet)
+            out = corrector.apply(torch.from_numpy(x), torch.from_numpy(denoised), t).numpy()
+            args = {"mode": "double", "scaler": scaler, "high_scaler": high, "wavelet": wavelet, "t": t}
+            meta = {
+                "component": "dcw",
+                "reference_entry_point": "DCWCorrector(enabled=True, mode='double', wavelet, ...).apply(x, denoised, t)",
+                "args": args,
+            }
+            cases[f"dcw_{wavelet}_t{frames}"] = (meta, {"in.x_next": x, "in.denoised": denoised, "out.x": out})
     return cases
 
 

@@ -7,10 +7,10 @@ After each step, a one-level DWT along time of the new latent `x` and of the ste
     low:    xL += t s (xL - yL)              high:  xH += (1 - t) s (xH - yH)
     double: both, the high band with (1 - t) s_high        pix: x += s (x - denoised), no transform
 
-Haar, natively in MLX, in float32 whatever the model dtype (as the reference casts to float32), the result cast
-back (pix in the latent's own dtype, as the reference). An odd number of frames gets one zero frame before the
-transform and loses it after, as the reference's `pytorch_wavelets` (mode "zero") and its MLX path do. Other
-wavelets are refused in one line.
+Natively in MLX (`wavelets.py`: Haar and the filter banks upstream's UI offers, db2, db4, sym4, sym8, coif2), in
+float32 whatever the model dtype (as the reference casts to float32), the result cast back (pix in the latent's own
+dtype, as the reference). The transform pads as the reference's `pytorch_wavelets` does in mode "zero" (an odd
+number of frames gets one zero frame for Haar) and its inverse is cut back to the latent's length.
 """
 
 from __future__ import annotations
@@ -23,22 +23,7 @@ import mlx.core as mx
 from ..errors import AceStepError
 from ..limits import DEFAULT_DCW_HIGH_SCALER, DEFAULT_DCW_MODE, DEFAULT_DCW_SCALER, DEFAULT_DCW_WAVELET
 from ..names import DCW_MODES, DCW_WAVELETS
-
-_R = 1 / math.sqrt(2)
-
-
-def haar_dwt(x: mx.array) -> tuple[mx.array, mx.array]:
-    """`[B, T, C]` -> (low, high), each `[B, ceil(T / 2), C]`."""
-    if x.shape[1] % 2:
-        x = mx.concatenate([x, mx.zeros((x.shape[0], 1, x.shape[2]), dtype=x.dtype)], axis=1)
-    even, odd = x[:, 0::2], x[:, 1::2]
-    return (even + odd) * _R, (even - odd) * _R
-
-
-def haar_idwt(low: mx.array, high: mx.array, frames: int) -> mx.array:
-    """The inverse of `haar_dwt`, cut to `frames`."""
-    even, odd = (low + high) * _R, (low - high) * _R
-    return mx.stack([even, odd], axis=2).reshape(low.shape[0], -1, low.shape[2])[:, :frames]
+from .wavelets import dwt, idwt
 
 
 @dataclass(frozen=True)
@@ -54,7 +39,7 @@ class DCW:
         if self.mode not in DCW_MODES:
             raise AceStepError(f"unknown DCW mode {self.mode!r} (choose {', '.join(DCW_MODES)})")
         if self.wavelet not in DCW_WAVELETS:
-            raise AceStepError(f"DCW wavelet {self.wavelet!r} is not supported here (only haar)")
+            raise AceStepError(f"unknown DCW wavelet {self.wavelet!r} (choose {', '.join(DCW_WAVELETS)})")
         for name in ("scaler", "high_scaler"):
             if not math.isfinite(getattr(self, name)):
                 raise AceStepError(f"the DCW {name.replace('_', ' ')} must be a finite number")
@@ -71,12 +56,12 @@ class DCW:
         high_s = (1.0 - t) * (self.high_scaler if self.mode == "double" else self.scaler) if self.mode != "low" else 0.0
         if low_s == 0 and high_s == 0:  # the reference returns the latent untouched, not a transform's round trip
             return x
-        (xl, xh), (yl, yh) = haar_dwt(x.astype(mx.float32)), haar_dwt(denoised.astype(mx.float32))
+        (xl, xh), (yl, yh) = (dwt(v.astype(mx.float32), self.wavelet) for v in (x, denoised))
         if low_s != 0:
             xl = xl + low_s * (xl - yl)
         if high_s != 0:
             xh = xh + high_s * (xh - yh)
-        return haar_idwt(xl, xh, x.shape[1]).astype(x.dtype)
+        return idwt(xl, xh, x.shape[1], self.wavelet).astype(x.dtype)
 
     def after_step(self, step) -> mx.array:
         return self.correct(step.x, step.denoised, step.t)
