@@ -31,20 +31,19 @@ def upstream_sampler_options(fn):
                 "--sampler",
                 type=click.Choice(SOLVERS),
                 default=None,
-                help="The ODE's integrator: euler (default, one DiT pass a step) or heun (two, slower; turbo here).",
+                help="The ODE's integrator: euler (default, one DiT pass a step) or heun (two, slower).",
             ),
             click.option(
                 "--velocity-norm-threshold",
                 type=float,
                 default=None,
-                help="Upstream's velocity clamp: no step's velocity longer than this times the latent's (0 = off; "
-                "turbo here).",
+                help="Upstream's velocity clamp: no step's velocity longer than this times the latent's (0 = off).",
             ),
             click.option(
                 "--velocity-ema-factor",
                 type=float,
                 default=None,
-                help="Upstream's velocity smoothing: this share of the previous step's velocity (0 = off; turbo here).",
+                help="Upstream's velocity smoothing: this share of the previous step's velocity (0 = off).",
             ),
             click.option(
                 "--cover-noise-strength",
