@@ -20,6 +20,8 @@ Cases so far:
 - repaint and lego's chunk masks and source latents in both chunk mask modes (`scripts/upstream_masks.py`);
 - the planner's codes-phase prompts in their current form and upstream's legacy-uncond toggle (token ids), and
   greedy codes under CFG from them (`scripts/upstream_planner.py`);
+- the newer options on base (`scripts/upstream_base.py`): DCW, Heun (APG and ADG), the clamp, the EMA, cover noise
+  and retake inside upstream's base `generate_audio`;
 - DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
   turbo checkpoint, from the inputs and noise of the February fixture case `turbo_generate_ode`, in each mode, at
   37 frames (theirs) and 36 (cut). The same call with DCW off is checked against that case's golden first, so a
@@ -37,6 +39,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from upstream_base import base_cases, check_reproduces, february_case, reference_model
 
 REFERENCE_COMMIT = "6d467e4"
 DCW_MODES = ("low", "high", "double", "pix")
@@ -97,23 +100,10 @@ def dcw_cases(root: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
 
 
 def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
-    sys.path.insert(0, str(root))
     import torch
-    from acestep.models.turbo.configuration_acestep_v15 import AceStepConfig
-    from acestep.models.turbo.modeling_acestep_v15_turbo import AceStepConditionGenerationModel
-    from safetensors.numpy import load_file
 
-    folder = fixtures / "checkpoints" / "acestep-v15-turbo"
-    config = AceStepConfig(**json.loads((folder / "config.json").read_text()))
-    model = AceStepConditionGenerationModel(config).eval()
-    state = {k: torch.from_numpy(v) for k, v in load_file(str(folder / "model.safetensors")).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if "inv_freq" not in k]:
-        raise SystemExit(f"the fixture checkpoint does not fit the reference: {missing[:5]} {unexpected[:5]}")
-    silence = torch.from_numpy(load_file(str(folder / "silence_latent.safetensors"))["silence_latent"]).transpose(1, 2)
-    case = json.loads((fixtures / "cases.json").read_text())["cases"]["turbo_generate_ode"]
-    tensors = load_file(str(fixtures / case["file"]))
-    inputs = {k[3:]: v for k, v in tensors.items() if k.startswith("in.")}
+    model, silence = reference_model(root, fixtures, "turbo")
+    inputs, golden = february_case(fixtures, "turbo_generate_ode")
 
     def run(frames: int, other=None, **options) -> np.ndarray:
         given = {
@@ -128,10 +118,7 @@ def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, n
             out = model.generate_audio(**given, silence_latent=silence, seed=0, infer_method="ode", **options)
         return out["target_latents"].numpy()
 
-    check = run(37, dcw_enabled=False)
-    golden = tensors["out.target_latents"]
-    if np.abs(check - golden).max() > 1e-5 * np.abs(golden).max():
-        raise SystemExit("the reference with DCW off does not reproduce turbo_generate_ode: check its setup")
+    check_reproduces(run(37, dcw_enabled=False), golden, "turbo_generate_ode")
     cases = {}
     for frames in (37, 36):
         cut = {k: v[:, :frames] if k in ("src_latents", "chunk_masks", "noise") else v for k, v in inputs.items()}
@@ -233,8 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     from upstream_masks import mask_cases
     from upstream_planner import planner_cases
 
-    cases = {**dcw_cases(args.reference), **turbo_cases(args.reference, args.fixtures), **mask_cases(args.reference)}
-    cases |= planner_cases(args.reference, args.fixtures)
+    cases = {
+        **dcw_cases(args.reference),
+        **turbo_cases(args.reference, args.fixtures),
+        **base_cases(args.reference, args.fixtures),
+        **mask_cases(args.reference),
+        **planner_cases(args.reference, args.fixtures),
+    }
     write(args.out, cases, commit)
     print(f"wrote {args.out}/cases.json")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from ..names import CHUNK_MASK_MODES, DCW_MODES, SOLVERS
+from ..names import CHUNK_MASK_MODES, DCW_MODES, DCW_WAVELETS, SOLVERS
 
 SAMPLER_FIELDS = (  # every flag below but --retake-seed, which generate resolves to seeds first
     "sampler",
@@ -31,20 +31,19 @@ def upstream_sampler_options(fn):
                 "--sampler",
                 type=click.Choice(SOLVERS),
                 default=None,
-                help="The ODE's integrator: euler (default, one DiT pass a step) or heun (two, slower; turbo here).",
+                help="The ODE's integrator: euler (default, one DiT pass a step) or heun (two, slower).",
             ),
             click.option(
                 "--velocity-norm-threshold",
                 type=float,
                 default=None,
-                help="Upstream's velocity clamp: no step's velocity longer than this times the latent's (0 = off; "
-                "turbo here).",
+                help="Upstream's velocity clamp: no step's velocity longer than this times the latent's (0 = off).",
             ),
             click.option(
                 "--velocity-ema-factor",
                 type=float,
                 default=None,
-                help="Upstream's velocity smoothing: this share of the previous step's velocity (0 = off; turbo here).",
+                help="Upstream's velocity smoothing: this share of the previous step's velocity (0 = off).",
             ),
             click.option(
                 "--cover-noise-strength",
@@ -84,7 +83,13 @@ def upstream_sampler_options(fn):
             click.option(
                 "--dcw-high-scaler", type=float, default=None, help="DCW strength of double's high band (default 0.02)."
             ),
-            click.option("--dcw-wavelet", default=None, help="DCW wavelet (haar, the default and the only one here)."),
+            click.option(
+                "--dcw-wavelet",
+                type=click.Choice(DCW_WAVELETS),
+                default=None,
+                help="DCW wavelet: haar (default; two taps, the sharpest split of the bands) or the smoother, longer "
+                "db2, db4, sym4, sym8, coif2 (upstream's choices).",
+            ),
             click.option(
                 "--chunk-mask-mode",
                 type=click.Choice(CHUNK_MASK_MODES),

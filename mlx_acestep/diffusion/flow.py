@@ -60,6 +60,9 @@ class FlowMatching:
     method: str = "ode"
     sde_to: str = "next"  # where an SDE step re-noises to: the next time (turbo), or 1 - (k+1)/N (base / SFT)
     solver: str = "euler"  # euler, or heun: two evaluations a step (the ODE only; the loop runs it)
+    # Heun on the last step too, its second evaluation at t = 0 (upstream's base / SFT loop); turbo's last step
+    # jumps to x0 with one evaluation, as upstream's turbo loop
+    heun_last_step: bool = False
 
     def __post_init__(self):
         if self.method not in SAMPLING_METHODS:
@@ -80,7 +83,9 @@ class FlowMatching:
     def shifted(cls, steps: int, shift: float = 1.0, timesteps=None, method: str = "ode", dtype=mx.float32):
         """Base / SFT: the shifted linspace (or explicit times); the SDE re-noises to 1 - (k+1)/N, ignoring the
         shift, as the reference does."""
-        return cls(tuple(_rounded(base_timesteps(steps, shift, timesteps), dtype)), method, "linear")
+        return cls(
+            tuple(_rounded(base_timesteps(steps, shift, timesteps), dtype)), method, "linear", heun_last_step=True
+        )
 
     @property
     def steps(self) -> int:

@@ -94,6 +94,10 @@ class Guidance:
     def active(self, t: float) -> bool:
         return self.interval[0] <= t <= self.interval[1]
 
+    def corrector(self, x, v_cond, v_uncond, t: float) -> mx.array:
+        """The guided velocity of Heun's second evaluation (at the step's end, `t` its next time)."""
+        return self(x, v_cond, v_uncond, t)
+
 
 @dataclass
 class CFG(Guidance):
@@ -113,6 +117,10 @@ class APG(Guidance):
     def __call__(self, x, v_cond, v_uncond, t: float) -> mx.array:
         return apg(v_cond, v_uncond, self.scale, self.buffer, self.norm_threshold)
 
+    def corrector(self, x, v_cond, v_uncond, t: float) -> mx.array:
+        # upstream's base loop guides Heun's second evaluation with plain CFG, so APG's momentum moves once a step
+        return cfg(v_cond, v_uncond, self.scale)
+
 
 @dataclass
 class ADG(Guidance):
@@ -120,6 +128,10 @@ class ADG(Guidance):
 
     def __call__(self, x, v_cond, v_uncond, t: float) -> mx.array:
         return adg(x.astype(mx.float32), v_cond, v_uncond, t, self.scale, self.angle_clip)
+
+    def corrector(self, x, v_cond, v_uncond, t: float) -> mx.array:
+        # ADG divides by t: at the last step's end (t = 0) upstream's base loop falls back to plain CFG
+        return self(x, v_cond, v_uncond, t) if t > 0 else cfg(v_cond, v_uncond, self.scale)
 
 
 def make_guidance(kind: str, scale: float, interval=(0.0, 1.0), momentum=-0.75, norm_threshold=2.5, angle_clip=None):

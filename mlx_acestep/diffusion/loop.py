@@ -81,17 +81,21 @@ class Velocity:
         null = mx.broadcast_to(self.null.astype(states.dtype), states.shape)
         return Denoiser(self.decoder, mx.concatenate([states, null]), mx.concatenate([context, context]))
 
-    def __call__(self, x: mx.array, t: float, k: int, previous: mx.array | None = None) -> tuple[mx.array, mx.array]:
+    def __call__(
+        self, x: mx.array, t: float, k: int, previous: mx.array | None = None, corrector: bool = False
+    ) -> tuple[mx.array, mx.array]:
+        """`corrector`: Heun's second evaluation of step k, at its end (guided by `guidance.corrector`)."""
         if k == self.switch_step and not self.switched:  # once: Heun evaluates a step twice
             self.denoiser, self.switched = self._denoiser(*self.switch_to), True
-        v, raw = self._guided(x, t)
+        v, raw = self._guided(x, t, corrector)
         return self.stabiliser(v, x, previous), raw
 
-    def _guided(self, x: mx.array, t: float) -> tuple[mx.array, mx.array]:
+    def _guided(self, x: mx.array, t: float, corrector: bool) -> tuple[mx.array, mx.array]:
         guidance, b = self.guidance, self.batch
         if guidance.enabled and guidance.active(t):
             both = self.denoiser(mx.concatenate([x, x]), t)
-            v = guidance(x, both[:b].astype(mx.float32), both[b:].astype(mx.float32), t)
+            rule = guidance.corrector if corrector else guidance
+            v = rule(x, both[:b].astype(mx.float32), both[b:].astype(mx.float32), t)
             return v.astype(x.dtype), both
         # outside the interval only the conditional prediction counts: skip the null half
         v = self.denoiser(x, t, slice(0, b) if guidance.enabled else None)
@@ -141,9 +145,9 @@ def denoise(
     for k in range(n):
         t, t_next = flow.times[k], flow.times[k + 1]
         v, raw = velocity(x, t, k, previous)
-        if flow.solver == "heun" and k < n - 1:  # the last step jumps to x0 with one evaluation, as upstream
+        if flow.solver == "heun" and (k < n - 1 or flow.heun_last_step):
             predicted = x - v * (t - t_next)
-            moved = 0.5 * (v + velocity(predicted, t_next, k, v)[0])  # the trapezoid of the two ends
+            moved = 0.5 * (v + velocity(predicted, t_next, k, v, corrector=True)[0])  # the trapezoid of both ends
             x_next = x - moved * (t - t_next)
         else:
             moved, x_next = v, flow.step(x, v, k, noise)

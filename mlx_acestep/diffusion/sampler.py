@@ -4,6 +4,8 @@
   (Euler) or SDE (re-noise); no CFG.
 - Base / SFT: the shifted linspace, CFG against the null condition embedding inside a guidance interval, with APG
   (default), ADG or plain CFG.
+- Both: upstream's Heun and velocity clamp / EMA (`SolverOptions`). As upstream, base / SFT's Heun also takes the
+  last step (turbo's jumps to x0) and guides its second evaluation with `Guidance.corrector`.
 
 `sample_turbo` / `sample_base` run the whole loop (evaluating each step, calling `callback(done, total)`); callers
 that want each step themselves use `run_steps` (or `loop.denoise`).
@@ -38,8 +40,21 @@ if TYPE_CHECKING:
     from ..models.dit.decoder import AceStepDiTModel
 
 
+@dataclass(kw_only=True)
+class SolverOptions:
+    """Upstream's newer sampler options, all off by default, on every model family: heun (two evaluations a step)
+    and the velocity stabilisers, the norm clamp and the EMA (applied to each evaluation after its guidance)."""
+
+    solver: str = "euler"
+    velocity_norm_threshold: float = 0.0
+    velocity_ema_factor: float = 0.0
+
+    def stabiliser(self) -> VelocityFilter:
+        return VelocityFilter(self.velocity_norm_threshold, self.velocity_ema_factor)
+
+
 @dataclass
-class TurboSettings:
+class TurboSettings(SolverOptions):
     shift: float = 3.0
     timesteps: list[float] | None = None
     steps: int | None = None  # None: the fixed 8-step table of the nearest shift; N: upstream's variable schedule
@@ -47,25 +62,17 @@ class TurboSettings:
     # The reference builds the schedule in the model dtype (bf16 rounds 0.954545 to 0.953125); None = model dtype.
     schedule_dtype: mx.Dtype | None = None
     dcw: DCW | None = None  # upstream's wavelet correction after each step (dcw.py); None: off
-    # upstream's newer sampler options, all off by default: heun (two evaluations a step), the velocity norm clamp
-    # and the velocity EMA
-    solver: str = "euler"
-    velocity_norm_threshold: float = 0.0
-    velocity_ema_factor: float = 0.0
 
     def flow(self, dtype: mx.Dtype) -> FlowMatching:
         flow = FlowMatching.turbo(self.shift, self.timesteps, self.method, self.schedule_dtype or dtype, self.steps)
         return dataclasses.replace(flow, solver=self.solver)
-
-    def stabiliser(self) -> VelocityFilter:
-        return VelocityFilter(self.velocity_norm_threshold, self.velocity_ema_factor)
 
     def new_guidance(self):
         return make_guidance("cfg", 1.0)  # turbo runs without guidance
 
 
 @dataclass
-class BaseSettings:
+class BaseSettings(SolverOptions):
     steps: int = 32
     shift: float = 1.0
     guidance_scale: float = 7.0
@@ -79,11 +86,9 @@ class BaseSettings:
     schedule_dtype: mx.Dtype | None = None  # as TurboSettings
     dcw: DCW | None = None  # as TurboSettings
 
-    def stabiliser(self) -> VelocityFilter:
-        return VelocityFilter()  # upstream's stabilisers are turbo-only here (no base/SFT goldens yet)
-
     def flow(self, dtype: mx.Dtype) -> FlowMatching:
-        return FlowMatching.shifted(self.steps, self.shift, self.timesteps, self.method, self.schedule_dtype or dtype)
+        flow = FlowMatching.shifted(self.steps, self.shift, self.timesteps, self.method, self.schedule_dtype or dtype)
+        return dataclasses.replace(flow, solver=self.solver)
 
     def new_guidance(self):
         """A fresh guidance object for one run (APG's momentum is per run)."""

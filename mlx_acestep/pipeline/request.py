@@ -190,9 +190,9 @@ class GenerationRequest:
     lm_codes_prompt: str = "current"  # the planner's codes-phase prompt: upstream's today; february for 0.4's runs
     retake_seed: int | Sequence[int] | None = None  # a second noise mixed in (as `seed`; None: random)
     retake_variance: float = 0.0  # how much of it: 0 the song itself, 1 the retake seed's (upstream's retake)
-    sampler: str = "euler"  # or heun (two DiT evaluations a step; the ODE only); turbo models here
-    velocity_norm_threshold: float = 0.0  # upstream's clamp ||v|| <= k ||x|| (0: off); turbo models here
-    velocity_ema_factor: float = 0.0  # upstream's velocity EMA (0: off); turbo models here
+    sampler: str = "euler"  # or heun (two DiT evaluations a step; the ODE only)
+    velocity_norm_threshold: float = 0.0  # upstream's clamp ||v|| <= k ||x|| (0: off)
+    velocity_ema_factor: float = 0.0  # upstream's velocity EMA (0: off)
     dcw: bool | None = None  # upstream's wavelet correction; None: on for turbo, off for base / SFT (as upstream)
     dcw_mode: str = DEFAULT_DCW_MODE
     dcw_scaler: float = DEFAULT_DCW_SCALER
@@ -303,10 +303,6 @@ class GenerationRequest:
             raise RequestError(
                 "task", f"the {self.task} task needs a base model ({BASE_DIT}); this pipeline runs {name} ({family})"
             )
-        if family != "turbo":  # no base/SFT goldens yet (upstream guides base's Heun corrector differently)
-            for field, off in (("sampler", "euler"), ("velocity_norm_threshold", 0.0), ("velocity_ema_factor", 0.0)):
-                if getattr(self, field) != off:
-                    raise RequestError(field, f"@name@ runs on turbo models here, not yet on {name} ({family})")
 
     def sampler_settings(self, family: str, stacklevel: int = 2) -> TurboSettings | BaseSettings:
         dcw = dcw_for(
@@ -320,12 +316,12 @@ class GenerationRequest:
         settings = sampler_settings(
             family, self.steps, self.shift, self.guidance, self.method, stacklevel + 1, dcw or False
         )
-        solver = dict(
+        return dataclasses.replace(
+            settings,
             solver=self.sampler,
             velocity_norm_threshold=self.velocity_norm_threshold,
             velocity_ema_factor=self.velocity_ema_factor,
         )
-        return dataclasses.replace(settings, **solver) if family == "turbo" else settings  # check_model refused
 
 
 def _loras(loras) -> tuple[tuple[str, float], ...]:

@@ -405,6 +405,18 @@ def test_heun_with_the_velocity_stabilisers_runs_from_the_cli_and_is_recorded(co
     )
 
 
+def test_base_models_take_heun_and_the_velocity_stabilisers(converted, tmp_path):
+    """Refused on base/SFT until upstream's base loop had goldens of its own (tests/parity/test_upstream_base.py)."""
+    import json
+
+    flags = ["--sampler", "heun", "--velocity-norm-threshold", "0.4", "--velocity-ema-factor", "0.2", "--dcw"]
+    run = ["generate", "rain", "-m", str(converted), "--dit", "acestep-v15-base", "--steps", "2", "--duration", "10"]
+    done = cli([*run, "--no-thinking", "--seed", "3", *flags, "-o", "b.wav"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    replay = json.loads((tmp_path / "b.json").read_text())["replay"]
+    assert (replay["sampler"], replay["velocity_norm_threshold"], replay["dcw"]) == ("heun", 0.4, True)
+
+
 def test_every_newer_sampler_flag_reaches_the_request():
     """A flag declared in sampler_options but missing from SAMPLER_FIELDS would be parsed and then dropped."""
     import click

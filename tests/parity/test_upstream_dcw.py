@@ -12,10 +12,10 @@ from helpers import rel_err
 from upstream import TurboRun, cases, check, load
 
 from mlx_acestep.diffusion.dcw import DCW
-from mlx_acestep.diffusion.wavelets import DEC_LO, dwt, idwt
-from mlx_acestep.names import DCW_WAVELETS
 from mlx_acestep.diffusion.sampler import TurboSettings
+from mlx_acestep.diffusion.wavelets import DEC_LO, dwt, idwt
 from mlx_acestep.errors import AceStepError
+from mlx_acestep.names import DCW_WAVELETS
 
 CASES, RUNS = cases("dcw"), cases("acestep-v15-turbo:dcw")
 # Measured over the 16 Haar cases: at most 1.4e-7 of max|ref| (float32 rounding of the transform), over the 10

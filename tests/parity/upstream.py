@@ -1,5 +1,5 @@
 """The golden cases of upstream at 6d467e4 (`scripts/make_upstream_fixtures.py`, stored in `tests/fixtures/upstream`)
-and a turbo run of ours on one of them: the February fixture case's condition, its noise, the given settings."""
+and a run of ours (turbo or base) on one of them: the February fixture case's condition, its noise, the given settings."""
 
 import json
 from pathlib import Path
@@ -12,9 +12,10 @@ from helpers import rel_err
 from mlx_acestep.loading import load_silence_latent
 
 ROOT = Path(__file__).parent.parent / "fixtures" / "upstream"
-# Measured 4.8e-7 to 3.1e-6 of max|ref| over the upstream runs (DCW, retake, cover noise, Heun / clamp / EMA): the
-# float32 noise of the plain turbo case (1.6e-6); held to about ten times the largest, as the README's rule for
-# whole-sampler runs. A run without the option lands at 1e-2 or more (checked with `plain`).
+# Measured 4.8e-7 to 3.1e-6 of max|ref| over the upstream turbo runs (DCW, retake, cover noise, Heun / clamp / EMA):
+# the float32 noise of the plain turbo case (1.6e-6); 1.3e-6 to 7.8e-6 over the base runs, whose APG / ADG upstream
+# computes in float64 (the February base APG case: up to 7.8e-6 on the Metal path); held to about four to ten times the
+# largest, as the README's rule for whole-sampler runs. A run without the option lands at 1e-2 or more (`plain`).
 TOLERANCE = 3e-5
 
 
@@ -36,20 +37,36 @@ def load(case: dict) -> tuple[dict, dict, dict]:
 class TurboRun:
     """Our turbo sampler on a case's condition and noise (the fixture turbo DiT, converted by the harness)."""
 
+    variant = "acestep-v15-turbo"
+
     def __init__(self, inputs: dict, converted, load_converted):
         from parity import CONDITION_INPUTS, _mx
 
-        self.model = load_converted("acestep-v15-turbo")
-        silence = load_silence_latent(converted / "acestep-v15-turbo")
+        self.model = load_converted(self.variant)
+        silence = load_silence_latent(converted / self.variant)
         prepared = self.model.prepare_condition(*_mx(inputs, *CONDITION_INPUTS), silence)
         self.condition = (prepared.encoder_hidden_states, prepared.context_latents)
         self.noise = mx.array(inputs["noise"])
 
     def __call__(self, settings, noise: mx.array | None = None, edit=None) -> np.ndarray:
+        noise = self.noise if noise is None else noise
+        return np.array(self.sample(self.model.decoder, *self.condition, settings, noise=noise, edit=edit))
+
+    def sample(self, *args, **kwargs):
         from mlx_acestep.diffusion.sampler import sample_turbo
 
-        noise = self.noise if noise is None else noise
-        return np.array(sample_turbo(self.model.decoder, *self.condition, settings, noise=noise, edit=edit))
+        return sample_turbo(*args, **kwargs)
+
+
+class BaseRun(TurboRun):
+    """Our base sampler (guided against the fixture base DiT's null condition) on a case's condition and noise."""
+
+    variant = "acestep-v15-base"
+
+    def sample(self, decoder, states, context, settings, **kwargs):
+        from mlx_acestep.diffusion.sampler import sample_base
+
+        return sample_base(decoder, states, context, self.model.null_condition_emb, settings, **kwargs)
 
 
 def check(name: str, ours: np.ndarray, reference: np.ndarray, plain: np.ndarray | None = None) -> None:

@@ -98,7 +98,7 @@ def test_dcw_follows_upstreams_rule_per_model_family_and_takes_every_setting():
         ("dcw_mode", "mid", "unknown DCW mode .mid. \\(choose low, high, double or pix\\)"),
         ("dcw_scaler", 2.0, "dcw_scaler must be between 0 and 1"),
         ("dcw_high_scaler", float("nan"), "dcw_high_scaler"),
-        ("dcw_wavelet", "db4", "unknown DCW wavelet .db4. \\(choose haar\\)"),
+        ("dcw_wavelet", "db5", "unknown DCW wavelet .db5. \\(choose haar, db2, db4, sym4, sym8 or coif2\\)"),
         ("dcw", "yes", "dcw"),
     ],
 )
@@ -114,8 +114,9 @@ def test_the_newer_sampler_options_are_checked_when_the_request_is_made():
         GenerationRequest("x", sampler="heun", method="sde")
     with pytest.raises(RequestError, match="velocity_ema_factor must be between 0 and 0.99"):
         GenerationRequest("x", velocity_ema_factor=1.0)
-    # no base/SFT goldens yet: refused, not guessed, before any work (check_model), naming the field at fault
-    with pytest.raises(RequestError, match="sampler runs on turbo models here"):
-        GenerationRequest("x", sampler="heun").check_model("base", "acestep-v15-base")
-    with pytest.raises(RequestError, match="velocity_ema_factor runs on turbo models here"):
-        GenerationRequest("x", velocity_ema_factor=0.2).check_model("sft", "acestep-v15-sft")
+    # base / SFT run them too (goldens of upstream's base loop: tests/parity/test_upstream_base.py)
+    for family in ("base", "sft"):
+        request = GenerationRequest("x", sampler="heun", velocity_norm_threshold=0.4, velocity_ema_factor=0.2)
+        request.check_model(family, f"acestep-v15-{family}")
+        settings = request.sampler_settings(family)
+        assert (settings.solver, settings.velocity_norm_threshold, settings.velocity_ema_factor) == ("heun", 0.4, 0.2)
