@@ -43,7 +43,9 @@ class EditHooks:
         x = step.x
         if self.source is None or step.k >= round(step.total * self.inject_fraction):
             return x
-        renoised = interpolate(self.source.astype(x.dtype), step.noise, step.t_next)
+        # the source noised to the time x holds now (upstream's t_after_step; base SDE: its re-noise time)
+        t = step.t_next if step.t_after is None else step.t_after
+        renoised = interpolate(self.source.astype(x.dtype), step.noise, t)
         return mx.where(self.keep.astype(mx.bool_), renoised, x)
 
     def finish(self, x: mx.array) -> mx.array:

@@ -104,7 +104,8 @@ class Velocity:
 
 @dataclass
 class Step:
-    """One step: from `x_in` at time `t` to `x` at `t_next`. `v` is the step's first (guided, stabilised)
+    """One step: from `x_in` at time `t` to `x` at `t_next` (`t_after`: the time `x` holds, which differs where the
+    base SDE re-noises to 1 - (k+1)/N instead of the next time). `v` is the step's first (guided, stabilised)
     velocity, also under Heun, whose move averages it with a second: upstream's DCW takes its clean estimate from
     this one. `velocity` is the DiT's raw output, both halves when guided: the parity tests' per-step trace. `noise` is the run's initial
     noise. Corrections read it and return a new `x`; after the last step `x` is the run's result."""
@@ -118,6 +119,7 @@ class Step:
     velocity: mx.array
     noise: mx.array
     x: mx.array | None = None
+    t_after: float | None = None  # None: t_next
 
     @property
     def denoised(self) -> mx.array:
@@ -151,7 +153,8 @@ def denoise(
             x_next = x - moved * (t - t_next)
         else:
             moved, x_next = v, flow.step(x, v, k, noise)
-        step = Step(k, n, t, t_next, x, v, raw, noise.initial, x_next)
+        t_after = flow.renoise_to[k] if flow.method == "sde" else t_next
+        step = Step(k, n, t, t_next, x, v, raw, noise.initial, x_next, t_after)
         for correction in corrections:
             step.x = correction.after_step(step)
         if k == n - 1:

@@ -126,3 +126,32 @@ def test_dcw_runs_after_each_step_on_the_step_and_its_clean_estimate_before_the_
         moved = flow.step(step.x_in, step.v, step.k, None)
         want = moved + 0.5 * (moved - (step.x_in - step.v * step.t))
         np.testing.assert_allclose(after_dcw, np.array(want), atol=1e-5)
+
+
+def test_repaint_injection_noises_the_source_to_the_time_the_latent_holds():
+    """Upstream injects at `t_after_step` (modeling_acestep_v15_base.py:2098-2108, 2180-2184): the next time under the
+    ODE, and under the base SDE its re-noise time 1 - (k+1)/N, which a shifted schedule's next time is not."""
+    from mlx_acestep.diffusion.edits import EditHooks
+    from mlx_acestep.diffusion.flow import interpolate
+
+    source, seen = mx.full(SHAPE, 2.0), []
+    keep = mx.ones((*SHAPE[:2], 1))  # everything outside the region: the injection replaces it all
+
+    class Record:
+        def after_step(self, step):
+            seen.append(step)
+            return step.x
+
+        def finish(self, x):
+            return x
+
+    for method in ("sde", "ode"):
+        seen.clear()
+        flow = FlowMatching.shifted(4, 3.0, method=method)
+        hooks = EditHooks(source=source, keep=keep, inject_fraction=1.0)
+        steps = list(denoise(exact_velocity(mx.ones(SHAPE)), flow, StepNoise(SHAPE, mx.float32, 4), (Record(),)))
+        want = flow.renoise_to if method == "sde" else flow.times[1:]
+        for step, t in zip(steps, want):
+            injected = hooks.after_step(step)
+            np.testing.assert_allclose(np.array(injected), np.array(interpolate(source, step.noise, t)), atol=1e-6)
+    assert FlowMatching.shifted(4, 3.0, method="sde").renoise_to[0] != FlowMatching.shifted(4, 3.0).times[1]
