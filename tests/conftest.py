@@ -93,6 +93,19 @@ def load_converted(converted):
     return load
 
 
+@pytest.fixture(params=["cpu-kernels", "metal-path"])
+def formulation(request):
+    """Run a test on the kernels MLX's CPU uses here, and on the plain formulation Metal runs (fused SDPA, the
+    plain VAE); yields the label the parity table gives the second."""
+    if request.param == "cpu-kernels":
+        yield ""
+        return
+    from mlx_acestep import kernels
+
+    with kernels.use_plain():
+        yield " [metal path]"
+
+
 @pytest.fixture(scope="module")
 def serve():
     """`serve(app, key=None)`: an `helpers.ApiClient` of the app (FastAPI's TestClient), closed after the module."""

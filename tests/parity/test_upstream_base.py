@@ -71,8 +71,8 @@ def test_every_option_is_covered_and_heun_under_both_guidances():
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_the_newer_options_match_upstreams_base_generate_audio(name, converted, load_converted):
-    check(name, *run_case(name, converted, load_converted))
+def test_the_newer_options_match_upstreams_base_generate_audio(name, converted, load_converted, formulation):
+    check(name, *run_case(name, converted, load_converted), label=formulation)
 
 
 BASE_FLOW = BaseSettings.flow

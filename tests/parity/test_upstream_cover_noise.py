@@ -23,9 +23,9 @@ def test_the_start_is_the_nearest_time_of_the_schedule_and_the_rest_is_run():
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_cover_noise_matches_upstreams_generate_audio(name, converted, load_converted):
+def test_cover_noise_matches_upstreams_generate_audio(name, converted, load_converted, formulation):
     inputs, outputs, args = load(RUNS[name])
     run = TurboRun(inputs, converted, load_converted)
     edit = EditHooks(source=mx.array(inputs["src_latents"]), cover_noise=args["cover_noise_strength"])
     settings = TurboSettings(shift=args["shift"])
-    check(name, run(settings, edit=edit), outputs["target_latents"], plain=run(settings))
+    check(name, run(settings, edit=edit), outputs["target_latents"], plain=run(settings), label=formulation)

@@ -21,8 +21,8 @@ def test_the_mix_keeps_the_song_at_zero_and_becomes_the_other_at_one():
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_retake_matches_upstreams_generate_audio(name, converted, load_converted):
+def test_retake_matches_upstreams_generate_audio(name, converted, load_converted, formulation):
     inputs, outputs, args = load(RUNS[name])
     run = TurboRun(inputs, converted, load_converted)
     noise = retake(run.noise, mx.array(inputs["retake_noise"]), args["retake_variance"])
-    check(name, run(TurboSettings(shift=args["shift"]), noise), outputs["target_latents"])
+    check(name, run(TurboSettings(shift=args["shift"]), noise), outputs["target_latents"], label=formulation)

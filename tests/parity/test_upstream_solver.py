@@ -24,10 +24,16 @@ def settings_of(args: dict) -> TurboSettings:
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_the_solver_options_match_upstreams_generate_audio(name, converted, load_converted):
+def test_the_solver_options_match_upstreams_generate_audio(name, converted, load_converted, formulation):
     inputs, outputs, args = load(RUNS[name])
     run = TurboRun(inputs, converted, load_converted)
-    check(name, run(settings_of(args)), outputs["target_latents"], plain=run(TurboSettings(shift=args["shift"])))
+    check(
+        name,
+        run(settings_of(args)),
+        outputs["target_latents"],
+        plain=run(TurboSettings(shift=args["shift"])),
+        label=formulation,
+    )
 
 
 def test_heun_is_for_the_ode_and_unknown_samplers_are_refused():

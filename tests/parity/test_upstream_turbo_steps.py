@@ -12,11 +12,11 @@ RUNS = cases("acestep-v15-turbo:steps")
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_turbo_steps_match_upstreams_generate_audio(name, converted, load_converted):
+def test_turbo_steps_match_upstreams_generate_audio(name, converted, load_converted, formulation):
     inputs, outputs, args = load(RUNS[name])
     run = TurboRun(inputs, converted, load_converted)
     ours = run(TurboSettings(shift=args["shift"], steps=args["steps"]))
-    check(name, ours, outputs["target_latents"], plain=run(TurboSettings(shift=args["shift"])))
+    check(name, ours, outputs["target_latents"], plain=run(TurboSettings(shift=args["shift"])), label=formulation)
 
 
 def test_eight_steps_at_a_table_shift_is_the_table():

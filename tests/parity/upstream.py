@@ -69,11 +69,11 @@ class BaseRun(TurboRun):
         return sample_base(decoder, states, context, self.model.null_condition_emb, settings, **kwargs)
 
 
-def check(name: str, ours: np.ndarray, reference: np.ndarray, plain: np.ndarray | None = None) -> None:
-    """Within the tolerance, recorded in the parity table; `plain` (the run without the option) must be far from
-    the reference, so the option is really exercised."""
+def check(name: str, ours: np.ndarray, reference: np.ndarray, plain: np.ndarray | None = None, label: str = "") -> None:
+    """Within the tolerance, recorded in the parity table (`label`: the `formulation` fixture's); `plain` (the run
+    without the option) must be far from the reference, so the option is really exercised."""
     err = rel_err(ours, reference)
-    PARITY_ERRORS.append((f"upstream {name}", "target_latents", err, TOLERANCE))
+    PARITY_ERRORS.append((f"upstream {name}{label}", "target_latents", err, TOLERANCE))
     assert err <= TOLERANCE, err
     if plain is not None:
         assert rel_err(plain, reference) > 30 * TOLERANCE
