@@ -16,6 +16,7 @@ Cases so far:
 - cover noise (`generate_audio`'s `cover_noise_strength`) at 0.4 and 0.75;
 - retake (`generate_audio`'s `retake_seed` / `retake_variance`) at 0.35 and 1, both noises injected;
 - repaint and lego's chunk masks and source latents in both chunk mask modes (`scripts/upstream_masks.py`);
+- flow-edit on the tiny turbo and base checkpoints, its forward noise injected (`scripts/upstream_flow_edit.py`);
 - DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
   turbo checkpoint, from the inputs and noise of the February fixture case `turbo_generate_ode`, in each mode, at
   37 frames (theirs) and 36 (cut). The same call with DCW off is checked against that case's golden first, so a
@@ -75,21 +76,33 @@ def dcw_cases(root: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
     return cases
 
 
-def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
+def reference_model(root: Path, fixtures: Path, family: str = "turbo"):
+    """(the reference's own model class of `family` with the fixture checkpoint's weights, its silence latent)."""
     sys.path.insert(0, str(root))
+    import importlib
+
     import torch
-    from acestep.models.turbo.configuration_acestep_v15 import AceStepConfig
-    from acestep.models.turbo.modeling_acestep_v15_turbo import AceStepConditionGenerationModel
     from safetensors.numpy import load_file
 
-    folder = fixtures / "checkpoints" / "acestep-v15-turbo"
-    config = AceStepConfig(**json.loads((folder / "config.json").read_text()))
-    model = AceStepConditionGenerationModel(config).eval()
+    package = f"acestep.models.{family}"
+    config_class = importlib.import_module(f"{package}.configuration_acestep_v15").AceStepConfig
+    module = importlib.import_module(f"{package}.modeling_acestep_v15_{family}")
+    folder = fixtures / "checkpoints" / f"acestep-v15-{family}"
+    config = config_class(**json.loads((folder / "config.json").read_text()))
+    model = module.AceStepConditionGenerationModel(config).eval()
     state = {k: torch.from_numpy(v) for k, v in load_file(str(folder / "model.safetensors")).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if "inv_freq" not in k]:
         raise SystemExit(f"the fixture checkpoint does not fit the reference: {missing[:5]} {unexpected[:5]}")
     silence = torch.from_numpy(load_file(str(folder / "silence_latent.safetensors"))["silence_latent"]).transpose(1, 2)
+    return model, silence
+
+
+def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
+    import torch
+    from safetensors.numpy import load_file
+
+    model, silence = reference_model(root, fixtures)
     case = json.loads((fixtures / "cases.json").read_text())["cases"]["turbo_generate_ode"]
     tensors = load_file(str(fixtures / case["file"]))
     inputs = {k[3:]: v for k, v in tensors.items() if k.startswith("in.")}
@@ -199,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     commit = reference_commit(args.reference)
     if commit is not None and commit != REFERENCE_COMMIT:
         parser.error(f"{args.reference} is at {commit}; check out {REFERENCE_COMMIT}")
+    from upstream_flow_edit import flow_edit_cases
     from upstream_masks import mask_cases
 
     cases = {**dcw_cases(args.reference), **turbo_cases(args.reference, args.fixtures), **mask_cases(args.reference)}
+    cases |= flow_edit_cases(args.reference, args.fixtures, reference_model)
     write(args.out, cases, commit)
     print(f"wrote {args.out}/cases.json")
     return 0
