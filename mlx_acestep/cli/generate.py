@@ -12,6 +12,7 @@ from ..errors import AceStepError, MissingDiT, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
 from ..names import TASKS
 from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
+from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
 from .outputs import output_paths, parse_seeds
 from .sampler_options import SAMPLER_FIELDS, upstream_sampler_options
 
@@ -111,6 +112,7 @@ def describe_plan(meta: dict) -> str:
 @click.option("--shift", type=float, default=None, help="Timestep shift (default 3; turbo snaps to 1, 2 or 3).")
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
 @upstream_sampler_options
+@flow_edit_options
 @click.option(
     "--format",
     "fmt",
@@ -216,6 +218,7 @@ def generate(**params):
     mlx-acestep generate "gentle piano" --lm 0.6B --lm-quantize q8 -o piano.wav   # a smaller, faster planner
     mlx-acestep generate "jazz trio" --task cover --src-audio song.wav -o jazz.wav
     mlx-acestep generate "choir" --task repaint --src-audio song.wav --repaint-start 20 --repaint-end 30 -o fix.wav
+    mlx-acestep generate "jazz trio" --src-audio song.wav --flow-edit --flow-edit-source-caption "synth pop" -o jazz.wav
     mlx-acestep generate "lofi beat" --lora my-style/ --lora extra.safetensors:0.5 -o lofi.wav
     mlx-acestep generate --from-metadata piano.json --seed 8 -o piano-8.wav   # the same run, another seed
     mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
@@ -242,7 +245,7 @@ def _run(params: dict) -> None:
 
     specs = [parse_lora_spec(spec) for spec in params["loras"]]  # a malformed --lora fails before anything loads
     request = _request(params)
-    thinking = False if request.job.needs_source else params["thinking"]  # the planner is for text2music only
+    thinking = False if request.uses_source else params["thinking"]  # the planner is for text2music only
     if thinking is False and (params["lm"] is not None or params["lm_quantize"] != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
     inputs = ("src_audio", "ref_audio", "lyrics_file", "prompt_file", "from_metadata")
@@ -286,7 +289,8 @@ def _request(params: dict):
         batch = len(seeds)  # --seed 1,2,3: a batch of three
     seeds = resolve_seeds(seeds, batch)
     retake = params["retake_seed"]
-    if params["retake_variance"]:  # drawn now, so each file records the retake seed that made it
+    # drawn now, so each file records the retake seed that made it (flow-edit's forward noise comes from it)
+    if params["retake_variance"] or (params["flow_edit"] and retake is not None):
         retake = resolve_seeds(retake, batch, "retake_seed")
     tracks = params["tracks"]
     given = dict(  # flags left out take the request's own defaults
@@ -326,6 +330,7 @@ _SAME_NAMES = (
     "track",
     "cover_strength",
     *SAMPLER_FIELDS,
+    *FLOW_EDIT_FIELDS,
 )
 
 

@@ -69,8 +69,11 @@ def replayable(recorded: dict, ctx, source) -> dict:
 
 def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
     """The sidecar of item `index` of `result`."""
+    from ..pipeline.flow_edit import summary
+
     settings = request.sampler_settings(pipe.family)
     planner = result.metadata[index] if index < len(result.metadata) else {}
+    retake_seed = _item(request.retake_seed, index)
     return {
         "format": FORMAT,
         "software": f"mlx-acestep {__version__}",
@@ -91,9 +94,10 @@ def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
         "cover_noise_strength": request.cover_noise_strength if request.task in COVER_TASKS else None,
         "sampler": {k: v for k, v in vars(settings).items() if isinstance(v, (int, float, str, type(None)))}
         | {"dcw": vars(settings.dcw) if settings.dcw else None},
+        "flow_edit": summary(request, result.seeds[index], retake_seed),
         "adapters": [{"name": n, "scale": s} for n, s in pipe.loras()],
         "planner": planner,
-        "replay": replay_params(params, result.seeds[index], _item(request.retake_seed, index)),
+        "replay": replay_params(params, result.seeds[index], retake_seed),
     }
 
 
