@@ -17,6 +17,7 @@ import numpy as np
 
 from .conditioning.inputs import ConditionInput, PromptTokens, TextStates, code_hints, encode_prompts, reference_clips
 from .diffusion.edits import EditHooks
+from .diffusion.flow_edit import FlowEditSettings, ForwardNoise, run_flow_edit
 from .diffusion.loop import Step
 from .diffusion.sampler import BaseSettings, TurboSettings, run_steps
 
@@ -121,6 +122,16 @@ class Engine:
         DiT's own (the trainer's preview runs its decoder under training)."""
         null = dit.null_condition_emb if isinstance(settings, BaseSettings) else None
         return run_steps(decoder or dit.decoder, condition, settings, noise, null=null, edit=edit)
+
+    def flow_edit(
+        self, dit, source, target, song: mx.array, settings: FlowEditSettings, seeds: Sequence[int], decoder=None
+    ) -> Iterator[Step]:
+        """Flow-edit's steps (a generator): `song` `[B, T, C]` moved from the `source` condition toward the `target`
+        one, its forward noise drawn from `seeds`, one per item."""
+        decoder = decoder or dit.decoder
+        noise = ForwardNoise(song.shape, decoder.scale_shift_table.dtype, seeds)
+        null = dit.null_condition_emb if settings.guided else None
+        return run_flow_edit(decoder, source, target, song, settings, noise, null)
 
     def decode(self, vae, latents: mx.array, chunk: int, overlap: int, progress=None) -> mx.array:
         """Latents `[B, T, 64]` -> waveform `[B, samples, 2]` in overlapping chunks, evaluated."""

@@ -32,6 +32,10 @@ DCW_SCALER = (0.0, 1.0)
 # Upstream's velocity stabilisers: the norm clamp's k (||v|| <= k ||x||; 0 = off) and the EMA factor (0 = off).
 VELOCITY_NORM_THRESHOLD = (0.0, 10.0)
 VELOCITY_EMA_FACTOR = (0.0, 0.99)
+# Flow-edit: its window's ends, shares of the schedule's steps, and the forward-noise draws a step (upstream's UI
+# offers 1-8; each draw costs two DiT passes).
+FLOW_EDIT_WINDOW = (0.0, 1.0)
+FLOW_EDIT_N_AVG = (1, 8)
 
 # The VAE's overlap-discard windows, in latent frames (256 = 10.24 s; see models/vae/oobleck.py for the overlap).
 VAE_CHUNK, VAE_OVERLAP = 256, 16

@@ -41,6 +41,7 @@ SOLVERS = ("euler", "heun")  # the ODE's integrator: one DiT evaluation a step, 
 GUIDANCE_KINDS = ("apg", "adg", "cfg")  # base / SFT guidance against the null condition
 DCW_MODES = ("low", "high", "double", "pix")  # the wavelet correction's bands (diffusion/dcw.py)
 DCW_WAVELETS = ("haar", "db2", "db4", "sym4", "sym8", "coif2")  # upstream's UI's choices, all native (wavelets.py)
+FLOW_EDIT_TASKS = ("text2music", "cover", "cover-nofsq")  # where upstream's flow-edit overlay runs
 
 # The reference's value lists for the metadata (its constrained decoder allows exactly these, spec 8.4).
 KEY_NOTES, KEY_ACCIDENTALS, KEY_MODES = "ABCDEFG", ("", "#", "b", "♯", "♭"), ("major", "minor")

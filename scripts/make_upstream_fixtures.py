@@ -22,6 +22,7 @@ Cases so far:
   greedy codes under CFG from them (`scripts/upstream_planner.py`);
 - the newer options on base (`scripts/upstream_base.py`): DCW, Heun (APG and ADG), the clamp, the EMA, cover noise
   and retake inside upstream's base `generate_audio`;
+- flow-edit on the tiny turbo and base checkpoints, its forward noise injected (`scripts/upstream_flow_edit.py`);
 - DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
   turbo checkpoint, from the inputs and noise of the February fixture case `turbo_generate_ode`, in each mode, at
   37 frames (theirs) and 36 (cut). The same call with DCW off is checked against that case's golden first, so a
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     commit = reference_commit(args.reference)
     if commit is not None and commit != REFERENCE_COMMIT:
         parser.error(f"{args.reference} is at {commit}; check out {REFERENCE_COMMIT}")
+    from upstream_flow_edit import flow_edit_cases
     from upstream_masks import mask_cases
     from upstream_planner import planner_cases
 
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         **base_cases(args.reference, args.fixtures),
         **mask_cases(args.reference),
         **planner_cases(args.reference, args.fixtures),
+        **flow_edit_cases(args.reference, args.fixtures, reference_model),
     }
     write(args.out, cases, commit)
     print(f"wrote {args.out}/cases.json")

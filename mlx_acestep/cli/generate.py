@@ -10,8 +10,9 @@ from click.core import ParameterSource
 
 from ..errors import AceStepError, MissingDiT, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
-from ..names import LM_CODES_PROMPTS, TASKS
+from ..names import TASKS
 from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
+from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
 from .outputs import output_paths, parse_seeds
 from .sampler_options import SAMPLER_FIELDS, upstream_sampler_options
 
@@ -120,6 +121,7 @@ def describe_plan(meta: dict) -> str:
 )
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
 @upstream_sampler_options
+@flow_edit_options
 @click.option(
     "--format",
     "fmt",
@@ -147,15 +149,6 @@ def describe_plan(meta: dict) -> str:
     default=DEFAULT_LM_CFG_SCALE,
     show_default=True,
     help="The planner's CFG scale for the codes.",
-)
-@click.option(
-    "--lm-codes-prompt",
-    type=click.Choice(LM_CODES_PROMPTS),
-    default="current",
-    show_default=True,
-    help="The planner's codes-phase prompt: current (upstream's since April 2026, its guidance against a bare "
-    "'NO USER INPUT'), legacy-uncond (upstream's A/B toggle: guidance against the caption and lyrics, so it "
-    "pushes the metadata only), or february (the form 0.4 used; replays of its files take it).",
 )
 @click.option(
     "--lm-temperature",
@@ -234,6 +227,7 @@ def generate(**params):
     mlx-acestep generate "gentle piano" --lm 0.6B --lm-quantize q8 -o piano.wav   # a smaller, faster planner
     mlx-acestep generate "jazz trio" --task cover --src-audio song.wav -o jazz.wav
     mlx-acestep generate "choir" --task repaint --src-audio song.wav --repaint-start 20 --repaint-end 30 -o fix.wav
+    mlx-acestep generate "jazz trio" --src-audio song.wav --flow-edit --flow-edit-source-caption "synth pop" -o jazz.wav
     mlx-acestep generate "lofi beat" --lora my-style/ --lora extra.safetensors:0.5 -o lofi.wav
     mlx-acestep generate --from-metadata piano.json --seed 8 -o piano-8.wav   # the same run, another seed
     mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
@@ -259,7 +253,7 @@ def _run(params: dict) -> None:
 
     specs = [parse_lora_spec(spec) for spec in params["loras"]]  # a malformed --lora fails before anything loads
     request = _request(params)
-    thinking = False if request.job.needs_source else params["thinking"]  # the planner is for text2music only
+    thinking = False if request.uses_source else params["thinking"]  # the planner is for text2music only
     if thinking is False and (params["lm"] is not None or params["lm_quantize"] != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
     inputs = ("src_audio", "ref_audio", "lyrics_file", "prompt_file", "from_metadata")
@@ -303,7 +297,8 @@ def _request(params: dict):
         batch = len(seeds)  # --seed 1,2,3: a batch of three
     seeds = resolve_seeds(seeds, batch)
     retake = params["retake_seed"]
-    if params["retake_variance"]:  # drawn now, so each file records the retake seed that made it
+    # drawn now, so each file records the retake seed that made it (flow-edit's forward noise comes from it)
+    if params["retake_variance"] or (params["flow_edit"] and retake is not None):
         retake = resolve_seeds(retake, batch, "retake_seed")
     tracks = params["tracks"]
     given = dict(  # flags left out take the request's own defaults
@@ -333,7 +328,6 @@ _SAME_NAMES = (
     "guidance",
     "thinking",
     "lm_cfg_scale",
-    "lm_codes_prompt",
     "lm_temperature",
     "lm_top_p",
     "task",
@@ -344,6 +338,7 @@ _SAME_NAMES = (
     "track",
     "cover_strength",
     *SAMPLER_FIELDS,
+    *FLOW_EDIT_FIELDS,
 )
 
 
@@ -379,7 +374,7 @@ def _save(params: dict, request, pipe, result, paths) -> None:
 
     overwrite = params["overwrite"]
     metas = [run_metadata(params, result, i, pipe, request) for i in range(len(result.audio))]
-    written = result.save_as(paths, overwrite=overwrite, tags=[audio_tags(m) for m in metas])
+    written = result.save_as(paths, overwrite=overwrite, tags=[audio_tags(m, p) for m, p in zip(metas, paths)])
     for file, meta in zip(written, metas):
         try:
             write_text(file.with_suffix(".json"), json.dumps(meta, indent=2, ensure_ascii=False), overwrite=overwrite)

@@ -22,6 +22,7 @@ FORMAT = 1
 # (which may come from someone else), only the settings that made the music.
 NOT_REPLAYED = ("output", "overwrite", "from_metadata", "prompt_file", "lyrics_file", "fmt", "cache_dir", "reconvert")
 PATHS = ("model", "src_audio", "ref_audio")  # recorded absolute, so a replay works from any folder
+WAV_COMMENT_LIMIT = 2045  # bytes of a WAV INFO comment libsndfile keeps (a longer one it drops, silently)
 # What a sidecar written before a flag existed ran with, where the flag's default has since changed: all came in
 # 0.5: DCW (none before), the chunk mask mode (explicit before), the planner's codes prompt (February's before).
 BEFORE_FIELD = {"dcw": False, "chunk_mask_mode": "explicit", "lm_codes_prompt": "february"}
@@ -69,8 +70,11 @@ def replayable(recorded: dict, ctx, source) -> dict:
 
 def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
     """The sidecar of item `index` of `result`."""
+    from ..pipeline.flow_edit import summary
+
     settings = request.sampler_settings(pipe.family)
     planner = result.metadata[index] if index < len(result.metadata) else {}
+    retake_seed = _item(request.retake_seed, index)
     return {
         "format": FORMAT,
         "software": f"mlx-acestep {__version__}",
@@ -91,9 +95,10 @@ def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
         "cover_noise_strength": request.cover_noise_strength if request.task in COVER_TASKS else None,
         "sampler": {k: v for k, v in vars(settings).items() if isinstance(v, (int, float, str, type(None)))}
         | {"dcw": vars(settings.dcw) if settings.dcw else None},
+        "flow_edit": summary(request, result.seeds[index], retake_seed),
         "adapters": [{"name": n, "scale": s} for n, s in pipe.loras()],
         "planner": planner,
-        "replay": replay_params(params, result.seeds[index], _item(request.retake_seed, index)),
+        "replay": replay_params(params, result.seeds[index], retake_seed),
     }
 
 
@@ -102,13 +107,22 @@ def _item(seeds, index: int):
     return seeds[index] if isinstance(seeds, (list, tuple)) else None
 
 
-def audio_tags(meta: dict) -> dict:
-    """File tags: the caption as the title, the whole sidecar as the comment (so the file alone replays)."""
-    return {
-        "title": meta["caption"][:200],
-        "comment": json.dumps(meta, separators=(",", ":")),
-        "software": meta["software"],
-    }
+def audio_tags(meta: dict, path: str | Path) -> dict:
+    """File tags: the caption as the title, the sidecar as the comment (so the file alone replays)."""
+    return {"title": meta["caption"][:200], "comment": _comment(meta, Path(path)), "software": meta["software"]}
+
+
+def _comment(meta: dict, path: Path) -> str:
+    """The whole sidecar; in a WAV, whose INFO comment libsndfile drops whole past `WAV_COMMENT_LIMIT` bytes, the
+    replay alone when the whole does not fit, and when that does not fit either (long lyrics) the sidecar's name."""
+    whole = json.dumps(meta, separators=(",", ":"))
+    if path.suffix.lower() != ".wav" or len(whole) <= WAV_COMMENT_LIMIT:  # ASCII: one byte a character
+        return whole
+    head = {k: meta[k] for k in ("format", "software", "seed")}
+    replay = json.dumps(head | {"replay": meta["replay"]}, separators=(",", ":"))
+    if len(replay) <= WAV_COMMENT_LIMIT:
+        return replay
+    return json.dumps(head | {"sidecar": path.with_suffix(".json").name}, separators=(",", ":"))
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -123,6 +137,11 @@ def read_metadata(path: str | Path) -> dict:
         else:
             text = path.read_text(encoding="utf-8")
         meta = json.loads(text)
+        if isinstance(meta, dict) and isinstance(meta.get("sidecar"), str) and "replay" not in meta:
+            sidecar = path.parent / Path(meta["sidecar"]).name  # beside the audio, never elsewhere
+            if not sidecar.is_file():
+                raise AceStepError(f"{path}: its settings are in {sidecar.name}, which is not beside it")
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AceStepError(f"{path}: no readable mlx-acestep metadata ({e.__class__.__name__})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("replay"), dict):

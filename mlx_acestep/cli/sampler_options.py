@@ -1,12 +1,12 @@
-"""`generate`'s flags for the sampler options upstream added after February (Heun, the velocity clamp and EMA,
-cover noise, retake, DCW, repaint's chunk mask mode): declared once here, each the request field of the same
-name."""
+"""`generate`'s flags for the options upstream added after February (Heun, the velocity clamp and EMA, cover noise,
+retake, DCW, repaint's chunk mask mode, the planner's codes prompt): declared once here, each the request field of
+the same name."""
 
 from __future__ import annotations
 
 import click
 
-from ..names import CHUNK_MASK_MODES, DCW_MODES, DCW_WAVELETS, SOLVERS
+from ..names import CHUNK_MASK_MODES, DCW_MODES, DCW_WAVELETS, LM_CODES_PROMPTS, SOLVERS
 
 SAMPLER_FIELDS = (  # every flag below but --retake-seed, which generate resolves to seeds first
     "sampler",
@@ -20,6 +20,7 @@ SAMPLER_FIELDS = (  # every flag below but --retake-seed, which generate resolve
     "dcw_high_scaler",
     "dcw_wavelet",
     "chunk_mask_mode",
+    "lm_codes_prompt",
 )
 
 
@@ -89,6 +90,16 @@ def upstream_sampler_options(fn):
                 default=None,
                 help="DCW wavelet: haar (default; two taps, the sharpest split of the bands) or the smoother, longer "
                 "db2, db4, sym4, sym8, coif2 (upstream's choices).",
+            ),
+            click.option(
+                "--lm-codes-prompt",
+                type=click.Choice(LM_CODES_PROMPTS),
+                default="current",
+                show_default=True,
+                help="The planner's codes-phase prompt: current (upstream's since April 2026, its guidance against "
+                "a bare 'NO USER INPUT'), legacy-uncond (upstream's A/B toggle: guidance against the caption and "
+                "lyrics, so it pushes the metadata only), or february (the form 0.4 used; replays of its files take "
+                "it).",
             ),
             click.option(
                 "--chunk-mask-mode",

@@ -98,13 +98,16 @@ class PromptTokens(NamedTuple):
     lyric_mask: np.ndarray
 
 
-def tokenize_items(tokenizer: PromptTokenizer, items: Sequence[ConditionInput]) -> PromptTokens:
-    """Format each item's caption and lyric prompts and tokenize the batch (256 / 2048 tokens)."""
+def tokenize_items(
+    tokenizer: PromptTokenizer, items: Sequence[ConditionInput], empty_caption: bool = False
+) -> PromptTokens:
+    """Format each item's caption and lyric prompts and tokenize the batch (256 / 2048 tokens). `empty_caption`:
+    an empty caption is encoded as it is (flow-edit's source side may be given as empty, as upstream allows)."""
     if not items:
         raise AceStepError("nothing to encode: the batch is empty")
     captions, lyrics = [], []
     for n, item in enumerate(items):
-        if not isinstance(item.caption, str) or not item.caption.strip():
+        if not isinstance(item.caption, str) or not (item.caption.strip() or empty_caption):
             raise AceStepError(f"item {n}: the caption is empty; describe the music (genre, mood, instruments)")
         if not isinstance(item.lyrics, str):
             raise AceStepError(f"item {n}: lyrics must be a string, got {type(item.lyrics).__name__}")

@@ -23,6 +23,7 @@ import mlx.core as mx
 from .dcw import DCW
 from .edits import EditHooks
 from .flow import FlowMatching, StepNoise
+from .flow_edit import FlowEditSettings
 from .guidance import ADG_ANGLE_CLIP, make_guidance
 from .loop import Step, Velocity, VelocityFilter, denoise
 from .schedules import (  # noqa: F401  (the names callers know the schedules by)
@@ -102,8 +103,10 @@ class BaseSettings(SolverOptions):
         )
 
 
-def steps_of(settings: TurboSettings | BaseSettings) -> int:
-    """How many DiT evaluations (progress units) a sampler run takes."""
+def steps_of(settings: TurboSettings | BaseSettings | FlowEditSettings) -> int:
+    """How many steps (progress units) a sampler run takes."""
+    if isinstance(settings, FlowEditSettings):
+        return settings.steps_run
     if isinstance(settings, TurboSettings):
         return len(turbo_timesteps(settings.shift, settings.timesteps, settings.steps))
     return settings.steps

@@ -16,6 +16,7 @@ from ..conditioning.tasks import edit_hooks, task_context
 from ..diffusion.flow import retake
 from ..engine import ConditionJob, initial_noise
 from ..limits import MIN_FRAMES, frames_of, seconds_of
+from .flow_edit import flow_edit_job
 from .render import RenderJob
 from .request import GenerationRequest, resolve_seeds
 from .residency import PhaseMeter
@@ -122,8 +123,8 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
         items = [dataclasses.replace(item, reference_latents=reference) for item in items]
     frames = max(MIN_FRAMES, source.shape[0] if follow_source else frames_of(duration))
     silence = pipe.silence_latent
-    sources, edit, alt_tokens, region = None, None, None, None
-    if source is not None:
+    sources, edit, alt_tokens, region, flow = None, None, None, None, None
+    if source is not None and job.needs_source:  # flow-edit's text2music keeps the silence context
         region = job.region(frames, source.shape[0])
         sources = [task_context(job, source, frames, silence, region)] * batch
         edit = edit_hooks(job, source, frames, batch, region, silence)
@@ -132,12 +133,14 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
             alt_tokens = tokenize_items(pipe.tokenizer, alt_items)
     with meter.phase("text"):
         tokens = tokenize_items(pipe.tokenizer, items)
+        if request.flow_edit:
+            flow = flow_edit_job(pipe.tokenizer, request, items, source, frames, silence, seeds)
     noise = initial_noise(seeds, frames, pipe.config.audio_acoustic_hidden_dim, pipe.dtype)
     if request.retake_variance > 0:  # upstream's retake: a second draw mixed in
         others = resolve_seeds(request.retake_seed, batch, "retake_seed")
         other = initial_noise(others, frames, pipe.config.audio_acoustic_hidden_dim, pipe.dtype)
         noise = retake(noise, other, request.retake_variance)
     condition = ConditionJob(items, frames, codes, sources, pipe.config.timbre_fix_frame, seeds[0])
-    render_job = RenderJob(tokens, noise, settings, condition, edit, alt_tokens)
+    render_job = RenderJob(tokens, noise, settings, condition, edit, alt_tokens, flow)
     out_frames = min(frames, source.shape[0]) if follow_source else frames  # a short source keeps its length
     return Prepared(render_job, plans, out_frames, source_wave, region)

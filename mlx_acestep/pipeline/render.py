@@ -18,6 +18,7 @@ from ..diffusion.sampler import BaseSettings, TurboSettings, run_all, steps_of
 from ..engine import ConditionJob
 from ..errors import AceStepError
 from ..limits import seconds_of
+from .flow_edit import FlowEditJob
 from .residency import PhaseMeter
 from .results import Generated
 
@@ -25,8 +26,8 @@ from .results import Generated
 @dataclass
 class RenderJob:
     """One batch after tokenization: its prompts' tokens, the starting noise `[B, frames, 64]`, the sampler
-    settings, what the condition step is asked for, the editing tasks' sampler hooks, and `alt_tokens`, the
-    prompts of cover strength's second condition."""
+    settings, what the condition step is asked for, the editing tasks' sampler hooks, `alt_tokens`, the
+    prompts of cover strength's second condition, and flow-edit's source side and song."""
 
     tokens: PromptTokens
     noise: mx.array
@@ -34,6 +35,7 @@ class RenderJob:
     condition: ConditionJob
     edit: EditHooks | None = None
     alt_tokens: PromptTokens | None = None
+    flow_edit: FlowEditJob | None = None
 
 
 def check_finite(x: mx.array, phase: str) -> None:
@@ -78,7 +80,8 @@ def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Gene
 
         def text_phase(text_encoder):
             text = engine.encode_text(text_encoder, job.tokens)
-            return text, None if job.alt_tokens is None else engine.encode_text(text_encoder, job.alt_tokens)
+            other = job.alt_tokens if job.flow_edit is None else job.flow_edit.tokens  # never both (the request)
+            return text, None if other is None else engine.encode_text(text_encoder, other)
 
         text, alt_text = residency.run("text_encoder", text_phase, meter)
     report("text", 1, 1)
@@ -88,15 +91,14 @@ def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Gene
 
         def condition_phase(dit):
             main = engine.condition(dit, text, job.condition)
-            alt = (
-                None
-                if alt_text is None
-                else engine.condition(dit, alt_text, cover_switch_job(job.condition, pipe.silence_latent))
-            )
-            return main, alt
+            if alt_text is None:
+                return main, None
+            # flow-edit's source side shares the target's context; cover strength's runs over silence
+            alt_job = job.condition if job.flow_edit else cover_switch_job(job.condition, pipe.silence_latent)
+            return main, engine.condition(dit, alt_text, alt_job)
 
         condition, alt = residency.run(job.condition.part, condition_phase, meter)
-        edit = job.edit if alt is None else dataclasses.replace(job.edit, switch_to=alt)
+        edit = job.edit if alt is None or job.flow_edit else dataclasses.replace(job.edit, switch_to=alt)
     report("condition", 1, 1)
 
     with meter.phase("dit"):
@@ -105,7 +107,11 @@ def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Gene
         def sample(dit):
             pipe.adapters.apply(dit.decoder, adapters)
             try:
-                steps = engine.denoise(dit, condition, job.noise, job.settings, edit)
+                if job.flow_edit is None:
+                    steps = engine.denoise(dit, condition, job.noise, job.settings, edit)
+                else:
+                    fe = job.flow_edit
+                    steps = engine.flow_edit(dit, alt, condition, fe.song, job.settings, fe.seeds)
                 return run_all(steps, lambda done, total: report("dit", done, total))
             finally:
                 if adapters:  # this call's adapters come off again
@@ -113,7 +119,7 @@ def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Gene
 
         pipe.adapters.drop_stale_fused()
         latents = residency.run("denoiser", sample, meter)
-        condition = edit = None  # freed before the VAE phase
+        condition = edit = alt = None  # freed before the VAE phase
         check_finite(latents, "the diffusion (DiT) phase")
 
     with meter.phase("vae"):

@@ -28,6 +28,7 @@ import numpy as np
 from ..conditioning.sources import audio_file_seconds, source_frames
 from ..conditioning.tasks import Task
 from ..diffusion.dcw import DCW, dcw_for
+from ..diffusion.flow_edit import FlowEditSettings
 from ..diffusion.sampler import (
     TURBO_SHIFTS,
     TURBO_STEPS,
@@ -35,7 +36,7 @@ from ..diffusion.sampler import (
     TurboSettings,
     nearest_turbo_shift,
 )
-from ..errors import AceStepError, RequestError
+from ..errors import RequestError
 from ..fields import Field, Fields, is_int
 from ..limits import (
     BPM,
@@ -48,6 +49,8 @@ from ..limits import (
     DEFAULT_LM_TEMPERATURE,
     DEFAULT_LM_TOP_P,
     DEFAULT_SECONDS,
+    FLOW_EDIT_N_AVG,
+    FLOW_EDIT_WINDOW,
     GUIDANCE,
     LM_CFG_SCALE,
     LM_TEMPERATURE,
@@ -73,6 +76,9 @@ from ..names import (
     SOLVERS,
     TIME_SIGNATURES,
 )
+from .flow_edit import FIELDS as FLOW_EDIT_FIELDS
+from .flow_edit import check_flow_edit, flow_edit_settings
+from .loras import request_loras
 from .seeds import check_seeds, resolve_seeds
 
 __all__ = ["GenerationRequest", "RequestError", "resolve_seeds", "sampler_settings"]
@@ -123,6 +129,7 @@ REQUEST = Fields(
     Field("dcw_scaler", "number", *DCW_SCALER),
     Field("dcw_high_scaler", "number", *DCW_SCALER),
     Field("dcw_wavelet", "choice", choices=DCW_WAVELETS, what="DCW wavelet"),
+    *FLOW_EDIT_FIELDS,
     # The task checks these against the source and each other (conditioning/tasks.py); here only that they are numbers.
     *(
         Field(name, "number", optional=True)
@@ -198,6 +205,12 @@ class GenerationRequest:
     dcw_scaler: float = DEFAULT_DCW_SCALER
     dcw_high_scaler: float = DEFAULT_DCW_HIGH_SCALER
     dcw_wavelet: str = DEFAULT_DCW_WAVELET
+    flow_edit: bool = False  # move src_audio's song toward the caption / lyrics, keeping its structure (flow_edit.py)
+    flow_edit_source_caption: str | None = None  # what the song is now; None: the caption
+    flow_edit_source_lyrics: str | None = None  # None: the lyrics
+    flow_edit_n_min: float = FLOW_EDIT_WINDOW[0]  # the steps that edit, as shares of the schedule
+    flow_edit_n_max: float = FLOW_EDIT_WINDOW[1]
+    flow_edit_n_avg: int = FLOW_EDIT_N_AVG[0]  # forward-noise draws averaged each step of the window
     task: str = "text2music"
     src_audio: str | Path | np.ndarray | None = None  # a file, or a 48 kHz [samples, channels] array
     ref_audio: str | Path | np.ndarray | None = None
@@ -228,13 +241,14 @@ class GenerationRequest:
         REQUEST.check_into(self, _LATER)
         if self.sampler == "heun" and self.method != "ode":
             raise RequestError("sampler", "the heun @name@ runs the ODE only (method ode)")
-        object.__setattr__(self, "loras", _loras(self.loras))
+        object.__setattr__(self, "loras", request_loras(self.loras))
         tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
         object.__setattr__(self, "tracks", tracks)
         region = (self.repaint_start, self.repaint_end, self.track, tracks, self.cover_strength)
         edit = (self.repaint_mode, self.repaint_strength, self.cover_noise_strength, self.chunk_mask_mode)
         job = Task(self.task, *region, *edit)
         object.__setattr__(self, "job", job)
+        check_flow_edit(self)
         self._check_task_inputs()
 
     def _check_task_inputs(self) -> None:
@@ -242,8 +256,8 @@ class GenerationRequest:
         given = self.src_audio is not None or self.src_latents is not None
         if job.needs_source and not given:
             raise RequestError("src_audio", f"the {job.name} task needs source audio (@name@)")
-        if not job.needs_source and given:
-            raise RequestError("src_audio", "@name@ is for the editing tasks; choose one with @task@")
+        if not self.uses_source and given:
+            raise RequestError("src_audio", "@name@ is for the editing tasks (choose one with @task@) and flow-edit")
         if self.src_audio is not None and self.src_latents is not None:
             raise RequestError("src_latents", "give src_audio or src_latents, not both")
         if self.ref_audio is not None and self.ref_latents is not None:
@@ -262,6 +276,11 @@ class GenerationRequest:
         return dataclasses.replace(self, **changes)
 
     @property
+    def uses_source(self) -> bool:
+        """Whether the run starts from src_audio: the editing tasks, and flow-edit (text2music's too)."""
+        return self.job.needs_source or self.flow_edit
+
+    @property
     def required_dit(self) -> str | None:
         """The DiT a task is trained into, when only one is: extract, lego and complete need the base model."""
         return BASE_DIT if self.task in BASE_ONLY else None
@@ -271,7 +290,7 @@ class GenerationRequest:
     def notices(self) -> list[str]:
         """What the request does that its user may not expect (the pipeline warns with each)."""
         out = []
-        if self.retake_seed is not None and not self.retake_variance:
+        if self.retake_seed is not None and not self.retake_variance and not self.flow_edit:
             out.append("a retake seed without a retake variance changes nothing (give retake_variance above 0)")
         if self.task in ("extract", "lego") and not self.track:
             from ..conditioning.prompts import instruction
@@ -281,7 +300,7 @@ class GenerationRequest:
 
     def thinking_for(self, has_planner: bool) -> bool:
         if self.thinking is None:
-            return has_planner and not self.job.needs_source
+            return has_planner and not self.uses_source
         if self.thinking and not has_planner:
             raise RequestError(
                 "thinking",
@@ -293,7 +312,7 @@ class GenerationRequest:
         """The requested length, or what "none" means: None for the source's length or the planner's choice."""
         if self.duration is not None:
             return float(self.duration)
-        if self.job.needs_source or thinking:
+        if self.uses_source or thinking:
             return None
         return DEFAULT_SECONDS
 
@@ -304,7 +323,9 @@ class GenerationRequest:
                 "task", f"the {self.task} task needs a base model ({BASE_DIT}); this pipeline runs {name} ({family})"
             )
 
-    def sampler_settings(self, family: str, stacklevel: int = 2) -> TurboSettings | BaseSettings:
+    def sampler_settings(self, family: str, stacklevel: int = 2) -> TurboSettings | BaseSettings | FlowEditSettings:
+        if self.flow_edit:
+            return flow_edit_settings(self, family, MODEL_DEFAULTS[family], stacklevel + 1)
         dcw = dcw_for(
             family,
             self.dcw,
@@ -322,29 +343,6 @@ class GenerationRequest:
             velocity_norm_threshold=self.velocity_norm_threshold,
             velocity_ema_factor=self.velocity_ema_factor,
         )
-
-
-def _loras(loras) -> tuple[tuple[str, float], ...]:
-    """`loras` as ((path, scale), ...): a bare path means scale 1; scales are finite and >= 0."""
-    from ..adapters.stack import check_scale
-
-    if isinstance(loras, (str, Path)) or not isinstance(loras, (list, tuple)):
-        raise RequestError("loras", f"@name@ must be a list of paths or (path, scale) pairs, got {loras!r}")
-    out = []
-    for item in loras:
-        if isinstance(item, (str, Path)):
-            path, scale = item, 1.0
-        elif isinstance(item, (list, tuple)) and len(item) == 2:
-            path, scale = item
-        else:
-            path = scale = None
-        if not isinstance(path, (str, Path)):
-            raise RequestError("loras", f"@name@: {item!r} is not a path or a (path, scale) pair")
-        try:
-            out.append((str(path), check_scale(scale, f"the scale of {path}")))
-        except AceStepError as e:
-            raise RequestError("loras", f"@name@: {e}") from None
-    return tuple(out)
 
 
 def sampler_settings(

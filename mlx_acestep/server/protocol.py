@@ -59,6 +59,13 @@ ALIASES = {
     "dcw_high_scaler": ("dcw_high_scaler", "dcwHighScaler"),
     "dcw_wavelet": ("dcw_wavelet", "dcwWavelet"),
     "chunk_mask_mode": ("chunk_mask_mode", "chunkMaskMode"),
+    # flow-edit: upstream's GenerationParams names (inference.py:182-187); its REST at 6d467e4 has none of them
+    "flow_edit_morph": ("flow_edit_morph", "flowEditMorph"),
+    "flow_edit_source_caption": ("flow_edit_source_caption", "flowEditSourceCaption"),
+    "flow_edit_source_lyrics": ("flow_edit_source_lyrics", "flowEditSourceLyrics"),
+    "flow_edit_n_min": ("flow_edit_n_min", "flowEditNMin"),
+    "flow_edit_n_max": ("flow_edit_n_max", "flowEditNMax"),
+    "flow_edit_n_avg": ("flow_edit_n_avg", "flowEditNAvg"),
 }
 # A request field -> the REST field a client sent it as, so an error names what the client wrote.
 REST_NAMES = {
@@ -76,6 +83,7 @@ REST_NAMES = {
     "negative_prompt": "lm_negative_prompt",
     "sampler": "sampler_mode",
     "dcw": "dcw_enabled",
+    "flow_edit": "flow_edit_morph",
     "src_audio": "src_audio_path",
     "ref_audio": "reference_audio_path",
 }
@@ -227,12 +235,29 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         if not isinstance(tracks, (str, list, tuple)):
             raise ProtocolError(f"tracks must be a list or a comma-separated string, got {tracks!r}")
         fields["tracks"] = [t.strip() for t in tracks.split(",")] if isinstance(tracks, str) else list(tracks)
+    fields |= flow_edit_fields(f)
     if "src_audio" in inputs:
         fields["src_audio"] = str(inputs["src_audio"])
     if "ref_audio" in inputs:
         fields["ref_audio"] = str(inputs["ref_audio"])
     fmt = "wav" if str(f.get("audio_format") or "").lower() == "wav" else "flac"  # mp3 and the rest: FLAC
     return {k: v for k, v in fields.items() if v is not None or k in ("duration", "seed")}, fmt
+
+
+def flow_edit_fields(f: dict) -> dict:
+    """Flow-edit's request fields, only with `flow_edit_morph` on (upstream's clients send the rest always). A text
+    sent is the source's, even empty (as upstream encodes it)."""
+    if not as_bool(f.get("flow_edit_morph"), False):
+        return {}
+    out = {"flow_edit": True}
+    for name in ("flow_edit_source_caption", "flow_edit_source_lyrics"):
+        if f.get(name) is not None:
+            out[name] = str(f[name])
+    for name in ("flow_edit_n_min", "flow_edit_n_max", "flow_edit_n_avg"):
+        if f.get(name) not in (None, ""):  # what does not parse reaches the request as sent, which names it
+            number = as_int(f[name]) if name == "flow_edit_n_avg" else as_float(f[name])
+            out[name] = f[name] if number is None else number
+    return out
 
 
 def check_model(body: dict, served: str) -> None:

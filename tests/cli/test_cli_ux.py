@@ -427,3 +427,31 @@ def test_every_newer_sampler_flag_reaches_the_request():
     declared = {p.name for p in upstream_sampler_options(click.command()(lambda **kw: None)).params}
     assert declared - {"retake_seed"} == set(SAMPLER_FIELDS)
     assert set(SAMPLER_FIELDS) <= set(GenerationRequest.__dataclass_fields__)
+
+
+def test_the_wav_comment_limit_is_libsndfiles(tmp_path):
+    """A longer WAV comment is dropped whole by libsndfile, silently: the tags are held to what it keeps."""
+    from mlx_acestep.cli.metadata import WAV_COMMENT_LIMIT
+
+    for n, kept in ((WAV_COMMENT_LIMIT, True), (WAV_COMMENT_LIMIT + 1, False)):
+        with sf.SoundFile(str(tmp_path / "t.wav"), "w", 48000, 2) as f:
+            f.comment = "x" * n
+            f.write(np.zeros((10, 2)))
+        assert (sf.SoundFile(str(tmp_path / "t.wav")).comment == "x" * n) is kept
+
+
+def test_a_wav_too_small_for_its_settings_names_its_sidecar_and_replays_through_it(converted, tmp_path):
+    import json
+
+    lyrics = "[verse]\n" + "la la la la la la la la\n" * 120  # ~3 kB: no WAV comment holds it
+    done = cli(["generate", "rain", "-m", str(converted), "--duration", "10", "--seed", "2", "--lyrics", lyrics, "-o",
+                "a.wav"], tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    tag = json.loads(sf.SoundFile(str(tmp_path / "a.wav")).comment)
+    assert tag["sidecar"] == "a.json" and tag["seed"] == 2
+    again = cli(["generate", "--from-metadata", "a.wav", "-o", "b.wav"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (sf.read(str(tmp_path / "a.wav"))[0] == sf.read(str(tmp_path / "b.wav"))[0]).all()
+    (tmp_path / "a.json").unlink()
+    lost = cli(["generate", "--from-metadata", "a.wav", "-o", "c.wav"], tmp_path)
+    assert_one_line_error(lost, "a.wav: its settings are in a.json, which is not beside it")

@@ -42,10 +42,10 @@ def test_braces_in_user_data_are_shown_not_formatted(fields, field):
 def test_errors_name_the_field_or_the_flag():
     with pytest.raises(RequestError) as info:
         GenerationRequest("piano", src_audio="x.wav")
-    assert str(info.value) == "src_audio is for the editing tasks; choose one with task"
+    assert str(info.value) == "src_audio is for the editing tasks (choose one with task) and flow-edit"
     assert (
         info.value.render({"src_audio": "--src-audio", "task": "--task"})
-        == "--src-audio is for the editing tasks; choose one with --task"
+        == "--src-audio is for the editing tasks (choose one with --task) and flow-edit"
     )
     for fields, flag_message in [
         (
