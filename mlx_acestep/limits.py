@@ -16,7 +16,9 @@ BPM = (30, 300)
 SEED_MAX = 2**63 - 1
 
 STEPS = (1, 200)  # diffusion steps (base / SFT)
-TURBO_STEP_RANGE = (1, 20)  # turbo's variable schedule (upstream clamps above 20; its UI offers 1-20)
+# turbo's steps: upstream's service clamps them to 8 (service_generate_request.py:52-57) before generate_audio's
+# own cap of 20, so 8 is the most an upstream user gets
+TURBO_STEP_RANGE = (1, 8)
 SHIFT = (0.0, 10.0)  # timestep shift, in (lo, hi]
 GUIDANCE = (0.0, 30.0)  # CFG scale
 LM_CFG_SCALE = (0.0, 30.0)  # the planner's, in (lo, hi]

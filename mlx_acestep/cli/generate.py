@@ -110,14 +110,13 @@ def describe_plan(meta: dict) -> str:
     "--steps",
     type=int,
     default=None,
-    help="Diffusion steps: base/SFT 1-200 (default 32 base, 50 SFT); turbo 1-20, as upstream (default: its fixed "
-    "8-step table).",
+    help="Diffusion steps: base/SFT 1-200 (default 32 base, 50 SFT); turbo 1-8 (default 8), as upstream's service.",
 )
 @click.option(
     "--shift",
     type=float,
     default=None,
-    help="Timestep shift (default 3; turbo's fixed table snaps it to 1, 2 or 3, --steps keeps it exact).",
+    help="Timestep shift (default 3).",
 )
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
 @upstream_sampler_options

@@ -151,9 +151,16 @@ def read_metadata(path: str | Path) -> dict:
 
 def older_settings(meta: dict) -> dict:
     """What a sidecar written before a setting existed ran with, where its default has since changed
-    (`BEFORE_FIELD`); and a turbo run from before turbo counted steps ran its fixed table whatever steps said."""
-    out = {name: old for name, old in BEFORE_FIELD.items() if name not in meta["replay"]}
+    (`BEFORE_FIELD`); and a turbo run from before turbo counted steps ran the fixed table of the nearest shift
+    whatever steps said, which is 8 steps at that shift now."""
+    from ..diffusion.schedules import nearest_turbo_shift
+
+    replay = meta["replay"]
+    out = {name: old for name, old in BEFORE_FIELD.items() if name not in replay}
     sampler = meta.get("sampler") if isinstance(meta.get("sampler"), dict) else {}
     if "shift" in sampler and "steps" not in sampler:
         out["steps"] = None
+        shift = replay.get("shift")
+        if isinstance(shift, (int, float)) and not isinstance(shift, bool):
+            out["shift"] = float(nearest_turbo_shift(shift))
     return out

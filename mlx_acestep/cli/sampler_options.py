@@ -24,91 +24,93 @@ SAMPLER_FIELDS = (  # every flag below but --retake-seed, which generate resolve
 )
 
 
+# The flags, in this order in --help (`--retake-seed` is resolved to one seed per item before the run).
+_OPTIONS = [
+    click.option(
+        "--sampler",
+        type=click.Choice(SOLVERS),
+        default=None,
+        help="The ODE's integrator: euler (default, one DiT pass a step) or heun (two, slower).",
+    ),
+    click.option(
+        "--velocity-norm-threshold",
+        type=float,
+        default=None,
+        help="Upstream's velocity clamp: no step's velocity longer than this times the latent's (0 = off).",
+    ),
+    click.option(
+        "--velocity-ema-factor",
+        type=float,
+        default=None,
+        help="Upstream's velocity smoothing: this share of the previous step's velocity (0 = off).",
+    ),
+    click.option(
+        "--cover-noise-strength",
+        type=float,
+        default=None,
+        help="cover: start from the source noised to about 1 - this instead of from noise, and run only the "
+        "rest of the schedule: 0 (default) to 1 (closest to the source).",
+    ),
+    click.option(
+        "--retake-variance",
+        type=float,
+        default=None,
+        help="Upstream's retake: mix a second seed's noise into the song's, 0 (the song) to 1 (the other "
+        "seed's song); small values give variations of a song you like.",
+    ),
+    click.option(
+        "--retake-seed", type=int, default=None, help="The retake's seed (item i uses N + i; default random)."
+    ),
+    click.option(
+        "--dcw/--no-dcw",
+        default=None,
+        help="Upstream's wavelet correction (DCW) after each step, which upstream chose for turbo by grid search "
+        "(default: on for turbo, off for base/SFT, whose longer schedules it garbles; as upstream).",
+    ),
+    click.option(
+        "--dcw-mode",
+        type=click.Choice(DCW_MODES),
+        default=None,
+        help="DCW bands: double (low and high, the default), low, high, or pix (no wavelet).",
+    ),
+    click.option(
+        "--dcw-scaler",
+        type=float,
+        default=None,
+        help="DCW strength (double: the low band's), 0 to 1 (default 0.05).",
+    ),
+    click.option(
+        "--dcw-high-scaler", type=float, default=None, help="DCW strength of double's high band (default 0.02)."
+    ),
+    click.option(
+        "--dcw-wavelet",
+        type=click.Choice(DCW_WAVELETS),
+        default=None,
+        help="DCW wavelet: haar (default; two taps, the sharpest split of the bands) or the smoother, longer "
+        "db2, db4, sym4, sym8, coif2 (upstream's choices).",
+    ),
+    click.option(
+        "--lm-codes-prompt",
+        type=click.Choice(LM_CODES_PROMPTS),
+        default="current",
+        show_default=True,
+        help="The planner's codes-phase prompt: current (upstream's since April 2026, its guidance against "
+        "a bare 'NO USER INPUT'), legacy-uncond (upstream's A/B toggle: guidance against the caption and "
+        "lyrics, so it pushes the metadata only), or february (the form 0.4 used; replays of its files take "
+        "it).",
+    ),
+    click.option(
+        "--chunk-mask-mode",
+        type=click.Choice(CHUNK_MASK_MODES),
+        default=None,
+        help="repaint/lego: auto (default, as upstream) lets the model find the region; explicit marks it in "
+        "the DiT's context (as upstream before March 2026), which holds the edges to the region more tightly.",
+    ),
+]
+
+
 def upstream_sampler_options(fn):
-    """The flags, in this order in --help (`--retake-seed` is resolved to one seed per item before the run)."""
-    for option in reversed(
-        [
-            click.option(
-                "--sampler",
-                type=click.Choice(SOLVERS),
-                default=None,
-                help="The ODE's integrator: euler (default, one DiT pass a step) or heun (two, slower).",
-            ),
-            click.option(
-                "--velocity-norm-threshold",
-                type=float,
-                default=None,
-                help="Upstream's velocity clamp: no step's velocity longer than this times the latent's (0 = off).",
-            ),
-            click.option(
-                "--velocity-ema-factor",
-                type=float,
-                default=None,
-                help="Upstream's velocity smoothing: this share of the previous step's velocity (0 = off).",
-            ),
-            click.option(
-                "--cover-noise-strength",
-                type=float,
-                default=None,
-                help="cover: start from the source noised to about 1 - this instead of from noise, and run only the "
-                "rest of the schedule: 0 (default) to 1 (closest to the source).",
-            ),
-            click.option(
-                "--retake-variance",
-                type=float,
-                default=None,
-                help="Upstream's retake: mix a second seed's noise into the song's, 0 (the song) to 1 (the other "
-                "seed's song); small values give variations of a song you like.",
-            ),
-            click.option(
-                "--retake-seed", type=int, default=None, help="The retake's seed (item i uses N + i; default random)."
-            ),
-            click.option(
-                "--dcw/--no-dcw",
-                default=None,
-                help="Upstream's wavelet correction (DCW) after each step, which upstream chose for turbo by grid search "
-                "(default: on for turbo, off for base/SFT, whose longer schedules it garbles; as upstream).",
-            ),
-            click.option(
-                "--dcw-mode",
-                type=click.Choice(DCW_MODES),
-                default=None,
-                help="DCW bands: double (low and high, the default), low, high, or pix (no wavelet).",
-            ),
-            click.option(
-                "--dcw-scaler",
-                type=float,
-                default=None,
-                help="DCW strength (double: the low band's), 0 to 1 (default 0.05).",
-            ),
-            click.option(
-                "--dcw-high-scaler", type=float, default=None, help="DCW strength of double's high band (default 0.02)."
-            ),
-            click.option(
-                "--dcw-wavelet",
-                type=click.Choice(DCW_WAVELETS),
-                default=None,
-                help="DCW wavelet: haar (default; two taps, the sharpest split of the bands) or the smoother, longer "
-                "db2, db4, sym4, sym8, coif2 (upstream's choices).",
-            ),
-            click.option(
-                "--lm-codes-prompt",
-                type=click.Choice(LM_CODES_PROMPTS),
-                default="current",
-                show_default=True,
-                help="The planner's codes-phase prompt: current (upstream's since April 2026, its guidance against "
-                "a bare 'NO USER INPUT'), legacy-uncond (upstream's A/B toggle: guidance against the caption and "
-                "lyrics, so it pushes the metadata only), or february (the form 0.4 used; replays of its files take "
-                "it).",
-            ),
-            click.option(
-                "--chunk-mask-mode",
-                type=click.Choice(CHUNK_MASK_MODES),
-                default=None,
-                help="repaint/lego: auto (default, as upstream) lets the model find the region; explicit marks it in "
-                "the DiT's context (as upstream before March 2026), which holds the edges to the region more tightly.",
-            ),
-        ]
-    ):
+    """`generate`'s newer flags, `_OPTIONS`."""
+    for option in reversed(_OPTIONS):
         fn = option(fn)
     return fn

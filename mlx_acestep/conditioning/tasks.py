@@ -65,6 +65,8 @@ class Task:
             raise RequestError(
                 "chunk_mask_mode", f"unknown @name@ {self.chunk_mask_mode!r} (choose {' or '.join(CHUNK_MASK_MODES)})"
             )
+        if self.chunk_mask_mode == "explicit" and self.name not in ("repaint", "lego"):
+            raise RequestError("chunk_mask_mode", f"an explicit @name@ is for repaint and lego, not for {self.name}")
         repaint_settings(self.repaint_mode, self.repaint_strength)
 
     @property

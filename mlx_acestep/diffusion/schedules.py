@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import AceStepError
+from ..errors import AceStepError, RequestError
 from ..limits import TURBO_STEP_RANGE
 
 TURBO_STEPS = 8
@@ -32,14 +32,19 @@ def nearest_turbo_shift(shift: float) -> int:
     return min(TURBO_SHIFTS, key=lambda s: abs(s - shift))
 
 
+def turbo_steps(steps: int | None) -> int:
+    """A turbo run's step count: 8 unless given, and at most 8, as upstream's service holds it."""
+    lo, hi = TURBO_STEP_RANGE
+    if steps is not None and not lo <= steps <= hi:
+        raise RequestError("steps", f"@name@ must be between {lo} and {hi} on turbo models, got {steps}")
+    return TURBO_STEPS if steps is None else steps
+
+
 def turbo_timesteps(shift: float = 3.0, timesteps: list[float] | None = None, steps: int | None = None) -> list[float]:
     """The turbo schedule: custom values snapped to the tables' 20 values; else with `steps`, upstream's variable
     schedule (`1 - i/N` shifted by the exact shift, in Python floats as upstream; modeling_acestep_v15_turbo.py
     :1966-1979), which for 8 steps and a shift of 1, 2 or 3 is that shift's table; else the nearest shift's table."""
-    if timesteps is None and steps is not None:
-        lo, hi = TURBO_STEP_RANGE
-        if not lo <= steps <= hi:
-            raise AceStepError(f"turbo models run {lo} to {hi} steps, got {steps}")
+    if timesteps is None and steps is not None:  # the request holds steps to TURBO_STEP_RANGE, as upstream's service
         raw = [1.0 - i / steps for i in range(steps)]
         return raw if shift == 1.0 else [shift * t / (1.0 + (shift - 1.0) * t) for t in raw]
     if timesteps is None:

@@ -172,7 +172,7 @@ class ACEStep:
 
         The fields and what they mean: `GenerationRequest`. In short: `seed` one int (item i uses
         seed + i), a list (one per item) or None (random); `steps`, `shift`, `guidance` default per model
-        family (turbo ignores steps and guidance, with a warning); `thinking` (default: when the model has a
+        family (turbo runs 1 to 8 steps and ignores guidance, with a warning); `thinking` (default: when the model has a
         planner LM) runs the 5 Hz planner first, which writes the metadata left out (and the duration when
         `duration` is None) and the audio codes the DiT renders; `task` is text2music or an editing task
         (cover, repaint, extract, lego, complete) on `src_audio`; `ref_audio` lends its timbre.

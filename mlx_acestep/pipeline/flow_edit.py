@@ -25,6 +25,7 @@ import mlx.core as mx
 from ..conditioning.inputs import PromptTokens, tokenize_items
 from ..conditioning.tasks import fit_frames
 from ..diffusion.flow_edit import FlowEditSettings
+from ..diffusion.schedules import turbo_steps
 from ..errors import RequestError
 from ..fields import Field
 from ..limits import FLOW_EDIT_N_AVG, FLOW_EDIT_WINDOW
@@ -89,8 +90,8 @@ def source_texts(request) -> tuple[str, str]:
 
 
 def flow_edit_settings(request, family: str, defaults, stacklevel: int) -> FlowEditSettings:
-    """The run's settings: the family's steps and shift as given (turbo too, as upstream's flow-edit), APG for
-    base / SFT, none for turbo (upstream forces its scale to 1)."""
+    """The run's settings: the family's steps and shift as given (turbo's steps held to 8 as upstream's service holds
+    them before its flow-edit), APG for base / SFT, none for turbo (upstream forces its scale to 1)."""
     guidance = defaults.guidance if request.guidance is None else request.guidance
     if family == "turbo" and guidance != 1.0:
         warnings.warn(
@@ -98,7 +99,7 @@ def flow_edit_settings(request, family: str, defaults, stacklevel: int) -> FlowE
             stacklevel=stacklevel,
         )
     return FlowEditSettings(
-        steps=request.steps or defaults.steps,
+        steps=turbo_steps(request.steps) if family == "turbo" else request.steps or defaults.steps,
         shift=defaults.shift if request.shift is None else request.shift,
         n_min=request.flow_edit_n_min,
         n_max=request.flow_edit_n_max,

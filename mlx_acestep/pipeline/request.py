@@ -30,12 +30,11 @@ from ..conditioning.tasks import Task
 from ..diffusion.dcw import DCW, dcw_for
 from ..diffusion.flow_edit import FlowEditSettings
 from ..diffusion.sampler import (
-    TURBO_SHIFTS,
     TURBO_STEPS,
     BaseSettings,
     TurboSettings,
-    nearest_turbo_shift,
 )
+from ..diffusion.schedules import turbo_steps
 from ..errors import RequestError
 from ..fields import Field, Fields, is_int
 from ..limits import (
@@ -59,7 +58,6 @@ from ..limits import (
     SECONDS,
     SHIFT,
     STEPS,
-    TURBO_STEP_RANGE,
     VELOCITY_EMA_FACTOR,
     VELOCITY_NORM_THRESHOLD,
 )
@@ -91,8 +89,8 @@ class SamplerDefaults:
     guidance: float
 
 
-# Per model family, as the reference's UI runs them (spec 9.2): turbo always runs its 8-step table
-# without CFG; base and SFT use APG guidance 7.0. Shift 3.0 is the UI/REST default for all.
+# Per model family, as the reference's UI runs them (spec 9.2): turbo 8 steps without CFG; base and SFT use APG
+# guidance 7.0. Shift 3.0 is the UI/REST default for all.
 MODEL_DEFAULTS = {
     "turbo": SamplerDefaults(steps=TURBO_STEPS, shift=3.0, guidance=1.0),
     "base": SamplerDefaults(steps=32, shift=3.0, guidance=7.0),
@@ -362,19 +360,13 @@ def sampler_settings(
     for name, value in (("steps", steps), ("shift", shift), ("guidance", guidance), ("method", method)):
         REQUEST.check(name, value)
     if family == "turbo":
-        lo, hi = TURBO_STEP_RANGE
-        if steps is not None and not lo <= steps <= hi:
-            raise RequestError("steps", f"@name@ must be between {lo} and {hi} on turbo models, got {steps}")
         if guidance is not None and guidance != 1.0:
             warnings.warn(
                 f"turbo models run without guidance (CFG); guidance={guidance} is ignored", stacklevel=stacklevel
             )
-        if steps is None and shift is not None and shift not in TURBO_SHIFTS:
-            warnings.warn(
-                f"turbo's fixed schedule snaps the shift to {', '.join(map(str, TURBO_SHIFTS))}; shift={shift} becomes "
-                f"{nearest_turbo_shift(shift)} (give steps, e.g. {TURBO_STEPS}, for the exact shift, as upstream)",
-                stacklevel=stacklevel,
-            )
+        # upstream always passes its steps (8 by default), so turbo runs `1 - i/N` at the exact shift; at a shift of
+        # 1, 2 or 3 and 8 steps that is the February table exactly (older sidecars replay so: metadata.older_settings)
+        steps = turbo_steps(steps)
         return TurboSettings(shift=defaults.shift if shift is None else shift, steps=steps, method=method, dcw=dcw)
     return BaseSettings(
         steps=steps or defaults.steps,

@@ -154,6 +154,30 @@ def as_float(value):
     return number if math.isfinite(number) else float("nan")  # NaN reaches the request, which names it
 
 
+def sent(value, parse):
+    """A number a client sent, parsed; one that does not parse as it was sent, so the request refuses it naming the
+    field (upstream answers a malformed number with an error too, never with the default); None when absent."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    number = parse(value)
+    return value if number is None else number
+
+
+_NUMBERS = {  # REST field -> request field, for the plain numbers a client may send
+    "shift": "shift",
+    "lm_temperature": "lm_temperature",
+    "lm_cfg_scale": "lm_cfg_scale",
+    "lm_top_p": "lm_top_p",
+    "repainting_start": "repaint_start",
+    "audio_cover_strength": "cover_strength",
+    "cover_noise_strength": "cover_noise_strength",
+    "velocity_norm_threshold": "velocity_norm_threshold",
+    "velocity_ema_factor": "velocity_ema_factor",
+    "dcw_scaler": "dcw_scaler",
+    "dcw_high_scaler": "dcw_high_scaler",
+}
+
+
 def as_bool(value, default: bool) -> bool:
     if value is None or value == "":
         return default
@@ -184,8 +208,8 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         lyrics=lyrics,
         duration=None if duration is None or (duration == duration and duration <= 0) else duration,
         seed=None if random_seed or seed is None or seed < 0 else seed,
-        batch_size=as_int(f.get("batch_size")) or 2,  # upstream's default
-        bpm=as_int(f.get("bpm")),
+        batch_size=sent(f.get("batch_size"), as_int) or 2,  # upstream's default
+        bpm=sent(f.get("bpm"), as_int),
         key=str(f["key_scale"]) if f.get("key_scale") not in (None, "") else None,
         time_signature=str(f["time_signature"]) if f.get("time_signature") not in (None, "") else None,
         language=str(f.get("vocal_language") or "en"),
@@ -193,36 +217,22 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         thinking=as_bool(f.get("thinking"), False),
         task=str(f.get("task_type") or "text2music"),
     )
-    steps = as_int(f.get("inference_steps"))
-    if family == "turbo":  # no CFG there (upstream's default scale would only warn); above 20 steps upstream clamps
-        fields["steps"] = None if steps is None else min(steps, TURBO_STEP_RANGE[1])
+    steps = sent(f.get("inference_steps"), as_int)
+    if family == "turbo":  # no CFG there (upstream's default scale would only warn); its service clamps the steps
+        fields["steps"] = min(max(steps, 1), TURBO_STEP_RANGE[1]) if isinstance(steps, int) else steps
     else:
         fields["steps"] = steps
-        fields["guidance"] = as_float(f.get("guidance_scale"))
-    for field, name in (
-        ("shift", "shift"),
-        ("lm_temperature", "lm_temperature"),
-        ("lm_cfg_scale", "lm_cfg_scale"),
-        ("lm_top_p", "lm_top_p"),
-        ("repainting_start", "repaint_start"),
-        ("audio_cover_strength", "cover_strength"),
-        ("cover_noise_strength", "cover_noise_strength"),
-        ("velocity_norm_threshold", "velocity_norm_threshold"),
-        ("velocity_ema_factor", "velocity_ema_factor"),
-    ):
-        value = as_float(f.get(field))
-        if value is not None:
-            fields[name] = value
+        fields["guidance"] = sent(f.get("guidance_scale"), as_float)
+    fields |= {name: sent(f.get(field), as_float) for field, name in _NUMBERS.items()}
     if f.get("dcw_enabled") not in (None, ""):  # absent: the model's default, as upstream
         fields["dcw"] = as_bool(f.get("dcw_enabled"), False)
-    for name in ("dcw_scaler", "dcw_high_scaler"):
-        if as_float(f.get(name)) is not None:
-            fields[name] = as_float(f.get(name))
     if f.get("sampler_mode") not in (None, ""):
         fields["sampler"] = str(f["sampler_mode"])
     for name in ("dcw_mode", "dcw_wavelet", "chunk_mask_mode"):
         if f.get(name) not in (None, ""):
             fields[name] = str(f[name])
+    if fields["task"] not in ("repaint", "lego"):  # upstream's clients send it with every task; it means nothing there
+        fields.pop("chunk_mask_mode", None)
     end = as_float(f.get("repainting_end"))
     if end is not None and end > 0:
         fields["repaint_end"] = end
@@ -254,9 +264,7 @@ def flow_edit_fields(f: dict) -> dict:
         if f.get(name) is not None:
             out[name] = str(f[name])
     for name in ("flow_edit_n_min", "flow_edit_n_max", "flow_edit_n_avg"):
-        if f.get(name) not in (None, ""):  # what does not parse reaches the request as sent, which names it
-            number = as_int(f[name]) if name == "flow_edit_n_avg" else as_float(f[name])
-            out[name] = f[name] if number is None else number
+        out[name] = sent(f.get(name), as_int if name == "flow_edit_n_avg" else as_float)
     return out
 
 

@@ -136,7 +136,7 @@ def test_turbo_settings_it_ignores_are_warned_about(converted, tmp_path):
     assert result.exit_code == 0, result.output
     assert "warning: turbo models run without guidance (CFG); guidance=4.0 is ignored" in result.output
     bad = generate("soft rain", "--model", converted, "--duration", 10, "--steps", 30, "-o", "b.wav", cwd=tmp_path)
-    assert_one_line_error(bad, "--steps must be between 1 and 20 on turbo models, got 30")
+    assert_one_line_error(bad, "--steps must be between 1 and 8 on turbo models, got 30")
 
 
 def test_generate_bad_input_is_a_one_line_error_and_writes_nothing(converted, tmp_path):

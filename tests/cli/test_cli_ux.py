@@ -352,9 +352,10 @@ def test_dcw_is_on_for_turbo_by_default_recorded_and_an_older_file_replays_witho
     assert meta["sampler"]["dcw"] == {"mode": "double", "scaler": 0.05, "high_scaler": 0.02, "wavelet": "haar"}
     # a sidecar written before DCW existed has no "dcw" in its replay: that run had none, and its replay neither
     del meta["replay"]["dcw"]
-    # nor turbo steps: a --steps given then was ignored (the fixed table ran), so its replay ignores it too
+    # nor turbo steps: a --steps given then was ignored and the shift snapped to 1, 2 or 3 (the fixed table ran), so
+    # its replay runs that table: 8 steps at the snapped shift
     del meta["sampler"]["steps"]
-    meta["replay"]["steps"] = 30
+    meta["replay"] |= {"steps": 30, "shift": 2.6}
     (tmp_path / "old.json").write_text(json.dumps(meta))
     again = cli(["generate", "--from-metadata", "old.json", "-o", "again.wav"], tmp_path)
     assert again.returncode == 0, again.stderr

@@ -303,10 +303,30 @@ def test_upstreams_chunk_mask_mode_reaches_the_request():
     assert "chunk_mask_mode" not in request_fields({"prompt": "x"}, "turbo", {})[0]  # absent: auto, as upstream
 
 
-def test_turbo_takes_upstreams_inference_steps_clamped_to_20_as_upstream():
+def test_turbo_takes_upstreams_inference_steps_clamped_to_8_as_upstreams_service():
     from mlx_acestep.server.protocol import request_fields
 
     assert request_fields({"prompt": "x", "inference_steps": 5}, "turbo", {})[0]["steps"] == 5
-    assert request_fields({"prompt": "x", "inference_steps": 50}, "turbo", {})[0]["steps"] == 20
-    assert request_fields({"prompt": "x"}, "turbo", {})[0].get("steps") is None  # the fixed table
+    assert request_fields({"prompt": "x", "inference_steps": 50}, "turbo", {})[0]["steps"] == 8
+    assert request_fields({"prompt": "x", "inference_steps": 0}, "turbo", {})[0]["steps"] == 1
+    assert request_fields({"prompt": "x"}, "turbo", {})[0].get("steps") is None  # the request's default: 8
     assert "guidance" not in request_fields({"prompt": "x", "guidance_scale": 7}, "turbo", {})[0]
+
+
+def test_a_malformed_number_is_refused_naming_the_rest_field_never_dropped_for_the_default():
+    from mlx_acestep.errors import RequestError
+    from mlx_acestep.pipeline.request import GenerationRequest
+    from mlx_acestep.server.protocol import REST_NAMES, request_fields
+
+    for field, value, message in (
+        ("inference_steps", "12.5", "inference_steps must be a whole number, got '12.5'"),
+        ("velocity_ema_factor", "abc", "velocity_ema_factor must be a number, got 'abc'"),
+        ("dcw_scaler", "x", "dcw_scaler must be a number, got 'x'"),
+        ("bpm", "fast", "bpm must be a whole number, got 'fast'"),
+    ):
+        fields, _ = request_fields({"prompt": "x", field: value}, "turbo", {})
+        with pytest.raises(RequestError) as info:
+            GenerationRequest(**fields)
+        assert info.value.render(REST_NAMES) == message
+    body = {"prompt": "x", "chunk_mask_mode": "explicit"}  # clients send it with every task: text2music ignores it
+    assert "chunk_mask_mode" not in request_fields(body, "turbo", {})[0]

@@ -65,10 +65,12 @@ def test_bad_flow_edit_requests_fail_when_made_naming_the_field(fields, name, ne
 def test_turbo_runs_flow_edit_without_dcw_with_its_own_steps_and_shift_as_upstream():
     plain = GenerationRequest("piano").sampler_settings("turbo")
     assert plain.dcw is not None  # turbo's default, which flow-edit turns off as upstream does
-    settings = GenerationRequest("piano", steps=12, shift=2.5, **EDIT).sampler_settings("turbo")
+    settings = GenerationRequest("piano", steps=6, shift=2.5, **EDIT).sampler_settings("turbo")
     assert isinstance(settings, FlowEditSettings) and settings.dcw is None and not settings.guided
-    assert (settings.steps, settings.shift) == (12, 2.5)  # not the 8-step table, not snapped: upstream's linspace
-    assert settings.flow(mx.float32).times[:2] == (1.0, pytest.approx(2.5 * (11 / 12) / (1 + 1.5 * (11 / 12))))
+    assert (settings.steps, settings.shift) == (6, 2.5)  # not the 8-step table, not snapped: upstream's linspace
+    assert settings.flow(mx.float32).times[:2] == (1.0, pytest.approx(2.5 * (5 / 6) / (1 + 1.5 * (5 / 6))))
+    with pytest.raises(RequestError, match="steps must be between 1 and 8 on turbo models, got 12"):
+        GenerationRequest("piano", steps=12, **EDIT).sampler_settings("turbo")  # upstream's service: at most 8
     with pytest.warns(UserWarning, match="without guidance"):
         GenerationRequest("piano", guidance=7.0, **EDIT).sampler_settings("turbo")
     base = GenerationRequest("piano", velocity_norm_threshold=0.4, **EDIT)
@@ -190,10 +192,10 @@ def test_upstreams_flow_edit_fields_reach_the_request_only_with_flow_edit_morph(
     body |= {"flow_edit_n_avg": 2, "inference_steps": 12}
     fields, _ = request_fields(body, "turbo", {})
     assert fields["flow_edit"] is True and fields["flow_edit_source_caption"] == ""  # sent empty: empty, as upstream
-    assert (fields["flow_edit_n_min"], fields["flow_edit_n_avg"], fields["steps"]) == (0.25, 2, 12)
+    assert (fields["flow_edit_n_min"], fields["flow_edit_n_avg"], fields["steps"]) == (0.25, 2, 8)  # clamped
     assert "flow_edit_source_lyrics" not in fields  # not sent: the target's lyrics
     off = request_fields({**body, "flow_edit_morph": False}, "turbo", {})[0]  # upstream's clients send them all
-    assert not any(k.startswith("flow_edit") for k in off) and off["steps"] == 12  # turbo honours steps anyway
+    assert not any(k.startswith("flow_edit") for k in off) and off["steps"] == 8
     with pytest.raises(RequestError) as info:
         GenerationRequest(**{**request_fields({**body, "flow_edit_n_avg": "many"}, "turbo", {})[0]})
     assert info.value.render(REST_NAMES) == "flow_edit_n_avg must be a whole number, got 'many'"

@@ -79,19 +79,15 @@ def test_base_model_runs_with_guidance(converted):
     assert out.audio.shape == (1, 480000, 2) and np.isfinite(out.audio).all()
 
 
-def test_turbo_warns_about_settings_it_ignores(pipe):
+def test_turbo_warns_about_settings_it_ignores_and_runs_upstreams_steps(pipe):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         settings = pipe.sampler_settings(guidance=5.0, shift=2.4)
-    text = " ".join(str(w.message) for w in caught)
-    assert "guidance=5.0 is ignored" in text and "becomes 2" in text and "for the exact shift" in text
-    assert settings.shift == 2.4 and settings.steps is None  # snapped by the sampler's fixed table, as upstream
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        settings = pipe.sampler_settings(steps=5, shift=2.4)  # upstream's variable schedule: the shift is exact
-    assert not caught and settings.steps == 5
-    with pytest.raises(AceStepError, match="steps must be between 1 and 20 on turbo models, got 30"):
-        pipe.sampler_settings(steps=30)
+    assert "guidance=5.0 is ignored" in " ".join(str(w.message) for w in caught)
+    # upstream always passes its 8 steps: 1 - i/8 at the exact shift, not the nearest shift's table
+    assert (settings.shift, settings.steps) == (2.4, 8)
+    with pytest.raises(AceStepError, match="steps must be between 1 and 8 on turbo models, got 9"):
+        pipe.sampler_settings(steps=9)
 
 
 @pytest.mark.parametrize(
