@@ -20,6 +20,9 @@ Cases so far:
 - repaint and lego's chunk masks and source latents in both chunk mask modes (`scripts/upstream_masks.py`);
 - the planner's codes-phase prompts in their current form and upstream's legacy-uncond toggle (token ids), and
   greedy codes under CFG from them (`scripts/upstream_planner.py`);
+- the planner's text tasks (create a sample, format a draft, understand audio codes): their prompts and greedy answers
+  on the tiny LM, some steered towards a well-formed answer, and understand from the February VAE case's latents
+  through the reference's FSQ tokenizer (`scripts/upstream_planner_tasks.py`);
 - the newer options on base (`scripts/upstream_base.py`): DCW, Heun (APG and ADG), the clamp, the EMA, cover noise
   and retake inside upstream's base `generate_audio`;
 - DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
@@ -219,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.reference} is at {commit}; check out {REFERENCE_COMMIT}")
     from upstream_masks import mask_cases
     from upstream_planner import planner_cases
+    from upstream_planner_tasks import planner_task_cases
 
     cases = {
         **dcw_cases(args.reference),
@@ -226,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         **base_cases(args.reference, args.fixtures),
         **mask_cases(args.reference),
         **planner_cases(args.reference, args.fixtures),
+        **planner_task_cases(args.reference, args.fixtures),
     }
     write(args.out, cases, commit)
     print(f"wrote {args.out}/cases.json")
