@@ -47,9 +47,11 @@ from .render import RenderJob, render
 from .request import GenerationRequest, resolve_seeds, sampler_settings
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
+from .songwriter import check_planner, create_sample, format_sample, understand, write_first
 from .worker import Worker
 
-PHASES = ("text", "condition", "dit", "vae", "post")  # "lm" first when the planner runs, "encode" for editing tasks
+# "write" first when the planner writes the song (sample, format), "lm" when it plans, "encode" for editing tasks
+PHASES = ("text", "condition", "dit", "vae", "post")
 
 
 class ACEStep:
@@ -97,6 +99,11 @@ class ACEStep:
 
     def loras(self) -> list[tuple[str, float]]:
         return self.adapters.loaded()
+
+    # The planner as a songwriter and a listener (pipeline/songwriter.py): each returns a SongSheet.
+    create_sample = create_sample
+    format_sample = format_sample
+    understand = understand
 
     def close(self) -> None:
         """Free the modules and stop the pipeline's thread (a later call starts them again)."""
@@ -186,6 +193,8 @@ class ACEStep:
             request = GenerationRequest(**({"caption": request} if request is not None else {}), **fields)
         # What depends on the model is resolved here, on the caller's thread, so warnings point at its line.
         request.check_model(self.family, self.name)
+        if request.sample is not None or request.format:
+            check_planner(self, "sample" if request.sample is not None else "format")
         for notice in request.notices():
             warnings.warn(notice, stacklevel=2)
         thinking = request.thinking_for(self.folders.lm is not None)
@@ -208,6 +217,8 @@ class ACEStep:
         meter = PhaseMeter()
         report = reporter(callback, self._worker.cancel)
         interrupted = functools.partial(reporter(None, self._worker.cancel), "lm", 0, 0)  # Ctrl-C between tokens
+        request, sheets = write_first(self, request, seeds[0], meter, report)
+        duration = request.duration_for(thinking) if sheets else duration
         prepared = prepare(self, request, thinking, duration, settings, seeds, meter, report, interrupted)
         out = self._render(prepared.job, report, meter, call_adapters)
         frames = prepared.frames
@@ -225,6 +236,8 @@ class ACEStep:
             latents=np.array(out.latents.astype(mx.float32)),
             metadata=[p.metadata for p in prepared.plans],
             codes=prepared.job.condition.codes,
+            sheets=sheets,
+            request=request,
         )
 
     def _render(self, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Generated:

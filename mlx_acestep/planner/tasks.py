@@ -173,12 +173,12 @@ def run_task(
     temperature=None,
     top_p=1.0,
     seed=0,
-    max_tokens=MAX_TOKENS,
+    max_tokens=None,
     max_duration=int(SECONDS[1]),
     callback=None,
     check=None,
 ) -> tuple[str, list[int]]:
-    """(the answer as text, its tokens) to `text` under `task`'s instruction."""
+    """(the answer as text, its tokens) to `text` under `task`'s instruction; `max_tokens` None: `MAX_TOKENS`."""
     if getattr(planner, "_task_constraint", None) is None:  # built once per planner (it decodes the vocabulary)
         planner._task_constraint = TaskConstraint(planner.constraint)
     tc = planner._task_constraint
@@ -186,7 +186,8 @@ def run_task(
     step = stepper(planner.lm, planner.tokenizer.encode(task_prompt(task, text)), check)
     trees = {**tc.metadata.trees, "duration": tc.metadata.limit_duration(max_duration).trees["duration"]}
     draw = drawer(temperature, top_p, mx.random.key(seed))
-    tokens = write_task(step, tc, user, draw, max_tokens, skip_language, callback, trees)
+    limit = MAX_TOKENS if max_tokens is None else max_tokens
+    tokens = write_task(step, tc, user, draw, limit, skip_language, callback, trees)
     return planner.tokenizer.decode(tokens), tokens
 
 
