@@ -93,6 +93,7 @@ def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
         | {"dcw": vars(settings.dcw) if settings.dcw else None},
         "adapters": [{"name": n, "scale": s} for n, s in pipe.loras()],
         "planner": planner,
+        "written": [{k: v for k, v in s.to_dict().items() if k != "text"} for s in result.sheets],
         "replay": replay_params(params, result.seeds[index], _item(request.retake_seed, index)),
     }
 

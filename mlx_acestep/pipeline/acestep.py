@@ -47,7 +47,7 @@ from .render import RenderJob, render
 from .request import GenerationRequest, resolve_seeds, sampler_settings
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
-from .songwriter import check_planner, create_sample, format_sample, understand, write_first
+from .songwriter import check_writing, create_sample, format_sample, understand, write_first
 from .worker import Worker
 
 # "write" first when the planner writes the song (sample, format), "lm" when it plans, "encode" for editing tasks
@@ -192,9 +192,7 @@ class ACEStep:
         else:
             request = GenerationRequest(**({"caption": request} if request is not None else {}), **fields)
         # What depends on the model is resolved here, on the caller's thread, so warnings point at its line.
-        request.check_model(self.family, self.name)
-        if request.sample is not None or request.format:
-            check_planner(self, "sample" if request.sample is not None else "format")
+        self.check(request)
         for notice in request.notices():
             warnings.warn(notice, stacklevel=2)
         thinking = request.thinking_for(self.folders.lm is not None)
@@ -211,6 +209,12 @@ class ACEStep:
         return self._worker.run(
             lambda: self._generate(request, thinking, duration, settings, callback, call_adapters), request
         )
+
+    def check(self, request: GenerationRequest) -> None:
+        """What this model cannot run, refused before any work (`generate` calls it, a server at submission): a
+        base-only task on another DiT, a song to write without the planner."""
+        request.check_model(self.family, self.name)
+        check_writing(self, request)
 
     def _generate(self, request, thinking, duration, settings, callback, call_adapters=()) -> GenerationResult:
         seeds = resolve_seeds(request.seed, request.batch_size)

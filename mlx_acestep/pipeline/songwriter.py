@@ -24,6 +24,13 @@ from .results import reporter
 from .seeds import resolve_seeds
 
 
+def check_writing(pipe, request) -> None:
+    """What a request that writes the song first (sample, format) needs: the planner, a language it knows."""
+    if request.sample is not None or request.format:
+        check_planner(pipe, "sample" if request.sample is not None else "format")
+        _language(request.language)
+
+
 def check_planner(pipe, what: str) -> None:
     """A model without the planner LM says which planner to add."""
     if pipe.folders.lm is None:

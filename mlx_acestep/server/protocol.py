@@ -81,7 +81,7 @@ REST_NAMES = {
 }
 
 # Upstream features this server does not have: asking for one is an error, never a silent plain generation.
-UNSUPPORTED = ("sample_mode", "sample_query", "use_format", "analysis_only", "full_analysis_only", "use_adg")
+UNSUPPORTED = ("analysis_only", "full_analysis_only", "use_adg")
 
 
 class ProtocolError(Exception):
@@ -161,7 +161,7 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
     """
     f = lookup(body)
     for name in UNSUPPORTED:
-        if as_bool(f.get(name), False) if name not in ("sample_query",) else bool(str(f.get(name) or "").strip()):
+        if as_bool(f.get(name), False):
             raise ProtocolError(
                 f"{name} is not supported by this server (mlx-acestep serve); see the README's route table"
             )
@@ -231,8 +231,15 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         fields["src_audio"] = str(inputs["src_audio"])
     if "ref_audio" in inputs:
         fields["ref_audio"] = str(inputs["ref_audio"])
+    _song_writing(f, fields)
     fmt = "wav" if str(f.get("audio_format") or "").lower() == "wav" else "flac"  # mp3 and the rest: FLAC
     return {k: v for k, v in fields.items() if v is not None or k in ("duration", "seed")}, fmt
+
+
+def _song_writing(f: dict, fields: dict) -> None:
+    from .songwriter import writing_fields  # sample_mode, sample_query, use_format (that module imports this one)
+
+    writing_fields(f, fields)
 
 
 def check_model(body: dict, served: str) -> None:
