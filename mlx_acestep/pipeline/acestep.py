@@ -182,7 +182,9 @@ class ACEStep:
         family (turbo ignores steps and guidance, with a warning); `thinking` (default: when the model has a
         planner LM) runs the 5 Hz planner first, which writes the metadata left out (and the duration when
         `duration` is None) and the audio codes the DiT renders; `task` is text2music or an editing task
-        (cover, repaint, extract, lego, complete) on `src_audio`; `ref_audio` lends its timbre.
+        (cover, repaint, extract, lego, complete) on `src_audio`; `ref_audio` lends its timbre. `sample="..."` lets
+        the planner write the song from one sentence first, `format=True` lets it tidy the caption and lyrics first
+        (`result.sheets` holds what it wrote, `result.request` the request as rendered).
         `callback(Progress)` is called as work advances; returning False cancels (raises `Cancelled`).
         """
         if lyrics is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..limits import TURBO_STEP_RANGE
 from ..names import INSTRUMENTAL
+from .sample_mode import song_writing
 
 NESTED = ("param_obj", "metas", "meta", "metadata", "user_metadata", "userMetadata")
 ALIASES = {
@@ -231,15 +232,9 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         fields["src_audio"] = str(inputs["src_audio"])
     if "ref_audio" in inputs:
         fields["ref_audio"] = str(inputs["ref_audio"])
-    _song_writing(f, fields)
+    song_writing(f, fields, as_bool)
     fmt = "wav" if str(f.get("audio_format") or "").lower() == "wav" else "flac"  # mp3 and the rest: FLAC
     return {k: v for k, v in fields.items() if v is not None or k in ("duration", "seed")}, fmt
-
-
-def _song_writing(f: dict, fields: dict) -> None:
-    from .songwriter import writing_fields  # sample_mode, sample_query, use_format (that module imports this one)
-
-    writing_fields(f, fields)
 
 
 def check_model(body: dict, served: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 from mlx_acestep.pipeline import ACEStep, ModelFolders
 from mlx_acestep.planner import tasks
 from mlx_acestep.server.protocol import request_fields
-from mlx_acestep.server.songwriter import query_hints
+from mlx_acestep.server.sample_mode import query_hints
 
 
 @pytest.fixture(scope="module")
