@@ -1,6 +1,9 @@
 """The decoding of the planner's text tasks (create a sample, format a draft, understand audio codes): upstream's
 "understand" generation phase (`constrained_logits_processor.py` with `generation_phase="understand"`,
-`skip_genres=False`, `stop_at_reasoning=False`), rule for rule, then free text after `</think>`.
+`skip_genres=False`, `stop_at_reasoning=False`), rule for rule, then free text after `</think>`: `__call__` :1568,
+`_process_single_sequence` :1743 (caption :1828, genres :1939, language :2013), `update_state` :2139, the fixed
+strings `_get_allowed_tokens_for_fixed_string` :1335, the loop `llm_inference.py` `_generate_with_constrained_decoding`
+:2522 (an end-of-sequence or pad token stops it).
 
 The block's fields in upstream's order: bpm, caption, duration, genres, keyscale, language, timesignature.
 
