@@ -19,6 +19,7 @@ _EXPORTS = {
     "GenerationResult": "mlx_acestep.pipeline",
     "Progress": "mlx_acestep.pipeline",
     "Cancelled": "mlx_acestep.pipeline",
+    "SongSheet": "mlx_acestep.pipeline",
     "AceStepError": "mlx_acestep.errors",
     "AdapterError": "mlx_acestep.adapters",
     "load_component": "mlx_acestep.loading",

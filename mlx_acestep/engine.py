@@ -30,6 +30,7 @@ PARTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "vae": ("vae", ("decoder",)),
     "vae_encoder": ("vae", ("encoder", "decoder")),
     "planner": ("lm", None),
+    "audio_codes": ("dit", ("tokenizer",)),  # latents -> the planner's 5 Hz codes (describe / understand)
 }
 
 
@@ -148,6 +149,12 @@ class Engine:
         latents = vae.sample(mean, std, key=mx.random.key(seed))[0]
         mx.eval(latents)
         return latents
+
+    def audio_codes(self, dit, latents: mx.array) -> np.ndarray:
+        """VAE latents `[T, 64]` -> the 5 Hz FSQ codes `[ceil(T / 5)]` the planner reads, the last window padded with
+        the silence latent (upstream's `convert_src_audio_to_codes`)."""
+        indices = dit.tokenizer.tokenize(latents[None].astype(dit.dtype), self.silence)[1]
+        return np.array(indices).reshape(-1).astype(np.int64)
 
 
 def initial_noise(seeds: Sequence[int], frames: int, channels: int, dtype: mx.Dtype) -> mx.array:

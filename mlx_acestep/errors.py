@@ -16,7 +16,7 @@ class AdapterError(AceStepError):
 
 class FieldError(AceStepError):
     """A bad value of a named field (of a request, a config, a server setting). The message names the field through
-    the tokens `@name@` (this field) and `@task@`: `str()` shows the Python field names, `render(names)` the caller's
+    the tokens `@name@` (this field), `@task@` and `@sample@`: `str()` shows the Python field names, `render(names)` the caller's
     own (the CLI's flags). (Not `{name}`: the messages hold user data, which may contain braces.)"""
 
     def __init__(self, name: str, template: str):
@@ -25,7 +25,7 @@ class FieldError(AceStepError):
 
     def render(self, names: dict[str, str]) -> str:
         text = self.template
-        for token, field in (("name", self.name), ("task", "task")):
+        for token, field in (("name", self.name), ("task", "task"), ("sample", "sample")):
             text = text.replace(f"@{token}@", names.get(field, field))
         return text
 

@@ -49,7 +49,10 @@ KEYSCALES = tuple(f"{note}{acc} {mode}" for note in KEY_NOTES for acc in KEY_ACC
 TIME_SIGNATURES = ("2", "3", "4", "6")  # beats per bar: 2/4, 3/4, 4/4, 6/8
 
 INSTRUMENTAL = "[Instrumental]"  # the lyrics of a song without vocals
-NEGATIVE_DEFAULT = "NO USER INPUT"  # the planner's unconditional caption when no negative prompt is given
+# What upstream writes where the user wrote nothing: the planner's unconditional caption when no negative prompt is
+# given, and the query, caption or codes of its text tasks when they are empty.
+NO_USER_INPUT = "NO USER INPUT"
+NEGATIVE_DEFAULT = NO_USER_INPUT
 # The planner's codes-phase prompt (planner/lm.py): current is upstream's since April 2026 (PRs #1127/#1128);
 # legacy-uncond its A/B toggle (use_legacy_cfg_prompt); february the form of 1e6e3d18, which 0.4's runs used.
 LM_CODES_PROMPTS = ("current", "legacy-uncond", "february")

@@ -20,6 +20,9 @@ Cases so far:
 - repaint and lego's chunk masks and source latents in both chunk mask modes (`scripts/upstream_masks.py`);
 - the planner's codes-phase prompts in their current form and upstream's legacy-uncond toggle (token ids), and
   greedy codes under CFG from them (`scripts/upstream_planner.py`);
+- the planner's text tasks (create a sample, format a draft, understand audio codes): their prompts and greedy answers
+  on the tiny LM, some steered towards a well-formed answer, and understand from the February VAE case's latents
+  through the reference's FSQ tokenizer (`scripts/upstream_planner_tasks.py`);
 - the newer options on base (`scripts/upstream_base.py`): DCW, Heun (APG and ADG), the clamp, the EMA, cover noise
   and retake inside upstream's base `generate_audio`;
 - flow-edit on the tiny turbo and base checkpoints, its forward noise injected (`scripts/upstream_flow_edit.py`);
@@ -221,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from upstream_flow_edit import flow_edit_cases
     from upstream_masks import mask_cases
     from upstream_planner import planner_cases
+    from upstream_planner_tasks import planner_task_cases
 
     cases = {
         **dcw_cases(args.reference),
@@ -229,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         **mask_cases(args.reference),
         **planner_cases(args.reference, args.fixtures),
         **flow_edit_cases(args.reference, args.fixtures, reference_model),
+        **planner_task_cases(args.reference, args.fixtures),
     }
     write(args.out, cases, commit)
     print(f"wrote {args.out}/cases.json")

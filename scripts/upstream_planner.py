@@ -5,7 +5,6 @@ with an empty think block), from the reference's `LLMHandler.build_formatted_pro
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,28 +25,12 @@ CFG_SCALE = 2.0
 
 
 def planner_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
-    sys.path.insert(0, str(root))
     import torch
     from acestep.constrained_logits_processor import MetadataConstrainedLogitsProcessor
-    from acestep.llm_inference import LLMHandler
-    from transformers import AutoTokenizer, Qwen3ForCausalLM
+    from upstream_planner_tasks import reference_handler
 
-    folder = fixtures / "checkpoints" / "acestep-5Hz-lm-0.6B"
-    handler = LLMHandler()
-    handler.llm_tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    handler.llm = Qwen3ForCausalLM.from_pretrained(str(folder), torch_dtype=torch.float32).eval()
-    handler.disable_tqdm = True
+    handler = reference_handler(root, fixtures)
     tok = handler.llm_tokenizer
-    forward = handler._forward_pass
-
-    def trimmed(*args, **kwargs):
-        # The tiny LM's embedding is padded past the tokenizer (2661 rows, 2586 tokens); the processor's masks are
-        # the tokenizer's length. The padded rows are no code, so the codes phase never picks them either way.
-        out = forward(*args, **kwargs)
-        out.logits = out.logits[..., : len(tok)]
-        return out
-
-    handler._forward_pass = trimmed
     cot = handler._format_metadata_as_cot(META)
     cases = {}
     for form, legacy in FORMS.items():

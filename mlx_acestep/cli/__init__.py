@@ -14,6 +14,7 @@ from .cache import cache
 from .convert import convert, reconstruct
 from .generate import generate
 from .serve import serve
+from .songwriter import describe
 from .train import train
 
 
@@ -23,7 +24,7 @@ def main():
     """ACE-Step 1.5 music generation in MLX."""
 
 
-for command in (generate, convert, reconstruct, train, serve, cache, bench):
+for command in (generate, describe, convert, reconstruct, train, serve, cache, bench):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -189,6 +189,7 @@ class PhaseBars:
 
     LABELS = {
         "encode": "encoding source",
+        "write": "planner writes",
         "lm": "planner LM   ",
         "text": "text encoder",
         "condition": "conditioning ",
@@ -210,13 +211,13 @@ class PhaseBars:
                 length=max(progress.total, 1),
                 label=label,
                 file=click.get_text_stream("stderr"),
-                show_pos=progress.phase == "lm",
+                show_pos=progress.phase in ("lm", "write"),
                 item_show_func=lambda item: item,
             )
             self.bar.__enter__()
         self.bar.length = max(progress.total, 1)
         rate = None
-        if progress.phase == "lm" and progress.done:  # the planner's units are tokens: say how fast they come
+        if progress.phase in ("lm", "write") and progress.done:  # the planner's units are tokens: say how fast
             rate = f"{progress.done / max(time.perf_counter() - self.started, 1e-9):.1f} tokens/s"
         self.bar.update(progress.done - self.bar.pos, rate)
 

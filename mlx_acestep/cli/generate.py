@@ -11,6 +11,7 @@ from click.core import ParameterSource
 from ..errors import AceStepError, MissingDiT, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
 from ..names import TASKS
+from . import songwriter
 from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
 from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
 from .outputs import output_paths, parse_seeds
@@ -58,21 +59,6 @@ def _load(request, source):
         raise
 
 
-def describe_plan(meta: dict) -> str:
-    """The planner's metadata on one line, caption last."""
-    names = (
-        ("bpm", "bpm"),
-        ("keyscale", "key"),
-        ("timesignature", "time signature"),
-        ("language", "language"),
-        ("duration", "duration"),
-    )
-    parts = [f"{label} {meta[k]}" for k, label in names if meta.get(k) not in (None, "")]
-    if meta.get("caption"):
-        parts.append(f"caption: {meta['caption']}")
-    return "".join(c if c.isprintable() else "?" for c in ", ".join(parts))
-
-
 @click.command()
 @click.argument("caption", required=False)
 @click.option(
@@ -81,6 +67,7 @@ def describe_plan(meta: dict) -> str:
     default=None,
     help="Read the caption from a file ('-' for stdin) instead of CAPTION.",
 )
+@songwriter.songwriter_options
 @click.option("--lyrics", default=None, help="Lyrics text ([verse], [chorus] ... tags; default [Instrumental]).")
 @click.option(
     "--lyrics-file",
@@ -229,6 +216,8 @@ def generate(**params):
     mlx-acestep generate "jazz trio" --src-audio song.wav --flow-edit --flow-edit-source-caption "synth pop" -o jazz.wav
     mlx-acestep generate "lofi beat" --lora my-style/ --lora extra.safetensors:0.5 -o lofi.wav
     mlx-acestep generate --from-metadata piano.json --seed 8 -o piano-8.wav   # the same run, another seed
+    mlx-acestep generate --sample "a melancholic folk song about leaving home" -o folk.wav   # the planner writes it
+    mlx-acestep generate "lofi, rain" --lyrics-file draft.txt --format-input -o lofi.wav   # tidied first
     mlx-acestep generate "gentle piano" --model tiny --duration 10 -o a.wav   # offline smoke test (noise)
     """
     from .metadata import read_metadata, replayable
@@ -253,7 +242,8 @@ def _run(params: dict) -> None:
     specs = [parse_lora_spec(spec) for spec in params["loras"]]  # a malformed --lora fails before anything loads
     request = _request(params)
     thinking = False if request.uses_source else params["thinking"]  # the planner is for text2music only
-    if thinking is False and (params["lm"] is not None or params["lm_quantize"] != "none"):
+    planner = thinking is not False or request.sample is not None or request.format  # it may write the song first
+    if not planner and (params["lm"] is not None or params["lm_quantize"] != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
     inputs = ("src_audio", "ref_audio", "lyrics_file", "prompt_file", "from_metadata")
     paths = output_paths(
@@ -264,8 +254,9 @@ def _run(params: dict) -> None:
         params["overwrite"],
         {"--" + name.replace("_", "-"): params[name] for name in inputs},
     )
-    pipe, result = _render(params, request, specs, thinking)
-    _save(dict(params, caption=request.caption, lyrics=request.lyrics), request, pipe, result, paths)
+    pipe, result = _render(params, request, specs, planner)
+    rendered = result.request or request  # with what the planner wrote (--sample, --format-input)
+    _save(songwriter.rendered_params(params, rendered, bool(result.sheets)), rendered, pipe, result, paths)
     speed_hint()  # after the result: never between a user and a one-line error
 
 
@@ -273,6 +264,8 @@ def _texts(params: dict) -> tuple[str, str | None]:
     """The caption and lyrics, from the flags or their files."""
     caption, lyrics = params["caption"], params["lyrics"]
     prompt_file, lyrics_file = params["prompt_file"], params["lyrics_file"]
+    if params["sample"] is not None:
+        return songwriter.sample_texts(params)
     if (caption is None) == (prompt_file is None):
         raise AceStepError("give the caption as CAPTION or --prompt-file, one of them")
     if lyrics is not None and lyrics_file is not None:
@@ -304,6 +297,7 @@ def _request(params: dict):
         lyrics=lyrics,
         key=params["keyscale"],
         tracks=[t.strip() for t in tracks.split(",")] if tracks else None,
+        format=params["format_input"],
         **{name: params[name] for name in _SAME_NAMES},
     )
     return GenerationRequest(
@@ -338,10 +332,11 @@ _SAME_NAMES = (
     "cover_strength",
     *SAMPLER_FIELDS,
     *FLOW_EDIT_FIELDS,
+    *songwriter.SONGWRITER_FIELDS,
 )
 
 
-def _render(params: dict, request, specs, thinking):
+def _render(params: dict, request, specs, planner: bool):
     """Load the model (and adapters) and generate, with progress bars and warnings on stderr."""
     import warnings
 
@@ -351,7 +346,7 @@ def _render(params: dict, request, specs, thinking):
     bars = PhaseBars()
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
-        source = model_source(params, planner=thinking is not False)
+        source = model_source(params, planner=planner)
         pipe = _load(request, source.replace(dit=source.dit or request.required_dit))
         if params["model"] == "tiny":
             click.echo(
@@ -381,10 +376,11 @@ def _save(params: dict, request, pipe, result, paths) -> None:
             raise AceStepError(
                 f"{file.with_suffix('.json')}: the metadata could not be written ({first_line(e)}); {file} was written"
             ) from None
+    songwriter.echo_written(result.sheets)
     for i, (p, s) in enumerate(zip(written, result.seeds)):
         click.echo(f"wrote {p} ({result.duration:g} s, 48 kHz stereo, seed {s})")
         if result.metadata:
-            click.echo("  planner: " + describe_plan(result.metadata[i]))
+            click.echo("  planner: " + songwriter.describe_plan(result.metadata[i]))
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     click.echo(
         f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB "

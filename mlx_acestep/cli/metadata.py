@@ -98,6 +98,7 @@ def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
         "flow_edit": summary(request, result.seeds[index], retake_seed),
         "adapters": [{"name": n, "scale": s} for n, s in pipe.loras()],
         "planner": planner,
+        "written": [{k: v for k, v in s.to_dict().items() if k != "text"} for s in result.sheets],
         "replay": replay_params(params, result.seeds[index], retake_seed),
     }
 
@@ -157,6 +158,8 @@ def older_settings(meta: dict) -> dict:
 
     replay = meta["replay"]
     out = {name: old for name, old in BEFORE_FIELD.items() if name not in replay}
+    if replay.get("task") not in ("repaint", "lego"):
+        out.pop("chunk_mask_mode", None)  # the other tasks have no region to mark
     sampler = meta.get("sampler") if isinstance(meta.get("sampler"), dict) else {}
     if "shift" in sampler and "steps" not in sampler:
         out["steps"] = None

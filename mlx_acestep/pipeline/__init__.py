@@ -9,6 +9,7 @@
     worker.py        the pipeline's own thread
     results.py       Progress, Cancelled, GenerationResult
     postprocess.py   peak limiting, splice, normalisation
+    songwriter.py    the planner's tasks (create_sample, format_sample, understand), generation that writes first
 
 The names below are imported on first use (the command line builds a request
 before any model, and mlx-lm, is imported).
@@ -25,6 +26,7 @@ _EXPORTS = {
     "Generated": "results",
     "Progress": "results",
     "Cancelled": "results",
+    "SongSheet": "..planner.tasks",
     "PhaseMeter": "residency",
     "ModelFolders": "..hub",
 }

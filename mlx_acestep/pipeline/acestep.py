@@ -47,9 +47,11 @@ from .render import RenderJob, render
 from .request import GenerationRequest, resolve_seeds, sampler_settings
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
+from .songwriter import check_writing, create_sample, format_sample, understand, write_first
 from .worker import Worker
 
-PHASES = ("text", "condition", "dit", "vae", "post")  # "lm" first when the planner runs, "encode" for editing tasks
+# "write" first when the planner writes the song (sample, format), "lm" when it plans, "encode" for editing tasks
+PHASES = ("text", "condition", "dit", "vae", "post")
 
 
 class ACEStep:
@@ -97,6 +99,11 @@ class ACEStep:
 
     def loras(self) -> list[tuple[str, float]]:
         return self.adapters.loaded()
+
+    # The planner as a songwriter and a listener (pipeline/songwriter.py): each returns a SongSheet.
+    create_sample = create_sample
+    format_sample = format_sample
+    understand = understand
 
     def close(self) -> None:
         """Free the modules and stop the pipeline's thread (a later call starts them again)."""
@@ -175,7 +182,9 @@ class ACEStep:
         family (turbo runs 1 to 8 steps and ignores guidance, with a warning); `thinking` (default: when the model has a
         planner LM) runs the 5 Hz planner first, which writes the metadata left out (and the duration when
         `duration` is None) and the audio codes the DiT renders; `task` is text2music or an editing task
-        (cover, repaint, extract, lego, complete) on `src_audio`; `ref_audio` lends its timbre.
+        (cover, repaint, extract, lego, complete) on `src_audio`; `ref_audio` lends its timbre. `sample="..."` lets
+        the planner write the song from one sentence first, `format=True` lets it tidy the caption and lyrics first
+        (`result.sheets` holds what it wrote, `result.request` the request as rendered).
         `callback(Progress)` is called as work advances; returning False cancels (raises `Cancelled`).
         """
         if lyrics is not None:
@@ -185,7 +194,7 @@ class ACEStep:
         else:
             request = GenerationRequest(**({"caption": request} if request is not None else {}), **fields)
         # What depends on the model is resolved here, on the caller's thread, so warnings point at its line.
-        request.check_model(self.family, self.name)
+        self.check(request)
         for notice in request.notices():
             warnings.warn(notice, stacklevel=2)
         thinking = request.thinking_for(self.folders.lm is not None)
@@ -203,11 +212,19 @@ class ACEStep:
             lambda: self._generate(request, thinking, duration, settings, callback, call_adapters), request
         )
 
+    def check(self, request: GenerationRequest) -> None:
+        """What this model cannot run, refused before any work (`generate` calls it, a server at submission): a
+        base-only task on another DiT, a song to write without the planner."""
+        request.check_model(self.family, self.name)
+        check_writing(self, request)
+
     def _generate(self, request, thinking, duration, settings, callback, call_adapters=()) -> GenerationResult:
         seeds = resolve_seeds(request.seed, request.batch_size)
         meter = PhaseMeter()
         report = reporter(callback, self._worker.cancel)
         interrupted = functools.partial(reporter(None, self._worker.cancel), "lm", 0, 0)  # Ctrl-C between tokens
+        request, sheets = write_first(self, request, seeds[0], meter, report)
+        duration = request.duration_for(thinking) if sheets else duration
         prepared = prepare(self, request, thinking, duration, settings, seeds, meter, report, interrupted)
         out = self._render(prepared.job, report, meter, call_adapters)
         frames = prepared.frames
@@ -225,6 +242,8 @@ class ACEStep:
             latents=np.array(out.latents.astype(mx.float32)),
             metadata=[p.metadata for p in prepared.plans],
             codes=prepared.job.condition.codes,
+            sheets=sheets,
+            request=request,
         )
 
     def _render(self, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Generated:

@@ -128,6 +128,9 @@ REQUEST = Fields(
     Field("dcw_high_scaler", "number", *DCW_SCALER),
     Field("dcw_wavelet", "choice", choices=DCW_WAVELETS, what="DCW wavelet"),
     *FLOW_EDIT_FIELDS,
+    Field("sample", "text", optional=True),
+    Field("instrumental", "bool"),
+    Field("format", "bool"),
     # The task checks these against the source and each other (conditioning/tasks.py); here only that they are numbers.
     *(
         Field(name, "number", optional=True)
@@ -173,7 +176,7 @@ def normalize_time_signature(value) -> str | None:
 class GenerationRequest:
     """Everything one generation needs to know; see the module docstring and `ACEStep.generate`."""
 
-    caption: str
+    caption: str = ""  # may be left out when `sample` writes it
     lyrics: str = INSTRUMENTAL
     duration: float | None = None  # None: the source's length, the planner's choice, or DEFAULT_SECONDS
     seed: int | Sequence[int] | None = None  # item i uses seed + i; a list gives one per item; None: random
@@ -224,12 +227,17 @@ class GenerationRequest:
     src_latents: object = None  # [T, 64] VAE latents standing in for src_audio
     ref_latents: object = None
     loras: Sequence = ()  # adapters for this call only: paths, or (path, scale) pairs (on top of pipe.load_lora's)
+    sample: str | None = None  # upstream's sample_mode: the planner writes the song from this sentence first
+    instrumental: bool = False  # with sample: a song without vocals
+    format: bool = False  # upstream's use_format: the planner tidies the caption and lyrics first
     job: Task = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        REQUEST.check_into(self, ("caption",))
-        if not self.caption.strip():
+        REQUEST.check_into(self, ("caption", "sample"))
+        if not self.caption.strip() and self.sample is None:
             raise RequestError("caption", "the caption is empty; describe the music (genre, mood, instruments)")
+        if self.caption.strip() and self.sample is not None:
+            raise RequestError("sample", "@name@ writes the caption: give a caption or a sample, not both")
         REQUEST.check_into(self, ("lyrics", "duration", "batch_size"))
         check_seeds(self.seed, self.batch_size)
         check_seeds(self.retake_seed, self.batch_size, "retake_seed")
@@ -237,6 +245,8 @@ class GenerationRequest:
         object.__setattr__(self, "key", normalize_key(self.key))
         object.__setattr__(self, "time_signature", normalize_time_signature(self.time_signature))
         REQUEST.check_into(self, _LATER)
+        if self.instrumental and self.sample is None:
+            raise RequestError("instrumental", "@name@ goes with @sample@ (without it, leave the lyrics out)")
         if self.sampler == "heun" and self.method != "ode":
             raise RequestError("sampler", "the heun @name@ runs the ODE only (method ode)")
         object.__setattr__(self, "loras", request_loras(self.loras))

@@ -61,6 +61,8 @@ class GenerationResult:
     latents: np.ndarray  # [B, T, 64] float32, what the VAE decoded
     metadata: list[dict] = field(default_factory=list)  # per item, what the planner chose (empty without thinking)
     codes: np.ndarray | None = None  # [B, int(5 d)] the planner's audio codes
+    sheets: list = field(default_factory=list)  # what the planner wrote first (sample, format): SongSheets
+    request: object = None  # the request as rendered: with what the planner wrote (its replay needs no planner)
 
     @property
     def compute_seconds(self) -> float:

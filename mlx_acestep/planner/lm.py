@@ -218,6 +218,35 @@ def generate_codes(
     return values
 
 
+def stepper(lm: PlannerLM, prompt: list[int], check=None):
+    """`step(ids) -> logits [vocab]` (float32) of the last position after feeding `ids`, the prompt with the first
+    call (one KV cache). `check()` runs before every forward (it raises to stop: the pipeline's cancellation)."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache, head, pending = make_prompt_cache(lm), lm.head(), list(prompt)
+
+    def step(new: list[int]) -> mx.array:
+        nonlocal pending
+        if check is not None:
+            check()
+        logits = head(lm.hidden(mx.array([pending + list(new)]), cache)[0, -1]).astype(mx.float32)  # the last row
+        pending = []
+        return logits
+
+    return step
+
+
+def drawer(temperature: float, top_p: float, key: mx.array):
+    """`draw(scores) -> int`: one token by `sample`, each draw from the next split of `key`."""
+
+    def draw(scores: mx.array) -> int:
+        nonlocal key
+        key, sub = mx.random.split(key)
+        return int(sample(scores, temperature, top_p, sub).item())
+
+    return draw
+
+
 # -- the whole planner -----------------------------------------------------------------------------
 
 # Phase 1 is skipped when the user gave all of these (the reference's `has_all_metas`).
@@ -276,27 +305,9 @@ class Planner:
     ):
         """Phase 1: the constrained `<think>` block (a `ThinkResult`); `user` fields are forced. `check()` runs
         before every forward (it raises to stop: the pipeline's cancellation)."""
-        from mlx_lm.models.cache import make_prompt_cache
-
-        cache = make_prompt_cache(self.lm)
         ids = self.tokenizer.encode(think_prompt(caption, lyrics))
         key = mx.random.split(mx.random.key(seed))[1]  # apart from the codes phase's stream
-
-        head = self.lm.head()
-
-        def step(new: list[int]) -> mx.array:
-            nonlocal ids
-            if check is not None:
-                check()
-            logits = head(self.lm.hidden(mx.array([ids + new]), cache)[0, -1]).astype(mx.float32)  # the last row only
-            ids = []
-            return logits
-
-        def draw(scores: mx.array) -> int:
-            nonlocal key
-            key, sub = mx.random.split(key)
-            return int(sample(scores, temperature, top_p, sub).item())
-
+        step, draw = stepper(self.lm, ids, check), drawer(temperature, top_p, key)
         return write_metadata(step, self.constraint.limit_duration(max_duration), user, draw)
 
     def plan(

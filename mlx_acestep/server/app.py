@@ -12,6 +12,7 @@ from .http import Gate, InputFolder
 from .jobs import JobRunner
 from .protocol import ProtocolError, envelope
 from .routes import Server, info_routes, lora_routes, task_routes
+from .songwriter import songwriter_routes
 
 
 def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **settings):
@@ -37,8 +38,9 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **set
     async def protocol_error(_, exc: ProtocolError):
         return fail(str(exc), exc.status)
 
-    for add_routes in (task_routes, lora_routes, info_routes):
+    for add_routes in (task_routes, lora_routes, info_routes, songwriter_routes):
         add_routes(app, server)
-    for path in ("/format_input", "/create_random_sample", "/v1/chat/completions"):
-        app.add_api_route(path, lambda: fail("not supported by this server (mlx-acestep serve)", 501), methods=["POST"])
+    app.add_api_route(
+        "/v1/chat/completions", lambda: fail("not supported by this server (mlx-acestep serve)", 501), methods=["POST"]
+    )
     return app

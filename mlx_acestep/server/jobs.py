@@ -112,6 +112,7 @@ class JobRunner:
 
         try:
             result = self.pipe.generate(job.request, callback=progress)
+            job.request = result.request or job.request  # with what the planner wrote (sample_mode, use_format)
             job.stage = "saving"
             base = self.output_dir / job.id
             job.files = result.save(f"{base}.{job.audio_format}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..limits import TURBO_STEP_RANGE
 from ..names import INSTRUMENTAL
+from .sample_mode import song_writing
 
 NESTED = ("param_obj", "metas", "meta", "metadata", "user_metadata", "userMetadata")
 ALIASES = {
@@ -89,7 +90,7 @@ REST_NAMES = {
 }
 
 # Upstream features this server does not have: asking for one is an error, never a silent plain generation.
-UNSUPPORTED = ("sample_mode", "sample_query", "use_format", "analysis_only", "full_analysis_only", "use_adg")
+UNSUPPORTED = ("analysis_only", "full_analysis_only", "use_adg")
 
 
 class ProtocolError(Exception):
@@ -193,7 +194,7 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
     """
     f = lookup(body)
     for name in UNSUPPORTED:
-        if as_bool(f.get(name), False) if name not in ("sample_query",) else bool(str(f.get(name) or "").strip()):
+        if as_bool(f.get(name), False):
             raise ProtocolError(
                 f"{name} is not supported by this server (mlx-acestep serve); see the README's route table"
             )
@@ -250,6 +251,7 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         fields["src_audio"] = str(inputs["src_audio"])
     if "ref_audio" in inputs:
         fields["ref_audio"] = str(inputs["ref_audio"])
+    song_writing(f, fields, as_bool)
     fmt = "wav" if str(f.get("audio_format") or "").lower() == "wav" else "flac"  # mp3 and the rest: FLAC
     return {k: v for k, v in fields.items() if v is not None or k in ("duration", "seed")}, fmt
 

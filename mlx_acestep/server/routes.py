@@ -86,7 +86,7 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     fields["loras"] = [(str(server.inputs.allowed(a.path, "the adapter", folders=True)), a.scale) for a in adapters]
     try:
         generation = GenerationRequest(**fields)
-        generation.check_model(pipe.family, pipe.name)
+        pipe.check(generation)
     except FieldError as e:  # named as the client sent it (audio_duration, not duration)
         raise ProtocolError(e.render(REST_NAMES)) from None
     except AceStepError as e:

@@ -74,7 +74,7 @@ def test_submit_poll_download(server):
             403,
             "outside the allowed input folder",
         ),
-        ({"prompt": "x", "sample_mode": True}, 400, "not supported by this server"),
+        ({"prompt": "x", "sample_mode": True}, 400, "needs the planner LM"),
         (
             {"prompt": "x", "task_type": "complete", "tracks": 5},
             400,
