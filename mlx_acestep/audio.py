@@ -93,13 +93,25 @@ def peak_limit(audio: np.ndarray) -> np.ndarray:
     return audio / np.maximum(peak, 1.0)
 
 
+def normalize_gain(peak: float, target_db: float = -1.0) -> np.float32 | None:
+    """The factor that puts a peak of `peak` at `target_db` dBFS; None for silence (left alone)."""
+    return None if peak < 1e-6 else np.float32(10 ** (target_db / 20) / peak)
+
+
 def peak_normalize(audio: np.ndarray, target_db: float = -1.0) -> np.ndarray:
     """Scale so the peak sits at `target_db` dBFS, up or down (the reference's default -1 dB); silence is left alone."""
     audio = np.asarray(audio, dtype=np.float32)
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak < 1e-6:
-        return audio
-    return audio * np.float32(10 ** (target_db / 20) / peak)
+    gain = normalize_gain(float(np.max(np.abs(audio))) if audio.size else 0.0, target_db)
+    return audio if gain is None else audio * gain
+
+
+def finish_blocks(raw_peak: np.float32, normalize: bool):
+    """`peak_limit` then (with `normalize`) `peak_normalize` of one item, as a function applied block by block once
+    the raw VAE output's peak is known: the same float32 operations on each sample, so the same bits. Division
+    by a positive constant is monotone, so the limited song's peak is the limited raw peak."""
+    divisor = np.maximum(np.float32(raw_peak), np.float32(1.0))
+    gain = normalize_gain(float(np.float32(raw_peak) / divisor)) if normalize else None
+    return lambda block: block / divisor if gain is None else (block / divisor) * gain
 
 
 def check_output(path: str | Path, overwrite: bool = False) -> Path:

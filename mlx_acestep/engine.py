@@ -20,6 +20,7 @@ from .diffusion.edits import EditHooks
 from .diffusion.flow_edit import FlowEditSettings, ForwardNoise, run_flow_edit
 from .diffusion.loop import Step
 from .diffusion.sampler import BaseSettings, TurboSettings, run_steps
+from .models.vae.windows import plan_windows
 
 # engine step -> (component, the parts of it to build; None = all)
 PARTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
@@ -139,6 +140,19 @@ class Engine:
         wave = vae.decode_chunked(latents.astype(vae.dtype), chunk, overlap, progress=progress)
         mx.eval(wave)
         return wave
+
+    def decode_stream(self, vae, latents: mx.array, chunk: int, overlap: int, sink, progress=None) -> None:
+        """`decode`, handing each window's final audio to `sink(item, start_sample, audio)` as it is decoded (items
+        in order, windows in order) instead of keeping the whole waveform: the same windows, so the same samples."""
+        per_item = len(plan_windows(latents.shape[1], chunk, overlap))
+        start = 0
+        for done, total, audio in vae.iter_decode(latents.astype(vae.dtype), chunk, overlap):
+            start = 0 if (done - 1) % per_item == 0 else start
+            sink((done - 1) // per_item, start, audio)
+            start += audio.shape[0]
+            if progress is not None:
+                progress(done, total)
+        mx.clear_cache()
 
     def encode_audio(
         self, vae, wave: np.ndarray, seed: int, chunk: int, overlap: int, progress: Callable | None = None

@@ -48,6 +48,7 @@ from .request import GenerationRequest, resolve_seeds, sampler_settings
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
 from .songwriter import check_writing, create_sample, format_sample, understand, write_first
+from .stream import GenerationStream, start_stream
 from .worker import Worker
 
 # "write" first when the planner writes the song (sample, format), "lm" when it plans, "encode" for editing tasks
@@ -187,30 +188,54 @@ class ACEStep:
         (`result.sheets` holds what it wrote, `result.request` the request as rendered).
         `callback(Progress)` is called as work advances; returning False cancels (raises `Cancelled`).
         """
+        run = self._resolve(request, lyrics, fields)
+        return self._worker.run(lambda: self._generate(*run, callback), run[0])
+
+    def generate_stream(
+        self,
+        request: GenerationRequest | str | None = None,
+        lyrics: str | None = None,
+        /,
+        *,
+        callback: ProgressCallback | None = None,
+        **fields,
+    ) -> GenerationStream:
+        """`generate`, the audio handed out window by window as the VAE decodes it (`pipeline/stream.py`):
+
+            stream = pipe.generate_stream("gentle piano", duration=120, seed=7)
+            stream.info.metadata                   # the sidecar's inputs, before the first window
+            for item, start, audio in stream:      # raw VAE output, in order, each sample final
+                play(audio)
+
+        The chunks joined are `generate`'s waveform before post-processing, bit for bit; `audio.finish_blocks`
+        applies the peak limiting and -1 dBFS normalisation once the song's peak is known."""
+        run = self._resolve(request, lyrics, fields)
+        self._worker.run(lambda: None, run[0])  # the caller's arrays computed here, as `generate` does
+        return GenerationStream(self._worker, lambda stream: self._generate(*run, callback, stream))
+
+    def _resolve(self, request, lyrics, fields):
+        """The request and what depends on the model, resolved on the caller's thread so warnings point at its line."""
         if lyrics is not None:
             fields["lyrics"] = lyrics
         if isinstance(request, GenerationRequest):
             request = request.replace(**fields) if fields else request
         else:
             request = GenerationRequest(**({"caption": request} if request is not None else {}), **fields)
-        # What depends on the model is resolved here, on the caller's thread, so warnings point at its line.
         self.check(request)
         for notice in request.notices():
-            warnings.warn(notice, stacklevel=2)
+            warnings.warn(notice, stacklevel=3)
         thinking = request.thinking_for(self.folders.lm is not None)
         duration = request.duration_for(thinking)
-        settings = request.sampler_settings(self.family, stacklevel=3)
+        settings = request.sampler_settings(self.family, stacklevel=4)
         frames = source_frames(request.src_audio, request.src_latents)
         if duration is None and frames is not None and seconds_of(frames) < SECONDS[0]:
             warnings.warn(
                 f"the source lasts {seconds_of(frames):.2f} s, less than {SECONDS[0]:g} s: the output "
                 "follows it (give a duration to render longer)",
-                stacklevel=2,
+                stacklevel=3,
             )
         call_adapters = self.adapters.read_call(request.loras)  # bad adapter files fail before any work
-        return self._worker.run(
-            lambda: self._generate(request, thinking, duration, settings, callback, call_adapters), request
-        )
+        return request, thinking, duration, settings, call_adapters
 
     def check(self, request: GenerationRequest) -> None:
         """What this model cannot run, refused before any work (`generate` calls it, a server at submission): a
@@ -218,7 +243,7 @@ class ACEStep:
         request.check_model(self.family, self.name)
         check_writing(self, request)
 
-    def _generate(self, request, thinking, duration, settings, callback, call_adapters=()) -> GenerationResult:
+    def _generate(self, request, thinking, duration, settings, call_adapters, callback, stream=None):
         seeds = resolve_seeds(request.seed, request.batch_size)
         meter = PhaseMeter()
         report = reporter(callback, self._worker.cancel)
@@ -226,11 +251,20 @@ class ACEStep:
         request, sheets = write_first(self, request, seeds[0], meter, report)
         duration = request.duration_for(thinking) if sheets else duration
         prepared = prepare(self, request, thinking, duration, settings, seeds, meter, report, interrupted)
-        out = self._render(prepared.job, report, meter, call_adapters)
         frames = prepared.frames
+        sink = None if stream is None else start_stream(stream, prepared, request, seeds, sheets)
+        out = self._render(prepared.job, report, meter, call_adapters, sink)
         with meter.phase("post"):
-            audio = postprocess(
-                out.waveform[:, : frames * HOP], request.job, prepared.source_wave, prepared.region, request.normalize
+            audio = (
+                postprocess(
+                    out.waveform[:, : frames * HOP],
+                    request.job,
+                    prepared.source_wave,
+                    prepared.region,
+                    request.normalize,
+                )
+                if sink is None
+                else np.zeros((len(seeds), 0, 2), np.float32)  # it went out in the stream's chunks
             )
         return GenerationResult(
             audio=audio,
@@ -246,10 +280,10 @@ class ACEStep:
             request=request,
         )
 
-    def _render(self, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Generated:
+    def _render(self, job: RenderJob, report, meter: PhaseMeter, adapters=(), sink=None) -> Generated:
         previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
         try:
-            return render(self, job, report, meter, list(adapters))
+            return render(self, job, report, meter, list(adapters), sink)
         finally:
             mx.set_cache_limit(previous)
             mx.clear_cache()

@@ -70,8 +70,9 @@ def cover_switch_job(job: ConditionJob, silence: mx.array) -> ConditionJob:
     return dataclasses.replace(job, codes=None, sources=[(silent, m, False) for _, m, _ in job.sources])
 
 
-def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Generated:
-    """Text encoder -> condition -> sampler -> VAE for `job` (no post-processing)."""
+def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=(), sink=None) -> Generated:
+    """Text encoder -> condition -> sampler -> VAE for `job` (no post-processing). With `sink`, each decoded
+    window goes to `sink(item, start_sample, audio)` as the VAE makes it and `waveform` is None."""
     engine, residency = pipe.engine, pipe.residency
     check_job(job, pipe.config.audio_acoustic_hidden_dim, pipe.silence_latent.shape[1])
 
@@ -124,8 +125,18 @@ def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Gene
 
     with meter.phase("vae"):
         progress = lambda done, total: report("vae", done, total)  # noqa: E731
-        waveform = residency.run(
-            "vae", lambda vae: engine.decode(vae, latents, pipe.vae_chunk, pipe.vae_overlap, progress), meter
-        )
-        check_finite(waveform, "the VAE decode")
+        chunk, overlap = pipe.vae_chunk, pipe.vae_overlap
+        if sink is None:
+            waveform = residency.run("vae", lambda vae: engine.decode(vae, latents, chunk, overlap, progress), meter)
+            check_finite(waveform, "the VAE decode")
+        else:
+
+            def checked(item, start, audio):
+                check_finite(audio, "the VAE decode")  # before the window leaves: a stream cannot take it back
+                sink(item, start, audio)
+
+            waveform = None
+            residency.run(
+                "vae", lambda vae: engine.decode_stream(vae, latents, chunk, overlap, checked, progress), meter
+            )
     return Generated(text.text_hidden_states, text.lyric_hidden_states, latents, waveform)

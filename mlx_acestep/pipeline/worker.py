@@ -50,12 +50,7 @@ class Worker:
         materialise(inputs)
         if threading.current_thread() is self._thread:  # a callback that calls back in: run it in place
             return fn()
-        future: Future = Future()
-        with self._start:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-                self._thread.start()
-            self._queue.put((fn, future))
+        future = self.submit(fn)
         try:
             return future.result()
         except KeyboardInterrupt:
@@ -65,6 +60,16 @@ class Worker:
             finally:
                 self.cancel.clear()
             raise
+
+    def submit(self, fn: Callable[[], T]) -> Future:
+        """`fn()` queued on the worker thread without waiting (a stream reads what it hands out meanwhile)."""
+        future: Future = Future()
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            self._queue.put((fn, future))
+        return future
 
     def _loop(self) -> None:
         try:

@@ -1,0 +1,72 @@
+"""`generate_stream`: the song window by window, the same bits as `generate` (pipeline/stream.py)."""
+
+import numpy as np
+import pytest
+
+from mlx_acestep.audio import finish_blocks
+from mlx_acestep.errors import AceStepError
+from mlx_acestep.pipeline import ACEStep, Cancelled, ModelFolders
+from mlx_acestep.pipeline.stream import AHEAD
+
+SONG = dict(caption="gentle piano", lyrics="[verse]\nla la", duration=12, seed=5, bpm=90)
+
+
+@pytest.fixture(scope="module")
+def pipe(converted):
+    # Small windows (32 frames, overlap 8) so a 12 s song (300 frames) comes in 19 windows.
+    folders = ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae")
+    return ACEStep(folders, vae_chunk=32, vae_overlap=8)
+
+
+def joined(stream, items):
+    parts = [[] for _ in range(items)]
+    for item, start, audio in stream:
+        assert start == sum(len(a) for a in parts[item])  # in order, no gap, no overlap
+        parts[item].append(audio)
+    return [np.concatenate(p) for p in parts]
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_the_joined_stream_finished_is_generate_bit_for_bit(pipe, normalize):
+    whole = pipe.generate(**SONG, batch_size=2, normalize=normalize)
+    stream = pipe.generate_stream(**SONG, batch_size=2, normalize=normalize)
+    assert stream.info.seeds == whole.seeds and stream.info.samples == whole.audio.shape[1]
+    raw = joined(stream, 2)
+    for i, item in enumerate(raw):
+        finished = finish_blocks(np.max(np.abs(item)), normalize)(item)
+        np.testing.assert_array_equal(finished, whole.audio[i])
+    # The stream is the VAE's raw output: normalised only by finish_blocks (this song peaks under 1: no limiting).
+    assert np.max(np.abs(raw[0])) < 1
+    assert np.array_equal(raw[0], whole.audio[0]) != normalize
+    assert stream.result.latents.shape == whole.latents.shape and stream.result.audio.shape == (2, 0, 2)
+
+
+def test_windows_arrive_before_the_song_is_done(pipe):
+    decoded = []  # the VAE's progress, seen from the worker thread
+    stream = pipe.generate_stream(**SONG, callback=lambda p: decoded.append(p.done) if p.phase == "vae" else None)
+    seen = []
+    for _, _, audio in stream:
+        seen.append((decoded[-1], len(audio)))
+    total = len(seen)
+    assert total >= 10 and sum(n for _, n in seen) == stream.info.samples
+    # The first window is in the reader's hands while most are still to decode (at most AHEAD + 1 run ahead).
+    assert seen[0][0] <= AHEAD + 2 < total
+
+
+def test_a_reader_that_stops_cancels_the_run_and_the_pipeline_goes_on(pipe):
+    stream = pipe.generate_stream(**SONG)
+    for _ in stream:
+        break
+    with pytest.raises(Cancelled):
+        stream._future.result(timeout=30)
+    assert pipe.generate(**(SONG | {"duration": 10})).audio.shape == (1, 480000, 2)
+
+
+def test_the_run_s_error_reaches_the_reader(pipe, monkeypatch):
+    def broken(*args, **kwargs):
+        raise AceStepError("the VAE decode produced NaN or infinite values")
+
+    monkeypatch.setattr(pipe.engine, "decode_stream", broken)
+    stream = pipe.generate_stream(**SONG)
+    with pytest.raises(AceStepError, match="VAE decode"):
+        list(stream)
