@@ -13,6 +13,7 @@ Writing is atomic: a temporary file beside the target, renamed when complete.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -148,18 +149,28 @@ def save_audio(
         raise AceStepError(f"cannot write {path}: audio must be [samples, channels], got {audio.shape}")
     if not np.isfinite(audio).all():
         raise AceStepError(f"cannot write {path}: the audio holds NaN or infinite samples")
-    fmt = _FORMATS[path.suffix.lower()]
     remove_stale(path.parent if str(path.parent) else Path("."))  # what a killed earlier run left half-written
     try:
-        with atomic_file(path, overwrite) as tmp:
-            try:
-                with sf.SoundFile(str(tmp), "w", sample_rate, audio.shape[1], subtype or fmt[1], format=fmt[0]) as f:
-                    for key, value in (tags or {}).items():
-                        if key in TAGS and value:
-                            setattr(f, key, str(value))
-                    f.write(audio)
-            except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile's own errors: a full disk, no permission
-                raise OSError(str(e).split(": ", 1)[-1] or "write failed") from None
+        with (
+            atomic_file(path, overwrite) as tmp,
+            sound_file(tmp, path, sample_rate, audio.shape[1], subtype, tags) as f,
+        ):
+            f.write(audio)
     except FileExistsError:
         raise AceStepError(f"{path}: appeared while writing; it was left as it is") from None
     return path
+
+
+@contextlib.contextmanager
+def sound_file(tmp: Path, path: Path, sample_rate: int, channels: int, subtype: str | None, tags: dict | None):
+    """`tmp` open for writing in `path`'s format with `tags`; libsndfile's own errors (a full disk, no permission)
+    come out as OSError."""
+    fmt = _FORMATS[path.suffix.lower()]
+    try:
+        with sf.SoundFile(str(tmp), "w", sample_rate, channels, subtype or fmt[1], format=fmt[0]) as f:
+            for key, value in (tags or {}).items():
+                if key in TAGS and value:
+                    setattr(f, key, str(value))
+            yield f
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise OSError(str(e).split(": ", 1)[-1] or "write failed") from None

@@ -66,6 +66,17 @@ def atomic_file(path: str | Path, overwrite: bool = True):
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def scratch_file(path: str | Path):
+    """A hidden sibling of `path` to work in, removed when the block ends however it ends (`remove_stale` finds
+    one a killed process left)."""
+    tmp = _hidden_sibling(Path(path), ".part")
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_text(path: str | Path, text: str, overwrite: bool = True) -> Path:
     with atomic_file(path, overwrite) as tmp:
         tmp.write_text(text)

@@ -70,3 +70,41 @@ def test_the_run_s_error_reaches_the_reader(pipe, monkeypatch):
     stream = pipe.generate_stream(**SONG)
     with pytest.raises(AceStepError, match="VAE decode"):
         list(stream)
+
+
+def test_a_stream_saved_is_the_file_generate_saves_and_a_failure_leaves_nothing(pipe, tmp_path):
+    import soundfile as sf
+
+    from mlx_acestep.audio_stream import save_stream
+
+    whole = pipe.generate(**SONG)
+    whole.save(tmp_path / "whole.wav", subtype="FLOAT")  # every bit kept
+    saved = save_stream(
+        pipe.generate_stream(**SONG), [tmp_path / "streamed.wav"], "FLOAT", tags=lambda r: [{"title": "x"}]
+    )
+    np.testing.assert_array_equal(
+        sf.read(saved[0], dtype="float32")[0], sf.read(tmp_path / "whole.wav", dtype="float32")[0]
+    )
+    assert sf.info(saved[0]).frames == whole.audio.shape[1]
+
+    class Broken:  # the run fails after its first window
+        def __init__(self, stream):
+            self.stream, self.info = stream, stream.info
+
+        def __iter__(self):
+            for n, chunk in enumerate(self.stream):
+                if n == 1:
+                    raise AceStepError("the VAE decode produced NaN or infinite values")
+                yield chunk
+
+        def close(self):
+            self.stream.close()
+
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(AceStepError, match="VAE decode"):
+        save_stream(Broken(pipe.generate_stream(**SONG)), [tmp_path / "failed.wav"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no file, no hidden raw or temporary left
+    (tmp_path / "mine.wav").write_bytes(b"the user's")
+    with pytest.raises(AceStepError, match="already exists"):
+        save_stream(pipe.generate_stream(**SONG), [tmp_path / "mine.wav"])
+    assert (tmp_path / "mine.wav").read_bytes() == b"the user's"
