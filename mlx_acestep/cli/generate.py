@@ -16,6 +16,7 @@ from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user
 from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
 from .outputs import output_paths, parse_seeds
 from .sampler_options import SAMPLER_FIELDS, upstream_sampler_options
+from .streamed import generate_streamed, sidecars, stream_option
 
 
 def _read_text(path: str, what: str) -> str:
@@ -123,6 +124,7 @@ def _load(request, source):
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists (else that is an error).")
 @click.option("--no-normalize", is_flag=True, help="Skip the -1 dBFS peak normalisation.")
+@stream_option
 @click.option(
     "--thinking/--no-thinking",
     default=None,
@@ -254,7 +256,7 @@ def _run(params: dict) -> None:
         params["overwrite"],
         {"--" + name.replace("_", "-"): params[name] for name in inputs},
     )
-    pipe, result = _render(params, request, specs, planner)
+    pipe, result = _render(params, request, specs, planner, paths)
     rendered = result.request or request  # with what the planner wrote (--sample, --format-input)
     _save(songwriter.rendered_params(params, rendered, bool(result.sheets)), rendered, pipe, result, paths)
     speed_hint()  # after the result: never between a user and a one-line error
@@ -336,7 +338,7 @@ _SAME_NAMES = (
 )
 
 
-def _render(params: dict, request, specs, planner: bool):
+def _render(params: dict, request, specs, planner: bool, paths):
     """Load the model (and adapters) and generate, with progress bars and warnings on stderr."""
     import warnings
 
@@ -356,6 +358,8 @@ def _render(params: dict, request, specs, planner: bool):
             adapter = pipe.load_lora(adapter_path, scale)
             click.echo(f"adapter {adapter.summary()}, scale {scale:g}", err=True)
         try:
+            if params["stream"]:
+                return pipe, generate_streamed(pipe, request, bars, paths, params)
             return pipe, pipe.generate(request, callback=bars)
         finally:
             bars.close()
@@ -364,11 +368,10 @@ def _render(params: dict, request, specs, planner: bool):
 def _save(params: dict, request, pipe, result, paths) -> None:
     """The audio files with their tags and sidecars, and what the run took."""
     from ..files import write_text
-    from .metadata import audio_tags, run_metadata
 
     overwrite = params["overwrite"]
-    metas = [run_metadata(params, result, i, pipe, request) for i in range(len(result.audio))]
-    written = result.save_as(paths, overwrite=overwrite, tags=[audio_tags(m, p) for m, p in zip(metas, paths)])
+    metas, tags = sidecars(params, request, pipe, result, paths)
+    written = paths if params["stream"] else result.save_as(paths, overwrite=overwrite, tags=tags)
     for file, meta in zip(written, metas):
         try:
             write_text(file.with_suffix(".json"), json.dumps(meta, indent=2, ensure_ascii=False), overwrite=overwrite)
