@@ -37,10 +37,11 @@ from ..conditioning.sources import read_audio, source_frames
 from ..diffusion.sampler import BaseSettings, TurboSettings
 from ..engine import ConditionJob, Engine
 from ..hub import ModelFolders
-from ..limits import HOP, SAMPLE_RATE, SECONDS, VAE_CHUNK, VAE_OVERLAP, seconds_of
+from ..limits import HOP, SAMPLE_RATE, SECONDS, VAE_OVERLAP, seconds_of
 from ..names import DEFAULT_REPO
 from ..source import ModelSource
 from .adapters import PipelineAdapters
+from .memory import default_vae_window, run_limits
 from .postprocess import postprocess
 from .prepare import prepare
 from .render import RenderJob, render
@@ -62,16 +63,17 @@ class ACEStep:
         folders: ModelFolders,
         *,
         keep_loaded: bool = True,
-        vae_chunk: int = VAE_CHUNK,
+        vae_chunk: int | None = None,
         vae_overlap: int = VAE_OVERLAP,
         cache_limit_gb: float = 2.0,
         name: str | None = None,
     ):
         """`keep_loaded=False` loads each phase's modules when it starts and frees them after (lowest peak
-        memory, for one-shot use); True keeps them loaded across calls (apps that generate repeatedly)."""
+        memory, for one-shot use); True keeps them loaded across calls (apps that generate repeatedly). `vae_chunk`:
+        the VAE's window in latent frames (default: by the machine's memory on Metal, 256 elsewhere)."""
         self.folders = folders
         self.keep_loaded = keep_loaded
-        self.vae_chunk, self.vae_overlap = vae_chunk, vae_overlap
+        self.vae_chunk, self.vae_overlap = vae_chunk or default_vae_window(), vae_overlap
         self.cache_limit = int(cache_limit_gb * 2**30)
         checkpoint = Checkpoint(folders, name)
         self.name, self.config, self.dtype, self.family = (
@@ -208,9 +210,13 @@ class ACEStep:
                 stacklevel=2,
             )
         call_adapters = self.adapters.read_call(request.loras)  # bad adapter files fail before any work
-        return self._worker.run(
-            lambda: self._generate(request, thinking, duration, settings, callback, call_adapters), request
-        )
+        run = functools.partial(self._generate, request, thinking, duration, settings, callback, call_adapters)
+        return self._worker.run(lambda: self._limited(run), request)
+
+    def _limited(self, run):
+        """`run()` under the memory policy for its whole length, the planner's phase included (memory.py)."""
+        with run_limits(self.cache_limit):
+            return run()
 
     def check(self, request: GenerationRequest) -> None:
         """What this model cannot run, refused before any work (`generate` calls it, a server at submission): a
@@ -247,12 +253,7 @@ class ACEStep:
         )
 
     def _render(self, job: RenderJob, report, meter: PhaseMeter, adapters=()) -> Generated:
-        previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
-        try:
-            return render(self, job, report, meter, list(adapters))
-        finally:
-            mx.set_cache_limit(previous)
-            mx.clear_cache()
+        return self._limited(lambda: render(self, job, report, meter, list(adapters)))
 
     def generate_from_tokens(
         self,

@@ -1,0 +1,90 @@
+"""The memory policy (pipeline/memory.py): the VAE's window by memory, the run's limits, windows that do not move
+the output."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_acestep.limits import VAE_CHUNK, VAE_CLEAR_EVERY
+from mlx_acestep.models.vae.windows import plan_windows
+from mlx_acestep.pipeline import memory
+from mlx_acestep.pipeline.memory import GB, Device, default_vae_window, run_limits, vae_window
+
+
+# upstream's own cases (gpu_config_test.py:39-52) and the edges between them
+@pytest.mark.parametrize(
+    "gb,frames", [(8, 256), (16, 256), (16.5, 512), (36, 512), (48, 1024), (64, 1024), (64.5, 2048), (128, 2048)]
+)
+def test_the_vae_window_follows_upstreams_rule_by_memory(gb, frames):
+    assert vae_window(gb) == frames
+
+
+def test_the_window_is_by_memory_on_metal_only():
+    assert default_vae_window(Device(48 * GB, 36 * GB, metal=True)) == 1024  # the 48 GB Mac of the issue
+    assert default_vae_window(Device(512 * GB, 512 * GB, metal=False)) == VAE_CHUNK  # a CPU keeps its window
+
+
+class Calls:
+    """mx's limit setters, recorded: each returns the previous value as MLX does."""
+
+    def __init__(self, monkeypatch):
+        self.log, self.values = [], {"cache": 111, "wired": 222}
+        for name in ("cache", "wired"):
+            monkeypatch.setattr(mx, f"set_{name}_limit", self.setter(name))
+
+    def setter(self, name):
+        def set_limit(value):
+            self.log.append((name, value))
+            previous, self.values[name] = self.values[name], value
+            return previous
+
+        return set_limit
+
+
+def test_a_run_on_metal_wires_the_working_set_and_bounds_the_cache_then_restores_both(monkeypatch):
+    calls = Calls(monkeypatch)
+    monkeypatch.setattr(mx, "synchronize", lambda *a: calls.log.append(("sync", None)))
+    with run_limits(2 * GB, Device(16 * GB, 11 * GB, metal=True)):
+        assert calls.values == {"cache": 2 * GB, "wired": 11 * GB}
+    assert calls.values == {"cache": 111, "wired": 222}
+    assert calls.log == [("cache", 2 * GB), ("wired", 11 * GB), ("sync", None), ("wired", 222), ("cache", 111)]
+
+
+def test_off_metal_a_run_only_bounds_the_cache_and_restores_it_after_an_error(monkeypatch):
+    calls = Calls(monkeypatch)
+    with pytest.raises(RuntimeError), run_limits(2 * GB, Device(16 * GB, 16 * GB, metal=False)):
+        raise RuntimeError("a failed run")
+    assert calls.log == [("cache", 2 * GB), ("cache", 111)]
+
+
+def test_the_pipeline_runs_under_the_limits(monkeypatch, converted):
+    from test_pipeline import folders
+
+    from mlx_acestep.pipeline import ACEStep
+
+    seen = []
+    real = memory.run_limits
+
+    def spy(limit, dev=None):
+        seen.append(limit)
+        return real(limit, dev)
+
+    monkeypatch.setattr("mlx_acestep.pipeline.acestep.run_limits", spy)
+    pipe = ACEStep(folders(converted), cache_limit_gb=1.0)
+    assert pipe.vae_chunk == default_vae_window()
+    pipe.generate("piano", duration=10, seed=1, thinking=False)
+    assert seen and set(seen) == {GB}
+
+
+def test_windows_of_two_sizes_decode_the_same_song_and_clear_the_cache_every_few(load_converted, monkeypatch):
+    vae = load_converted("vae")
+    z = mx.array(np.random.default_rng(3).standard_normal((1, 90, 64)).astype(np.float32))
+    large = np.array(vae.decode_chunked(z, chunk=80, overlap=12))
+    clears = []
+    monkeypatch.setattr(mx, "clear_cache", lambda: clears.append(1))
+    small = np.array(vae.decode_chunked(z, chunk=40, overlap=12))
+    # the overlap covers the decoder's reach, so the window size is not in the output: the same bits
+    np.testing.assert_array_equal(small, large)
+    windows = len(plan_windows(90, 40, 12))
+    assert windows > VAE_CLEAR_EVERY  # a long song: cleared between windows, and once at the end
+    assert len(clears) == windows // VAE_CLEAR_EVERY + 1
