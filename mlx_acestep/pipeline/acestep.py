@@ -41,6 +41,7 @@ from ..limits import HOP, SAMPLE_RATE, SECONDS, VAE_OVERLAP, seconds_of
 from ..names import DEFAULT_REPO
 from ..source import ModelSource
 from .adapters import PipelineAdapters
+from .fit import check_fit, planned_run
 from .memory import default_vae_window, run_limits
 from .postprocess import postprocess
 from .prepare import prepare
@@ -66,15 +67,17 @@ class ACEStep:
         vae_chunk: int | None = None,
         vae_overlap: int = VAE_OVERLAP,
         cache_limit_gb: float = 2.0,
+        check_memory: bool = True,
         name: str | None = None,
     ):
         """`keep_loaded=False` loads each phase's modules when it starts and frees them after (lowest peak
         memory, for one-shot use); True keeps them loaded across calls (apps that generate repeatedly). `vae_chunk`:
-        the VAE's window in latent frames (default: by the machine's memory on Metal, 256 elsewhere)."""
+        the VAE's window in latent frames (default: by the machine's memory on Metal, 256 elsewhere).
+        `check_memory=False` runs even what the estimate says will not fit in the device's memory (fit.py)."""
         self.folders = folders
         self.keep_loaded = keep_loaded
         self.vae_chunk, self.vae_overlap = vae_chunk or default_vae_window(), vae_overlap
-        self.cache_limit = int(cache_limit_gb * 2**30)
+        self.cache_limit, self.check_memory = int(cache_limit_gb * 2**30), check_memory
         checkpoint = Checkpoint(folders, name)
         self.name, self.config, self.dtype, self.family = (
             checkpoint.name,
@@ -210,6 +213,8 @@ class ACEStep:
                 stacklevel=2,
             )
         call_adapters = self.adapters.read_call(request.loras)  # bad adapter files fail before any work
+        if self.check_memory:  # before anything loads: a run that cannot fit fails now, not minutes in
+            check_fit(self, planned_run(self, request, thinking, duration or (frames and seconds_of(frames)), settings))
         run = functools.partial(self._generate, request, thinking, duration, settings, callback, call_adapters)
         return self._worker.run(lambda: self._limited(run), request)
 

@@ -5,9 +5,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_acestep.errors import AceStepError
 from mlx_acestep.limits import VAE_CHUNK, VAE_CLEAR_EVERY
 from mlx_acestep.models.vae.windows import plan_windows
-from mlx_acestep.pipeline import memory
+from mlx_acestep.pipeline import fit, memory
 from mlx_acestep.pipeline.memory import GB, Device, default_vae_window, run_limits, vae_window
 
 
@@ -88,3 +89,70 @@ def test_windows_of_two_sizes_decode_the_same_song_and_clear_the_cache_every_few
     windows = len(plan_windows(90, 40, 12))
     assert windows > VAE_CLEAR_EVERY  # a long song: cleared between windows, and once at the end
     assert len(clears) == windows // VAE_CLEAR_EVERY + 1
+
+
+# -- the fit check (pipeline/fit.py), on a faked small device ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kept(converted):
+    from test_pipeline import folders
+
+    from mlx_acestep.pipeline import ACEStep
+
+    return ACEStep(folders(converted), keep_loaded=True)
+
+
+def small_device(monkeypatch, allowed):
+    dev = Device(allowed, allowed, metal=False)
+    monkeypatch.setattr(fit, "device", lambda: dev)
+    return dev
+
+
+def run_of(pipe, **fields):
+    from mlx_acestep.pipeline.request import GenerationRequest
+
+    request = GenerationRequest(caption="piano", thinking=False, **fields)
+    return fit.planned_run(pipe, request, False, request.duration, pipe.sampler_settings())
+
+
+def refusal(pipe, **fields) -> str:
+    with pytest.raises(AceStepError) as e:
+        pipe.generate("piano", thinking=False, seed=1, **fields)
+    message = str(e.value)
+    assert "\n" not in message and "needs about" in message and message.endswith("(--force to try anyway)")
+    return message
+
+
+def test_a_run_that_cannot_fit_fails_in_one_line_before_anything_loads(kept, monkeypatch):
+    small_device(monkeypatch, 30 * 2**20)
+    kept.unload()
+    message = refusal(kept, duration=30)
+    assert "the device allows 30.0 MB" in message and "nothing smaller fits either" in message
+    assert kept.resident() == []  # refused before loading
+
+
+def test_the_refusal_names_what_would_fit(kept, monkeypatch):
+    def need(**fields):
+        return fit.estimate(kept, run_of(kept, **fields), Device(0, 0, False))[0]
+
+    assert need(duration=30, batch_size=1) < need(duration=30, batch_size=2)  # the check can tell them apart
+    small_device(monkeypatch, need(duration=30, batch_size=1))
+    assert "what would fit: --batch 1, --duration 10 or less" in refusal(kept, duration=30, batch_size=2)
+    small_device(monkeypatch, need(duration=20) + 1)
+    assert "what would fit: --duration 20 or less" in refusal(kept, duration=60)
+    # a float32 DiT kept loaded: q8 shrinks its weights about 4x
+    run = run_of(kept, duration=30)
+    q8 = fit.replace(run, weights={**run.weights, "dit": run.weights["dit"] * 17 // 64})
+    small_device(monkeypatch, fit.estimate(kept, q8, Device(0, 0, False))[0] + 1)
+    assert "what would fit: --quantize q8" in refusal(kept, duration=30)
+
+
+def test_check_memory_off_runs_what_the_estimate_refuses(converted, monkeypatch):
+    from test_pipeline import folders
+
+    from mlx_acestep.pipeline import ACEStep
+
+    small_device(monkeypatch, 2**20)
+    result = ACEStep(folders(converted), check_memory=False).generate("piano", duration=10, seed=1, thinking=False)
+    assert result.audio.shape[0] == 1
