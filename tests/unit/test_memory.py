@@ -167,3 +167,23 @@ def test_the_estimate_is_not_below_the_measured_peak(kept, seconds, batch):
     peak = max(result.peak_memory.values())
     print(f"estimate {need / 2**20:.1f} MB, measured peak {peak / 2**20:.1f} MB")
     assert peak <= need <= 3 * peak
+
+
+def test_a_length_the_planner_chooses_is_checked_before_the_dit_loads(converted, monkeypatch):
+    from test_pipeline import folders
+
+    from mlx_acestep.hub import ModelFolders
+    from mlx_acestep.pipeline import ACEStep, prepare
+
+    pipe = ACEStep(ModelFolders(**vars(folders(converted)) | {"lm": converted / "acestep-5Hz-lm-0.6B"}))
+    checked = []
+
+    def spy(_pipe, run, dev=None):
+        checked.append((run.seconds, pipe.resident()))
+        raise AceStepError("refused")
+
+    monkeypatch.setattr(prepare, "check_fit", spy)
+    with pytest.raises(AceStepError, match="refused"):
+        pipe.generate("gentle piano", seed=3)  # thinking, no duration: the planner picks it
+    [(seconds, resident)] = checked
+    assert seconds >= 10 and "dit" not in resident and "vae" not in resident
