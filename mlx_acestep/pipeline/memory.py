@@ -49,7 +49,7 @@ def device() -> Device:
 
 
 def vae_window(memory_gb: float) -> int:
-    """Upstream's MLX decode window for `memory_gb` of unified memory (gpu_config.py:799-808)."""
+    """Upstream's MLX decode window for `memory_gb` of unified memory (gpu_config.py:802-810)."""
     for most, frames in VAE_WINDOW_BY_MEMORY:
         if most is None or memory_gb <= most:
             return frames

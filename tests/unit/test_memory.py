@@ -12,7 +12,7 @@ from mlx_acestep.pipeline import fit, memory
 from mlx_acestep.pipeline.memory import GB, Device, default_vae_window, run_limits, vae_window
 
 
-# upstream's own cases (gpu_config_test.py:39-52) and the edges between them
+# upstream's own cases (gpu_config_test.py:39-52; the rule: gpu_config.py:802-810) and the edges between them
 @pytest.mark.parametrize(
     "gb,frames", [(8, 256), (16, 256), (16.5, 512), (36, 512), (48, 1024), (64, 1024), (64.5, 2048), (128, 2048)]
 )
