@@ -40,7 +40,12 @@ FLOW_EDIT_WINDOW = (0.0, 1.0)
 FLOW_EDIT_N_AVG = (1, 8)
 
 # The VAE's overlap-discard windows, in latent frames (256 = 10.24 s; see models/vae/oobleck.py for the overlap).
+# VAE_CHUNK is the window off Metal; on Metal it follows the unified memory as upstream sizes its MLX decode
+# (gpu_config.py:779-810 `_auto_mlx_vae_chunk_size`): (at most this many GB, window in frames), the last for more.
 VAE_CHUNK, VAE_OVERLAP = 256, 16
+VAE_WINDOW_BY_MEMORY = ((16, 256), (36, 512), (64, 1024), (None, 2048))
+VAE_WINDOW = (64, 8192)  # what --vae-window accepts: a core left beside the overlap, at most ~5.5 minutes
+VAE_CLEAR_EVERY = 4  # windows between cache clears on a long song (mlx_vae_decode_native.py:121-122)
 
 # What the converter offers (quantization names map to bits in quantization.py).
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")

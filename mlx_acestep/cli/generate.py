@@ -14,6 +14,7 @@ from ..names import TASKS
 from . import songwriter
 from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
 from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
+from .memory import memory_options, pipeline_options
 from .outputs import output_paths, parse_seeds
 from .sampler_options import SAMPLER_FIELDS, upstream_sampler_options
 from .streamed import generate_streamed, sidecars, stream_option
@@ -45,12 +46,14 @@ def speed_hint() -> None:
         click.echo(f"hint: MLX's bundled CPU BLAS is ~40x slower than OpenBLAS; for speed run {where}", err=True)
 
 
-def _load(request, source):
+def _load(request, source, options: dict):
     """The pipeline; a base-only task on a model without the base DiT says which checkpoint it needs."""
     from ..pipeline import ACEStep
 
     try:
-        return ACEStep.from_pretrained(source=source, log=lambda m: click.echo(m, err=True), keep_loaded=False)
+        return ACEStep.from_pretrained(
+            source=source, log=lambda m: click.echo(m, err=True), keep_loaded=False, **options
+        )
     except MissingDiT as e:
         if request.required_dit:
             raise AceStepError(
@@ -202,6 +205,7 @@ def _load(request, source):
     default=None,
     help="Replay a run from its NAME.json (or the audio file); options given beside it override.",
 )
+@memory_options
 @user_errors(batch_size="batch", key="keyscale")
 @model_options(build=False)  # --from-metadata may fill the model flags in: the source is built in _run
 def generate(**params):
@@ -349,7 +353,7 @@ def _render(params: dict, request, specs, planner: bool, paths):
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
         source = model_source(params, planner=planner)
-        pipe = _load(request, source.replace(dit=source.dit or request.required_dit))
+        pipe = _load(request, source.replace(dit=source.dit or request.required_dit), pipeline_options(params))
         if params["model"] == "tiny":
             click.echo(
                 "note: --model tiny has random weights; it checks the pipeline end to end and produces noise", err=True

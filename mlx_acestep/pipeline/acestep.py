@@ -37,10 +37,12 @@ from ..conditioning.sources import read_audio, source_frames
 from ..diffusion.sampler import BaseSettings, TurboSettings
 from ..engine import ConditionJob, Engine
 from ..hub import ModelFolders
-from ..limits import HOP, SAMPLE_RATE, SECONDS, VAE_CHUNK, VAE_OVERLAP, seconds_of
+from ..limits import HOP, SAMPLE_RATE, SECONDS, VAE_OVERLAP, seconds_of
 from ..names import DEFAULT_REPO
 from ..source import ModelSource
 from .adapters import PipelineAdapters
+from .fit import check_fit, planned_run
+from .memory import default_vae_window, run_limits
 from .postprocess import postprocess
 from .prepare import prepare
 from .render import RenderJob, render
@@ -63,17 +65,20 @@ class ACEStep:
         folders: ModelFolders,
         *,
         keep_loaded: bool = True,
-        vae_chunk: int = VAE_CHUNK,
+        vae_chunk: int | None = None,
         vae_overlap: int = VAE_OVERLAP,
         cache_limit_gb: float = 2.0,
+        check_memory: bool = True,
         name: str | None = None,
     ):
         """`keep_loaded=False` loads each phase's modules when it starts and frees them after (lowest peak
-        memory, for one-shot use); True keeps them loaded across calls (apps that generate repeatedly)."""
+        memory, for one-shot use); True keeps them loaded across calls (apps that generate repeatedly). `vae_chunk`:
+        the VAE's window in latent frames (default: by the machine's memory on Metal, 256 elsewhere).
+        `check_memory=False` runs even what the estimate says will not fit in the device's memory (fit.py)."""
         self.folders = folders
         self.keep_loaded = keep_loaded
-        self.vae_chunk, self.vae_overlap = vae_chunk, vae_overlap
-        self.cache_limit = int(cache_limit_gb * 2**30)
+        self.vae_chunk, self.vae_overlap = vae_chunk or default_vae_window(), vae_overlap
+        self.cache_limit, self.check_memory = int(cache_limit_gb * 2**30), check_memory
         checkpoint = Checkpoint(folders, name)
         self.name, self.config, self.dtype, self.family = (
             checkpoint.name,
@@ -189,7 +194,7 @@ class ACEStep:
         `callback(Progress)` is called as work advances; returning False cancels (raises `Cancelled`).
         """
         run = self._resolve(request, lyrics, fields)
-        return self._worker.run(lambda: self._generate(*run, callback), run[0])
+        return self._worker.run(lambda: self._limited(lambda: self._generate(*run, callback)), run[0])
 
     def generate_stream(
         self,
@@ -211,7 +216,9 @@ class ACEStep:
         applies the peak limiting and -1 dBFS normalisation once the song's peak is known."""
         run = self._resolve(request, lyrics, fields)
         self._worker.run(lambda: None, run[0])  # the caller's arrays computed here, as `generate` does
-        return GenerationStream(self._worker, lambda stream: self._generate(*run, callback, stream))
+        return GenerationStream(
+            self._worker, lambda stream: self._limited(lambda: self._generate(*run, callback, stream))
+        )
 
     def _resolve(self, request, lyrics, fields):
         """The request and what depends on the model, resolved on the caller's thread so warnings point at its line."""
@@ -235,7 +242,14 @@ class ACEStep:
                 stacklevel=3,
             )
         call_adapters = self.adapters.read_call(request.loras)  # bad adapter files fail before any work
+        if self.check_memory:  # before anything loads: a run that cannot fit fails now, not minutes in
+            check_fit(self, planned_run(self, request, thinking, duration or (frames and seconds_of(frames)), settings))
         return request, thinking, duration, settings, call_adapters
+
+    def _limited(self, run):
+        """`run()` under the memory policy for its whole length, the planner's phase included (memory.py)."""
+        with run_limits(self.cache_limit):
+            return run()
 
     def check(self, request: GenerationRequest) -> None:
         """What this model cannot run, refused before any work (`generate` calls it, a server at submission): a
@@ -281,12 +295,7 @@ class ACEStep:
         )
 
     def _render(self, job: RenderJob, report, meter: PhaseMeter, adapters=(), sink=None) -> Generated:
-        previous = mx.set_cache_limit(self.cache_limit)  # freed buffers kept for reuse, bounded
-        try:
-            return render(self, job, report, meter, list(adapters), sink)
-        finally:
-            mx.set_cache_limit(previous)
-            mx.clear_cache()
+        return self._limited(lambda: render(self, job, report, meter, list(adapters), sink))
 
     def generate_from_tokens(
         self,

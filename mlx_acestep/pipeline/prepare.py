@@ -16,6 +16,7 @@ from ..conditioning.tasks import edit_hooks, task_context
 from ..diffusion.flow import retake
 from ..engine import ConditionJob, initial_noise
 from ..limits import MIN_FRAMES, frames_of, seconds_of
+from .fit import check_fit, planned_run
 from .flow_edit import flow_edit_job
 from .render import RenderJob
 from .request import GenerationRequest, resolve_seeds
@@ -113,7 +114,10 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
     plans, codes = [], None
     if thinking:
         plans = plan(pipe, request, duration, seeds, meter, report, interrupted)
-        duration = float(plans[0].metadata["duration"]) if duration is None else duration
+        if duration is None:
+            duration = float(plans[0].metadata["duration"])
+            if pipe.check_memory:  # the front checked the shortest song; the DiT and VAE are still to load
+                check_fit(pipe, planned_run(pipe, request, pipe.keep_loaded, duration, settings))
         items = [planned_item(p, request.caption, request.lyrics, duration, request.language) for p in plans]
         codes = np.stack([p.codes for p in plans])
     else:

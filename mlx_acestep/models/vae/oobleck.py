@@ -22,7 +22,7 @@ import mlx.nn as nn
 from ... import kernels
 from ...errors import AceStepError
 from ...kernels import oobleck as cpu
-from ...limits import VAE_CHUNK, VAE_OVERLAP
+from ...limits import VAE_CHUNK, VAE_CLEAR_EVERY, VAE_OVERLAP
 from ..base import FromDict
 from .windows import plan_windows
 
@@ -302,10 +302,13 @@ class AutoencoderOobleck(nn.Module):
                 audio = self.decode(latents[b : b + 1, w.start : w.stop])[0]
                 audio = audio[(w.core_start - w.start) * hop : (w.core_stop - w.start) * hop]
                 # Evaluate per window so only one window's activations live at a time. The
-                # buffer cache is kept: the next window reuses the same sizes (clearing it
-                # costs page faults on every window); it is released at the end.
+                # buffer cache is kept between neighbours (the next window reuses the same sizes;
+                # clearing it costs page faults) but emptied every few windows, as upstream's MLX
+                # decode does, so a long song's cache cannot grow past a few windows' worth.
                 mx.eval(audio)
                 done += 1
+                if done % VAE_CLEAR_EVERY == 0:
+                    mx.clear_cache()
                 yield done, total, audio
 
     def decode_chunked(
