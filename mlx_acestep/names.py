@@ -17,7 +17,11 @@ DEFAULT_LM = "1.7B"  # the reference's default planner, the one inside the main 
 TASKS = ("text2music", "cover", "cover-nofsq", "repaint", "extract", "lego", "complete")
 # cover-nofsq (upstream's "Remix" without FSQ): cover's instruction, the source's raw latents as the context
 COVER_TASKS = ("cover", "cover-nofsq")
-BASE_ONLY = ("extract", "lego", "complete")  # trained into the base model only
+BASE_ONLY = ("extract", "lego", "complete")
+REGION_TASKS = (
+    "repaint",
+    "lego",
+)  # the tasks with a region of the source (repaint_start / repaint_end)  # trained into the base model only
 TRACKS = (
     "woodwinds",
     "brass",

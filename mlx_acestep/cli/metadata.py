@@ -15,7 +15,7 @@ import click
 
 from .. import __version__
 from ..errors import AceStepError
-from ..names import COVER_TASKS
+from ..names import COVER_TASKS, REGION_TASKS
 
 FORMAT = 1
 # Where the files go and how the run treats the disk are this run's own: a replay never takes them from a file
@@ -158,7 +158,7 @@ def older_settings(meta: dict) -> dict:
 
     replay = meta["replay"]
     out = {name: old for name, old in BEFORE_FIELD.items() if name not in replay}
-    if replay.get("task") not in ("repaint", "lego"):
+    if replay.get("task") not in REGION_TASKS:
         out.pop("chunk_mask_mode", None)  # the other tasks have no region to mark
     sampler = meta.get("sampler") if isinstance(meta.get("sampler"), dict) else {}
     if "shift" in sampler and "steps" not in sampler:

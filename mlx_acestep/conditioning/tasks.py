@@ -26,7 +26,7 @@ import numpy as np
 from ..diffusion.edits import EditHooks
 from ..errors import AceStepError, RequestError
 from ..limits import HOP, SAMPLE_RATE, SOURCE_SECONDS
-from ..names import BASE_ONLY, CHUNK_MASK_MODES, COVER_TASKS, REPAINT_MODES, TASKS, TRACKS  # noqa: F401
+from ..names import BASE_ONLY, CHUNK_MASK_MODES, COVER_TASKS, REGION_TASKS, REPAINT_MODES, TASKS, TRACKS  # noqa: F401
 from .prompts import instruction
 
 
@@ -65,7 +65,7 @@ class Task:
             raise RequestError(
                 "chunk_mask_mode", f"unknown @name@ {self.chunk_mask_mode!r} (choose {' or '.join(CHUNK_MASK_MODES)})"
             )
-        if self.chunk_mask_mode == "explicit" and self.name not in ("repaint", "lego"):
+        if self.chunk_mask_mode == "explicit" and self.name not in REGION_TASKS:
             raise RequestError("chunk_mask_mode", f"an explicit @name@ is for repaint and lego, not for {self.name}")
         repaint_settings(self.repaint_mode, self.repaint_strength)
 
@@ -75,7 +75,7 @@ class Task:
 
     @property
     def has_region(self) -> bool:
-        return self.name in ("repaint", "lego")
+        return self.name in REGION_TASKS
 
     def instruction(self) -> str:
         tracks = [self.track] if self.track else list(self.tracks or [])

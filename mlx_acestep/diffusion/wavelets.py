@@ -78,11 +78,12 @@ def idwt(low: mx.array, high: mx.array, frames: int, wavelet: str = "haar") -> m
     _, _, rec_lo, rec_hi = filters(wavelet)
     b, n, c = low.shape
     taps = len(rec_lo)
-    zeros = mx.zeros_like(low)
-    up_low = mx.stack([low, zeros], axis=2).reshape(b, 2 * n, c)[:, : 2 * n - 1]  # the stride-2 upsampling
-    up_high = mx.stack([high, zeros], axis=2).reshape(b, 2 * n, c)[:, : 2 * n - 1]
-    padding = [(0, 0), (taps - 1, taps - 1), (0, 0)]
-    up_low, up_high = mx.pad(up_low, padding), mx.pad(up_high, padding)
+
+    def upsampled(band):  # the stride-2 upsampling, padded for the full convolution
+        up = mx.stack([band, mx.zeros_like(band)], axis=2).reshape(b, 2 * n, c)[:, : 2 * n - 1]
+        return mx.pad(up, [(0, 0), (taps - 1, taps - 1), (0, 0)])
+
+    up_low, up_high = upsampled(low), upsampled(high)
     full = 2 * n + taps - 2  # the transposed convolution's whole output, before its padding is cut
     out = 0.0
     for j in range(taps):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..limits import TURBO_STEP_RANGE
-from ..names import INSTRUMENTAL
+from ..names import INSTRUMENTAL, REGION_TASKS
 from .sample_mode import song_writing
 
 NESTED = ("param_obj", "metas", "meta", "metadata", "user_metadata", "userMetadata")
@@ -232,7 +232,7 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
     for name in ("dcw_mode", "dcw_wavelet", "chunk_mask_mode"):
         if f.get(name) not in (None, ""):
             fields[name] = str(f[name])
-    if fields["task"] not in ("repaint", "lego"):  # upstream's clients send it with every task; it means nothing there
+    if fields["task"] not in REGION_TASKS:  # upstream's clients send it with every task; it means nothing there
         fields.pop("chunk_mask_mode", None)
     end = as_float(f.get("repainting_end"))
     if end is not None and end > 0:
