@@ -151,6 +151,18 @@ def rel_err(ours, ref) -> float:
     return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
+HALF_SEEDS = 5  # half-precision floors hold over this many seeds, drawn afresh each run
+
+
+def drawn_seeds(n: int = HALF_SEEDS) -> list[int]:
+    """Seeds drawn afresh for a run (floors must hold on any draw, not on one fitted seed); set
+    MLX_ACESTEP_HALF_SEEDS="s1,s2,..." to replay the ones a failure names."""
+    replay = os.environ.get("MLX_ACESTEP_HALF_SEEDS")
+    if replay:
+        return [int(s) for s in replay.split(",")]
+    return [int(s) for s in np.random.SeedSequence().generate_state(n)]
+
+
 def snr_db(ours, ref) -> float:
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     return float(10 * np.log10(np.sum(ref**2) / max(np.sum((ours - ref) ** 2), 1e-300)))

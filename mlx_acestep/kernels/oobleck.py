@@ -130,9 +130,11 @@ def block(module, parts: Parts) -> Parts:
     return split(snake_then_conv(module.snake1, module.conv1, _residual_units(module, parts)))
 
 
-def run_stack(module, x: mx.array) -> mx.array:
-    """An `OobleckEncoder` or `OobleckDecoder`: conv1, the blocks, Snake and conv2."""
-    parts = split(conv1d(module.conv1, x))
+def run_stack(module, x: mx.array, dtype=None) -> mx.array:
+    """An `OobleckEncoder` or `OobleckDecoder`: conv1 (its output cast to `dtype` if given), the blocks, Snake and
+    conv2."""
+    first = conv1d(module.conv1, x)
+    parts = split(first if dtype is None else first.astype(dtype))
     for b in module.block:
         parts = block(b, parts)
     return snake_then_conv(module.snake1, module.conv2, parts)

@@ -35,14 +35,13 @@ SNR): 36.7-44 dB against 18.7-29.1 dB, at least 9.5 dB closer.
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import PARITY_ERRORS
-from helpers import require, snr_db
+from helpers import drawn_seeds, require, snr_db
 
 from mlx_acestep.convert import ConvertOptions, convert_checkpoints
 from mlx_acestep.diffusion.sampler import BaseSettings, sample_base, sample_turbo
@@ -52,19 +51,11 @@ pytestmark = pytest.mark.live
 
 CASES = ["turbo_generate_ode", "turbo_generate_sde", "base_generate_apg", "base_generate_adg"]
 HALF_DTYPES = ("bfloat16", "float16")
-SEEDS = 5  # drawn afresh each run unless MLX_ACESTEP_HALF_SEEDS="s1,s2,..." replays a failure
 MARGIN_DB = 3.0
 # Measured minimum of (ours vs the reference's bfloat16 run) - (that run vs its float32 run) over the seeds and
 # sets above: 9.5 dB. 6 dB is 4x in error power: a path that rounds elsewhere than the reference (the float32
 # sinusoid did) lands near 0 dB here.
 FOLLOW_DB = 6.0
-
-
-def drawn_seeds() -> list[int]:
-    replay = os.environ.get("MLX_ACESTEP_HALF_SEEDS")
-    if replay:
-        return [int(s) for s in replay.split(",")]
-    return [int(s) for s in np.random.SeedSequence().generate_state(SEEDS)]
 
 
 @pytest.fixture(scope="module")

