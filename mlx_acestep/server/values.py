@@ -34,8 +34,13 @@ FALLBACK_SECONDS = 120.0
 AUTOMATIC = (0, -1)
 # upstream's audio_format names -> (the file's suffix, libsndfile's subtype): wav32 is a 32-bit float WAV
 # (audio_utils.py:287-296); aac goes through ffmpeg upstream, which this server does not use.
-FORMAT_NAMES = {"wav": ("wav", None), "wav32": ("wav", "FLOAT"), "flac": ("flac", None), "mp3": ("mp3", None)}
-FORMAT_NAMES["opus"] = ("opus", None)
+FORMAT_NAMES = {
+    "wav": ("wav", None),
+    "wav32": ("wav", "FLOAT"),
+    "flac": ("flac", None),
+    "mp3": ("mp3", None),
+    "opus": ("opus", None),
+}
 TRUE, FALSE = ("1", "true", "yes", "y", "on"), ("0", "false", "no", "n", "off")
 
 
