@@ -24,12 +24,22 @@ import soundfile as sf
 from .errors import AceStepError
 from .files import atomic_file, remove_stale
 from .limits import SAMPLE_RATE
+from .names import AUDIO_FORMATS
 
-# File suffix -> (libsndfile format, default subtype)
+# File suffix -> (libsndfile format, default subtype), for the names.AUDIO_FORMATS that this libsndfile encodes (MP3
+# and Opus since 1.1; soundfile's wheels bundle one): a format it cannot write is refused by name, never written as
+# another.
 _FORMATS = {
     ".wav": ("WAV", "PCM_16"),
     ".flac": ("FLAC", "PCM_24"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+    ".opus": ("OGG", "OPUS"),
 }
+_FORMATS = {s: f for s, f in _FORMATS.items() if f[0] in sf.available_formats() and f[1] in sf.available_subtypes(f[0])}
+WRITABLE = tuple(s.lstrip(".") for s in _FORMATS)
+# MP3 as upstream writes it (audio_utils.py:117-119: 128 kbit/s constant, 48 kHz): libsndfile's constant bitrate
+# runs from 320 kbit/s at compression level 0 down to 32 at 1 (measured: 0.5 gives 160, 0.7 gives 112), so this.
+_MP3 = {"bitrate_mode": "CONSTANT", "compression_level": (320 - 128) / (320 - 32)}
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -119,7 +129,7 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
     """An output file name we may write: a known format, an existing folder, nothing there unless `overwrite`."""
     path = Path(path)
     if path.suffix.lower() not in _FORMATS:
-        raise AceStepError(f"{path}: unsupported output format {path.suffix or '(none)'} (use {', '.join(_FORMATS)})")
+        raise AceStepError(f"{path}: {format_refusal(path.suffix.lstrip('.'))}")
     if not (path.parent if str(path.parent) else Path(".")).is_dir():
         raise AceStepError(f"{path.parent}: output folder does not exist")
     if path.is_dir():
@@ -127,6 +137,15 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
     if os.path.lexists(path) and not overwrite:  # lexists: a dangling link is a name taken too
         raise AceStepError(f"{path}: already exists (pass --overwrite, or overwrite=True, to replace it)")
     return path
+
+
+def format_refusal(name: str) -> str:
+    """Why a format is not written: unknown, or one this libsndfile cannot encode."""
+    known = name.lower() in AUDIO_FORMATS
+    why = (
+        f"this libsndfile ({sf.__libsndfile_version__}) cannot encode {name}" if known else "unsupported output format"
+    )
+    return f"{why} (use {', '.join(WRITABLE)})" if name else f"no audio format given (use {', '.join(WRITABLE)})"
 
 
 TAGS = ("title", "comment", "software", "artist", "date", "album", "genre")  # libsndfile's string fields we write
@@ -140,9 +159,10 @@ def save_audio(
     overwrite: bool = False,
     tags: dict[str, str] | None = None,
 ) -> Path:
-    """Write `[samples, channels]` float audio to .wav or .flac, atomically; an existing file is replaced only
+    """Write `[samples, channels]` float audio to .wav, .flac, .mp3 or .opus (`WRITABLE`), atomically; an existing file is replaced only
     with `overwrite` (also when it appears while writing). Non-finite samples are an error, not a file.
-    `tags` (title, comment, software, ...) go into the file's INFO chunk (WAV) or Vorbis comments (FLAC)."""
+    `tags` (title, comment, software, ...) go into the file's INFO chunk (WAV), Vorbis comments (FLAC, Opus) or ID3
+    tags (MP3)."""
     path = check_output(path, overwrite)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[0] == 0:
@@ -167,7 +187,8 @@ def sound_file(tmp: Path, path: Path, sample_rate: int, channels: int, subtype: 
     come out as OSError."""
     fmt = _FORMATS[path.suffix.lower()]
     try:
-        with sf.SoundFile(str(tmp), "w", sample_rate, channels, subtype or fmt[1], format=fmt[0]) as f:
+        extra = _MP3 if fmt[0] == "MP3" else {}
+        with sf.SoundFile(str(tmp), "w", sample_rate, channels, subtype or fmt[1], format=fmt[0], **extra) as f:
             for key, value in (tags or {}).items():
                 if key in TAGS and value:
                     setattr(f, key, str(value))

@@ -14,6 +14,10 @@ LM_PREFIX = "acestep-5Hz-lm-"
 LM_SIZES = ("0.6B", "1.7B", "4B")
 DEFAULT_LM = "1.7B"  # the reference's default planner, the one inside the main repo
 
+# The audio files we write (audio.py): MP3 and Opus where the installed libsndfile encodes them, refused by name where
+# it does not. Upstream's REST also names aac (through ffmpeg), which libsndfile cannot write.
+AUDIO_FORMATS = ("wav", "flac", "mp3", "opus")
+
 TASKS = ("text2music", "cover", "cover-nofsq", "repaint", "extract", "lego", "complete")
 # cover-nofsq (upstream's "Remix" without FSQ): cover's instruction, the source's raw latents as the context
 COVER_TASKS = ("cover", "cover-nofsq")

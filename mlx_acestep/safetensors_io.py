@@ -63,6 +63,8 @@ def read_header(path: str | Path) -> tuple[dict, dict, int]:
     if not isinstance(header, dict):
         raise AceStepError(f"{path}: corrupt safetensors header")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):  # the format's metadata is a string-to-string object; readers index it
+        raise AceStepError(f"{path}: corrupt safetensors header (__metadata__ is not an object)")
     data_size = size - 8 - n
     for name, entry in header.items():
         try:

@@ -10,7 +10,7 @@ from click.core import ParameterSource
 
 from ..errors import AceStepError, MissingDiT, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
-from ..names import TASKS
+from ..names import AUDIO_FORMATS, TASKS
 from . import songwriter
 from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
 from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
@@ -115,9 +115,9 @@ def _load(request, source, options: dict):
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["wav", "flac"]),
+    type=click.Choice(AUDIO_FORMATS),
     default=None,
-    help="Output format (default: from -o, else wav).",
+    help="Output format (default: from -o, else wav; mp3 and opus where libsndfile encodes them).",
 )
 @click.option(
     "-o",

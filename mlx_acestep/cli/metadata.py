@@ -15,7 +15,7 @@ import click
 
 from .. import __version__
 from ..errors import AceStepError
-from ..names import COVER_TASKS, REGION_TASKS
+from ..names import AUDIO_FORMATS, COVER_TASKS, REGION_TASKS
 
 FORMAT = 1
 # Where the files go and how the run treats the disk are this run's own: a replay never takes them from a file
@@ -130,7 +130,7 @@ def read_metadata(path: str | Path) -> dict:
     """The recorded parameters of a sidecar JSON or of an audio file this program wrote."""
     path = Path(path)
     try:
-        if path.suffix.lower() in (".wav", ".flac"):
+        if path.suffix.lower().lstrip(".") in AUDIO_FORMATS:
             import soundfile as sf
 
             with sf.SoundFile(str(path)) as f:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import AceStepError
+from ..names import AUDIO_FORMATS
 
 PLACEHOLDERS = ("seed", "index", "caption", "date")
 DEFAULT_TEMPLATE = "acestep-{seed}"
@@ -70,8 +71,10 @@ def output_paths(
     suffix = Path(template).suffix.lower().lstrip(".") if "{" not in Path(template).suffix else ""
     if not suffix:
         template, suffix = f"{template}.{fmt or 'wav'}", fmt or "wav"
-    if suffix not in ("wav", "flac"):
-        raise AceStepError(f"{template}: unsupported output format .{suffix} (use .wav or .flac)")
+    if suffix not in AUDIO_FORMATS:
+        raise AceStepError(
+            f"{template}: unsupported output format .{suffix} (use {', '.join('.' + f for f in AUDIO_FORMATS)})"
+        )
     if fmt and fmt != suffix:
         raise AceStepError(f"--format {fmt} does not match the output file {template}")
     fields = _fields(template)

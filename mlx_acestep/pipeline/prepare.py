@@ -122,7 +122,8 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
         codes = np.stack([p.codes for p in plans])
     else:
         metas = Metas(duration=duration, bpm=request.bpm, timesignature=request.time_signature, keyscale=request.key)
-        items = [ConditionInput(request.caption, request.lyrics, metas, request.language, job.instruction())] * batch
+        line = job.instruction() if request.instruction is None else request.instruction
+        items = [ConditionInput(request.caption, request.lyrics, metas, request.language, line)] * batch
     if reference is not None:
         items = [dataclasses.replace(item, reference_latents=reference) for item in items]
     frames = max(MIN_FRAMES, source.shape[0] if follow_source else frames_of(duration))
@@ -134,9 +135,9 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
         edit = edit_hooks(job, source, frames, batch, region, silence)
         if edit is not None and edit.switch_fraction < 1.0:  # cover strength: the last steps follow the caption
             alt_items = [dataclasses.replace(item, instruction=instruction("text2music")) for item in items]
-            alt_tokens = tokenize_items(pipe.tokenizer, alt_items)
+            alt_tokens = tokenize_items(pipe.tokenizer, alt_items, request.empty_caption)
     with meter.phase("text"):
-        tokens = tokenize_items(pipe.tokenizer, items)
+        tokens = tokenize_items(pipe.tokenizer, items, request.empty_caption)
         if request.flow_edit:
             flow = flow_edit_job(pipe.tokenizer, request, items, source, frames, silence, seeds)
     noise = initial_noise(seeds, frames, pipe.config.audio_acoustic_hidden_dim, pipe.dtype)

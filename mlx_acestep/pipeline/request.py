@@ -101,6 +101,8 @@ MODEL_DEFAULTS = {
 # The request's value rules, once: the CLI names a field's flag from its name, a server its JSON field.
 REQUEST = Fields(
     Field("caption", "text"),
+    Field("empty_caption", "bool"),
+    Field("instruction", "text", optional=True),
     Field("lyrics", "text"),
     Field("duration", "number", *SECONDS, optional=True, unit="seconds"),
     Field("batch_size", "integer", 1, MAX_BATCH),
@@ -138,7 +140,8 @@ REQUEST = Fields(
     ),
     error=RequestError,
 )
-_LATER = tuple(f.name for f in REQUEST if f.name not in ("caption", "lyrics", "duration", "batch_size", "bpm", "key"))
+_FIRST = ("caption", "empty_caption", "instruction", "lyrics", "duration", "batch_size", "bpm", "key")
+_LATER = tuple(f.name for f in REQUEST if f.name not in _FIRST)
 
 
 def normalize_key(key: str | None) -> str | None:
@@ -176,7 +179,8 @@ def normalize_time_signature(value) -> str | None:
 class GenerationRequest:
     """Everything one generation needs to know; see the module docstring and `ACEStep.generate`."""
 
-    caption: str = ""  # may be left out when `sample` writes it
+    caption: str = ""  # may be left out when `sample` writes it, or given empty with `empty_caption`
+    empty_caption: bool = False  # encode an empty caption as it is, as upstream's REST does with `{}`; else refused
     lyrics: str = INSTRUMENTAL
     duration: float | None = None  # None: the source's length, the planner's choice, or DEFAULT_SECONDS
     seed: int | Sequence[int] | None = None  # item i uses seed + i; a list gives one per item; None: random
@@ -219,6 +223,7 @@ class GenerationRequest:
     repaint_end: float | None = None
     track: str | None = None
     tracks: Sequence[str] | None = None
+    instruction: str | None = None  # the DiT's instruction line, as upstream's REST `instruction`; None: the task's
     cover_strength: float = 1.0
     repaint_mode: str = "balanced"
     repaint_strength: float = 0.5
@@ -233,8 +238,8 @@ class GenerationRequest:
     job: Task = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        REQUEST.check_into(self, ("caption", "sample"))
-        if not self.caption.strip() and self.sample is None:
+        REQUEST.check_into(self, ("caption", "empty_caption", "sample", "instruction"))
+        if not self.caption.strip() and self.sample is None and not self.empty_caption:
             raise RequestError("caption", "the caption is empty; describe the music (genre, mood, instruments)")
         if self.caption.strip() and self.sample is not None:
             raise RequestError("sample", "@name@ writes the caption: give a caption or a sample, not both")
@@ -300,7 +305,7 @@ class GenerationRequest:
         out = []
         if self.retake_seed is not None and not self.retake_variance and not self.flow_edit:
             out.append("a retake seed without a retake variance changes nothing (give retake_variance above 0)")
-        if self.task in ("extract", "lego") and not self.track:
+        if self.task in ("extract", "lego") and not self.track and self.instruction is None:
             from ..conditioning.prompts import instruction
 
             out.append(f"no track given: {self.task} uses the generic instruction {instruction(self.task)!r}")

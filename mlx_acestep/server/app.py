@@ -10,7 +10,7 @@ from .adapters import AdapterRegistry
 from .config import ServerConfig
 from .http import Gate, InputFolder
 from .jobs import JobRunner
-from .protocol import ProtocolError, envelope
+from .protocol import ProtocolError, error_body
 from .routes import Server, info_routes, lora_routes, task_routes
 from .songwriter import songwriter_routes
 
@@ -19,7 +19,10 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **set
     """The ASGI app, with `config` or its fields as keywords (`api_key`, `queue_size`, `keep_hours`, `input_dir`: the
     one folder whose files requests may name as source / reference audio); bad settings are refused here."""
     from fastapi import FastAPI
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
 
     if config is None:
         config = ServerConfig(output_dir, **settings)
@@ -31,12 +34,28 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **set
     server = Server(pipe, runner, AdapterRegistry(), Gate(config.api_key), inputs, output_dir)
     app = FastAPI(title="mlx-acestep", docs_url=None, redoc_url=None)
 
-    def fail(message: str, status: int = 400):
-        return JSONResponse(envelope(error=message, code=status), status_code=status)
+    def fail(message: str, status: int = 400, detail=None, headers=None):
+        return JSONResponse(error_body(message, status, detail), status_code=status, headers=headers)
 
+    # Every error carries upstream's `detail` beside the envelope: ours, FastAPI's (401, 404 and 405 with its Allow
+    # header, 422) and an unexpected one (500), so a client of either kind reads why.
     @app.exception_handler(ProtocolError)
     async def protocol_error(_, exc: ProtocolError):
         return fail(str(exc), exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_, exc: HTTPException):
+        return fail(str(exc.detail), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_, exc: RequestValidationError):
+        errors = jsonable_encoder(exc.errors())
+        message = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in errors)
+        return fail(message or "invalid request", 422, detail=errors)
+
+    @app.exception_handler(Exception)
+    async def internal(_, exc: Exception):
+        return fail(f"internal error: {exc.__class__.__name__}", 500)
 
     for add_routes in (task_routes, lora_routes, info_routes, songwriter_routes):
         add_routes(app, server)

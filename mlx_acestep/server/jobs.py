@@ -23,8 +23,10 @@ class QueueFull(Exception):
 @dataclass
 class Job:
     request: object  # a GenerationRequest
-    audio_format: str
+    audio_format: str  # the files' suffix
     uploads: list[Path] = field(default_factory=list)  # temp files deleted when the job ends
+    subtype: str | None = None  # libsndfile's, where the format has more than one (wav32: FLOAT)
+    notes: list[str] = field(default_factory=list)  # what the client may not expect (a sent file not used)
     adapters: list[tuple[str, float]] = field(default_factory=list)  # (name, scale) as submitted
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: str = QUEUED
@@ -115,7 +117,7 @@ class JobRunner:
             job.request = result.request or job.request  # with what the planner wrote (sample_mode, use_format)
             job.stage = "saving"
             base = self.output_dir / job.id
-            job.files = result.save(f"{base}.{job.audio_format}")
+            job.files = result.save(f"{base}.{job.audio_format}", job.subtype)
             job.seeds, job.metadata = result.seeds, result.metadata
             for path, seed in zip(job.files, result.seeds):  # atomically, like the audio beside it
                 write_text(

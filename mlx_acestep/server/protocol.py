@@ -5,13 +5,29 @@ project's one `GenerationRequest` (so every rule is the CLI's and the API's)."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
+from ..audio import WRITABLE
+from ..conditioning.prompts import instruction
+from ..fields import is_int
 from ..limits import TURBO_STEP_RANGE
-from ..names import INSTRUMENTAL, REGION_TASKS
+from ..names import INSTRUMENTAL, REGION_TASKS, TRACKS
 from .sample_mode import song_writing
+from .values import (  # noqa: F401  (as_bool: the writing routes read upstream's lenient booleans from here)
+    AUTOMATIC,
+    FALLBACK_SECONDS,
+    REST_DEFAULTS,
+    as_bool,
+    as_float,
+    as_int,
+    audio_format,
+    duration,
+    flag,
+    seeds,
+    sent,
+    text,
+)
 
 NESTED = ("param_obj", "metas", "meta", "metadata", "user_metadata", "userMetadata")
 ALIASES = {
@@ -34,7 +50,7 @@ ALIASES = {
     "reference_audio_path": ("reference_audio_path", "ref_audio_path", "referenceAudioPath", "refAudioPath"),
     "repainting_start": ("repainting_start",),
     "repainting_end": ("repainting_end",),
-    "audio_cover_strength": ("audio_cover_strength", "audioCoverStrength"),
+    "audio_cover_strength": ("audio_cover_strength", "audioCoverStrength", "cover_strength", "coverStrength"),
     "thinking": ("thinking",),
     "lm_temperature": ("lm_temperature",),
     "lm_cfg_scale": ("lm_cfg_scale",),
@@ -42,13 +58,24 @@ ALIASES = {
     "lm_negative_prompt": ("lm_negative_prompt",),
     "audio_format": ("audio_format",),
     "model": ("model", "model_name", "modelName", "dit_model", "ditModel"),
-    "track": ("track",),  # extensions: the extract/lego track and complete's tracks (upstream has only `instruction`)
+    "instruction": ("instruction",),
+    "track_name": ("track_name", "trackName"),
+    "track_classes": ("track_classes", "trackClasses", "instruments"),
+    "track": ("track",),  # extensions: the extract/lego track and complete's tracks (upstream's: the two above)
     "tracks": ("tracks",),
+    "repaint_mode": ("repaint_mode",),
+    "repaint_strength": ("repaint_strength",),
     "sample_mode": ("sample_mode", "sampleMode"),
     "sample_query": ("sample_query", "sampleQuery", "description", "desc"),
     "use_format": ("use_format", "useFormat", "format"),
     "analysis_only": ("analysis_only", "analysisOnly"),
     "full_analysis_only": ("full_analysis_only", "fullAnalysisOnly"),
+    "extract_codes_only": ("extract_codes_only", "extractCodesOnly"),
+    "audio_code_string": ("audio_code_string", "audioCodeString", "audio_codes"),
+    "timesteps": ("timesteps",),
+    "cfg_interval_start": ("cfg_interval_start",),
+    "cfg_interval_end": ("cfg_interval_end",),
+    "lm_top_k": ("lm_top_k",),
     "use_adg": ("use_adg",),
     "cover_noise_strength": ("cover_noise_strength", "coverNoiseStrength"),
     "sampler_mode": ("sampler_mode", "samplerMode"),
@@ -67,6 +94,16 @@ ALIASES = {
     "flow_edit_n_min": ("flow_edit_n_min", "flowEditNMin"),
     "flow_edit_n_max": ("flow_edit_n_max", "flowEditNMax"),
     "flow_edit_n_avg": ("flow_edit_n_avg", "flowEditNAvg"),
+    # read and not used, as upstream (its LM switches and the tiled decode are always on here; global_caption is
+    # for its lego-SFT checkpoint only): release_task_param_parser.py:36-41
+    "use_cot_caption": ("use_cot_caption", "cot_caption", "cot-caption"),
+    "use_cot_language": ("use_cot_language", "cot_language", "cot-language"),
+    "constrained_decoding": ("constrained_decoding", "constrainedDecoding", "constrained"),
+    "constrained_decoding_debug": ("constrained_decoding_debug", "constrainedDecodingDebug"),
+    "is_format_caption": ("is_format_caption", "isFormatCaption"),
+    "allow_lm_batch": ("allow_lm_batch", "allowLmBatch", "parallel_thinking"),
+    "use_tiled_decode": ("use_tiled_decode", "useTiledDecode"),
+    "global_caption": ("global_caption",),
 }
 # A request field -> the REST field a client sent it as, so an error names what the client wrote.
 REST_NAMES = {
@@ -89,8 +126,10 @@ REST_NAMES = {
     "ref_audio": "reference_audio_path",
 }
 
-# Upstream features this server does not have: asking for one is an error, never a silent plain generation.
-UNSUPPORTED = ("analysis_only", "full_analysis_only", "use_adg")
+# Upstream features this server does not have: asking for one (a yes, a text, a value off its default) is an error,
+# never a silent plain generation.
+UNSUPPORTED = ("analysis_only", "full_analysis_only", "extract_codes_only", "use_adg")
+UNSUPPORTED_VALUES = {"audio_code_string": "", "timesteps": "", "cfg_interval_start": 0.0, "cfg_interval_end": 1.0}
 
 
 class ProtocolError(Exception):
@@ -103,6 +142,13 @@ class ProtocolError(Exception):
 
 def envelope(data=None, error: str | None = None, code: int = 200) -> dict:
     return {"data": data, "code": code, "error": error, "timestamp": int(time.time() * 1000), "extra": None}
+
+
+def error_body(message: str, status: int, detail=None) -> dict:
+    """An error as both kinds of client read it: upstream's FastAPI `detail` (the skill script, the DAW) and the
+    envelope's `code` / `error` (studio.html), as UPSTREAM-API.md 6.2 suggests. `detail`: the message, unless given
+    (a validation error's list, as FastAPI sends it)."""
+    return {"detail": message if detail is None else detail} | envelope(error=message, code=status)
 
 
 def _nested(body: dict) -> list[dict]:
@@ -135,35 +181,6 @@ def lookup(body: dict) -> dict:
     return found
 
 
-def as_int(value):
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
-
-
-def as_float(value):
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else float("nan")  # NaN reaches the request, which names it
-
-
-def sent(value, parse):
-    """A number a client sent, parsed; one that does not parse as it was sent, so the request refuses it naming the
-    field (upstream answers a malformed number with an error too, never with the default); None when absent."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    number = parse(value)
-    return value if number is None else number
-
-
 _NUMBERS = {  # REST field -> request field, for the plain numbers a client may send
     "shift": "shift",
     "lm_temperature": "lm_temperature",
@@ -172,99 +189,166 @@ _NUMBERS = {  # REST field -> request field, for the plain numbers a client may 
     "repainting_start": "repaint_start",
     "audio_cover_strength": "cover_strength",
     "cover_noise_strength": "cover_noise_strength",
+    "repaint_strength": "repaint_strength",
     "velocity_norm_threshold": "velocity_norm_threshold",
     "velocity_ema_factor": "velocity_ema_factor",
     "dcw_scaler": "dcw_scaler",
     "dcw_high_scaler": "dcw_high_scaler",
 }
+_CHOICES = {  # REST field -> request field, for the named choices (absent: the request's default, as upstream's)
+    "sampler_mode": "sampler",
+    "dcw_mode": "dcw_mode",
+    "dcw_wavelet": "dcw_wavelet",
+    "chunk_mask_mode": "chunk_mask_mode",
+    "repaint_mode": "repaint_mode",
+}
 
 
-def as_bool(value, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "y", "on")
-
-
-def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[dict, str]:
-    """The `GenerationRequest` fields of a task body, and its audio format (wav or flac).
-
-    `inputs` are the source / reference files already resolved (uploads, or paths inside the allowed folder).
-    """
-    f = lookup(body)
+def refuse_unsupported(f: dict) -> None:
     for name in UNSUPPORTED:
-        if as_bool(f.get(name), False):
+        if flag(f.get(name), False, name):
             raise ProtocolError(
                 f"{name} is not supported by this server (mlx-acestep serve); see the README's route table"
             )
-    lyrics = str(f.get("lyrics") or "")
+    for name, default in UNSUPPORTED_VALUES.items():
+        value = f.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if not isinstance(default, float) or sent(value, as_float) != default:
+            raise ProtocolError(f"{name} is not supported by this server (mlx-acestep serve), got {value!r}")
+    top_k = sent(f.get("lm_top_k"), as_float)
+    if top_k is not None and not (isinstance(top_k, float) and top_k <= 0):  # upstream: 0 or less is off
+        raise ProtocolError(f"lm_top_k is not supported by this server (the planner samples with top-p), got {top_k!r}")
+
+
+def request_fields(body: dict, family: str, inputs: dict[str, Path], notes: list | None = None) -> tuple[dict, tuple]:
+    """The `GenerationRequest` fields of a task body, and its output as (file suffix, libsndfile subtype).
+
+    `inputs` are the source / reference files already resolved (uploads, or paths inside the allowed folder). What
+    the body holds that the task does not use (the DAW's placeholder upload with text2music) is left out, with a
+    line in `notes`. A value of the wrong type is a `RequestError` naming the REST field.
+    """
+    f = lookup(body)
+    refuse_unsupported(f)
+    fields = song_fields(f) | sampler_fields(f, family) | task_fields(f, inputs, notes if notes is not None else [])
+    song_writing(f, fields, flag)
+    if fields.get("duration") is None and not _plans_or_follows(fields):
+        fields["duration"] = FALLBACK_SECONDS
+    fmt = audio_format(f.get("audio_format"), WRITABLE)
+    return {k: v for k, v in fields.items() if v is not None or k in ("duration", "seed")}, fmt
+
+
+def _plans_or_follows(fields: dict) -> bool:
+    """Whether a length comes from elsewhere when none is given: the planner's, or the source's."""
+    writes = fields.get("sample") is not None or fields.get("format") or fields.get("thinking")
+    return bool(writes or fields["task"] != "text2music" or fields.get("flow_edit"))
+
+
+def song_fields(f: dict) -> dict:
+    """What the song is: its texts, metadata, length, batch and seeds, with upstream's REST defaults."""
+    lyrics = text(f.get("lyrics"), "", "lyrics")
     if lyrics.strip().lower() in ("", "[inst]", "[instrumental]"):
         lyrics = INSTRUMENTAL
-    duration = as_float(f.get("audio_duration"))
-    seed = as_int(f.get("seed"))
-    random_seed = as_bool(f.get("use_random_seed"), True) and (seed is None or seed < 0)
-    fields = dict(
-        caption=str(f.get("prompt") or ""),
+    caption = text(f.get("prompt"), "", "prompt")
+    batch = sent(f.get("batch_size"), as_int)
+    batch = REST_DEFAULTS["batch_size"] if batch is None else batch
+    random = flag(f.get("use_random_seed"), REST_DEFAULTS["use_random_seed"], "use_random_seed")
+    key, signature = text(f.get("key_scale"), None, "key_scale"), text(f.get("time_signature"), None, "time_signature")
+    return dict(
+        caption=caption,
+        empty_caption=not caption.strip(),  # `{}` is a task upstream: the DiT reads an empty caption
         lyrics=lyrics,
-        duration=None if duration is None or (duration == duration and duration <= 0) else duration,
-        seed=None if random_seed or seed is None or seed < 0 else seed,
-        batch_size=sent(f.get("batch_size"), as_int) or 2,  # upstream's default
+        duration=duration(f.get("audio_duration")),
+        seed=seeds(f.get("seed"), batch, random),
+        batch_size=batch,
         bpm=sent(f.get("bpm"), as_int),
-        key=str(f["key_scale"]) if f.get("key_scale") not in (None, "") else None,
-        time_signature=str(f["time_signature"]) if f.get("time_signature") not in (None, "") else None,
-        language=str(f.get("vocal_language") or "en"),
-        method=str(f.get("infer_method") or "ode"),
-        thinking=as_bool(f.get("thinking"), False),
-        task=str(f.get("task_type") or "text2music"),
+        key=key or None,
+        time_signature=signature or None,
+        language=text(f.get("vocal_language"), "", "vocal_language") or REST_DEFAULTS["vocal_language"],
+        thinking=flag(f.get("thinking"), REST_DEFAULTS["thinking"], "thinking"),
+        negative_prompt=text(f.get("lm_negative_prompt"), None, "lm_negative_prompt") or None,
     )
+
+
+def sampler_fields(f: dict, family: str) -> dict:
+    """How it is sampled: steps, guidance, shift, the planner's sampling, upstream's newer sampler fields."""
     steps = sent(f.get("inference_steps"), as_int)
+    steps = REST_DEFAULTS["inference_steps"] if steps is None else steps
+    fields = {"method": text(f.get("infer_method"), "", "infer_method") or REST_DEFAULTS["infer_method"]}
     if family == "turbo":  # no CFG there (upstream's default scale would only warn); its service clamps the steps
-        fields["steps"] = min(max(steps, 1), TURBO_STEP_RANGE[1]) if isinstance(steps, int) else steps
+        fields["steps"] = min(max(steps, 1), TURBO_STEP_RANGE[1]) if is_int(steps) else steps
     else:
         fields["steps"] = steps
         fields["guidance"] = sent(f.get("guidance_scale"), as_float)
     fields |= {name: sent(f.get(field), as_float) for field, name in _NUMBERS.items()}
+    if fields["lm_cfg_scale"] is None:
+        fields["lm_cfg_scale"] = REST_DEFAULTS["lm_cfg_scale"]
     if f.get("dcw_enabled") not in (None, ""):  # absent: the model's default, as upstream
-        fields["dcw"] = as_bool(f.get("dcw_enabled"), False)
-    if f.get("sampler_mode") not in (None, ""):
-        fields["sampler"] = str(f["sampler_mode"])
-    for name in ("dcw_mode", "dcw_wavelet", "chunk_mask_mode"):
-        if f.get(name) not in (None, ""):
-            fields[name] = str(f[name])
-    if fields["task"] not in REGION_TASKS:  # upstream's clients send it with every task; it means nothing there
-        fields.pop("chunk_mask_mode", None)
-    end = as_float(f.get("repainting_end"))
-    if end is not None and end > 0:
-        fields["repaint_end"] = end
-    if f.get("lm_negative_prompt"):
-        fields["negative_prompt"] = str(f["lm_negative_prompt"])
+        fields["dcw"] = flag(f.get("dcw_enabled"), False, "dcw_enabled")
+    fields |= {name: text(f.get(field), "", field) or None for field, name in _CHOICES.items()}
+    end = sent(f.get("repainting_end"), as_float)
+    fields["repaint_end"] = None if end is None or end in AUTOMATIC else end  # upstream: -1 the source's end
+    return fields | flow_edit_fields(f)
+
+
+def task_fields(f: dict, inputs: dict, notes: list) -> dict:
+    """The task, its files and what it edits: upstream's `instruction`, `track_name` and `track_classes` (its
+    instruction templates, job_generation_setup.py:24-65) beside this server's `track` / `tracks`."""
+    task = text(f.get("task_type"), "", "task_type") or REST_DEFAULTS["task_type"]
+    fields = {"task": task, "instruction": instruction_field(f)}
     if f.get("track"):
-        fields["track"] = str(f["track"])
+        fields["track"] = text(f["track"], None, "track")
     if f.get("tracks"):
-        tracks = f["tracks"]
-        if not isinstance(tracks, (str, list, tuple)):
-            raise ProtocolError(f"tracks must be a list or a comma-separated string, got {tracks!r}")
-        fields["tracks"] = [t.strip() for t in tracks.split(",")] if isinstance(tracks, str) else list(tracks)
-    fields |= flow_edit_fields(f)
-    if "src_audio" in inputs:
+        fields["tracks"] = track_list(f["tracks"], "tracks")
+    if fields["instruction"] is None and task in ("extract", "lego") and f.get("track_name") and "track" not in fields:
+        fields["track"] = known_track(text(f["track_name"], "", "track_name"), "track_name")
+    if fields["instruction"] is None and task == "complete" and f.get("track_classes") and "tracks" not in fields:
+        fields["tracks"] = [known_track(t, "track_classes") for t in track_list(f["track_classes"], "track_classes")]
+    if task not in REGION_TASKS:  # upstream's clients send it with every task; it means nothing there
+        fields["chunk_mask_mode"] = None
+    uses_source = task != "text2music" or flag(f.get("flow_edit_morph"), False, "flow_edit_morph")
+    if "src_audio" in inputs and not uses_source:  # upstream drops it (inference.py:839-846); the DAW uploads one
+        notes.append("the source audio sent with this text2music task was not used (text2music starts from silence)")
+    elif "src_audio" in inputs:
         fields["src_audio"] = str(inputs["src_audio"])
     if "ref_audio" in inputs:
         fields["ref_audio"] = str(inputs["ref_audio"])
-    song_writing(f, fields, as_bool)
-    fmt = "wav" if str(f.get("audio_format") or "").lower() == "wav" else "flac"  # mp3 and the rest: FLAC
-    return {k: v for k, v in fields.items() if v is not None or k in ("duration", "seed")}, fmt
+    return fields
+
+
+def instruction_field(f: dict) -> str | None:
+    """A client's own instruction line (the DAW's "Generate a segment of the VOCALS track ..."), read as upstream:
+    empty or its default (text2music's) means the task's own, with its track."""
+    given = text(f.get("instruction"), "", "instruction").strip()
+    return None if not given or given == instruction("text2music") else given
+
+
+def track_list(value, name: str) -> list[str]:
+    """Tracks as a list, or one string: comma-separated (a form's list arrives so: JS joins an array with commas)."""
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value):
+        return [t.strip() for t in value]
+    raise ProtocolError(f"{name} must be a list or a comma-separated string, got {value!r}")
+
+
+def known_track(name: str, field: str) -> str:
+    """Upstream's track names are upper-cased into its instruction; the model knows these twelve."""
+    track = name.strip().lower()
+    if track not in TRACKS:
+        raise ProtocolError(f"{field}: unknown track {name!r} (choose from {', '.join(TRACKS)})")
+    return track
 
 
 def flow_edit_fields(f: dict) -> dict:
     """Flow-edit's request fields, only with `flow_edit_morph` on (upstream's clients send the rest always). A text
     sent is the source's, even empty (as upstream encodes it)."""
-    if not as_bool(f.get("flow_edit_morph"), False):
+    if not flag(f.get("flow_edit_morph"), False, "flow_edit_morph"):
         return {}
     out = {"flow_edit": True}
     for name in ("flow_edit_source_caption", "flow_edit_source_lyrics"):
         if f.get(name) is not None:
-            out[name] = str(f[name])
+            out[name] = text(f[name], "", name)
     for name in ("flow_edit_n_min", "flow_edit_n_max", "flow_edit_n_avg"):
         out[name] = sent(f.get(name), as_int if name == "flow_edit_n_avg" else as_float)
     return out

@@ -5,6 +5,7 @@ No `from __future__ import annotations`: FastAPI reads the handlers' annotations
 """
 
 import json
+import logging
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ from .http import Gate, InputFolder, read_body
 from .jobs import STATUS_CODE, SUCCEEDED, Job, JobRunner, QueueFull
 from .protocol import REST_NAMES, ProtocolError, check_model, envelope, input_paths, request_fields
 
-MEDIA = {".wav": "audio/wav", ".flac": "audio/flac"}
+LOG = logging.getLogger("mlx_acestep.server")
+MEDIA = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".opus": "audio/ogg"}  # audio_route.py:33
 
 
 @dataclass
@@ -62,7 +64,7 @@ def result_items(job: Job, pipe) -> list[dict]:
                 "dit_model": pipe.name,
                 "loras": job.adapters,  # an extension: the named adapters it was submitted with
                 "lm_model": pipe.folders.lm.name if pipe.folders.lm else "",
-                "generation_info": f"{job.seconds:.1f} s on mlx-acestep",
+                "generation_info": "\n".join([f"{job.seconds:.1f} s on mlx-acestep", *job.notes]),
             }
         )
     return out
@@ -81,17 +83,22 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     for name, path in input_paths(body).items():
         if name not in files:
             files[name] = server.inputs.allowed(path, name)
-    fields, fmt = request_fields(body, pipe.family, files)
-    # confined again now: a registered file may have been replaced by a link leading out of the folder since
-    fields["loras"] = [(str(server.inputs.allowed(a.path, "the adapter", folders=True)), a.scale) for a in adapters]
+    notes = []
     try:
+        fields, (suffix, subtype) = request_fields(body, pipe.family, files, notes)
+        # confined again now: a registered file may have been replaced by a link leading out of the folder since
+        fields["loras"] = [(str(server.inputs.allowed(a.path, "the adapter", folders=True)), a.scale) for a in adapters]
         generation = GenerationRequest(**fields)
         pipe.check(generation)
     except FieldError as e:  # named as the client sent it (audio_duration, not duration)
         raise ProtocolError(e.render(REST_NAMES)) from None
     except AceStepError as e:
         raise ProtocolError(str(e)) from None
-    job = Job(generation, fmt, uploads=list(uploads.values()), adapters=[(a.name, a.scale) for a in adapters])
+    named = [(a.name, a.scale) for a in adapters]
+    job = Job(generation, suffix, uploads=list(uploads.values()), subtype=subtype, adapters=named)
+    job.notes = notes + generation.notices()
+    for note in job.notes:
+        LOG.warning("task %s: %s", job.id, note)
     try:
         return job, server.runner.submit(job)
     except QueueFull:
@@ -150,8 +157,13 @@ def task_routes(app, server: Server) -> None:
 
 
 def _name(body: dict):
-    """An adapter's name as our clients (`name`) or upstream's (`adapter_name`) send it."""
-    return body.get("name") if body.get("name") is not None else body.get("adapter_name")
+    """An adapter's name as our clients (`name`) or upstream's (`adapter_name`) send it; text or nothing (an object
+    there was a 500)."""
+    field = "name" if body.get("name") is not None else "adapter_name"
+    name = body.get(field)
+    if name is not None and not isinstance(name, str):
+        raise ProtocolError(f"{field} must be text, got {type(name).__name__}")
+    return name
 
 
 def lora_routes(app, server: Server) -> None:
@@ -206,10 +218,16 @@ def info_routes(app, server: Server) -> None:
     @app.get("/v1/audio")
     async def audio(request: Request, path: str):
         gate.check(request)
-        resolved = Path(path).resolve()
-        if not resolved.is_relative_to(server.output_dir):
-            raise HTTPException(403, "the path is outside the server's output folder")
-        if not resolved.is_file() or resolved.suffix not in MEDIA:
+        if "\x00" in path:  # no file has one; the OS refuses it (it was a 500)
+            raise HTTPException(400, "path holds a NUL character")
+        try:
+            resolved = Path(path).resolve()
+            if not resolved.is_relative_to(server.output_dir):
+                raise HTTPException(403, "the path is outside the server's output folder")
+            found = resolved.is_file() and resolved.suffix in MEDIA
+        except OSError:  # a name too long for the file system: no such file
+            found = False
+        if not found:
             raise HTTPException(404, "Audio file not found")
         return FileResponse(resolved, media_type=MEDIA[resolved.suffix])
 

@@ -41,9 +41,9 @@ def query_hints(query: str) -> tuple[str | None, bool]:
 
 def song_writing(f: dict, fields: dict, flag) -> None:
     """A task's `sample_mode`, `sample_query` and `use_format` (in `f`, its fields by upstream's names), onto its
-    request fields; `flag(value, default)` reads a boolean as the protocol does."""
+    request fields; `flag(value, default, name)` reads a boolean as the protocol does."""
     query = str(f.get("sample_query") or "")
-    if flag(f.get("sample_mode"), False) or query.strip():
+    if flag(f.get("sample_mode"), False, "sample_mode") or query.strip():
         hint, instrumental = query_hints(query)
         language = fields.get("language")
         for name in WRITTEN:
@@ -54,5 +54,5 @@ def song_writing(f: dict, fields: dict, flag) -> None:
             instrumental=instrumental,
             language=language if language not in ("en", "unknown", "") else hint or "unknown",
         )
-    if flag(f.get("use_format"), False) and (fields.get("caption") or fields.get("sample") is not None):
+    if flag(f.get("use_format"), False, "use_format") and (fields.get("caption") or fields.get("sample") is not None):
         fields["format"] = True

@@ -147,7 +147,7 @@ def test_generate_bad_input_is_a_one_line_error_and_writes_nothing(converted, tm
         (["--duration", 700], "--duration must be between 10 and 600 seconds"),
         (["--batch", 9], "--batch must be between 1 and 8"),
         (["-o", "nowhere/a.wav"], "output folder does not exist"),
-        (["-o", "a.mp3"], "unsupported output format .mp3"),
+        (["-o", "a.aac"], "unsupported output format .aac (use .wav, .flac, .mp3, .opus)"),
         (["-o", "a.wav", "--format", "flac"], "--format flac does not match"),
         (["--lyrics", "x", "--lyrics-file", "l.txt"], "not both"),
         (["--lyrics-file", "missing.txt"], "missing.txt: cannot read the lyrics"),

@@ -49,6 +49,7 @@ def test_submit_poll_download(server):
             "audio_duration": 10,
             "batch_size": 1,
             "seed": 3,
+            "use_random_seed": False,  # upstream's default (true) draws a fresh seed whatever `seed` says
             "audio_format": "wav",
             "metas": {"bpm": 90},
         },
@@ -68,7 +69,7 @@ def test_submit_poll_download(server):
         ({"prompt": "x", "audio_duration": 5000}, 400, "audio_duration must be between 10 and 600"),
         ({"prompt": "x", "task_type": "remix"}, 400, "remix"),
         ({"prompt": "x", "sampler_mode": "heun", "infer_method": "sde"}, 400, "the heun sampler_mode runs the ODE"),
-        ({"prompt": ""}, 400, "caption is empty"),
+        ({"prompt": "x", "batch_size": 0}, 400, "batch_size must be between 1 and 8"),
         (
             {"prompt": "x", "task_type": "cover", "src_audio_path": "/etc/passwd"},
             403,
@@ -111,7 +112,7 @@ def test_a_full_queue_answers_429_and_every_job_finishes(server):
     statuses = [s for s, _ in answers]
     assert 429 in statuses and statuses[0] == 200
     busy = next(env for s, env in answers if s == 429)
-    assert busy["error"] == "Server busy: queue is full"
+    assert busy["error"] == busy["detail"] == "Server busy: queue is full"  # upstream's clients read `detail`
     for s, env in answers:
         if s == 200:
             assert server.wait(env["data"]["task_id"])[0] == 1
@@ -122,7 +123,9 @@ def test_two_clients_at_once_get_their_own_songs(server):
 
     def client(seed):
         _, env = server.json(
-            "POST", "/release_task", {"caption": "strings", "audio_duration": 10, "batch_size": 1, "seed": seed}
+            "POST",
+            "/release_task",
+            {"caption": "strings", "audio_duration": 10, "batch_size": 1, "seed": seed, "use_random_seed": "false"},
         )
         results[seed] = server.wait(env["data"]["task_id"])
 
@@ -219,7 +222,8 @@ def test_a_queued_job_keeps_the_adapters_it_was_submitted_with(server, pipe, fix
         return real(request, **kwargs)
 
     monkeypatch.setattr(pipe, "generate", held)
-    body = {"caption": "soft rain", "audio_duration": 10, "batch_size": 1, "seed": 4, "audio_format": "wav"}
+    body = {"caption": "soft rain", "audio_duration": 10, "batch_size": 1, "seed": 4, "use_random_seed": False}
+    body["audio_format"] = "wav"
     # the server's own model, as an OpenRouter id: accepted
     first = server.json("POST", "/release_task", body | {"model": "acestep/acestep-v15-turbo"})[1]["data"]["task_id"]
     queued = server.json("POST", "/release_task", body)[1]["data"]["task_id"]
@@ -309,7 +313,7 @@ def test_turbo_takes_upstreams_inference_steps_clamped_to_8_as_upstreams_service
     assert request_fields({"prompt": "x", "inference_steps": 5}, "turbo", {})[0]["steps"] == 5
     assert request_fields({"prompt": "x", "inference_steps": 50}, "turbo", {})[0]["steps"] == 8
     assert request_fields({"prompt": "x", "inference_steps": 0}, "turbo", {})[0]["steps"] == 1
-    assert request_fields({"prompt": "x"}, "turbo", {})[0].get("steps") is None  # the request's default: 8
+    assert request_fields({"prompt": "x"}, "turbo", {})[0]["steps"] == 8  # upstream's REST default, every model
     assert "guidance" not in request_fields({"prompt": "x", "guidance_scale": 7}, "turbo", {})[0]
 
 

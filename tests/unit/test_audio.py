@@ -107,3 +107,22 @@ def test_failed_save_leaves_nothing(tmp_path):
         save_audio(tmp_path / "x.mp9", sine(440, 48000, 0.01, 2))
     with pytest.raises(AceStepError, match="output folder does not exist"):
         save_audio(tmp_path / "no" / "x.wav", sine(440, 48000, 0.01, 2))
+
+
+@pytest.mark.parametrize("suffix, container", [(".mp3", "MP3"), (".opus", "OGG")])
+def test_lossy_formats_are_written_as_themselves(tmp_path, suffix, container):
+    """MP3 and Opus through libsndfile (upstream's clients name the file .mp3): their own container, 48 kHz
+    stereo, the tags kept, the sine still there; and a format libsndfile cannot write is refused by name."""
+    t = np.arange(48000 * 2) / 48000
+    wave = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    path = save_audio(tmp_path / f"x{suffix}", np.stack([wave, wave], 1), tags={"title": "sine", "comment": "{}"})
+    info = sf.info(str(path))
+    assert (info.format, info.samplerate, info.channels) == (container, 48000, 2)
+    back, _ = sf.read(str(path), dtype="float32")
+    spectrum = np.abs(np.fft.rfft(back[:, 0]))
+    assert abs(np.argmax(spectrum) * 48000 / len(back) - 440) < 2  # the pitch survives the codec
+    with sf.SoundFile(str(path)) as f:
+        assert (f.title, f.comment) == ("sine", "{}")
+    assert [p.name for p in tmp_path.iterdir()] == [f"x{suffix}"]  # written through a hidden temp, renamed
+    with pytest.raises(AceStepError, match=r"x\.aac: unsupported output format \(use wav, flac, mp3, opus\)"):
+        save_audio(tmp_path / "x.aac", np.zeros((10, 2), np.float32))

@@ -1,0 +1,112 @@
+"""Every /release_task field of upstream's REST table (shared/spec/UPSTREAM-API.md 3.1, with the aliases its
+parser had by 6d467e4: release_task_param_parser.py:9-45): each alias reaches its own field, and a task that leaves
+a field out runs with upstream's REST default (not always its Python API's: batch 2, 8 steps on every model, the
+planner's CFG 2.5, MP3). The table is typed here from the spec: the expectation is upstream's, not our code's."""
+
+import pytest
+
+from mlx_acestep.pipeline.request import GenerationRequest, sampler_settings
+from mlx_acestep.server.protocol import ALIASES, lookup, request_fields
+
+# (REST field, its aliases, upstream's REST default, how the default shows in what we run)
+SPEC = [
+    ("prompt", ("caption",), "", lambda r, s, fmt: r.caption == "" and r.empty_caption),
+    ("lyrics", (), "", lambda r, s, fmt: r.lyrics == "[Instrumental]"),  # empty => instrumental
+    (
+        "audio_duration",
+        ("duration", "audioDuration", "target_duration", "targetDuration"),
+        None,
+        lambda r, s, fmt: r.duration == 120.0,  # automatic: 120 s without the planner (padding_utils.py:76-88)
+    ),
+    ("bpm", (), None, lambda r, s, fmt: r.bpm is None),
+    ("key_scale", ("keyscale", "keyScale", "key"), "", lambda r, s, fmt: r.key is None),
+    ("time_signature", ("timesignature", "timeSignature"), "", lambda r, s, fmt: r.time_signature is None),
+    ("vocal_language", ("vocalLanguage", "language"), "en", lambda r, s, fmt: r.language == "en"),
+    ("batch_size", (), 2, lambda r, s, fmt: r.batch_size == 2),
+    ("inference_steps", ("inferenceSteps",), 8, lambda r, s, fmt: r.steps == 8 and s.steps == 8),
+    ("guidance_scale", ("guidanceScale",), 7.0, lambda r, s, fmt: s.guidance_scale == 7.0),
+    ("shift", (), 3.0, lambda r, s, fmt: s.shift == 3.0),
+    ("infer_method", ("inferMethod",), "ode", lambda r, s, fmt: r.method == "ode"),
+    ("use_adg", (), False, None),
+    ("cfg_interval_start", (), 0.0, None),
+    ("cfg_interval_end", (), 1.0, None),
+    ("seed", (), -1, lambda r, s, fmt: r.seed is None),  # random
+    ("use_random_seed", ("useRandomSeed",), True, None),
+    ("task_type", ("taskType",), "text2music", lambda r, s, fmt: r.task == "text2music"),
+    (
+        "instruction",
+        (),
+        "Fill the audio semantic mask based on the given conditions:",
+        lambda r, s, fmt: (
+            r.instruction is None
+            and r.job.instruction() == "Fill the audio semantic mask based on the given conditions:"
+        ),
+    ),
+    ("src_audio_path", ("ctx_audio_path", "sourceAudioPath", "srcAudioPath", "ctxAudioPath"), None, None),
+    ("reference_audio_path", ("ref_audio_path", "referenceAudioPath", "refAudioPath"), None, None),
+    ("repainting_start", (), 0.0, lambda r, s, fmt: r.repaint_start == 0.0),
+    ("repainting_end", (), None, lambda r, s, fmt: r.repaint_end is None),
+    ("audio_cover_strength", ("audioCoverStrength",), 1.0, lambda r, s, fmt: r.cover_strength == 1.0),
+    ("thinking", (), False, lambda r, s, fmt: r.thinking is False),
+    ("sample_mode", ("sampleMode",), False, lambda r, s, fmt: r.sample is None),
+    ("sample_query", ("sampleQuery", "description", "desc"), "", lambda r, s, fmt: r.sample is None),
+    ("use_format", ("useFormat", "format"), False, lambda r, s, fmt: r.format is False),
+    ("use_cot_caption", ("cot_caption", "cot-caption"), True, None),
+    ("use_cot_language", ("cot_language", "cot-language"), True, None),
+    ("lm_temperature", (), 0.85, lambda r, s, fmt: r.lm_temperature == 0.85),
+    ("lm_cfg_scale", (), 2.5, lambda r, s, fmt: r.lm_cfg_scale == 2.5),
+    ("lm_top_k", (), None, None),  # off
+    ("lm_top_p", (), 0.9, lambda r, s, fmt: r.lm_top_p == 0.9),
+    ("lm_negative_prompt", (), "NO USER INPUT", lambda r, s, fmt: r.negative_prompt == "NO USER INPUT"),
+    ("constrained_decoding", ("constrainedDecoding", "constrained"), True, None),
+    ("constrained_decoding_debug", ("constrainedDecodingDebug",), False, None),
+    ("allow_lm_batch", ("allowLmBatch", "parallel_thinking"), True, None),
+    ("is_format_caption", ("isFormatCaption",), False, None),
+    ("use_tiled_decode", ("useTiledDecode",), True, None),
+    ("audio_format", (), "mp3", lambda r, s, fmt: fmt == ("mp3", None)),
+    ("model", ("model_name", "modelName", "dit_model", "ditModel"), None, None),
+    ("analysis_only", ("analysisOnly",), False, None),
+    ("full_analysis_only", ("fullAnalysisOnly",), False, None),
+    ("timesteps", (), None, None),
+    ("audio_code_string", ("audioCodeString",), None, None),
+    # fields upstream's REST gained after the spec's commit (release_task_models.py at 6d467e4)
+    ("cover_noise_strength", ("coverNoiseStrength",), 0.0, lambda r, s, fmt: r.cover_noise_strength == 0.0),
+    ("chunk_mask_mode", (), "auto", lambda r, s, fmt: r.chunk_mask_mode == "auto"),
+    ("repaint_mode", (), "balanced", lambda r, s, fmt: r.repaint_mode == "balanced"),
+    ("repaint_strength", (), 0.5, lambda r, s, fmt: r.repaint_strength == 0.5),
+    ("track_name", ("trackName",), None, lambda r, s, fmt: r.track is None),
+    ("track_classes", ("trackClasses", "instruments"), None, lambda r, s, fmt: r.tracks is None),
+]
+
+
+@pytest.mark.parametrize("field, aliases", [(f, a) for f, a, _, _ in SPEC])
+def test_every_alias_reaches_its_own_field(field, aliases):
+    assert field in ALIASES, f"{field} is not read"
+    for alias in (field, *aliases):
+        assert lookup({alias: "sentinel"}).get(field) == "sentinel", alias
+        assert lookup({"param_obj": f'{{"{alias}": "sentinel"}}'}).get(field) == "sentinel", alias
+        assert lookup({"metas": {alias: "sentinel"}}).get(field) == "sentinel", alias
+
+
+@pytest.mark.parametrize("family", ["turbo", "base"])
+def test_a_task_without_the_field_runs_with_upstreams_rest_default(family):
+    fields, fmt = request_fields({}, family, {})
+    request = GenerationRequest(**fields)
+    settings = sampler_settings(family, request.steps, request.shift, request.guidance, request.method)
+    for field, _, default, shows in SPEC:
+        if shows is not None and not (family == "turbo" and field == "guidance_scale"):  # turbo has no CFG
+            assert shows(request, settings, fmt), (field, default)
+
+
+def _effective(body: dict):
+    """What a body runs: the request (its sampler numbers as the settings they resolve to) and the output."""
+    fields, fmt = request_fields(body, "base", {})
+    request = GenerationRequest(**fields)
+    settings = sampler_settings("base", request.steps, request.shift, request.guidance, request.method)
+    return request.replace(shift=None, guidance=None), settings, fmt
+
+
+@pytest.mark.parametrize("field, _a, default, _s", [row for row in SPEC if row[2] is not None])
+def test_upstreams_default_sent_is_the_same_task_as_left_out(field, _a, default, _s):
+    """A client that sends every default (the plugin, the DAW) is never refused for one, nor gets another task."""
+    assert _effective({field: default}) == _effective({})
