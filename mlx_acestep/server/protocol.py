@@ -93,6 +93,13 @@ REST_NAMES = {
 UNSUPPORTED = ("analysis_only", "full_analysis_only", "use_adg")
 
 
+# ACE-Step 1.0's task names, which older clients still send. Upstream 1.5 runs a name it does not know with the
+# text2music instruction and the source audio, when one is sent, as the context's raw latents, not a cover
+# (core/generation/handler/task_utils.py:99, generate_music_request.py:177-178, conditioning_masks.py:66-68): that
+# is cover-nofsq here (whose instruction is cover's), or text2music without a source.
+LEGACY_TASKS = ("audio2audio", "retake", "edit", "extend")
+
+
 class ProtocolError(Exception):
     """A request this server refuses (HTTP 4xx with the envelope): the message is the envelope's `error`."""
 
@@ -216,7 +223,7 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
         language=str(f.get("vocal_language") or "en"),
         method=str(f.get("infer_method") or "ode"),
         thinking=as_bool(f.get("thinking"), False),
-        task=str(f.get("task_type") or "text2music"),
+        task=task_name(f, inputs),
     )
     steps = sent(f.get("inference_steps"), as_int)
     if family == "turbo":  # no CFG there (upstream's default scale would only warn); its service clamps the steps
@@ -256,6 +263,14 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path]) -> tuple[di
     return {k: v for k, v in fields.items() if v is not None or k in ("duration", "seed")}, fmt
 
 
+def task_name(f: dict, inputs) -> str:
+    """The task a body's `task_type` names (`f`: its fields), a legacy name mapped as upstream runs it."""
+    task = str(f.get("task_type") or "text2music")
+    if task in LEGACY_TASKS:
+        return "cover-nofsq" if "src_audio" in inputs else "text2music"
+    return task
+
+
 def flow_edit_fields(f: dict) -> dict:
     """Flow-edit's request fields, only with `flow_edit_morph` on (upstream's clients send the rest always). A text
     sent is the source's, even empty (as upstream encodes it)."""
@@ -268,17 +283,6 @@ def flow_edit_fields(f: dict) -> dict:
     for name in ("flow_edit_n_min", "flow_edit_n_max", "flow_edit_n_avg"):
         out[name] = sent(f.get(name), as_int if name == "flow_edit_n_avg" else as_float)
     return out
-
-
-def check_model(body: dict, served: str) -> None:
-    """A task naming a DiT this server does not run is refused, naming the one it runs (upstream serves its
-    primary model instead, silently: the client would get another model's song). OpenRouter ids
-    (`acestep/NAME`) name NAME."""
-    asked = lookup(body).get("model")
-    if asked is None or str(asked).strip() == "":
-        return
-    if str(asked).strip().removeprefix("acestep/") != served:
-        raise ProtocolError(f"model {asked!r} is not served here: this server runs {served} (id acestep/{served})")
 
 
 def input_paths(body: dict) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""The routes, in three groups over one `Server`: tasks (the reference's protocol), adapters (an extension) and
-what a client asks about the server.
+"""The routes over one `Server`: tasks (the reference's protocol) and what a client asks about the server (the
+LoRA routes: lora_routes.py; the models: model_routes.py).
 
 No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at definition time.
 """
@@ -12,19 +12,25 @@ from pathlib import Path
 from .adapters import AdapterRegistry
 from .http import Gate, InputFolder, read_body
 from .jobs import STATUS_CODE, SUCCEEDED, Job, JobRunner, QueueFull
-from .protocol import REST_NAMES, ProtocolError, check_model, envelope, input_paths, request_fields
+from .models import ServedModels
+from .protocol import REST_NAMES, ProtocolError, envelope, input_paths, lookup, request_fields, task_name
 
 MEDIA = {".wav": "audio/wav", ".flac": "audio/flac"}
 
 
 @dataclass
 class Server:
-    pipe: object  # the ACEStep pipeline
+    models: ServedModels
     runner: JobRunner
     registry: AdapterRegistry
     gate: Gate
     inputs: InputFolder
     output_dir: Path
+
+    @property
+    def pipe(self):
+        """The default DiT's pipeline (what a task naming no model runs)."""
+        return self.models.pipe
 
 
 def result_items(job: Job, pipe) -> list[dict]:
@@ -74,13 +80,13 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     from ..errors import AceStepError, FieldError
     from ..pipeline.request import GenerationRequest
 
-    pipe = server.pipe
-    check_model(body, pipe.name)
     adapters = server.registry.for_task(body)
     files = dict(uploads)
     for name, path in input_paths(body).items():
         if name not in files:
             files[name] = server.inputs.allowed(path, name)
+    f = lookup(body)
+    pipe = server.models.pick(f.get("model"), task_name(f, files))
     fields, fmt = request_fields(body, pipe.family, files)
     # confined again now: a registered file may have been replaced by a link leading out of the folder since
     fields["loras"] = [(str(server.inputs.allowed(a.path, "the adapter", folders=True)), a.scale) for a in adapters]
@@ -91,7 +97,9 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
         raise ProtocolError(e.render(REST_NAMES)) from None
     except AceStepError as e:
         raise ProtocolError(str(e)) from None
-    job = Job(generation, fmt, uploads=list(uploads.values()), adapters=[(a.name, a.scale) for a in adapters])
+    job = Job(
+        generation, fmt, uploads=list(uploads.values()), adapters=[(a.name, a.scale) for a in adapters], pipe=pipe
+    )
     try:
         return job, server.runner.submit(job)
     except QueueFull:
@@ -100,6 +108,7 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
 
 def task_routes(app, server: Server) -> None:
     from fastapi import Request
+    from starlette.concurrency import run_in_threadpool
 
     runner, gate = server.runner, server.gate
 
@@ -108,7 +117,8 @@ def task_routes(app, server: Server) -> None:
         body, uploads = await read_body(request, keep_files=True)
         try:
             gate.check(request, body)
-            job, position = submit(server, body, uploads)
+            # on a thread of the pool: a task naming a DiT not yet loaded waits for it, and the event loop goes on
+            job, position = await run_in_threadpool(submit, server, body, uploads)
         except BaseException:
             for tmp in uploads.values():
                 tmp.unlink(missing_ok=True)
@@ -135,7 +145,7 @@ def task_routes(app, server: Server) -> None:
                 {
                     "task_id": task_id,
                     "status": STATUS_CODE[job.state],
-                    "result": json.dumps(result_items(job, server.pipe)),
+                    "result": json.dumps(result_items(job, job.pipe or server.pipe)),
                     "progress_text": f"{job.stage} {job.progress:.0%}",
                     "queue_position": runner.position(job),
                 }
@@ -149,59 +159,11 @@ def task_routes(app, server: Server) -> None:
         return envelope({"task_id": body.get("task_id"), "cancelled": runner.cancel(str(body.get("task_id")))})
 
 
-def _name(body: dict):
-    """An adapter's name as our clients (`name`) or upstream's (`adapter_name`) send it."""
-    return body.get("name") if body.get("name") is not None else body.get("adapter_name")
-
-
-def lora_routes(app, server: Server) -> None:
-    """Extensions (the reference's REST server has none): they name adapters from the allowed input folder in the
-    server's registry, which tasks submitted later use (server/adapters.py); the pipeline's own adapters, and so the
-    jobs already queued, never change."""
-    from fastapi import Request
-    from starlette.concurrency import run_in_threadpool
-
-    from ..errors import AceStepError
-
-    registry, gate = server.registry, server.gate
-
-    @app.post("/v1/lora/load")
-    async def lora_load(request: Request):
-        body, _ = await read_body(request)
-        gate.check(request, body)
-        path = body.get("path") or body.get("lora_path")  # lora_path, adapter_name: upstream's lora_routes.py names
-        if not path:
-            raise ProtocolError("give path: an adapter file or folder inside the allowed input folder")
-        target = server.inputs.allowed(str(path), "the adapter", folders=True)
-        try:
-            # read once here, so a file that does not fit this model is refused now, not in every job; on a thread
-            # of the pool: the pipeline's own thread may be busy with a job, and the event loop must go on
-            adapter = await run_in_threadpool(server.pipe.adapters.check, target, _name(body))
-        except AceStepError as e:
-            raise ProtocolError(str(e)) from None
-        registry.register(adapter.name, str(target), body.get("scale", 1.0))
-        return envelope({"name": adapter.name, "summary": adapter.summary(), "loaded": registry.listing()})
-
-    @app.post("/v1/lora/scale")
-    async def lora_scale(request: Request):
-        body, _ = await read_body(request)
-        gate.check(request, body)
-        registry.set_scale(_name(body), body.get("scale"))
-        return envelope({"loaded": registry.listing()})
-
-    @app.post("/v1/lora/unload")
-    async def lora_unload(request: Request):
-        body, _ = await read_body(request)
-        gate.check(request, body)
-        registry.remove(_name(body))
-        return envelope({"loaded": registry.listing()})
-
-
 def info_routes(app, server: Server) -> None:
     from fastapi import HTTPException, Request
     from fastapi.responses import FileResponse
 
-    pipe, gate = server.pipe, server.gate
+    gate = server.gate
 
     @app.get("/v1/audio")
     async def audio(request: Request, path: str):
@@ -215,13 +177,17 @@ def info_routes(app, server: Server) -> None:
 
     @app.get("/v1/models")
     async def models():
-        model = {
-            "id": f"acestep/{pipe.name}",
-            "name": f"ACE-Step {pipe.name}",
-            "input_modalities": ["text", "audio"],
-            "output_modalities": ["audio"],
-        }
-        return {"object": "list", "data": [model]}
+        names = [server.models.default] + [n for n in server.models.loaded() if n != server.models.default]
+        data = [
+            {
+                "id": f"acestep/{name}",
+                "name": f"ACE-Step {name}",
+                "input_modalities": ["text", "audio"],
+                "output_modalities": ["audio"],
+            }
+            for name in names
+        ]
+        return {"object": "list", "data": data}
 
     @app.get("/v1/stats")
     async def stats(request: Request):

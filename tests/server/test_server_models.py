@@ -1,0 +1,142 @@
+"""The DiTs a server runs (the request's `model`, the base DiT for the base-only tasks, one resident at a time),
+upstream's model routes (`/v1/model_inventory`, `/v1/init`, `/v1/reinitialize`), its legacy task names and several
+input folders, on the fixture model (a turbo and a base DiT) served with its source."""
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mlx_acestep.pipeline import ACEStep
+from mlx_acestep.source import ModelSource
+
+TURBO, BASE = "acestep-v15-turbo", "acestep-v15-base"
+SONG = {"prompt": "slow strings", "audio_duration": 10, "batch_size": 1, "seed": 9, "audio_format": "wav"}
+FEW = {"inference_steps": 2}  # the editing tasks encode their source first: fewer steps keep them quick
+
+
+@pytest.fixture(scope="module")
+def source(converted):
+    return ModelSource(converted, lm=None)
+
+
+@pytest.fixture(scope="module")
+def pipe(source):
+    return ACEStep.from_pretrained(source=source)
+
+
+@pytest.fixture(scope="module")
+def server(pipe, source, tmp_path_factory, serve):
+    from mlx_acestep.server import make_app
+
+    root = tmp_path_factory.mktemp("models")
+    for name in ("daw", "plugin"):  # two clients' own folders
+        (root / name).mkdir()
+    wave = 0.3 * np.sin(np.arange(48000 * 3) / 48000 * 2 * np.pi * 220)  # short: encoding it is the slow part
+    sf.write(str(root / "plugin" / "take.wav"), np.stack([wave, wave], 1), 48000)
+    client = serve(make_app(pipe, root / "out", input_dirs=[root / "daw", root / "plugin"], source=source))
+    client.root = root
+    return client
+
+
+def _run(client, body) -> tuple[dict, np.ndarray]:
+    status, env = client.json("POST", "/release_task", body)
+    assert status == 200, env
+    state, items = client.wait(env["data"]["task_id"])
+    assert state == 1, items
+    return items[0], sf.read(io.BytesIO(client.call("GET", items[0]["file"])[1]))[0]
+
+
+def _inventory(client) -> dict:
+    status, env = client.json("GET", "/v1/model_inventory")
+    assert status == 200 and env["code"] == 200
+    return env["data"]
+
+
+def test_the_inventory_lists_the_sources_dits_and_planners(server, converted):
+    data = _inventory(server)
+    dits = sorted(p.name for p in converted.iterdir() if p.name.startswith("acestep-v15-"))  # the folder's own
+    assert [m["name"] for m in data["models"]] == dits == [BASE, TURBO]
+    models = {m["name"]: m for m in data["models"]}
+    assert models[TURBO]["is_default"] and not models[BASE]["is_default"] and data["default_model"] == TURBO
+    # upstream's constants.py:82-89: turbo runs no extract / lego / complete
+    assert set(models[BASE]["supported_task_types"]) >= {"text2music", "repaint", "cover", "lego", "extract"}
+    assert not {"lego", "extract", "complete"} & set(models[TURBO]["supported_task_types"])
+    assert data["lm_models"] == [{"name": "acestep-5Hz-lm-0.6B", "is_loaded": False}]
+    assert (data["loaded_lm_model"], data["llm_initialized"]) == (None, False)
+
+
+def test_a_task_naming_the_base_dit_runs_on_it_and_one_dit_stays_resident(server, pipe, source):
+    item, audio = _run(server, SONG | {"model": BASE})
+    assert item["dit_model"] == BASE
+    expected = ACEStep.from_pretrained(source=source.replace(dit=BASE)).generate(
+        "slow strings", "[Instrumental]", language="en", duration=10, seed=9, batch_size=1
+    )
+    np.testing.assert_allclose(audio, expected.audio[0], atol=1e-4)
+    assert pipe.resident() == []  # the turbo DiT's modules were freed for the base one
+    assert {m["name"]: m["is_loaded"] for m in _inventory(server)["models"]} == {BASE: True, TURBO: True}
+    item, _ = _run(server, SONG | {"model": f"acestep/{TURBO}"})  # an OpenRouter id
+    assert item["dit_model"] == TURBO and pipe.resident() != []
+
+
+def test_a_base_only_task_on_a_turbo_server_takes_the_base_dit(server):
+    take = str(server.root / "plugin" / "take.wav")
+    for task in ({"task_type": "lego", "track": "drums"}, {"task_type": "extract", "track": "bass"}):
+        item, audio = _run(server, SONG | FEW | task | {"src_audio_path": take})
+        assert item["dit_model"] == BASE and audio.shape[1] == 2
+    status, env = server.json(
+        "POST", "/release_task", SONG | {"task_type": "lego", "model": TURBO, "src_audio_path": take}
+    )
+    assert status == 400 and "needs a base model" in env["error"]  # named turbo: refused, never silently base
+
+
+def test_init_makes_a_dit_the_default(server):
+    status, env = server.json("POST", "/v1/init", {"model": BASE, "init_llm": False})
+    assert status == 200 and env["data"]["loaded_model"] == BASE and env["data"]["message"]
+    assert {m["name"] for m in env["data"]["models"] if m["is_default"]} == {BASE}
+    try:
+        assert _run(server, SONG)[0]["dit_model"] == BASE
+    finally:
+        assert server.json("POST", "/v1/init", {"model": TURBO})[0] == 200
+    assert _inventory(server)["default_model"] == TURBO
+    for body, needle in (
+        ({"model": "acestep-v15-sft"}, "not served here"),
+        ({"slot": 2}, "Slot 2 is not available"),
+        ({"init_llm": True}, "without a planner LM"),
+    ):
+        status, env = server.json("POST", "/v1/init", body)
+        assert status == 400 and needle in env["error"], env
+    status, env = server.json("POST", "/v1/reinitialize", {})
+    assert status == 200 and env["data"]["message"].endswith("Service reinitialized")
+
+
+def test_legacy_task_names_run_as_upstream_runs_them(server):
+    """audio2audio is no task upstream knows: it runs the source as the context's raw latents (cover-nofsq here),
+    and without a source plain text2music."""
+    take = {"src_audio_path": str(server.root / "plugin" / "take.wav")}
+    _, legacy = _run(server, SONG | FEW | take | {"task_type": "audio2audio"})
+    _, nofsq = _run(server, SONG | FEW | take | {"task_type": "cover-nofsq"})
+    np.testing.assert_array_equal(legacy, nofsq)
+    _, legacy = _run(server, SONG | {"task_type": "audio2audio"})
+    _, plain = _run(server, SONG)
+    np.testing.assert_array_equal(legacy, plain)
+
+
+def test_several_input_folders_and_the_sandbox(server, tmp_path):
+    outside = tmp_path / "x.wav"
+    outside.write_bytes((server.root / "plugin" / "take.wav").read_bytes())
+    status, env = server.json("POST", "/release_task", SONG | {"task_type": "cover", "src_audio_path": str(outside)})
+    assert status == 403 and "outside the allowed input folders" in env["error"]
+    assert str(server.root / "daw") in env["error"] and str(server.root / "plugin") in env["error"]
+    link = server.root / "daw" / "escape.wav"  # a link inside a folder that leads out of every one
+    link.symlink_to(outside)
+    assert server.json("POST", "/release_task", SONG | {"task_type": "cover", "src_audio_path": str(link)})[0] == 403
+
+
+def test_an_input_folder_that_is_not_one_is_refused_before_anything_loads(tmp_path):
+    from mlx_acestep.errors import AceStepError
+    from mlx_acestep.server.config import ServerConfig
+
+    with pytest.raises(AceStepError, match="--input-dir .*missing: not a folder"):
+        ServerConfig(tmp_path / "out", input_dirs=[tmp_path, tmp_path / "missing"])
