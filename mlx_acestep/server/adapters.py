@@ -5,7 +5,8 @@ their adapters from here when they are submitted, as `GenerationRequest.loras`; 
 are never changed, so a registration, a new scale, a toggle or an unload never reaches a job already queued.
 
 A task that names none gets the active adapter at its scale while `use_lora` is on, and none while it is off (what
-upstream's PEFT decoder runs: `set_adapter` makes one adapter active). A task may name its adapters in `loras`
+upstream's PEFT decoder runs: `set_adapter` makes one adapter active), and only on the DiT the adapter was loaded
+for (upstream loads it into its primary model only; a task on another DiT runs without it). A task may name its adapters in `loras`
 (aliases `lora_names`, `lora_name`; an extension: upstream's REST has no adapter field): a list of names or of
 `{"name", "scale"}` objects, or a comma-separated string; an empty list means none; named ones apply whatever
 the toggle says.
@@ -28,6 +29,7 @@ class NamedAdapter:
     name: str
     path: str
     scale: float
+    dit: str = ""  # the DiT it was loaded for
 
 
 class AdapterRegistry:
@@ -39,19 +41,21 @@ class AdapterRegistry:
         self.active: str | None = None
         self.use_lora = False
 
-    def register(self, name: str, path: str, scale) -> None:
+    def register(self, name: str, path: str, scale, dit: str = "") -> None:
         scale = _scale(scale, name)
         with self._lock:
             if name in self._named:
                 raise ProtocolError(f"an adapter named {name!r} is already loaded (give another name, or unload it)")
-            self._named[name] = NamedAdapter(name, path, scale)
+            self._named[name] = NamedAdapter(name, path, scale, dit)
             self.active, self.use_lora = name, True
 
     def set_scale(self, name, scale) -> str:
         """The named adapter's scale, or the active one's with no name; it becomes the active one. Returns its name."""
         with self._lock:
             adapter = self._get(self.active if name is None else name)
-            self._named[adapter.name] = NamedAdapter(adapter.name, adapter.path, _scale(scale, adapter.name))
+            self._named[adapter.name] = NamedAdapter(
+                adapter.name, adapter.path, _scale(scale, adapter.name), adapter.dit
+            )
             self.active = adapter.name
             return adapter.name
 
@@ -91,12 +95,13 @@ class AdapterRegistry:
                 "synthetic_default_mode": False,
             }
 
-    def for_task(self, body: dict) -> list[NamedAdapter]:
-        """The adapters a task body asks for (see the module docstring), fixed now."""
+    def for_task(self, body: dict, dit: str) -> list[NamedAdapter]:
+        """The adapters a task body on DiT `dit` asks for (see the module docstring), fixed now."""
         value = next((body[f] for f in FIELDS if body.get(f) is not None), None)
         with self._lock:
             if value is None:
-                return [self._named[self.active]] if self.use_lora and self.active in self._named else []
+                active = self._named.get(self.active) if self.use_lora else None
+                return [active] if active is not None and active.dit in ("", dit) else []
             return [self._pick(item) for item in _items(value)]
 
     def _pick(self, item) -> NamedAdapter:

@@ -58,7 +58,7 @@ def lora_routes(app, server) -> None:
             adapter = await run_in_threadpool(server.pipe.adapters.check, target, asked)
         except AceStepError as e:
             raise ProtocolError(str(e)) from None
-        registry.register(adapter.name, str(target), body.get("scale", 1.0))
+        registry.register(adapter.name, str(target), body.get("scale", 1.0), server.pipe.name)
         extra = {"adapter_name": asked} if asked else {}
         return answer(
             f"{OK} LoRA '{adapter.name}' loaded from {path}",

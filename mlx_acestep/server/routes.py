@@ -80,13 +80,13 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     from ..errors import AceStepError, FieldError
     from ..pipeline.request import GenerationRequest
 
-    adapters = server.registry.for_task(body)
     files = dict(uploads)
     for name, path in input_paths(body).items():
         if name not in files:
             files[name] = server.inputs.allowed(path, name)
     f = lookup(body)
     pipe = server.models.pick(f.get("model"), task_name(f, files))
+    adapters = server.registry.for_task(body, pipe.name)
     fields, fmt = request_fields(body, pipe.family, files)
     # confined again now: a registered file may have been replaced by a link leading out of the folder since
     fields["loras"] = [(str(server.inputs.allowed(a.path, "the adapter", folders=True)), a.scale) for a in adapters]

@@ -140,3 +140,18 @@ def test_an_input_folder_that_is_not_one_is_refused_before_anything_loads(tmp_pa
 
     with pytest.raises(AceStepError, match="--input-dir .*missing: not a folder"):
         ServerConfig(tmp_path / "out", input_dirs=[tmp_path, tmp_path / "missing"])
+
+
+def test_the_active_adapter_stays_with_the_dit_it_was_loaded_for(server, fixtures):
+    """Upstream loads an adapter into its primary model: a task on another DiT runs without it."""
+    from test_adapters_pipeline import make_adapter
+
+    folder, _ = make_adapter(fixtures, TURBO, server.root / "daw" / "turbo-style")
+    assert server.json("POST", "/v1/lora/load", {"lora_path": str(folder)})[0] == 200
+    try:
+        assert _run(server, SONG | FEW)[0]["loras"] == [["turbo-style", 1.0]]
+        assert _run(server, SONG | FEW | {"model": BASE})[0]["loras"] == []
+        named = SONG | FEW | {"model": BASE, "loras": ["turbo-style"]}  # named: the client's choice, on any DiT
+        assert _run(server, named)[0]["loras"] == [["turbo-style", 1.0]]
+    finally:
+        server.json("POST", "/v1/lora/unload", {})
