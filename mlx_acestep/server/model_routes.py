@@ -3,8 +3,8 @@
 is loaded), `POST /v1/init {model, init_llm, lm_model_path, slot}` (load a DiT of the same source and make it the
 default, as upstream's slot 1) and `POST /v1/reinitialize`.
 
-The planner LM is the one the server started with (`serve --lm`): `init_llm` with it (or naming none) is accepted,
-another is refused, naming the one loaded (upstream loads it; here the pipelines are built around theirs).
+`init_llm` with an `lm_model_path` (`acestep-5Hz-lm-1.7B`) of the same source builds every DiT's pipeline again
+around that planner (without one: the one loaded, else the model's own).
 
 No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at definition time.
 """
@@ -38,8 +38,10 @@ def model_routes(app, server) -> None:
                 f"Slot {slot} is not available: this server loads the DiT a task names on demand (give model)"
             )
         name = str(body.get("model") or "").strip().removeprefix("acestep/") or models.default
-        lm = _planner(models, as_bool(body.get("init_llm"), False), body.get("lm_model_path"))
         await run_in_threadpool(models.set_default, name)
+        lm = None
+        if as_bool(body.get("init_llm"), False):
+            lm = await run_in_threadpool(models.set_planner, str(body.get("lm_model_path") or "").strip() or None)
         inventory = models.inventory()
         return envelope(
             {
@@ -60,18 +62,3 @@ def model_routes(app, server) -> None:
         body, _ = await read_body(request)
         gate.check(request, body)
         return envelope({"message": "\u2705 Service reinitialized", "reloaded": []})
-
-
-def _planner(models, init_llm: bool, asked) -> str | None:
-    """The planner LM a /v1/init leaves loaded: the server's own; asking for another is refused."""
-    if not init_llm:
-        return None
-    lm = models.pipe.folders.lm
-    asked = str(asked or "").strip()
-    if lm is None:
-        raise ProtocolError("this server runs without a planner LM (start it with serve --lm SIZE)")
-    if asked and asked != lm.name:
-        raise ProtocolError(
-            f"lm_model_path {asked!r}: this server runs the planner {lm.name} (start it with serve --lm SIZE)"
-        )
-    return lm.name

@@ -1,7 +1,7 @@
 """The DiTs a server runs: the one it started with (the default) and the others of the same model source, loaded on
 demand when a task names one (`model`) or needs one (the base-only tasks take the base DiT, as `generate` does:
-cli/generate.py picks `--dit` or the task's `required_dit`). One is resident at a time: before a job runs, the
-others free their modules (they load again when a job needs them).
+cli/generate.py picks `--dit` or the task's `required_dit`). One is resident at a time unless the machine's
+memory holds more: before a job runs, the others free their modules (they load again when a job needs them).
 
 Upstream keeps up to three DiTs loaded from start-up and serves an unknown `model` with its primary one, silently
 (`acestep/api/job_model_selection.py:53-62`); here an unknown name is refused, naming what is served.
@@ -14,10 +14,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..names import BASE_DIT, BASE_ONLY, LM_PREFIX, TASKS
+from ..errors import AceStepError, MissingDiT
+from ..names import BASE_DIT, BASE_ONLY, LM_PREFIX, LM_SIZES, TASKS
 from .protocol import ProtocolError
 
 ID_PREFIX = "acestep/"  # OpenRouter ids name a DiT as acestep/NAME
+RESIDENT_SHARE = 0.5  # of what the device allows a run: the weights kept resident, the rest for activations
 
 
 class ServedModels:
@@ -37,56 +39,92 @@ class ServedModels:
 
     def loaded(self) -> list[str]:
         """The DiTs built in this server, in the order they were."""
-        with self._lock:
-            return list(self._pipes)
+        return list(self._pipes)
 
     def dits(self) -> list[str]:
-        """Every DiT this server can run: the loaded ones and those its source holds."""
-        return sorted(set(self._pipes) | set(_local(self.source, "dit")))
+        """Every DiT this server knows it can run: the loaded ones and those its source holds on this machine."""
+        return sorted(set(self._pipes) | set(_local(self.source, "dit") or ()))
 
     def lms(self) -> list[str]:
         lm = self.pipe.folders.lm
-        return sorted(set(_local(self.source, "lm")) | ({lm.name} if lm else set()))
+        return sorted(set(_local(self.source, "lm") or ()) | ({lm.name} if lm else set()))
 
     def pick(self, asked, task: str):
         """The pipeline for a task: the DiT it names, else the base DiT for a base-only task when the default is not
-        a base model and the source has one, else the default."""
+        a base model and the source may have one, else the default."""
         if asked is not None and str(asked).strip():
             return self.get(str(asked).strip().removeprefix(ID_PREFIX), asked)
-        if task in BASE_ONLY and self.pipe.family != "base" and BASE_DIT in self.dits():
+        if task in BASE_ONLY and self.pipe.family != "base" and self._may_have(BASE_DIT):
             return self.get(BASE_DIT)
         return self.pipe
 
     def get(self, name: str, asked=None):
         """The pipeline of DiT `name`, built on first use (no weights load until a job runs on it)."""
-        from ..errors import AceStepError
-
         with self._lock:
             if name in self._pipes:
                 return self._pipes[name]
-            if self.source is None or name not in self.dits():
-                served = ", ".join(self.dits())
+            if not self._may_have(name):
                 raise ProtocolError(
-                    f"model {asked or name!r} is not served here: this server runs {served} "
+                    f"model {asked or name!r} is not served here: this server runs {', '.join(self.dits())} "
                     f"(ids {', '.join(ID_PREFIX + n for n in self.dits())})"
                 )
             try:
                 self._pipes[name] = self._load(self.source.replace(dit=name))
+            except MissingDiT as e:  # a model from the Hub, whose DiTs are known once asked for
+                raise ProtocolError(f"model {asked or name!r} is not served here: {e}") from None
             except AceStepError as e:
                 raise ProtocolError(f"model {name!r} could not be loaded: {e}", 503) from None
             return self._pipes[name]
+
+    def _may_have(self, name: str) -> bool:
+        listed = _local(self.source, "dit")
+        return name in self._pipes or (self.source is not None and (listed is None or name in listed))
 
     def set_default(self, name: str) -> None:
         self.get(name)
         self.default = name
 
-    def activate(self, pipe) -> None:
-        """Before a job runs on `pipe`: the other DiTs free their modules, so one is resident at a time."""
+    def set_planner(self, name: str | None) -> str:
+        """Every DiT's pipeline built again around the planner LM `name` (None: the model's own, as `serve` picks
+        it), upstream's `init_llm`; the jobs already queued keep the pipelines they were submitted with. Returns
+        the planner's name."""
+        lm = self.pipe.folders.lm
+        if lm is not None and name in (None, lm.name):
+            return lm.name
+        size = "auto" if name is None else name.removeprefix(LM_PREFIX)
+        listed = _local(self.source, "lm")
+        if (
+            self.source is None
+            or size not in ("auto", *LM_SIZES)
+            or (name and listed is not None and name not in listed)
+        ):
+            raise ProtocolError(
+                f"lm_model_path {name!r}: this server can run {', '.join(self.lms()) or 'no planner LM'}"
+            )
         with self._lock:
-            others = [p for p in self._pipes.values() if p is not pipe]
+            source = self.source.replace(lm=size)
+            try:
+                pipes = {dit: self._load(source.replace(dit=dit)) for dit in self._pipes}
+            except AceStepError as e:
+                raise ProtocolError(f"the planner {name or 'LM'!r} could not be loaded: {e}", 503) from None
+            if pipes[self.default].folders.lm is None:
+                raise ProtocolError(f"{self.source.model} has no planner LM")
+            old, self._pipes, self.source = self._pipes, pipes, source
+        for pipe in old.values():
+            pipe.unload()
+        return self.pipe.folders.lm.name
+
+    def activate(self, pipe) -> None:
+        """Before a job runs on `pipe`: the other DiTs free their modules, the longest built first, until the
+        weights left resident fit in `RESIDENT_SHARE` of what the device allows a run (one resident at a time on
+        a machine that cannot hold more)."""
+        others = [p for p in list(self._pipes.values()) if p is not pipe and p.resident()]
+        need, budget = pipe.weight_bytes() + sum(p.weight_bytes() for p in others), resident_budget(pipe)
         for other in others:
-            if other.resident():
-                other.unload()
+            if need <= budget:
+                break
+            other.unload()
+            need -= other.weight_bytes()
 
     def supported(self, name: str) -> list[str]:
         """The tasks a DiT runs here: every one on a base model, the others on turbo and SFT (the pipeline refuses
@@ -114,6 +152,11 @@ class ServedModels:
         }
 
 
+def resident_budget(pipe) -> int:
+    """Bytes of weights the server keeps resident across its DiTs."""
+    return int(pipe.device_memory() * RESIDENT_SHARE)
+
+
 def _from_source(source):
     from ..pipeline import ACEStep
 
@@ -121,9 +164,7 @@ def _from_source(source):
 
 
 def _root(source) -> Path | None:
-    """The source's checkpoint folder when it is on this machine (a repo id: only what is loaded is listed)."""
-    if source is None:
-        return None
+    """The source's checkpoint folder when it is on this machine (None: a Hugging Face repo id)."""
     from ..cache import open_cache
     from ..hub import tiny_checkpoint
 
@@ -133,14 +174,17 @@ def _root(source) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _local(source, kind: str) -> list[str]:
-    """The folder names of one kind of component ("dit", "lm") in the source's checkpoint folder."""
+def _local(source, kind: str) -> list[str] | None:
+    """The folder names of one kind of component ("dit", "lm") in the source's checkpoint folder; None for a model
+    from the Hub, whose components are known once asked for; [] without a source."""
     from ..convert.converter import find_components
     from ..hub import converted_components
 
+    if source is None:
+        return []
     root = _root(source)
     if root is None:
-        return []
+        return None
     converted = converted_components(root)
     if converted:
         return [folder.name for folder in converted.get(kind, [])]

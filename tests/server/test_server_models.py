@@ -67,7 +67,10 @@ def test_the_inventory_lists_the_sources_dits_and_planners(server, converted):
     assert (data["loaded_lm_model"], data["llm_initialized"]) == (None, False)
 
 
-def test_a_task_naming_the_base_dit_runs_on_it_and_one_dit_stays_resident(server, pipe, source):
+def test_a_task_naming_the_base_dit_runs_on_it_and_one_dit_stays_resident(server, pipe, source, monkeypatch):
+    from mlx_acestep.server import models
+
+    monkeypatch.setattr(models, "resident_budget", lambda pipe: 0)  # a machine that holds one DiT's weights at most
     item, audio = _run(server, SONG | {"model": BASE})
     assert item["dit_model"] == BASE
     expected = ACEStep.from_pretrained(source=source.replace(dit=BASE)).generate(
@@ -78,6 +81,9 @@ def test_a_task_naming_the_base_dit_runs_on_it_and_one_dit_stays_resident(server
     assert {m["name"]: m["is_loaded"] for m in _inventory(server)["models"]} == {BASE: True, TURBO: True}
     item, _ = _run(server, SONG | {"model": f"acestep/{TURBO}"})  # an OpenRouter id
     assert item["dit_model"] == TURBO and pipe.resident() != []
+    monkeypatch.setattr(models, "resident_budget", lambda pipe: 2**40)  # one that holds both: nothing is freed
+    _run(server, SONG | FEW | {"model": BASE})
+    assert pipe.resident() != []
 
 
 def test_a_base_only_task_on_a_turbo_server_takes_the_base_dit(server):
@@ -96,19 +102,31 @@ def test_init_makes_a_dit_the_default(server):
     assert status == 200 and env["data"]["loaded_model"] == BASE and env["data"]["message"]
     assert {m["name"] for m in env["data"]["models"] if m["is_default"]} == {BASE}
     try:
-        assert _run(server, SONG)[0]["dit_model"] == BASE
+        assert _run(server, SONG | FEW)[0]["dit_model"] == BASE
     finally:
         assert server.json("POST", "/v1/init", {"model": TURBO})[0] == 200
     assert _inventory(server)["default_model"] == TURBO
     for body, needle in (
         ({"model": "acestep-v15-sft"}, "not served here"),
         ({"slot": 2}, "Slot 2 is not available"),
-        ({"init_llm": True}, "without a planner LM"),
+        ({"init_llm": True, "lm_model_path": "acestep-5Hz-lm-4B"}, "this server can run acestep-5Hz-lm-0.6B"),
     ):
         status, env = server.json("POST", "/v1/init", body)
         assert status == 400 and needle in env["error"], env
     status, env = server.json("POST", "/v1/reinitialize", {})
     assert status == 200 and env["data"]["message"].endswith("Service reinitialized")
+
+
+def test_init_loads_the_planner_the_source_has(server):
+    """The DAW's init_llm: every DiT's pipeline is built again around the planner, and the planner routes use it."""
+    assert server.json("POST", "/format_input", {"prompt": "x"})[0] == 503  # started without one
+    status, env = server.json("POST", "/v1/init", {"init_llm": True, "lm_model_path": "acestep-5Hz-lm-0.6B"})
+    assert status == 200 and env["data"]["loaded_lm_model"] == "acestep-5Hz-lm-0.6B", env
+    data = _inventory(server)
+    assert data["llm_initialized"] and data["lm_models"] == [{"name": "acestep-5Hz-lm-0.6B", "is_loaded": True}]
+    assert data["default_model"] == TURBO
+    assert server.json("POST", "/format_input", {"prompt": "x"})[0] != 503
+    assert _run(server, SONG | FEW)[0]["lm_model"] == "acestep-5Hz-lm-0.6B"
 
 
 def test_legacy_task_names_run_as_upstream_runs_them(server):
