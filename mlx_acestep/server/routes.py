@@ -196,4 +196,16 @@ def info_routes(app, server: Server) -> None:
 
     @app.get("/health")
     async def health():
-        return envelope({"status": "ok", "service": "ACE-Step API (mlx-acestep)", "version": "1.0"})
+        """With the models as upstream's /health names them (`api/http/model_service_routes.py:146-161`)."""
+        lm = server.pipe.folders.lm
+        return envelope(
+            {
+                "status": "ok",
+                "service": "ACE-Step API (mlx-acestep)",
+                "version": "1.0",
+                "models_initialized": True,
+                "llm_initialized": lm is not None,
+                "loaded_model": server.models.default,
+                "loaded_lm_model": lm.name if lm else None,
+            }
+        )

@@ -65,6 +65,8 @@ def test_the_inventory_lists_the_sources_dits_and_planners(server, converted):
     assert not {"lego", "extract", "complete"} & set(models[TURBO]["supported_task_types"])
     assert data["lm_models"] == [{"name": "acestep-5Hz-lm-0.6B", "is_loaded": False}]
     assert (data["loaded_lm_model"], data["llm_initialized"]) == (None, False)
+    health = server.json("GET", "/health")[1]["data"]
+    assert (health["status"], health["loaded_model"], health["llm_initialized"]) == ("ok", TURBO, False)
 
 
 def test_a_task_naming_the_base_dit_runs_on_it_and_one_dit_stays_resident(server, pipe, source, monkeypatch):
