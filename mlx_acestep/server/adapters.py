@@ -42,7 +42,7 @@ class AdapterRegistry:
         self.use_lora = False
 
     def register(self, name: str, path: str, scale, dit: str = "") -> None:
-        scale = _scale(scale, name)
+        scale = scale_of(scale, name)
         with self._lock:
             if name in self._named:
                 raise ProtocolError(f"an adapter named {name!r} is already loaded (give another name, or unload it)")
@@ -54,7 +54,7 @@ class AdapterRegistry:
         with self._lock:
             adapter = self._get(self.active if name is None else name)
             self._named[adapter.name] = NamedAdapter(
-                adapter.name, adapter.path, _scale(scale, adapter.name), adapter.dit
+                adapter.name, adapter.path, scale_of(scale, adapter.name), adapter.dit
             )
             self.active = adapter.name
             return adapter.name
@@ -109,7 +109,7 @@ class AdapterRegistry:
             adapter = self._get(item.get("name"))
             if item.get("scale") is None:
                 return adapter
-            return NamedAdapter(adapter.name, adapter.path, _scale(item["scale"], adapter.name))
+            return NamedAdapter(adapter.name, adapter.path, scale_of(item["scale"], adapter.name))
         return self._get(item)
 
     def _get(self, name) -> NamedAdapter:
@@ -127,7 +127,8 @@ def _items(value) -> list:
     raise ProtocolError(f"loras must be a list of adapter names or a comma-separated string, got {value!r}")
 
 
-def _scale(value, name) -> float:
+def scale_of(value, name) -> float:
+    """An adapter scale as a client sent it (form fields arrive as text), or a 400 naming the adapter."""
     if isinstance(value, str) and as_float(value) is not None:  # form fields arrive as text
         value = as_float(value)
     try:

@@ -11,8 +11,9 @@ sends some of them as HTTP 200 with `code` 400 in the envelope (a client reads `
 No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at definition time.
 """
 
+from .adapters import scale_of
 from .http import read_body
-from .protocol import ProtocolError, as_bool, envelope
+from .protocol import ProtocolError, envelope
 
 OK, WARN = "\u2705", "\u26a0\ufe0f"  # upstream's message prefixes: its clients show the message as it is
 
@@ -25,6 +26,17 @@ def _name(body: dict, ours: str, upstreams: str):
     if value is not None:
         raise ProtocolError(f"{upstreams} must be a string, got {value!r}")
     return None
+
+
+def _switch(value) -> bool:
+    """`use_lora` as upstream's model reads a boolean (pydantic: true/false, 1/0, yes/no, on/off); anything else
+    is refused, never read as off."""
+    words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (str, int)) and str(value).strip().lower() in words:
+        return words[str(value).strip().lower()]
+    raise ProtocolError(f"use_lora must be true or false, got {value!r}")
 
 
 def lora_routes(app, server) -> None:
@@ -85,9 +97,7 @@ def lora_routes(app, server) -> None:
     async def lora_toggle(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
-        if body.get("use_lora") in (None, ""):
-            raise ProtocolError("give use_lora: true or false")
-        on = as_bool(body["use_lora"], False)
+        on = _switch(body.get("use_lora"))
         registry.toggle(on)
         return answer(f"{OK} LoRA {'enabled' if on else 'disabled'}", use_lora=on)
 
@@ -99,7 +109,7 @@ def lora_routes(app, server) -> None:
             raise ProtocolError("give scale: a number >= 0 (upstream's range is 0 to 1)")
         asked = _name(body, "name", "adapter_name")
         if not registry.listing():
-            return answer(f"{WARN} No LoRA loaded", scale=body["scale"])
+            return answer(f"{WARN} No LoRA loaded", scale=scale_of(body["scale"], "the LoRA"))
         name = registry.set_scale(asked, body["scale"])
         scale = dict(registry.listing())[name]
         off = "" if registry.use_lora else " (LoRA disabled)"

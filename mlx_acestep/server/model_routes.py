@@ -9,6 +9,8 @@ around that planner (without one: the one loaded, else the model's own).
 No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at definition time.
 """
 
+from pathlib import Path
+
 from .http import read_body
 from .protocol import ProtocolError, as_bool, as_int, envelope
 
@@ -41,7 +43,8 @@ def model_routes(app, server) -> None:
         await run_in_threadpool(models.set_default, name)
         lm = None
         if as_bool(body.get("init_llm"), False):
-            lm = await run_in_threadpool(models.set_planner, str(body.get("lm_model_path") or "").strip() or None)
+            asked = Path(str(body.get("lm_model_path") or "").strip()).name  # upstream takes a name or a path
+            lm = await run_in_threadpool(models.set_planner, asked or None)
         inventory = models.inventory()
         return envelope(
             {

@@ -121,6 +121,8 @@ def test_the_panels_refusals(plugin, fixtures):
     status, env = plugin.json("POST", "/v1/lora/toggle", {"use_lora": True})
     assert status == 400 and "No LoRA adapter loaded" in env["error"]  # upstream: the same words, code 400
     assert plugin.json("POST", "/v1/lora/toggle", {})[0] == 400  # use_lora is required, as upstream
+    assert plugin.json("POST", "/v1/lora/toggle", {"use_lora": "maybe"})[0] == 400  # never read as off
+    assert plugin.json("POST", "/v1/lora/scale", {"scale": "loud"})[0] == 400  # nothing loaded, still checked
     assert _operation(plugin, "/v1/lora/scale", {"scale": 0.3}).startswith("\u26a0")  # nothing to scale: a warning
     status, env = plugin.json("POST", "/v1/lora/load", {"lora_path": "/etc"})
     assert status == 403 and "outside the allowed input folders" in env["error"]
