@@ -41,7 +41,8 @@ def _option(name: str, *flags: str, type=None):
 @model_options()
 def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_hours):
     """Serve the reference's REST API (POST /release_task, /query_result; GET /v1/audio, /v1/models, /v1/stats,
-    /health) from one MLX pipeline, one job at a time.
+    /health; the LoRA and model routes) one job at a time, on the DiT each task names (the model's others load on
+    demand; lego, extract and complete take its base DiT).
 
     \b
     mlx-acestep serve --model tiny &
