@@ -31,14 +31,18 @@ def _option(name: str, *flags: str, type=None):
 @_option("queue_size", "--queue", type=int)
 @click.option("--output-dir", default=None, help="Where results are written (default: a folder in the model cache).")
 @click.option(
-    "--input-dir", default=None, help="The one folder whose files requests may name as source / reference audio."
+    "--input-dir",
+    "input_dirs",
+    multiple=True,
+    help="A folder whose files requests may name (source / reference audio, adapters); repeat it for several.",
 )
 @_option("keep_hours", type=float)
 @user_errors  # outside model_options: a bad model flag is a one-line error too
 @model_options()
-def serve(source, host, port, api_key, queue_size, output_dir, input_dir, keep_hours):
+def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_hours):
     """Serve the reference's REST API (POST /release_task, /query_result; GET /v1/audio, /v1/models, /v1/stats,
-    /health) from one MLX pipeline, one job at a time.
+    /health; the LoRA and model routes) one job at a time, on the DiT each task names (the model's others load on
+    demand; lego, extract and complete take its base DiT).
 
     \b
     mlx-acestep serve --model tiny &
@@ -48,7 +52,7 @@ def serve(source, host, port, api_key, queue_size, output_dir, input_dir, keep_h
 
     config = ServerConfig(  # checked before anything loads
         output_dir=output_dir or open_cache(source.cache_dir) / "served",
-        input_dir=input_dir,
+        input_dirs=input_dirs,
         host=host,
         port=port,
         api_key=api_key if api_key is not None else os.environ.get("ACESTEP_API_KEY"),
@@ -69,6 +73,6 @@ def serve(source, host, port, api_key, queue_size, output_dir, input_dir, keep_h
             err=True,
         )
     pipe = ACEStep.from_pretrained(source=source, log=lambda m: click.echo(m, err=True))
-    app = make_app(pipe, config=config)
+    app = make_app(pipe, config=config, source=source)
     click.echo(f"serving {pipe.name} on http://{host}:{port} (results in {config.output_dir})", err=True)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning")

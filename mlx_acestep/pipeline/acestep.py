@@ -41,8 +41,8 @@ from ..limits import HOP, SAMPLE_RATE, SECONDS, VAE_OVERLAP, seconds_of
 from ..names import DEFAULT_REPO
 from ..source import ModelSource
 from .adapters import PipelineAdapters
-from .fit import check_fit, planned_run
-from .memory import default_vae_window, run_limits
+from .fit import check_fit, folder_bytes, planned_run
+from .memory import default_vae_window, device, run_limits
 from .postprocess import postprocess
 from .prepare import prepare
 from .render import RenderJob, render
@@ -161,6 +161,16 @@ class ACEStep:
     ) -> TurboSettings | BaseSettings:
         """The model family's defaults with the given overrides; turbo warns about what it ignores."""
         return sampler_settings(self.family, steps, shift, guidance, method, stacklevel=3)
+
+    def weight_bytes(self) -> int:
+        """The bytes of every component's weights (what the pipeline holds once all are loaded)."""
+        folders = self.folders
+        return sum(folder_bytes(f) for f in (folders.text_encoder, folders.dit, folders.vae, folders.lm))
+
+    @staticmethod
+    def device_memory() -> int:
+        """The bytes the device allows one run (Metal's recommended working set, elsewhere the machine's memory)."""
+        return device().allowed
 
     def resident(self) -> list[str]:
         """The modules loaded right now (roles, or whole components with `keep_loaded`)."""

@@ -10,14 +10,19 @@ from .adapters import AdapterRegistry
 from .config import ServerConfig
 from .http import Gate, InputFolder
 from .jobs import JobRunner
+from .lora_routes import lora_routes
+from .model_routes import model_routes
+from .models import ServedModels
 from .protocol import ProtocolError, error_body
-from .routes import Server, info_routes, lora_routes, task_routes
+from .routes import Server, info_routes, task_routes
 from .songwriter import songwriter_routes
 
 
-def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **settings):
-    """The ASGI app, with `config` or its fields as keywords (`api_key`, `queue_size`, `keep_hours`, `input_dir`: the
-    one folder whose files requests may name as source / reference audio); bad settings are refused here."""
+def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, source=None, **settings):
+    """The ASGI app, with `config` or its fields as keywords (`api_key`, `queue_size`, `keep_hours`, `input_dirs`: the
+    folders whose files requests may name as source / reference audio or adapters); bad settings are refused here.
+    `source`, the `ModelSource` `pipe` was loaded from, lets tasks run the source's other DiTs (without it, only
+    `pipe`'s)."""
     from fastapi import FastAPI
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
@@ -29,9 +34,10 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **set
     elif output_dir is not None or settings:
         raise TypeError("make_app: give config= or its fields as keywords, not both")
     output_dir = Path(config.output_dir).expanduser().resolve()
-    inputs = InputFolder(Path(config.input_dir).expanduser().resolve() if config.input_dir else None)
-    runner = JobRunner(pipe, output_dir, config.queue_size, config.keep_hours)
-    server = Server(pipe, runner, AdapterRegistry(), Gate(config.api_key), inputs, output_dir)
+    inputs = InputFolder(Path(folder).expanduser().resolve() for folder in config.input_dirs)
+    models = ServedModels(pipe, source)
+    runner = JobRunner(pipe, output_dir, config.queue_size, config.keep_hours, activate=models.activate)
+    server = Server(models, runner, AdapterRegistry(), Gate(config.api_key), inputs, output_dir)
     app = FastAPI(title="mlx-acestep", docs_url=None, redoc_url=None)
 
     def fail(message: str, status: int = 400, detail=None, headers=None):
@@ -57,7 +63,7 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **set
     async def internal(_, exc: Exception):
         return fail(f"internal error: {exc.__class__.__name__}", 500)
 
-    for add_routes in (task_routes, lora_routes, info_routes, songwriter_routes):
+    for add_routes in (task_routes, lora_routes, model_routes, info_routes, songwriter_routes):
         add_routes(app, server)
     app.add_api_route(
         "/v1/chat/completions", lambda: fail("not supported by this server (mlx-acestep serve)", 501), methods=["POST"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import AceStepError
 from ..fields import Field, Fields
 
 SERVER = Fields(
@@ -35,11 +36,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Where results go, which folder requests may read, who may call, how many jobs wait and how long results
-    are kept. An empty API key means none."""
+    """Where results go, which folders requests may read (`input_dirs`: one or several), who may call, how many jobs
+    wait and how long results are kept. An empty API key means none."""
 
     output_dir: str | Path
-    input_dir: str | Path | None = None
+    input_dirs: tuple[str | Path, ...] | str | Path = ()
     host: str = SERVER.default("host")
     port: int = SERVER.default("port")
     api_key: str | None = None
@@ -49,6 +50,11 @@ class ServerConfig:
     def __post_init__(self):
         SERVER.check_into(self)
         object.__setattr__(self, "api_key", self.api_key or None)
+        folders = (self.input_dirs,) if isinstance(self.input_dirs, (str, Path)) else tuple(self.input_dirs or ())
+        for folder in folders:  # refused before the model loads, not at the first request naming a file
+            if not Path(folder).expanduser().is_dir():
+                raise AceStepError(f"--input-dir {folder}: not a folder")
+        object.__setattr__(self, "input_dirs", folders)
 
     @property
     def open_to_others(self) -> bool:

@@ -1,5 +1,5 @@
 """What every route does to a request before its own work: the API key, the body in any of the encodings clients
-send, and the one folder a request may name files in."""
+send, and the folders a request may name files in."""
 
 from __future__ import annotations
 
@@ -46,22 +46,26 @@ def _same(given, key: str) -> bool:
 
 
 class InputFolder:
-    """The one folder whose files requests may name (source / reference audio, adapters); None: none may be named."""
+    """The folders whose files requests may name (source / reference audio, adapters); none: no file may be named.
+    Clients send absolute paths of their own folders (the VST3 plugin's, the DAW's), hence several."""
 
-    def __init__(self, root: Path | None):
-        self.root = root
+    def __init__(self, roots):
+        self.roots = tuple(roots)
 
     def allowed(self, path: str, what: str, folders: bool = False) -> Path:
-        if self.root is None:
+        if not self.roots:
             raise ProtocolError(
                 f"{what} paths are not allowed here (start the server with --input-dir, or upload the file)", 403
             )
         resolved = Path(path).expanduser().resolve()
-        if not resolved.is_relative_to(self.root):
-            raise ProtocolError(f"{what} {path!r} is outside the allowed input folder", 403)
+        if not any(resolved.is_relative_to(root) for root in self.roots):
+            raise ProtocolError(f"{what} {path!r} is outside the allowed input folders ({self.where()})", 403)
         if not (resolved.is_file() or (folders and resolved.is_dir())):
             raise ProtocolError(f"{what} {path!r} does not exist", 404)
         return resolved
+
+    def where(self) -> str:
+        return ", ".join(str(root) for root in self.roots)
 
 
 async def read_body(request, keep_files: bool = False):

@@ -28,6 +28,7 @@ class Job:
     subtype: str | None = None  # libsndfile's, where the format has more than one (wav32: FLOAT)
     notes: list[str] = field(default_factory=list)  # what the client may not expect (a sent file not used)
     adapters: list[tuple[str, float]] = field(default_factory=list)  # (name, scale) as submitted
+    pipe: object = None  # the pipeline of the DiT it runs on (None: the runner's)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: str = QUEUED
     stage: str = "queued"
@@ -44,8 +45,10 @@ class Job:
 class JobRunner:
     """Runs jobs on one pipeline from a bounded queue; every failure is recorded in its job, never raised."""
 
-    def __init__(self, pipe, output_dir: Path, maxsize: int = 16, keep_hours: float = 24.0):
+    def __init__(self, pipe, output_dir: Path, maxsize: int = 16, keep_hours: float = 24.0, activate=None):
+        """`activate(pipe)` is called before a job runs on it (the server frees the other DiTs there)."""
         self.pipe, self.output_dir, self.keep_seconds = pipe, Path(output_dir), keep_hours * 3600
+        self.activate = activate or (lambda pipe: None)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=maxsize)
         self.jobs: dict[str, Job] = {}
@@ -113,7 +116,9 @@ class JobRunner:
             return not job.cancel.is_set()
 
         try:
-            result = self.pipe.generate(job.request, callback=progress)
+            pipe = job.pipe or self.pipe
+            self.activate(pipe)
+            result = pipe.generate(job.request, callback=progress)
             job.request = result.request or job.request  # with what the planner wrote (sample_mode, use_format)
             job.stage = "saving"
             base = self.output_dir / job.id

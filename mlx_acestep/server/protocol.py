@@ -132,6 +132,13 @@ UNSUPPORTED = ("analysis_only", "full_analysis_only", "extract_codes_only", "use
 UNSUPPORTED_VALUES = {"audio_code_string": "", "timesteps": "", "cfg_interval_start": 0.0, "cfg_interval_end": 1.0}
 
 
+# ACE-Step 1.0's task names, which older clients still send. Upstream 1.5 runs a name it does not know with the
+# text2music instruction and the source audio, when one is sent, as the context's raw latents, not a cover
+# (core/generation/handler/task_utils.py:99, generate_music_request.py:177-178, conditioning_masks.py:66-68): that
+# is cover-nofsq here (whose instruction is cover's), or text2music without a source.
+LEGACY_TASKS = ("audio2audio", "retake", "edit", "extend")
+
+
 class ProtocolError(Exception):
     """A request this server refuses (HTTP 4xx with the envelope): the message is the envelope's `error`."""
 
@@ -294,7 +301,7 @@ def sampler_fields(f: dict, family: str) -> dict:
 def task_fields(f: dict, inputs: dict, notes: list) -> dict:
     """The task, its files and what it edits: upstream's `instruction`, `track_name` and `track_classes` (its
     instruction templates, job_generation_setup.py:24-65) beside this server's `track` / `tracks`."""
-    task = text(f.get("task_type"), "", "task_type") or REST_DEFAULTS["task_type"]
+    task = task_name(f, inputs)
     fields = {"task": task, "instruction": instruction_field(f)}
     if f.get("track"):
         fields["track"] = text(f["track"], None, "track")
@@ -340,6 +347,14 @@ def known_track(name: str, field: str) -> str:
     return track
 
 
+def task_name(f: dict, inputs) -> str:
+    """The task a body's `task_type` names (`f`: its fields), a legacy name mapped as upstream runs it."""
+    task = text(f.get("task_type"), "", "task_type") or REST_DEFAULTS["task_type"]
+    if task in LEGACY_TASKS:
+        return "cover-nofsq" if "src_audio" in inputs else "text2music"
+    return task
+
+
 def flow_edit_fields(f: dict) -> dict:
     """Flow-edit's request fields, only with `flow_edit_morph` on (upstream's clients send the rest always). A text
     sent is the source's, even empty (as upstream encodes it)."""
@@ -352,17 +367,6 @@ def flow_edit_fields(f: dict) -> dict:
     for name in ("flow_edit_n_min", "flow_edit_n_max", "flow_edit_n_avg"):
         out[name] = sent(f.get(name), as_int if name == "flow_edit_n_avg" else as_float)
     return out
-
-
-def check_model(body: dict, served: str) -> None:
-    """A task naming a DiT this server does not run is refused, naming the one it runs (upstream serves its
-    primary model instead, silently: the client would get another model's song). OpenRouter ids
-    (`acestep/NAME`) name NAME."""
-    asked = lookup(body).get("model")
-    if asked is None or str(asked).strip() == "":
-        return
-    if str(asked).strip().removeprefix("acestep/") != served:
-        raise ProtocolError(f"model {asked!r} is not served here: this server runs {served} (id acestep/{served})")
 
 
 def input_paths(body: dict) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""The routes, in three groups over one `Server`: tasks (the reference's protocol), adapters (an extension) and
-what a client asks about the server.
+"""The routes over one `Server`: tasks (the reference's protocol) and what a client asks about the server (the
+LoRA routes: lora_routes.py; the models: model_routes.py).
 
 No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at definition time.
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 from .adapters import AdapterRegistry
 from .http import Gate, InputFolder, read_body
 from .jobs import STATUS_CODE, SUCCEEDED, Job, JobRunner, QueueFull
-from .protocol import REST_NAMES, ProtocolError, check_model, envelope, input_paths, request_fields
+from .models import ServedModels
+from .protocol import REST_NAMES, ProtocolError, envelope, input_paths, lookup, request_fields, task_name
 
 LOG = logging.getLogger("mlx_acestep.server")
 MEDIA = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".opus": "audio/ogg"}  # audio_route.py:33
@@ -21,12 +22,17 @@ MEDIA = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".opu
 
 @dataclass
 class Server:
-    pipe: object  # the ACEStep pipeline
+    models: ServedModels
     runner: JobRunner
     registry: AdapterRegistry
     gate: Gate
     inputs: InputFolder
     output_dir: Path
+
+    @property
+    def pipe(self):
+        """The default DiT's pipeline (what a task naming no model runs)."""
+        return self.models.pipe
 
 
 def result_items(job: Job, pipe) -> list[dict]:
@@ -76,14 +82,14 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     from ..errors import AceStepError, FieldError
     from ..pipeline.request import GenerationRequest
 
-    pipe = server.pipe
-    check_model(body, pipe.name)
-    adapters = server.registry.for_task(body)
     files = dict(uploads)
     for name, path in input_paths(body).items():
         if name not in files:
             files[name] = server.inputs.allowed(path, name)
     notes = []
+    f = lookup(body)
+    pipe = server.models.pick(f.get("model"), task_name(f, files))
+    adapters = server.registry.for_task(body, pipe.name)
     try:
         fields, (suffix, subtype) = request_fields(body, pipe.family, files, notes)
         # confined again now: a registered file may have been replaced by a link leading out of the folder since
@@ -95,7 +101,7 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     except AceStepError as e:
         raise ProtocolError(str(e)) from None
     named = [(a.name, a.scale) for a in adapters]
-    job = Job(generation, suffix, uploads=list(uploads.values()), subtype=subtype, adapters=named)
+    job = Job(generation, suffix, uploads=list(uploads.values()), subtype=subtype, adapters=named, pipe=pipe)
     job.notes = notes + generation.notices()
     for note in job.notes:
         LOG.warning("task %s: %s", job.id, note)
@@ -107,6 +113,7 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
 
 def task_routes(app, server: Server) -> None:
     from fastapi import Request
+    from starlette.concurrency import run_in_threadpool
 
     runner, gate = server.runner, server.gate
 
@@ -115,7 +122,8 @@ def task_routes(app, server: Server) -> None:
         body, uploads = await read_body(request, keep_files=True)
         try:
             gate.check(request, body)
-            job, position = submit(server, body, uploads)
+            # on a thread of the pool: a task naming a DiT not yet loaded waits for it, and the event loop goes on
+            job, position = await run_in_threadpool(submit, server, body, uploads)
         except BaseException:
             for tmp in uploads.values():
                 tmp.unlink(missing_ok=True)
@@ -142,7 +150,7 @@ def task_routes(app, server: Server) -> None:
                 {
                     "task_id": task_id,
                     "status": STATUS_CODE[job.state],
-                    "result": json.dumps(result_items(job, server.pipe)),
+                    "result": json.dumps(result_items(job, job.pipe or server.pipe)),
                     "progress_text": f"{job.stage} {job.progress:.0%}",
                     "queue_position": runner.position(job),
                 }
@@ -156,64 +164,11 @@ def task_routes(app, server: Server) -> None:
         return envelope({"task_id": body.get("task_id"), "cancelled": runner.cancel(str(body.get("task_id")))})
 
 
-def _name(body: dict):
-    """An adapter's name as our clients (`name`) or upstream's (`adapter_name`) send it; text or nothing (an object
-    there was a 500)."""
-    field = "name" if body.get("name") is not None else "adapter_name"
-    name = body.get(field)
-    if name is not None and not isinstance(name, str):
-        raise ProtocolError(f"{field} must be text, got {type(name).__name__}")
-    return name
-
-
-def lora_routes(app, server: Server) -> None:
-    """Extensions (the reference's REST server has none): they name adapters from the allowed input folder in the
-    server's registry, which tasks submitted later use (server/adapters.py); the pipeline's own adapters, and so the
-    jobs already queued, never change."""
-    from fastapi import Request
-    from starlette.concurrency import run_in_threadpool
-
-    from ..errors import AceStepError
-
-    registry, gate = server.registry, server.gate
-
-    @app.post("/v1/lora/load")
-    async def lora_load(request: Request):
-        body, _ = await read_body(request)
-        gate.check(request, body)
-        path = body.get("path") or body.get("lora_path")  # lora_path, adapter_name: upstream's lora_routes.py names
-        if not path:
-            raise ProtocolError("give path: an adapter file or folder inside the allowed input folder")
-        target = server.inputs.allowed(str(path), "the adapter", folders=True)
-        try:
-            # read once here, so a file that does not fit this model is refused now, not in every job; on a thread
-            # of the pool: the pipeline's own thread may be busy with a job, and the event loop must go on
-            adapter = await run_in_threadpool(server.pipe.adapters.check, target, _name(body))
-        except AceStepError as e:
-            raise ProtocolError(str(e)) from None
-        registry.register(adapter.name, str(target), body.get("scale", 1.0))
-        return envelope({"name": adapter.name, "summary": adapter.summary(), "loaded": registry.listing()})
-
-    @app.post("/v1/lora/scale")
-    async def lora_scale(request: Request):
-        body, _ = await read_body(request)
-        gate.check(request, body)
-        registry.set_scale(_name(body), body.get("scale"))
-        return envelope({"loaded": registry.listing()})
-
-    @app.post("/v1/lora/unload")
-    async def lora_unload(request: Request):
-        body, _ = await read_body(request)
-        gate.check(request, body)
-        registry.remove(_name(body))
-        return envelope({"loaded": registry.listing()})
-
-
 def info_routes(app, server: Server) -> None:
     from fastapi import HTTPException, Request
     from fastapi.responses import FileResponse
 
-    pipe, gate = server.pipe, server.gate
+    gate = server.gate
 
     @app.get("/v1/audio")
     async def audio(request: Request, path: str):
@@ -233,13 +188,17 @@ def info_routes(app, server: Server) -> None:
 
     @app.get("/v1/models")
     async def models():
-        model = {
-            "id": f"acestep/{pipe.name}",
-            "name": f"ACE-Step {pipe.name}",
-            "input_modalities": ["text", "audio"],
-            "output_modalities": ["audio"],
-        }
-        return {"object": "list", "data": [model]}
+        names = [server.models.default] + [n for n in server.models.loaded() if n != server.models.default]
+        data = [
+            {
+                "id": f"acestep/{name}",
+                "name": f"ACE-Step {name}",
+                "input_modalities": ["text", "audio"],
+                "output_modalities": ["audio"],
+            }
+            for name in names
+        ]
+        return {"object": "list", "data": data}
 
     @app.get("/v1/stats")
     async def stats(request: Request):
@@ -248,4 +207,16 @@ def info_routes(app, server: Server) -> None:
 
     @app.get("/health")
     async def health():
-        return envelope({"status": "ok", "service": "ACE-Step API (mlx-acestep)", "version": "1.0"})
+        """With the models as upstream's /health names them (`api/http/model_service_routes.py:146-161`)."""
+        lm = server.pipe.folders.lm
+        return envelope(
+            {
+                "status": "ok",
+                "service": "ACE-Step API (mlx-acestep)",
+                "version": "1.0",
+                "models_initialized": True,
+                "llm_initialized": lm is not None,
+                "loaded_model": server.models.default,
+                "loaded_lm_model": lm.name if lm else None,
+            }
+        )

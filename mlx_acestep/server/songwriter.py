@@ -8,9 +8,11 @@ No `from __future__ import annotations`: FastAPI reads the handlers' annotations
 from .protocol import ProtocolError, as_bool, as_float, as_int, envelope, lookup
 
 
-def _planner(pipe, what: str) -> None:
+def _planner(pipe, what: str):
+    """`pipe`, which must have a planner LM."""
     if pipe.folders.lm is None:
         raise ProtocolError(f"{what} needs the planner LM, and this server runs without one (serve --lm 1.7B)", 503)
+    return pipe
 
 
 def songwriter_routes(app, server) -> None:
@@ -20,7 +22,7 @@ def songwriter_routes(app, server) -> None:
     from ..errors import AceStepError
     from .http import read_body
 
-    pipe, gate = server.pipe, server.gate
+    gate = server.gate  # the pipeline is read at each call: /v1/init may change the default or its planner
 
     async def write(call):
         """(the sheet, None) or (None, why not): on a thread of the pool, as the pipeline's own thread may be busy
@@ -34,7 +36,7 @@ def songwriter_routes(app, server) -> None:
     async def format_input(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
-        _planner(pipe, "/format_input")
+        pipe = _planner(server.pipe, "/format_input")
         f, prompt, lyrics = lookup(body), str(body.get("prompt") or ""), str(body.get("lyrics") or "")
         bpm, duration = as_int(f.get("bpm")), as_float(f.get("audio_duration"))
         given = dict(  # as upstream: a bpm or duration of 0 or less is none
@@ -63,7 +65,7 @@ def songwriter_routes(app, server) -> None:
     async def create_sample(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
-        _planner(pipe, "/v1/create_sample")
+        pipe = _planner(server.pipe, "/v1/create_sample")
         language = str(body.get("vocal_language") or "unknown")
         sheet, error = await write(
             lambda: pipe.create_sample(
@@ -83,7 +85,7 @@ def songwriter_routes(app, server) -> None:
         keys are the example files')."""
         body, _ = await read_body(request)
         gate.check(request, body)
-        _planner(pipe, "/create_random_sample")
+        pipe = _planner(server.pipe, "/create_random_sample")
         sheet, error = await write(lambda: pipe.create_sample(""))
         if error is not None:
             return envelope(None, error, 500)

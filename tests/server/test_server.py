@@ -27,7 +27,7 @@ def server(pipe, tmp_path_factory, serve):
 
     root = tmp_path_factory.mktemp("served")
     (root / "inputs").mkdir()
-    client = serve(make_app(pipe, root / "out", api_key=KEY, queue_size=2, input_dir=root / "inputs"), KEY)
+    client = serve(make_app(pipe, root / "out", api_key=KEY, queue_size=2, input_dirs=root / "inputs"), KEY)
     client.root = root
     return client
 

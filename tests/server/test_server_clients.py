@@ -29,7 +29,9 @@ def server(converted, serve, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("served")
     (root / "inputs").mkdir()
-    client = serve(make_app(ACEStep(_folders(converted, "acestep-v15-turbo")), root / "out", input_dir=root / "inputs"))
+    client = serve(
+        make_app(ACEStep(_folders(converted, "acestep-v15-turbo")), root / "out", input_dirs=[root / "inputs"])
+    )
     client.root = root
     return client
 
@@ -201,8 +203,8 @@ def test_bad_adapter_input_is_a_400_not_a_500(server):
     bad.write_bytes(struct.pack("<Q", len(header)) + header)
     for body, needle in (
         ({"path": str(bad)}, "__metadata__ is not an object"),
-        ({"path": str(bad), "adapter_name": {"a": 1}}, "adapter_name must be text, got dict"),
-        ({"path": str(bad), "name": ["x"]}, "name must be text, got list"),
+        ({"path": str(bad), "adapter_name": {"a": 1}}, "adapter_name must be a string"),
+        ({"path": str(bad), "name": ["x"]}, "adapter_name must be a string"),
     ):
         status, env = server.json("POST", "/v1/lora/load", body)
         assert status == 400 and needle in env["detail"], env
