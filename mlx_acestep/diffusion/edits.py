@@ -31,7 +31,7 @@ class EditHooks:
         """The run's schedule and starting latents (None: the noise itself)."""
         if self.cover_noise <= 0 or self.source is None:
             return flow, None
-        times = list(flow.times[:-1])
+        times = list((flow.exact or flow.times)[:-1])  # turbo's unrounded times, as upstream picks and mixes
         nearest = min(times, key=lambda t: abs(t - (1.0 - self.cover_noise)))  # the first of a tie, as upstream
         return flow.from_step(times.index(nearest)), interpolate(self.source.astype(noise.dtype), noise, nearest)
 

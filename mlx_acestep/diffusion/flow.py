@@ -63,6 +63,9 @@ class FlowMatching:
     # Heun on the last step too, its second evaluation at t = 0 (upstream's base / SFT loop); turbo's last step
     # jumps to x0 with one evaluation, as upstream's turbo loop
     heun_last_step: bool = False
+    # the times before rounding to the model dtype, where the reference keeps them (turbo's Python list: a cover's
+    # noise is mixed at the unrounded time, modeling_acestep_v15_turbo.py:2054-2056); None: `times` themselves
+    exact: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if self.method not in SAMPLING_METHODS:
@@ -77,7 +80,8 @@ class FlowMatching:
         """The turbo schedule (`turbo_timesteps`: the nearest shift's table, custom times snapped to the tables, or
         `steps` of the exactly shifted linspace), in `dtype` as the reference builds it (bf16 rounds 0.954545 to
         0.953125)."""
-        return cls((*_rounded(turbo_timesteps(shift, timesteps, steps), dtype), 0.0), method)
+        exact = (*turbo_timesteps(shift, timesteps, steps), 0.0)
+        return cls((*_rounded(exact[:-1], dtype), 0.0), method, exact=exact)
 
     @classmethod
     def shifted(cls, steps: int, shift: float = 1.0, timesteps=None, method: str = "ode", dtype=mx.float32):
@@ -102,7 +106,8 @@ class FlowMatching:
 
     def from_step(self, k: int) -> FlowMatching:
         """The run from `times[k]` on (a cover started from its noised source), its step count now the rest."""
-        return dataclasses.replace(self, times=self.times[k:])
+        exact = None if self.exact is None else self.exact[k:]
+        return dataclasses.replace(self, times=self.times[k:], exact=exact)
 
     def step(self, x: mx.array, v: mx.array, k: int, fresh_noise: Callable[[int], mx.array]) -> mx.array:
         """x at `times[k + 1]` from x at `times[k]` and the velocity there."""

@@ -146,3 +146,19 @@ def test_seeded_noise_is_reproducible_and_checked(converted):
         sample_turbo(model.decoder, states, context, TurboSettings(method="heun"))
     with pytest.raises(AceStepError, match="unknown guidance 'pag'"):
         sample_base(model.decoder, states, context, model.null_condition_emb, BaseSettings(guidance="pag"))
+
+
+def test_a_turbo_cover_mixes_its_noise_at_the_unrounded_time():
+    """Upstream's turbo loop picks the cover's start among its Python-float schedule and mixes there
+    (modeling_acestep_v15_turbo.py:2050-2058), rounding only the loop's times to the model dtype."""
+    from mlx_acestep.diffusion.edits import EditHooks
+    from mlx_acestep.diffusion.flow import FlowMatching
+
+    flow = FlowMatching.turbo(3.0, dtype=mx.bfloat16)
+    source = mx.ones((1, 4, 2), dtype=mx.bfloat16)
+    noise = mx.zeros((1, 4, 2), dtype=mx.bfloat16)
+    rest, start = EditHooks(source=source, cover_noise=0.04).start(flow, noise)
+    assert rest.times[0] == 0.953125 and rest.steps == 7  # the loop runs on from the bf16-rounded time
+    exact = SPEC_TABLES[3][1]  # 0.954545...: nearest 1 - 0.04; (1 - t) * source with source 1 and noise 0
+    assert start.astype(mx.float32).tolist()[0][0][0] == mx.array(1 - turbo_timesteps(3.0)[1], mx.bfloat16).item()
+    assert abs(turbo_timesteps(3.0)[1] - exact) < 1e-5
