@@ -7,6 +7,7 @@ and error bodies behave as clients expect) and both are small, well-kept ASGI pi
 from pathlib import Path
 
 from .adapters import AdapterRegistry
+from .body import MIB, Limits
 from .config import ServerConfig
 from .http import Gate, InputFolder
 from .jobs import JobRunner
@@ -17,7 +18,8 @@ from .songwriter import songwriter_routes
 
 def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **settings):
     """The ASGI app, with `config` or its fields as keywords (`api_key`, `queue_size`, `keep_hours`, `input_dir`: the
-    one folder whose files requests may name as source / reference audio); bad settings are refused here."""
+    one folder whose files requests may name as source / reference audio, `max_request_mb`, `max_upload_mb`); bad
+    settings are refused here. `app.state.runner` is its jobs' runner (what an orderly stop drains)."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
@@ -30,6 +32,8 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **set
     runner = JobRunner(pipe, output_dir, config.queue_size, config.keep_hours)
     server = Server(pipe, runner, AdapterRegistry(), Gate(config.api_key), inputs, output_dir)
     app = FastAPI(title="mlx-acestep", docs_url=None, redoc_url=None)
+    app.state.gate, app.state.runner = server.gate, runner  # read_body checks the key before it reads
+    app.state.limits = Limits(int(config.max_request_mb * MIB), int(config.max_upload_mb * MIB))
 
     def fail(message: str, status: int = 400):
         return JSONResponse(envelope(error=message, code=status), status_code=status)
