@@ -5,6 +5,7 @@ import io
 import json
 import tempfile
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -120,3 +121,83 @@ def test_an_accepted_upload_is_written_once_and_deleted_with_its_job(server, hel
     held.set()
     assert server.wait(env["data"]["task_id"])[0] == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_is_one_figure_that_never_goes_back(server, pipe, monkeypatch):
+    real, seen, task = pipe.generate, [], {}
+    started = threading.Event()
+
+    def generate(request, callback=None, **kwargs):
+        assert started.wait(60)
+
+        def spy(p):  # what a client polling at this very step is told
+            keep = callback(p)
+            item, first = entry(server, task["id"])
+            seen.append((p.phase, item["progress_text"], first["progress"], first["stage"]))
+            return keep
+
+        return real(request, callback=spy, **kwargs)
+
+    monkeypatch.setattr(pipe, "generate", generate)
+    _, env = server.json("POST", "/release_task", {"prompt": "x", "audio_duration": 10, "batch_size": 1})
+    task["id"] = env["data"]["task_id"]
+    started.set()
+    assert server.wait(task["id"])[0] == 1
+    figures = [figure for _, _, figure, _ in seen]
+    assert figures == sorted(figures) and 0 <= figures[0] and figures[-1] < 1, seen
+    assert {"text", "condition", "dit", "vae"} <= {phase for phase, *_ in seen}
+    for phase, text, figure, stage in seen:
+        assert stage == phase and text.startswith(f"{phase} ") and text.endswith(f"{figure:.0%}"), (phase, text)
+    item, first = entry(server, task["id"])
+    assert (item["progress_text"], first["progress"], first["stage"]) == ("succeeded", 1.0, "succeeded")
+
+
+def test_a_cancelled_job_says_cancelled(server, held):
+    body = {"prompt": "x", "audio_duration": 10, "batch_size": 1}
+    running = server.json("POST", "/release_task", body)[1]["data"]["task_id"]
+    waiting = server.json("POST", "/release_task", body)[1]["data"]["task_id"]
+    for task in (waiting, running):
+        assert server.json("POST", "/cancel_task", {"task_id": task})[1]["data"]["cancelled"] is True
+    held.set()
+    for task, error in ((running, "cancelled during "), (waiting, "cancelled before it started")):
+        state, [item] = server.wait(task)
+        assert state == 2 and item["stage"] == "cancelled" and item["error"].startswith(error), item
+        assert item["progress"] < 1
+        assert entry(server, task)[0]["progress_text"] == "cancelled"
+    assert server.json("POST", "/cancel_task", {"task_id": running})[1]["data"]["cancelled"] is False
+
+
+def test_a_restarted_server_answers_for_the_jobs_of_the_last(pipe, serve, held, tmp_path):
+    """A new server on the same output folder reads the records: a finished job's result, an interrupted one's
+    reason; an expired one is forgotten with its files; an unreadable record is skipped."""
+    from mlx_acestep.server import make_app
+
+    first = serve(make_app(pipe, tmp_path / "out"))
+    body = {"prompt": "x", "audio_duration": 10, "batch_size": 1, "seed": 5, "audio_format": "wav"}
+    held.set()
+    done = first.json("POST", "/release_task", body)[1]["data"]["task_id"]
+    _, before = first.wait(done)
+    held.clear()
+    running = first.json("POST", "/release_task", body)[1]["data"]["task_id"]
+    waiting = first.json("POST", "/release_task", body)[1]["data"]["task_id"]
+    while entry(first, running)[1]["stage"] != "running":  # its record says so before it is held
+        time.sleep(0.05)
+    (tmp_path / "out" / "jobs" / f"{uuid.uuid4()}.json").write_text("{cut short")
+
+    second = serve(make_app(pipe, tmp_path / "out"))
+    state, after = second.wait(done)
+    assert state == 1 and after == before and second.call("GET", after[0]["file"])[0] == 200
+    for task, was in ((running, "running"), (waiting, "waiting")):
+        state, [item] = second.wait(task)
+        assert state == 2 and item["stage"] == "interrupted", item
+        assert item["error"] == f"interrupted: the server stopped while this job was {was}; submit it again"
+    assert entry(second, str(uuid.uuid4()))[0]["progress_text"] == "unknown task"
+
+    record = tmp_path / "out" / "jobs" / f"{done}.json"
+    saved = json.loads(record.read_text())
+    record.write_text(json.dumps(saved | {"created": time.time() - 2 * 3600}))
+    files = sorted((tmp_path / "out").glob(f"{done}*"))
+    assert [f.suffix for f in files] == [".json", ".wav"]
+    third = serve(make_app(pipe, tmp_path / "out", keep_hours=1))
+    assert entry(third, done)[0]["progress_text"] == "unknown task"
+    assert not record.exists() and not any(f.exists() for f in files)
