@@ -22,6 +22,7 @@ from .protocol import ProtocolError
 UPLOAD_FIELDS = {"src_audio": ("ctx_audio", "src_audio"), "ref_audio": ("ref_audio", "reference_audio")}
 UPLOAD_PREFIX = "mlx-acestep-upload-"
 MIB = 1024 * 1024
+DRAIN_SECONDS = 30  # how long a refused body's sender is read from, for it to get the answer (nginx's default)
 
 
 @dataclass(frozen=True)
@@ -48,25 +49,35 @@ async def read_body(request, keep_files: bool = False):
     temporary files the caller owns; the others never write any. Raises 401 (key), 413 (size) or 400 (syntax)."""
     state = request.app.state
     gate, limits = state.gate, state.limits
-    opened = gate.opens(request)
+    stream = _Stream(request)
     kind = request.headers.get("content-type", "").lower()
     multipart = kind.startswith("multipart/form-data")
     allowed = limits.max_request + (len(UPLOAD_FIELDS) * limits.max_upload if multipart else 0)
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > allowed:
-        _refuse(request, gate, opened, "the request", allowed)
-    if multipart:
-        return await _Multipart(request, gate, limits, opened, keep_files).read()
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limits.max_request:
-            _refuse(request, gate, opened, "the request", limits.max_request)
+    try:
+        opened = gate.opens(request)
+        if length.isdigit() and int(length) > allowed:
+            stream.done = True  # not read at all: the client learns it with the answer, or with a closed connection
+            _refuse(request, gate, opened, "the request", allowed)
+        if multipart:
+            return await _Multipart(request, stream, gate, limits, opened, keep_files).read()
+        raw = bytearray()
+        async for chunk in stream:
+            raw += chunk
+            if len(raw) > limits.max_request:
+                _refuse(request, gate, opened, "the request", limits.max_request)
+    except Exception:
+        await stream.drain(allowed)
+        raise
+    return _fields(kind, raw), {}
+
+
+def _fields(kind: str, raw: bytes) -> dict:
     if kind.startswith("application/x-www-form-urlencoded"):
         body = {}
         for key, value in urllib.parse.parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
             body.setdefault(key, value)
-        return body, {}
+        return body
     try:
         body = json.loads(raw or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -75,14 +86,44 @@ async def read_body(request, keep_files: bool = False):
         ) from None
     if not isinstance(body, dict):
         raise ProtocolError("the body must be a JSON object")
-    return body, {}
+    return body
+
+
+class _Stream:
+    """The body's chunks as the ASGI server hands them over, and whether the last has come."""
+
+    def __init__(self, request):
+        self.receive, self.done = request.receive, False
+
+    async def __aiter__(self):
+        from starlette.requests import ClientDisconnect
+
+        while not self.done:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            self.done = not message.get("more_body", False)
+            yield message.get("body", b"")
+
+    async def drain(self, budget: int) -> None:
+        """Read and drop what is left of a refused body (at most `budget` bytes, DRAIN_SECONDS), so that a client
+        still sending gets the answer rather than a reset connection (nginx's lingering close); none of it is kept."""
+        import anyio
+
+        with anyio.move_on_after(DRAIN_SECONDS):
+            while not self.done and budget > 0:
+                message = await self.receive()
+                if message["type"] != "http.request":
+                    return
+                budget -= len(message.get("body", b""))
+                self.done = not message.get("more_body", False)
 
 
 class _Multipart:
     """A multipart body parsed as it streams in (python-multipart's parser, as Starlette's, without its spooling)."""
 
-    def __init__(self, request, gate, limits: Limits, opened: bool, keep_files: bool):
-        self.request, self.gate, self.limits = request, gate, limits
+    def __init__(self, request, stream: _Stream, gate, limits: Limits, opened: bool, keep_files: bool):
+        self.request, self.stream, self.gate, self.limits = request, stream, gate, limits
         self.opened, self.keep_files = opened, keep_files
         self.body: dict = {}
         self.uploads: dict[str, Path] = {}
@@ -93,7 +134,7 @@ class _Multipart:
     async def read(self):
         parser = _parser(self.request.headers["content-type"], self)
         try:
-            async for chunk in self.request.stream():
+            async for chunk in self.stream:
                 parser.write(chunk)
             parser.finalize()
         except _multipart().MultipartParseError as e:
