@@ -195,7 +195,7 @@ class JobRunner:
 
     def _run(self, job: Job) -> None:
         from ..errors import AceStepError
-        from ..pipeline.results import Cancelled
+        from ..pipeline import Cancelled
 
         if job.cancel.is_set():
             job.finish(CANCELLED, "cancelled before it started")
