@@ -9,10 +9,11 @@ from pathlib import Path
 from .adapters import AdapterRegistry
 from .body import MIB, Limits
 from .config import ServerConfig
+from .events import event_routes
 from .http import Gate, InputFolder
 from .jobs import JobRunner
 from .protocol import ProtocolError, envelope
-from .routes import Server, info_routes, lora_routes, task_routes
+from .routes import Server, info_routes, lora_routes, task_entry, task_routes
 from .songwriter import songwriter_routes
 
 
@@ -44,6 +45,7 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, **set
 
     for add_routes in (task_routes, lora_routes, info_routes, songwriter_routes):
         add_routes(app, server)
+    event_routes(app, server, lambda job: task_entry(job, server))
     app.add_api_route(
         "/v1/chat/completions", lambda: fail("not supported by this server (mlx-acestep serve)", 501), methods=["POST"]
     )

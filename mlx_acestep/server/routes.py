@@ -68,6 +68,17 @@ def result_items(job: Job, pipe) -> list[dict]:
     return out
 
 
+def task_entry(job: Job, server: Server) -> dict:
+    """A job's entry in /query_result's answer (and in its events, server/events.py)."""
+    return {
+        "task_id": job.id,
+        "status": STATUS_CODE[job.state],
+        "result": json.dumps(result_items(job, server.pipe)),
+        "progress_text": job.progress_text,
+        "queue_position": server.runner.position(job),
+    }
+
+
 def unknown_task(task_id) -> dict:
     """An id this server never gave, or whose job expired: failed (2), saying so. The reference answers 0 (still
     running), and its clients poll such an id until they time out."""
@@ -140,15 +151,7 @@ def task_routes(app, server: Server) -> None:
             if job is None:
                 data.append(unknown_task(task_id))
                 continue
-            data.append(
-                {
-                    "task_id": task_id,
-                    "status": STATUS_CODE[job.state],
-                    "result": json.dumps(result_items(job, server.pipe)),
-                    "progress_text": job.progress_text,
-                    "queue_position": runner.position(job),
-                }
-            )
+            data.append(task_entry(job, server) | {"task_id": task_id})  # the id as the client sent it
         return envelope(data)
 
     @app.post("/cancel_task")  # an extension: the reference has no cancel route

@@ -201,3 +201,22 @@ def test_a_restarted_server_answers_for_the_jobs_of_the_last(pipe, serve, held, 
     third = serve(make_app(pipe, tmp_path / "out", keep_hours=1))
     assert entry(third, done)[0]["progress_text"] == "unknown task"
     assert not record.exists() and not any(f.exists() for f in files)
+
+
+def test_a_tasks_events_follow_it_to_its_result(server, held):
+    """The extension's Server-Sent Events: progress events, never going back, then the result /query_result gives."""
+    _, env = server.json("POST", "/release_task", {"prompt": "x", "audio_duration": 10, "batch_size": 1})
+    task = env["data"]["task_id"]
+    assert server.call("GET", "/v1/tasks/nope/events")[0] == 404
+    assert server.call("GET", f"/v1/tasks/{task}/events", key=None)[0] == 401
+    threading.Timer(0.5, held.set).start()
+    r = server.client.get(f"/v1/tasks/{task}/events?ai_token={KEY}")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [block.split("\n") for block in r.text.strip().split("\n\n")]
+    names = [lines[0].removeprefix("event: ") for lines in events]
+    data = [json.loads(lines[1].removeprefix("data: ")) for lines in events]
+    assert names[-1] == "result" and set(names[:-1]) == {"progress"} and len(names) > 2, names
+    figures = [d["progress"] for d in data[:-1]]
+    assert figures == sorted(figures) and data[0]["stage"] in ("queued", "running")
+    _, polled = server.json("POST", "/query_result", {"task_id_list": [task]})
+    assert data[-1] == polled["data"][0] and data[-1]["status"] == 1
