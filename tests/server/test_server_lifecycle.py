@@ -60,6 +60,17 @@ class Served:
             time.sleep(0.1)
         raise AssertionError(f"{needle!r} never came: {''.join(self.lines)}")
 
+    def signal_until(self, sig, needle: str) -> str:
+        """Send `sig` until the server says `needle`: MLX's CPU backend compiles its kernels through system(),
+        which ignores SIGINT while the compiler runs, so a signal sent then is lost (as a Ctrl-C would be)."""
+        for _ in range(20):
+            self.proc.send_signal(sig)
+            try:
+                return self.wait_for(needle, timeout=3)
+            except AssertionError:
+                continue
+        raise AssertionError(f"{needle!r} never came: {''.join(self.lines)}")
+
     def call(self, path, body=None, key=KEY, raw=None, content_type="application/json"):
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data)
@@ -172,8 +183,7 @@ def test_ctrl_c_finishes_the_running_job_drops_the_waiting_and_a_restart_answers
     waiting = served.submit(raw=cover, content_type=kind)
     assert len(uploads(temp)) == 1
     served.wait_running(running)
-    served.proc.send_signal(signal.SIGINT)
-    served.wait_for(f"finishing the running job {running} (Ctrl-C again to drop it)")
+    served.signal_until(signal.SIGINT, f"finishing the running job {running} (Ctrl-C again to drop it)")
     served.wait_for("dropped 1 waiting job(s)")
     assert uploads(temp) == []
     with pytest.raises(OSError):  # no new requests meanwhile (refused, or reset)
@@ -197,10 +207,8 @@ def test_ctrl_c_finishes_the_running_job_drops_the_waiting_and_a_restart_answers
 
     dropped = again.submit(LONG)  # a second Ctrl-C drops the running job
     again.wait_running(dropped)
-    again.proc.send_signal(signal.SIGINT)
-    again.wait_for(f"finishing the running job {dropped}")
-    again.proc.send_signal(signal.SIGINT)
-    again.wait_for(f"stopping: dropping the running job {dropped} at its next step")
+    again.signal_until(signal.SIGINT, f"finishing the running job {dropped}")
+    again.signal_until(signal.SIGINT, f"stopping: dropping the running job {dropped} at its next step")
     again.stopped(timeout=120)
 
     third = launch(["-m", "tiny", "--output-dir", out], env)
@@ -211,8 +219,19 @@ def test_ctrl_c_finishes_the_running_job_drops_the_waiting_and_a_restart_answers
     )
     terminated = third.submit(LONG)  # SIGTERM (a service manager stopping it) drops the running job at once
     third.wait_running(terminated)
-    third.proc.send_signal(signal.SIGTERM)
-    third.wait_for(f"stopping: dropping the running job {terminated} at its next step")
+    third.signal_until(signal.SIGTERM, f"stopping: dropping the running job {terminated} at its next step")
     third.stopped(timeout=120)
     record = json.loads((out / "jobs" / f"{terminated}.json").read_text())
     assert record["state"] == "cancelled" and record["files"] == []
+
+
+def test_dit_takes_the_variants_names_beside_folder_names():
+    from mlx_acestep.source import ModelSource
+
+    assert [ModelSource(dit=d).dit for d in ("turbo", "base", "sft", "my-dit", None)] == [
+        "acestep-v15-turbo",  # the official checkpoint's folder names
+        "acestep-v15-base",
+        "acestep-v15-sft",
+        "my-dit",
+        None,
+    ]
