@@ -36,14 +36,20 @@ class JobRecords:
     def path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.json"
 
-    def save(self, job) -> None:
+    def save(self, job) -> bool:
+        """Write `job`'s record; False when it cannot be written (a full disk): the job goes on without it, and a
+        restart would answer 'unknown task' for it rather than stop the server now."""
         from ..files import write_text
 
         record = {name: getattr(job, name) for name in SAVED}
         record["files"] = [str(p) for p in job.files]
         record["request"] = {name: getattr(job.request, name, None) for name in ECHOED}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_text(self.path(job.id), json.dumps(record))
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_text(self.path(job.id), json.dumps(record, default=str))
+        except OSError:
+            return False
+        return True
 
     def forget(self, job_id: str) -> None:
         self.path(job_id).unlink(missing_ok=True)
