@@ -80,8 +80,8 @@ def task_entry(job: Job, server: Server) -> dict:
 
 
 def unknown_task(task_id) -> dict:
-    """An id this server never gave, or whose job expired: failed (2), saying so. The reference answers 0 (still
-    running), and its clients poll such an id until they time out."""
+    """An id this server never gave, or whose job expired: failed (2), saying so. The reference answers 0, still
+    running (api/http/query_result_service.py:195), and its clients poll such an id until they time out."""
     error = "unknown task: not submitted to this server, or its result expired (--keep-hours)"
     item = {"file": "", "wave": "", "status": 2, "create_time": 0, "env": "development", "progress": 0.0}
     item |= {"stage": "unknown", "error": error}
