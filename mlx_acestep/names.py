@@ -10,6 +10,7 @@ DIT_PREFIX = "acestep-v15-"
 DEFAULT_DIT = "acestep-v15-turbo"
 BASE_DIT = "acestep-v15-base"
 SFT_DIT = "acestep-v15-sft"
+DIT_SHORT = {"turbo": DEFAULT_DIT, "base": BASE_DIT, "sft": SFT_DIT}  # what --dit also takes: the variant's name
 LM_PREFIX = "acestep-5Hz-lm-"
 LM_SIZES = ("0.6B", "1.7B", "4B")
 DEFAULT_LM = "1.7B"  # the reference's default planner, the one inside the main repo

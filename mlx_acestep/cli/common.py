@@ -26,7 +26,7 @@ MODEL_FLAGS = (
     (
         "dit",
         ("--dit",),
-        dict(default=None, help="DiT folder inside the model, e.g. acestep-v15-base (default: turbo)."),
+        dict(default=None, help="DiT: turbo, base, sft, or a folder inside the model (default: turbo)."),
     ),
     (
         "dtype",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from ..errors import AceStepError
@@ -11,8 +9,9 @@ from ..server.config import SERVER, ServerConfig
 from .common import model_options, user_errors
 
 
-def _option(name: str, *flags: str, type=None):
-    """A server setting's flag: its default and help are the server's own (server/config.py)."""
+def _option(name: str, *flags: str, type=None, envvar: str | None = None):
+    """A server setting's flag: its default and help are the server's own (server/config.py); `envvar`: the
+    reference's environment variable for it (its api/server_cli.py:24-40), which the flag overrides."""
     field = SERVER[name]
     return click.option(
         *(flags or (f"--{name.replace('_', '-')}",)),
@@ -21,13 +20,15 @@ def _option(name: str, *flags: str, type=None):
         default=field.default,
         show_default=field.default is not None,
         help=field.help,
+        envvar=envvar,
+        show_envvar=envvar is not None,
     )
 
 
 @click.command()
-@_option("host")
-@_option("port", type=int)
-@click.option("--api-key", default=None, help=SERVER["api_key"].help)  # its default is read when it runs
+@_option("host", envvar="ACESTEP_API_HOST")
+@_option("port", type=int, envvar="ACESTEP_API_PORT")
+@_option("api_key", envvar="ACESTEP_API_KEY")
 @_option("queue_size", "--queue", type=int)
 @click.option("--output-dir", default=None, help="Where results are written (default: a folder in the model cache).")
 @click.option(
@@ -37,12 +38,16 @@ def _option(name: str, *flags: str, type=None):
     help="A folder whose files requests may name (source / reference audio, adapters); repeat it for several.",
 )
 @_option("keep_hours", type=float)
+@_option("max_request_mb", type=float)
+@_option("max_upload_mb", type=float)
 @user_errors  # outside model_options: a bad model flag is a one-line error too
 @model_options()
-def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_hours):
+def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_hours, **limits):
     """Serve the reference's REST API (POST /release_task, /query_result; GET /v1/audio, /v1/models, /v1/stats,
     /health; the LoRA and model routes) one job at a time, on the DiT each task names (the model's others load on
-    demand; lego, extract and complete take its base DiT).
+    demand; lego, extract and complete take its base DiT). Ctrl-C stops taking requests, drops the waiting jobs and
+    finishes the running one (a second Ctrl-C drops it; SIGTERM drops it at once); a restart on the same
+    --output-dir answers for the jobs of the last run.
 
     \b
     mlx-acestep serve --model tiny &
@@ -55,16 +60,22 @@ def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_
         input_dirs=input_dirs,
         host=host,
         port=port,
-        api_key=api_key if api_key is not None else os.environ.get("ACESTEP_API_KEY"),
+        api_key=api_key,
         queue_size=queue_size,
         keep_hours=keep_hours,
+        **limits,
     )
     try:
-        import uvicorn
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
     except ImportError:
         raise AceStepError('the server needs its extra: pip install "mlx-acestep[server]"') from None
     from ..pipeline import ACEStep
     from ..server import make_app
+    from ..server.lifecycle import bind, serve_until_stopped
+
+    sock = bind(config.host, config.port)  # a taken port is refused now, not after the model has loaded
+    writable_folder(config.output_dir, "--output-dir")
 
     if config.open_to_others:
         click.echo(
@@ -72,7 +83,26 @@ def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_
             "and download (give --api-key)",
             err=True,
         )
-    pipe = ACEStep.from_pretrained(source=source, log=lambda m: click.echo(m, err=True))
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    pipe = ACEStep.from_pretrained(source=source, log=say)
     app = make_app(pipe, config=config, source=source)
-    click.echo(f"serving {pipe.name} on http://{host}:{port} (results in {config.output_dir})", err=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    ready = (
+        f"serving {pipe.name} on http://{host}:{sock.getsockname()[1]} (results in {config.output_dir}; Ctrl-C stops)"
+    )
+    serve_until_stopped(app, sock, say, ready)
+
+
+def writable_folder(path, flag: str) -> None:
+    """`path` made if missing, and refused in one line unless it is a folder this process may write in."""
+    import os
+    from pathlib import Path
+
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise AceStepError(f"{flag} {path} is a file, not a folder") from None
+    except OSError as e:
+        raise AceStepError(f"{flag} {path} cannot be made ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise AceStepError(f"{flag} {path} is not writable by this user")

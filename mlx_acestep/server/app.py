@@ -7,22 +7,25 @@ and error bodies behave as clients expect) and both are small, well-kept ASGI pi
 from pathlib import Path
 
 from .adapters import AdapterRegistry
+from .body import MIB, Limits
 from .config import ServerConfig
+from .events import event_routes
 from .http import Gate, InputFolder
 from .jobs import JobRunner
 from .lora_routes import lora_routes
 from .model_routes import model_routes
 from .models import ServedModels
 from .protocol import ProtocolError, error_body
-from .routes import Server, info_routes, task_routes
+from .routes import Server, info_routes, task_entry, task_routes
 from .songwriter import songwriter_routes
 
 
 def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, source=None, **settings):
     """The ASGI app, with `config` or its fields as keywords (`api_key`, `queue_size`, `keep_hours`, `input_dirs`: the
-    folders whose files requests may name as source / reference audio or adapters); bad settings are refused here.
-    `source`, the `ModelSource` `pipe` was loaded from, lets tasks run the source's other DiTs (without it, only
-    `pipe`'s)."""
+    folders whose files requests may name as source / reference audio or adapters, `max_request_mb`,
+    `max_upload_mb`); bad settings are refused here. `source`, the `ModelSource` `pipe` was loaded from, lets tasks
+    run the source's other DiTs (without it, only `pipe`'s). `app.state.runner` is its jobs' runner (what an orderly
+    stop drains)."""
     from fastapi import FastAPI
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
@@ -39,6 +42,8 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, sourc
     runner = JobRunner(pipe, output_dir, config.queue_size, config.keep_hours, activate=models.activate)
     server = Server(models, runner, AdapterRegistry(), Gate(config.api_key), inputs, output_dir)
     app = FastAPI(title="mlx-acestep", docs_url=None, redoc_url=None)
+    app.state.gate, app.state.runner = server.gate, runner  # read_body checks the key before it reads
+    app.state.limits = Limits(int(config.max_request_mb * MIB), int(config.max_upload_mb * MIB))
 
     def fail(message: str, status: int = 400, detail=None, headers=None):
         return JSONResponse(error_body(message, status, detail), status_code=status, headers=headers)
@@ -65,6 +70,7 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, sourc
 
     for add_routes in (task_routes, lora_routes, model_routes, info_routes, songwriter_routes):
         add_routes(app, server)
+    event_routes(app, server, lambda job: task_entry(job, server))
     app.add_api_route(
         "/v1/chat/completions", lambda: fail("not supported by this server (mlx-acestep serve)", 501), methods=["POST"]
     )

@@ -18,7 +18,7 @@ SERVER = Fields(
         "api_key",
         "text",
         optional=True,
-        help="Require this key (Authorization: Bearer KEY or ai_token); default $ACESTEP_API_KEY.",
+        help="Require this key (Authorization: Bearer KEY, or ai_token in the body).",
     ),
     Field("queue_size", "integer", 1, default=16, help="Jobs that may wait; more get 429."),
     Field(
@@ -30,6 +30,22 @@ SERVER = Fields(
         help="Results older than this are deleted.",
         note=" (results would be deleted as they finish, or never)",
     ),
+    Field(
+        "max_request_mb",
+        "number",
+        0,
+        low_open=True,
+        default=16.0,
+        help="Largest request body, uploads aside (a JSON body, a form's fields); more gets 413.",
+    ),
+    Field(
+        "max_upload_mb",
+        "number",
+        0,
+        low_open=True,
+        default=256.0,
+        help="Largest uploaded audio file (10 minutes of 32-bit stereo WAV at 48 kHz: 230 MB); more gets 413.",
+    ),
 )
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -37,7 +53,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @dataclass(frozen=True)
 class ServerConfig:
     """Where results go, which folders requests may read (`input_dirs`: one or several), who may call, how many jobs
-    wait and how long results are kept. An empty API key means none."""
+    wait, how long results are kept and how large a request may be. An empty API key means none."""
 
     output_dir: str | Path
     input_dirs: tuple[str | Path, ...] | str | Path = ()
@@ -46,6 +62,8 @@ class ServerConfig:
     api_key: str | None = None
     queue_size: int = SERVER.default("queue_size")
     keep_hours: float = SERVER.default("keep_hours")
+    max_request_mb: float = SERVER.default("max_request_mb")
+    max_upload_mb: float = SERVER.default("max_upload_mb")
 
     def __post_init__(self):
         SERVER.check_into(self)

@@ -1,18 +1,15 @@
 """What every route does to a request before its own work: the API key, the body in any of the encodings clients
-send, and the folders a request may name files in."""
+send (server/body.py, the key checked before it is read), and the folders a request may name files in."""
 
 from __future__ import annotations
 
 import hmac
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from .body import read_body
 from .protocol import ProtocolError
 
-UPLOAD_FIELDS = {"src_audio": ("ctx_audio", "src_audio"), "ref_audio": ("ref_audio", "reference_audio")}
+__all__ = ["Gate", "InputFolder", "read_body"]
 
 
 class Gate:
@@ -20,6 +17,11 @@ class Gate:
 
     def __init__(self, api_key: str | None):
         self.api_key = api_key
+
+    def opens(self, request) -> bool:
+        """Whether the request may send its body: no key is needed, or its Authorization header carries it."""
+        header = request.headers.get("authorization")
+        return self.api_key is None or (header is not None and _same(_bearer(header), self.api_key))
 
     def check(self, request, body=None) -> None:
         from fastapi import HTTPException
@@ -36,8 +38,12 @@ class Gate:
             raise HTTPException(
                 401, "Missing ai_token or Authorization header" if body is not None else "Missing Authorization header"
             )
-        if not _same(header.removeprefix("Bearer "), self.api_key):
+        if not _same(_bearer(header), self.api_key):
             raise HTTPException(401, "Invalid API key")
+
+
+def _bearer(header: str) -> str:
+    return header.removeprefix("Bearer ")
 
 
 def _same(given, key: str) -> bool:
@@ -66,34 +72,3 @@ class InputFolder:
 
     def where(self) -> str:
         return ", ".join(str(root) for root in self.roots)
-
-
-async def read_body(request, keep_files: bool = False):
-    """(fields, uploaded files) of a JSON, urlencoded or multipart body; only `keep_files` routes (the one that
-    takes audio) write uploads to temporary files, the others never leave any behind."""
-    kind = request.headers.get("content-type", "").lower()
-    if kind.startswith("multipart/form-data") or kind.startswith("application/x-www-form-urlencoded"):
-        form = await request.form()
-        body, uploads = {}, {}
-        for key, value in form.multi_items():
-            if hasattr(value, "filename"):
-                for name, aliases in UPLOAD_FIELDS.items() if keep_files else ():
-                    if key in aliases and value.filename and name not in uploads:
-                        suffix = Path(value.filename).suffix[:8]
-                        fd, tmp = tempfile.mkstemp(prefix="mlx-acestep-upload-", suffix=suffix)
-                        with os.fdopen(fd, "wb") as f:
-                            shutil.copyfileobj(value.file, f)
-                        uploads[name] = Path(tmp)
-            else:
-                body.setdefault(key, value)
-        return body, uploads
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ProtocolError(
-            "the body is not valid JSON (send Content-Type: application/json with a JSON object)"
-        ) from None
-    if not isinstance(body, dict):
-        raise ProtocolError("the body must be a JSON object")
-    return body, {}

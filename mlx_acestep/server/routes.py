@@ -76,6 +76,26 @@ def result_items(job: Job, pipe) -> list[dict]:
     return out
 
 
+def task_entry(job: Job, server: Server) -> dict:
+    """A job's entry in /query_result's answer (and in its events, server/events.py)."""
+    return {
+        "task_id": job.id,
+        "status": STATUS_CODE[job.state],
+        "result": json.dumps(result_items(job, job.pipe or server.pipe)),
+        "progress_text": job.progress_text,
+        "queue_position": server.runner.position(job),
+    }
+
+
+def unknown_task(task_id) -> dict:
+    """An id this server never gave, or whose job expired: failed (2), saying so. The reference answers 0, still
+    running (api/http/query_result_service.py:195), and its clients poll such an id until they time out."""
+    error = "unknown task: not submitted to this server, or its result expired (--keep-hours)"
+    item = {"file": "", "wave": "", "status": 2, "create_time": 0, "env": "development", "progress": 0.0}
+    item |= {"stage": "unknown", "error": error}
+    return {"task_id": task_id, "status": 2, "result": json.dumps([item]), "progress_text": "unknown task"}
+
+
 def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     """A /release_task body -> (the queued job, its place in the queue); its adapters are fixed now: later
     registrations never reach it."""
@@ -144,17 +164,9 @@ def task_routes(app, server: Server) -> None:
         for task_id in ids if isinstance(ids, list) else []:
             job = runner.jobs.get(str(task_id))
             if job is None:
-                data.append({"task_id": task_id, "status": 0, "result": "[]"})
+                data.append(unknown_task(task_id))
                 continue
-            data.append(
-                {
-                    "task_id": task_id,
-                    "status": STATUS_CODE[job.state],
-                    "result": json.dumps(result_items(job, job.pipe or server.pipe)),
-                    "progress_text": f"{job.stage} {job.progress:.0%}",
-                    "queue_position": runner.position(job),
-                }
-            )
+            data.append(task_entry(job, server) | {"task_id": task_id})  # the id as the client sent it
         return envelope(data)
 
     @app.post("/cancel_task")  # an extension: the reference has no cancel route

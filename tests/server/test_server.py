@@ -183,7 +183,9 @@ def test_multipart_upload_and_unknown_ids(server):
     state, items = server.wait(env["data"]["task_id"])
     assert state == 1
     _, env = server.json("POST", "/query_result", {"task_id_list": ["no-such-task"]})
-    assert env["data"] == [{"task_id": "no-such-task", "status": 0, "result": "[]"}]
+    [entry] = env["data"]  # failed, saying why, never "running" forever (the reference answers 0)
+    assert entry["status"] == 2 and entry["progress_text"] == "unknown task"
+    assert "unknown task" in json.loads(entry["result"])[0]["error"]
     # a route that takes no audio never writes an upload to a temporary file (they were left behind)
     import glob
     import tempfile
