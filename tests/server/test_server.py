@@ -11,14 +11,7 @@ import pytest
 import soundfile as sf
 from helpers import assert_one_line_error, run_cli
 
-from mlx_acestep.pipeline import ACEStep, ModelFolders
-
 KEY = "s3cret"
-
-
-@pytest.fixture(scope="module")
-def pipe(converted):
-    return ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
 
 
 @pytest.fixture(scope="module")

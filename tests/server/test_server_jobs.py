@@ -12,15 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_acestep.pipeline import ACEStep, ModelFolders
-
 KEY = "s3cret"
 MB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def pipe(converted):
-    return ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
 
 
 @pytest.fixture(scope="module")
