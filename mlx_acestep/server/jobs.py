@@ -86,6 +86,8 @@ class Job:
         job = cls(
             Echo(record.get("request") or {}),
             record.get("audio_format", "flac"),
+            subtype=record.get("subtype"),
+            notes=list(record.get("notes") or []),  # what the client was told (a file sent and not used)
             adapters=[tuple(a) for a in record.get("adapters", [])],
             id=record["id"],
             created=float(record.get("created", 0.0)),

@@ -13,7 +13,20 @@ import uuid
 from pathlib import Path
 
 ECHOED = ("caption", "lyrics", "bpm", "duration", "key", "time_signature")  # what a result repeats of its request
-SAVED = ("id", "audio_format", "adapters", "state", "stage", "progress", "created", "seeds", "metadata", "error")
+SAVED = (
+    "id",
+    "audio_format",
+    "subtype",
+    "notes",
+    "adapters",
+    "state",
+    "stage",
+    "progress",
+    "created",
+    "seeds",
+    "metadata",
+    "error",
+)
 SAVED += ("seconds",)
 
 
