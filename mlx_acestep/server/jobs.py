@@ -29,6 +29,8 @@ class Job:
     notes: list[str] = field(default_factory=list)  # what the client may not expect (a sent file not used)
     adapters: list[tuple[str, float]] = field(default_factory=list)  # (name, scale) as submitted
     pipe: object = None  # the pipeline of the DiT it runs on (None: the runner's)
+    work: object = None  # an analysis (analysis.py), run instead of a generation; `answer`: its result items
+    answer: list | None = None
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: str = QUEUED
     stage: str = "queued"
@@ -118,6 +120,10 @@ class JobRunner:
         try:
             pipe = job.pipe or self.pipe
             self.activate(pipe)
+            if job.work is not None:
+                job.answer = job.work.run(pipe, progress)
+                job.state, job.stage, job.progress = SUCCEEDED, SUCCEEDED, 1.0
+                return
             result = pipe.generate(job.request, callback=progress)
             job.request = result.request or job.request  # with what the planner wrote (sample_mode, use_format)
             job.stage = "saving"
