@@ -2,13 +2,14 @@
 (`pipeline/custom.py` holds their rules): `use_adg`, `cfg_interval_start` / `_end`, `timesteps` (comma-separated,
 `server_utils.py:124-132`), `lm_top_k` and `lm_top_p` (`llm_generation_inputs.py:64-65`) and `audio_code_string`
 (`job_generation_setup.py:159`). Where upstream falls back to a default without a word (a `timesteps` that does not
-parse), the field is refused by name."""
+parse), the field is refused by name. An extension: upstream's retake (`retake_seed`, `retake_variance`: its Python
+API's and Gradio's names, not on its REST)."""
 
 from __future__ import annotations
 
 from ..errors import RequestError
 from ..fields import is_number
-from .values import as_float, as_int, flag, sent, text
+from .values import as_float, as_int, flag, seeds, sent, text
 
 CFG_INTERVAL = {"cfg_interval_start": 0.0, "cfg_interval_end": 1.0}  # upstream's REST defaults
 TOP_P = 0.9  # upstream's top-p where a task sends none, 0, or 1 and above (llm_generation_inputs.py:65)
@@ -28,6 +29,8 @@ def custom_fields(f: dict) -> dict:
         lm_top_k=max(top_k or 0, 0),  # upstream: absent, 0 or less is off
         lm_top_p=TOP_P if top_p == 0 or (is_number(top_p) and top_p >= 1) else top_p,
         audio_codes=text(f.get("audio_code_string"), "", "audio_code_string").strip() or None,
+        retake_variance=sent(f.get("retake_variance"), as_float),
+        retake_seed=seeds(f.get("retake_seed"), None, False),
     )
 
 

@@ -78,6 +78,8 @@ ALIASES = {
     "cfg_interval_end": ("cfg_interval_end",),
     "lm_top_k": ("lm_top_k",),
     "use_adg": ("use_adg",),
+    "retake_variance": ("retake_variance", "retakeVariance"),  # extensions: upstream's Python API / Gradio names
+    "retake_seed": ("retake_seed", "retakeSeed"),
     "cover_noise_strength": ("cover_noise_strength", "coverNoiseStrength"),
     "sampler_mode": ("sampler_mode", "samplerMode"),
     "velocity_norm_threshold": ("velocity_norm_threshold", "velocityNormThreshold"),

@@ -138,6 +138,8 @@ UPSTREAM_SCHEDULE = "0.97,0.76,0.615,0.5,0.395,0.28,0.18,0.085,0"  # release_tas
         ({"lm_top_p": "0.5"}, {"lm_top_p": 0.5}),
         ({"audio_code_string": "<|audio_code_5|><|audio_code_63999|>"}, {"audio_codes": (5, 63999)}),
         ({"audioCodeString": "  "}, {"audio_codes": None}),
+        ({"retake_variance": "0.3", "retake_seed": "11"}, {"retake_variance": 0.3, "retake_seed": 11}),  # extension
+        ({"retakeSeed": "4,5", "batch_size": 2}, {"retake_seed": [4, 5]}),
     ],
 )
 def test_the_custom_fields_map_as_upstreams(body, expected):
@@ -168,6 +170,8 @@ def test_custom_timesteps_and_adg_reach_the_sampler():
         ({"cfg_interval_start": "abc"}, "cfg_interval_start must be a number"),
         ({"cfg_interval_start": 0.9, "cfg_interval_end": 0.1}, "cfg_interval_start / cfg_interval_end must be"),
         ({"use_adg": "maybe"}, "use_adg must be true or false"),
+        ({"retake_variance": 1.5}, "retake_variance must be between 0 and 1"),
+        ({"retake_seed": "x", "retake_variance": 0.5}, "retake_seed"),
         ({"audio_code_string": "<|audio_code_5|>hello"}, "audio_code_string must be <|audio_code_N|> tokens only"),
         ({"audio_code_string": "<|audio_code_5|>", "thinking": True}, "thinking writes the codes itself"),
     ],
