@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 
 from ..diffusion.schedules import base_timesteps, turbo_timesteps
 from ..errors import AceStepError, RequestError
@@ -100,6 +101,8 @@ def custom_settings(request, settings):
     if request.timesteps is None and request.guidance_kind == "apg" and request.cfg_interval == (0.0, 1.0):
         return settings
     changes = {"timesteps": None if request.timesteps is None else list(request.timesteps)}
+    if not hasattr(settings, "guidance") and (request.guidance_kind, request.cfg_interval) != ("apg", (0.0, 1.0)):
+        warnings.warn("turbo models run without guidance: guidance_kind and cfg_interval are ignored", stacklevel=3)
     if hasattr(settings, "guidance"):
         changes |= {"guidance": request.guidance_kind, "cfg_interval": request.cfg_interval}
         if request.timesteps is not None:  # upstream: the schedule's length is the step count

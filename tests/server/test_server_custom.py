@@ -76,6 +76,15 @@ def test_the_plugins_custom_conditioning_renders_its_codes(turbo, tmp_path, monk
     assert np.abs(served - other).max() > 1e-2  # the codes steer the song
 
 
+def test_the_planners_top_k_and_upstreams_top_p(turbo, tmp_path):
+    """lm_top_k reaches the planner's sampling; lm_top_p 1 is upstream's 0.9 (llm_generation_inputs.py:64-65)."""
+    body = {"prompt": "calm", "audio_duration": 10, "batch_size": 1, "use_random_seed": False, "seed": 3}
+    served = _rendered(turbo, body | {"audio_format": "wav", "thinking": True, "lm_top_k": 3, "lm_top_p": 1.0})
+    same = dict(caption="calm", duration=10, seed=3, language="en", thinking=True, steps=8, lm_cfg_scale=2.5)
+    np.testing.assert_allclose(served, _direct(turbo.pipe, tmp_path, lm_top_k=3, lm_top_p=0.9, **same), atol=1e-4)
+    assert np.abs(served - _direct(turbo.pipe, tmp_path, lm_top_p=0.9, **same)).max() > 1e-2  # top-k counted
+
+
 @pytest.mark.parametrize(
     "codes, needle",
     [
