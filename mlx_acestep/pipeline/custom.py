@@ -25,7 +25,6 @@ FIELDS = (
     Field("lm_top_k", "integer", 0, 1_000_000),
 )
 CODE = re.compile(r"<\|audio_code_(\d+)\|>")
-FRAMES_PER_CODE = 5  # 25 Hz latents per 5 Hz code (the detokenizer's)
 
 
 def parse_codes(value) -> tuple[int, ...] | None:
@@ -118,4 +117,6 @@ def check_codebook(request, size: int) -> None:
 
 def codes_seconds(codes) -> float:
     """The length a song rendered from `codes` has (upstream: the detokenized codes' frames, at least MIN_FRAMES)."""
-    return seconds_of(max(MIN_FRAMES, len(codes) * FRAMES_PER_CODE))
+    from ..planner.lm import CODES_PER_SECOND  # here: the planner's module loads mlx-lm
+
+    return max(seconds_of(MIN_FRAMES), len(codes) / CODES_PER_SECOND)
