@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import FieldError
 from ..fields import is_int
+from ..pipeline.request import REQUEST
 from ..planner.tasks import codes_input
 from .protocol import REST_DEFAULTS, ProtocolError, as_float, flag, seeds, sent, text
 
@@ -109,9 +110,11 @@ def analysis(f: dict, mode: str, files: dict, pipe) -> Analysis:
     if mode != "extract_codes_only" and pipe.folders.lm is None:
         raise ProtocolError(f"{mode} needs the planner LM, and this server runs none (serve --lm)")
     temperature, top_p = sent(f.get("lm_temperature"), as_float), sent(f.get("lm_top_p"), as_float)
+    if isinstance(top_p, float) and not 0 < top_p < 1:  # upstream filters with 0 < top_p < 1 only (off otherwise)
+        top_p = 1.0
     for name, value in (("lm_temperature", temperature), ("lm_top_p", top_p)):
-        if value is not None and not isinstance(value, float):
-            raise ProtocolError(f"{name} must be a number, got {f[name]!r}")
+        if value is not None:
+            REQUEST.check(name, value)
     caption, lyrics = text(f.get("prompt"), "", "prompt"), text(f.get("lyrics"), "", "lyrics")
     seed = seeds(f.get("seed"), 1, flag(f.get("use_random_seed"), REST_DEFAULTS["use_random_seed"], "use_random_seed"))
     seed = seed[0] if isinstance(seed, list) else seed

@@ -165,6 +165,8 @@ def test_analysis_only_answers_the_planners_metadata(turbo):
         ({"extract_codes_only": True}, "extract_codes_only needs the source audio"),
         ({"full_analysis_only": "yes"}, "full_analysis_only needs the source audio"),
         ({"analysis_only": "perhaps"}, "analysis_only must be true or false"),
+        ({"analysis_only": True, "lm_temperature": "hot"}, "lm_temperature must be a number"),
+        ({"analysis_only": True, "lm_temperature": -1}, "lm_temperature must be between 0 and 10"),
     ],
 )
 def test_an_analysis_without_what_it_needs_is_a_400(turbo, body, needle):
