@@ -41,6 +41,7 @@ from ..limits import HOP, SAMPLE_RATE, SECONDS, VAE_OVERLAP, seconds_of
 from ..names import DEFAULT_REPO
 from ..source import ModelSource
 from .adapters import PipelineAdapters
+from .custom import check_codebook
 from .fit import check_fit, folder_bytes, planned_run
 from .memory import default_vae_window, device, run_limits
 from .postprocess import postprocess
@@ -49,7 +50,7 @@ from .render import RenderJob, render
 from .request import GenerationRequest, resolve_seeds, sampler_settings
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
-from .songwriter import check_writing, create_sample, format_sample, understand, write_first
+from .songwriter import audio_codes, check_writing, create_sample, format_sample, think, understand, write_first
 from .stream import GenerationStream, start_stream
 from .worker import Worker
 
@@ -110,6 +111,8 @@ class ACEStep:
     create_sample = create_sample
     format_sample = format_sample
     understand = understand
+    audio_codes = audio_codes  # a recording's 5 Hz codes, without the planner
+    think = think  # the planner's metadata for a caption and lyrics, without codes
 
     def close(self) -> None:
         """Free the modules and stop the pipeline's thread (a later call starts them again)."""
@@ -265,6 +268,7 @@ class ACEStep:
         """What this model cannot run, refused before any work (`generate` calls it, a server at submission): a
         base-only task on another DiT, a song to write without the planner."""
         request.check_model(self.family, self.name)
+        check_codebook(request, self.residency.codebook_size)
         check_writing(self, request)
 
     def _generate(self, request, thinking, duration, settings, call_adapters, callback, stream=None):

@@ -73,6 +73,7 @@ def plan(pipe, request: GenerationRequest, duration, seeds: list[int], meter: Ph
         cfg_scale=request.lm_cfg_scale,
         temperature=request.lm_temperature,
         top_p=request.lm_top_p,
+        top_k=request.lm_top_k,
         negative=request.negative_prompt,
         codes_prompt=request.lm_codes_prompt,
     )
@@ -123,6 +124,8 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
     else:
         metas = Metas(duration=duration, bpm=request.bpm, timesignature=request.time_signature, keyscale=request.key)
         line = job.instruction() if request.instruction is None else request.instruction
+        if request.audio_codes is not None:  # upstream renders given codes as a cover of them (task and instruction)
+            codes, line = np.tile(np.array(request.audio_codes, np.int64), (batch, 1)), instruction("cover")
         items = [ConditionInput(request.caption, request.lyrics, metas, request.language, line)] * batch
     if reference is not None:
         items = [dataclasses.replace(item, reference_latents=reference) for item in items]

@@ -36,7 +36,7 @@ from ..diffusion.sampler import (
 )
 from ..diffusion.schedules import turbo_steps
 from ..errors import RequestError
-from ..fields import Field, Fields, is_int
+from ..fields import Field, Fields
 from ..limits import (
     BPM,
     DCW_SCALER,
@@ -67,19 +67,27 @@ from ..names import (
     DCW_MODES,
     DCW_WAVELETS,
     INSTRUMENTAL,
-    KEYSCALES,
     LM_CODES_PROMPTS,
     NEGATIVE_DEFAULT,
     SAMPLING_METHODS,
     SOLVERS,
-    TIME_SIGNATURES,
 )
+from .custom import FIELDS as CUSTOM_FIELDS
+from .custom import check_custom, check_schedule, codes_seconds, custom_settings
 from .flow_edit import FIELDS as FLOW_EDIT_FIELDS
 from .flow_edit import check_flow_edit, flow_edit_settings
 from .loras import request_loras
 from .seeds import check_seeds, resolve_seeds
+from .song_metadata import KEY, normalize_key, normalize_time_signature
 
-__all__ = ["GenerationRequest", "RequestError", "resolve_seeds", "sampler_settings"]
+__all__ = [
+    "GenerationRequest",
+    "RequestError",
+    "normalize_key",
+    "normalize_time_signature",
+    "resolve_seeds",
+    "sampler_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,7 @@ REQUEST = Fields(
     Field("duration", "number", *SECONDS, optional=True, unit="seconds"),
     Field("batch_size", "integer", 1, MAX_BATCH),
     Field("bpm", "integer", *BPM, optional=True),
-    Field("key", "text", optional=True),
+    KEY,
     Field("language", "text"),
     Field("steps", "integer", *STEPS, optional=True),
     Field("shift", "number", *SHIFT, low_open=True, optional=True),
@@ -130,6 +138,7 @@ REQUEST = Fields(
     Field("dcw_high_scaler", "number", *DCW_SCALER),
     Field("dcw_wavelet", "choice", choices=DCW_WAVELETS, what="DCW wavelet"),
     *FLOW_EDIT_FIELDS,
+    *CUSTOM_FIELDS,
     Field("sample", "text", optional=True),
     Field("instrumental", "bool"),
     Field("format", "bool"),
@@ -142,37 +151,6 @@ REQUEST = Fields(
 )
 _FIRST = ("caption", "empty_caption", "instruction", "lyrics", "duration", "batch_size", "bpm", "key")
 _LATER = tuple(f.name for f in REQUEST if f.name not in _FIRST)
-
-
-def normalize_key(key: str | None) -> str | None:
-    """A key as the reference writes it ("C major", "F# minor", "Bb major"): the note capitalised, the mode lower."""
-    if key is None:
-        return None
-    parts = REQUEST.check("key", key).split()
-    if len(parts) == 2:
-        candidate = f"{parts[0][:1].upper()}{parts[0][1:]} {parts[1].lower()}"
-        if candidate in KEYSCALES:
-            return candidate
-    raise RequestError(
-        "key",
-        f"unknown key {key!r} for @name@ (a note A-G, optionally # or b, then major or minor: "
-        "e.g. 'C major', 'F# minor')",
-    )
-
-
-def normalize_time_signature(value) -> str | None:
-    """Beats per bar as the reference's metadata holds it: 2, 3, 4 or 6 (also given as "4/4", "6/8")."""
-    if value is None:
-        return None
-    text = str(value).strip() if is_int(value) or isinstance(value, str) else None
-    if text is not None and "/" in text and text.split("/", 1)[1] in ("4", "8"):
-        text = text.split("/", 1)[0]
-    if text not in TIME_SIGNATURES:
-        raise RequestError(
-            "time_signature",
-            f"@name@ must be one of {', '.join(TIME_SIGNATURES)} beats per bar (or 2/4, 3/4, 4/4, 6/8), got {value!r}",
-        )
-    return text
 
 
 @dataclass(frozen=True)
@@ -229,6 +207,11 @@ class GenerationRequest:
     repaint_strength: float = 0.5
     cover_noise_strength: float = 0.0  # cover: start from the source noised to about 1 - this (0: from noise)
     chunk_mask_mode: str = "auto"  # repaint / lego: auto (upstream's default) or explicit, the region marked 1
+    guidance_kind: str = "apg"  # base / SFT: apg, adg (upstream's use_adg) or cfg; the rest of custom.py's:
+    cfg_interval: tuple[float, float] = (0.0, 1.0)  # the share of the schedule (from noise) that is guided
+    timesteps: Sequence[float] | None = None  # a custom schedule (turbo: snapped to its tables; base: verbatim)
+    lm_top_k: int = 0  # the planner keeps its k likeliest tokens (0: all)
+    audio_codes: str | Sequence[int] | None = None  # 5 Hz codes the DiT renders (`<|audio_code_N|>` text)
     src_latents: object = None  # [T, 64] VAE latents standing in for src_audio
     ref_latents: object = None
     loras: Sequence = ()  # adapters for this call only: paths, or (path, scale) pairs (on top of pipe.load_lora's)
@@ -262,6 +245,7 @@ class GenerationRequest:
         job = Task(self.task, *region, *edit)
         object.__setattr__(self, "job", job)
         check_flow_edit(self)
+        check_custom(self)
         self._check_task_inputs()
 
     def _check_task_inputs(self) -> None:
@@ -303,6 +287,8 @@ class GenerationRequest:
     def notices(self) -> list[str]:
         """What the request does that its user may not expect (the pipeline warns with each)."""
         out = []
+        if self.audio_codes is not None and self.duration not in (None, codes_seconds(self.audio_codes)):
+            out.append(f"the song follows its audio codes: {codes_seconds(self.audio_codes):g} s, not the duration")
         if self.retake_seed is not None and not self.retake_variance and not self.flow_edit:
             out.append("a retake seed without a retake variance changes nothing (give retake_variance above 0)")
         if self.task in ("extract", "lego") and not self.track and self.instruction is None:
@@ -313,7 +299,7 @@ class GenerationRequest:
 
     def thinking_for(self, has_planner: bool) -> bool:
         if self.thinking is None:
-            return has_planner and not self.uses_source
+            return has_planner and not self.uses_source and self.audio_codes is None
         if self.thinking and not has_planner:
             raise RequestError(
                 "thinking",
@@ -323,6 +309,8 @@ class GenerationRequest:
 
     def duration_for(self, thinking: bool) -> float | None:
         """The requested length, or what "none" means: None for the source's length or the planner's choice."""
+        if self.audio_codes is not None:  # upstream renders the codes' length, whatever the duration says
+            return codes_seconds(self.audio_codes)
         if self.duration is not None:
             return float(self.duration)
         if self.uses_source or thinking:
@@ -331,6 +319,7 @@ class GenerationRequest:
 
     def check_model(self, family: str, name: str) -> None:
         """What the model cannot run, refused before any work (the CLI, the library and the server call it)."""
+        check_schedule(self, family)
         if self.task in BASE_ONLY and family != "base":
             raise RequestError(
                 "task", f"the {self.task} task needs a base model ({BASE_DIT}); this pipeline runs {name} ({family})"
@@ -351,7 +340,7 @@ class GenerationRequest:
             family, self.steps, self.shift, self.guidance, self.method, stacklevel + 1, dcw or False
         )
         return dataclasses.replace(
-            settings,
+            custom_settings(self, settings),
             solver=self.sampler,
             velocity_norm_threshold=self.velocity_norm_threshold,
             velocity_ema_factor=self.velocity_ema_factor,

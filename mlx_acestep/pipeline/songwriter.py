@@ -16,6 +16,7 @@ import numpy as np
 from ..conditioning.prompts import LANGUAGES
 from ..conditioning.sources import read_audio
 from ..errors import AceStepError
+from ..limits import DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
 from ..names import DEFAULT_LM, INSTRUMENTAL, LM_SIZES, NO_USER_INPUT
 from ..planner import tasks
 from .request import REQUEST, normalize_key, normalize_time_signature
@@ -117,28 +118,65 @@ def format_sample(
     return pipe._worker.run(lambda: _run(pipe, tasks.format_sample, report, options, None, *texts, **given))
 
 
+def _recording(audio) -> np.ndarray:
+    wave = read_audio(audio, "recording")
+    if np.all(np.abs(wave) < 1e-6):  # upstream refuses it too: there is nothing to describe
+        raise AceStepError("the recording is silent")
+    return wave
+
+
+def _codes(pipe, wave, seed: int, meter: PhaseMeter, report) -> np.ndarray:
+    """The recording's 5 Hz codes on the pipeline's thread: the VAE, then the DiT's FSQ tokenizer."""
+
+    def encode(vae):
+        progress = functools.partial(report, "encode")
+        return pipe.engine.encode_audio(vae, wave, seed, pipe.vae_chunk, pipe.vae_overlap, progress)
+
+    latents = pipe.residency.run("vae_encoder", encode, meter)
+    return pipe.residency.run("audio_codes", lambda dit: pipe.engine.audio_codes(dit, latents), meter)
+
+
+def audio_codes(pipe, audio, *, seed=None, callback=None) -> np.ndarray:
+    """A recording's 5 Hz codes `[n]` (upstream's `convert_src_audio_to_codes`): what `understand` listens to, and
+    what `audio_codes=` renders. `seed`: the VAE posterior's draw (None: random)."""
+    wave = _recording(audio)
+    seed = resolve_seeds(seed, 1)[0]
+    report = reporter(callback, pipe._worker.cancel)
+    return pipe._worker.run(lambda: _codes(pipe, wave, seed, PhaseMeter(), report), wave)
+
+
 def understand(pipe, audio, *, temperature=None, top_p=1.0, seed=None, callback=None) -> tasks.SongSheet:
     """What the planner hears in a recording (a file in any format and rate, or a 48 kHz `[samples, channels]`
     array; 1 to 600 s): caption, lyrics and metadata, and the 5 Hz codes it listened to (upstream's
     `convert_src_audio_to_codes`, then `understand_audio_from_codes`; temperature 0.3 as upstream's API)."""
     check_planner(pipe, "understand")
-    wave = read_audio(audio, "recording")
-    if np.all(np.abs(wave) < 1e-6):  # upstream refuses it too: there is nothing to describe
-        raise AceStepError("the recording is silent")
+    wave = _recording(audio)
     options = _options(pipe, "understand", temperature, top_p, seed)
 
     def run():
         meter, report = PhaseMeter(), reporter(callback, pipe._worker.cancel)
-        progress = functools.partial(report, "encode")
-
-        def encode(vae):
-            return pipe.engine.encode_audio(vae, wave, options["seed"], pipe.vae_chunk, pipe.vae_overlap, progress)
-
-        latents = pipe.residency.run("vae_encoder", encode, meter)
-        codes = pipe.residency.run("audio_codes", lambda dit: pipe.engine.audio_codes(dit, latents), meter)
+        codes = _codes(pipe, wave, options["seed"], meter, report)
         return _run(pipe, tasks.understand_codes, report, options, meter, codes)
 
     return pipe._worker.run(run, wave)
+
+
+def think(pipe, caption: str, lyrics: str = INSTRUMENTAL, *, temperature=None, top_p=None, top_k=0, seed=None):
+    """The planner's metadata for a caption and lyrics, its first phase alone (no codes, no audio): bpm, caption,
+    duration, keyscale, language, time signature, as upstream's `analysis_only` asks its LM for them
+    (`generate_with_stop_condition`, infer_type "dit"). Defaults: the request's sampling."""
+    check_planner(pipe, "think")
+    temperature = REQUEST.check("lm_temperature", DEFAULT_LM_TEMPERATURE if temperature is None else temperature)
+    top_p = REQUEST.check("lm_top_p", DEFAULT_LM_TOP_P if top_p is None else top_p)
+    texts = (REQUEST.check("caption", caption), REQUEST.check("lyrics", lyrics))
+    seed, top_k = resolve_seeds(seed, 1)[0], REQUEST.check("lm_top_k", top_k)
+    user = dict.fromkeys(("bpm", "duration", "keyscale", "timesignature", "language"))
+
+    def run(planner):
+        result = planner.think(*texts, user, temperature, top_p, seed, pipe.max_seconds, None, top_k)
+        return dict(result.metadata)
+
+    return pipe._worker.run(lambda: pipe.residency.run("planner", run))
 
 
 # -- generation that uses them -------------------------------------------------------------------------------------
@@ -152,6 +190,7 @@ def write_first(pipe, request, seed: int, meter: PhaseMeter, report) -> tuple[ob
     if request.sample is None and not request.format:
         return request, sheets
     options = dict(temperature=request.lm_temperature, top_p=request.lm_top_p, seed=seed, max_duration=pipe.max_seconds)
+    options["top_k"] = request.lm_top_k
     language = None if request.language == "unknown" else request.language
     with meter.phase("write"):
         if request.sample is not None:

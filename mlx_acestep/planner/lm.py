@@ -151,11 +151,20 @@ def filter_top_p(logits: mx.array, top_p: float) -> mx.array:
     return mx.where(probs >= threshold, logits, -mx.inf)
 
 
-def sample(logits: mx.array, temperature: float, top_p: float, key: mx.array) -> mx.array:
-    """The reference's order (PT loop): top-p on the untempered softmax, then temperature, then a draw; 0 = argmax."""
+def filter_top_k(logits: mx.array, top_k: int) -> mx.array:
+    """Keep the `top_k` likeliest tokens, ties with the last one too (upstream's `_apply_top_k_filter`; 0: all)."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = mx.sort(logits, axis=-1)[..., -top_k, None]
+    return mx.where(logits >= kth, logits, -mx.inf)
+
+
+def sample(logits: mx.array, temperature: float, top_p: float, key: mx.array, top_k: int = 0) -> mx.array:
+    """The reference's order (PT loop, llm_inference.py:2581-2585): top-k, top-p on the untempered softmax, then
+    temperature, then a draw; temperature 0 = argmax."""
     if temperature <= 0:
         return mx.argmax(logits, axis=-1)
-    return mx.random.categorical(filter_top_p(logits, top_p) / temperature, key=key)
+    return mx.random.categorical(filter_top_p(filter_top_k(logits, top_k), top_p) / temperature, key=key)
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[mx.array, mx.array]:
@@ -180,6 +189,7 @@ def generate_codes(
     top_p: float = DEFAULT_LM_TOP_P,
     seed: int = 0,
     callback=None,
+    top_k: int = 0,
 ) -> np.ndarray:
     """Exactly `n_codes` code values (0..count-1) for one song; `cfg_scale` 1 runs the conditional row alone."""
     from mlx_lm.models.cache import make_prompt_cache
@@ -201,7 +211,7 @@ def generate_codes(
         scores = logits.astype(mx.float32)
         scores = scores[1] + cfg_scale * (scores[0] - scores[1]) if guided else scores[0]
         key, draw = mx.random.split(key)
-        value = sample(scores, temperature, top_p, draw)
+        value = sample(scores, temperature, top_p, draw, top_k)
         values.append(value)
         if i == n_codes - 1:
             break  # the reference then forces EOS: nothing more to compute
@@ -236,13 +246,13 @@ def stepper(lm: PlannerLM, prompt: list[int], check=None):
     return step
 
 
-def drawer(temperature: float, top_p: float, key: mx.array):
+def drawer(temperature: float, top_p: float, key: mx.array, top_k: int = 0):
     """`draw(scores) -> int`: one token by `sample`, each draw from the next split of `key`."""
 
     def draw(scores: mx.array) -> int:
         nonlocal key
         key, sub = mx.random.split(key)
-        return int(sample(scores, temperature, top_p, sub).item())
+        return int(sample(scores, temperature, top_p, sub, top_k).item())
 
     return draw
 
@@ -302,12 +312,13 @@ class Planner:
         seed: int = 0,
         max_duration: int = int(SECONDS[1]),
         check=None,
+        top_k: int = 0,
     ):
         """Phase 1: the constrained `<think>` block (a `ThinkResult`); `user` fields are forced. `check()` runs
         before every forward (it raises to stop: the pipeline's cancellation)."""
         ids = self.tokenizer.encode(think_prompt(caption, lyrics))
         key = mx.random.split(mx.random.key(seed))[1]  # apart from the codes phase's stream
-        step, draw = stepper(self.lm, ids, check), drawer(temperature, top_p, key)
+        step, draw = stepper(self.lm, ids, check), drawer(temperature, top_p, key, top_k)
         return write_metadata(step, self.constraint.limit_duration(max_duration), user, draw)
 
     def plan(
@@ -323,6 +334,7 @@ class Planner:
         cfg_scale: float = DEFAULT_LM_CFG_SCALE,
         temperature: float = DEFAULT_LM_TEMPERATURE,
         top_p: float = DEFAULT_LM_TOP_P,
+        top_k: int = 0,
         negative: str = NEGATIVE_DEFAULT,
         codes_prompt: str = "current",
         seed: int = 0,
@@ -350,7 +362,7 @@ class Planner:
         if all(user[k] is not None for k in ALL_METAS):
             think, meta = "", {k: user[k] for k in ALL_METAS}
         else:
-            result = self.think(caption, lyrics, user, temperature, top_p, seed, max_duration, check)
+            result = self.think(caption, lyrics, user, temperature, top_p, seed, max_duration, check, top_k)
             think, meta = result.text, {k: v for k, v in result.metadata.items() if k in FIELDS}
             meta.update({k: v for k, v in user.items() if v is not None})
             seconds["think"] = time.perf_counter() - start
@@ -371,6 +383,7 @@ class Planner:
             top_p=top_p,
             seed=seed,
             callback=callback,
+            top_k=top_k,
         )
         seconds["codes"] = time.perf_counter() - start
         return Plan(values, meta, think, seconds)

@@ -172,6 +172,7 @@ def run_task(
     skip_language=False,
     temperature=None,
     top_p=1.0,
+    top_k=0,
     seed=0,
     max_tokens=None,
     max_duration=int(SECONDS[1]),
@@ -185,7 +186,7 @@ def run_task(
     temperature = TEMPERATURES[task] if temperature is None else temperature
     step = stepper(planner.lm, planner.tokenizer.encode(task_prompt(task, text)), check)
     trees = {**tc.metadata.trees, "duration": tc.metadata.limit_duration(max_duration).trees["duration"]}
-    draw = drawer(temperature, top_p, mx.random.key(seed))
+    draw = drawer(temperature, top_p, mx.random.key(seed), top_k)
     limit = MAX_TOKENS if max_tokens is None else max_tokens
     tokens = write_task(step, tc, user, draw, limit, skip_language, callback, trees)
     return planner.tokenizer.decode(tokens), tokens

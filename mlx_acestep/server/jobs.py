@@ -47,6 +47,8 @@ class Job:
     notes: list[str] = field(default_factory=list)  # what the client may not expect (a sent file not used)
     adapters: list[tuple[str, float]] = field(default_factory=list)  # (name, scale) as submitted
     pipe: object = None  # the pipeline of the DiT it runs on (None: the runner's)
+    work: object = None  # an analysis (analysis.py), run instead of a generation; `answer`: its result items
+    answer: list | None = None
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: str = QUEUED
     stage: str = "queued"  # the phase running, or the state once finished
@@ -88,6 +90,7 @@ class Job:
             record.get("audio_format", "flac"),
             subtype=record.get("subtype"),
             notes=list(record.get("notes") or []),  # what the client was told (a file sent and not used)
+            answer=record.get("answer"),  # an analysis's result items
             adapters=[tuple(a) for a in record.get("adapters", [])],
             id=record["id"],
             created=float(record.get("created", 0.0)),
@@ -229,6 +232,9 @@ class JobRunner:
 
         pipe = job.pipe or self.pipe  # the DiT the task names or needs (server/models.py)
         self.activate(pipe)
+        if job.work is not None:  # an analysis (analysis.py): its answer instead of songs
+            job.answer = job.work.run(pipe, lambda p: _progress(job, p))
+            return
         result = pipe.generate(job.request, callback=lambda p: _progress(job, p))
         job.request = result.request or job.request  # with what the planner wrote (sample_mode, use_format)
         job.advance("saving")

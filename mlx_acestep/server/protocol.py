@@ -13,6 +13,7 @@ from ..conditioning.prompts import instruction
 from ..fields import is_int
 from ..limits import TURBO_STEP_RANGE
 from ..names import INSTRUMENTAL, REGION_TASKS, TRACKS
+from .custom_fields import custom_fields
 from .sample_mode import song_writing
 from .values import (  # noqa: F401  (as_bool: the writing routes read upstream's lenient booleans from here)
     AUTOMATIC,
@@ -77,6 +78,8 @@ ALIASES = {
     "cfg_interval_end": ("cfg_interval_end",),
     "lm_top_k": ("lm_top_k",),
     "use_adg": ("use_adg",),
+    "retake_variance": ("retake_variance", "retakeVariance"),  # extensions: upstream's Python API / Gradio names
+    "retake_seed": ("retake_seed", "retakeSeed"),
     "cover_noise_strength": ("cover_noise_strength", "coverNoiseStrength"),
     "sampler_mode": ("sampler_mode", "samplerMode"),
     "velocity_norm_threshold": ("velocity_norm_threshold", "velocityNormThreshold"),
@@ -124,13 +127,10 @@ REST_NAMES = {
     "flow_edit": "flow_edit_morph",
     "src_audio": "src_audio_path",
     "ref_audio": "reference_audio_path",
+    "guidance_kind": "use_adg",
+    "cfg_interval": "cfg_interval_start / cfg_interval_end",
+    "audio_codes": "audio_code_string",
 }
-
-# Upstream features this server does not have: asking for one (a yes, a text, a value off its default) is an error,
-# never a silent plain generation.
-UNSUPPORTED = ("analysis_only", "full_analysis_only", "extract_codes_only", "use_adg")
-UNSUPPORTED_VALUES = {"audio_code_string": "", "timesteps": "", "cfg_interval_start": 0.0, "cfg_interval_end": 1.0}
-
 
 # ACE-Step 1.0's task names, which older clients still send. Upstream 1.5 runs a name it does not know with the
 # text2music instruction and the source audio, when one is sent, as the context's raw latents, not a cover
@@ -192,7 +192,6 @@ _NUMBERS = {  # REST field -> request field, for the plain numbers a client may 
     "shift": "shift",
     "lm_temperature": "lm_temperature",
     "lm_cfg_scale": "lm_cfg_scale",
-    "lm_top_p": "lm_top_p",
     "repainting_start": "repaint_start",
     "audio_cover_strength": "cover_strength",
     "cover_noise_strength": "cover_noise_strength",
@@ -211,23 +210,6 @@ _CHOICES = {  # REST field -> request field, for the named choices (absent: the 
 }
 
 
-def refuse_unsupported(f: dict) -> None:
-    for name in UNSUPPORTED:
-        if flag(f.get(name), False, name):
-            raise ProtocolError(
-                f"{name} is not supported by this server (mlx-acestep serve); see the README's route table"
-            )
-    for name, default in UNSUPPORTED_VALUES.items():
-        value = f.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        if not isinstance(default, float) or sent(value, as_float) != default:
-            raise ProtocolError(f"{name} is not supported by this server (mlx-acestep serve), got {value!r}")
-    top_k = sent(f.get("lm_top_k"), as_float)
-    if top_k is not None and not (isinstance(top_k, float) and top_k <= 0):  # upstream: 0 or less is off
-        raise ProtocolError(f"lm_top_k is not supported by this server (the planner samples with top-p), got {top_k!r}")
-
-
 def request_fields(body: dict, family: str, inputs: dict[str, Path], notes: list | None = None) -> tuple[dict, tuple]:
     """The `GenerationRequest` fields of a task body, and its output as (file suffix, libsndfile subtype).
 
@@ -236,7 +218,6 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path], notes: list
     line in `notes`. A value of the wrong type is a `RequestError` naming the REST field.
     """
     f = lookup(body)
-    refuse_unsupported(f)
     fields = song_fields(f) | sampler_fields(f, family) | task_fields(f, inputs, notes if notes is not None else [])
     song_writing(f, fields, flag)
     if fields.get("duration") is None and not _plans_or_follows(fields):
@@ -248,6 +229,7 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path], notes: list
 def _plans_or_follows(fields: dict) -> bool:
     """Whether a length comes from elsewhere when none is given: the planner's, or the source's."""
     writes = fields.get("sample") is not None or fields.get("format") or fields.get("thinking")
+    writes = writes or fields.get("audio_codes")  # the codes' length
     return bool(writes or fields["task"] != "text2music" or fields.get("flow_edit"))
 
 
@@ -295,7 +277,7 @@ def sampler_fields(f: dict, family: str) -> dict:
     fields |= {name: text(f.get(field), "", field) or None for field, name in _CHOICES.items()}
     end = sent(f.get("repainting_end"), as_float)
     fields["repaint_end"] = None if end is None or end in AUTOMATIC else end  # upstream: -1 the source's end
-    return fields | flow_edit_fields(f)
+    return fields | flow_edit_fields(f) | custom_fields(f)
 
 
 def task_fields(f: dict, inputs: dict, notes: list) -> dict:

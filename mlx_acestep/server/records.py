@@ -18,6 +18,7 @@ SAVED = (
     "audio_format",
     "subtype",
     "notes",
+    "answer",  # an analysis's result items
     "adapters",
     "state",
     "stage",

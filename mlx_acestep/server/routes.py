@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .adapters import AdapterRegistry
+from .analysis import analysis_job
 from .http import Gate, InputFolder, read_body
 from .jobs import STATUS_CODE, SUCCEEDED, Job, JobRunner, QueueFull
 from .models import ServedModels
@@ -47,6 +48,8 @@ def result_items(job: Job, pipe) -> list[dict]:
     }
     if job.state != SUCCEEDED:
         return [base | {"file": "", "error": job.error}]
+    if job.answer is not None:  # an analysis: upstream lists its codes / descriptions as they are
+        return [item if "status_message" in item else base | item for item in job.answer]
     req, out = job.request, []
     for i, path in enumerate(job.files):
         meta = job.metadata[i] if i < len(job.metadata) else {}
@@ -109,6 +112,9 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     notes = []
     f = lookup(body)
     pipe = server.models.pick(f.get("model"), task_name(f, files))
+    work = analysis_job(f, files, pipe)
+    if work is not None:
+        return _queue(server, Job(None, "", uploads=list(uploads.values()), pipe=pipe, work=work))
     adapters = server.registry.for_task(body, pipe.name)
     try:
         fields, (suffix, subtype) = request_fields(body, pipe.family, files, notes)
@@ -125,6 +131,10 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     job.notes = notes + generation.notices()
     for note in job.notes:
         LOG.warning("task %s: %s", job.id, note)
+    return _queue(server, job)
+
+
+def _queue(server: Server, job: Job) -> tuple[Job, int]:
     try:
         return job, server.runner.submit(job)
     except QueueFull:

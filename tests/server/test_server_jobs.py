@@ -216,14 +216,16 @@ def test_a_tasks_events_follow_it_to_its_result(server, held):
 
 
 def test_a_record_keeps_what_the_client_was_told_and_the_files_subtype(tmp_path):
-    """A job read back answers with the notes it was given (a DAW placeholder not used) and its format's subtype."""
+    """A job read back answers with the notes it was given (a DAW placeholder not used), its format's subtype and an
+    analysis's answer."""
     from mlx_acestep.server.jobs import Job
     from mlx_acestep.server.records import JobRecords
 
     records = JobRecords(tmp_path / "jobs")
     job = Job(object(), "wav", subtype="FLOAT", notes=["the source audio sent with this text2music task was not used"])
+    job.answer = [{"status_message": "analysis", "codes": "<|audio_code_5|>"}]
     job.finish("succeeded")
     assert records.save(job)
     [record] = records.load()
     back = Job.from_record(record, tmp_path)
-    assert (back.notes, back.subtype, back.audio_format) == (job.notes, "FLOAT", "wav")
+    assert (back.notes, back.subtype, back.audio_format, back.answer) == (job.notes, "FLOAT", "wav", job.answer)

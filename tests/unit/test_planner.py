@@ -10,6 +10,7 @@ from mlx_acestep.planner.lm import (
     CodeTokens,
     chat,
     codes_prompts,
+    filter_top_k,
     filter_top_p,
     generate_codes,
     load_planner_tokenizer,
@@ -98,6 +99,21 @@ def test_sampling_follows_temperature_and_top_p():
     assert freq[3:].sum() == 0
     assert np.abs(freq[:3] - want).max() < 0.015  # ~4 standard errors
     assert np.array(sample(logits[:1], 0.0, 0.9, mx.random.key(0))).tolist() == [0]  # temperature 0: argmax
+
+
+def test_top_k_then_top_p_as_upstreams_sampler():
+    """llm_inference.py:418-436, 2581-2585: top-k keeps the k likeliest (ties with the k-th too), then top-p runs on
+    the softmax of what is left, then temperature."""
+    logits = mx.log(mx.array([0.1, 0.4, 0.2, 0.2, 0.1]))
+    assert np.isfinite(np.array(filter_top_k(logits, 2))).tolist() == [False, True, True, True, False]  # a tie
+    assert np.isfinite(np.array(filter_top_k(logits, 0))).all()  # 0: off
+    p = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    many = mx.broadcast_to(mx.log(mx.array(p, mx.float32)), (20000, 5))
+    draws = np.array(sample(many, 1.0, 0.75, mx.random.key(5), top_k=3))
+    kept = p[:3] / p[:3].sum()  # top-k 3 leaves 0.59 / 0.24 / 0.18; top-p 0.75 then keeps the first two
+    want = kept[:2] / kept[:2].sum()
+    freq = np.bincount(draws, minlength=5) / draws.size
+    assert freq[2:].sum() == 0 and np.abs(freq[:2] - want).max() < 0.015
 
 
 def test_codes_phase_writes_exactly_the_requested_codes(converted, fixtures):

@@ -120,3 +120,25 @@ def test_the_newer_sampler_options_are_checked_when_the_request_is_made():
         request.check_model(family, f"acestep-v15-{family}")
         settings = request.sampler_settings(family)
         assert (settings.solver, settings.velocity_norm_threshold, settings.velocity_ema_factor) == ("heun", 0.4, 0.2)
+
+
+def test_audio_codes_set_the_length_and_keep_the_planner_off():
+    """Upstream renders given codes over their own length (5 latent frames, 0.2 s, per code) and skips the planner's
+    codes (inference.py:562-570)."""
+    from mlx_acestep.pipeline.custom import parse_codes
+
+    request = GenerationRequest("", empty_caption=True, audio_codes="<|audio_code_3|>\n<|audio_code_4|>" * 100)
+    assert request.audio_codes == (3, 4) * 100 and request.duration_for(False) == 40.0
+    assert request.thinking_for(True) is False
+    assert GenerationRequest("x", audio_codes=[1, 2]).duration_for(False) == 5.12  # the DiT's shortest, 128 frames
+    assert parse_codes("  ") is None and parse_codes([]) is None
+    for bad, needle in (
+        ("<|audio_code_-1|>", "tokens only"),
+        ("audio_code_5", "tokens only"),
+        ([1.5], "whole numbers"),
+        (7, "text or whole numbers"),
+    ):
+        with pytest.raises(RequestError, match=needle):
+            GenerationRequest("x", audio_codes=bad)
+    with pytest.raises(RequestError, match="audio_codes are for text2music"):
+        GenerationRequest("x", audio_codes=[1], task="cover", src_audio=np.zeros((48000 * 12, 2), np.float32))
