@@ -1,0 +1,106 @@
+"""The memory table of `bench_memory.py`: per (DiT precision, song length), each phase's peak resident set and
+the run's peak (the largest phase), with what was measured told apart from what was carried.
+
+Carries, each from a measured row:
+- planner (`lm`): the measured phase peak plus the KV bytes the full song adds over the codes decoded
+  (mlx-lm's 256-token blocks, the config's bytes per token, both CFG rows, float32). The planner phase does not
+  depend on the DiT's precision (it runs before the DiT loads, and frees its LM after), so one measurement per
+  length serves every row.
+- dit with `--layers L`: the measured phase peak plus the bytes of the 24 - L layers dropped after loading.
+- a phase a row did not run (`--stop-after-dit` stops before the VAE): taken from the row of the same length
+  whose VAE has the same dtype (float32 for the float32, q8 and q4 rows, whose VAE stays float32).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.bench_memory import ANCHORS, TARGET_GB, kv_bytes_at
+
+PRECISION_ORDER = ("float32", "bfloat16", "q8", "q4")
+SHOWN = ("lm", "text", "condition", "dit", "vae")
+GB = 1e9
+
+
+def precision_of(row: dict) -> str:
+    return Path(row["model"]).name
+
+
+def lm_config(row: dict) -> dict:
+    return json.loads((Path(row["model"]) / "acestep-5Hz-lm-1.7B" / "config.json").read_text())
+
+
+def planner_peak(rows: list[dict], seconds: float) -> tuple[int, str] | None:
+    """(the planner phase's peak RSS at `seconds`, how it was obtained) from the planner rows."""
+    runs = [r for r in rows if "lm" in r["rss"] and r["planner_probes"]]
+    if not runs:
+        return None
+    r = min(runs, key=lambda r: abs(r["seconds"] - seconds))
+    prompt = next(p["prompt"] for p in r["planner_probes"] if "prompt" in p)
+    decoded = max(p.get("code", 0) for p in r["planner_probes"])
+    full = round(seconds * 5)
+    cfg = lm_config(r)
+    add = kv_bytes_at(cfg, prompt + full) - kv_bytes_at(cfg, prompt + decoded)
+    how = f"measured ({decoded} of {round(r['seconds'] * 5)} codes decoded, prompt {prompt} tokens)"
+    if add:
+        how += f" + {add / GB:.2f} GB of KV cache for {full} codes (carried)"
+    return r["rss"]["lm"] + add, how
+
+
+def phase_peaks(rows: list[dict], precision: str, seconds: float) -> dict[str, tuple[int, str]] | None:
+    mine = [r for r in rows if precision_of(r) == precision and r["seconds"] == seconds]
+    if not mine:
+        return None
+    out: dict[str, tuple[int, str]] = {}
+    for r in sorted(mine, key=lambda r: r["layers"] or 99, reverse=True):  # full-depth rows win
+        for phase in ("text", "condition", "dit", "vae"):
+            if phase not in r["rss"] or (phase == "vae" and r["stopped_after_dit"]):
+                continue
+            value, how = r["rss"][phase], "measured"
+            if phase == "dit" and r["layers"]:
+                value += r["dropped"]["bytes"]
+                how = f"measured on {r['layers']} of 24 layers + {r['dropped']['bytes'] / GB:.2f} GB of the rest"
+            if phase == "dit" and r["steps"] != 8:
+                how += f" ({r['steps']} step)"
+            out[phase] = (value, how)
+    if "vae" not in out:  # the VAE stays float32 for the quantized DiTs
+        vae_like = "float32" if precision in ("q8", "q4") else precision
+        donor = [
+            r
+            for r in rows
+            if precision_of(r) == vae_like
+            and r["seconds"] == seconds
+            and "vae" in r["rss"]
+            and not r["stopped_after_dit"]
+        ]
+        if donor:
+            out["vae"] = (donor[0]["rss"]["vae"], f"the {vae_like} row's VAE phase (same VAE)")
+    lm = planner_peak(rows, seconds)
+    if lm:
+        out["lm"] = lm
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| DiT | song | " + " | ".join(f"{p} (GB)" for p in SHOWN) + " | run peak (GB) | target |",
+        "|---|---|" + "---|" * (len(SHOWN) + 2),
+    ]
+    notes = []
+    for precision in PRECISION_ORDER:
+        for seconds in sorted({r["seconds"] for r in rows}):
+            peaks = phase_peaks(rows, precision, seconds)
+            if not peaks:
+                continue
+            cells = [f"{peaks[p][0] / GB:.2f}" if p in peaks else "-" for p in SHOWN]
+            total = max(v for v, _ in peaks.values())
+            complete = all(p in peaks for p in SHOWN)
+            target = f"< {TARGET_GB:g} GB: {'met' if total < TARGET_GB * GB else 'MISSED'}" if seconds == 240 else ""
+            lines.append(
+                f"| {precision} | {seconds:g} s | "
+                + " | ".join(cells)
+                + f" | {'' if complete else '>= '}{total / GB:.2f} | {target} |"
+            )
+            notes += [f"- {precision} {seconds:g} s, {p}: {peaks[p][1]}" for p in SHOWN if p in peaks]
+    return "\n".join(lines + ["", f"Anchors: {ANCHORS}.", "", *notes])
