@@ -17,7 +17,11 @@ the run affordable; each is recorded in the row and the RESULTS.md section says 
   KV cache (mlx-lm's, grown in 256-token blocks) is read at two points of the decode and its bytes reported, so
   the planner's peak at the song's full length is carried by the config's bytes per token;
 - `--layers L`: only the first L of the DiT's 24 decoder layers are kept after loading (the rest freed before the
-  phase's peaks are reset); the row reports the bytes of the layers dropped, to add back to the DiT phase.
+  phase's peaks are reset); the row reports the bytes of the layers dropped and how much of them the C allocator
+  returned to the system (what it kept stays in the measured resident set), to add back to the DiT phase.
+
+Resident figures include memory an earlier phase freed but the C allocator kept (glibc returns only large
+blocks): they are what the system sees, which is what a run is killed on; MLX's peak (live arrays) is beside.
 
 `--stop-after-dit` cancels the run once the sampler's last step is done (for the DiT carries). `table` prints the markdown
 table with the carried figures beside the measured ones.
@@ -115,10 +119,13 @@ def _patch_layers(layers: int, dropped: dict) -> None:
             gone = model.decoder.layers[layers:]
             dropped["bytes"] = sum(v.nbytes for layer in gone for _, v in tree_flatten(layer.parameters()))
             dropped["layers"] = len(gone)
+            before = _rss_now()
             model.decoder.layers = model.decoder.layers[:layers]
             del gone
             gc.collect()
             mx.clear_cache()
+            # what the C allocator gave back: the rest stays resident (as it would with the layers kept)
+            dropped["released"] = before - _rss_now()
             mx.reset_peak_memory()
             reset_peak_rss()  # the full load's peak is not the phase's: the kept layers' is measured from here
         return model

@@ -59,8 +59,11 @@ def phase_peaks(rows: list[dict], precision: str, seconds: float) -> dict[str, t
                 continue
             value, how = r["rss"][phase], "measured"
             if phase == "dit" and r["layers"]:
-                value += r["dropped"]["bytes"]
-                how = f"measured on {r['layers']} of 24 layers + {r['dropped']['bytes'] / GB:.2f} GB of the rest"
+                value += r["dropped"]["released"]  # the dropped layers' bytes the allocator returned
+                how = (
+                    f"measured on {r['layers']} of 24 layers + {r['dropped']['released'] / GB:.2f} GB of the rest "
+                    f"({r['dropped']['bytes'] / GB:.2f} GB of tensors; what the allocator kept is in the measure)"
+                )
             if phase == "dit" and r["steps"] != 8:
                 how += f" ({r['steps']} step)"
             out[phase] = (value, how)
