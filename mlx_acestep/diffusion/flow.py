@@ -83,9 +83,7 @@ class FlowMatching:
     def shifted(cls, steps: int, shift: float = 1.0, timesteps=None, method: str = "ode", dtype=mx.float32):
         """Base / SFT: the shifted linspace (or explicit times); the SDE re-noises to 1 - (k+1)/N, ignoring the
         shift, as the reference does."""
-        return cls(
-            tuple(_rounded(base_timesteps(steps, shift, timesteps), dtype)), method, "linear", heun_last_step=True
-        )
+        return cls(tuple(base_timesteps(steps, shift, timesteps, dtype)), method, "linear", heun_last_step=True)
 
     @property
     def steps(self) -> int:

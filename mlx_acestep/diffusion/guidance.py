@@ -49,8 +49,11 @@ def cfg(v_cond, v_uncond, scale: float):
 def adg(x, v_cond, v_uncond, t: float, scale: float, angle_clip: float = ADG_ANGLE_CLIP):
     """Angle-based dynamic guidance (per latent frame, over the channel axis)."""
     weight = max(scale - 1, 0) + 1e-3
-    x0_c = x - t * v_cond
-    x0_u = x - t * v_uncond
+    # The two x0 estimates and their difference are formed in the input's dtype, as upstream forms them in the
+    # model dtype (acestep/models/common/apg_guidance.py:164-166), and only then widened for the angles.
+    x0_c, x0_u = x - t * v_cond, x - t * v_uncond
+    diff = (x0_c - x0_u).astype(mx.float32)
+    x0_c, x0_u = x0_c.astype(mx.float32), x0_u.astype(mx.float32)
 
     def unit(a):
         return a / mx.sqrt(mx.sum(a * a, axis=-1, keepdims=True))
@@ -63,13 +66,12 @@ def adg(x, v_cond, v_uncond, t: float, scale: float, angle_clip: float = ADG_ANG
     limit = math.acos(1.0 - 1e-6)  # the reference clamps cos to +-(1 - 1e-6)
     theta = mx.clip(theta, limit, math.pi - limit)
     theta_new = mx.clip(weight * theta, -angle_clip, angle_clip)
-    diff = x0_c - x0_u
     parallel = mx.sum(diff * x0_u, -1, keepdims=True) / (mx.sum(x0_u * x0_u, -1, keepdims=True) + 1e-8) * x0_u
     perp = diff - parallel
     sin = mx.sin(theta)
     perp_new = mx.where(sin > 1e-3, perp * mx.sin(theta_new) / sin, perp * weight)
     x0_new = mx.cos(theta_new) * x0_c + perp_new
-    return (x - x0_new) / t
+    return (x.astype(mx.float32) - x0_new) / t
 
 
 @dataclass
@@ -127,7 +129,8 @@ class ADG(Guidance):
     angle_clip: float = ADG_ANGLE_CLIP
 
     def __call__(self, x, v_cond, v_uncond, t: float) -> mx.array:
-        return adg(x.astype(mx.float32), v_cond, v_uncond, t, self.scale, self.angle_clip)
+        # the loop hands the velocities over widened to float32; narrowing them back to x's dtype is exact
+        return adg(x, v_cond.astype(x.dtype), v_uncond.astype(x.dtype), t, self.scale, self.angle_clip)
 
     def corrector(self, x, v_cond, v_uncond, t: float) -> mx.array:
         # ADG divides by t: at the last step's end (t = 0) upstream's base loop falls back to plain CFG

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import mlx.core as mx
 import numpy as np
 
 from ..errors import AceStepError, RequestError
@@ -59,30 +60,49 @@ def turbo_timesteps(shift: float = 3.0, timesteps: list[float] | None = None, st
     return [min(VALID_TIMESTEPS, key=lambda v: abs(v - t)) for t in values]
 
 
-def torch_linspace(start: float, end: float, steps: int) -> np.ndarray:
-    """float32 linspace as torch computes it on the CPU, so schedules match bit for bit.
+def torch_linspace(start: float, end: float, steps: int, dtype=None) -> mx.array:
+    """linspace as torch computes it on the CPU in `dtype` (float32 by default), so schedules match bit for bit.
 
-    torch fills the first half as start + step*i and the second as end - step*(steps-1-i)
-    with a fused multiply-add (one rounding); the exact product of two float32 values
-    fits a float64, so the host emulates the FMA in float64 and rounds once.
+    torch fills the first half as start + step*i and the second as end - step*(steps-1-i). In float32 with a
+    fused multiply-add (one rounding): the exact product of two float32 values fits a float64, so the host
+    emulates the FMA in float64 and rounds once. In a half dtype everything is that dtype: the step, i, the
+    product and the sum are each rounded (c10's BFloat16/Half arithmetic; checked against torch for 2-201 steps).
     """
-    step = np.float64(np.float32((np.float32(end) - np.float32(start)) / np.float32(steps - 1)))
-    i = np.arange(steps, dtype=np.float64)
-    values = np.where(i < steps // 2, np.float32(start) + step * i, np.float32(end) - step * (steps - 1 - i))
-    return values.astype(np.float32)
+    if dtype is None or dtype == mx.float32:
+        step = np.float64(np.float32((np.float32(end) - np.float32(start)) / np.float32(steps - 1)))
+        i = np.arange(steps, dtype=np.float64)
+        values = np.where(i < steps // 2, np.float32(start) + step * i, np.float32(end) - step * (steps - 1 - i))
+        return mx.array(values.astype(np.float32))
+    step = (mx.array(end, dtype) - mx.array(start, dtype)) / mx.array(steps - 1, dtype)
+    i = mx.arange(steps)
+    first = mx.array(start, dtype) + step * i.astype(dtype)
+    second = mx.array(end, dtype) - step * (steps - 1 - i).astype(dtype)
+    return mx.where(i < steps // 2, first, second)
 
 
-def base_timesteps(steps: int, shift: float = 1.0, timesteps: list[float] | None = None) -> list[float]:
-    """N+1 times from 1 to 0 in float32: linspace, then s*t / (1 + (s-1)*t); or explicit `timesteps` verbatim."""
+def base_timesteps(steps: int, shift: float = 1.0, timesteps: list[float] | None = None, dtype=None) -> list[float]:
+    """N+1 times from 1 to 0: linspace, then s*t / (1 + (s-1)*t), each operation rounded to `dtype` (float32 by
+    default); or explicit `timesteps` verbatim, rounded to `dtype`.
+
+    The reference builds the schedule in the model dtype, linspace and shift alike
+    (acestep/models/base/modeling_acestep_v15_base.py:1949-1952), so in bfloat16 the shift's four roundings give
+    other times than the exact values rounded once (24 of 51 differ at 50 steps, shift 3).
+    """
+    dtype = dtype or mx.float32
     if timesteps is not None:
         t = np.asarray(timesteps, np.float32)
         if t.ndim != 1 or t.size < 2 or np.any(np.diff(t) >= 0):
             raise AceStepError("explicit timesteps must be at least two strictly decreasing values")
-        return t.tolist()
+        return mx.array(t, dtype=dtype).tolist()
     if steps < 1:
         raise AceStepError(f"steps must be at least 1, got {steps}")
-    t = torch_linspace(1.0, 0.0, steps + 1)
+    t = torch_linspace(1.0, 0.0, steps + 1, dtype)
     if shift != 1.0:
-        s = np.float32(shift)
-        t = (s * t / (np.float32(1) + np.float32(shift - 1) * t)).astype(np.float32)
+        # torch computes each operation in float32 (a Python scalar stays float32 there; MLX would round it to
+        # t's dtype first, e.g. shift 0.7) and rounds each result to t's dtype
+        def rounded(x: mx.array) -> mx.array:
+            return x.astype(dtype).astype(mx.float32)
+
+        wide = t.astype(mx.float32)
+        t = rounded(rounded(shift * wide) / rounded(1 + rounded((shift - 1) * wide)))
     return t.tolist()

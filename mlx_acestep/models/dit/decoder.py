@@ -24,10 +24,15 @@ TIMESTEP_FEATURES = 256
 
 
 def timestep_features(t: mx.array) -> mx.array:
-    """`[B]` t -> `[B, 256]` = [cos, sin] of 1000 t times exp(-ln(1e4) k / 128), in float32, cast to t's dtype."""
+    """`[B]` t -> `[B, 256]` = [cos, sin] of 1000 t times exp(-ln(1e4) k / 128), in float32, cast to t's dtype.
+
+    1000 t is rounded to t's dtype before the sinusoid, as the reference computes `t * self.scale` in the model
+    dtype (modeling_acestep_v15_turbo.py:240): in bfloat16 the reference's embedding is at 752 for t = 0.75, and a
+    bfloat16 run that kept 750 would drift from the reference's own bfloat16 run by as much as it does from float32.
+    """
     half = TIMESTEP_FEATURES // 2
     freqs = mx.exp(-math.log(10000.0) * mx.arange(half, dtype=mx.float32) / half)
-    args = (t.astype(mx.float32) * 1000.0)[:, None] * freqs[None]
+    args = (t * 1000.0).astype(mx.float32)[:, None] * freqs[None]
     return mx.concatenate([mx.cos(args), mx.sin(args)], axis=-1).astype(t.dtype)
 
 
