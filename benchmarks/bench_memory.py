@@ -158,7 +158,7 @@ def child(args) -> dict:
         _patch_planner(args.codes, probes)
     if args.layers:
         _patch_layers(args.layers, dropped)
-    pipe = ACEStep.from_pretrained(args.model, keep_loaded=False, lm="1.7B" if args.codes else None)
+    pipe = ACEStep.from_pretrained(args.model, keep_loaded=False, lm=args.lm if args.codes else None)
     baseline = _rss_now()
 
     def callback(progress):  # the stop comes once the last step is done, inside the DiT phase: its peak is whole
@@ -255,6 +255,7 @@ def main() -> None:
         r.add_argument("--seconds", type=float, default=30.0)
         r.add_argument("--steps", type=int, default=1)
         r.add_argument("--codes", type=int, default=0, help="run the q8 1.7B planner, decoding this many codes")
+        r.add_argument("--lm", default="1.7B", help="the planner's size (the tiny model has 0.6B)")
         r.add_argument("--layers", type=int, default=0, help="keep only this many DiT decoder layers")
         r.add_argument("--stop-after-dit", action="store_true")
         r.add_argument("--caption", default=CAPTION)
