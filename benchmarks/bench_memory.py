@@ -140,6 +140,7 @@ def child(args) -> dict:
     from mlx_acestep.pipeline import acestep as pipeline_module
 
     rss: dict[str, int] = {}
+    where = _where()  # the commit that runs (HEAD may move while a long run goes on)
 
     class Meter(PhaseMeter):  # the pipeline's meter, with the process's peak resident set per phase
         @contextlib.contextmanager
@@ -202,7 +203,7 @@ def child(args) -> dict:
         planner_probes=probes,
         weights=_weights(pipe),
         mlx_version=mx.__version__,
-        **_where(),
+        **where,
     )
 
 
