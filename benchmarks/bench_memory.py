@@ -229,7 +229,7 @@ def run(args) -> None:
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         sys.exit(f"the run failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
-    row = json.loads(line[7:]) | {"command": "python benchmarks/bench_memory.py " + " ".join(sys.argv[2:])}
+    row = json.loads(line[7:]) | {"command": "python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])}
     path = Path(args.out)
     with open(path.with_name(f".{path.name}.lock"), "w") as lock:  # runs may finish at once: one appends at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
