@@ -7,6 +7,7 @@ and error bodies behave as clients expect) and both are small, well-kept ASGI pi
 from pathlib import Path
 
 from .adapters import AdapterRegistry
+from .chat import chat_routes
 from .config import ServerConfig
 from .http import Gate, InputFolder
 from .jobs import JobRunner
@@ -63,9 +64,6 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, sourc
     async def internal(_, exc: Exception):
         return fail(f"internal error: {exc.__class__.__name__}", 500)
 
-    for add_routes in (task_routes, lora_routes, model_routes, info_routes, songwriter_routes):
+    for add_routes in (task_routes, lora_routes, model_routes, info_routes, songwriter_routes, chat_routes):
         add_routes(app, server)
-    app.add_api_route(
-        "/v1/chat/completions", lambda: fail("not supported by this server (mlx-acestep serve)", 501), methods=["POST"]
-    )
     return app

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .protocol import ProtocolError
 
+UPLOAD_PREFIX = "mlx-acestep-upload-"  # the temporary files of sent audio, deleted when their job ends
 UPLOAD_FIELDS = {"src_audio": ("ctx_audio", "src_audio"), "ref_audio": ("ref_audio", "reference_audio")}
 
 
@@ -80,7 +81,7 @@ async def read_body(request, keep_files: bool = False):
                 for name, aliases in UPLOAD_FIELDS.items() if keep_files else ():
                     if key in aliases and value.filename and name not in uploads:
                         suffix = Path(value.filename).suffix[:8]
-                        fd, tmp = tempfile.mkstemp(prefix="mlx-acestep-upload-", suffix=suffix)
+                        fd, tmp = tempfile.mkstemp(prefix=UPLOAD_PREFIX, suffix=suffix)
                         with os.fdopen(fd, "wb") as f:
                             shutil.copyfileobj(value.file, f)
                         uploads[name] = Path(tmp)
