@@ -37,9 +37,15 @@ def _option(name: str, *flags: str, type=None):
     help="A folder whose files requests may name (source / reference audio, adapters); repeat it for several.",
 )
 @_option("keep_hours", type=float)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Let browser pages of this origin call the server (http://host:port, or * for any); repeatable. Off by default.",
+)
 @user_errors  # outside model_options: a bad model flag is a one-line error too
 @model_options()
-def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_hours):
+def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_hours, cors_origins):
     """Serve the reference's REST API (POST /release_task, /query_result; GET /v1/audio, /v1/models, /v1/stats,
     /health; the LoRA and model routes) one job at a time, on the DiT each task names (the model's others load on
     demand; lego, extract and complete take its base DiT).
@@ -58,6 +64,7 @@ def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_
         api_key=api_key if api_key is not None else os.environ.get("ACESTEP_API_KEY"),
         queue_size=queue_size,
         keep_hours=keep_hours,
+        cors_origins=cors_origins,
     )
     try:
         import uvicorn

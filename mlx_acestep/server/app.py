@@ -40,6 +40,15 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, sourc
     runner = JobRunner(pipe, output_dir, config.queue_size, config.keep_hours, activate=models.activate)
     server = Server(models, runner, AdapterRegistry(), Gate(config.api_key), inputs, output_dir)
     app = FastAPI(title="mlx-acestep", docs_url=None, redoc_url=None)
+    if config.cors_origins:  # opt-in: upstream's methods and headers (api/route_setup.py:62-68), the origins given
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Content-Type", "Authorization"],
+        )
 
     def fail(message: str, status: int = 400, detail=None, headers=None):
         return JSONResponse(error_body(message, status, detail), status_code=status, headers=headers)
