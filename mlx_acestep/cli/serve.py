@@ -46,8 +46,8 @@ def _option(name: str, *flags: str, type=None):
 @user_errors  # outside model_options: a bad model flag is a one-line error too
 @model_options()
 def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_hours, cors_origins):
-    """Serve the reference's REST API (POST /release_task, /query_result; GET /v1/audio, /v1/models, /v1/stats,
-    /health; the LoRA and model routes) one job at a time, on the DiT each task names (the model's others load on
+    """Serve the reference's REST API (POST /release_task, /query_result, /v1/chat/completions; GET /v1/audio,
+    /v1/models, /v1/stats, /health; the LoRA and model routes) one job at a time, on the DiT each task names (the model's others load on
     demand; lego, extract and complete take its base DiT).
 
     \b
