@@ -40,14 +40,20 @@ def _option(name: str, *flags: str, type=None, envvar: str | None = None):
 @_option("keep_hours", type=float)
 @_option("max_request_mb", type=float)
 @_option("max_upload_mb", type=float)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Let browser pages of this origin call the server (http://host:port, or * for any); repeatable. Off by default.",
+)
 @user_errors  # outside model_options: a bad model flag is a one-line error too
 @model_options()
-def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_hours, **limits):
-    """Serve the reference's REST API (POST /release_task, /query_result; GET /v1/audio, /v1/models, /v1/stats,
-    /health; the LoRA and model routes) one job at a time, on the DiT each task names (the model's others load on
-    demand; lego, extract and complete take its base DiT). Ctrl-C stops taking requests, drops the waiting jobs and
-    finishes the running one (a second Ctrl-C drops it; SIGTERM drops it at once); a restart on the same
-    --output-dir answers for the jobs of the last run.
+def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_hours, cors_origins, **limits):
+    """Serve the reference's REST API (POST /release_task, /query_result, /v1/chat/completions; GET /v1/audio,
+    /v1/models, /v1/stats, /health; the LoRA and model routes) one job at a time, on the DiT each task names (the
+    model's others load on demand; lego, extract and complete take its base DiT). Ctrl-C stops taking requests, drops
+    the waiting jobs and finishes the running one (a second Ctrl-C drops it; SIGTERM drops it at once); a restart on
+    the same --output-dir answers for the jobs of the last run.
 
     \b
     mlx-acestep serve --model tiny &
@@ -64,6 +70,7 @@ def serve(source, host, port, api_key, queue_size, output_dir, input_dirs, keep_
         queue_size=queue_size,
         keep_hours=keep_hours,
         **limits,
+        cors_origins=cors_origins,
     )
     try:
         import fastapi  # noqa: F401

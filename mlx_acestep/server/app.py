@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .adapters import AdapterRegistry
 from .body import MIB, Limits
+from .chat import chat_routes
 from .config import ServerConfig
 from .events import event_routes
 from .http import Gate, InputFolder
@@ -44,6 +45,15 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, sourc
     app = FastAPI(title="mlx-acestep", docs_url=None, redoc_url=None)
     app.state.gate, app.state.runner = server.gate, runner  # read_body checks the key before it reads
     app.state.limits = Limits(int(config.max_request_mb * MIB), int(config.max_upload_mb * MIB))
+    if config.cors_origins:  # opt-in: upstream's methods and headers (api/route_setup.py:62-68), the origins given
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Content-Type", "Authorization"],
+        )
 
     def fail(message: str, status: int = 400, detail=None, headers=None):
         return JSONResponse(error_body(message, status, detail), status_code=status, headers=headers)
@@ -68,10 +78,7 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, sourc
     async def internal(_, exc: Exception):
         return fail(f"internal error: {exc.__class__.__name__}", 500)
 
-    for add_routes in (task_routes, lora_routes, model_routes, info_routes, songwriter_routes):
+    for add_routes in (task_routes, lora_routes, model_routes, info_routes, songwriter_routes, chat_routes):
         add_routes(app, server)
     event_routes(app, server, lambda job: task_entry(job, server))
-    app.add_api_route(
-        "/v1/chat/completions", lambda: fail("not supported by this server (mlx-acestep serve)", 501), methods=["POST"]
-    )
     return app

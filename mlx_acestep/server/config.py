@@ -5,6 +5,7 @@ No FastAPI or MLX import here: `mlx-acestep serve --help` reads the defaults and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ SERVER = Fields(
     ),
 )
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+ORIGIN = re.compile(r"^https?://[^/\s?#]+$")  # what a browser sends as Origin: a scheme and a host, no path
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class ServerConfig:
     keep_hours: float = SERVER.default("keep_hours")
     max_request_mb: float = SERVER.default("max_request_mb")
     max_upload_mb: float = SERVER.default("max_upload_mb")
+    cors_origins: tuple[str, ...] = ()  # the browser pages on other origins that may call the server ("*": any)
 
     def __post_init__(self):
         SERVER.check_into(self)
@@ -73,6 +76,11 @@ class ServerConfig:
             if not Path(folder).expanduser().is_dir():
                 raise AceStepError(f"--input-dir {folder}: not a folder")
         object.__setattr__(self, "input_dirs", folders)
+        origins = (self.cors_origins,) if isinstance(self.cors_origins, str) else tuple(self.cors_origins or ())
+        for origin in origins:
+            if origin != "*" and not ORIGIN.match(origin):
+                raise AceStepError(f"--cors-origin {origin}: not an origin (give it as http://host:port, or *)")
+        object.__setattr__(self, "cors_origins", tuple(o.rstrip("/") for o in origins))
 
     @property
     def open_to_others(self) -> bool:

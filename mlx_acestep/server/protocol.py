@@ -218,7 +218,11 @@ def request_fields(body: dict, family: str, inputs: dict[str, Path], notes: list
     line in `notes`. A value of the wrong type is a `RequestError` naming the REST field.
     """
     f = lookup(body)
-    fields = song_fields(f) | sampler_fields(f, family) | task_fields(f, inputs, notes if notes is not None else [])
+    notes = notes if notes is not None else []
+    fields = song_fields(f) | sampler_fields(f, family) | task_fields(f, inputs, notes)
+    if fields["thinking"] and fields["task"] != "text2music":  # upstream skips its LM there (inference.py:612-640)
+        fields["thinking"] = False
+        notes.append(f"thinking was not used: the {fields['task']} task follows its source audio")
     song_writing(f, fields, flag)
     if fields.get("duration") is None and not _plans_or_follows(fields):
         fields["duration"] = FALLBACK_SECONDS

@@ -208,20 +208,6 @@ def info_routes(app, server: Server) -> None:
             raise HTTPException(404, "Audio file not found")
         return FileResponse(resolved, media_type=MEDIA[resolved.suffix])
 
-    @app.get("/v1/models")
-    async def models():
-        names = [server.models.default] + [n for n in server.models.loaded() if n != server.models.default]
-        data = [
-            {
-                "id": f"acestep/{name}",
-                "name": f"ACE-Step {name}",
-                "input_modalities": ["text", "audio"],
-                "output_modalities": ["audio"],
-            }
-            for name in names
-        ]
-        return {"object": "list", "data": data}
-
     @app.get("/v1/stats")
     async def stats(request: Request):
         gate.check(request)
