@@ -132,3 +132,12 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"skipped tests: {len(_SKIPPED)}{verdict}")
     for nodeid in _SKIPPED:
         terminalreporter.write_line(f"  skipped: {nodeid}")
+
+
+@pytest.fixture(scope="module")
+def pipe(converted):
+    """The fixture turbo pipeline the server tests share (a module may define its own `pipe`). Here, not in a
+    tests/server/conftest.py: a second `conftest` module would shadow this one for `from conftest import ...`."""
+    from mlx_acestep.pipeline import ACEStep, ModelFolders
+
+    return ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", converted / "acestep-v15-turbo", converted / "vae"))
