@@ -54,7 +54,6 @@ from ..limits import (
     LM_CFG_SCALE,
     LM_TEMPERATURE,
     LM_TOP_P,
-    MAX_BATCH,
     SECONDS,
     SHIFT,
     STEPS,
@@ -77,7 +76,7 @@ from .custom import check_custom, check_schedule, codes_seconds, custom_settings
 from .flow_edit import FIELDS as FLOW_EDIT_FIELDS
 from .flow_edit import check_flow_edit, flow_edit_settings
 from .loras import request_loras
-from .seeds import check_seeds, resolve_seeds
+from .seeds import BATCH, check_seeds, resolve_seeds
 from .song_metadata import KEY, normalize_key, normalize_time_signature
 
 __all__ = [
@@ -113,7 +112,7 @@ REQUEST = Fields(
     Field("instruction", "text", optional=True),
     Field("lyrics", "text"),
     Field("duration", "number", *SECONDS, optional=True, unit="seconds"),
-    Field("batch_size", "integer", 1, MAX_BATCH),
+    BATCH,
     Field("bpm", "integer", *BPM, optional=True),
     KEY,
     Field("language", "text"),
