@@ -2,10 +2,11 @@
 
 Every job that can stream (`pipeline.stream.streamable`: all but a repaint spliced into its source's waveform) runs
 through `generate_stream`, its files written by `audio_stream.save_stream`: the same bytes as `result.save` writes
-for `generate`, and the song never held whole. On the way each window is handed to the audio subscribers connected
-at that moment and kept by nobody else: a late subscriber gets the windows decoded after it connected (each says
-where it starts) and the whole song from the files the `result` event names. A subscriber more than `BACKLOG` windows
-behind loses its audio (one `audio_lost` event) rather than hold the job or the server's memory.
+for `generate` (Opus: the same samples; libsndfile draws each Ogg stream's serial number), and the song is never
+held whole. On the way each window is handed to the audio subscribers connected at that moment and kept by nobody
+else: a late subscriber gets the windows decoded after it connected (each says where it starts) and the whole song
+from the files the `result` event names. A subscriber more than `BACKLOG` windows behind loses its audio (one
+`audio_lost` event) rather than hold the job or the server's memory.
 
 The PCM is little-endian float32, base64: the VAE's raw output exactly. Its peak may pass 1.0 (the file is peak
 limited and normalised once the whole song's peak is known, `audio.finish_blocks`), which int16 would clip, and a
@@ -34,13 +35,13 @@ class Subscription:
         self.queue: queue.Queue = queue.Queue(BACKLOG)
         self.lost = False
 
-    def drain(self) -> list:
-        out = []
+    def drain(self):
+        """The windows waiting, taken one at a time (one held by a client's blocked send, never the backlog twice)."""
         while True:
             try:
-                out.append(self.queue.get_nowait())
+                yield self.queue.get_nowait()
             except queue.Empty:
-                return out
+                return
 
 
 class Windows:

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import soundfile as sf
 from helpers import patch_generation
 
 KEY = "s3cret"
@@ -153,6 +154,16 @@ def test_a_client_that_leaves_mid_stream_costs_the_job_nothing(server, pipe, gat
     assert saved.read_bytes() == plain.read_bytes()  # MP3 encoded in blocks is MP3 encoded at once
 
 
+def test_an_opus_file_holds_what_a_plain_runs_holds(server, pipe, tmp_path):
+    """libsndfile gives every Ogg stream a random serial number, so no two Opus saves share their bytes (a plain run's
+    neither): the streamed file decodes to the plain file's samples."""
+    task = submit(server, SONG | {"batch_size": 1, "audio_format": "opus"})
+    assert server.wait(task)[0] == 1
+    [saved] = (server.root / "out").glob(f"{task}*.opus")
+    [plain] = pipe.generate(server.client.app.state.runner.jobs[task].request).save(tmp_path / "plain.opus")
+    np.testing.assert_array_equal(sf.read(saved)[0], sf.read(plain)[0])
+
+
 def test_a_job_cancelled_mid_stream_ends_its_stream_and_writes_nothing(server, gate):
     gate.pace = 0.2
     before = task_files(server, "no task")
@@ -189,8 +200,6 @@ def test_only_a_repaint_spliced_into_its_source_cannot_stream(fields, streams, t
     """postprocess.py splices a region into the source waveform unless aggressive; nothing else needs the whole song."""
     from mlx_acestep.pipeline import GenerationRequest
     from mlx_acestep.pipeline.stream import streamable
-
-    import soundfile as sf
 
     source = tmp_path / "src.wav"
     sf.write(source, np.zeros((48000 * 3, 2), np.float32), 48000)
