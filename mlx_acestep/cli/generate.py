@@ -16,7 +16,7 @@ from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user
 from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
 from .memory import memory_options, pipeline_options
 from .outputs import output_paths, parse_seeds
-from .sampler_options import SAMPLER_FIELDS, upstream_sampler_options
+from .sampler_options import SAMPLER_FIELDS, schedule, upstream_sampler_options
 from .streamed import generate_streamed, sidecars, stream_option
 
 
@@ -247,7 +247,8 @@ def _run(params: dict) -> None:
 
     specs = [parse_lora_spec(spec) for spec in params["loras"]]  # a malformed --lora fails before anything loads
     request = _request(params)
-    thinking = False if request.uses_source else params["thinking"]  # the planner is for text2music only
+    # the planner is for text2music only, and given codes are what it would write
+    thinking = False if request.uses_source or request.audio_codes is not None else params["thinking"]
     planner = thinking is not False or request.sample is not None or request.format  # it may write the song first
     if not planner and (params["lm"] is not None or params["lm_quantize"] != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
@@ -305,6 +306,7 @@ def _request(params: dict):
         tracks=[t.strip() for t in tracks.split(",")] if tracks else None,
         format=params["format_input"],
         **{name: params[name] for name in _SAME_NAMES},
+        **schedule(params),
     )
     return GenerationRequest(
         caption=caption,

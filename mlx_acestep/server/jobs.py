@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .records import Echo, JobRecords
+from .windows import Windows, stream_job
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
@@ -61,6 +62,7 @@ class Job:
     seconds: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     step: str = ""  # "5/8" of the running phase
+    windows: Windows = field(default_factory=Windows)  # its decoded audio's subscribers (windows.py)
 
     def advance(self, phase: str, done: int = 0, total: int = 0) -> None:
         self.stage, self.step = phase, f"{done}/{total}" if total else ""
@@ -229,16 +231,21 @@ class JobRunner:
 
     def _generate(self, job: Job) -> None:
         from ..files import write_text
+        from ..pipeline import streamable
 
         pipe = job.pipe or self.pipe  # the DiT the task names or needs (server/models.py)
         self.activate(pipe)
         if job.work is not None:  # an analysis (analysis.py): its answer instead of songs
             job.answer = job.work.run(pipe, lambda p: _progress(job, p))
             return
-        result = pipe.generate(job.request, callback=lambda p: _progress(job, p))
+        path, progress = self.output_dir / f"{job.id}.{job.audio_format}", lambda p: _progress(job, p)
+        if streamable(job.request):  # its windows to the events' audio subscribers, its files the same bytes
+            result = stream_job(pipe, job, path, progress)
+        else:
+            result = pipe.generate(job.request, callback=progress)
+            job.advance("saving")
+            job.files = result.save(path, job.subtype)
         job.request = result.request or job.request  # with what the planner wrote (sample_mode, use_format)
-        job.advance("saving")
-        job.files = result.save(self.output_dir / f"{job.id}.{job.audio_format}", job.subtype)
         job.seeds, job.metadata = result.seeds, result.metadata
         for path, seed in zip(job.files, result.seeds):  # atomically, like the audio beside it
             sidecar = {"task_id": job.id, "seed": seed, "caption": job.request.caption, "loras": job.adapters}
