@@ -7,7 +7,12 @@ pipeline import it from here.
 SAMPLE_RATE = 48000  # Hz, stereo
 HOP = 1920  # audio samples per latent frame (25 latent frames per second)
 
-SECONDS = (10.0, 600.0)  # a generated song
+# A rendered song or clip. Upstream renders any positive length (its silent target is at least 0.1 s:
+# task_utils.py:117-122 `create_target_wavs`), the DiT at least MIN_FRAMES; the output keeps the length asked for.
+SECONDS = (0.1, 600.0)
+# What the planner may choose (upstream's DURATION_MIN / DURATION_MAX, constants.py:58-59, which bound only its
+# constrained duration decoding).
+PLANNER_SECONDS = (10, 600)
 DEFAULT_SECONDS = 30.0  # text2music without the planner and without a duration
 SOURCE_SECONDS = (1.0, 600.0)  # a source or reference recording of the editing tasks
 MIN_FRAMES = 128  # the reference pads every target to at least 128 latent frames (spec 5.2)

@@ -150,5 +150,8 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
         noise = retake(noise, other, request.retake_variance)
     condition = ConditionJob(items, frames, codes, sources, pipe.config.timbre_fix_frame, seeds[0])
     render_job = RenderJob(tokens, noise, settings, condition, edit, alt_tokens, flow)
-    out_frames = min(frames, source.shape[0]) if follow_source else frames  # a short source keeps its length
+    # The DiT renders at least MIN_FRAMES; a shorter clip or source keeps its own length (the whole latent is
+    # decoded, then cut). Given codes keep the codes' length, as upstream (duration_for gives it, at least MIN_FRAMES).
+    asked = frames if request.audio_codes is not None else frames_of(duration)
+    out_frames = min(frames, source.shape[0] if follow_source else asked)
     return Prepared(render_job, plans, out_frames, source_wave, region)

@@ -73,7 +73,7 @@ from ..names import (
     SOLVERS,
 )
 from .custom import FIELDS as CUSTOM_FIELDS
-from .custom import check_custom, check_schedule, codes_seconds, custom_settings
+from .custom import check_custom, check_planned_length, check_schedule, codes_seconds, custom_settings
 from .flow_edit import FIELDS as FLOW_EDIT_FIELDS
 from .flow_edit import check_flow_edit, flow_edit_settings
 from .loras import request_loras
@@ -312,6 +312,8 @@ class GenerationRequest:
         if self.audio_codes is not None:  # upstream renders the codes' length, whatever the duration says
             return codes_seconds(self.audio_codes)
         if self.duration is not None:
+            if thinking:
+                check_planned_length(self.duration)
             return float(self.duration)
         if self.uses_source or thinking:
             return None

@@ -93,8 +93,8 @@ def test_turbo_warns_about_settings_it_ignores_and_runs_upstreams_steps(pipe):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"duration": 9.9}, "duration must be between 10 and 600"),
-        ({"duration": 601}, "duration must be between 10 and 600"),
+        ({"duration": 0.05}, "duration must be between 0.1 and 600"),
+        ({"duration": 601}, "duration must be between 0.1 and 600"),
         ({"batch_size": 0}, "batch_size must be between 1 and 8"),
         ({"batch_size": 9}, "batch_size must be between 1 and 8"),
         ({"seed": [1, 2]}, "2 seeds for a batch of 1"),
@@ -291,3 +291,13 @@ def test_a_full_retake_is_the_retake_seeds_song_and_a_partial_one_lies_between(p
     assert 0 < distance(part, song) < distance(part, other)
     with pytest.warns(UserWarning, match="a retake seed without a retake variance changes nothing"):
         pipe.generate("gentle piano", seed=1, retake_seed=7, **kw)
+
+
+def test_thinking_renders_a_short_clip_from_its_codes(thinker):
+    """A 3 s clip under the planner: upstream forces "3" as the duration and writes int(3 * 5) codes
+    (constrained_logits_processor.py:1285-1295, 1913-1915); its DiT still runs 128 frames, the clip keeps 3 s."""
+    result = thinker.generate("gentle piano", duration=3.0, seed=3, bpm=100)
+    assert result.codes.shape == (1, 15) and result.metadata[0]["duration"] == 3
+    assert result.latents.shape == (1, 128, 64) and result.audio.shape == (1, 75 * 1920, 2)
+    with pytest.raises(AceStepError, match=r"^duration 0.1 s is shorter than one planner code \(0.2 s\)"):
+        thinker.generate("gentle piano", duration=0.1, seed=3)
