@@ -44,6 +44,11 @@ VELOCITY_EMA_FACTOR = (0.0, 0.99)
 FLOW_EDIT_WINDOW = (0.0, 1.0)
 FLOW_EDIT_N_AVG = (1, 8)
 
+# Repaint / lego's explicit cross-fades (upstream's repaint_latent_crossfade_frames, repaint_wav_crossfade_sec): none
+# to the longest song. Upstream takes any number and clips the ramps at the song's ends, as these do.
+REPAINT_CROSSFADE_FRAMES = (0, 15000)
+REPAINT_CROSSFADE_SECONDS = (0.0, 600.0)
+
 # The VAE's overlap-discard windows, in latent frames (256 = 10.24 s; see models/vae/oobleck.py for the overlap).
 # VAE_CHUNK is the window off Metal; on Metal it follows the unified memory as upstream sizes its MLX decode
 # (gpu_config.py:779-810 `_auto_mlx_vae_chunk_size`): (at most this many GB, window in frames), the last for more.

@@ -16,6 +16,7 @@ from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user
 from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
 from .memory import memory_options, pipeline_options
 from .outputs import output_paths, parse_seeds
+from .repaint_options import REPAINT_FIELDS, repaint_options
 from .sampler_options import SAMPLER_FIELDS, upstream_sampler_options
 from .streamed import generate_streamed, sidecars, stream_option
 
@@ -112,6 +113,7 @@ def _load(request, source, options: dict):
 )
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
 @upstream_sampler_options
+@repaint_options
 @flow_edit_options
 @click.option(
     "--format",
@@ -338,6 +340,7 @@ _SAME_NAMES = (
     "track",
     "cover_strength",
     *SAMPLER_FIELDS,
+    *REPAINT_FIELDS,
     *FLOW_EDIT_FIELDS,
     *songwriter.SONGWRITER_FIELDS,
 )

@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..audio import peak_limit, peak_normalize
-from ..conditioning.tasks import Task, repaint_settings, splice
+from ..conditioning.tasks import Task, splice
 
 
 def postprocess(
@@ -17,7 +17,7 @@ def postprocess(
     # as the reference right after the VAE: per item, only above 1
     audio = peak_limit(np.array(waveform.astype(mx.float32)))[:, :samples]
     if region and source_wave is not None and job.repaint_mode != "aggressive":
-        xfade = repaint_settings(job.repaint_mode, job.repaint_strength)[2]
+        xfade = job.repaint_config()[2]
         audio = np.stack([splice(a, source_wave, *region, xfade) for a in audio])
     if normalize:  # the reference library's default: peak at -1 dBFS
         audio = np.stack([peak_normalize(a) for a in audio])

@@ -55,6 +55,8 @@ from ..limits import (
     LM_TEMPERATURE,
     LM_TOP_P,
     MAX_BATCH,
+    REPAINT_CROSSFADE_FRAMES,
+    REPAINT_CROSSFADE_SECONDS,
     SECONDS,
     SHIFT,
     STEPS,
@@ -137,6 +139,8 @@ REQUEST = Fields(
     Field("dcw_scaler", "number", *DCW_SCALER),
     Field("dcw_high_scaler", "number", *DCW_SCALER),
     Field("dcw_wavelet", "choice", choices=DCW_WAVELETS, what="DCW wavelet"),
+    Field("repaint_latent_crossfade_frames", "integer", *REPAINT_CROSSFADE_FRAMES, optional=True),
+    Field("repaint_wav_crossfade_sec", "number", *REPAINT_CROSSFADE_SECONDS, optional=True, unit="seconds"),
     *FLOW_EDIT_FIELDS,
     *CUSTOM_FIELDS,
     Field("sample", "text", optional=True),
@@ -205,6 +209,8 @@ class GenerationRequest:
     cover_strength: float = 1.0
     repaint_mode: str = "balanced"
     repaint_strength: float = 0.5
+    repaint_latent_crossfade_frames: int | None = None  # repaint / lego: the latent blend's ramp; None: the mode's
+    repaint_wav_crossfade_sec: float | None = None  # repaint / lego: the waveform splice's cross-fade; None: the mode's
     cover_noise_strength: float = 0.0  # cover: start from the source noised to about 1 - this (0: from noise)
     chunk_mask_mode: str = "auto"  # repaint / lego: auto (upstream's default) or explicit, the region marked 1
     guidance_kind: str = "apg"  # base / SFT: apg, adg (upstream's use_adg) or cfg; the rest of custom.py's:
@@ -242,6 +248,7 @@ class GenerationRequest:
         object.__setattr__(self, "tracks", tracks)
         region = (self.repaint_start, self.repaint_end, self.track, tracks, self.cover_strength)
         edit = (self.repaint_mode, self.repaint_strength, self.cover_noise_strength, self.chunk_mask_mode)
+        edit += (self.repaint_latent_crossfade_frames, self.repaint_wav_crossfade_sec)
         job = Task(self.task, *region, *edit)
         object.__setattr__(self, "job", job)
         check_flow_edit(self)

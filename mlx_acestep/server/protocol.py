@@ -18,6 +18,7 @@ from .sample_mode import song_writing
 from .values import (  # noqa: F401  (as_bool: the writing routes read upstream's lenient booleans from here)
     AUTOMATIC,
     FALLBACK_SECONDS,
+    REPAINT_CROSSFADE_DEFAULTS,
     REST_DEFAULTS,
     as_bool,
     as_float,
@@ -66,6 +67,8 @@ ALIASES = {
     "tracks": ("tracks",),
     "repaint_mode": ("repaint_mode",),
     "repaint_strength": ("repaint_strength",),
+    "repaint_latent_crossfade_frames": ("repaint_latent_crossfade_frames",),  # upstream: read, then dropped
+    "repaint_wav_crossfade_sec": ("repaint_wav_crossfade_sec",),
     "sample_mode": ("sample_mode", "sampleMode"),
     "sample_query": ("sample_query", "sampleQuery", "description", "desc"),
     "use_format": ("use_format", "useFormat", "format"),
@@ -297,8 +300,11 @@ def task_fields(f: dict, inputs: dict, notes: list) -> dict:
         fields["track"] = known_track(text(f["track_name"], "", "track_name"), "track_name")
     if fields["instruction"] is None and task == "complete" and f.get("track_classes") and "tracks" not in fields:
         fields["tracks"] = [known_track(t, "track_classes") for t in track_list(f["track_classes"], "track_classes")]
-    if task not in REGION_TASKS:  # upstream's clients send it with every task; it means nothing there
-        fields["chunk_mask_mode"] = None
+    for name, default in REPAINT_CROSSFADE_DEFAULTS.items():
+        value = sent(f.get(name), as_int if name.endswith("frames") else as_float)
+        fields[name] = None if value == default else value
+    if task not in REGION_TASKS:  # upstream's clients send these with every task; they mean nothing there
+        fields |= dict(chunk_mask_mode=None, repaint_latent_crossfade_frames=None, repaint_wav_crossfade_sec=None)
     uses_source = task != "text2music" or flag(f.get("flow_edit_morph"), False, "flow_edit_morph")
     if "src_audio" in inputs and not uses_source:  # upstream drops it (inference.py:839-846); the DAW uploads one
         notes.append("the source audio sent with this text2music task was not used (text2music starts from silence)")
