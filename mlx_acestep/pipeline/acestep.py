@@ -242,9 +242,9 @@ class ACEStep:
         else:
             request = GenerationRequest(**({"caption": request} if request is not None else {}), **fields)
         self.check(request)
-        for notice in request.notices():
-            warnings.warn(notice, stacklevel=3)
         thinking = request.thinking_for(self.folders.lm is not None)
+        for notice in request.notices(thinking):
+            warnings.warn(notice, stacklevel=3)
         duration = request.duration_for(thinking)
         settings = request.sampler_settings(self.family, stacklevel=4)
         frames = source_frames(request.src_audio, request.src_latents)

@@ -29,11 +29,7 @@ from ..conditioning.sources import audio_file_seconds, source_frames
 from ..conditioning.tasks import Task
 from ..diffusion.dcw import DCW, dcw_for
 from ..diffusion.flow_edit import FlowEditSettings
-from ..diffusion.sampler import (
-    TURBO_STEPS,
-    BaseSettings,
-    TurboSettings,
-)
+from ..diffusion.sampler import TURBO_STEPS, BaseSettings, TurboSettings
 from ..diffusion.schedules import turbo_steps
 from ..errors import RequestError
 from ..fields import Field, Fields
@@ -113,6 +109,7 @@ REQUEST = Fields(
     Field("caption", "text"),
     Field("empty_caption", "bool"),
     Field("instruction", "text", optional=True),
+    Field("global_caption", "text"),
     Field("lyrics", "text"),
     Field("duration", "number", *SECONDS, optional=True, unit="seconds"),
     Field("batch_size", "integer", 1, MAX_BATCH),
@@ -206,6 +203,7 @@ class GenerationRequest:
     track: str | None = None
     tracks: Sequence[str] | None = None
     instruction: str | None = None  # the DiT's instruction line, as upstream's REST `instruction`; None: the task's
+    global_caption: str = ""  # the whole song's caption, read by upstream's SFT-stems lego checkpoint only
     cover_strength: float = 1.0
     repaint_mode: str = "balanced"
     repaint_strength: float = 0.5
@@ -291,9 +289,17 @@ class GenerationRequest:
 
     # -- what depends on the model ----------------------------------------------------------------
 
-    def notices(self) -> list[str]:
-        """What the request does that its user may not expect (the pipeline warns with each)."""
+    def notices(self, thinking: bool | None = None) -> list[str]:
+        """What the request does that its user may not expect (the pipeline warns with each); `thinking`: whether the
+        planner runs, when the model decides it."""
         out = []
+        coded = self.audio_codes is not None or (self.thinking if thinking is None else thinking)
+        if coded and self.task == "text2music" and self.instruction is not None:
+            # upstream turns text2music with codes into a cover, instruction included (generate_music_request.py:47-56)
+            out.append(
+                "the instruction was not used: with audio codes (the planner's or given) text2music renders a cover "
+                "of them, with cover's instruction (as upstream)"
+            )
         if self.audio_codes is not None and self.duration not in (None, codes_seconds(self.audio_codes)):
             out.append(f"the song follows its audio codes: {codes_seconds(self.audio_codes):g} s, not the duration")
         if self.retake_seed is not None and not self.retake_variance and not self.flow_edit:

@@ -61,6 +61,7 @@ ALIASES = {
     "audio_format": ("audio_format",),
     "model": ("model", "model_name", "modelName", "dit_model", "ditModel"),
     "instruction": ("instruction",),
+    "global_caption": ("global_caption",),  # read by upstream's SFT-stems lego checkpoint only (is_lego_sft)
     "track_name": ("track_name", "trackName"),
     "track_classes": ("track_classes", "trackClasses", "instruments"),
     "track": ("track",),  # extensions: the extract/lego track and complete's tracks (upstream's: the two above)
@@ -100,8 +101,8 @@ ALIASES = {
     "flow_edit_n_min": ("flow_edit_n_min", "flowEditNMin"),
     "flow_edit_n_max": ("flow_edit_n_max", "flowEditNMax"),
     "flow_edit_n_avg": ("flow_edit_n_avg", "flowEditNAvg"),
-    # read and not used, as upstream (its LM switches and the tiled decode are always on here; global_caption is
-    # for its lego-SFT checkpoint only): release_task_param_parser.py:36-41
+    # read and not used, as upstream (its LM switches and the tiled decode are always on here):
+    # release_task_param_parser.py:36-41
     "use_cot_caption": ("use_cot_caption", "cot_caption", "cot-caption"),
     "use_cot_language": ("use_cot_language", "cot_language", "cot-language"),
     "constrained_decoding": ("constrained_decoding", "constrainedDecoding", "constrained"),
@@ -109,7 +110,6 @@ ALIASES = {
     "is_format_caption": ("is_format_caption", "isFormatCaption"),
     "allow_lm_batch": ("allow_lm_batch", "allowLmBatch", "parallel_thinking"),
     "use_tiled_decode": ("use_tiled_decode", "useTiledDecode"),
-    "global_caption": ("global_caption",),
 }
 # A request field -> the REST field a client sent it as, so an error names what the client wrote.
 REST_NAMES = {
@@ -292,6 +292,7 @@ def task_fields(f: dict, inputs: dict, notes: list) -> dict:
     instruction templates, job_generation_setup.py:24-65) beside this server's `track` / `tracks`."""
     task = task_name(f, inputs)
     fields = {"task": task, "instruction": instruction_field(f)}
+    fields["global_caption"] = text(f.get("global_caption"), "", "global_caption")
     if f.get("track"):
         fields["track"] = text(f["track"], None, "track")
     if f.get("tracks"):

@@ -79,6 +79,7 @@ SPEC = [
     ("repaint_latent_crossfade_frames", (), 10, lambda r, s, fmt: r.repaint_latent_crossfade_frames is None),
     ("repaint_wav_crossfade_sec", (), 0.0, lambda r, s, fmt: r.repaint_wav_crossfade_sec is None),
     ("track_name", ("trackName",), None, lambda r, s, fmt: r.track is None),
+    ("global_caption", (), "", lambda r, s, fmt: r.global_caption == ""),  # release_task_models.py:20
     ("track_classes", ("trackClasses", "instruments"), None, lambda r, s, fmt: r.tracks is None),
 ]
 
