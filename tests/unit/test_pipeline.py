@@ -303,19 +303,25 @@ def test_thinking_renders_a_short_clip_from_its_codes(thinker):
         thinker.generate("gentle piano", duration=0.1, seed=3)
 
 
-def test_a_custom_instruction_gives_way_to_covers_under_the_planner(thinker, monkeypatch):
-    """Upstream turns text2music with codes, the planner's included, into a cover of them and replaces the instruction
-    with cover's (generate_music_request.py:47-56, called before any use of it): the DiT reads cover's line, and the
-    user is told the instruction was not used. Without the planner the instruction is read as sent."""
+def _stop_at_the_prompt(monkeypatch, part: str) -> list:
+    """Runs stop once the DiT's prompt is written; the list gets each run's first item's `part`."""
     from mlx_acestep.pipeline import prepare
 
     seen = []
 
     def record(tokenizer, items, *args):
-        seen.append(items[0].instruction)
+        seen.append(getattr(items[0], part))
         raise RuntimeError("stopped once the prompt was written")
 
     monkeypatch.setattr(prepare, "tokenize_items", record)
+    return seen
+
+
+def test_a_custom_instruction_gives_way_to_covers_under_the_planner(thinker, monkeypatch):
+    """Upstream turns text2music with codes, the planner's included, into a cover of them and replaces the instruction
+    with cover's (generate_music_request.py:47-56, called before any use of it): the DiT reads cover's line, and the
+    user is told the instruction was not used. Without the planner the instruction is read as sent."""
+    seen = _stop_at_the_prompt(monkeypatch, "instruction")
     custom = "Generate a segment of the DRUMS track based on the audio context:"
     with pytest.warns(UserWarning, match="the instruction was not used"), pytest.raises(RuntimeError, match="stopped"):
         thinker.generate("gentle piano", duration=10, seed=3, bpm=100, instruction=custom, thinking=True)
@@ -331,19 +337,11 @@ def test_the_lego_sft_checkpoint_reads_the_global_caption(converted, tmp_path, m
     import json
     import shutil
 
-    from mlx_acestep.pipeline import prepare
-
     dit = tmp_path / "acestep-v15-turbo"
     shutil.copytree(converted / "acestep-v15-turbo", dit)
     config = json.loads((dit / "config.json").read_text())
     (dit / "config.json").write_text(json.dumps(config | {"is_lego_sft": True}))
-    seen = []
-
-    def record(tokenizer, items, *args):
-        seen.append(items[0].caption)
-        raise RuntimeError("stopped once the prompt was written")
-
-    monkeypatch.setattr(prepare, "tokenize_items", record)
+    seen = _stop_at_the_prompt(monkeypatch, "caption")
     segment = "Generate a segment of the DRUMS track based on the audio context:"
     source = np.zeros((200, 64), np.float32)
     explicit = {"task": "repaint", "src_latents": source, "repaint_start": 1, "chunk_mask_mode": "explicit"}
