@@ -7,7 +7,12 @@ pipeline import it from here.
 SAMPLE_RATE = 48000  # Hz, stereo
 HOP = 1920  # audio samples per latent frame (25 latent frames per second)
 
-SECONDS = (10.0, 600.0)  # a generated song
+# A rendered song or clip. Upstream renders any positive length (its silent target is at least 0.1 s:
+# task_utils.py:117-122 `create_target_wavs`), the DiT at least MIN_FRAMES; the output keeps the length asked for.
+SECONDS = (0.1, 600.0)
+# What the planner may choose (upstream's DURATION_MIN / DURATION_MAX, constants.py:58-59, which bound only its
+# constrained duration decoding).
+PLANNER_SECONDS = (10, 600)
 DEFAULT_SECONDS = 30.0  # text2music without the planner and without a duration
 SOURCE_SECONDS = (1.0, 600.0)  # a source or reference recording of the editing tasks
 MIN_FRAMES = 128  # the reference pads every target to at least 128 latent frames (spec 5.2)
@@ -38,6 +43,11 @@ VELOCITY_EMA_FACTOR = (0.0, 0.99)
 # offers 1-8; each draw costs two DiT passes).
 FLOW_EDIT_WINDOW = (0.0, 1.0)
 FLOW_EDIT_N_AVG = (1, 8)
+
+# Repaint / lego's explicit cross-fades (upstream's repaint_latent_crossfade_frames, repaint_wav_crossfade_sec): none
+# to the longest song. Upstream takes any number and clips the ramps at the song's ends, as these do.
+REPAINT_CROSSFADE_FRAMES = (0, 15000)
+REPAINT_CROSSFADE_SECONDS = (0.0, 600.0)
 
 # The VAE's overlap-discard windows, in latent frames (256 = 10.24 s; see models/vae/oobleck.py for the overlap).
 # VAE_CHUNK is the window off Metal; on Metal it follows the unified memory as upstream sizes its MLX decode

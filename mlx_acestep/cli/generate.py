@@ -9,13 +9,14 @@ import click
 from click.core import ParameterSource
 
 from ..errors import AceStepError, MissingDiT, first_line
-from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
+from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, SECONDS
 from ..names import AUDIO_FORMATS, TASKS
 from . import songwriter
 from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
 from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
 from .memory import memory_options, pipeline_options
 from .outputs import output_paths, parse_seeds
+from .repaint_options import REPAINT_FIELDS, repaint_options
 from .sampler_options import SAMPLER_FIELDS, schedule, upstream_sampler_options
 from .streamed import generate_streamed, sidecars, stream_option
 
@@ -83,7 +84,8 @@ def _load(request, source, options: dict):
     "--duration",
     type=float,
     default=None,
-    help="Seconds of audio, 10 to 600. Default: the planner chooses (thinking), else 30; editing tasks: the source's length.",
+    help=f"Seconds of audio, {SECONDS[0]:g} to {SECONDS[1]:g} (under 5.12 s the model renders 5.12 s and the clip is "
+    "cut from it). Default: the planner chooses (thinking), else 30; editing tasks: the source's length.",
 )
 @click.option("--bpm", type=int, default=None, help="Tempo, 30 to 300 (default: the planner's choice, else N/A).")
 @click.option("--key", "keyscale", default=None, help='Key and scale, e.g. "C major" (default N/A).')
@@ -111,6 +113,7 @@ def _load(request, source, options: dict):
 )
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
 @upstream_sampler_options
+@repaint_options
 @flow_edit_options
 @click.option(
     "--format",
@@ -339,6 +342,7 @@ _SAME_NAMES = (
     "track",
     "cover_strength",
     *SAMPLER_FIELDS,
+    *REPAINT_FIELDS,
     *FLOW_EDIT_FIELDS,
     *songwriter.SONGWRITER_FIELDS,
 )

@@ -242,18 +242,12 @@ class ACEStep:
         else:
             request = GenerationRequest(**({"caption": request} if request is not None else {}), **fields)
         self.check(request)
-        for notice in request.notices():
-            warnings.warn(notice, stacklevel=3)
         thinking = request.thinking_for(self.folders.lm is not None)
+        for notice in request.notices(thinking):
+            warnings.warn(notice, stacklevel=3)
         duration = request.duration_for(thinking)
         settings = request.sampler_settings(self.family, stacklevel=4)
         frames = source_frames(request.src_audio, request.src_latents)
-        if duration is None and frames is not None and seconds_of(frames) < SECONDS[0]:
-            warnings.warn(
-                f"the source lasts {seconds_of(frames):.2f} s, less than {SECONDS[0]:g} s: the output "
-                "follows it (give a duration to render longer)",
-                stacklevel=3,
-            )
         call_adapters = self.adapters.read_call(request.loras)  # bad adapter files fail before any work
         if self.check_memory:  # before anything loads: a run that cannot fit fails now, not minutes in
             check_fit(self, planned_run(self, request, thinking, duration or (frames and seconds_of(frames)), settings))
@@ -285,7 +279,8 @@ class ACEStep:
         with meter.phase("post"):
             audio = (
                 postprocess(
-                    out.waveform[:, : frames * HOP],
+                    out.waveform,
+                    frames * HOP,
                     request.job,
                     prepared.source_wave,
                     prepared.region,

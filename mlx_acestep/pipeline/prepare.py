@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..conditioning.inputs import ConditionInput, planned_item, tokenize_items
-from ..conditioning.prompts import Metas, instruction
+from ..conditioning.prompts import Metas, instruction, lego_sft_caption
 from ..conditioning.sources import latents_input, read_audio
 from ..conditioning.tasks import edit_hooks, task_context
 from ..diffusion.flow import retake
@@ -139,6 +139,8 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
         if edit is not None and edit.switch_fraction < 1.0:  # cover strength: the last steps follow the caption
             alt_items = [dataclasses.replace(item, instruction=instruction("text2music")) for item in items]
             alt_tokens = tokenize_items(pipe.tokenizer, alt_items, request.empty_caption)
+    if pipe.config.is_lego_sft:  # every task on that checkpoint; the cover switch's text2music prompt keeps the caption
+        items = [lego_item(item, request) for item in items]
     with meter.phase("text"):
         tokens = tokenize_items(pipe.tokenizer, items, request.empty_caption)
         if request.flow_edit:
@@ -150,5 +152,14 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
         noise = retake(noise, other, request.retake_variance)
     condition = ConditionJob(items, frames, codes, sources, pipe.config.timbre_fix_frame, seeds[0])
     render_job = RenderJob(tokens, noise, settings, condition, edit, alt_tokens, flow)
-    out_frames = min(frames, source.shape[0]) if follow_source else frames  # a short source keeps its length
+    # The DiT renders at least MIN_FRAMES; a shorter clip or source keeps its own length (the whole latent is
+    # decoded, then cut). Given codes keep the codes' length, as upstream (duration_for gives it, at least MIN_FRAMES).
+    asked = frames if request.audio_codes is not None else frames_of(duration)
+    out_frames = min(frames, source.shape[0] if follow_source else asked)
     return Prepared(render_job, plans, out_frames, source_wave, region)
+
+
+def lego_item(item: ConditionInput, request: GenerationRequest) -> ConditionInput:
+    line = item.instruction or instruction("text2music")
+    caption = lego_sft_caption(item.caption, request.global_caption, line, request.chunk_mask_mode)
+    return dataclasses.replace(item, caption=caption)

@@ -59,7 +59,7 @@ def test_submit_poll_download(server):
 @pytest.mark.parametrize(
     "body, status, needle",
     [
-        ({"prompt": "x", "audio_duration": 5000}, 400, "audio_duration must be between 10 and 600"),
+        ({"prompt": "x", "audio_duration": 5000}, 400, "audio_duration must be between 0.1 and 600"),
         ({"prompt": "x", "task_type": "remix"}, 400, "remix"),
         ({"prompt": "x", "sampler_mode": "heun", "infer_method": "sde"}, 400, "the heun sampler_mode runs the ODE"),
         ({"prompt": "x", "batch_size": 0}, 400, "batch_size must be between 1 and 8"),
