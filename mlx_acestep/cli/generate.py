@@ -205,7 +205,6 @@ def _load(request, source, options: dict):
 @click.option(
     "--from-metadata",
     type=click.Path(dir_okay=False, exists=True, path_type=str),
-    default=None,
     help="Replay a run from its NAME.json (or the audio file); options given beside it override.",
 )
 @memory_options
