@@ -71,6 +71,9 @@ PLANNER_CAPTION_TOKENS = 512
 # Text is cut to this many characters per allowed token before it is tokenized at all: a 10 MB lyrics file would
 # otherwise take minutes to tokenize (and the planner's prompt would not fit in memory). No token is this long.
 CHARS_PER_TOKEN = 64
+# A caption or lyrics file (or stdin) is read up to what that cut could ever keep (4 bytes: UTF-8's widest
+# character): /dev/zero or a log file given by mistake is read in bounded time, and the cut above warns.
+TEXT_FILE_BYTES = max(CAPTION_TOKENS, LYRIC_TOKENS) * CHARS_PER_TOKEN * 4
 
 
 def seconds_of(frames: int) -> float:

@@ -12,22 +12,13 @@ from ..errors import AceStepError, MissingDiT, first_line
 from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, SECONDS
 from ..names import AUDIO_FORMATS, TASKS
 from . import songwriter
-from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
+from .common import PhaseBars, model_options, model_source, peak_rss_bytes, read_text_arg, user_errors
 from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
 from .memory import memory_options, pipeline_options
 from .outputs import output_paths, parse_seeds
 from .repaint_options import REPAINT_FIELDS, repaint_options
 from .sampler_options import SAMPLER_FIELDS, schedule, upstream_sampler_options
 from .streamed import generate_streamed, sidecars, stream_option
-
-
-def _read_text(path: str, what: str) -> str:
-    import sys
-
-    try:
-        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise AceStepError(f"{path}: cannot read {what} ({e.__class__.__name__}: {e})") from None
 
 
 def speed_hint() -> None:
@@ -282,9 +273,9 @@ def _texts(params: dict) -> tuple[str, str | None]:
     if prompt_file == "-" and lyrics_file == "-":
         raise AceStepError("only one of --prompt-file and --lyrics-file can read stdin")
     if prompt_file is not None:
-        caption = _read_text(prompt_file, "the caption")
+        caption = read_text_arg(prompt_file, "the caption")
     if lyrics_file is not None:
-        lyrics = _read_text(lyrics_file, "the lyrics")
+        lyrics = read_text_arg(lyrics_file, "the lyrics")
     return caption, lyrics
 
 

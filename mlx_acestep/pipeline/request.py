@@ -241,7 +241,10 @@ class GenerationRequest:
         if self.sampler == "heun" and self.method != "ode":
             raise RequestError("sampler", "the heun @name@ runs the ODE only (method ode)")
         object.__setattr__(self, "loras", request_loras(self.loras))
-        tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
+        tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else self.tracks
+        if tracks is not None and not (isinstance(tracks, (list, tuple)) and all(isinstance(t, str) for t in tracks)):
+            raise RequestError("tracks", f"@name@ must be a track name or a list of them, got {self.tracks!r}")
+        tracks = None if tracks is None else list(tracks)
         object.__setattr__(self, "tracks", tracks)
         region = (self.repaint_start, self.repaint_end, self.track, tracks, self.cover_strength)
         edit = (self.repaint_mode, self.repaint_strength, self.cover_noise_strength, self.chunk_mask_mode)

@@ -259,7 +259,7 @@ def test_surprising_requests_are_errors_or_say_what_will_happen(tmp_path, run):
         "--repaint-end must be after 0 s, got -4",
     )
     code, output = run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", "s.wav", "-o", "o.wav")
-    assert code == 0 and "warning: the source lasts 1.20 s, less than 10 s: the output follows it" in output, output
+    assert code == 0 and "warning" not in output, output  # a short source is a short song (issue 29): no warning
     assert sf.info(tmp_path / "o.wav").frames == 30 * 1920
     for task in ("extract", "lego"):
         code, output = run(

@@ -55,3 +55,77 @@ def test_a_config_field_of_the_wrong_type_names_the_file_and_field(converted, tm
     with pytest.raises(AceStepError) as caught:
         load_component(folder)
     assert str(caught.value) == f"{folder / 'config.json'}: '{key}' must be {expected}, got {value!r}"
+
+
+def _safetensors(path, header: dict, body: bytes = b"") -> None:
+    import struct
+
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
+
+
+def test_a_shape_whose_size_wraps_around_is_not_an_empty_tensor(tmp_path):
+    """2**32 x 2**32 float32 is 2**66 bytes; in int64 the element count wraps to 0 and passed as 0 bytes."""
+    from mlx_acestep.safetensors_io import read_header
+
+    entry = {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}
+    _safetensors(tmp_path / "a.safetensors", {"w": entry})
+    with pytest.raises(AceStepError, match="tensor 'w' has an inconsistent byte range"):
+        read_header(tmp_path / "a.safetensors")
+    _safetensors(tmp_path / "b.safetensors", {"w": entry | {"shape": [-2, -2], "data_offsets": [0, 16]}}, b"\0" * 16)
+    with pytest.raises(AceStepError, match="inconsistent byte range"):
+        read_header(tmp_path / "b.safetensors")
+
+
+@pytest.mark.parametrize("start", [b"PK\x03\x04", b"\x80\x02", b"\x80\x04"])
+def test_a_pickled_adapter_is_called_a_pickle_and_never_unpickled(tmp_path, start):
+    from mlx_acestep.adapters.formats import read_adapter
+
+    path = tmp_path / "adapter.bin"
+    path.write_bytes(start + b"\0" * 64)  # torch.save's zip, a bare pickle: neither is read past these bytes
+    with pytest.raises(AceStepError, match=r"adapter.bin: a PyTorch pickle \(torch.save\), not safetensors"):
+        read_adapter(path, {})
+
+
+@pytest.mark.parametrize(
+    ("patterns", "message"),
+    [
+        ({"(unclosed": 8}, r"rank_pattern pattern '\(unclosed' is not a valid regular expression"),
+        ({"q_proj": "eight"}, r"rank_pattern\['q_proj'\] must be a positive number, got 'eight'"),
+        (["q_proj"], "rank_pattern must be an object of pattern: number, got list"),
+    ],
+)
+def test_peft_patterns_are_checked_when_the_config_is_read(tmp_path, patterns, message):
+    from mlx_acestep.adapters.peft import read_config
+
+    file = tmp_path / "adapter_config.json"
+    file.write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 8, "rank_pattern": patterns}))
+    with pytest.raises(AceStepError, match=message):
+        read_config(file)
+
+
+@pytest.mark.parametrize("tracks", [5, ["drums", 3], {"drums": 1}])
+def test_tracks_of_the_wrong_type_are_the_requests_own_error(tracks):
+    from mlx_acestep import GenerationRequest
+    from mlx_acestep.errors import RequestError
+
+    with pytest.raises(RequestError, match="tracks must be a track name or a list of them"):
+        GenerationRequest("x", task="complete", tracks=tracks, src_audio="song.wav")
+
+
+def test_a_caption_file_is_read_only_as_far_as_the_models_can_use(tmp_path, monkeypatch):
+    """/dev/zero was read without end; a file of CJK text cut at the limit keeps whole characters only."""
+    import io
+
+    from mlx_acestep.cli.common import read_text_arg
+    from mlx_acestep.limits import CHARS_PER_TOKEN, LYRIC_TOKENS, TEXT_FILE_BYTES
+
+    assert TEXT_FILE_BYTES >= 4 * LYRIC_TOKENS * CHARS_PER_TOKEN  # every character the cut keeps, at 4 bytes each
+    assert read_text_arg("/dev/zero", "the lyrics") == "\0" * TEXT_FILE_BYTES
+    (tmp_path / "long.txt").write_bytes("歌".encode() * (TEXT_FILE_BYTES // 3 + 5))  # 3 bytes a character
+    assert read_text_arg(str(tmp_path / "long.txt"), "the lyrics") == "歌" * (TEXT_FILE_BYTES // 3)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"x" * (TEXT_FILE_BYTES + 10))))
+    assert read_text_arg("-", "the caption") == "x" * TEXT_FILE_BYTES
+    (tmp_path / "bad.txt").write_bytes(b"ok \xff then")
+    with pytest.raises(AceStepError, match="bad.txt: cannot read the lyrics"):
+        read_text_arg(str(tmp_path / "bad.txt"), "the lyrics")
