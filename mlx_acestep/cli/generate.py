@@ -21,6 +21,11 @@ from .sampler_options import SAMPLER_FIELDS, schedule, upstream_sampler_options
 from .streamed import generate_streamed, sidecars, stream_option
 
 
+def rtf_text(rtf: float) -> str:
+    """Two significant digits at least: a run at 0.004x real time is not "0.00x"."""
+    return f"{rtf:.2f}x" if rtf >= 0.1 else f"{rtf:.2g}x"
+
+
 def speed_hint() -> None:
     """On Linux, MLX's bundled BLAS is ~40x slower than OpenBLAS: say how to preload it (a hint, not a re-exec,
     since the library must be loaded before the process starts and a re-exec would hide the user's own setup)."""
@@ -386,6 +391,6 @@ def _save(params: dict, request, pipe, result, paths) -> None:
             click.echo("  planner: " + songwriter.describe_plan(result.metadata[i]))
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     click.echo(
-        f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB "
-        f"(MLX arrays), {peak_rss_bytes() / 2**30:.2f} GB resident (the process)"
+        f"RTF {rtf_text(result.rtf)} real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GiB "
+        f"(MLX arrays), {peak_rss_bytes() / 2**30:.2f} GiB resident (the process)"
     )

@@ -88,6 +88,7 @@ class ACEStep:
             checkpoint.family,
         )
         self.tokenizer, self.silence_latent = checkpoint.tokenizer, checkpoint.silence_latent
+        self.quantize = checkpoint.quantize
         self.engine = Engine(self.silence_latent)  # tests may hand in another (a spy, a fake decoder)
         self.residency = Residency(folders, keep_loaded, int(np.prod(self.config.fsq_input_levels)))
         self._worker = Worker(f"mlx-acestep {self.name}")

@@ -85,7 +85,7 @@ def estimate(pipe, run: Run, dev: Device) -> tuple[int, str, int]:
 
 
 def _size(n: int) -> str:
-    return f"{n / GB:.1f} GB" if n >= GB / 10 else f"{n / 2**20:.1f} MB"
+    return f"{n / GB:.1f} GiB" if n >= GB / 10 else f"{n / 2**20:.1f} MiB"  # binary units, as measured
 
 
 def _lm_size(folder: Path | None) -> float | None:

@@ -383,4 +383,4 @@ def test_what_a_killed_run_left_behind_is_cleaned_at_the_next_start(tmp_path, so
 
 def test_the_peak_memory_line_says_which_memory(tmp_path, run):
     code, output = run(*GEN, "-o", "a.wav")
-    assert code == 0 and "GB (MLX arrays)" in output and "GB resident (the process)" in output, output
+    assert code == 0 and "GiB (MLX arrays)" in output and "GiB resident (the process)" in output, output

@@ -129,3 +129,40 @@ def test_a_caption_file_is_read_only_as_far_as_the_models_can_use(tmp_path, monk
     (tmp_path / "bad.txt").write_bytes(b"ok \xff then")
     with pytest.raises(AceStepError, match="bad.txt: cannot read the lyrics"):
         read_text_arg(str(tmp_path / "bad.txt"), "the lyrics")
+
+
+@pytest.mark.parametrize("output", [".", "..", "-", "sub/", "sub"])
+def test_an_output_that_is_a_folder_or_a_dash_is_refused(tmp_path, monkeypatch, output):
+    """`-o .` wrote hidden `..wav` / `..json`, `-o -` a file named `-.wav`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    expected = "standard output" if output == "-" else "a folder, not a file name"
+    assert_one_line_error(run_cli(["generate", "x", "--model", "tiny", "-o", output]), f"-o {output}: ", expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"] and not any((tmp_path / "sub").iterdir())
+
+
+def test_a_slow_run_says_its_real_time_factor():
+    from mlx_acestep.cli.generate import rtf_text
+
+    assert [rtf_text(r) for r in (12.345, 0.5, 0.1, 0.0042, 0.00031)] == [
+        "12.35x",
+        "0.50x",
+        "0.10x",
+        "0.0042x",
+        "0.00031x",
+    ]
+
+
+def test_the_record_says_the_quantization_that_ran(converted, tmp_path):
+    """A q8-converted folder ran q8 without --quantize; its sidecar said `quantize: none`."""
+    from mlx_acestep.checkpoint import Checkpoint
+    from mlx_acestep.hub import ModelFolders
+
+    folder = _copy(converted, tmp_path, "acestep-v15-turbo")
+    folders = ModelFolders(converted / "Qwen3-Embedding-0.6B", folder, converted / "vae")
+    assert Checkpoint(folders).quantize is None
+    config = json.loads((folder / "config.json").read_text())
+    for bits, name in ((8, "q8"), (4, "q4")):
+        config["quantization"] = {"group_size": 64, "bits": bits, "mode": "affine"}  # as the converter writes it
+        (folder / "config.json").write_text(json.dumps(config))
+        assert Checkpoint(folders).quantize == name
