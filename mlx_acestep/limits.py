@@ -83,3 +83,10 @@ def seconds_of(frames: int) -> float:
 def frames_of(seconds: float) -> int:
     """Latent frames of a duration: rounded to 0.1 s, `int(d * 48000) // 1920` (spec 5.2)."""
     return int(round(seconds, 1) * SAMPLE_RATE) // HOP
+
+
+# Adapters. A user's scale beyond 10 (upstream's server allows 0-1) only drives the DiT into overflow; a factor or
+# the file's own alpha / r beyond 1e4 is a damaged or hostile file (trained LoRA factors are of order 0.01-1), whose
+# product would overflow half precision and stop the run only after its diffusion, misnamed as "overflow".
+ADAPTER_SCALE = (0.0, 10.0)
+ADAPTER_VALUE_MAX = 1e4

@@ -166,3 +166,38 @@ def test_the_record_says_the_quantization_that_ran(converted, tmp_path):
         config["quantization"] = {"group_size": 64, "bits": bits, "mode": "affine"}  # as the converter writes it
         (folder / "config.json").write_text(json.dumps(config))
         assert Checkpoint(folders).quantize == name
+
+
+@pytest.mark.parametrize(
+    ("value", "alpha", "message"),
+    [
+        (float("nan"), 16, "holds non-finite values"),
+        (float("inf"), 16, "holds non-finite values"),
+        (1e30, 16, "holds values up to 1e\\+30"),
+        (0.3, 1e30, r"scale \(alpha / rank\) 2.5e\+29 is not a usable number"),  # rank 4
+    ],
+)
+def test_an_adapter_with_unusable_values_is_named_when_it_loads(fixtures, converted, tmp_path, value, alpha, message):
+    """They loaded silently, and the DiT stopped after its diffusion with "numerical overflow: try --dtype float32"."""
+    from safetensors.numpy import load_file, save_file
+    from test_adapters_pipeline import folders, make_adapter
+
+    from mlx_acestep.pipeline import ACEStep
+
+    folder, _ = make_adapter(fixtures, "acestep-v15-turbo", tmp_path / "style", layers=[0])
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    first = sorted(tensors)[0]
+    tensors[first][0, 0] = value
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps(config | {"lora_alpha": alpha}))
+    with pytest.raises(AceStepError, match=f"adapter_model.safetensors: .*{message}"):
+        ACEStep(folders(converted)).load_lora(folder)
+
+
+@pytest.mark.parametrize("scale", [1e30, 10.5, -1.0, float("nan")])
+def test_a_users_adapter_scale_beyond_ten_is_refused(scale):
+    from mlx_acestep.adapters.stack import check_scale
+
+    with pytest.raises(AceStepError, match="must be a number from 0 to 10"):
+        check_scale(scale)
