@@ -97,8 +97,12 @@ const actions = {
     submit({ id: data.task_id, body, source: record.source, mode: record.mode, created: Date.now() }, data);
   },
   changed: queue,
-  remove(record) {
-    return api.post("/delete_task", { task_id: record.id });
+  async remove(record) {
+    try {
+      await api.post("/delete_task", { task_id: record.id });
+    } catch (e) {
+      if (e.status !== 404) throw e; // already gone from the server (expired): only the page's entry is left
+    }
   },
 };
 
