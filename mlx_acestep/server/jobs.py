@@ -155,6 +155,8 @@ class JobRunner:
         if job is None or job.state in FINISHED:
             return False
         job.cancel.set()
+        if job.state == QUEUED:  # says so now, not once the jobs before it are done (the worker then skips it)
+            job.finish(CANCELLED, "cancelled before it started")
         return True
 
     def stats(self) -> dict:

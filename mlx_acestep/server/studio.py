@@ -22,7 +22,7 @@ STATIC = Path(__file__).parent / "studio"
 # Everything the page loads comes from this server (the media are blob: URLs of fetched audio, so that a key in the
 # Authorization header reaches /v1/audio): a browser refuses anything else, a CDN included.
 POLICY = (
-    "default-src 'self'; media-src 'self' blob:; img-src 'self' data: blob:; connect-src 'self'; "
+    "default-src 'self'; media-src 'self' blob:; img-src 'self' data: blob:; connect-src 'self' blob:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 

@@ -9,7 +9,7 @@ export function h(spec, attrs = {}, ...children) {
     else if (name in el && typeof value !== "string") el[name] = value;
     else el.setAttribute(name, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -47,7 +47,13 @@ export function fillForm(form, values) {
     if (el.type === "checkbox" && el.value !== "on") el.checked = Array.isArray(v) && v.includes(el.value);
     else if (el.type === "checkbox") el.checked = v === true;
     else if (el.type === "radio") el.checked = v === el.value;
-    else el.value = v === undefined || v === null ? el.defaultValue : Array.isArray(v) ? v.join(",") : String(v);
+    else if (v === undefined || v === null) resetControl(el);
+    else el.value = Array.isArray(v) ? v.join(",") : String(v);
     el.dispatchEvent(new Event("change", { bubbles: true }));
   }
+}
+
+function resetControl(el) {
+  if (el.tagName !== "SELECT") el.value = el.defaultValue;
+  else el.value = ([...el.options].find((o) => o.defaultSelected) || el.options[0] || { value: "" }).value;
 }

@@ -158,7 +158,7 @@ export class SongForm {
       const data = source
         ? await this.api.upload("/release_task", multipart(body, request.files))
         : await this.api.post("/release_task", body);
-      this.submit({ id: data.task_id, body, source, mode: this.form.dataset.mode, created: Date.now() }, data);
+      this.submit({ id: data.task_id, body, source, mode: this.form.dataset.mode, created: Date.now() });
     } catch (e) {
       this.error(e.message);
     }

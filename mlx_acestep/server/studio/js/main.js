@@ -46,11 +46,11 @@ let form;
 let jobs;
 const adapters = new Adapters(api);
 
-function submit(record, data) {
+function submit(record) {
   record.title = title(record.body, record.source);
   if (record.source && form.source) sources.set(record.id, form.source);
   jobs.add(record);
-  $("#queue").textContent = data.queue_position ? `number ${data.queue_position} in the queue` : "";
+  queue();
 }
 
 async function queue() {
@@ -68,7 +68,7 @@ async function describeSource() {
   try {
     const file = new File([form.source.blob], form.source.name, { type: form.source.blob.type });
     const data = await api.upload("/release_task", multipart(body, { src_audio: file }));
-    submit({ id: data.task_id, body, source: form.source.name, mode: "edit", created: Date.now() }, data);
+    submit({ id: data.task_id, body, source: form.source.name, mode: "edit", created: Date.now() });
   } catch (e) {
     form.error(e.message);
   }
@@ -94,7 +94,7 @@ const actions = {
       ? await api.upload("/release_task", multipart(body, { src_audio: new File([source.blob], source.name) }))
       : await api.post("/release_task", body);
     if (source) sources.set(data.task_id, source);
-    submit({ id: data.task_id, body, source: record.source, mode: record.mode, created: Date.now() }, data);
+    submit({ id: data.task_id, body, source: record.source, mode: record.mode, created: Date.now() });
   },
   changed: queue,
   async remove(record) {
