@@ -34,7 +34,8 @@ export class SongForm {
       ...choices.track.map((t) => h("label", {}, h("input", { type: "checkbox", name: "track_classes", value: t }), t)),
     );
     const [lo, hi] = limits.audio_duration;
-    $("#duration").placeholder = `auto (${defaults.audio_duration} s without the planner; ${lo}-${hi})`;
+    $("#duration").placeholder = "auto";
+    $("#duration").title = `${lo}-${hi} s; auto: the source's length, the planner's choice, else ${defaults.audio_duration} s`;
     $("#bpm").placeholder = `auto (${limits.bpm.join("-")})`;
     $("#batch").placeholder = `${defaults.batch_size} (1-${limits.batch_size[1]})`;
     $("#steps").placeholder = `${defaults.inference_steps} (${limits.inference_steps.join("-")})`;

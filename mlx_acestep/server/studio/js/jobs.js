@@ -24,6 +24,7 @@ export class Jobs {
     const card = this.card(record);
     this.list.prepend(card.el);
     this.follow(record);
+    if (window.matchMedia("(max-width: 900px)").matches) card.el.scrollIntoView({ behavior: "smooth" }); // a phone
   }
 
   // The jobs of earlier visits, brought up to date with one /query_result.
@@ -123,8 +124,13 @@ export class Jobs {
     const source = h("button.small", { type: "button", disabled: true }, "Use as source");
     const load = h("button.small.load", { type: "button" }, "Load the audio");
     const metas = song.metas || {};
-    const facts = [`seed ${song.seed}`, metas.duration && `${metas.duration} s`, metas.bpm !== "N/A" && `${metas.bpm} bpm`]
-      .concat(metas.keyscale !== "N/A" ? [metas.keyscale] : [])
+    const known = (v) => v !== undefined && v !== null && v !== "" && v !== "N/A"; // upstream's "N/A": not known
+    const facts = [
+      `seed ${song.seed}`,
+      known(metas.duration) && `${metas.duration} s`,
+      known(metas.bpm) && `${metas.bpm} bpm`,
+      known(metas.keyscale) && metas.keyscale,
+    ]
       .filter(Boolean)
       .join(" · ");
     const el = h(
