@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..audio import WRITABLE
 from ..conditioning.prompts import LANGUAGES
-from ..limits import BPM, GUIDANCE, MAX_BATCH, SECONDS, SHIFT, STEPS, TURBO_STEP_RANGE
+from ..limits import BPM, GUIDANCE, MAX_BATCH, SAMPLE_RATE, SECONDS, SHIFT, STEPS, TURBO_STEP_RANGE
 from ..names import KEYSCALES, TASKS, TIME_SIGNATURES, TRACKS
 from ..pipeline.request import MODEL_DEFAULTS
 from .protocol import envelope
@@ -35,6 +35,7 @@ def settings(pipe) -> dict:
     formats = [name for name, (suffix, _) in FORMAT_NAMES.items() if suffix in WRITABLE]
     return {
         "model": {"name": pipe.name, "family": family, "planner": pipe.folders.lm is not None},
+        "sample_rate": SAMPLE_RATE,  # the songs' (the page decodes them at it, for the waveform and the WAV export)
         "defaults": REST_DEFAULTS
         | {"audio_duration": FALLBACK_SECONDS, "shift": sampler.shift, "guidance_scale": sampler.guidance},
         "limits": {

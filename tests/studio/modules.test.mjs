@@ -76,3 +76,16 @@ test("client: the key in the header, asked for again on 401, then the call repea
   const refused = makeClient({ keys: { get: () => "", ask: async () => null }, fetchImpl });
   await assert.rejects(refused.get("/v1/stats"), (e) => e instanceof ApiError && e.status === 401);
 });
+
+test("wav: a RIFF header as the format defines it, samples as 16-bit little-endian, clipped", async () => {
+  const { encodeWav } = await import("../../mlx_acestep/server/studio/js/wav.js");
+  const bytes = new DataView(encodeWav([Float32Array.from([0, 1, -1]), Float32Array.from([0.5, 2, -0.25])], 48000));
+  const text = (at, n) => String.fromCharCode(...Array.from({ length: n }, (_, i) => bytes.getUint8(at + i)));
+  assert.equal(bytes.byteLength, 44 + 3 * 2 * 2);
+  assert.deepEqual([text(0, 4), text(8, 4), text(12, 4), text(36, 4)], ["RIFF", "WAVE", "fmt ", "data"]);
+  assert.equal(bytes.getUint32(4, true), bytes.byteLength - 8);
+  assert.deepEqual([bytes.getUint16(20, true), bytes.getUint16(22, true), bytes.getUint32(24, true)], [1, 2, 48000]);
+  assert.deepEqual([bytes.getUint32(28, true), bytes.getUint16(32, true), bytes.getUint16(34, true)], [192000, 4, 16]);
+  const samples = Array.from({ length: 6 }, (_, i) => bytes.getInt16(44 + 2 * i, true));
+  assert.deepEqual(samples, [0, 16384, 32767, 32767, -32768, -8192]); // interleaved L R, 2 clipped to 1
+});

@@ -1,5 +1,5 @@
 // The Adapters tab: the LoRA / LoKr adapters loaded on the server, their scales, load and unload (upstream's LoRA
-// routes, with this server's `loaded` list of [name, scale]).
+// routes: GET /v1/lora/status's `adapters` and `scales`).
 import { $, h } from "./dom.js";
 
 export class Adapters {
@@ -40,10 +40,10 @@ export class Adapters {
       return;
     }
     $("#use-lora").checked = Boolean(status.use_lora);
-    const loaded = status.loaded || [];
+    const names = status.adapters || []; // upstream's status: the names, and `scales` by name
     $("#adapter-list").replaceChildren(
-      ...(loaded.length ? [] : [h("li.muted", {}, "none loaded")]),
-      ...loaded.map(([name, scale]) => this.row(name, scale, name === status.active_adapter)),
+      ...(names.length ? [] : [h("li.muted", {}, "none loaded")]),
+      ...names.map((name) => this.row(name, (status.scales || {})[name] ?? 1, name === status.active_adapter)),
     );
   }
 

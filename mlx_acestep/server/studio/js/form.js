@@ -117,7 +117,7 @@ export class SongForm {
   async useSource(blob, name = blob.name || "source") {
     this.source = { blob, name };
     $("#source-name").textContent = `${name} (choose another, or drop one here)`;
-    const audio = await decode(blob);
+    const audio = await decode(blob, this.settings.sample_rate);
     $("#source-wave").classList.toggle("loaded", Boolean(audio));
     this.wave.show(audio);
     this.duration = audio ? audio.duration : null;

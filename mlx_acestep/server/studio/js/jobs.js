@@ -2,14 +2,15 @@
 import { $, h } from "./dom.js";
 import { describe, fileName, isFinished, parseEntry } from "./results.js";
 import { watch } from "./watch.js";
+import { wavBlob } from "./wav.js";
 import { Waveform, decode } from "./waveform.js";
 
 const EAGER = 4; // restored jobs whose audio loads at once; the older ones load when asked
 
 export class Jobs {
   // actions: {useAgain(record), useAsSource(blob, name), vary(record, song), remove(record), changed()}
-  constructor(list, { api, keys, history, actions }) {
-    Object.assign(this, { list, api, keys, history, actions });
+  constructor(list, { api, keys, history, actions, rate }) {
+    Object.assign(this, { list, api, keys, history, actions, rate });
     this.cards = new Map();
     this.watches = new Map();
   }
@@ -120,7 +121,9 @@ export class Jobs {
     const canvas = h("canvas.wave");
     const audio = h("audio", { controls: true, preload: "metadata" });
     const name = fileName(song.file);
-    const download = h("a.download", { download: name, hidden: true }, `Download ${name.split(".").pop()}`);
+    const suffix = name.split(".").pop();
+    const download = h("a.download", { download: name, hidden: true }, `Download ${suffix}`);
+    const wav = h("a.wav", { download: name.replace(/\.[^.]+$/, ".wav"), hidden: true }, "WAV");
     const source = h("button.small", { type: "button", disabled: true }, "Use as source");
     const load = h("button.small.load", { type: "button" }, "Load the audio");
     const metas = song.metas || {};
@@ -143,6 +146,7 @@ export class Jobs {
         {},
         load,
         download,
+        wav,
         source,
         h("button.small.vary", { type: "button", onclick: () => this.actions.vary(record, song) }, "Vary this"),
         h("span.muted", {}, facts),
@@ -160,7 +164,12 @@ export class Jobs {
         load.hidden = true;
         source.disabled = false;
         source.onclick = () => this.actions.useAsSource(blob, name);
-        new Waveform(canvas, () => {}).show(await decode(blob));
+        const decoded = await decode(blob, this.rate);
+        new Waveform(canvas, () => {}).show(decoded);
+        if (decoded && suffix !== "wav") {
+          wav.href = URL.createObjectURL(wavBlob(decoded));
+          wav.hidden = false;
+        }
       } catch (e) {
         load.disabled = false;
         load.textContent = `Load the audio (${e.message})`;

@@ -15,7 +15,8 @@ const sources = new Map(); // a job's source recording, while this page is open 
 
 function title(body, source) {
   const text = body.prompt || body.sample_query || (body.full_analysis_only ? "describe" : "");
-  const task = body.task_type && body.task_type !== "text2music" ? `${body.task_type}: ` : "";
+  const tracks = body.track_name || (body.track_classes || []).join(", ");
+  const task = body.task_type && body.task_type !== "text2music" ? `${body.task_type} ${tracks}`.trim() + ": " : "";
   const short = text.length > 80 ? `${text.slice(0, 77)}...` : text;
   return `${task}${short || "(no caption)"}${source ? ` (${source})` : ""}`;
 }
@@ -33,7 +34,7 @@ async function start() {
   const { model } = settings;
   $("#model").textContent = `${model.name}${model.planner ? " + planner" : ""}`;
   form = new SongForm($("#song"), { api, settings, submit });
-  jobs = new Jobs($("#jobs"), { api, keys, history, actions });
+  jobs = new Jobs($("#jobs"), { api, keys, history, actions, rate: settings.sample_rate });
   for (const tab of $$("nav [role=tab]")) tab.addEventListener("click", () => selectTab(tab.dataset.tab));
   $("#key-button").addEventListener("click", () => keys.ask(""));
   $("#describe").addEventListener("click", describeSource);

@@ -111,10 +111,11 @@ export class Waveform {
 
 let context = null;
 
-// A blob's audio, decoded (null when the browser cannot: the page then shows the player alone).
-export async function decode(blob) {
+// A blob's audio, decoded at `rate` (the server's: no resampling), or null when the browser cannot (the page then
+// shows the player alone).
+export async function decode(blob, rate) {
   try {
-    context = context || new AudioContext();
+    context = context || new AudioContext({ sampleRate: rate });
     return await context.decodeAudioData(await blob.arrayBuffer());
   } catch {
     return null;
