@@ -157,6 +157,7 @@ class JobRunner:
         job.cancel.set()
         if job.state == QUEUED:  # says so now, not once the jobs before it are done (the worker then skips it)
             job.finish(CANCELLED, "cancelled before it started")
+            self._clean(job)  # its uploads and its record now
         return True
 
     def stats(self) -> dict:
@@ -203,7 +204,8 @@ class JobRunner:
     def _clean(self, job: Job) -> None:
         for upload in job.uploads:
             upload.unlink(missing_ok=True)
-        self.records.save(job)
+        if job.id in self.jobs:  # one deleted meanwhile (a cancelled one waiting its turn) is not recorded again
+            self.records.save(job)
 
     def _run(self, job: Job) -> None:
         from ..errors import AceStepError

@@ -3,6 +3,7 @@ pure JavaScript modules under Node's own test runner (tests/studio/*.test.mjs). 
 test_studio_browser.py."""
 
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -86,6 +87,25 @@ def test_delete_removes_only_what_the_job_wrote(server):
     assert env["data"][0]["status"] == 2 and env["data"][0]["progress_text"] == "unknown task"
     status, env = server.json("POST", "/delete_task", {"task_id": task})
     assert status == 404 and "unknown task" in env["detail"]
+
+
+def test_a_waiting_job_cancelled_says_so_at_once_and_may_be_deleted(server):
+    """The page's Cancel on a waiting job: cancelled now, not when the jobs before it are done; deleted, its record
+    is not written again when the worker reaches it."""
+    long = {"prompt": "drone", "audio_duration": 20, "batch_size": 1, "audio_format": "wav"}  # 8 steps: seconds
+    running = server.json("POST", "/release_task", long)[1]["data"]["task_id"]
+    waiting = server.json("POST", "/release_task", long | {"inference_steps": 2})[1]["data"]["task_id"]
+    assert server.json("POST", "/cancel_task", {"task_id": waiting})[1]["data"]["cancelled"] is True
+    _, env = server.json("POST", "/query_result", {"task_id_list": [running, waiting]})
+    assert env["data"][0]["status"] == 0  # still running: the waiting one did not wait for it
+    item = json.loads(env["data"][1]["result"])[0]
+    assert env["data"][1]["status"] == 2 and item["error"] == "cancelled before it started"
+    assert server.json("POST", "/delete_task", {"task_id": waiting})[0] == 200
+    after = server.json("POST", "/release_task", long | {"inference_steps": 2})[1]["data"]["task_id"]
+    assert server.wait(running)[0] == 1 and server.wait(after)[0] == 1  # the one worker has passed the deleted one
+    assert not (server.out / "jobs" / f"{waiting}.json").exists()
+    for task in (running, after):
+        assert server.json("POST", "/delete_task", {"task_id": task})[0] == 200
 
 
 def test_the_package_ships_every_page_file():
