@@ -228,6 +228,34 @@ def test_replay_settings_from_history(page):
     shot(page, "04-history-replayed")
 
 
+def test_vary_delete_and_come_back(page, server):
+    """Vary this: the song's own seed again with a retake seed (as the server reports it); Delete: gone from the
+    page and from the server; a reload lists the jobs left, with their audio."""
+    card = newest_card(page, "succeeded")
+    seed = card.locator(".song .muted").first.inner_text().split()[1]
+    card.locator("button.vary").first.click()
+    page.locator(f"#jobs > li:first-child:not([data-id='{card.get_attribute('data-id')}'])").wait_for()
+    varied = page.locator(f'#jobs > li[data-id="{page.locator("#jobs > li").first.get_attribute("data-id")}"]')
+    varied.locator(".song audio").wait_for(state="attached", timeout=SECONDS)
+    task = varied.get_attribute("data-id")
+    _, body = server_call(server, "/query_result", {"task_id_list": [task]})
+    items = json.loads(json.loads(body)["data"][0]["result"])
+    assert [item["seed_value"] for item in items] == [seed]  # one song, on the varied song's seed
+    varied.locator("details.settings-box summary").click()
+    shown = varied.locator("dl.settings").inner_text()
+    assert "retake_seed" in shown and "retake_variance\n0.1" in shown
+    shot(page, "05-varied")
+    varied.locator("button.delete").click()
+    page.locator(f'#jobs > li[data-id="{task}"]').wait_for(state="detached")
+    _, body = server_call(server, "/query_result", {"task_id_list": [task]})
+    assert json.loads(body)["data"][0]["progress_text"] == "unknown task"  # the server forgot it too
+    left = page.locator("#jobs > li").evaluate_all("cards => cards.map(c => c.dataset.id)")
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.locator("#jobs > li").evaluate_all("cards => cards.map(c => c.dataset.id)") == left
+    newest_card(page, "succeeded").locator(".song audio[src]").first.wait_for(state="attached")
+
+
 def test_bad_value_shows_the_servers_message(page, server):
     page.fill("#prompt", "gentle piano")
     fill(page, {"#duration": "5000"})
@@ -241,7 +269,7 @@ def test_bad_value_shows_the_servers_message(page, server):
     assert page.text_content("#form-error") == json.loads(answer)["detail"]  # the server's line, as it sent it
     assert "audio_duration" in page.text_content("#form-error")
     assert page.locator("#jobs > li").count() == jobs  # no job
-    shot(page, "05-bad-value")
+    shot(page, "06-bad-value")
     fill(page, {"#duration": "10"})
 
 
@@ -253,7 +281,7 @@ def test_cancel(page):
     fill(page, QUICK)
     waiting = submit(page)
     waiting.locator(".state", has_text="in the queue").wait_for(timeout=SECONDS)
-    shot(page, "06-queued")
+    shot(page, "07-queued")
     waiting.locator("button.cancel").click()
     waiting.locator(".state", has_text="cancelled").wait_for(timeout=SECONDS)  # at once, not when its turn comes
     page.locator(f"li.job.running[data-id='{running.get_attribute('data-id')}']").wait_for(timeout=SECONDS)
@@ -261,7 +289,7 @@ def test_cancel(page):
     running.locator(".state", has_text="cancelled").wait_for(timeout=SECONDS)
     assert "cancelled" in running.get_attribute("class") and "cancelled" in waiting.get_attribute("class")
     assert running.locator("button.cancel").is_hidden() and running.locator("audio").count() == 0
-    shot(page, "07-cancelled")
+    shot(page, "08-cancelled")
 
 
 def test_repaint_a_region_drawn_on_the_waveform(page, tmp_path):
@@ -287,7 +315,7 @@ def test_repaint_a_region_drawn_on_the_waveform(page, tmp_path):
     assert abs(start - 0.25 * seconds) <= 2 * step and abs(end - 0.6 * seconds) <= 2 * step, (start, end)
     page.fill("#prompt", "bright synth lead")
     fill(page, {"#steps": "2", "#batch": "1", "#duration": ""})
-    shot(page, "08-repaint-region")
+    shot(page, "09-repaint-region")
     card = submit(page)
     fields = page.evaluate("window.__forms.at(-1)")["fields"]
     assert fields["task_type"] == "repaint" and fields["src_audio"] == "file:take.wav"
@@ -297,7 +325,7 @@ def test_repaint_a_region_drawn_on_the_waveform(page, tmp_path):
     audio = card.locator(".song audio")
     page.wait_for_function("a => a.duration > 0", arg=audio.element_handle())
     assert abs(audio.evaluate("a => a.duration") - seconds) < 0.05  # a repaint keeps its source's length
-    shot(page, "09-repainted")
+    shot(page, "10-repainted")
     page.click("nav [data-tab=create]")
 
 
@@ -309,7 +337,7 @@ def test_api_key_prompt(browser, server):
     page.fill("#key-input", "wrong")
     page.click("#key-ok")
     page.locator("#key-why", has_text="Invalid API key").wait_for()
-    shot(page, "10-key-prompt")
+    shot(page, "11-key-prompt")
     page.fill("#key-input", KEY)
     page.click("#key-ok")
     page.wait_for_selector("body[data-ready=true]")
@@ -326,5 +354,5 @@ def test_phone_width(browser, server):
     page.wait_for_selector("body[data-ready=true]")
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, overflow  # nothing wider than the phone's screen
-    shot(page, "11-phone")
+    shot(page, "12-phone")
     page.context.close()

@@ -59,6 +59,8 @@ test("unknown, failed, cancelled and queued entries", () => {
   assert.equal(failed.state, "failed");
   assert.equal(describe(failed), "failed: the caption is empty");
   assert.equal(parseEntry({ status: 2, progress_text: "cancelled", result: "[]" }).state, "cancelled");
+  const cancelled = parseEntry({ status: 2, progress_text: "cancelled", result: JSON.stringify([{ error: "cancelled during dit 1/8" }]) });
+  assert.equal(describe(cancelled), "cancelled during dit 1/8"); // not "cancelled: cancelled during ..."
   const queued = parseEntry({ status: 0, queue_position: 2, progress: 0, stage: "queued" }); // a progress event
   assert.equal(queued.state, "queued");
   assert.equal(describe(queued), "waiting, number 2 in the queue");

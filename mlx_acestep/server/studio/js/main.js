@@ -18,7 +18,8 @@ function title(body, source) {
   const tracks = body.track_name || (body.track_classes || []).join(", ");
   const task = body.task_type && body.task_type !== "text2music" ? `${body.task_type} ${tracks}`.trim() + ": " : "";
   const short = text.length > 80 ? `${text.slice(0, 77)}...` : text;
-  return `${task}${short || "(no caption)"}${source ? ` (${source})` : ""}`;
+  const vary = body.retake_seed !== undefined ? "vary: " : "";
+  return `${vary}${task}${short || "(no caption)"}${source ? ` (${source})` : ""}`;
 }
 
 function selectTab(name) {

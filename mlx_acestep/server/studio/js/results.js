@@ -67,7 +67,8 @@ export function describe(job) {
   if (job.state === "queued") return job.position ? `waiting, number ${job.position} in the queue` : "waiting";
   if (job.state === "running") return job.text || job.stage || "running";
   if (job.state === "succeeded") return "done";
-  return job.error ? `${job.state}: ${job.error}` : job.state;
+  if (!job.error) return job.state;
+  return job.error.startsWith(job.state) ? job.error : `${job.state}: ${job.error}`; // "cancelled during dit 1/8"
 }
 
 // The file's name, from /v1/audio?path=<percent-encoded path>.
