@@ -35,6 +35,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
+    "--disable-dev-shm-usage",  # a container's small /dev/shm crashes Chromium's renderer
 ]
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(os.environ.get("MLX_ACESTEP_SCREENSHOTS", ROOT / ".artifacts" / "screenshots"))
@@ -54,7 +55,8 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("studio-browser")
     port, log = free_port(), (folder / "serve.log").open("w")
     command = [sys.executable, "-m", "mlx_acestep", "serve", "--model", "tiny", "--port", str(port)]
-    command += ["--api-key", KEY, "--output-dir", str(folder / "out")]
+    command += ["--api-key", KEY, "--output-dir", str(folder / "out"), "--input-dir", str(folder / "adapters")]
+    (folder / "adapters").mkdir()
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -271,6 +273,15 @@ def test_bad_value_shows_the_servers_message(page, server):
     assert page.locator("#jobs > li").count() == jobs  # no job
     shot(page, "06-bad-value")
     fill(page, {"#duration": "10"})
+    page.click("nav [data-tab=adapters]")  # the same on the LoRA routes: a path outside the input folders
+    page.locator("#adapter-list li", has_text="none loaded").wait_for()
+    page.fill("#adapter-path", "/etc")
+    page.click("#adapter-load button")
+    page.locator("#adapter-error:not(:empty)").wait_for()
+    status, answer = server_call(server, "/v1/lora/load", {"lora_path": "/etc"})
+    assert status == 403 and page.text_content("#adapter-error") == json.loads(answer)["detail"]
+    shot(page, "06-bad-adapter")
+    page.click("nav [data-tab=create]")
 
 
 def test_cancel(page):
