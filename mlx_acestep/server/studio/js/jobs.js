@@ -8,7 +8,8 @@ import { Waveform, decode } from "./waveform.js";
 const EAGER = 4; // restored jobs whose audio loads at once; the older ones load when asked
 
 export class Jobs {
-  // actions: {useAgain(record), useAsSource(blob, name), vary(record, song), remove(record), changed()}
+  // actions: {useAgain(record), useAsSource(blob, name), vary(record, song), remove(record), changed(),
+  // useDescription(item)}
   constructor(list, { api, keys, history, actions, rate }) {
     Object.assign(this, { list, api, keys, history, actions, rate });
     this.cards = new Map();
@@ -112,7 +113,11 @@ export class Jobs {
       const rows = ["prompt", "lyrics", "bpm", "keyscale", "timesignature", "duration", "language"]
         .filter((k) => item[k] !== undefined && item[k] !== null && item[k] !== "")
         .map((k) => [h("dt", {}, k), h("dd", {}, String(item[k]))]);
-      box.append(h("dl.settings.analysis", {}, rows));
+      const use = () => this.actions.useDescription(item);
+      box.append(
+        h("dl.settings.analysis", {}, rows),
+        h("button.small", { type: "button", onclick: use }, "Use this description"),
+      );
     }
     job.songs.forEach((song, i) => box.append(this.song(card.record, song, i, loadAudio)));
   }

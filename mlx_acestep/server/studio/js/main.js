@@ -84,6 +84,18 @@ const actions = {
     if (source) form.useSource(source.blob, source.name);
     $("#song").scrollIntoView({ behavior: "smooth" });
   },
+  // A recording's description (full_analysis_only's item) as the form's song, to cover or create from.
+  useDescription(item) {
+    form.set({
+      prompt: item.prompt,
+      lyrics: item.lyrics,
+      bpm: item.bpm,
+      key_scale: item.keyscale,
+      time_signature: item.timesignature,
+      vocal_language: item.language,
+      audio_duration: item.duration,
+    });
+  },
   useAsSource(blob, name) {
     selectTab("edit");
     form.useSource(blob, name);
