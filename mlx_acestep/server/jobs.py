@@ -157,6 +157,9 @@ class JobRunner:
         if job is None or job.state in FINISHED:
             return False
         job.cancel.set()
+        if job.state == QUEUED:  # says so now, not once the jobs before it are done (the worker then skips it)
+            job.finish(CANCELLED, "cancelled before it started")
+            self._clean(job)  # its uploads and its record now
         return True
 
     def stats(self) -> dict:
@@ -203,7 +206,8 @@ class JobRunner:
     def _clean(self, job: Job) -> None:
         for upload in job.uploads:
             upload.unlink(missing_ok=True)
-        self.records.save(job)
+        if job.id in self.jobs:  # one deleted meanwhile (a cancelled one waiting its turn) is not recorded again
+            self.records.save(job)
 
     def _run(self, job: Job) -> None:
         from ..errors import AceStepError
@@ -259,10 +263,23 @@ class JobRunner:
             for job in expired:
                 self.jobs.pop(job.id, None)
         for job in expired:
-            for path in job.files:
-                path.unlink(missing_ok=True)
-                path.with_suffix(".json").unlink(missing_ok=True)
-            self.records.forget(job.id)
+            self._remove(job)
+
+    def delete(self, job_id: str) -> bool:
+        """Forget a finished job now, its files and record deleted as an expired one's; False: unknown or not done."""
+        with self._lock:
+            if job_id not in self.jobs or self.jobs[job_id].state not in FINISHED:
+                return False
+            job = self.jobs.pop(job_id)
+        self._remove(job)
+        return True
+
+    def _remove(self, job: Job) -> None:
+        """Only what the job wrote: its songs, their sidecars and its record (`files` are inside the output folder)."""
+        for path in job.files:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
+        self.records.forget(job.id)
 
 
 def _progress(job: Job, p) -> bool:

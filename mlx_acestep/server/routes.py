@@ -185,6 +185,17 @@ def task_routes(app, server: Server) -> None:
         gate.check(request, body)
         return envelope({"task_id": body.get("task_id"), "cancelled": runner.cancel(str(body.get("task_id")))})
 
+    @app.post("/delete_task")  # an extension: a finished job's songs and record, deleted now instead of at --keep-hours
+    async def delete_task(request: Request):
+        body, _ = await read_body(request)
+        gate.check(request, body)
+        task_id = str(body.get("task_id"))
+        if task_id not in runner.jobs:
+            raise ProtocolError(f"unknown task {task_id!r}: not submitted to this server, or expired", 404)
+        if not runner.delete(task_id):
+            raise ProtocolError(f"task {task_id!r} has not finished: cancel it first", 409)
+        return envelope({"task_id": task_id, "deleted": True})
+
 
 def info_routes(app, server: Server) -> None:
     from fastapi import HTTPException, Request
