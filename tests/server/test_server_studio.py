@@ -57,7 +57,7 @@ def test_settings_are_the_protocols(server):
     assert s["defaults"]["batch_size"] == 2 and s["defaults"]["inference_steps"] == 8
     assert s["defaults"]["audio_format"] == "mp3" and s["defaults"]["vocal_language"] == "en"
     assert s["defaults"]["audio_duration"] == 120  # upstream's text2music fallback
-    assert s["limits"]["audio_duration"] == [10, 600] and s["limits"]["batch_size"] == [1, 8]
+    assert s["limits"]["audio_duration"] == [0.1, 600] and s["limits"]["batch_size"] == [1, 8]
     assert s["limits"]["inference_steps"] == [1, 8]  # the fixture DiT is a turbo one
     assert s["model"]["family"] == "turbo"
     assert {"mp3", "wav", "flac"} <= set(s["choices"]["audio_format"])
