@@ -68,7 +68,7 @@ def read_header(path: str | Path) -> tuple[dict, dict, int]:
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested past the stack
         raise AceStepError(f"{path}: corrupt safetensors header (not JSON)") from None
     if not isinstance(header, dict):
         raise AceStepError(f"{path}: corrupt safetensors header")
@@ -78,12 +78,13 @@ def read_header(path: str | Path) -> tuple[dict, dict, int]:
     data_size = size - 8 - n
     for name, entry in header.items():
         try:
-            dtype = entry["dtype"]
-            shape = [int(s) for s in entry["shape"]]
-            start, end = (int(o) for o in entry["data_offsets"])
+            dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise AceStepError(f"{path}: corrupt header entry for tensor '{name}'") from None
-        if dtype not in _DTYPES:
+        if not (isinstance(shape, list) and all(map(_whole, shape)) and _whole(start) and _whole(end)):
+            # the format's shape and offsets are JSON integers: 1e400 or true is a damaged header, not a size
+            raise AceStepError(f"{path}: corrupt header entry for tensor '{name}' (shape or offsets not integers)")
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise AceStepError(f"{path}: tensor '{name}' has unsupported dtype {dtype}")
         itemsize = 2 if dtype == "BF16" else np.dtype(_DTYPES[dtype]).itemsize
         # math.prod, not numpy's: 2**32 x 2**32 wraps to 0 bytes in int64 and would pass as an empty tensor
@@ -92,6 +93,10 @@ def read_header(path: str | Path) -> tuple[dict, dict, int]:
         if end > data_size:
             raise AceStepError(f"{path}: truncated (tensor '{name}' runs past the end of the file)")
     return header, metadata, 8 + n
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:

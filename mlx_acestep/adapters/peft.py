@@ -41,7 +41,7 @@ def read_config(file: Path) -> dict:
     """`adapter_config.json`, checked: a LoRA, with a positive finite `r` and `lora_alpha` where given."""
     try:
         config = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # Recursion: nested too deep
         raise AdapterError(f"{file}: not a readable JSON file ({e.__class__.__name__})") from None
     if not isinstance(config, dict):
         raise AdapterError(f"{file}: not a JSON object")
@@ -71,8 +71,8 @@ def _check_patterns(file: Path, key: str, patterns) -> None:
         raise AdapterError(f"{file}: {key} must be an object of pattern: number, got {type(patterns).__name__}")
     for pattern, value in patterns.items():
         try:
-            re.compile(pattern)
-        except re.error as e:
+            _matcher(pattern)  # as matched: `(?i)q_proj` compiles alone, not after the prefix
+        except (re.error, OverflowError) as e:  # OverflowError: a repeat count past the engine's (a{4294967296})
             raise AdapterError(f"{file}: {key} pattern {pattern!r} is not a valid regular expression ({e})") from None
         if not _positive(value):
             raise AdapterError(f"{file}: {key}[{pattern!r}] must be a positive number, got {value!r}")
@@ -81,9 +81,14 @@ def _check_patterns(file: Path, key: str, patterns) -> None:
 def _pattern_value(patterns: dict, module: str, default):
     """PEFT's rank_pattern / alpha_pattern lookup: the first key that matches the end of the module's name."""
     for key, value in (patterns or {}).items():
-        if re.fullmatch(rf"(.*\.)?{key}", module):
+        if _matcher(key).fullmatch(module):
             return value
     return default
+
+
+def _matcher(key: str) -> re.Pattern:
+    """PEFT's pattern `key`, matched against the end of a module's dotted name."""
+    return re.compile(rf"(.*\.)?{key}")
 
 
 def module_alpha(file: Path, config: dict, module: str, rank: int):
