@@ -57,7 +57,7 @@ def read_json(path: Path) -> dict:
         raise AceStepError(f"{path}: file not found")
     try:
         data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deep
         raise AceStepError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise AceStepError(f"{path}: expected a JSON object")

@@ -135,7 +135,7 @@ def weight_files(folder: Path, name: str) -> tuple[list[Path], Path | None]:
         return [folder / name], None
     try:
         weight_map = json.loads(index.read_text()).get("weight_map")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError) as e:
         raise AceStepError(f"{index}: not a valid shard index ({e})") from None
     if not isinstance(weight_map, dict) or not weight_map:
         raise AceStepError(f"{index}: no 'weight_map'")

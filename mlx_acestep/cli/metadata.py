@@ -141,7 +141,7 @@ def read_metadata(path: str | Path) -> dict:
         if isinstance(meta, dict) and isinstance(meta.get("sidecar"), str) and "replay" not in meta:
             sidecar = path.parent / Path(meta["sidecar"]).name  # beside the audio, never elsewhere
             if not sidecar.is_file():
-                raise AceStepError(f"{path}: its settings are in {sidecar.name}, which is not beside it")
+                raise AceStepError(f"{path}: its settings are in {sidecar.name!r}, which is not beside it")
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AceStepError(f"{path}: no readable mlx-acestep metadata ({e.__class__.__name__})") from None

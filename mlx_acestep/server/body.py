@@ -80,7 +80,7 @@ def _fields(kind: str, raw: bytes) -> dict:
         return body
     try:
         body = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested past the stack
         raise ProtocolError(
             "the body is not valid JSON (send Content-Type: application/json with a JSON object)"
         ) from None

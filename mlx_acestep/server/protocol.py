@@ -168,7 +168,7 @@ def _nested(body: dict) -> list[dict]:
         if isinstance(value, str) and value.strip():
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past the stack
                 raise ProtocolError(f"{name} is not a JSON object") from None
         if isinstance(value, dict) and value:
             sources.append(value)

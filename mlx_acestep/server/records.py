@@ -76,7 +76,7 @@ class JobRecords:
                 continue
             try:
                 record = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(record, dict) and record.get("id") == path.stem:
                 out.append(record)

@@ -168,7 +168,7 @@ def task_routes(app, server: Server) -> None:
         if isinstance(ids, str):
             try:
                 ids = json.loads(ids)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past the stack
                 ids = []
         data = []
         for task_id in ids if isinstance(ids, list) else []:

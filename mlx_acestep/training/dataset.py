@@ -58,7 +58,7 @@ def _metadata(folder: Path) -> dict[str, dict]:
         unknown = set(row) - set(METADATA_FIELDS)
         if unknown:
             raise AceStepError(
-                f"{folder}: metadata has unknown columns {sorted(unknown)} (known: {', '.join(METADATA_FIELDS)})"
+                f"{folder}: metadata has unknown columns {sorted(unknown, key=str)} (known: {', '.join(METADATA_FIELDS)})"
             )
         if not row.get("file"):
             raise AceStepError(f"{folder}: a metadata row has no 'file': {row}")

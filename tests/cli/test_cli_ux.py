@@ -455,4 +455,4 @@ def test_a_wav_too_small_for_its_settings_names_its_sidecar_and_replays_through_
     assert (sf.read(str(tmp_path / "a.wav"))[0] == sf.read(str(tmp_path / "b.wav"))[0]).all()
     (tmp_path / "a.json").unlink()
     lost = cli(["generate", "--from-metadata", "a.wav", "-o", "c.wav"], tmp_path)
-    assert_one_line_error(lost, "a.wav: its settings are in a.json, which is not beside it")
+    assert_one_line_error(lost, "a.wav: its settings are in 'a.json', which is not beside it")

@@ -6,10 +6,12 @@ Each property runs a bounded, deterministic number of examples in the suite (tes
 runs N times as many, drawn at random. Every case the fuzzing found is also a plain test below its property.
 """
 
+import asyncio
 import json
 import struct
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -234,3 +236,330 @@ def test_a_peft_config_nested_past_the_stack_is_refused_in_one_line(tmp_path):
     (tmp_path / peft.CONFIG).write_bytes(deep())
     with pytest.raises(AceStepError, match="not a readable JSON file"):
         peft.read_config(tmp_path / peft.CONFIG)
+
+
+# -- the metadata sidecar and its replay -----------------------------------------------------------------------------
+
+
+def _generate_params() -> list[str]:
+    from mlx_acestep.cli.generate import generate
+
+    return [p.name for p in generate.params]
+
+
+REPLAYS = st.dictionaries(st.sampled_from(_generate_params()) | st.text(max_size=6), JSON_VALUES, max_size=6)
+SIDECARS = st.fixed_dictionaries(
+    {}, optional={"replay": REPLAYS | JSON_VALUES, "sampler": JSON_VALUES, "sidecar": JSON_VALUES, "format": SCALARS}
+)
+
+
+def _replay_or_error(path: Path):
+    """What `generate --from-metadata PATH` does before it loads a model: read, check each field, build the
+    request; a result, or an AceStepError."""
+    import click
+
+    from mlx_acestep.cli.generate import _request, generate
+    from mlx_acestep.cli.metadata import read_metadata, replayable
+
+    ctx = generate.make_context("generate", ["a caption"])
+    with ctx:
+        try:
+            recorded = replayable(read_metadata(path), ctx, path)
+            for name in recorded:  # as generate marks what the file gave: not the flags' defaults any more
+                ctx.set_parameter_source(name, click.core.ParameterSource.ENVIRONMENT)
+            return _request(ctx.params | recorded)
+        except AceStepError as e:
+            assert "\n" not in str(e).strip()
+            return None
+
+
+@seeded
+@settings(60)
+@given(sidecar=SIDECARS | JSON_VALUES)
+def test_any_sidecar_is_replayed_or_refused_in_one_line(sidecar):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "song.json"
+        path.write_text(json.dumps(sidecar))
+        _replay_or_error(path)
+
+
+@seeded
+@settings(20)
+@given(raw=st.binary(max_size=64))
+def test_any_bytes_as_a_sidecar_or_audio_file_are_refused_in_one_line(raw):
+    with tempfile.TemporaryDirectory() as folder:
+        for name in ("song.json", "song.wav", "song.flac"):
+            (Path(folder) / name).write_bytes(raw)
+            assert _replay_or_error(Path(folder) / name) is None
+
+
+def test_a_sidecar_nested_past_the_stack_is_refused_in_one_line(tmp_path):
+    (tmp_path / "song.json").write_bytes(deep())
+    assert _replay_or_error(tmp_path / "song.json") is None
+
+
+def test_a_sidecar_naming_a_line_break_is_refused_in_one_line(tmp_path):
+    """Found by the fuzzing: the name was quoted as it is, so the one-line error broke in two."""
+    (tmp_path / "song.json").write_text(json.dumps({"sidecar": "\n"}))
+    assert _replay_or_error(tmp_path / "song.json") is None
+
+
+# -- a training dataset folder -----------------------------------------------------------------------------------------
+
+ROW_FIELDS = ["file", "caption", "lyrics", "bpm", "key", "time_signature", "language", "genre"]
+FIELD_VALUES = JSON_VALUES | st.sampled_from(["rain", "120", "C major", "4", "en", 120])
+OPTIONAL_FIELDS = {name: FIELD_VALUES for name in ROW_FIELDS[2:-1]}
+TEXTS = st.binary(max_size=24) | st.text(max_size=24).map(str.encode)
+
+
+@st.composite
+def dataset_folders(draw):
+    """(file name -> bytes or None for a readable 6 s clip) of a dataset folder, its metadata among them."""
+    files = {name: None for name in draw(st.lists(st.sampled_from(["a.wav", "b.flac"]), max_size=2, unique=True))}
+    if draw(st.integers(0, 3)) == 0:
+        files["c.wav"] = draw(st.binary(max_size=32))  # audio by its name only
+    kind = draw(st.sampled_from(["jsonl", "csv", "sidecars", "none"]))
+    if kind == "jsonl":
+        rows = [  # one row per clip, its values anything JSON holds: the clips reach every field's check
+            draw(st.fixed_dictionaries({"file": st.just(name), "caption": FIELD_VALUES}, optional=OPTIONAL_FIELDS))
+            for name in files
+        ]
+        extra = draw(st.sampled_from([b""] * 6 + [b"\n{", b"\n[1]", b"\n\xff", b'\n{"genre": 1}', b'\n{"file": 1}']))
+        files["metadata.jsonl"] = "\n".join(json.dumps(r) for r in rows).encode() + extra
+    elif kind == "csv":
+        fields = draw(st.lists(st.sampled_from(ROW_FIELDS), min_size=1, max_size=4, unique=True))
+        rows = draw(st.lists(st.lists(st.text(max_size=6) | st.sampled_from(["a.wav", "120", "4"]), max_size=5)))
+        lines = [",".join(fields), *(",".join(r) for r in rows)]
+        files["metadata.csv"] = "\n".join(lines).encode()
+    elif kind == "sidecars":
+        for name in list(files):
+            stem = name.rsplit(".", 1)[0]
+            files[f"{stem}.txt"], files[f"{stem}.lyrics.txt"] = draw(TEXTS), draw(TEXTS)
+    return files
+
+
+def _scan_or_error(folder: Path):
+    from mlx_acestep.training.dataset import scan_dataset
+
+    try:
+        return scan_dataset(folder)
+    except AceStepError as e:
+        assert "\n" not in str(e).strip()
+        return None
+
+
+def _write_dataset(folder: Path, files: dict) -> None:
+    import soundfile as sf
+
+    for name, raw in files.items():
+        if raw is None:
+            sf.write(str(folder / name), np.zeros(6 * 1000, np.float32), 1000)  # 6 s at 1 kHz: small and long enough
+        else:
+            (folder / name).write_bytes(raw)
+
+
+# The dataset reader is training's (mlx_acestep/training/, another change under issue 32's item 3): what the fuzzing
+# found there is marked until that change lands; a marked test that passes is reported (XPASS), and its mark goes.
+TRAINING_FIX = pytest.mark.xfail(reason="issue 32 item 3: the dataset reader's fixes land with the training change")
+
+
+@TRAINING_FIX
+@seeded
+@settings(50)
+@given(files=dataset_folders())
+def test_any_dataset_folder_is_scanned_or_refused_in_one_line(files):
+    with tempfile.TemporaryDirectory() as folder:
+        _write_dataset(Path(folder), files)
+        clips = _scan_or_error(Path(folder))
+        for clip in clips or ():  # what is accepted has what training reads: a caption, lyrics, metas as text
+            assert isinstance(clip.caption, str) and clip.caption.strip() and isinstance(clip.lyrics, str)
+            assert clip.bpm is None or isinstance(clip.bpm, int)
+            assert all(v is None or isinstance(v, str) for v in (clip.key, clip.time_signature, clip.language))
+
+
+@TRAINING_FIX
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"a.wav": None, "a.txt": b"\xff rain"},  # UnicodeDecodeError (issue 32 item 3)
+        {"a.wav": None, "metadata.jsonl": b'{"file": "a.wav", "caption": "rain"}\n\xff'},  # UnicodeDecodeError
+        {"a.wav": None, "metadata.csv": b"file,caption\na.wav,\xff"},  # UnicodeDecodeError
+        {"a.wav": None, "metadata.jsonl": b'{"file": "a.wav", "caption": "rain", "lyrics": ["la"]}'},  # AttributeError
+        {"a.wav": None, "metadata.jsonl": b'{"file": "a.wav", "caption": "rain", "bpm": Infinity}'},  # OverflowError
+        {"a.wav": None, "metadata.jsonl": deep()},  # RecursionError
+    ],
+    ids=[
+        "sidecar-not-utf8",
+        "jsonl-not-utf8",
+        "csv-not-utf8",
+        "lyrics-list",
+        "bpm-infinity",
+        "nested",
+    ],
+)
+def test_found_dataset_folders_are_refused_in_one_line(tmp_path, files):
+    _write_dataset(tmp_path, files)
+    assert _scan_or_error(tmp_path) is None
+
+
+@TRAINING_FIX
+@pytest.mark.parametrize(
+    "row", [{"language": ["en"]}, {"language": 7}, {"bpm": 1.5}, {"bpm": True}, {"caption": 123}], ids=repr
+)
+def test_found_dataset_values_of_the_wrong_type_are_refused(tmp_path, row):
+    """They were taken as they are (a list as the language, 1.5 BPM as 1, true as 1) or misnamed (123: "no caption")."""
+    _write_dataset(
+        tmp_path, {"a.wav": None, "metadata.jsonl": json.dumps({"file": "a.wav", "caption": "rain"} | row).encode()}
+    )
+    from mlx_acestep.training.dataset import scan_dataset
+
+    with pytest.raises(AceStepError, match=f"{next(iter(row))} must be"):
+        scan_dataset(tmp_path)
+
+
+def test_a_csv_row_with_a_cell_past_the_header_is_refused_in_one_line(tmp_path):
+    """Found by the fuzzing: csv files such a cell under the column None, which sorted() could not order beside a
+    named unknown column (TypeError)."""
+    _write_dataset(tmp_path, {"a.wav": None, "metadata.csv": b"file,caption,genre\na.wav,rain,pop,extra"})
+    with pytest.raises(AceStepError, match="unknown columns"):
+        from mlx_acestep.training.dataset import scan_dataset
+
+        scan_dataset(tmp_path)
+
+
+# -- a REST request's body (JSON, urlencoded, multipart) and its fields -----------------------------------------------
+
+
+def _aliases() -> list[str]:
+    from mlx_acestep.server.body import UPLOAD_FIELDS
+    from mlx_acestep.server.protocol import ALIASES, NESTED
+
+    return sorted({a for names in ALIASES.values() for a in names} | set(NESTED) | set(UPLOAD_FIELDS) | {"ai_token"})
+
+
+FIELD_NAMES = st.sampled_from(_aliases())
+JSON_BODIES = st.dictionaries(FIELD_NAMES | st.text(max_size=6), JSON_VALUES, max_size=8)
+FORM_VALUES = st.text(max_size=12) | SCALARS.map(lambda v: v if isinstance(v, str) else json.dumps(v))
+FORM_BODIES = st.dictionaries(FIELD_NAMES, FORM_VALUES, max_size=8)
+
+
+def _fields_or_refusal(body: dict, uploads: dict | None = None):
+    """What /release_task makes of a body's fields (server/routes.py submit, without the pipeline): the request, or
+    the refusal it answers as a 4xx."""
+    from mlx_acestep.pipeline.request import GenerationRequest
+    from mlx_acestep.server.protocol import ProtocolError, input_paths, request_fields
+
+    try:
+        input_paths(body)
+        fields, _ = request_fields(body, "turbo", dict(uploads or {}))
+        return GenerationRequest(**fields)
+    except (AceStepError, ProtocolError) as e:
+        assert "\n" not in str(e).strip()
+        return None
+
+
+@seeded
+@settings(150)
+@given(body=JSON_BODIES)
+def test_any_json_task_is_a_request_or_a_refusal(body):
+    _fields_or_refusal(body)
+
+
+@seeded
+@settings(100)
+@given(body=FORM_BODIES)
+def test_any_form_task_is_a_request_or_a_refusal(body):
+    _fields_or_refusal(body)
+
+
+def _read_body(kind: str, raw: bytes, chunk: int = 64):
+    """server/body.py's read_body on `raw` sent in chunks, as the ASGI server hands a body over: (fields, uploads),
+    or None for a refusal (a ProtocolError or HTTP error below 500)."""
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    from mlx_acestep.server.body import Limits, read_body
+    from mlx_acestep.server.http import Gate
+    from mlx_acestep.server.protocol import ProtocolError
+
+    parts = [raw[i : i + chunk] for i in range(0, len(raw), chunk)] or [b""]
+    messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    state = SimpleNamespace(gate=Gate(None), limits=Limits(4096, 4096))
+    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"", "app": SimpleNamespace(state=state)}
+    scope["headers"] = [(b"content-type", kind.encode("latin-1"))]
+    try:
+        return asyncio.run(read_body(Request(scope, receive), keep_files=True))
+    except ProtocolError as e:
+        assert e.status < 500 and "\n" not in str(e)
+    except HTTPException as e:
+        assert e.status_code < 500
+    return None
+
+
+@st.composite
+def multipart_bodies(draw):
+    """(content type, bytes) of a multipart body: fields and files under the protocol's names, then perhaps cut short
+    or with one byte changed."""
+    boundary = draw(st.text("abcXYZ019-_'()+,./:=? ", min_size=1, max_size=12))
+    parts = draw(st.lists(st.tuples(FIELD_NAMES, st.none() | st.text(max_size=8), st.binary(max_size=40)), max_size=4))
+    raw = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        raw += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    raw += f"--{boundary}--\r\n".encode()
+    damage = draw(st.sampled_from(["none", "cut", "byte"]))
+    if damage != "none" and raw:
+        at = draw(st.integers(0, len(raw) - 1))
+        raw = raw[:at] if damage == "cut" else raw[:at] + bytes([draw(st.integers(0, 255))]) + raw[at + 1 :]
+    kind = draw(
+        st.sampled_from([f"multipart/form-data; boundary={boundary}", f'multipart/form-data; boundary="{boundary}"'])
+    )
+    return draw(st.sampled_from([kind, "multipart/form-data", "multipart/form-data; boundary="])), raw
+
+
+@seeded
+@settings(100)
+@given(sent=multipart_bodies(), chunk=st.sampled_from([1, 7, 64, 4096]))
+def test_any_multipart_body_is_read_or_refused_and_its_task_a_request_or_a_refusal(sent, chunk):
+    read = _read_body(*sent, chunk=chunk)
+    if read is not None:
+        body, uploads = read
+        try:
+            _fields_or_refusal(body, uploads)
+        finally:
+            for path in uploads.values():
+                path.unlink()
+
+
+@seeded
+@settings(60)
+@given(
+    kind=st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain", ""]),
+    raw=st.binary(max_size=64) | JSON_BODIES.map(lambda b: json.dumps(b).encode()),
+)
+def test_any_json_or_urlencoded_body_is_read_or_refused(kind, raw):
+    read = _read_body(kind, raw)
+    if read is not None:
+        _fields_or_refusal(read[0])
+
+
+def test_a_json_body_nested_past_the_stack_is_refused():
+    """Found by reading what json raises: RecursionError, which the body reader did not catch (a 500)."""
+    assert _read_body("application/json", deep()) is None
+
+
+@pytest.mark.parametrize("field", ["metas", "param_obj"])
+def test_a_metadata_string_nested_past_the_stack_is_refused(field):
+    assert _fields_or_refusal({field: deep().decode()}) is None
+
+
+def test_a_model_config_nested_past_the_stack_is_refused_naming_it(tmp_path):
+    from mlx_acestep.loading import read_json
+
+    (tmp_path / "config.json").write_bytes(deep())
+    with pytest.raises(AceStepError, match="config.json: not valid JSON"):
+        read_json(tmp_path / "config.json")
