@@ -23,6 +23,7 @@ from .jobs import FAILED, SUCCEEDED, Job
 from .models import ID_PREFIX
 from .protocol import ProtocolError, flag
 from .routes import MEDIA, Server, result_items, submit
+from .schema import TEXT, named, request_body
 
 ROLES = ("system", "user", "assistant")
 # The tasks whose first sent audio is the source (the others take it as the reference): openrouter_adapter.py:740-750
@@ -41,6 +42,27 @@ AUDIO_CONFIG = {
 }
 # Upstream's request model's bounds for the OpenAI sampling fields (openrouter_models.py:76-79).
 BOUNDS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "top_k": (0.0, None), "max_tokens": (1.0, None)}
+# The task fields a chat request sends under their own names, with upstream's chat defaults, which are not the REST
+# ones (openrouter_adapter.py:321-413); and those passed on only when sent.
+CHAT_DEFAULTS = {
+    "lm_cfg_scale": 2.0,
+    "thinking": False,
+    "inference_steps": 8,
+    "infer_method": "ode",
+    "guidance_scale": 7.0,
+    "batch_size": 1,
+    "task_type": "text2music",
+    "repainting_start": 0.0,
+    "audio_cover_strength": 1.0,
+    "use_format": False,
+}
+PASSED = ("audio_codes", "cover_noise_strength")
+MESSAGE = {"properties": {"role": {"enum": list(ROLES)}, "content": {"anyOf": [TEXT, {"type": "array"}]}}}
+CHAT = named(*BOUNDS, *CHAT_DEFAULTS, *PASSED, "lyrics", "sample_mode", "seed", "repainting_end", "model", "stream")
+CHAT |= {"messages": {"type": "array", "items": MESSAGE | {"required": ["role", "content"]}}, "ai_token": TEXT}
+CHAT = request_body(
+    CHAT | {"audio_config": {"properties": named(*AUDIO_CONFIG, "instrumental")}}, required=("messages",)
+)
 
 
 def generation_timeout() -> int:
@@ -152,7 +174,7 @@ def task_body(body: dict) -> tuple[dict, list]:
     if _flag(config.get("instrumental"), "audio_config.instrumental") and not lyrics:
         lyrics = "[inst]"
     seed = body.get("seed")
-    task = {
+    task = {name: _given(body.get(name), default) for name, default in CHAT_DEFAULTS.items()} | {
         "prompt": caption,
         "lyrics": lyrics,
         "sample_mode": sample_mode,
@@ -162,22 +184,12 @@ def task_body(body: dict) -> tuple[dict, list]:
         "lm_temperature": _given(body.get("temperature"), 0.85),
         "lm_top_p": _given(body.get("top_p"), 0.9),
         "lm_top_k": _given(body.get("top_k"), 0),
-        "lm_cfg_scale": _given(body.get("lm_cfg_scale"), 2.0),
-        "thinking": _given(body.get("thinking"), False),
-        "inference_steps": _given(body.get("inference_steps"), 8),
-        "infer_method": _given(body.get("infer_method"), "ode"),
-        "guidance_scale": _given(body.get("guidance_scale"), 7.0),
         "seed": _given(seed, -1),
         "use_random_seed": seed is None,
-        "batch_size": _given(body.get("batch_size"), 1),
-        "task_type": _given(body.get("task_type"), "text2music"),
-        "repainting_start": _given(body.get("repainting_start"), 0.0),
         "repainting_end": body.get("repainting_end"),
-        "audio_cover_strength": _given(body.get("audio_cover_strength"), 1.0),
-        "use_format": _given(body.get("use_format"), False),
     }
     task |= {field: config[name] for name, field in AUDIO_CONFIG.items() if config.get(name) not in (None, "")}
-    task |= {name: body[name] for name in ("audio_codes", "cover_noise_strength") if body.get(name) not in (None, "")}
+    task |= {name: body[name] for name in PASSED if body.get(name) not in (None, "")}
     return task, audio
 
 
@@ -355,7 +367,7 @@ def chat_routes(app, server: Server) -> None:
     async def models():
         return model_list(server)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=CHAT)
     async def chat_completions(request: Request):
         body, _ = await read_body(request)
         server.gate.check(request, body)

@@ -15,6 +15,7 @@ from ..limits import ADAPTER_SCALE
 from .adapters import scale_of
 from .http import read_body
 from .protocol import ProtocolError, envelope
+from .schema import ANY, TEXT, named, request_body
 
 OK, WARN = "\u2705", "\u26a0\ufe0f"  # upstream's message prefixes: its clients show the message as it is
 
@@ -40,6 +41,11 @@ def _switch(value) -> bool:
     raise ProtocolError(f"use_lora must be true or false, got {value!r}")
 
 
+NAMES = named("name", "adapter_name", "ai_token", schema=TEXT)  # ours and upstream's (see _name)
+LOAD, UNLOAD = request_body(NAMES | named("path", "lora_path", schema=TEXT) | {"scale": ANY}), request_body(NAMES)
+TOGGLE, SCALE = request_body({"use_lora": ANY, "ai_token": TEXT}), request_body(NAMES | {"scale": ANY})
+
+
 def lora_routes(app, server) -> None:
     from fastapi import Request
     from starlette.concurrency import run_in_threadpool
@@ -56,7 +62,7 @@ def lora_routes(app, server) -> None:
         gate.check(request)
         return envelope(registry.status())
 
-    @app.post("/v1/lora/load")
+    @app.post("/v1/lora/load", openapi_extra=LOAD)
     async def lora_load(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
@@ -81,7 +87,7 @@ def lora_routes(app, server) -> None:
             summary=adapter.summary(),
         )
 
-    @app.post("/v1/lora/unload")
+    @app.post("/v1/lora/unload", openapi_extra=UNLOAD)
     async def lora_unload(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
@@ -94,7 +100,7 @@ def lora_routes(app, server) -> None:
             return answer(f"{OK} LoRA unloaded, using base model")
         return answer(f"{OK} Adapter '{name}' removed. Active: {left}")
 
-    @app.post("/v1/lora/toggle")
+    @app.post("/v1/lora/toggle", openapi_extra=TOGGLE)
     async def lora_toggle(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
@@ -102,7 +108,7 @@ def lora_routes(app, server) -> None:
         registry.toggle(on)
         return answer(f"{OK} LoRA {'enabled' if on else 'disabled'}", use_lora=on)
 
-    @app.post("/v1/lora/scale")
+    @app.post("/v1/lora/scale", openapi_extra=SCALE)
     async def lora_scale(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)

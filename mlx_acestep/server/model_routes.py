@@ -13,8 +13,12 @@ from pathlib import Path
 
 from .http import read_body
 from .protocol import ProtocolError, as_bool, as_int, envelope
+from .schema import ANY, TEXT, named, request_body
 
 SLOTS = (1, 2, 3)  # upstream's handler slots; only the first exists here (the others are its extra DiTs)
+
+
+INIT = request_body(named("model", "lm_model_path", "ai_token", schema=TEXT) | named("init_llm", "slot", schema=ANY))
 
 
 def model_routes(app, server) -> None:
@@ -28,7 +32,7 @@ def model_routes(app, server) -> None:
         gate.check(request)
         return envelope(await run_in_threadpool(models.inventory))
 
-    @app.post("/v1/init")
+    @app.post("/v1/init", openapi_extra=INIT)
     async def init(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
@@ -58,7 +62,7 @@ def model_routes(app, server) -> None:
             }
         )
 
-    @app.post("/v1/reinitialize")
+    @app.post("/v1/reinitialize", openapi_extra=request_body({"ai_token": TEXT}))
     async def reinitialize(request: Request):
         """Upstream reloads what its training routes unloaded; here nothing is unloaded but by the pipelines
         themselves, which load again what a job needs, so there is nothing to reload."""

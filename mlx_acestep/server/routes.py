@@ -10,12 +10,25 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from .adapters import FIELDS as ADAPTER_FIELDS
 from .adapters import AdapterRegistry
 from .analysis import analysis_job
+from .body import UPLOAD_FIELDS
 from .http import Gate, InputFolder, read_body
 from .jobs import STATUS_CODE, SUCCEEDED, Job, JobRunner, QueueFull
 from .models import ServedModels
-from .protocol import REST_NAMES, ProtocolError, envelope, input_paths, lookup, request_fields, task_name
+from .protocol import (
+    ALIASES,
+    NESTED,
+    REST_NAMES,
+    ProtocolError,
+    envelope,
+    input_paths,
+    lookup,
+    request_fields,
+    task_name,
+)
+from .schema import OBJECT, TEXT, named, request_body
 
 LOG = logging.getLogger("mlx_acestep.server")
 MEDIA = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".opus": "audio/ogg"}  # audio_route.py:33
@@ -101,8 +114,19 @@ def unknown_task(task_id) -> dict:
 
 def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     """A /release_task body -> (the queued job, its place in the queue); its adapters are fixed now: later
-    registrations never reach it."""
+    registrations never reach it. Any field's refusal is a 4xx naming it as the client sent it (audio_duration, not
+    duration), wherever it is read: the task's name and analysis fields are read before the request is built."""
     from ..errors import AceStepError, FieldError
+
+    try:
+        return _submit(server, body, uploads)
+    except FieldError as e:
+        raise ProtocolError(e.render(REST_NAMES)) from None
+    except AceStepError as e:
+        raise ProtocolError(str(e)) from None
+
+
+def _submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     from ..pipeline.request import GenerationRequest
 
     files = dict(uploads)
@@ -116,16 +140,11 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     if work is not None:
         return _queue(server, Job(None, "", uploads=list(uploads.values()), pipe=pipe, work=work))
     adapters = server.registry.for_task(body, pipe.name)
-    try:
-        fields, (suffix, subtype) = request_fields(body, pipe.family, files, notes)
-        # confined again now: a registered file may have been replaced by a link leading out of the folder since
-        fields["loras"] = [(str(server.inputs.allowed(a.path, "the adapter", folders=True)), a.scale) for a in adapters]
-        generation = GenerationRequest(**fields)
-        pipe.check(generation)
-    except FieldError as e:  # named as the client sent it (audio_duration, not duration)
-        raise ProtocolError(e.render(REST_NAMES)) from None
-    except AceStepError as e:
-        raise ProtocolError(str(e)) from None
+    fields, (suffix, subtype) = request_fields(body, pipe.family, files, notes)
+    # confined again now: a registered file may have been replaced by a link leading out of the folder since
+    fields["loras"] = [(str(server.inputs.allowed(a.path, "the adapter", folders=True)), a.scale) for a in adapters]
+    generation = GenerationRequest(**fields)
+    pipe.check(generation)
     named = [(a.name, a.scale) for a in adapters]
     job = Job(generation, suffix, uploads=list(uploads.values()), subtype=subtype, adapters=named, pipe=pipe)
     job.notes = notes + generation.notices()
@@ -141,13 +160,23 @@ def _queue(server: Server, job: Job) -> tuple[Job, int]:
         raise ProtocolError("Server busy: queue is full", 429) from None
 
 
+# Every alias a task's field is read under, its metadata objects, its adapters and its uploads (what submit reads).
+TASK_BODY = request_body(
+    named(*(a for aliases in ALIASES.values() for a in aliases), *ADAPTER_FIELDS, "ai_token")
+    | named(*NESTED, schema=OBJECT),
+    files=tuple(a for aliases in UPLOAD_FIELDS.values() for a in aliases),
+)
+TASK_IDS = request_body({"task_id_list": {"anyOf": [{"type": "array", "items": TEXT}, TEXT]}, "ai_token": TEXT})
+ONE_TASK = request_body({"task_id": TEXT, "ai_token": TEXT})
+
+
 def task_routes(app, server: Server) -> None:
     from fastapi import Request
     from starlette.concurrency import run_in_threadpool
 
     runner, gate = server.runner, server.gate
 
-    @app.post("/release_task")
+    @app.post("/release_task", openapi_extra=TASK_BODY)
     async def release_task(request: Request):
         body, uploads = await read_body(request, keep_files=True)
         try:
@@ -160,7 +189,7 @@ def task_routes(app, server: Server) -> None:
             raise
         return envelope({"task_id": job.id, "status": "queued", "queue_position": position})
 
-    @app.post("/query_result")
+    @app.post("/query_result", openapi_extra=TASK_IDS)
     async def query_result(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
@@ -179,13 +208,15 @@ def task_routes(app, server: Server) -> None:
             data.append(task_entry(job, server) | {"task_id": task_id})  # the id as the client sent it
         return envelope(data)
 
-    @app.post("/cancel_task")  # an extension: the reference has no cancel route
+    @app.post("/cancel_task", openapi_extra=ONE_TASK)  # an extension: the reference has no cancel route
     async def cancel_task(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
         return envelope({"task_id": body.get("task_id"), "cancelled": runner.cancel(str(body.get("task_id")))})
 
-    @app.post("/delete_task")  # an extension: a finished job's songs and record, deleted now instead of at --keep-hours
+    @app.post(
+        "/delete_task", openapi_extra=ONE_TASK
+    )  # an extension: a finished job's songs and record, deleted now instead of at --keep-hours
     async def delete_task(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)

@@ -5,7 +5,16 @@
 No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at definition time.
 """
 
-from .protocol import ProtocolError, as_bool, as_float, as_int, envelope, lookup
+from .protocol import ALIASES, ProtocolError, as_bool, as_float, as_int, envelope, lookup
+from .schema import TEXT, named, request_body
+
+# What /format_input reads: its texts, and the metadata under every alias a task reads it by (lookup).
+METAS = ("bpm", "audio_duration", "key_scale", "time_signature", "vocal_language")
+FORMAT = request_body(
+    named("prompt", "lyrics", "ai_token", schema=TEXT) | named("temperature", *(a for m in METAS for a in ALIASES[m]))
+)
+SAMPLE = request_body(named("query", "vocal_language", "ai_token", schema=TEXT) | named("instrumental", "temperature"))
+RANDOM = request_body(named("sample_type", "ai_token", schema=TEXT))
 
 
 def _planner(pipe, what: str):
@@ -32,7 +41,7 @@ def songwriter_routes(app, server) -> None:
         except AceStepError as e:  # upstream: the envelope with code 500, HTTP 200
             return None, str(e)
 
-    @app.post("/format_input")
+    @app.post("/format_input", openapi_extra=FORMAT)
     async def format_input(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
@@ -61,7 +70,7 @@ def songwriter_routes(app, server) -> None:
         }
         return envelope(data)
 
-    @app.post("/v1/create_sample")
+    @app.post("/v1/create_sample", openapi_extra=SAMPLE)
     async def create_sample(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
@@ -79,7 +88,7 @@ def songwriter_routes(app, server) -> None:
             return envelope(None, error, 500)
         return envelope(_sample(sheet, language))
 
-    @app.post("/create_random_sample")
+    @app.post("/create_random_sample", openapi_extra=RANDOM)
     async def create_random_sample(request: Request):
         """Upstream returns one of its canned examples; this server has none, so the planner invents one (the
         keys are the example files')."""
