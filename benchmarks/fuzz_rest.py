@@ -13,6 +13,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,13 +26,17 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=None, help="replay a run's random draw")
     p.add_argument("--parsers", action="store_true", help="the parser properties too (tests/unit/test_fuzz_parsers.py)")
     args = p.parse_args(argv)
+    report = Path(tempfile.mkdtemp()) / "sent.json"
     env = os.environ | {"MLX_ACESTEP_FUZZ": str(max(args.scale, 1)), "PYTHONPATH": str(ROOT)}
+    env["MLX_ACESTEP_FUZZ_REPORT"] = str(report)
     if args.seed is not None:
         env["MLX_ACESTEP_FUZZ_SEED"] = str(args.seed)
     files = ["tests/server/test_fuzz_rest.py"] + (["tests/unit/test_fuzz_parsers.py"] if args.parsers else [])
     command = [sys.executable, "-m", "pytest", "-q", "-n0", "-p", "no:cacheprovider", "--hypothesis-show-statistics"]
     start = time.perf_counter()
     code = subprocess.call([*command, *files], env=env, cwd=ROOT)
+    if report.is_file():
+        print("requests sent (per route, per status class):", report.read_text())
     print(f"fuzz_rest: scale {args.scale}, {time.perf_counter() - start:.0f} s, {'clean' if code == 0 else 'FOUND'}")
     return code
 

@@ -63,10 +63,16 @@ class InputFolder:
             raise ProtocolError(
                 f"{what} paths are not allowed here (start the server with --input-dir, or upload the file)", 403
             )
-        resolved = Path(path).expanduser().resolve()
-        if not any(resolved.is_relative_to(root) for root in self.roots):
-            raise ProtocolError(f"{what} {path!r} is outside the allowed input folders ({self.where()})", 403)
-        if not (resolved.is_file() or (folders and resolved.is_dir())):
+        if "\x00" in path:  # no file has one; the OS refuses it (a ValueError: it was a 500)
+            raise ProtocolError(f"{what} {path!r} holds a NUL character")
+        try:
+            resolved = Path(path).expanduser().resolve()
+            if not any(resolved.is_relative_to(root) for root in self.roots):
+                raise ProtocolError(f"{what} {path!r} is outside the allowed input folders ({self.where()})", 403)
+            found = resolved.is_file() or (folders and resolved.is_dir())
+        except (OSError, RuntimeError):  # a name too long for the file system, a symlink loop: no such file
+            found = False
+        if not found:
             raise ProtocolError(f"{what} {path!r} does not exist", 404)
         return resolved
 
