@@ -32,7 +32,7 @@ def test_a_float_weight_stored_as_integers_names_its_key(converted, tmp_path):
     key = sorted(k for k in weights if k.endswith("weight"))[0]
     weights[key] = weights[key].astype(mx.int32)
     mx.save_safetensors(str(files[0]), weights)
-    with pytest.raises(AceStepError, match=rf"key '{key}' is stored as mlx.core.int32, expected a floating-point"):
+    with pytest.raises(AceStepError, match=rf"tensor '{key}' has dtype mlx.core.int32, expected a floating-point"):
         load_component(folder)
 
 
@@ -201,3 +201,57 @@ def test_a_users_adapter_scale_beyond_ten_is_refused(scale):
 
     with pytest.raises(AceStepError, match="must be a number from 0 to 10"):
         check_scale(scale)
+
+
+def _entry(cache, name="src-vae-0123456789ab"):
+    from mlx_acestep.names import CONVERSION_FILE
+
+    entry = cache / "converted" / name
+    (entry / "vae").mkdir(parents=True)
+    (entry / CONVERSION_FILE).write_text(json.dumps({"source": "src", "components": ["vae"]}))
+    return entry
+
+
+def test_a_cache_entry_in_use_by_another_process_is_not_removed(tmp_path):
+    """`cache rm` removed an entry another process was generating from; that run died after its diffusion."""
+    import subprocess
+    import sys
+
+    from mlx_acestep.cache import remove_entries
+
+    entry = _entry(tmp_path)
+    user = subprocess.Popen(  # another run: holds the entry, as a pipeline loading from it does, until told to end
+        [
+            sys.executable,
+            "-c",
+            f"import sys; from mlx_acestep.cache import hold; hold(__import__('pathlib').Path({str(entry)!r})); print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert user.stdout.readline().strip() == "held"
+        with pytest.raises(AceStepError, match=rf"{entry.name}: in use by process {user.pid}; remove it once"):
+            remove_entries([entry.name], cache_dir=tmp_path)
+        assert entry.is_dir()
+    finally:
+        user.communicate("")  # ends it: its lock goes with it
+    assert [name for name, _ in remove_entries([entry.name], cache_dir=tmp_path)] == [entry.name]
+    assert not entry.exists()
+
+
+def test_a_cache_entry_replaced_by_a_link_is_not_used(tmp_path):
+    """`list` and `rm` ignored a link in place of an entry, but `generate` loaded whatever it pointed at."""
+    from mlx_acestep.cache import cache_key, cached_entry
+    from mlx_acestep.convert import ConvertOptions
+
+    elsewhere = _entry(tmp_path / "other")
+    src = tmp_path / "src"
+    (src / "vae").mkdir(parents=True)
+    opts = ConvertOptions()
+    link = tmp_path / "cache" / "converted" / f"src-vae-{cache_key(src, [src / 'vae'], opts)}"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere)
+    with pytest.raises(AceStepError, match="a link, not a folder the converter wrote"):
+        cached_entry(src, "src-vae", ["vae"], [src / "vae"], opts, tmp_path / "cache", False, print)
