@@ -255,3 +255,29 @@ def test_a_cache_entry_replaced_by_a_link_is_not_used(tmp_path):
     link.symlink_to(elsewhere)
     with pytest.raises(AceStepError, match="a link, not a folder the converter wrote"):
         cached_entry(src, "src-vae", ["vae"], [src / "vae"], opts, tmp_path / "cache", False, print)
+
+
+def test_a_full_disk_is_named_not_libsndfiles_system_error(tmp_path, monkeypatch):
+    """libsndfile says "System error." when the disk fills; the user read that and nothing else."""
+    import shutil
+    from collections import namedtuple
+
+    import numpy as np
+    import soundfile as sf
+
+    from mlx_acestep.audio import save_audio
+
+    class Full(sf.SoundFile):
+        def write(self, data):
+            raise sf.LibsndfileError(0, prefix="Error writing: ")  # what libsndfile raises, its text "System error."
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sf, "SoundFile", Full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2**30, 2**30, 4096))
+    with pytest.raises(OSError, match=f"no space left on {tmp_path}"):
+        save_audio(tmp_path / "a.wav", np.zeros((4800, 2), np.float32))
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2**30, 0, 2**30))  # room enough: another failure
+    with pytest.raises(OSError) as caught:
+        save_audio(tmp_path / "a.wav", np.zeros((4800, 2), np.float32))
+    assert "no space" not in str(caught.value)
