@@ -50,6 +50,7 @@ from .render import RenderJob, render
 from .request import GenerationRequest, resolve_seeds, sampler_settings
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
+from .slow import slow_run_warning
 from .songwriter import audio_codes, check_writing, create_sample, format_sample, think, understand, write_first
 from .stream import GenerationStream, start_stream
 from .worker import Worker
@@ -250,8 +251,12 @@ class ACEStep:
         settings = request.sampler_settings(self.family, stacklevel=4)
         frames = source_frames(request.src_audio, request.src_latents)
         call_adapters = self.adapters.read_call(request.loras)  # bad adapter files fail before any work
+        run = planned_run(self, request, thinking, duration or (frames and seconds_of(frames)), settings)
         if self.check_memory:  # before anything loads: a run that cannot fit fails now, not minutes in
-            check_fit(self, planned_run(self, request, thinking, duration or (frames and seconds_of(frames)), settings))
+            check_fit(self, run)
+        slow = slow_run_warning(self, run.seconds, getattr(settings, "steps", None), run.batch * (1 + run.guided))
+        if slow:
+            warnings.warn(slow, stacklevel=3)
         return request, thinking, duration, settings, call_adapters
 
     def _limited(self, run):

@@ -281,3 +281,47 @@ def test_a_full_disk_is_named_not_libsndfiles_system_error(tmp_path, monkeypatch
     with pytest.raises(OSError) as caught:
         save_audio(tmp_path / "a.wav", np.zeros((4800, 2), np.float32))
     assert "no space" not in str(caught.value)
+
+
+def test_the_dit_flop_count_is_the_models_own_projections(converted):
+    """Issue 33: the estimate behind the slow-run warning counts the decoder's matmul weights; here they are summed
+    from the loaded fixture model's linear layers (cross-attention K/V excluded: computed once per run)."""
+    import mlx.nn as nn
+    from mlx_acestep.pipeline.slow import dit_flops
+
+    model = load_component(converted / "acestep-v15-turbo")
+    weights = sum(
+        m.weight.size
+        for path, m in model.decoder.named_modules()
+        if isinstance(m, nn.Linear)
+        and path.startswith("layers.")
+        and ("attn" in path or "mlp" in path)
+        and not path.endswith(("cross_attn.k_proj", "cross_attn.v_proj"))
+    )
+    seconds, steps, rows = 7.68, 8, 2
+    tokens = seconds * 25 / 2  # 25 latent frames a second, two to a token (patch_size 2)
+    assert dit_flops(_config(converted), seconds, steps, rows) == pytest.approx(2 * weights * tokens * steps * rows)
+
+
+def _config(converted):
+    from mlx_acestep.models.dit import AceStepConfig
+
+    return AceStepConfig.from_dict(json.loads((converted / "acestep-v15-turbo" / "config.json").read_text()))
+
+
+def test_a_long_quantized_run_on_the_cpu_backend_is_said_before_it_starts(monkeypatch):
+    """A 10 s q8 song took 86 minutes on this CPU without a word (issue 33)."""
+    from types import SimpleNamespace
+
+    from mlx_acestep.models.dit import AceStepConfig
+    from mlx_acestep.pipeline.slow import slow_run_warning
+
+    real = AceStepConfig()  # the released 2B's sizes (its documented defaults)
+    q8 = SimpleNamespace(config=real, dtype=mx.float32, quantize="q8")
+    line = slow_run_warning(q8, 30.0, None, 1)
+    assert line.startswith("a q8 DiT runs about 40x slower than float32 on MLX's CPU backend") and " min" in line
+    assert slow_run_warning(SimpleNamespace(config=real, dtype=mx.bfloat16, quantize=None), 30.0, None, 1)
+    assert slow_run_warning(SimpleNamespace(config=real, dtype=mx.float32, quantize=None), 30.0, None, 1) is None
+    assert slow_run_warning(q8, 0.5, 1, 1) is None  # short enough not to matter
+    monkeypatch.setattr(mx, "default_device", lambda: mx.gpu)  # Metal / CUDA: nothing to say
+    assert slow_run_warning(q8, 30.0, None, 1) is None
