@@ -220,12 +220,9 @@ def test_a_cache_entry_in_use_by_another_process_is_not_removed(tmp_path):
     from mlx_acestep.cache import remove_entries
 
     entry = _entry(tmp_path)
+    hold = f"import sys, pathlib; from mlx_acestep.cache import hold; hold(pathlib.Path({str(entry)!r}))"
     user = subprocess.Popen(  # another run: holds the entry, as a pipeline loading from it does, until told to end
-        [
-            sys.executable,
-            "-c",
-            f"import sys; from mlx_acestep.cache import hold; hold(__import__('pathlib').Path({str(entry)!r})); print('held', flush=True); sys.stdin.read()",
-        ],
+        [sys.executable, "-c", hold + "; print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -287,6 +284,7 @@ def test_the_dit_flop_count_is_the_models_own_projections(converted):
     """Issue 33: the estimate behind the slow-run warning counts the decoder's matmul weights; here they are summed
     from the loaded fixture model's linear layers (cross-attention K/V excluded: computed once per run)."""
     import mlx.nn as nn
+
     from mlx_acestep.pipeline.slow import dit_flops
 
     model = load_component(converted / "acestep-v15-turbo")
