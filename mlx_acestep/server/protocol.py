@@ -345,6 +345,14 @@ def task_name(f: dict, inputs) -> str:
     task = text(f.get("task_type"), "", "task_type") or REST_DEFAULTS["task_type"]
     if task in LEGACY_TASKS:
         return "cover-nofsq" if "src_audio" in inputs else "text2music"
+    if (
+        task == "cover"
+        and "src_audio" not in inputs
+        and text(f.get("audio_code_string"), "", "audio_code_string").strip()
+    ):
+        # a cover of given codes (ace-step-ui's audio-codes cover): upstream decodes the codes into the target
+        # whatever the task (conditioning_target.py:77-86), as its text2music with codes, which it makes a cover
+        return "text2music"
     return task
 
 

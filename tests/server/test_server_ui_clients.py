@@ -3,12 +3,14 @@
 fspecii/ace-step-ui's REST client (its `server/src/services/acestep.ts` before the Gradio rewrite, 193cf70), whose
 JSON bodies carry every field its panel has. Bodies are shaped as those clients send them."""
 
+import io
 import uuid
 
 import numpy as np
 import pytest
+import soundfile as sf
 
-from mlx_acestep.pipeline import ACEStep, ModelFolders
+from mlx_acestep.pipeline import ACEStep, GenerationRequest, ModelFolders
 from mlx_acestep.planner import tasks
 
 CODES = [int(c) for c in np.random.default_rng(1).integers(0, 64, 50)]  # 50 codes at 5 Hz: 10 s
@@ -71,3 +73,28 @@ def test_the_studio_page_opened_from_a_file_runs_with_cors_origin_null(pipe, ser
     assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg" and len(r.content) > 1000
     r = server.client.get("/health", headers={"Origin": "http://elsewhere.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_ace_step_uis_cover_of_audio_codes_renders_the_codes(pipe, serve, tmp_path):
+    """ace-step-ui's cover from audio codes, with no source (its guard: a cover needs a source or codes): upstream
+    decodes the codes into the target whatever the task (conditioning_target.py:77-86), so it is the song the
+    pipeline renders from those codes."""
+    from mlx_acestep.server import make_app
+
+    server = serve(make_app(pipe, tmp_path / "out"))
+    body = ace_step_ui_body(task_type="cover", audio_code_string=CODE_TEXT, audio_cover_strength=1.0)
+    status, env = server.json("POST", "/release_task", body)
+    assert status == 200, env
+    state, items = server.wait(env["data"]["task_id"])
+    assert state == 1, items
+    status, data, _ = server.call("GET", items[0]["file"])
+    served = sf.read(io.BytesIO(data), dtype="float32")[0]
+    same = dict(caption="rock", seed=7, steps=8, shift=3.0, language="en", thinking=False)  # turbo: 12 steps -> 8
+    direct = pipe.generate(GenerationRequest(audio_codes=CODES, **same))
+    expected = sf.read(direct.save(tmp_path / "direct.flac", overwrite=True)[0], dtype="float32")[0]
+    np.testing.assert_allclose(served, expected, atol=1e-4)
+    other = pipe.generate(GenerationRequest(audio_codes=CODES[::-1], **same))
+    other = sf.read(other.save(tmp_path / "other.flac", overwrite=True)[0], dtype="float32")[0]
+    assert np.abs(served - other).max() > 1e-2  # the codes steer the song
+    status, env = server.json("POST", "/release_task", ace_step_ui_body(task_type="cover"))
+    assert status == 400 and "src_audio" in env["detail"], env  # neither source nor codes: still refused
