@@ -370,12 +370,10 @@ def flow_edit_fields(f: dict) -> dict:
     return out
 
 
+PATH_FIELDS = {"src_audio": "src_audio_path", "ref_audio": "reference_audio_path"}  # a file's name -> its path field
+
+
 def input_paths(body: dict) -> dict[str, str]:
     """The source / reference paths a body names (checked against the allowed folder by the app)."""
     f = lookup(body)
-    out = {}
-    if f.get("src_audio_path"):
-        out["src_audio"] = str(f["src_audio_path"])
-    if f.get("reference_audio_path"):
-        out["ref_audio"] = str(f["reference_audio_path"])
-    return out
+    return {name: str(f[field]) for name, field in PATH_FIELDS.items() if f.get(field)}

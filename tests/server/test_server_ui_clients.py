@@ -98,3 +98,14 @@ def test_ace_step_uis_cover_of_audio_codes_renders_the_codes(pipe, serve, tmp_pa
     assert np.abs(served - other).max() > 1e-2  # the codes steer the song
     status, env = server.json("POST", "/release_task", ace_step_ui_body(task_type="cover"))
     assert status == 400 and "src_audio" in env["detail"], env  # neither source nor codes: still refused
+
+
+def test_a_path_refused_is_named_as_the_client_sent_it(pipe, serve, tmp_path):
+    """ace-step-ui sends its own folder's absolute paths; without --input-dir the 403 names its field."""
+    from mlx_acestep.server import make_app
+
+    server = serve(make_app(pipe, tmp_path / "out"))
+    song = str(tmp_path / "song.wav")
+    for field in ("reference_audio_path", "src_audio_path"):
+        status, env = server.json("POST", "/release_task", ace_step_ui_body(**{field: song}))
+        assert status == 403 and env["detail"].startswith(f"{field} paths are not allowed here"), env
