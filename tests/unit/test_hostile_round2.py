@@ -323,3 +323,64 @@ def test_a_long_quantized_run_on_the_cpu_backend_is_said_before_it_starts(monkey
     assert slow_run_warning(q8, 0.5, 1, 1) is None  # short enough not to matter
     monkeypatch.setattr(mx, "default_device", lambda: mx.gpu)  # Metal / CUDA: nothing to say
     assert slow_run_warning(q8, 30.0, None, 1) is None
+
+
+# -- slips: tests that compare with an independent computation ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "strength", "switch"),
+    [  # upstream: cover_steps = int(num_steps * audio_cover_strength), Python floats (turbo :2091, base :1942)
+        (100, 0.29, 28),  # 28.999999999999996: truncation, not rounding, gives 28
+        (50, 0.57, 28),  # 28.499999999999996
+        (10, 0.3, 3),  # 3.0000000000000004
+        (8, 0.7, 5),  # 5.6: truncated
+        (8, 0.875, 7),
+        (8, 0.01, 0),  # below one step: every step follows the caption
+        (27, 0.5, 13),
+    ],
+)
+def test_the_cover_switch_step_truncates_as_upstream(steps, strength, switch):
+    from mlx_acestep.diffusion.edits import EditHooks
+
+    hooks = EditHooks(switch_fraction=strength, switch_to=("text2music",))
+    assert hooks.switch_step(steps) == switch
+    assert EditHooks(switch_fraction=1.0, switch_to=("x",)).switch_step(steps) is None  # strength 1: no switch
+
+
+@pytest.mark.parametrize(
+    ("layout", "alpha", "rank", "scale"),
+    [  # what each format defines when its optional scale field is absent
+        ("comfyui", None, 4, 1.0),  # kohya / ComfyUI: no .alpha means alpha = rank
+        ("comfyui", 2.0, 4, 0.5),
+        ("lokr", None, 4, 1.0),  # LyCORIS: no alpha, scale 1
+        ("lokr", 2.0, 4, 0.5),  # a low-rank factor: alpha / r
+    ],
+)
+def test_an_adapter_without_its_optional_scale_takes_the_formats_own(converted, tmp_path, layout, alpha, rank, scale):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from mlx_acestep.adapters.formats import read_adapter
+
+    config = _config(converted)
+    hidden, heads = config.hidden_size, config.num_attention_heads * config.head_dim
+    rng = np.random.default_rng(0)
+    if layout == "comfyui":
+        key = "diffusion_model.layers.0.self_attn.q_proj"
+        tensors = {
+            f"{key}.lora_down.weight": rng.standard_normal((rank, hidden)).astype(np.float32),
+            f"{key}.lora_up.weight": rng.standard_normal((heads, rank)).astype(np.float32),
+        }
+    else:
+        key = "lycoris_layers_0_self_attn_q_proj"
+        tensors = {
+            f"{key}.lokr_w1": rng.standard_normal((2, 2)).astype(np.float32),
+            f"{key}.lokr_w2_a": rng.standard_normal((heads // 2, rank)).astype(np.float32),
+            f"{key}.lokr_w2_b": rng.standard_normal((rank, hidden // 2)).astype(np.float32),
+        }
+    if alpha is not None:
+        tensors[f"{key}.alpha"] = np.array(alpha, np.float32)
+    save_file(tensors, str(tmp_path / "a.safetensors"), metadata={"algo": "lokr"} if layout == "lokr" else None)
+    adapter = read_adapter(tmp_path / "a.safetensors", {"layers.0.self_attn.q_proj": (heads, hidden)})
+    assert adapter.deltas["layers.0.self_attn.q_proj"].scale == scale
