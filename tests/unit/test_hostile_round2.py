@@ -40,6 +40,7 @@ def test_a_float_weight_stored_as_integers_names_its_key(converted, tmp_path):
     ("name", "key", "value", "expected"),
     [
         ("acestep-v15-turbo", "hidden_size", "big", "a whole number"),
+        ("acestep-v15-turbo", "num_hidden_layers", True, "a whole number"),  # JSON true is not 1
         ("acestep-v15-turbo", "layer_types", "all", "a list"),
         ("vae", "decoder_channels", 16.5, "a whole number"),
         ("vae", "downsampling_ratios", [2, "four"], "a list"),
@@ -72,9 +73,13 @@ def test_a_shape_whose_size_wraps_around_is_not_an_empty_tensor(tmp_path):
     _safetensors(tmp_path / "a.safetensors", {"w": entry})
     with pytest.raises(AceStepError, match="tensor 'w' has an inconsistent byte range"):
         read_header(tmp_path / "a.safetensors")
-    _safetensors(tmp_path / "b.safetensors", {"w": entry | {"shape": [-2, -2], "data_offsets": [0, 16]}}, b"\0" * 16)
-    with pytest.raises(AceStepError, match="inconsistent byte range"):
-        read_header(tmp_path / "b.safetensors")
+    for shape in ([-2, -2], [-1, -1]):  # sizes that multiply to a positive count
+        size = 4 * shape[0] * shape[1]
+        _safetensors(
+            tmp_path / "b.safetensors", {"w": entry | {"shape": shape, "data_offsets": [0, size]}}, b"\0" * size
+        )
+        with pytest.raises(AceStepError, match="inconsistent byte range"):
+            read_header(tmp_path / "b.safetensors")
 
 
 @pytest.mark.parametrize("start", [b"PK\x03\x04", b"\x80\x02", b"\x80\x04"])
@@ -318,6 +323,7 @@ def test_a_long_quantized_run_on_the_cpu_backend_is_said_before_it_starts(monkey
     q8 = SimpleNamespace(config=real, dtype=mx.float32, quantize="q8")
     line = slow_run_warning(q8, 30.0, None, 1)
     assert line.startswith("a q8 DiT runs about 40x slower than float32 on MLX's CPU backend") and " min" in line
+    assert "about 31 min, about 47 s with a float32 model" in slow_run_warning(q8, 10.0, None, 1)  # the case
     assert slow_run_warning(SimpleNamespace(config=real, dtype=mx.bfloat16, quantize=None), 30.0, None, 1)
     assert slow_run_warning(SimpleNamespace(config=real, dtype=mx.float32, quantize=None), 30.0, None, 1) is None
     assert slow_run_warning(q8, 0.5, 1, 1) is None  # short enough not to matter
