@@ -239,7 +239,10 @@ def generate(**params):
             params["caption"] = None  # a caption file given beside the metadata replaces its caption
         if ctx.get_parameter_source("lyrics_file") is ParameterSource.COMMANDLINE:
             params["lyrics"] = None  # and a lyrics file its lyrics
-    _run(params)
+    from .. import distributed
+
+    with distributed.quiet_unless_leader():  # under mlx.launch rank 0 reports and writes (pipeline/spread.py)
+        _run(params)
 
 
 def _run(params: dict) -> None:
@@ -252,15 +255,17 @@ def _run(params: dict) -> None:
     if not planner and (params["lm"] is not None or params["lm_quantize"] != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
     inputs = ("src_audio", "ref_audio", "lyrics_file", "prompt_file", "from_metadata")
-    paths = output_paths(
-        params["output"],
-        params["fmt"],
-        request.seed,
-        request.caption,
-        params["overwrite"],
-        {"--" + name.replace("_", "-"): params[name] for name in inputs},
-    )
+    from .. import distributed
+
+    if params["stream"] and distributed.size() > 1:
+        raise AceStepError("--stream writes as it renders, on one machine: run it without mlx.launch")
+    named = {"--" + name.replace("_", "-"): params[name] for name in inputs}
+    args = (params["output"], params["fmt"], request.seed, request.caption, params["overwrite"], named)
+    # rank 0's folder (it writes the files), checked there; every rank stops on its error
+    paths = [Path(p) for p in distributed.on_leader(lambda: [str(p) for p in output_paths(*args)])]
     pipe, result = _render(params, request, specs, planner, paths)
+    if not distributed.is_leader():
+        return
     rendered = result.request or request  # with what the planner wrote (--sample, --format-input)
     _save(songwriter.rendered_params(params, rendered, bool(result.sheets)), rendered, pipe, result, paths)
     speed_hint()  # after the result: never between a user and a one-line error
