@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import select
 import signal
+import socket
 import threading
+import time
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 import mlx.core as mx
@@ -71,17 +74,71 @@ def stop_on_sigterm(what: str):
 
 
 @contextmanager
-def collective(what: str):
+def collective(what: str, patience: float | None = None, then: str = ""):
     """Runs a step that talks to the other ranks: a lost peer (the ring raises; MPI aborts the job itself) is a
-    one-line error naming this rank, as is a SIGTERM meanwhile."""
+    one-line error naming this rank, as is a SIGTERM meanwhile. `patience`: seconds after which a wait counts as
+    a lost rank (see `_watcher`); `then` ends the error line if the watcher has to end the process."""
     if size() == 1:
         yield
         return
-    with stop_on_sigterm(what):
-        try:
-            yield
-        except RuntimeError as e:
-            raise RankLost(f"rank {rank()} of {size()}: lost another rank while {what} ({first_line(e)})") from None
+    _start_watcher()
+    previous = dict(_waiting)
+    _waiting.update(what=what, since=time.monotonic(), patience=patience, then=then)
+    try:
+        with stop_on_sigterm(what):
+            try:
+                yield
+            except RuntimeError as e:
+                raise RankLost(f"rank {rank()} of {size()}: lost another rank while {what} ({first_line(e)})") from None
+    finally:
+        _waiting.clear()
+        _waiting.update(previous)
+
+
+# A rank blocked inside a collective is in MLX's C++ code, where Python runs no signal handler; and the ring does
+# not always fail a collective begun after its peer was lost (MLX 0.32 on loopback: a race, seen in about one run
+# in two when a rank is killed between steps). So a watcher thread ends such a rank, printing the one line itself:
+# on a SIGTERM (mlx.launch's way of stopping the others when one fails), or when a wait outlasts its patience.
+PATIENCE_ENV = "MLX_ACESTEP_RANK_PATIENCE"
+DEFAULT_PATIENCE = 300.0  # seconds: a training step's wait includes rank 0's checkpoint and preview
+_waiting: dict = {}
+
+
+def step_patience() -> float:
+    try:
+        return float(os.environ.get(PATIENCE_ENV, DEFAULT_PATIENCE))
+    except ValueError:
+        raise AceStepError(f"{PATIENCE_ENV}={os.environ[PATIENCE_ENV]!r} is not a number of seconds") from None
+
+
+@functools.cache
+def _start_watcher() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # the wakeup fd is the main thread's to set; a worker's collectives rely on the ring raising
+    wake, signals = socket.socketpair()
+    wake.setblocking(False)
+    signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
+    threading.Thread(target=_watcher, args=(signals, wake), daemon=True, name="mlx-acestep rank watch").start()
+
+
+def _watcher(signals: socket.socket, wake: socket.socket) -> None:
+    terminated = False
+    while True:
+        if select.select([signals], [], [], 1.0)[0]:
+            terminated = terminated or signal.SIGTERM in signals.recv(64)
+        what, since, patience = _waiting.get("what"), _waiting.get("since", 0.0), _waiting.get("patience")
+        if what is None:
+            continue
+        waited = time.monotonic() - since
+        if terminated and waited > 1.0:  # the main thread had a second to raise it itself
+            _end(f"stopped while {what} (another rank ended)")
+        if patience is not None and waited > patience:
+            _end(f"no answer from the other ranks for {patience:g} s while {what} (a rank died?)")
+
+
+def _end(message: str) -> None:
+    os.write(2, f"\nError: rank {rank()} of {size()}: {message}{_waiting.get('then', '')}\n".encode())
+    os._exit(1)
 
 
 def _sum(values: np.ndarray) -> np.ndarray:

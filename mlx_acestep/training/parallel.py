@@ -38,7 +38,8 @@ def combine(grads, loss_sum: float, step: int):
     ranks = distributed.size()
     if ranks == 1:
         return grads, loss_sum
-    with distributed.collective(f"training step {step + 1}"):
+    then = "; the last checkpoint is kept: --resume continues from it"
+    with distributed.collective(f"training step {step + 1}", distributed.step_patience(), then):
         # the ranks' mean, times the ranks: exact for a power of two, within float32 rounding otherwise
         grads = tree_map(lambda g: g * ranks, nn.average_gradients(grads, distributed.world()))
         loss = mx.distributed.all_sum(mx.array(loss_sum, mx.float32), group=distributed.world(), stream=mx.cpu)
