@@ -67,6 +67,7 @@ def child(args) -> None:
     for n in range(1, args.steps + 1):
         step(n)
     seconds = (time.perf_counter() - start) / args.steps
+    transfer = _transfer_seconds(dit.trainable_parameters()) if distributed.size() > 1 else 0.0
     if distributed.is_leader():
         gradient = sum(v.nbytes for _, v in tree_flatten(dit.trainable_parameters()))
         report(
@@ -74,9 +75,27 @@ def child(args) -> None:
                 "ranks": distributed.size(),
                 "step_s": seconds,
                 "reduce_s": sum(reduce_s) / len(reduce_s),
+                "transfer_s": transfer,
                 "gradient_mb": gradient / 1e6,
             }
         )
+
+
+def _transfer_seconds(tree, repeats: int = 5) -> float:
+    """The all-reduce alone, the ranks lined up first: what the step's all-reduce costs without the wait for the
+    slower rank that `reduce_s` includes."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from mlx_acestep import distributed
+
+    total = 0.0
+    for _ in range(repeats):
+        mx.eval(mx.distributed.all_sum(mx.array(1.0), group=distributed.world(), stream=mx.cpu))  # a barrier
+        start = time.perf_counter()
+        mx.eval(nn.average_gradients(tree, distributed.world()))
+        total += time.perf_counter() - start
+    return total / repeats
 
 
 def run(args, ranks: int) -> dict:
@@ -117,19 +136,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{'tiny' if args.tiny else f'2B decoder, {args.layers} of 24 layers'}, LoRA rank {args.rank}, "
         f"crop {args.frames / 25:g} s, {args.micro_batches} micro-batches per step"
     )
-    print("| ranks | s / step | steps / s | speed-up | all-reduce s / step | gradient all-reduced |")
-    print("|---|---|---|---|---|---|")
+    print("| ranks | s / step | steps / s | speed-up | all-reduce in the step (s) | all-reduce alone (s) | gradient |")
+    print("|---|---|---|---|---|---|---|")
     rows = []
     for ranks in [int(r) for r in args.ranks.split(",")]:
         r = run(args, ranks)
         rows.append(r)
         if "error" in r:
-            print(f"| {ranks} | failed: {r['error']} | | | | |", flush=True)
+            print(f"| {ranks} | failed: {r['error']} | | | | | |", flush=True)
             continue
         base = rows[0].get("step_s", r["step_s"])
         print(
             f"| {ranks} | {r['step_s']:.3f} | {1 / r['step_s']:.2f} | {base / r['step_s']:.2f}x | "
-            f"{r['reduce_s']:.3f} | {r['gradient_mb']:.1f} MB |",
+            f"{r['reduce_s']:.3f} | {r['transfer_s']:.3f} | {r['gradient_mb']:.1f} MB |",
             flush=True,
         )
     if args.json:
