@@ -84,7 +84,7 @@ def train(
     mlx-acestep train my-songs/ -o my-style --steps 1000
     mlx-acestep train my-songs/ -o my-style --resume --steps 2000
     mlx-acestep generate "my style, piano" --lora my-style -o test.wav
-    mlx.launch --hosts mac1,mac2 mlx-acestep train my-songs/ -o my-style --steps 1000   # data-parallel (README)
+    mlx.launch --hostfile hosts.json --backend ring -- mlx-acestep train my-songs/ -o my-style   # across Macs: README
     """
     from ..training import train_lora
 

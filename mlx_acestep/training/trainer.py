@@ -10,6 +10,8 @@
    continues exactly as an uninterrupted one.
 3. Save a PEFT folder (`adapters/peft.py`'s layout) that `--lora` loads, a model card, `train_log.jsonl`, and a
    resumable `checkpoint/` every `save_every` steps and at the end; previews render with the decoder in memory.
+4. Under `mlx.launch` the ranks share the preprocessing and each step's micro-batches (`parallel.py`); rank 0
+   alone checks and writes the run's folder and reports.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from .state import (
 
 @dataclass
 class TrainProgress:
-    """What `callback` receives: a phase ("preprocess", "train", "preview", "save") and where it stands."""
+    """What `callback` receives: a phase ("preprocess", "setup", "train", "preview", "save") and where it stands;
+    "setup" comes once before the first step, `extra["batch"]` saying what a step averages over."""
 
     phase: str
     step: int

@@ -165,6 +165,19 @@ def test_a_killed_rank_ends_the_other_with_one_line_and_the_checkpoint_is_intact
     assert logged == list(range(1, step + 2))
 
 
+def test_what_rank_0_refuses_stops_every_rank_with_its_line(converted, dataset, tmp_path):
+    """The run's folder is rank 0's: it checks it, and the others stop with its reason instead of waiting."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    args = ["train", dataset, "-o", tmp_path / "mine", "--model", converted, *train_flags(TRAIN, 1)]
+    done = finish(start_ranks(args, tmp_path, [{}, {}]))
+    lines = [[line for line in err.splitlines() if line.strip()] for _, _, err in done]
+    assert [code for code, _, _ in done] == [1, 1] and all(len(ls) == 1 for ls in lines), done
+    assert lines[0][0].startswith("Error: ") and "exists and is not empty" in lines[0][0]
+    assert lines[1][0] == lines[0][0].replace("Error: ", "Error: rank 0 stopped the run: ")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
 def test_two_ranks_render_the_files_one_rank_writes(converted, tmp_path):
     """`mlx.launch --backend ring -n 2 ... generate --batch 2`, as the README prints it: one item per rank, each
     planned by the LM (prompts of different lengths, padded as the whole batch)."""
