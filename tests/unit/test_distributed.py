@@ -165,19 +165,6 @@ def test_a_killed_rank_ends_the_other_with_one_line_and_the_checkpoint_is_intact
     assert logged == list(range(1, step + 2))
 
 
-def test_what_rank_0_refuses_stops_every_rank_with_its_line(converted, dataset, tmp_path):
-    """The run's folder is rank 0's: it checks it, and the others stop with its reason instead of waiting."""
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("keep")
-    args = ["train", dataset, "-o", tmp_path / "mine", "--model", converted, *train_flags(TRAIN, 1)]
-    done = finish(start_ranks(args, tmp_path, [{}, {}]))
-    lines = [[line for line in err.splitlines() if line.strip()] for _, _, err in done]
-    assert [code for code, _, _ in done] == [1, 1] and all(len(ls) == 1 for ls in lines), done
-    assert lines[0][0].startswith("Error: ") and "exists and is not empty" in lines[0][0]
-    assert lines[1][0] == lines[0][0].replace("Error: ", "Error: rank 0 stopped the run: ")
-    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
-
-
 def test_two_ranks_render_the_files_one_rank_writes(converted, tmp_path):
     """`mlx.launch --backend ring -n 2 ... generate --batch 2`, as the README prints it: one item per rank, each
     planned by the LM (prompts of different lengths, padded as the whole batch)."""
@@ -238,3 +225,26 @@ def test_the_clips_no_rank_has_are_split_and_each_rank_sends_the_ones_it_has(mon
         monkeypatch.setattr(distributed, "gather_json", lambda value: lacking)
         shares.append(preprocess._my_share(lacking[rank]))
     assert shares == [[1, 3], [2]]
+
+
+def test_what_rank_0_refuses_stops_every_rank_with_its_line(monkeypatch):
+    """The run's folder is rank 0's: it checks it, and the others stop with its reason instead of waiting."""
+    from mlx_acestep import distributed
+    from mlx_acestep.errors import AceStepError
+
+    monkeypatch.setattr(distributed, "size", lambda: 2)
+    monkeypatch.setattr(distributed, "_start_watcher", lambda: None)
+    sent, raised = [], []
+
+    def refuse():
+        raise AceStepError("out: exists and is not empty")
+
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        # every rank gets back what rank 0 put in (rank 1 never runs `refuse`)
+        monkeypatch.setattr(distributed, "gather_json", lambda value: [(sent.append(value) or sent)[0]] * 2)
+        with pytest.raises(AceStepError) as error:
+            distributed.on_leader(refuse if rank == 0 else None)
+        raised.append(str(error.value))
+    assert sent[0] == {"error": "out: exists and is not empty"}
+    assert raised == ["out: exists and is not empty", "rank 0 stopped the run: out: exists and is not empty"]
