@@ -248,3 +248,12 @@ def test_what_rank_0_refuses_stops_every_rank_with_its_line(monkeypatch):
         raised.append(str(error.value))
     assert sent[0] == {"error": "out: exists and is not empty"}
     assert raised == ["out: exists and is not empty", "rank 0 stopped the run: out: exists and is not empty"]
+
+
+def test_a_world_size_that_does_not_divide_the_micro_batches_is_refused_with_why():
+    from mlx_acestep.errors import AceStepError
+    from mlx_acestep.training.parallel import check_world
+
+    check_world(TrainConfig(grad_accum=4), 2)
+    with pytest.raises(AceStepError, match="3 ranks cannot share a step of --grad-accum 4: each rank takes whole"):
+        check_world(TrainConfig(grad_accum=4), 3)
