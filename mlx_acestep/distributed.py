@@ -153,11 +153,6 @@ def from_leader(values: list[int]) -> list[int]:
     return [int(v) for v in _sum(mine)]
 
 
-def agree(value: bool) -> bool:
-    """True when any rank's `value` is."""
-    return bool(value) if size() == 1 else bool(_sum(np.array([int(bool(value))], np.int32))[0])
-
-
 def gather_bytes(blob: bytes) -> list[bytes]:
     """Every rank's `blob`, in rank order, on every rank."""
     if size() == 1:
@@ -222,18 +217,21 @@ def leader_first(fn):
 
 
 def tree_from_leader(tree):
-    """Rank 0's arrays in place of every rank's (a resumed adapter and optimizer state, read from its disk)."""
-    from mlx.utils import tree_map
+    """Rank 0's arrays in place of every rank's (a resumed adapter and optimizer state, read from its disk). The
+    arrays are summed in the order of their names: a tree read from a file and one built in memory hold the same
+    names in different orders, and pairing them by position would add the wrong arrays."""
+    from mlx.utils import tree_flatten, tree_unflatten
 
     if size() == 1:
         return tree
+    flat = tree_flatten(tree)
     with collective("receiving rank 0's checkpoint"):
-        out = tree_map(
-            lambda x: mx.distributed.all_sum(x if is_leader() else mx.zeros_like(x), group=world(), stream=mx.cpu),
-            tree,
-        )
-        mx.eval(out)
-    return out
+        sums = {
+            name: mx.distributed.all_sum(x if is_leader() else mx.zeros_like(x), group=world(), stream=mx.cpu)
+            for name, x in sorted(flat, key=lambda item: item[0])
+        }
+        mx.eval(list(sums.values()))
+    return tree_unflatten([(name, sums[name]) for name, _ in flat])
 
 
 @contextmanager
