@@ -14,8 +14,10 @@ Writing is atomic: a temporary file beside the target, renamed when complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -194,4 +196,13 @@ def sound_file(tmp: Path, path: Path, sample_rate: int, channels: int, subtype: 
                     setattr(f, key, str(value))
             yield f
     except (sf.LibsndfileError, RuntimeError) as e:
+        if _nearly_full(tmp.parent):  # libsndfile says only "System error." when the disk fills
+            raise OSError(errno.ENOSPC, f"no space left on {tmp.parent}") from None
         raise OSError(str(e).split(": ", 1)[-1] or "write failed") from None
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False

@@ -12,6 +12,7 @@ from .hub import ModelFolders
 from .loading import load_component, load_silence_latent, read_json
 from .models.dit import AceStepConfig
 from .models.dit.config import model_family
+from .quantization import recorded_mode
 
 
 class Checkpoint:
@@ -21,6 +22,7 @@ class Checkpoint:
         fields = read_json(folders.dit / "config.json")
         self.config = AceStepConfig.from_dict(fields, str(folders.dit / "config.json"))
         self.dtype = getattr(mx, fields.get("dtype", "float32"))
+        self.quantize = recorded_mode(fields.get("quantization"))  # what runs, whatever the command line asked
         self.family = model_family(self.config, self.name)
         self.tokenizer = PromptTokenizer(folders.text_encoder)
         self.silence_latent = load_silence_latent(folders.dit)

@@ -7,7 +7,12 @@ pipeline import it from here.
 SAMPLE_RATE = 48000  # Hz, stereo
 HOP = 1920  # audio samples per latent frame (25 latent frames per second)
 
-SECONDS = (10.0, 600.0)  # a generated song
+# A rendered song or clip. Upstream renders any positive length (its silent target is at least 0.1 s:
+# task_utils.py:117-122 `create_target_wavs`), the DiT at least MIN_FRAMES; the output keeps the length asked for.
+SECONDS = (0.1, 600.0)
+# What the planner may choose (upstream's DURATION_MIN / DURATION_MAX, constants.py:58-59, which bound only its
+# constrained duration decoding).
+PLANNER_SECONDS = (10, 600)
 DEFAULT_SECONDS = 30.0  # text2music without the planner and without a duration
 SOURCE_SECONDS = (1.0, 600.0)  # a source or reference recording of the editing tasks
 MIN_FRAMES = 128  # the reference pads every target to at least 128 latent frames (spec 5.2)
@@ -39,6 +44,11 @@ VELOCITY_EMA_FACTOR = (0.0, 0.99)
 FLOW_EDIT_WINDOW = (0.0, 1.0)
 FLOW_EDIT_N_AVG = (1, 8)
 
+# Repaint / lego's explicit cross-fades (upstream's repaint_latent_crossfade_frames, repaint_wav_crossfade_sec): none
+# to the longest song. Upstream takes any number and clips the ramps at the song's ends, as these do.
+REPAINT_CROSSFADE_FRAMES = (0, 15000)
+REPAINT_CROSSFADE_SECONDS = (0.0, 600.0)
+
 # The VAE's overlap-discard windows, in latent frames (256 = 10.24 s; see models/vae/oobleck.py for the overlap).
 # VAE_CHUNK is the window off Metal; on Metal it follows the unified memory as upstream sizes its MLX decode
 # (gpu_config.py:779-810 `_auto_mlx_vae_chunk_size`): (at most this many GB, window in frames), the last for more.
@@ -61,6 +71,9 @@ PLANNER_CAPTION_TOKENS = 512
 # Text is cut to this many characters per allowed token before it is tokenized at all: a 10 MB lyrics file would
 # otherwise take minutes to tokenize (and the planner's prompt would not fit in memory). No token is this long.
 CHARS_PER_TOKEN = 64
+# A caption or lyrics file (or stdin) is read up to what that cut could ever keep (4 bytes: UTF-8's widest
+# character): /dev/zero or a log file given by mistake is read in bounded time, and the cut above warns.
+TEXT_FILE_BYTES = max(CAPTION_TOKENS, LYRIC_TOKENS) * CHARS_PER_TOKEN * 4
 
 
 def seconds_of(frames: int) -> float:
@@ -70,3 +83,10 @@ def seconds_of(frames: int) -> float:
 def frames_of(seconds: float) -> int:
     """Latent frames of a duration: rounded to 0.1 s, `int(d * 48000) // 1920` (spec 5.2)."""
     return int(round(seconds, 1) * SAMPLE_RATE) // HOP
+
+
+# Adapters. A user's scale beyond 10 (upstream's server allows 0-1) only drives the DiT into overflow; a factor or
+# the file's own alpha / r beyond 1e4 is a damaged or hostile file (trained LoRA factors are of order 0.01-1), whose
+# product would overflow half precision and stop the run only after its diffusion, misnamed as "overflow".
+ADAPTER_SCALE = (0.0, 10.0)
+ADAPTER_VALUE_MAX = 1e4

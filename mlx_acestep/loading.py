@@ -82,6 +82,13 @@ def check_weights(
             raise AceStepError(
                 f"{source}: key '{k}' has shape {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}"
             )
+        # A float weight stored as integers loads and casts silently (garbage that sounds like a model); the
+        # packed integers of a quantized layer are expected as integers (the layer was swapped before this check).
+        floating = mx.issubdtype(weights[k].dtype, mx.floating)
+        if floating != mx.issubdtype(expected[k].dtype, mx.floating):
+            wanted = "a floating-point" if not floating else f"an integer ({expected[k].dtype})"
+            name = hint(k) if hint else f"'{k}'"
+            raise AceStepError(f"{source}: tensor {name} has dtype {weights[k].dtype}, expected {wanted} tensor")
 
 
 def load_checked(model: nn.Module, weights: dict[str, mx.array], source: str) -> None:

@@ -21,6 +21,14 @@ MODES = {"none": None, "q8": 8, "q4": 4}  # the names of limits.QUANTIZE_CHOICES
 MODE = "affine"
 
 
+def recorded_mode(block: dict | None) -> str | None:
+    """The converter's name ("q8", "q4") of a folder's recorded `quantization` block; None when it has none."""
+    if not isinstance(block, dict):
+        return None
+    names = {bits: name for name, bits in MODES.items() if bits}
+    return names.get(block.get("bits"), f"{block.get('bits')}-bit")
+
+
 def quantizable(path: str, module: nn.Module, group_size: int, keep: tuple[str, ...] = ()) -> bool:
     """A layer MLX can quantize, whose input width divides by the group size, and not a kept-precision layer."""
     if not hasattr(module, "to_quantized") or "weight" not in module:

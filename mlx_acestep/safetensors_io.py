@@ -15,6 +15,7 @@ widened to float32 exactly: it is the upper half of a float32).
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ _DTYPES = {
 
 _MAX_HEADER = 100 * 1024 * 1024
 
+# What PyTorch's own formats begin with: a zip archive (torch.save since 1.6) or a bare pickle (protocol 2-5).
+_PICKLE_STARTS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
 
 def read_header(path: str | Path) -> tuple[dict, dict, int]:
     """Return (tensor entries, metadata, data offset) after validating the file."""
@@ -52,6 +56,12 @@ def read_header(path: str | Path) -> tuple[dict, dict, int]:
         head = f.read(8)
         if len(head) < 8:
             raise AceStepError(f"{path}: not a safetensors file (too short)")
+        if head.startswith(_PICKLE_STARTS):  # unpickling runs the file's code: never, whatever its name says
+            raise AceStepError(
+                f"{path}: a PyTorch pickle (torch.save), not safetensors: weights are read from .safetensors only "
+                "(unpickling can run code). Convert it where you trust the file: "
+                "safetensors.torch.save_file(torch.load(f, weights_only=True), 'x.safetensors')"
+            )
         (n,) = struct.unpack("<Q", head)
         if n == 0 or n > _MAX_HEADER or 8 + n > size:
             raise AceStepError(f"{path}: corrupt or truncated safetensors header")
@@ -76,7 +86,8 @@ def read_header(path: str | Path) -> tuple[dict, dict, int]:
         if dtype not in _DTYPES:
             raise AceStepError(f"{path}: tensor '{name}' has unsupported dtype {dtype}")
         itemsize = 2 if dtype == "BF16" else np.dtype(_DTYPES[dtype]).itemsize
-        if end - start != itemsize * int(np.prod(shape, dtype=np.int64)) or start < 0:
+        # math.prod, not numpy's: 2**32 x 2**32 wraps to 0 bytes in int64 and would pass as an empty tensor
+        if min(shape, default=0) < 0 or end - start != itemsize * math.prod(shape) or start < 0:
             raise AceStepError(f"{path}: tensor '{name}' has an inconsistent byte range")
         if end > data_size:
             raise AceStepError(f"{path}: truncated (tensor '{name}' runs past the end of the file)")

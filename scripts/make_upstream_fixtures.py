@@ -26,6 +26,8 @@ Cases so far:
 - the newer options on base (`scripts/upstream_base.py`): DCW, Heun (APG and ADG), the clamp, the EMA, cover noise
   and retake inside upstream's base `generate_audio`;
 - flow-edit on the tiny turbo and base checkpoints, its forward noise injected (`scripts/upstream_flow_edit.py`);
+- a 3 s text2music through upstream's own handler (`generate_music`): the short clip padded to 128 frames, its latent
+  mask, the DiT's latents (`scripts/upstream_short.py`);
 - DCW inside upstream's turbo sampler (`modeling_acestep_v15_turbo.py`, `generate_audio`) on the tiny fixture
   turbo checkpoint, from the inputs and noise of the February fixture case `turbo_generate_ode`, in each mode, at
   37 frames (theirs) and 36 (cut). The same call with DCW off is checked against that case's golden first, so a
@@ -193,19 +195,46 @@ def turbo_cases(root: Path, fixtures: Path) -> dict[str, tuple[dict, dict[str, n
     return cases
 
 
-def write(out: Path, cases: dict, commit: str | None) -> None:
+def write(out: Path, cases: dict, commit: str | None, keep: bool = False) -> None:
+    """Write the cases and their index; `keep`: the index's other cases stay (a partial remake)."""
     from safetensors.numpy import save_file
 
     (out / "cases").mkdir(parents=True, exist_ok=True)
-    index = {}
+    index = json.loads((out / "cases.json").read_text())["cases"] if keep else {}
     for name, (meta, tensors) in sorted(cases.items()):
         # contiguous first: safetensors writes a sliced array's underlying buffer, not its view
         tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         save_file(tensors, str(out / "cases" / f"{name}.safetensors"))
         shapes = {k: {"shape": list(v.shape), "dtype": str(v.dtype), "key": k} for k, v in tensors.items()}
         index[name] = {"file": f"cases/{name}.safetensors", **meta, "tensors": shapes}
-    doc = {"reference": f"ace-step/ACE-Step-1.5 at {commit or REFERENCE_COMMIT}", "cases": index}
+    doc = {"reference": f"ace-step/ACE-Step-1.5 at {commit or REFERENCE_COMMIT}", "cases": dict(sorted(index.items()))}
     (out / "cases.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def _flow_edit(root, fixtures):
+    from upstream_flow_edit import flow_edit_cases
+
+    return flow_edit_cases(root, fixtures, reference_model)
+
+
+def _imported(module: str, function: str, with_fixtures: bool = True):
+    def make(root, fixtures):
+        make_cases = getattr(__import__(module), function)
+        return make_cases(root, fixtures) if with_fixtures else make_cases(root)
+
+    return make
+
+
+GROUPS = {  # each group of cases and its maker(reference, fixtures)
+    "dcw": lambda root, fixtures: dcw_cases(root),
+    "turbo": turbo_cases,
+    "base": base_cases,
+    "masks": _imported("upstream_masks", "mask_cases", with_fixtures=False),
+    "planner": _imported("upstream_planner", "planner_cases"),
+    "flow_edit": _flow_edit,
+    "planner_tasks": _imported("upstream_planner_tasks", "planner_task_cases"),
+    "short": _imported("upstream_short", "short_cases"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,27 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fixtures", type=Path, default=Path("../shared/fixtures/parity"), help="the February fixtures"
     )
+    parser.add_argument("--only", choices=sorted(GROUPS), help="remake one group of cases, keeping the others")
     args = parser.parse_args(argv)
     if not (args.reference / "acestep" / "models" / "common" / "dcw_correction.py").is_file():
         parser.error(f"{args.reference}: not a checkout of the reference (no acestep/models/common/dcw_correction.py)")
     commit = reference_commit(args.reference)
     if commit is not None and commit != REFERENCE_COMMIT:
         parser.error(f"{args.reference} is at {commit}; check out {REFERENCE_COMMIT}")
-    from upstream_flow_edit import flow_edit_cases
-    from upstream_masks import mask_cases
-    from upstream_planner import planner_cases
-    from upstream_planner_tasks import planner_task_cases
-
-    cases = {
-        **dcw_cases(args.reference),
-        **turbo_cases(args.reference, args.fixtures),
-        **base_cases(args.reference, args.fixtures),
-        **mask_cases(args.reference),
-        **planner_cases(args.reference, args.fixtures),
-        **flow_edit_cases(args.reference, args.fixtures, reference_model),
-        **planner_task_cases(args.reference, args.fixtures),
-    }
-    write(args.out, cases, commit)
+    cases = {}
+    for name, make in GROUPS.items():
+        if args.only in (None, name):
+            cases.update(make(args.reference, args.fixtures))
+    write(args.out, cases, commit, keep=args.only is not None)
     print(f"wrote {args.out}/cases.json")
     return 0
 

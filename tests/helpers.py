@@ -146,6 +146,13 @@ class ApiClient:
         raise AssertionError("the task did not finish")
 
 
+def patch_generation(monkeypatch, pipe, wrap) -> None:
+    """Replace both ways a server job runs on `pipe` (`generate`, and `generate_stream` for one that can stream:
+    server/windows.py) by `wrap(real)`: a test holding, spying on or breaking a job's run holds either."""
+    for name in ("generate", "generate_stream"):
+        monkeypatch.setattr(pipe, name, wrap(getattr(pipe, name)))
+
+
 def rel_err(ours, ref) -> float:
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30))

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 
 from ..errors import AdapterError
+from ..limits import ADAPTER_VALUE_MAX
 from ..safetensors_io import read_header, read_safetensors
 from . import peft
 from .deltas import Delta, LoKrDelta, LoRADelta
@@ -99,7 +101,22 @@ def read_adapter(path: str | Path, targets: dict[str, tuple[int, int]], name: st
         )
     if not adapter.deltas:
         raise AdapterError(f"{file}: no adapter weights found")
+    _check_values(file, adapter)
     return adapter
+
+
+def _check_values(file: Path, adapter: Adapter) -> None:
+    """Finite factors and file scales within ADAPTER_VALUE_MAX, named by layer (see limits.py for why)."""
+    for path, delta in adapter.deltas.items():
+        if not math.isfinite(delta.scale) or abs(delta.scale) > ADAPTER_VALUE_MAX:
+            raise AdapterError(f"{file}: {path}: scale (alpha / rank) {delta.scale:g} is not a usable number")
+        for part, value in tree_flatten(delta.parameters()):
+            biggest = mx.abs(value.astype(mx.float32)).max().item()
+            if not math.isfinite(biggest) or biggest > ADAPTER_VALUE_MAX:
+                what = "non-finite values" if not math.isfinite(biggest) else f"values up to {biggest:.3g}"
+                raise AdapterError(
+                    f"{file}: {path}.{part} holds {what} (a trained adapter's are of order 1): damaged or not an adapter"
+                )
 
 
 # -- PEFT / ComfyUI LoRA ----------------------------------------------------------------------------------

@@ -29,6 +29,10 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ATTENTION = {"self": "self_attn", "cross": "cross_attn"}  # the trainer's target kinds -> the decoder's module names
 
 
+# What PEFT reads for an `adapter_config.json` without `lora_alpha`: LoraConfig's default (peft 0.21), not the rank.
+PEFT_DEFAULT_ALPHA = 8
+
+
 def weight_key(path: str, part: str) -> str:
     """The key of one factor (`DOWN` or `UP`) of the layer at decoder path `path`, as PEFT saves it."""
     return f"{ROOT}{path}.{part}.weight"
@@ -51,11 +55,31 @@ def read_config(file: Path) -> dict:
         )
     for key in ("r", "lora_alpha"):
         value = config.get(key)
-        if key in config and (
-            not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0
-        ):
+        if key in config and not _positive(value):
             raise AdapterError(f"{file}: {key} must be a positive number, got {value!r}")
+    for key in ("rank_pattern", "alpha_pattern"):
+        _check_patterns(file, key, config.get(key))
     return config
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _check_patterns(file: Path, key: str, patterns) -> None:
+    """PEFT's module-name patterns are regular expressions mapped to positive numbers; a bad one is named here,
+    not met as a traceback when the first layer is matched."""
+    if patterns is None:
+        return
+    if not isinstance(patterns, dict):
+        raise AdapterError(f"{file}: {key} must be an object of pattern: number, got {type(patterns).__name__}")
+    for pattern, value in patterns.items():
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise AdapterError(f"{file}: {key} pattern {pattern!r} is not a valid regular expression ({e})") from None
+        if not _positive(value):
+            raise AdapterError(f"{file}: {key}[{pattern!r}] must be a positive number, got {value!r}")
 
 
 def _pattern_value(patterns: dict, module: str, default):
@@ -71,7 +95,7 @@ def module_alpha(file: Path, config: dict, module: str, rank: int):
     want = _pattern_value(config.get("rank_pattern"), module, config.get("r", rank))
     if want != rank:
         raise AdapterError(f"{file}: {module}: rank {rank} in the weights, {want} in {CONFIG}")
-    return _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", rank))
+    return _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", PEFT_DEFAULT_ALPHA))
 
 
 def uses_rslora(config: dict | None) -> bool:

@@ -14,7 +14,6 @@ adapter off needs the base weights back, so the pipeline reloads the DiT for it 
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
 from ..errors import AdapterError
+from ..limits import ADAPTER_SCALE
 from .deltas import Delta
 from .formats import Adapter, read_adapter
 
@@ -86,9 +86,10 @@ def dense_weight(module: nn.Module) -> mx.array:
 
 
 def check_scale(scale, what: str = "adapter scale") -> float:
-    """A finite, non-negative number (one place for the rule: the API, the CLI and the stack use it)."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
-        raise AdapterError(f"{what} must be a finite number >= 0, got {scale!r}")
+    """A number in ADAPTER_SCALE (one place for the rule: the API, the CLI and the stack use it)."""
+    low, high = ADAPTER_SCALE
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not low <= scale <= high:  # NaN fails too
+        raise AdapterError(f"{what} must be a number from {low:g} to {high:g}, got {scale!r}")
     return float(scale)
 
 

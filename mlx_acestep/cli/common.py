@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 
 import click
 
 from ..errors import AceStepError, FieldError
-from ..limits import DTYPE_CHOICES, QUANTIZE_CHOICES
+from ..limits import DTYPE_CHOICES, QUANTIZE_CHOICES, TEXT_FILE_BYTES
 from ..names import DEFAULT_REPO, LM_SIZES
 
 # The model flags every verb that loads a model shares, as (param name, flag(s), click settings); one set of names
@@ -175,7 +176,7 @@ def user_errors(fn=None, /, **renames: str):
 @contextlib.contextmanager
 def progress_bar(label: str):
     """A stderr progress bar driven by the library's (done, total) callbacks."""
-    with click.progressbar(length=1, label=label, file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
 
         def advance(done: int, total: int) -> None:
             bar.length = total
@@ -210,7 +211,7 @@ class PhaseBars:
             self.bar = click.progressbar(
                 length=max(progress.total, 1),
                 label=label,
-                file=click.get_text_stream("stderr"),
+                file=sys.stderr,
                 show_pos=progress.phase in ("lm", "write"),
                 item_show_func=lambda item: item,
             )
@@ -225,3 +226,20 @@ class PhaseBars:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
+
+
+def read_text_arg(path: str, what: str) -> str:
+    """A caption or lyrics file (or `-`, stdin) as text, read up to what the models can use."""
+    import codecs
+    import sys
+
+    try:
+        if path == "-":
+            head = sys.stdin.buffer.read(TEXT_FILE_BYTES)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(TEXT_FILE_BYTES)
+        # not final: a character cut in two at the limit is held back, any other bad byte is still an error
+        return codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < TEXT_FILE_BYTES)
+    except (OSError, UnicodeDecodeError) as e:
+        raise AceStepError(f"{path}: cannot read {what} ({e.__class__.__name__}: {e})") from None

@@ -9,24 +9,21 @@ import click
 from click.core import ParameterSource
 
 from ..errors import AceStepError, MissingDiT, first_line
-from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P
+from ..limits import DEFAULT_LM_CFG_SCALE, DEFAULT_LM_TEMPERATURE, DEFAULT_LM_TOP_P, SECONDS
 from ..names import AUDIO_FORMATS, TASKS
 from . import songwriter
-from .common import PhaseBars, model_options, model_source, peak_rss_bytes, user_errors
+from .common import PhaseBars, model_options, model_source, peak_rss_bytes, read_text_arg, user_errors
 from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
 from .memory import memory_options, pipeline_options
 from .outputs import checked_paths, parse_seeds
-from .sampler_options import SAMPLER_FIELDS, upstream_sampler_options
+from .repaint_options import REPAINT_FIELDS, repaint_options
+from .sampler_options import SAMPLER_FIELDS, schedule, upstream_sampler_options
 from .streamed import generate_streamed, sidecars, stream_option
 
 
-def _read_text(path: str, what: str) -> str:
-    import sys
-
-    try:
-        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise AceStepError(f"{path}: cannot read {what} ({e.__class__.__name__}: {e})") from None
+def rtf_text(rtf: float) -> str:
+    """Two significant digits at least: a run at 0.004x real time is not "0.00x"."""
+    return f"{rtf:.2f}x" if rtf >= 0.1 else f"{rtf:.2g}x"
 
 
 def speed_hint() -> None:
@@ -83,7 +80,8 @@ def _load(request, source, options: dict):
     "--duration",
     type=float,
     default=None,
-    help="Seconds of audio, 10 to 600. Default: the planner chooses (thinking), else 30; editing tasks: the source's length.",
+    help=f"Seconds of audio, {SECONDS[0]:g} to {SECONDS[1]:g} (under 5.12 s the model renders 5.12 s and the clip is "
+    "cut from it). Default: the planner chooses (thinking), else 30; editing tasks: the source's length.",
 )
 @click.option("--bpm", type=int, default=None, help="Tempo, 30 to 300 (default: the planner's choice, else N/A).")
 @click.option("--key", "keyscale", default=None, help='Key and scale, e.g. "C major" (default N/A).')
@@ -111,6 +109,7 @@ def _load(request, source, options: dict):
 )
 @click.option("--guidance", type=float, default=None, help="CFG scale for base/SFT (default 7; turbo has none).")
 @upstream_sampler_options
+@repaint_options
 @flow_edit_options
 @click.option(
     "--format",
@@ -202,7 +201,6 @@ def _load(request, source, options: dict):
 @click.option(
     "--from-metadata",
     type=click.Path(dir_okay=False, exists=True, path_type=str),
-    default=None,
     help="Replay a run from its NAME.json (or the audio file); options given beside it override.",
 )
 @memory_options
@@ -251,7 +249,8 @@ def _run(params: dict) -> None:
 
     specs = [parse_lora_spec(spec) for spec in params["loras"]]  # a malformed --lora fails before anything loads
     request = _request(params)
-    thinking = False if request.uses_source else params["thinking"]  # the planner is for text2music only
+    # the planner is for text2music only, and given codes are what it would write
+    thinking = False if request.uses_source or request.audio_codes is not None else params["thinking"]
     planner = thinking is not False or request.sample is not None or request.format  # it may write the song first
     if not planner and (params["lm"] is not None or params["lm_quantize"] != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
@@ -278,9 +277,9 @@ def _texts(params: dict) -> tuple[str, str | None]:
     if prompt_file == "-" and lyrics_file == "-":
         raise AceStepError("only one of --prompt-file and --lyrics-file can read stdin")
     if prompt_file is not None:
-        caption = _read_text(prompt_file, "the caption")
+        caption = read_text_arg(prompt_file, "the caption")
     if lyrics_file is not None:
-        lyrics = _read_text(lyrics_file, "the lyrics")
+        lyrics = read_text_arg(lyrics_file, "the lyrics")
     return caption, lyrics
 
 
@@ -304,6 +303,7 @@ def _request(params: dict):
         tracks=[t.strip() for t in tracks.split(",")] if tracks else None,
         format=params["format_input"],
         **{name: params[name] for name in _SAME_NAMES},
+        **schedule(params),
     )
     return GenerationRequest(
         caption=caption,
@@ -336,6 +336,7 @@ _SAME_NAMES = (
     "track",
     "cover_strength",
     *SAMPLER_FIELDS,
+    *REPAINT_FIELDS,
     *FLOW_EDIT_FIELDS,
     *songwriter.SONGWRITER_FIELDS,
 )
@@ -389,6 +390,6 @@ def _save(params: dict, request, pipe, result, paths) -> None:
             click.echo("  planner: " + songwriter.describe_plan(result.metadata[i]))
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     click.echo(
-        f"RTF {result.rtf:.2f}x real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GB "
-        f"(MLX arrays), {peak_rss_bytes() / 2**30:.2f} GB resident (the process)"
+        f"RTF {rtf_text(result.rtf)} real time ({phases}); peak memory {result.peak_memory_bytes / 2**30:.2f} GiB "
+        f"(MLX arrays), {peak_rss_bytes() / 2**30:.2f} GiB resident (the process)"
     )

@@ -86,7 +86,7 @@ def run_metadata(params: dict, result, index: int, pipe, request) -> dict:
         "model": params.get("model"),
         "dit": pipe.name,
         "dtype": str(pipe.dtype).split(".")[-1],
-        "quantize": params.get("quantize"),
+        "quantize": pipe.quantize,  # the DiT folder's own record: a q8-converted folder ran q8 without --quantize
         "task": request.task,
         "inputs": {k: v for k, v in (("src_audio", request.src_audio), ("ref_audio", request.ref_audio)) if v},
         "region": [request.repaint_start, request.repaint_end] if request.job.has_region else None,

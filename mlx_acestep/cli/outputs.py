@@ -67,6 +67,12 @@ def output_paths(
     from ..audio import check_output
     from ..pipeline.results import item_paths
 
+    if output == "-":  # not a name: `-o -` wrote a file called `-.wav`
+        raise AceStepError("-o -: audio is not written to standard output; give a file name (e.g. -o song.wav)")
+    if output is not None and (
+        Path(output).name in ("", ".", "..") or output.endswith(("/", os.sep)) or Path(output).is_dir()
+    ):  # `-o .` wrote hidden `..wav` / `..json`
+        raise AceStepError(f"-o {output}: a folder, not a file name (e.g. -o {Path(output) / 'song.wav'})")
     template = output or DEFAULT_TEMPLATE
     suffix = Path(template).suffix.lower().lstrip(".") if "{" not in Path(template).suffix else ""
     if not suffix:

@@ -1,14 +1,17 @@
 """`generate`'s flags for the options upstream added after February (Heun, the velocity clamp and EMA, cover noise,
-retake, DCW, repaint's chunk mask mode, the planner's codes prompt): declared once here, each the request field of
-the same name."""
+retake, DCW, repaint's chunk mask mode, the planner's codes prompt) and for the custom sampling and conditioning the
+REST side serves (server/custom_fields.py: the guidance kind, upstream's `use_adg`; the guidance interval; a custom
+schedule; the planner's top-k; given 5 Hz codes): declared once here, each the request field of the same name. Each
+value is checked where the REST side's is (the request's fields, pipeline/custom.py; the schedule's text by the REST
+side's parser), so a bad one fails alike on both, named by its flag here."""
 
 from __future__ import annotations
 
 import click
 
-from ..names import CHUNK_MASK_MODES, DCW_MODES, DCW_WAVELETS, LM_CODES_PROMPTS, SOLVERS
+from ..names import CHUNK_MASK_MODES, DCW_MODES, DCW_WAVELETS, GUIDANCE_KINDS, LM_CODES_PROMPTS, SOLVERS
 
-SAMPLER_FIELDS = (  # every flag below but --retake-seed, which generate resolves to seeds first
+SAMPLER_FIELDS = (  # every flag below but --retake-seed (resolved to seeds first) and --timesteps (text: `schedule`)
     "sampler",
     "velocity_norm_threshold",
     "velocity_ema_factor",
@@ -21,6 +24,10 @@ SAMPLER_FIELDS = (  # every flag below but --retake-seed, which generate resolve
     "dcw_wavelet",
     "chunk_mask_mode",
     "lm_codes_prompt",
+    "guidance_kind",
+    "cfg_interval",
+    "lm_top_k",
+    "audio_codes",
 )
 
 
@@ -106,6 +113,42 @@ _OPTIONS = [
         help="repaint/lego: auto (default, as upstream) lets the model find the region; explicit marks it in "
         "the DiT's context (as upstream before March 2026), which holds the edges to the region more tightly.",
     ),
+    click.option(
+        "--guidance-kind",
+        type=click.Choice(GUIDANCE_KINDS),
+        default=None,
+        help="base/SFT: the guidance: apg (default), adg (upstream's use_adg: guidance on the angle, steadier at "
+        "high --guidance) or cfg (plain classifier-free). Turbo has none.",
+    ),
+    click.option(
+        "--cfg-interval",
+        type=(float, float),
+        default=None,
+        metavar="START END",
+        help="base/SFT: guide only this share of the schedule, from noise (0) to the end (1): upstream's "
+        "cfg_interval_start and _end (default 0 1, every step).",
+    ),
+    click.option(
+        "--timesteps",
+        default=None,
+        metavar="T,T,...",
+        help="A custom schedule, comma-separated from noise to 0, e.g. 0.97,0.76,0.5,0.28,0 (upstream's "
+        "timesteps): base/SFT run it as given (its length - 1 is the step count); turbo snaps it to its tables.",
+    ),
+    click.option(
+        "--lm-top-k",
+        type=int,
+        default=None,
+        help="The planner keeps its K likeliest tokens at each draw (default 0: all; 1: always the likeliest).",
+    ),
+    click.option(
+        "--audio-codes",
+        default=None,
+        metavar="CODES",
+        help="Render these 5 Hz codes (<|audio_code_N|> tokens, as upstream's audio_code_string and the VST3 "
+        "plugin's custom conditioning send them) instead of the planner's: the song lasts len/5 s. "
+        'text2music without the planner. From a file: --audio-codes "$(cat codes.txt)".',
+    ),
 ]
 
 
@@ -114,3 +157,11 @@ def upstream_sampler_options(fn):
     for option in reversed(_OPTIONS):
         fn = option(fn)
     return fn
+
+
+def schedule(params: dict) -> dict:
+    """The `timesteps` request field of --timesteps (absent: the model's schedule)."""
+    from ..server.custom_fields import timesteps
+
+    value = timesteps(params["timesteps"])  # the REST side's parser: the same text, the same error
+    return {} if value is None else {"timesteps": value}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..errors import AceStepError
@@ -138,7 +140,7 @@ class _TrainBars:
             self.bar = click.progressbar(
                 length=progress.total,
                 label=label,
-                file=click.get_text_stream("stderr"),
+                file=sys.stderr,
                 show_pos=True,
                 item_show_func=lambda item: item,
             )

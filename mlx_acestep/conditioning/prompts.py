@@ -82,6 +82,16 @@ def caption_prompt(caption: str, metas: Metas | str | None = None, task_instruct
     return f"# Instruction\n{text}\n\n# Caption\n{caption}\n\n# Metas\n{metas_text}<|endoftext|>\n"
 
 
+def lego_sft_caption(caption: str, global_caption: str, task_instruction: str, chunk_mask_mode: str) -> str:
+    """The caption as upstream's SFT-stems lego checkpoint was trained on it (conditioning_text.py:92-115): the
+    song's `global_caption` and the track's own caption, except for a segment ("a segment" in the instruction), whose
+    block has the local caption only; "Mask Control" says whether the region is marked (chunk mask mode explicit)."""
+    mask = f"Mask Control: {'false' if chunk_mask_mode == 'auto' else 'true'}"
+    if "a segment" in task_instruction.lower():
+        return f"Local: {caption}\n{mask}"
+    return f"Global: {global_caption}\nLocal: {caption}\n{mask}"
+
+
 def lyric_prompt(lyrics: str, language: str = "unknown") -> str:
     """The lyric prompt; an unknown language code falls back to 'unknown'."""
     code = (language or "unknown").strip().lower()

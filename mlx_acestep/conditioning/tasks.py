@@ -42,6 +42,8 @@ class Task:
     repaint_strength: float = 0.5
     cover_noise: float = 0.0  # cover: start from the source noised to about 1 - this (upstream's cover_noise_strength)
     chunk_mask_mode: str = "auto"  # repaint/lego: the region marked in the chunk mask (explicit) or not (auto)
+    latent_crossfade: int | None = None  # repaint/lego: the latent blend's ramp in frames; None: the mode's
+    wav_crossfade: float | None = None  # repaint/lego: the waveform splice's cross-fade in seconds; None: the mode's
 
     def __post_init__(self):
         if self.name not in TASKS:
@@ -68,6 +70,12 @@ class Task:
         if self.chunk_mask_mode == "explicit" and self.name not in REGION_TASKS:
             raise RequestError("chunk_mask_mode", f"an explicit @name@ is for repaint and lego, not for {self.name}")
         repaint_settings(self.repaint_mode, self.repaint_strength)
+        for name, value in (
+            ("repaint_latent_crossfade_frames", self.latent_crossfade),
+            ("repaint_wav_crossfade_sec", self.wav_crossfade),
+        ):
+            if value is not None and self.name not in REGION_TASKS:
+                raise RequestError(name, f"@name@ is for repaint and lego, not for {self.name}")
 
     @property
     def needs_source(self) -> bool:
@@ -76,6 +84,13 @@ class Task:
     @property
     def has_region(self) -> bool:
         return self.name in REGION_TASKS
+
+    def repaint_config(self) -> tuple[float, int, float]:
+        """(injection share, latent blend ramp in frames, waveform cross-fade in seconds): the mode's, with the
+        explicit cross-fades in their place (upstream resolves the mode's and drops its explicit ones)."""
+        inject, frames, seconds = repaint_settings(self.repaint_mode, self.repaint_strength)
+        frames = frames if self.latent_crossfade is None else self.latent_crossfade
+        return inject, frames, seconds if self.wav_crossfade is None else self.wav_crossfade
 
     def instruction(self) -> str:
         tracks = [self.track] if self.track else list(self.tracks or [])
@@ -172,15 +187,16 @@ def repaint_settings(mode: str = "balanced", strength: float = 0.5) -> tuple[flo
 
 
 def region_weights(length: int, a: int, b: int, ramp: int) -> np.ndarray:
-    """1 inside [a, b), 0 outside, with linear ramps of `ramp` steps just outside (end points excluded)."""
+    """1 inside [a, b), 0 outside, with linear ramps of up to `ramp` steps just outside (end points excluded). A ramp
+    the song's edge cuts short spans its own length, as upstream's `linspace(0, 1, n + 2)[1:-1]` over the clipped span
+    (repaint_step_injection.py:50-77, repaint_waveform_splice.py:34-50)."""
     w = np.zeros(length, dtype=np.float32)
     w[a:b] = 1.0
-    steps = np.arange(1, ramp + 1, dtype=np.float32) / (ramp + 1)
-    for j, value in enumerate(steps[::-1]):  # a-1 gets the highest weight
-        if a - 1 - j >= 0:
-            w[a - 1 - j] = value
-        if b + j < length:
-            w[b + j] = value
+    before, after = a - max(a - ramp, 0), min(b + ramp, length) - b
+    if before > 0:
+        w[a - before : a] = np.arange(1, before + 1, dtype=np.float32) / np.float32(before + 1)
+    if after > 0:
+        w[b : b + after] = np.arange(after, 0, -1, dtype=np.float32) / np.float32(after + 1)
     return w
 
 
@@ -192,7 +208,7 @@ def splice(
     n = generated.shape[0]
     src = np.zeros_like(generated)
     src[: min(n, source.shape[0])] = source[:n]
-    w = region_weights(n, a * hop, min(b * hop, n), int(round(xfade_seconds * SAMPLE_RATE)))
+    w = region_weights(n, a * hop, min(b * hop, n), int(xfade_seconds * SAMPLE_RATE))  # upstream's int()
     return w[:, None] * generated + (1 - w[:, None]) * src
 
 
@@ -204,12 +220,14 @@ def edit_hooks(task: Task, source: mx.array, frames: int, batch: int, region, si
         return EditHooks(switch_fraction=task.cover_strength, source=clean, cover_noise=task.cover_noise)
     if region is None:
         return None
-    inject, ramp, _ = repaint_settings(task.repaint_mode, task.repaint_strength)
+    inject, ramp, _ = task.repaint_config()
     clean = fit_frames(source, frames, silence)
     inside = region_mask(frames, region)
+    # no ramp, no blend: upstream blends only with crossfade frames above 0 (modeling_acestep_v15_turbo.py:2214)
+    blend = None if ramp <= 0 else mx.array(region_weights(frames, *region, ramp))[None, :, None]
     return EditHooks(
         source=mx.broadcast_to(clean[None], (batch, *clean.shape)),
         keep=mx.broadcast_to((~inside)[None, :, None], (batch, frames, 1)),
         inject_fraction=inject,
-        blend=mx.broadcast_to(mx.array(region_weights(frames, *region, ramp))[None, :, None], (batch, frames, 1)),
+        blend=None if blend is None else mx.broadcast_to(blend, (batch, frames, 1)),
     )

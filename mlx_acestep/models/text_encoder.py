@@ -17,7 +17,7 @@ import mlx.core as mx
 from mlx_lm.models.qwen3 import ModelArgs, Qwen3Model
 
 from ..errors import AceStepError
-from .base import missing_key_error
+from .base import check_types, missing_key_error
 
 
 def qwen3_args(config: dict, source: str = "config.json") -> ModelArgs:
@@ -28,6 +28,7 @@ def qwen3_args(config: dict, source: str = "config.json") -> ModelArgs:
     rope = config.get("rope_parameters")
     if "rope_theta" not in config and isinstance(rope, dict) and "rope_theta" in rope:
         config = {**config, "rope_theta": rope["rope_theta"]}
+    check_types(ModelArgs, config, source)
     try:
         return ModelArgs.from_dict(config)
     except TypeError as e:

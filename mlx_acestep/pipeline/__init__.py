@@ -8,6 +8,7 @@
     adapters.py      the adapters loaded on the pipeline's decoder
     worker.py        the pipeline's own thread
     results.py       Progress, Cancelled, GenerationResult
+    stream.py        generate_stream's window-by-window results, and which requests can stream
     postprocess.py   peak limiting, splice, normalisation
     songwriter.py    the planner's tasks (create_sample, format_sample, understand), generation that writes first
 
@@ -26,6 +27,8 @@ _EXPORTS = {
     "Generated": "results",
     "Progress": "results",
     "Cancelled": "results",
+    "item_paths": "results",
+    "streamable": "stream",
     "SongSheet": "..planner.tasks",
     "PhaseMeter": "residency",
     "ModelFolders": "..hub",

@@ -50,6 +50,7 @@ from .render import RenderJob, render
 from .request import GenerationRequest, resolve_seeds, sampler_settings
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
+from .slow import slow_run_warning
 from .songwriter import audio_codes, check_writing, create_sample, format_sample, think, understand, write_first
 from .spread import check_share, generate_spread, spreads
 from .stream import GenerationStream, start_stream
@@ -89,6 +90,7 @@ class ACEStep:
             checkpoint.family,
         )
         self.tokenizer, self.silence_latent = checkpoint.tokenizer, checkpoint.silence_latent
+        self.quantize = checkpoint.quantize
         self.engine = Engine(self.silence_latent)  # tests may hand in another (a spy, a fake decoder)
         self.residency = Residency(folders, keep_loaded, int(np.prod(self.config.fsq_input_levels)))
         self._worker = Worker(f"mlx-acestep {self.name}")
@@ -243,21 +245,19 @@ class ACEStep:
         else:
             request = GenerationRequest(**({"caption": request} if request is not None else {}), **fields)
         self.check(request)
-        for notice in request.notices():
-            warnings.warn(notice, stacklevel=3)
         thinking = request.thinking_for(self.folders.lm is not None)
+        for notice in request.notices(thinking):
+            warnings.warn(notice, stacklevel=3)
         duration = request.duration_for(thinking)
         settings = request.sampler_settings(self.family, stacklevel=4)
         frames = source_frames(request.src_audio, request.src_latents)
-        if duration is None and frames is not None and seconds_of(frames) < SECONDS[0]:
-            warnings.warn(
-                f"the source lasts {seconds_of(frames):.2f} s, less than {SECONDS[0]:g} s: the output "
-                "follows it (give a duration to render longer)",
-                stacklevel=3,
-            )
         call_adapters = self.adapters.read_call(request.loras)  # bad adapter files fail before any work
+        run = planned_run(self, request, thinking, duration or (frames and seconds_of(frames)), settings)
         if self.check_memory:  # before anything loads: a run that cannot fit fails now, not minutes in
-            check_fit(self, planned_run(self, request, thinking, duration or (frames and seconds_of(frames)), settings))
+            check_fit(self, run)
+        slow = slow_run_warning(self, run.seconds, getattr(settings, "steps", None), run.batch * (1 + run.guided))
+        if slow:
+            warnings.warn(slow, stacklevel=3)
         return request, thinking, duration, settings, call_adapters
 
     def _limited(self, run):
@@ -290,7 +290,8 @@ class ACEStep:
         with meter.phase("post"):
             audio = (
                 postprocess(
-                    out.waveform[:, : frames * HOP],
+                    out.waveform,
+                    frames * HOP,
                     request.job,
                     prepared.source_wave,
                     prepared.region,

@@ -120,3 +120,16 @@ def codes_seconds(codes) -> float:
     from ..planner.lm import CODES_PER_SECOND  # here: the planner's module loads mlx-lm
 
     return max(seconds_of(MIN_FRAMES), len(codes) / CODES_PER_SECOND)
+
+
+def check_planned_length(seconds: float) -> None:
+    """The planner writes int(seconds * 5) codes (upstream's target_codes): a clip shorter than one code has none to
+    write; upstream would render it without hints, here it is refused before the planner loads."""
+    from ..planner.lm import CODES_PER_SECOND
+
+    if int(seconds * CODES_PER_SECOND) < 1:
+        raise RequestError(
+            "duration",
+            f"@name@ {seconds:g} s is shorter than one planner code ({1 / CODES_PER_SECOND:g} s): give a longer "
+            "clip or turn thinking off",
+        )

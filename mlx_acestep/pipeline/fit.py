@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import AceStepError
-from ..limits import CAPTION_TOKENS, HOP, LYRIC_TOKENS, MIN_FRAMES, PLANNER_CAPTION_TOKENS, SECONDS, frames_of
+from ..limits import CAPTION_TOKENS, HOP, LYRIC_TOKENS, MIN_FRAMES, PLANNER_CAPTION_TOKENS, PLANNER_SECONDS, frames_of
 from ..loading import read_json
 from ..models.vae.oobleck import OobleckConfig
 from .memory import GB, Device, device
@@ -85,7 +85,7 @@ def estimate(pipe, run: Run, dev: Device) -> tuple[int, str, int]:
 
 
 def _size(n: int) -> str:
-    return f"{n / GB:.1f} GB" if n >= GB / 10 else f"{n / 2**20:.1f} MB"
+    return f"{n / GB:.1f} GiB" if n >= GB / 10 else f"{n / 2**20:.1f} MiB"  # binary units, as measured
 
 
 def _lm_size(folder: Path | None) -> float | None:
@@ -115,7 +115,7 @@ def _alternatives(pipe, run: Run):
 def _longest(pipe, run: Run, dev: Device) -> float | None:
     """The longest song, in whole tens of seconds, that would fit as the run stands."""
     seconds = int(run.seconds) // 10 * 10
-    while seconds > SECONDS[0]:
+    while seconds > PLANNER_SECONDS[0]:  # the shortest suggestion: the planner's shortest song
         seconds -= 10
         if estimate(pipe, replace(run, seconds=seconds), dev)[0] <= dev.allowed:
             return seconds
@@ -130,7 +130,7 @@ def planned_run(pipe, request, thinking: bool, duration: float | None, settings)
     weights = {name: folder_bytes(getattr(folders, name)) for name in ("text_encoder", "dit", "vae")}
     weights["lm"] = folder_bytes(folders.lm) if planner else 0
     guided = getattr(settings, "guidance_scale", 1.0) > 1.0  # the base model's CFG; turbo has none
-    return Run(duration or SECONDS[0], request.batch_size, planner, guided, weights)
+    return Run(duration or PLANNER_SECONDS[0], request.batch_size, planner, guided, weights)
 
 
 def check_fit(pipe, run: Run, dev: Device | None = None) -> None:

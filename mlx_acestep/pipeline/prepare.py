@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..conditioning.inputs import ConditionInput, planned_item, tokenize_items
-from ..conditioning.prompts import Metas, instruction
+from ..conditioning.prompts import Metas, instruction, lego_sft_caption
 from ..conditioning.sources import latents_input, read_audio
 from ..conditioning.tasks import edit_hooks, task_context
 from ..diffusion.flow import retake
@@ -112,7 +112,8 @@ def prepare(
     """The render job of `request` (the model-dependent choices already resolved by the front). `lead` is the
     batch's first seed when `request` is one rank's share of a batch (`spread.py`): what the batch draws once
     (the source's posterior, the timbre clips' order) is drawn from it, as on one machine."""
-    job, batch, lead = request.job, request.batch_size, seeds[0] if lead is None else lead
+    job, batch, share = request.job, request.batch_size, lead is not None
+    lead = seeds[0] if lead is None else lead
     source, source_wave, reference = encode_inputs(pipe, request, lead, meter, report)
     follow_source = source is not None and duration is None
     if follow_source:
@@ -144,9 +145,11 @@ def prepare(
         if edit is not None and edit.switch_fraction < 1.0:  # cover strength: the last steps follow the caption
             alt_items = [dataclasses.replace(item, instruction=instruction("text2music")) for item in items]
             alt_tokens = tokenize_items(pipe.tokenizer, alt_items, request.empty_caption)
+    if pipe.config.is_lego_sft:  # every task on that checkpoint; the cover switch's text2music prompt keeps the caption
+        items = [lego_item(item, request) for item in items]
     with meter.phase("text"):
         tokens = tokenize_items(pipe.tokenizer, items, request.empty_caption)
-        if lead is not None and thinking:  # a share of a batch: its planned prompts padded as the batch's
+        if share and thinking:  # a share of a batch: its planned prompts padded as the batch's
             tokens = batch_padding(tokens, pipe.tokenizer.pad_id)
         if request.flow_edit:
             flow = flow_edit_job(pipe.tokenizer, request, items, source, frames, silence, seeds)
@@ -157,5 +160,14 @@ def prepare(
         noise = retake(noise, other, request.retake_variance)
     condition = ConditionJob(items, frames, codes, sources, pipe.config.timbre_fix_frame, lead)
     render_job = RenderJob(tokens, noise, settings, condition, edit, alt_tokens, flow)
-    out_frames = min(frames, source.shape[0]) if follow_source else frames  # a short source keeps its length
+    # The DiT renders at least MIN_FRAMES; a shorter clip or source keeps its own length (the whole latent is
+    # decoded, then cut). Given codes keep the codes' length, as upstream (duration_for gives it, at least MIN_FRAMES).
+    asked = frames if request.audio_codes is not None else frames_of(duration)
+    out_frames = min(frames, source.shape[0] if follow_source else asked)
     return Prepared(render_job, plans, out_frames, source_wave, region)
+
+
+def lego_item(item: ConditionInput, request: GenerationRequest) -> ConditionInput:
+    line = item.instruction or instruction("text2music")
+    caption = lego_sft_caption(item.caption, request.global_caption, line, request.chunk_mask_mode)
+    return dataclasses.replace(item, caption=caption)

@@ -29,11 +29,7 @@ from ..conditioning.sources import audio_file_seconds, source_frames
 from ..conditioning.tasks import Task
 from ..diffusion.dcw import DCW, dcw_for
 from ..diffusion.flow_edit import FlowEditSettings
-from ..diffusion.sampler import (
-    TURBO_STEPS,
-    BaseSettings,
-    TurboSettings,
-)
+from ..diffusion.sampler import TURBO_STEPS, BaseSettings, TurboSettings
 from ..diffusion.schedules import turbo_steps
 from ..errors import RequestError
 from ..fields import Field, Fields
@@ -54,7 +50,8 @@ from ..limits import (
     LM_CFG_SCALE,
     LM_TEMPERATURE,
     LM_TOP_P,
-    MAX_BATCH,
+    REPAINT_CROSSFADE_FRAMES,
+    REPAINT_CROSSFADE_SECONDS,
     SECONDS,
     SHIFT,
     STEPS,
@@ -73,11 +70,11 @@ from ..names import (
     SOLVERS,
 )
 from .custom import FIELDS as CUSTOM_FIELDS
-from .custom import check_custom, check_schedule, codes_seconds, custom_settings
+from .custom import check_custom, check_planned_length, check_schedule, codes_seconds, custom_settings
 from .flow_edit import FIELDS as FLOW_EDIT_FIELDS
 from .flow_edit import check_flow_edit, flow_edit_settings
 from .loras import request_loras
-from .seeds import check_seeds, resolve_seeds
+from .seeds import BATCH, check_seeds, resolve_seeds
 from .song_metadata import KEY, normalize_key, normalize_time_signature
 
 __all__ = [
@@ -111,9 +108,10 @@ REQUEST = Fields(
     Field("caption", "text"),
     Field("empty_caption", "bool"),
     Field("instruction", "text", optional=True),
+    Field("global_caption", "text"),
     Field("lyrics", "text"),
     Field("duration", "number", *SECONDS, optional=True, unit="seconds"),
-    Field("batch_size", "integer", 1, MAX_BATCH),
+    BATCH,
     Field("bpm", "integer", *BPM, optional=True),
     KEY,
     Field("language", "text"),
@@ -137,6 +135,8 @@ REQUEST = Fields(
     Field("dcw_scaler", "number", *DCW_SCALER),
     Field("dcw_high_scaler", "number", *DCW_SCALER),
     Field("dcw_wavelet", "choice", choices=DCW_WAVELETS, what="DCW wavelet"),
+    Field("repaint_latent_crossfade_frames", "integer", *REPAINT_CROSSFADE_FRAMES, optional=True),
+    Field("repaint_wav_crossfade_sec", "number", *REPAINT_CROSSFADE_SECONDS, optional=True, unit="seconds"),
     *FLOW_EDIT_FIELDS,
     *CUSTOM_FIELDS,
     Field("sample", "text", optional=True),
@@ -202,9 +202,12 @@ class GenerationRequest:
     track: str | None = None
     tracks: Sequence[str] | None = None
     instruction: str | None = None  # the DiT's instruction line, as upstream's REST `instruction`; None: the task's
+    global_caption: str = ""  # the whole song's caption, read by upstream's SFT-stems lego checkpoint only
     cover_strength: float = 1.0
     repaint_mode: str = "balanced"
     repaint_strength: float = 0.5
+    repaint_latent_crossfade_frames: int | None = None  # repaint / lego: the latent blend's ramp; None: the mode's
+    repaint_wav_crossfade_sec: float | None = None  # repaint / lego: the waveform splice's cross-fade; None: the mode's
     cover_noise_strength: float = 0.0  # cover: start from the source noised to about 1 - this (0: from noise)
     chunk_mask_mode: str = "auto"  # repaint / lego: auto (upstream's default) or explicit, the region marked 1
     guidance_kind: str = "apg"  # base / SFT: apg, adg (upstream's use_adg) or cfg; the rest of custom.py's:
@@ -238,10 +241,14 @@ class GenerationRequest:
         if self.sampler == "heun" and self.method != "ode":
             raise RequestError("sampler", "the heun @name@ runs the ODE only (method ode)")
         object.__setattr__(self, "loras", request_loras(self.loras))
-        tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
+        tracks = None if self.tracks is None else [self.tracks] if isinstance(self.tracks, str) else self.tracks
+        if tracks is not None and not (isinstance(tracks, (list, tuple)) and all(isinstance(t, str) for t in tracks)):
+            raise RequestError("tracks", f"@name@ must be a track name or a list of them, got {self.tracks!r}")
+        tracks = None if tracks is None else list(tracks)
         object.__setattr__(self, "tracks", tracks)
         region = (self.repaint_start, self.repaint_end, self.track, tracks, self.cover_strength)
         edit = (self.repaint_mode, self.repaint_strength, self.cover_noise_strength, self.chunk_mask_mode)
+        edit += (self.repaint_latent_crossfade_frames, self.repaint_wav_crossfade_sec)
         job = Task(self.task, *region, *edit)
         object.__setattr__(self, "job", job)
         check_flow_edit(self)
@@ -284,9 +291,17 @@ class GenerationRequest:
 
     # -- what depends on the model ----------------------------------------------------------------
 
-    def notices(self) -> list[str]:
-        """What the request does that its user may not expect (the pipeline warns with each)."""
+    def notices(self, thinking: bool | None = None) -> list[str]:
+        """What the request does that its user may not expect (the pipeline warns with each); `thinking`: whether the
+        planner runs, when the model decides it."""
         out = []
+        coded = self.audio_codes is not None or (self.thinking if thinking is None else thinking)
+        if coded and self.task == "text2music" and self.instruction is not None:
+            # upstream turns text2music with codes into a cover, instruction included (generate_music_request.py:47-56)
+            out.append(
+                "the instruction was not used: with audio codes (the planner's or given) text2music renders a cover "
+                "of them, with cover's instruction (as upstream)"
+            )
         if self.audio_codes is not None and self.duration not in (None, codes_seconds(self.audio_codes)):
             out.append(f"the song follows its audio codes: {codes_seconds(self.audio_codes):g} s, not the duration")
         if self.retake_seed is not None and not self.retake_variance and not self.flow_edit:
@@ -312,6 +327,8 @@ class GenerationRequest:
         if self.audio_codes is not None:  # upstream renders the codes' length, whatever the duration says
             return codes_seconds(self.audio_codes)
         if self.duration is not None:
+            if thinking:
+                check_planned_length(self.duration)
             return float(self.duration)
         if self.uses_source or thinking:
             return None

@@ -8,8 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import RequestError
-from ..fields import is_int
-from ..limits import SEED_MAX
+from ..fields import Field, is_int
+from ..limits import MAX_BATCH, SEED_MAX
+
+# The request's batch rule (its field list takes it from here): checked before any per-item list is built.
+BATCH = Field("batch_size", "integer", 1, MAX_BATCH)
 
 
 def check_seeds(seed, batch: int, name: str = "seed") -> None:
@@ -35,6 +38,7 @@ def check_seeds(seed, batch: int, name: str = "seed") -> None:
 
 def resolve_seeds(seed, batch: int, name: str = "seed") -> list[int]:
     """One seed per item. None or -1: random; one int: seed, seed+1, ... (upstream draws fresh ones; this repeats)."""
+    batch = BATCH.check(batch, RequestError)  # before a list of a billion seeds is built
     check_seeds(seed, batch, name)
     if seed is None or (is_int(seed) and seed == -1):
         return [secrets.randbits(32) for _ in range(batch)]

@@ -128,10 +128,17 @@ class GenerationStream:
         self.close()
 
 
+def streamable(request) -> bool:
+    """Whether `generate_stream` can run `request`: all but a repaint spliced into its source audio's waveform
+    (`postprocess`: a region with a source waveform, in a mode other than aggressive)."""
+    job = request.job
+    return not (job.has_region and request.src_audio is not None and job.repaint_mode != "aggressive")
+
+
 def start_stream(stream: GenerationStream, prepared, request, seeds, sheets):
     """Tell the reader what is coming (before the DiT runs) and return the VAE's sink; a repaint whose output is
     spliced into its source's waveform cannot stream (the splice crossfades across the whole region)."""
-    if prepared.region and prepared.source_wave is not None and request.job.repaint_mode != "aggressive":
+    if not streamable(request):
         raise AceStepError(
             "repaint_mode: a stream cannot splice the repainted region into the source's waveform; "
             "use generate, or repaint_mode='aggressive'"

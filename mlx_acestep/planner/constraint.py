@@ -34,11 +34,11 @@ import numpy as np
 
 from ..conditioning.prompts import LANGUAGES
 from ..errors import AceStepError
-from ..limits import BPM, PLANNER_CAPTION_TOKENS, SECONDS
+from ..limits import BPM, PLANNER_CAPTION_TOKENS, PLANNER_SECONDS
 from ..names import KEYSCALES, TIME_SIGNATURES  # noqa: F401  (the value lists it constrains to)
 
 FIELDS = ("bpm", "caption", "duration", "keyscale", "language", "timesignature")
-DURATION_RANGE = (int(SECONDS[0]), int(SECONDS[1]))
+DURATION_RANGE = PLANNER_SECONDS
 
 
 def _durations(longest: int) -> list[str]:

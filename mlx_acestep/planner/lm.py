@@ -30,7 +30,7 @@ from ..limits import (
     DEFAULT_LM_TEMPERATURE,
     DEFAULT_LM_TOP_P,
     LYRIC_TOKENS,
-    SECONDS,
+    PLANNER_SECONDS,
 )
 from ..models.planner_lm import PlannerLM
 from ..names import INSTRUMENTAL, LM_CODES_PROMPTS, NEGATIVE_DEFAULT
@@ -310,7 +310,7 @@ class Planner:
         temperature: float = DEFAULT_LM_TEMPERATURE,
         top_p: float = DEFAULT_LM_TOP_P,
         seed: int = 0,
-        max_duration: int = int(SECONDS[1]),
+        max_duration: int = PLANNER_SECONDS[1],
         check=None,
         top_k: int = 0,
     ):
@@ -338,7 +338,7 @@ class Planner:
         negative: str = NEGATIVE_DEFAULT,
         codes_prompt: str = "current",
         seed: int = 0,
-        max_duration: int = int(SECONDS[1]),
+        max_duration: int = PLANNER_SECONDS[1],
         callback=None,
         check=None,
     ) -> Plan:

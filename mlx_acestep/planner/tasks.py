@@ -19,7 +19,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..conditioning.prompts import LANGUAGES
-from ..limits import BPM, CAPTION_TOKENS, LYRIC_TOKENS, SECONDS
+from ..limits import BPM, CAPTION_TOKENS, LYRIC_TOKENS, PLANNER_SECONDS
 from ..names import INSTRUMENTAL, KEYSCALES, NO_USER_INPUT, TIME_SIGNATURES
 from .lm import CODES_PER_SECOND, chat, drawer, stepper
 from .understand import TaskConstraint, write_task
@@ -32,7 +32,7 @@ INSTRUCTIONS = {  # acestep/constants.py:121-123
 }
 TEMPERATURES = {"create": 0.85, "format": 0.85, "understand": 0.3}  # upstream's defaults per task
 # Upstream's token budget without a target duration (`_compute_max_new_tokens`): the longest song's codes and 500.
-MAX_TOKENS = int(SECONDS[1]) * CODES_PER_SECOND + 500
+MAX_TOKENS = PLANNER_SECONDS[1] * CODES_PER_SECOND + 500
 FIELDS = ("caption", "lyrics", "bpm", "keyscale", "timesignature", "duration", "language")
 
 
@@ -143,7 +143,7 @@ def _valid(meta: dict) -> dict:
     return {
         "caption": meta.get("caption", ""),
         "bpm": number(meta.get("bpm"), *BPM),
-        "duration": number(meta.get("duration"), int(SECONDS[0]), int(SECONDS[1])),
+        "duration": number(meta.get("duration"), PLANNER_SECONDS[0], PLANNER_SECONDS[1]),
         "keyscale": meta.get("keyscale") if meta.get("keyscale") in KEYSCALES else None,
         "language": meta.get("language") if meta.get("language") in LANGUAGES else None,
         "timesignature": meta.get("timesignature") if meta.get("timesignature") in TIME_SIGNATURES else None,
@@ -175,7 +175,7 @@ def run_task(
     top_k=0,
     seed=0,
     max_tokens=None,
-    max_duration=int(SECONDS[1]),
+    max_duration=PLANNER_SECONDS[1],
     callback=None,
     check=None,
 ) -> tuple[str, list[int]]:

@@ -19,6 +19,7 @@ from .models import ServedModels
 from .protocol import ProtocolError, error_body
 from .routes import Server, info_routes, task_entry, task_routes
 from .songwriter import songwriter_routes
+from .studio import studio_routes
 
 
 def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, source=None, **settings):
@@ -81,4 +82,5 @@ def make_app(pipe, output_dir=None, *, config: ServerConfig | None = None, sourc
     for add_routes in (task_routes, lora_routes, model_routes, info_routes, songwriter_routes, chat_routes):
         add_routes(app, server)
     event_routes(app, server, lambda job: task_entry(job, server))
+    studio_routes(app, server)  # the browser page at /, on the routes above
     return app

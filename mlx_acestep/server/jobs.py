@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .records import Echo, JobRecords
+from .windows import Windows, stream_job
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
@@ -61,6 +62,7 @@ class Job:
     seconds: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     step: str = ""  # "5/8" of the running phase
+    windows: Windows = field(default_factory=Windows)  # its decoded audio's subscribers (windows.py)
 
     def advance(self, phase: str, done: int = 0, total: int = 0) -> None:
         self.stage, self.step = phase, f"{done}/{total}" if total else ""
@@ -155,6 +157,9 @@ class JobRunner:
         if job is None or job.state in FINISHED:
             return False
         job.cancel.set()
+        if job.state == QUEUED:  # says so now, not once the jobs before it are done (the worker then skips it)
+            job.finish(CANCELLED, "cancelled before it started")
+            self._clean(job)  # its uploads and its record now
         return True
 
     def stats(self) -> dict:
@@ -201,7 +206,8 @@ class JobRunner:
     def _clean(self, job: Job) -> None:
         for upload in job.uploads:
             upload.unlink(missing_ok=True)
-        self.records.save(job)
+        if job.id in self.jobs:  # one deleted meanwhile (a cancelled one waiting its turn) is not recorded again
+            self.records.save(job)
 
     def _run(self, job: Job) -> None:
         from ..errors import AceStepError
@@ -229,16 +235,21 @@ class JobRunner:
 
     def _generate(self, job: Job) -> None:
         from ..files import write_text
+        from ..pipeline import streamable
 
         pipe = job.pipe or self.pipe  # the DiT the task names or needs (server/models.py)
         self.activate(pipe)
         if job.work is not None:  # an analysis (analysis.py): its answer instead of songs
             job.answer = job.work.run(pipe, lambda p: _progress(job, p))
             return
-        result = pipe.generate(job.request, callback=lambda p: _progress(job, p))
+        path, progress = self.output_dir / f"{job.id}.{job.audio_format}", lambda p: _progress(job, p)
+        if streamable(job.request):  # its windows to the events' audio subscribers, its files the same bytes
+            result = stream_job(pipe, job, path, progress)
+        else:
+            result = pipe.generate(job.request, callback=progress)
+            job.advance("saving")
+            job.files = result.save(path, job.subtype)
         job.request = result.request or job.request  # with what the planner wrote (sample_mode, use_format)
-        job.advance("saving")
-        job.files = result.save(self.output_dir / f"{job.id}.{job.audio_format}", job.subtype)
         job.seeds, job.metadata = result.seeds, result.metadata
         for path, seed in zip(job.files, result.seeds):  # atomically, like the audio beside it
             sidecar = {"task_id": job.id, "seed": seed, "caption": job.request.caption, "loras": job.adapters}
@@ -252,10 +263,23 @@ class JobRunner:
             for job in expired:
                 self.jobs.pop(job.id, None)
         for job in expired:
-            for path in job.files:
-                path.unlink(missing_ok=True)
-                path.with_suffix(".json").unlink(missing_ok=True)
-            self.records.forget(job.id)
+            self._remove(job)
+
+    def delete(self, job_id: str) -> bool:
+        """Forget a finished job now, its files and record deleted as an expired one's; False: unknown or not done."""
+        with self._lock:
+            if job_id not in self.jobs or self.jobs[job_id].state not in FINISHED:
+                return False
+            job = self.jobs.pop(job_id)
+        self._remove(job)
+        return True
+
+    def _remove(self, job: Job) -> None:
+        """Only what the job wrote: its songs, their sidecars and its record (`files` are inside the output folder)."""
+        for path in job.files:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
+        self.records.forget(job.id)
 
 
 def _progress(job: Job, p) -> bool:

@@ -11,6 +11,7 @@ sends some of them as HTTP 200 with `code` 400 in the envelope (a client reads `
 No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at definition time.
 """
 
+from ..limits import ADAPTER_SCALE
 from .adapters import scale_of
 from .http import read_body
 from .protocol import ProtocolError, envelope
@@ -106,7 +107,8 @@ def lora_routes(app, server) -> None:
         body, _ = await read_body(request)
         gate.check(request, body)
         if body.get("scale") is None:
-            raise ProtocolError("give scale: a number >= 0 (upstream's range is 0 to 1)")
+            low, high = ADAPTER_SCALE
+            raise ProtocolError(f"give scale: a number from {low:g} to {high:g} (upstream's range is 0 to 1)")
         asked = _name(body, "name", "adapter_name")
         if not registry.listing():
             return answer(f"{WARN} No LoRA loaded", scale=scale_of(body["scale"], "the LoRA"))

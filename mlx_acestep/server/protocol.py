@@ -18,6 +18,7 @@ from .sample_mode import song_writing
 from .values import (  # noqa: F401  (as_bool: the writing routes read upstream's lenient booleans from here)
     AUTOMATIC,
     FALLBACK_SECONDS,
+    REPAINT_CROSSFADE_DEFAULTS,
     REST_DEFAULTS,
     as_bool,
     as_float,
@@ -60,12 +61,15 @@ ALIASES = {
     "audio_format": ("audio_format",),
     "model": ("model", "model_name", "modelName", "dit_model", "ditModel"),
     "instruction": ("instruction",),
+    "global_caption": ("global_caption",),  # read by upstream's SFT-stems lego checkpoint only (is_lego_sft)
     "track_name": ("track_name", "trackName"),
     "track_classes": ("track_classes", "trackClasses", "instruments"),
     "track": ("track",),  # extensions: the extract/lego track and complete's tracks (upstream's: the two above)
     "tracks": ("tracks",),
     "repaint_mode": ("repaint_mode",),
     "repaint_strength": ("repaint_strength",),
+    "repaint_latent_crossfade_frames": ("repaint_latent_crossfade_frames",),  # upstream: read, then dropped
+    "repaint_wav_crossfade_sec": ("repaint_wav_crossfade_sec",),
     "sample_mode": ("sample_mode", "sampleMode"),
     "sample_query": ("sample_query", "sampleQuery", "description", "desc"),
     "use_format": ("use_format", "useFormat", "format"),
@@ -97,8 +101,8 @@ ALIASES = {
     "flow_edit_n_min": ("flow_edit_n_min", "flowEditNMin"),
     "flow_edit_n_max": ("flow_edit_n_max", "flowEditNMax"),
     "flow_edit_n_avg": ("flow_edit_n_avg", "flowEditNAvg"),
-    # read and not used, as upstream (its LM switches and the tiled decode are always on here; global_caption is
-    # for its lego-SFT checkpoint only): release_task_param_parser.py:36-41
+    # read and not used, as upstream (its LM switches and the tiled decode are always on here):
+    # release_task_param_parser.py:36-41
     "use_cot_caption": ("use_cot_caption", "cot_caption", "cot-caption"),
     "use_cot_language": ("use_cot_language", "cot_language", "cot-language"),
     "constrained_decoding": ("constrained_decoding", "constrainedDecoding", "constrained"),
@@ -106,7 +110,6 @@ ALIASES = {
     "is_format_caption": ("is_format_caption", "isFormatCaption"),
     "allow_lm_batch": ("allow_lm_batch", "allowLmBatch", "parallel_thinking"),
     "use_tiled_decode": ("use_tiled_decode", "useTiledDecode"),
-    "global_caption": ("global_caption",),
 }
 # A request field -> the REST field a client sent it as, so an error names what the client wrote.
 REST_NAMES = {
@@ -289,6 +292,7 @@ def task_fields(f: dict, inputs: dict, notes: list) -> dict:
     instruction templates, job_generation_setup.py:24-65) beside this server's `track` / `tracks`."""
     task = task_name(f, inputs)
     fields = {"task": task, "instruction": instruction_field(f)}
+    fields["global_caption"] = text(f.get("global_caption"), "", "global_caption")
     if f.get("track"):
         fields["track"] = text(f["track"], None, "track")
     if f.get("tracks"):
@@ -297,8 +301,11 @@ def task_fields(f: dict, inputs: dict, notes: list) -> dict:
         fields["track"] = known_track(text(f["track_name"], "", "track_name"), "track_name")
     if fields["instruction"] is None and task == "complete" and f.get("track_classes") and "tracks" not in fields:
         fields["tracks"] = [known_track(t, "track_classes") for t in track_list(f["track_classes"], "track_classes")]
-    if task not in REGION_TASKS:  # upstream's clients send it with every task; it means nothing there
-        fields["chunk_mask_mode"] = None
+    for name, default in REPAINT_CROSSFADE_DEFAULTS.items():
+        value = sent(f.get(name), as_int if name.endswith("frames") else as_float)
+        fields[name] = None if value == default else value
+    if task not in REGION_TASKS:  # upstream's clients send these with every task; they mean nothing there
+        fields |= dict(chunk_mask_mode=None, repaint_latent_crossfade_frames=None, repaint_wav_crossfade_sec=None)
     uses_source = task != "text2music" or flag(f.get("flow_edit_morph"), False, "flow_edit_morph")
     if "src_audio" in inputs and not uses_source:  # upstream drops it (inference.py:839-846); the DAW uploads one
         notes.append("the source audio sent with this text2music task was not used (text2music starts from silence)")
@@ -338,6 +345,14 @@ def task_name(f: dict, inputs) -> str:
     task = text(f.get("task_type"), "", "task_type") or REST_DEFAULTS["task_type"]
     if task in LEGACY_TASKS:
         return "cover-nofsq" if "src_audio" in inputs else "text2music"
+    if (
+        task == "cover"
+        and "src_audio" not in inputs
+        and text(f.get("audio_code_string"), "", "audio_code_string").strip()
+    ):
+        # a cover of given codes (ace-step-ui's audio-codes cover): upstream decodes the codes into the target
+        # whatever the task (conditioning_target.py:77-86), as its text2music with codes, which it makes a cover
+        return "text2music"
     return task
 
 
@@ -355,12 +370,10 @@ def flow_edit_fields(f: dict) -> dict:
     return out
 
 
+PATH_FIELDS = {"src_audio": "src_audio_path", "ref_audio": "reference_audio_path"}  # a file's name -> its path field
+
+
 def input_paths(body: dict) -> dict[str, str]:
     """The source / reference paths a body names (checked against the allowed folder by the app)."""
     f = lookup(body)
-    out = {}
-    if f.get("src_audio_path"):
-        out["src_audio"] = str(f["src_audio_path"])
-    if f.get("reference_audio_path"):
-        out["ref_audio"] = str(f["reference_audio_path"])
-    return out
+    return {name: str(f[field]) for name, field in PATH_FIELDS.items() if f.get(field)}

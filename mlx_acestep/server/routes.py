@@ -15,7 +15,7 @@ from .analysis import analysis_job
 from .http import Gate, InputFolder, read_body
 from .jobs import STATUS_CODE, SUCCEEDED, Job, JobRunner, QueueFull
 from .models import ServedModels
-from .protocol import REST_NAMES, ProtocolError, envelope, input_paths, lookup, request_fields, task_name
+from .protocol import PATH_FIELDS, REST_NAMES, ProtocolError, envelope, input_paths, lookup, request_fields, task_name
 
 LOG = logging.getLogger("mlx_acestep.server")
 MEDIA = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".opus": "audio/ogg"}  # audio_route.py:33
@@ -108,7 +108,7 @@ def submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     files = dict(uploads)
     for name, path in input_paths(body).items():
         if name not in files:
-            files[name] = server.inputs.allowed(path, name)
+            files[name] = server.inputs.allowed(path, PATH_FIELDS[name])  # named as the client sends it
     notes = []
     f = lookup(body)
     pipe = server.models.pick(f.get("model"), task_name(f, files))
@@ -184,6 +184,17 @@ def task_routes(app, server: Server) -> None:
         body, _ = await read_body(request)
         gate.check(request, body)
         return envelope({"task_id": body.get("task_id"), "cancelled": runner.cancel(str(body.get("task_id")))})
+
+    @app.post("/delete_task")  # an extension: a finished job's songs and record, deleted now instead of at --keep-hours
+    async def delete_task(request: Request):
+        body, _ = await read_body(request)
+        gate.check(request, body)
+        task_id = str(body.get("task_id"))
+        if task_id not in runner.jobs:
+            raise ProtocolError(f"unknown task {task_id!r}: not submitted to this server, or expired", 404)
+        if not runner.delete(task_id):
+            raise ProtocolError(f"task {task_id!r} has not finished: cancel it first", 409)
+        return envelope({"task_id": task_id, "deleted": True})
 
 
 def info_routes(app, server: Server) -> None:

@@ -27,6 +27,9 @@ REST_DEFAULTS = {
     "task_type": "text2music",
     "infer_method": "ode",
 }
+# Repaint's explicit cross-fades: upstream's REST defaults, which its handler drops for the repaint mode's own values
+# (generate_music.py:382-384 since 57d463b): sent as these, they mean the mode's here too; any other value is used.
+REPAINT_CROSSFADE_DEFAULTS = {"repaint_latent_crossfade_frames": 10, "repaint_wav_crossfade_sec": 0.0}
 # A text2music task that neither the planner nor a source gives a length: upstream renders 120 s
 # (core/generation/handler/padding_utils.py:76-88; its random 10-120 s was dropped as issue #929).
 FALLBACK_SECONDS = 120.0

@@ -143,8 +143,8 @@ def test_generate_bad_input_is_a_one_line_error_and_writes_nothing(converted, tm
     (tmp_path / "locked").mkdir()
     (tmp_path / "locked").chmod(0o500)
     cases = [
-        (["--duration", 5], "--duration must be between 10 and 600 seconds, got 5"),
-        (["--duration", 700], "--duration must be between 10 and 600 seconds"),
+        (["--duration", 0.05], "--duration must be between 0.1 and 600 seconds, got 0.05"),
+        (["--duration", 700], "--duration must be between 0.1 and 600 seconds"),
         (["--batch", 9], "--batch must be between 1 and 8"),
         (["-o", "nowhere/a.wav"], "output folder does not exist"),
         (["-o", "a.aac"], "unsupported output format .aac (use .wav, .flac, .mp3, .opus)"),
@@ -230,3 +230,12 @@ def test_an_older_thinking_sidecar_replays_with_februarys_codes_prompt(tmp_path,
     again = generate("--from-metadata", "old.json", "-o", "again.wav", cwd=tmp_path)
     assert again.exit_code == 0, again.output
     assert (sf.read(tmp_path / "again.wav")[0] == feb).all()
+
+
+def test_generate_a_clip_shorter_than_the_models_minimum(converted, tmp_path):
+    """3 s, as upstream renders it (128 latent frames), written at its own length."""
+    import soundfile as sf
+
+    result = generate("soft rain", "--model", converted, "--duration", 3, "-o", "c.wav", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert (sf.info(str(tmp_path / "c.wav")).frames, sf.info(str(tmp_path / "c.wav")).samplerate) == (144000, 48000)

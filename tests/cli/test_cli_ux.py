@@ -426,7 +426,7 @@ def test_every_newer_sampler_flag_reaches_the_request():
     from mlx_acestep.pipeline.request import GenerationRequest
 
     declared = {p.name for p in upstream_sampler_options(click.command()(lambda **kw: None)).params}
-    assert declared - {"retake_seed"} == set(SAMPLER_FIELDS)
+    assert declared - {"retake_seed", "timesteps"} == set(SAMPLER_FIELDS)
     assert set(SAMPLER_FIELDS) <= set(GenerationRequest.__dataclass_fields__)
 
 

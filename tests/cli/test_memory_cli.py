@@ -17,7 +17,7 @@ def test_a_small_device_refuses_then_force_runs_and_the_window_leaves_the_song_a
     assert plain.returncode == 0, plain.stderr
     monkeypatch.setattr(fit, "device", lambda: Device(2**20, 2**20, metal=False))
     refused = run_cli([*SONG, "-o", "small.wav"], tmp_path)
-    assert_one_line_error(refused, "needs about", "the device allows 1.0 MB", "--force", after_progress=True)
+    assert_one_line_error(refused, "needs about", "the device allows 1.0 MiB", "--force", after_progress=True)
     assert not (tmp_path / "small.wav").exists()
     forced = run_cli([*SONG, "--force", "--vae-window", 64, "-o", "forced.wav"], tmp_path)
     assert forced.returncode == 0, forced.stderr

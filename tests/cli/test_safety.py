@@ -259,7 +259,7 @@ def test_surprising_requests_are_errors_or_say_what_will_happen(tmp_path, run):
         "--repaint-end must be after 0 s, got -4",
     )
     code, output = run("generate", "x", "--model", "tiny", "--task", "cover", "--src-audio", "s.wav", "-o", "o.wav")
-    assert code == 0 and "warning: the source lasts 1.20 s, less than 10 s: the output follows it" in output, output
+    assert code == 0 and "warning" not in output, output  # a short source is a short song (issue 29): no warning
     assert sf.info(tmp_path / "o.wav").frames == 30 * 1920
     for task in ("extract", "lego"):
         code, output = run(
@@ -383,4 +383,4 @@ def test_what_a_killed_run_left_behind_is_cleaned_at_the_next_start(tmp_path, so
 
 def test_the_peak_memory_line_says_which_memory(tmp_path, run):
     code, output = run(*GEN, "-o", "a.wav")
-    assert code == 0 and "GB (MLX arrays)" in output and "GB resident (the process)" in output, output
+    assert code == 0 and "GiB (MLX arrays)" in output and "GiB resident (the process)" in output, output

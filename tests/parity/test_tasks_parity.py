@@ -6,8 +6,8 @@ least 128 frames, where diffusers' length and duration rules equal upstream's. W
 upstream, the comparison narrows to what both compute:
 
 * repaint and lego: diffusers has no latent injection, blend or splice (upstream's later additions, spec
-  5.8), so those run in the "aggressive" mode (no injection) and only the region is compared; outside it
-  the result is the source by the final blend (tests/unit/test_tasks.py checks the upstream extras);
+  5.8), so those run in the "aggressive" mode (no injection, no blend: its ramp is 0) and only the region is
+  compared (tests/unit/test_tasks.py checks the upstream extras);
 * cover strength below 1: diffusers blends velocities at every step (mapping D-7); the upstream switch
   is emulated with two diffusers calls (the cover run stopped at step int(K s), then text2music);
 * the timbre reference is exactly 30 s (750 frames): both sides then take it whole, while for other lengths

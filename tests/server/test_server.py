@@ -9,7 +9,7 @@ import uuid
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, patch_generation, run_cli
 
 KEY = "s3cret"
 
@@ -59,7 +59,7 @@ def test_submit_poll_download(server):
 @pytest.mark.parametrize(
     "body, status, needle",
     [
-        ({"prompt": "x", "audio_duration": 5000}, 400, "audio_duration must be between 10 and 600"),
+        ({"prompt": "x", "audio_duration": 5000}, 400, "audio_duration must be between 0.1 and 600"),
         ({"prompt": "x", "task_type": "remix"}, 400, "remix"),
         ({"prompt": "x", "sampler_mode": "heun", "infer_method": "sde"}, 400, "the heun sampler_mode runs the ODE"),
         ({"prompt": "x", "batch_size": 0}, 400, "batch_size must be between 1 and 8"),
@@ -138,14 +138,16 @@ def test_a_failing_job_is_recorded_and_the_server_goes_on(server, pipe, monkeypa
         "POST", "/release_task", {"caption": "x", "task_type": "cover", "src_audio_path": str(bad)}
     )
     assert status == 400 and "broken.wav" in env["error"]  # an unreadable source is refused at submission
-    real = pipe.generate
 
-    def generate(request, **kwargs):  # a failure the request's checks cannot see coming
-        if request.caption == "boom":
-            raise RuntimeError("the accelerator fell over")
-        return real(request, **kwargs)
+    def wrap(real):
+        def generate(request, **kwargs):  # a failure the request's checks cannot see coming
+            if request.caption == "boom":
+                raise RuntimeError("the accelerator fell over")
+            return real(request, **kwargs)
 
-    monkeypatch.setattr(pipe, "generate", generate)
+        return generate
+
+    patch_generation(monkeypatch, pipe, wrap)
     _, env = server.json("POST", "/release_task", {"caption": "boom", "audio_duration": 10, "batch_size": 1})
     state, items = server.wait(env["data"]["task_id"])
     assert state == 2 and "the accelerator fell over" in items[0]["error"]
@@ -210,13 +212,16 @@ def test_a_queued_job_keeps_the_adapters_it_was_submitted_with(server, pipe, fix
     from test_adapters_pipeline import make_adapter
 
     folder, _ = make_adapter(fixtures, "acestep-v15-turbo", server.root / "inputs" / "keep")
-    gate, real = threading.Event(), pipe.generate
+    gate = threading.Event()
 
-    def held(request, **kwargs):  # the first job holds the runner, so the next one stays queued
-        gate.wait(120)
-        return real(request, **kwargs)
+    def wrap(real):
+        def held(request, **kwargs):  # the first job holds the runner, so the next one stays queued
+            gate.wait(120)
+            return real(request, **kwargs)
 
-    monkeypatch.setattr(pipe, "generate", held)
+        return held
+
+    patch_generation(monkeypatch, pipe, wrap)
     body = {"caption": "soft rain", "audio_duration": 10, "batch_size": 1, "seed": 4, "use_random_seed": False}
     body["audio_format"] = "wav"
     # the server's own model, as an OpenRouter id: accepted

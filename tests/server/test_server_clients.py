@@ -137,7 +137,7 @@ def test_the_audio_formats_upstream_names(server, fmt, media, container, subtype
         ({"audio_format": "ogg"}, "audio_format 'ogg': unknown"),
         ({"batch_size": 0}, "batch_size must be between 1 and 8"),
         ({"batch_size": "1.5"}, "batch_size must be a whole number"),
-        ({"audio_duration": -5}, "audio_duration must be between 10 and 600"),
+        ({"audio_duration": -5}, "audio_duration must be between 0.1 and 600"),
         ({"thinking": "maybe"}, "thinking must be true or false, got 'maybe'"),
         ({"use_random_seed": "perhaps"}, "use_random_seed must be true or false"),
         ({"seed": "abc", "use_random_seed": False}, "seed must be a whole number"),
@@ -207,3 +207,35 @@ def test_bad_adapter_input_is_a_400_not_a_500(server):
         assert status == 400 and needle in env["detail"], env
     status, env = server.json("POST", "/release_task", {"prompt": "x", "loras": [{"name": {"a": 1}}]})
     assert status == 400 and "no adapter named" in env["detail"], env
+
+
+def _noise_wav(seconds: float) -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(4)
+    sf.write(buf, 0.1 * rng.standard_normal((int(seconds * 48000), 2)).astype(np.float32), 48000, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "task, files",
+    [
+        ({"task_type": "text2music"}, {"src_audio": wav_bytes(0.1)}),  # the DAW's placeholder beside text2music
+        ({"task_type": "repaint", "repainting_start": "1", "repainting_end": "3"}, {"src_audio": _noise_wav(4.0)}),
+        ({"task_type": "cover", "audio_cover_strength": "0.5"}, {"src_audio": _noise_wav(4.0)}),
+    ],
+)
+def test_the_daws_4s_clip_comes_back_4s_long(server, task, files):
+    """The DAW sends a clip's own length as `audio_duration` (aceStepApi.ts / generationPipeline.ts): a 4 s clip
+    was refused under the old 10 s floor. Upstream renders it (at least 128 latent frames); the file is the clip's
+    4 s, every value sent as a string in a multipart form."""
+    fields = {"prompt": "lofi keys", "lyrics": "", "audio_duration": "4", "batch_size": "1", "thinking": "false"}
+    fields |= {"use_random_seed": "false", "seed": "11", "audio_format": "wav", "inference_steps": "8"} | task
+    raw, kind = multipart(fields, files)
+    status, env = server.json("POST", "/release_task", raw=raw, content_type=kind)
+    assert status == 200, env
+    state, items = server.wait(env["data"]["task_id"])
+    assert state == 1 and len(items) == 1, items
+    status, data, _ = server.call("GET", items[0]["file"])
+    assert status == 200
+    info = sf.info(io.BytesIO(data))
+    assert (info.frames, info.samplerate) == (4 * 48000, 48000)

@@ -11,6 +11,7 @@ import uuid
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import patch_generation
 
 KEY = "s3cret"
 MB = 1024 * 1024
@@ -29,13 +30,16 @@ def server(pipe, tmp_path_factory, serve):
 @pytest.fixture
 def held(pipe, monkeypatch):
     """The pipeline waits for `held.set()` before each generation (so a job stays running, the next queued)."""
-    gate, real = threading.Event(), pipe.generate
+    gate = threading.Event()
 
-    def generate(request, **kwargs):
-        assert gate.wait(120)
-        return real(request, **kwargs)
+    def wrap(real):
+        def generate(request, **kwargs):
+            assert gate.wait(120)
+            return real(request, **kwargs)
 
-    monkeypatch.setattr(pipe, "generate", generate)
+        return generate
+
+    patch_generation(monkeypatch, pipe, wrap)
     yield gate
     gate.set()
 
@@ -117,21 +121,24 @@ def test_an_accepted_upload_is_written_once_and_deleted_with_its_job(server, hel
 
 
 def test_progress_is_one_figure_that_never_goes_back(server, pipe, monkeypatch):
-    real, seen, task = pipe.generate, [], {}
+    seen, task = [], {}
     started = threading.Event()
 
-    def generate(request, callback=None, **kwargs):
-        assert started.wait(60)
+    def wrap(real):
+        def generate(request, callback=None, **kwargs):
+            assert started.wait(60)
 
-        def spy(p):  # what a client polling at this very step is told
-            keep = callback(p)
-            item, first = entry(server, task["id"])
-            seen.append((p.phase, item["progress_text"], first["progress"], first["stage"]))
-            return keep
+            def spy(p):  # what a client polling at this very step is told
+                keep = callback(p)
+                item, first = entry(server, task["id"])
+                seen.append((p.phase, item["progress_text"], first["progress"], first["stage"]))
+                return keep
 
-        return real(request, callback=spy, **kwargs)
+            return real(request, callback=spy, **kwargs)
 
-    monkeypatch.setattr(pipe, "generate", generate)
+        return generate
+
+    patch_generation(monkeypatch, pipe, wrap)
     _, env = server.json("POST", "/release_task", {"prompt": "x", "audio_duration": 10, "batch_size": 1})
     task["id"] = env["data"]["task_id"]
     started.set()

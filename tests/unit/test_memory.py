@@ -128,7 +128,7 @@ def test_a_run_that_cannot_fit_fails_in_one_line_before_anything_loads(kept, mon
     small_device(monkeypatch, 30 * 2**20)
     kept.unload()
     message = refusal(kept, duration=30)
-    assert "the device allows 30.0 MB" in message and "nothing smaller fits either" in message
+    assert "the device allows 30.0 MiB" in message and "nothing smaller fits either" in message
     assert kept.resident() == []  # refused before loading
 
 

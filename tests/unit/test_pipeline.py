@@ -93,8 +93,8 @@ def test_turbo_warns_about_settings_it_ignores_and_runs_upstreams_steps(pipe):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"duration": 9.9}, "duration must be between 10 and 600"),
-        ({"duration": 601}, "duration must be between 10 and 600"),
+        ({"duration": 0.05}, "duration must be between 0.1 and 600"),
+        ({"duration": 601}, "duration must be between 0.1 and 600"),
         ({"batch_size": 0}, "batch_size must be between 1 and 8"),
         ({"batch_size": 9}, "batch_size must be between 1 and 8"),
         ({"seed": [1, 2]}, "2 seeds for a batch of 1"),
@@ -291,3 +291,69 @@ def test_a_full_retake_is_the_retake_seeds_song_and_a_partial_one_lies_between(p
     assert 0 < distance(part, song) < distance(part, other)
     with pytest.warns(UserWarning, match="a retake seed without a retake variance changes nothing"):
         pipe.generate("gentle piano", seed=1, retake_seed=7, **kw)
+
+
+def test_thinking_renders_a_short_clip_from_its_codes(thinker):
+    """A 3 s clip under the planner: upstream forces "3" as the duration and writes int(3 * 5) codes
+    (constrained_logits_processor.py:1285-1295, 1913-1915); its DiT still runs 128 frames, the clip keeps 3 s."""
+    result = thinker.generate("gentle piano", duration=3.0, seed=3, bpm=100)
+    assert result.codes.shape == (1, 15) and result.metadata[0]["duration"] == 3
+    assert result.latents.shape == (1, 128, 64) and result.audio.shape == (1, 75 * 1920, 2)
+    with pytest.raises(AceStepError, match=r"^duration 0.1 s is shorter than one planner code \(0.2 s\)"):
+        thinker.generate("gentle piano", duration=0.1, seed=3)
+
+
+def _stop_at_the_prompt(monkeypatch, part: str) -> list:
+    """Runs stop once the DiT's prompt is written; the list gets each run's first item's `part`."""
+    from mlx_acestep.pipeline import prepare
+
+    seen = []
+
+    def record(tokenizer, items, *args):
+        seen.append(getattr(items[0], part))
+        raise RuntimeError("stopped once the prompt was written")
+
+    monkeypatch.setattr(prepare, "tokenize_items", record)
+    return seen
+
+
+def test_a_custom_instruction_gives_way_to_covers_under_the_planner(thinker, monkeypatch):
+    """Upstream turns text2music with codes, the planner's included, into a cover of them and replaces the instruction
+    with cover's (generate_music_request.py:47-56, called before any use of it): the DiT reads cover's line, and the
+    user is told the instruction was not used. Without the planner the instruction is read as sent."""
+    seen = _stop_at_the_prompt(monkeypatch, "instruction")
+    custom = "Generate a segment of the DRUMS track based on the audio context:"
+    with pytest.warns(UserWarning, match="the instruction was not used"), pytest.raises(RuntimeError, match="stopped"):
+        thinker.generate("gentle piano", duration=10, seed=3, bpm=100, instruction=custom, thinking=True)
+    with pytest.raises(RuntimeError, match="stopped"):
+        thinker.generate("gentle piano", duration=10, seed=3, instruction=custom, thinking=False)
+    assert seen == ["Generate audio semantic tokens based on the given conditions:", custom]
+
+
+def test_the_lego_sft_checkpoint_reads_the_global_caption(converted, tmp_path, monkeypatch):
+    """A DiT whose config says `is_lego_sft` (upstream's SFT-stems lego checkpoint) gets upstream's caption blocks
+    (conditioning_text.py:92-115), typed here: Global and Local for a whole track, Local alone for "a segment",
+    "Mask Control" true only with the explicit chunk mask; any other DiT reads the caption alone."""
+    import json
+    import shutil
+
+    dit = tmp_path / "acestep-v15-turbo"
+    shutil.copytree(converted / "acestep-v15-turbo", dit)
+    config = json.loads((dit / "config.json").read_text())
+    (dit / "config.json").write_text(json.dumps(config | {"is_lego_sft": True}))
+    seen = _stop_at_the_prompt(monkeypatch, "caption")
+    segment = "Generate a segment of the DRUMS track based on the audio context:"
+    source = np.zeros((200, 64), np.float32)
+    explicit = {"task": "repaint", "src_latents": source, "repaint_start": 1, "chunk_mask_mode": "explicit"}
+    sft = ModelFolders(converted / "Qwen3-Embedding-0.6B", dit, converted / "vae")
+    runs = [(sft, {"duration": 5}), (sft, {"duration": 5, "instruction": segment}), (sft, explicit)]
+    runs.append((folders(converted), {"duration": 5}))
+    for model, extra in runs:
+        with pytest.raises(RuntimeError, match="stopped"):
+            ACEStep(model).generate("tight funk drums", global_caption="a funk song", **extra)
+    assert seen == [
+        "Global: a funk song\nLocal: tight funk drums\nMask Control: false",
+        "Local: tight funk drums\nMask Control: false",
+        "Global: a funk song\nLocal: tight funk drums\nMask Control: true",
+        "tight funk drums",
+    ]

@@ -90,10 +90,25 @@ def test_a_long_song_decodes_in_several_windows_like_one_pass(pipe):
 
 def test_a_short_source_is_rendered_on_128_frames_and_cut_to_its_length(pipe):
     source = np.random.default_rng(0).standard_normal((75, 64)).astype(np.float32)  # 3 s
-    with pytest.warns(UserWarning, match="less than 10 s"):
-        result = pipe.generate("piano", task="cover", src_latents=source, seed=1)
+    result = pipe.generate("piano", task="cover", src_latents=source, seed=1)
     assert result.latents.shape == (1, 128, 64)  # the DiT ran on max(128, 75) frames
     assert result.audio.shape == (1, 75 * 1920, 2) and result.duration == 3.0
+
+
+@pytest.mark.parametrize(
+    "fields, frames",
+    [
+        ({"duration": 2.0}, 50),  # text2music: upstream accepts any positive length (task_utils.py:117-122)
+        ({"duration": 0.1}, 2),  # its floor: a 0.1 s silent target, 2 latent frames
+        ({"duration": 3.0, "task": "repaint", "repaint_start": 1.0, "repaint_end": 2.0}, 75),  # a short source
+    ],
+)
+def test_a_short_clip_is_rendered_on_128_frames_and_keeps_its_length(pipe, fields, frames):
+    if "task" in fields:
+        fields = fields | {"src_latents": np.random.default_rng(0).standard_normal((75, 64)).astype(np.float32)}
+    result = pipe.generate("piano", seed=1, steps=2, **fields)
+    assert result.latents.shape == (1, 128, 64)
+    assert result.audio.shape == (1, frames * 1920, 2) and result.duration == frames * 1920 / 48000
 
 
 # -- the caption cap: 256 tokens of prompt (spec 3.2) -----------------------------------------------------

@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from mlx_acestep.conditioning.prompts import LANGUAGES
-from mlx_acestep.limits import BPM, SECONDS
+from mlx_acestep.limits import BPM, PLANNER_SECONDS
 from mlx_acestep.names import KEYSCALES, TIME_SIGNATURES
 from mlx_acestep.planner import tasks
 from mlx_acestep.planner.lm import Planner
@@ -32,7 +32,7 @@ def run(planner, task: str, seed: int, **given):
 
 def assert_valid(sheet) -> None:
     assert sheet.bpm is None or BPM[0] <= sheet.bpm <= BPM[1]
-    assert sheet.duration is None or SECONDS[0] <= sheet.duration <= SECONDS[1]
+    assert sheet.duration is None or PLANNER_SECONDS[0] <= sheet.duration <= PLANNER_SECONDS[1]
     assert sheet.keyscale is None or sheet.keyscale in KEYSCALES
     assert sheet.language is None or sheet.language in LANGUAGES
     assert sheet.timesignature is None or sheet.timesignature in TIME_SIGNATURES

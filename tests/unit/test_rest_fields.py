@@ -75,7 +75,11 @@ SPEC = [
     ("chunk_mask_mode", (), "auto", lambda r, s, fmt: r.chunk_mask_mode == "auto"),
     ("repaint_mode", (), "balanced", lambda r, s, fmt: r.repaint_mode == "balanced"),
     ("repaint_strength", (), 0.5, lambda r, s, fmt: r.repaint_strength == 0.5),
+    # read by upstream's REST, then replaced by the mode's values (generate_music.py:382-384): the mode's here too
+    ("repaint_latent_crossfade_frames", (), 10, lambda r, s, fmt: r.repaint_latent_crossfade_frames is None),
+    ("repaint_wav_crossfade_sec", (), 0.0, lambda r, s, fmt: r.repaint_wav_crossfade_sec is None),
     ("track_name", ("trackName",), None, lambda r, s, fmt: r.track is None),
+    ("global_caption", (), "", lambda r, s, fmt: r.global_caption == ""),  # release_task_models.py:20
     ("track_classes", ("trackClasses", "instruments"), None, lambda r, s, fmt: r.tracks is None),
 ]
 
@@ -184,3 +188,16 @@ def test_a_bad_custom_value_is_refused_naming_its_rest_field(body, needle):
         fields, _ = request_fields({"prompt": "x"} | body, "base", {})
         GenerationRequest(**fields)
     assert needle in e.value.render(REST_NAMES)
+
+
+def test_explicit_crossfades_reach_a_repaint_and_nothing_else(tmp_path):
+    """Values other than upstream's defaults are used (an extension: upstream drops them); with a task that has no
+    region they mean nothing, as chunk_mask_mode, and are left out; a bad one reaches the request to be refused."""
+    source = {"src_audio": tmp_path / "a.wav"}
+    body = {"task_type": "repaint", "repaint_latent_crossfade_frames": "4", "repaint_wav_crossfade_sec": "0.2"}
+    fields, _ = request_fields(body, "turbo", source)
+    assert (fields["repaint_latent_crossfade_frames"], fields["repaint_wav_crossfade_sec"]) == (4, 0.2)
+    fields, _ = request_fields(body | {"task_type": "cover"}, "turbo", source)
+    assert "repaint_latent_crossfade_frames" not in fields and "repaint_wav_crossfade_sec" not in fields
+    fields, _ = request_fields({"task_type": "repaint", "repaint_latent_crossfade_frames": "4.5"}, "turbo", source)
+    assert fields["repaint_latent_crossfade_frames"] == "4.5"

@@ -77,6 +77,8 @@ def test_repaint_modes_and_blend_ramps():
     assert repaint_settings("conservative") == (1.0, 25, 0.05) and repaint_settings("aggressive") == (0.0, 0, 0.0)
     w = region_weights(10, 4, 6, 2)  # ramps of two frames just outside [4, 6), end points excluded
     np.testing.assert_allclose(w, [0, 0, 1 / 3, 2 / 3, 1, 1, 2 / 3, 1 / 3, 0, 0], rtol=1e-6)
+    # the song's edges cut a ramp short: it spans what is left, linspace(0, 1, n + 2)[1:-1] (upstream's)
+    np.testing.assert_allclose(region_weights(8, 2, 6, 4), [1 / 3, 2 / 3, 1, 1, 1, 1, 2 / 3, 1 / 3], rtol=1e-6)
 
 
 def test_edit_hooks_inject_the_renoised_source_outside_the_region_then_blend():
@@ -120,7 +122,7 @@ def test_cover_strength_zero_is_text2music_from_the_start(turbo, source):
     assert not np.allclose(half, full, atol=1e-3) and not np.allclose(half, plain, atol=1e-3)
 
 
-@pytest.mark.parametrize("mode", ["balanced", "conservative", "aggressive"])
+@pytest.mark.parametrize("mode", ["balanced", "conservative"])
 def test_repaint_keeps_the_source_outside_region_and_ramps(turbo, source, mode):
     latents = turbo.generate(
         "calm piano", task="repaint", src_latents=source, repaint_start=4, repaint_end=6, repaint_mode=mode, seed=2
@@ -132,18 +134,69 @@ def test_repaint_keeps_the_source_outside_region_and_ramps(turbo, source, mode):
     assert np.abs(latents[a:b] - source[a:b]).max() > 0.1
 
 
-def test_repaint_splices_the_source_waveform(turbo):
-    wave = np.random.default_rng(1).uniform(-0.3, 0.3, (int(48000 * 5.5), 2)).astype(np.float32)  # 137 frames (> 128)
+def _repaint(turbo, source, **kw):
+    return turbo.generate("calm piano", task="repaint", src_latents=source, seed=2, steps=4, **kw).latents[0]
+
+
+def test_aggressive_and_a_zero_ramp_leave_the_latents_unblended(turbo, source):
+    """Upstream blends only with crossfade frames above 0 (modeling_acestep_v15_turbo.py:2214): aggressive, whose
+    frames are 0, keeps what the DiT made outside the region, and injection alone does not pin it to the source."""
+    for kw in ({"repaint_mode": "aggressive"}, {"repaint_latent_crossfade_frames": 0}):
+        latents = _repaint(turbo, source, repaint_start=4, repaint_end=6, **kw)
+        assert np.abs(latents[:100] - source[:100]).max() > 0.1, kw
+
+
+def test_explicit_latent_crossfade_is_the_blend_of_that_width(turbo, source):
+    """The blend computed by hand, as upstream's `_repaint_boundary_blend` with 6 frames around [3, 125): the ramp
+    before the region is cut to 3 frames by the song's start and spans them (1/4, 2/4, 3/4)."""
+    region = {"repaint_start": 3 * 1920 / 48000, "repaint_end": 5.0}  # frames [3, 125)
+    unblended = _repaint(turbo, source, repaint_latent_crossfade_frames=0, **region)
+    blended = _repaint(turbo, source, repaint_latent_crossfade_frames=6, **region)
+    w = np.zeros(SOURCE_FRAMES, np.float32)
+    w[:3], w[3:125], w[125:131] = [0.25, 0.5, 0.75], 1.0, np.linspace(1, 0, 8)[1:-1]
+    want = w[:, None] * unblended + (1 - w[:, None]) * source
+    np.testing.assert_allclose(blended, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(blended - _repaint(turbo, source, **region)).max() > 1e-3  # the mode's 12 frames differ
+
+
+def test_explicit_wav_crossfade_is_the_splice_of_that_length(turbo, monkeypatch):
+    """The waveform splice by hand: the source outside [50, 87) frames, 0.1 s (4800 samples, upstream's
+    int(d * 48000)) ramps just outside the region, on the VAE's output as the splice receives it."""
+    from mlx_acestep.pipeline import postprocess
+
+    seen = []
+    real = postprocess.splice
+    monkeypatch.setattr(postprocess, "splice", lambda gen, *a: seen.append((gen.copy(), a)) or real(gen, *a))
+    result, wave = _repaint_wave(turbo, repaint_wav_crossfade_sec=0.1)
+    out = result.audio[0]
+    (generated, (_, a, b, xfade)), n = seen[0], out.shape[0]
+    assert (a, b, xfade) == (50, 87, 0.1)
+    w = np.zeros(n, np.float32)
+    w[50 * 1920 : 87 * 1920] = 1.0
+    w[50 * 1920 - 4800 : 50 * 1920] = np.linspace(0, 1, 4802)[1:-1]
+    w[87 * 1920 : 87 * 1920 + 4800] = np.linspace(1, 0, 4802)[1:-1]
+    want = w[:, None] * generated + (1 - w[:, None]) * wave[:n]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+def test_crossfades_are_for_repaint_and_lego(turbo, source):
+    with pytest.raises(AceStepError, match="repaint_latent_crossfade_frames is for repaint and lego, not for cover"):
+        turbo.generate("x", task="cover", src_latents=source, repaint_latent_crossfade_frames=4)
+    with pytest.raises(AceStepError, match="repaint_wav_crossfade_sec must be between 0 and 600"):
+        turbo.generate("x", task="repaint", src_latents=source, repaint_wav_crossfade_sec=-0.1)
+
+
+def _repaint_wave(turbo, **kw):
+    """A repaint of [2, 3.5) s (frames [50, 87)) of a 5.5 s recording (137 frames, above the 128 minimum)."""
+    wave = np.random.default_rng(1).uniform(-0.3, 0.3, (int(48000 * 5.5), 2)).astype(np.float32)
     result = turbo.generate(
-        "calm piano",
-        task="repaint",
-        src_audio=wave,
-        repaint_start=2,
-        repaint_end=3.5,
-        seed=2,
-        normalize=False,
-        steps=None,
+        "calm piano", task="repaint", src_audio=wave, repaint_start=2, repaint_end=3.5, seed=2, normalize=False, **kw
     )
+    return result, wave
+
+
+def test_repaint_splices_the_source_waveform(turbo):
+    result, wave = _repaint_wave(turbo)
     out = result.audio[0]
     assert out.shape == (137 * 1920, 2)
     fade = int(0.025 * 48000)  # balanced mode: 0.025 s cross-fades just outside the region, frames [50, 87)
@@ -224,6 +277,14 @@ def test_every_task_runs_from_the_cli_and_keeps_the_source_length(task, extra, t
         (["--task", "extract", "--src-audio", "ok.wav", "--track", "kazoo"], "unknown track 'kazoo'"),
         (["--src-audio", "ok.wav"], "for the editing tasks"),
         (["--task", "cover", "--src-audio", "ok.wav", "--thinking"], "--thinking is for text2music"),
+        (
+            ["--task", "cover", "--src-audio", "ok.wav", "--repaint-wav-crossfade-sec", "0.1"],
+            "--repaint-wav-crossfade-sec is for repaint and lego, not for cover",
+        ),
+        (
+            ["--task", "repaint", "--src-audio", "ok.wav", "--repaint-latent-crossfade-frames", "-2"],
+            "--repaint-latent-crossfade-frames must be between 0 and 15000",
+        ),
     ],
 )
 def test_bad_task_input_is_one_line_and_writes_nothing(args, needle, tmp_path, monkeypatch):
@@ -314,3 +375,13 @@ def test_an_older_repaint_sidecar_replays_with_the_explicit_mask_it_was_made_wit
     assert (sf.read("again.wav")[0] == explicit).all()
     bad = cli(*base, "--chunk-mask-mode", "2.0", "-o", "bad.wav", cwd=tmp_path)  # click's usage error
     assert bad.exit_code == 2 and "'2.0' is not one of 'auto', 'explicit'" in bad.output
+
+
+def test_the_crossfade_flags_reach_the_request():
+    import click
+
+    from mlx_acestep.cli.repaint_options import REPAINT_FIELDS, repaint_options
+    from mlx_acestep.pipeline.request import GenerationRequest
+
+    declared = {p.name for p in repaint_options(click.command()(lambda **kw: None)).params}
+    assert declared == set(REPAINT_FIELDS) <= set(GenerationRequest.__dataclass_fields__)

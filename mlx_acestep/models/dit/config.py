@@ -68,6 +68,7 @@ class AceStepConfig(FromDict):
     fsq_input_num_quantizers: int = 1
     num_attention_pooler_hidden_layers: int = 2
     is_turbo: bool = False
+    is_lego_sft: bool = False  # upstream's SFT-stems lego checkpoint: its caption is Global / Local blocks (prompts.py)
     model_version: str | None = None  # "turbo", "base", "sft" where the config says
     # XL checkpoints give the condition encoder its own widths; 2B ones leave them out.
     encoder_hidden_size: int | None = None
