@@ -138,3 +138,15 @@ def output_paths(
             raise AceStepError(f"{sidecar}: already exists (pass --overwrite to replace it and {item.name})")
         check_output(item, overwrite)
     return names
+
+
+def checked_paths(params: dict, request, inputs: tuple[str, ...]) -> list[Path]:
+    """`output_paths` for generate's flags, checked in rank 0's folder under mlx.launch (it writes the files);
+    every rank stops on its error."""
+    from .. import distributed
+
+    if params["stream"] and distributed.size() > 1:
+        raise AceStepError("--stream writes as it renders, on one machine: run it without mlx.launch")
+    named = {"--" + name.replace("_", "-"): params[name] for name in inputs}
+    args = (params["output"], params["fmt"], request.seed, request.caption, params["overwrite"], named)
+    return [Path(p) for p in distributed.on_leader(lambda: [str(p) for p in output_paths(*args)])]

@@ -52,6 +52,7 @@ from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
 from .slow import slow_run_warning
 from .songwriter import audio_codes, check_writing, create_sample, format_sample, think, understand, write_first
+from .spread import check_share, generate_spread, spreads
 from .stream import GenerationStream, start_stream
 from .worker import Worker
 
@@ -271,14 +272,18 @@ class ACEStep:
         check_codebook(request, self.residency.codebook_size)
         check_writing(self, request)
 
-    def _generate(self, request, thinking, duration, settings, call_adapters, callback, stream=None):
+    def _generate(self, request, thinking, duration, settings, call_adapters, callback, stream=None, lead=None):
+        if lead is None and spreads(request, stream):  # under mlx.launch: each rank renders its share
+            return generate_spread(self._generate, request, thinking, duration, settings, call_adapters, callback)
         seeds = resolve_seeds(request.seed, request.batch_size)
         meter = PhaseMeter()
         report = reporter(callback, self._worker.cancel)
         interrupted = functools.partial(reporter(None, self._worker.cancel), "lm", 0, 0)  # Ctrl-C between tokens
-        request, sheets = write_first(self, request, seeds[0], meter, report)
+        request, sheets = write_first(self, request, seeds[0] if lead is None else lead, meter, report)
         duration = request.duration_for(thinking) if sheets else duration
-        prepared = prepare(self, request, thinking, duration, settings, seeds, meter, report, interrupted)
+        if lead is not None:
+            check_share(thinking, duration)
+        prepared = prepare(self, request, thinking, duration, settings, seeds, meter, report, interrupted, lead)
         frames = prepared.frames
         sink = None if stream is None else start_stream(stream, prepared, request, seeds, sheets)
         out = self._render(prepared.job, report, meter, call_adapters, sink)
