@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -114,7 +115,9 @@ def train(
     try:
         out = train_lora(dataset, output, config, source=source, resume=resume, callback=bars)
     except KeyboardInterrupt:
-        raise AceStepError("interrupted; --resume continues from the last checkpoint") from None
+        from ..training.state import resume_hint
+
+        raise AceStepError(f"interrupted; {resume_hint(Path(output).expanduser())}") from None
     finally:
         bars.close()
     from .. import distributed

@@ -16,6 +16,7 @@ from mlx.utils import tree_map
 from .. import distributed
 from ..errors import AceStepError
 from .config import TrainConfig
+from .state import resume_hint
 
 
 def check_world(config: TrainConfig, ranks: int) -> None:
@@ -32,13 +33,13 @@ def my_micro_batches(config: TrainConfig) -> range:
     return range(distributed.rank(), config.grad_accum, distributed.size())
 
 
-def combine(grads, loss_sum: float, step: int):
+def combine(grads, loss_sum: float, step: int, output):
     """The sums over all ranks of the step's micro-batch gradients and losses, from this rank's sums (the scale
     one rank's loop has: the caller divides by --grad-accum either way)."""
     ranks = distributed.size()
     if ranks == 1:
         return grads, loss_sum
-    then = "; the last checkpoint is kept: --resume continues from it"
+    then = "; " + resume_hint(output)  # what the watcher says if a lost rank ends this one
     with distributed.collective(f"training step {step + 1}", distributed.step_patience(), then):
         # the ranks' mean, times the ranks: exact for a power of two, within float32 rounding otherwise
         grads = tree_map(lambda g: g * ranks, nn.average_gradients(grads, distributed.world()))

@@ -47,6 +47,7 @@ from .state import (
     model_name,
     read_state,
     restore_swapped_checkpoint,
+    resume_hint,
     resumed_config,
     save_checkpoint,
 )
@@ -141,7 +142,7 @@ def train_lora(
         with distributed.stop_on_sigterm("training"):
             _train(run, dit_model, stack, optimizer, schedule, report)
     except distributed.RankLost as e:
-        raise AceStepError(f"{e}; the last checkpoint is kept: --resume continues from it") from None
+        raise AceStepError(f"{e}; {resume_hint(run.output)}") from None
     if not distributed.is_leader():
         return run.output
     config = run.config
@@ -296,7 +297,7 @@ def _train(run: Run, dit_model, stack, optimizer, schedule, report) -> None:
             grads = g if grads is None else tree_map(mx.add, grads, g)
             mx.eval(loss, grads)
             loss_sum += loss.item()
-        grads, loss_sum = parallel.combine(grads, loss_sum, step)
+        grads, loss_sum = parallel.combine(grads, loss_sum, step, run.output)
         loss_value = loss_sum / config.grad_accum
         lr = _update(
             step, tree_map(lambda g: g / config.grad_accum, grads), loss_value, config, optimizer, schedule, decoder

@@ -390,3 +390,89 @@ def test_an_adapter_without_its_optional_scale_takes_the_formats_own(converted, 
     save_file(tensors, str(tmp_path / "a.safetensors"), metadata={"algo": "lokr"} if layout == "lokr" else None)
     adapter = read_adapter(tmp_path / "a.safetensors", {"layers.0.self_attn.q_proj": (heads, hidden)})
     assert adapter.deltas["layers.0.self_attn.q_proj"].scale == scale
+
+
+# -- training (issue 32, bad 3) ----------------------------------------------------------------------------------
+
+
+def _clip(folder, name="song.wav", seconds=6.0, rate=100):
+    """A clip as long as asked at a tiny sample rate: the dataset scan reads lengths, not samples."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(exist_ok=True)
+    sf.write(str(folder / name), np.zeros((int(seconds * rate), 1), np.float32), rate, subtype="PCM_16")
+    return folder / name
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"song.txt": b"caf\xe9 piano"}, r"song.txt: the caption is not UTF-8 text \(byte 3"),
+        ({"song.txt": "piano", "song.lyrics.txt": b"\xff"}, r"song.lyrics.txt: the lyrics is not UTF-8 text"),
+        (
+            {"metadata.jsonl": '{"file": "song.wav", "caption": "x", "lyrics": ["la", "la"]}\n'},
+            r"metadata.jsonl:1: 'lyrics' must be text, got \['la', 'la'\]",
+        ),
+        (
+            {"metadata.jsonl": '\n{"file": "song.wav", "caption": 123}\n'},
+            r"metadata.jsonl:2: 'caption' must be text, got 123",
+        ),
+        ({"metadata.csv": b"file,caption\nsong.wav,caf\xe9\n"}, r"metadata.csv: metadata is not UTF-8 text"),
+        ({"metadata.jsonl": '{"file": "song.wav", "caption": "x", "bpm": [120]}\n'}, r"'bpm' must be a number"),
+    ],
+)
+def test_a_datasets_bad_text_names_its_file_and_row(tmp_path, files, message):
+    from mlx_acestep.training.dataset import scan_dataset
+
+    _clip(tmp_path)
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(AceStepError, match=message):
+        scan_dataset(tmp_path)
+
+
+def test_a_clip_too_long_to_train_on_is_named_before_any_model_loads(tmp_path):
+    from mlx_acestep.training.dataset import scan_dataset
+
+    _clip(tmp_path, "long.wav", seconds=700)
+    (tmp_path / "long.txt").write_text("piano")
+    with pytest.raises(AceStepError, match=r"long.wav: 700 s long; clips must be at most 600 s"):
+        scan_dataset(tmp_path)
+
+
+def test_a_stopped_run_says_whether_a_checkpoint_exists(tmp_path):
+    """Ctrl-C said "--resume continues from the last checkpoint" when none existed (5663 steps lost)."""
+    from mlx_acestep.training.state import CHECKPOINT_STEP, resume_hint
+
+    assert resume_hint(tmp_path).startswith("no checkpoint was written yet, so nothing can be resumed")
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / CHECKPOINT_STEP).write_text('{"step": 40}')
+    assert resume_hint(tmp_path) == "the last checkpoint (step 40) is kept: --resume continues from it"
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from mlx_acestep.training import state
+    from mlx_acestep.training.config import TrainConfig
+
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / state.CHECKPOINT_STEP).write_text('{"step": 40}')
+    monkeypatch.setattr("mlx_acestep.adapters.peft.adapter_tensors", lambda stack: {})
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    optimizer = SimpleNamespace(state={})
+    with pytest.raises(AceStepError) as caught:
+        state.save_checkpoint(folder, None, optimizer, tmp_path / "s.json", 80, TrainConfig(), "tiny", "turbo")
+    assert str(caught.value) == (
+        f"{folder}: the checkpoint of step 80 could not be written (no space left on the device); "
+        "the last checkpoint (step 40) is kept: --resume continues from it"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no half-written folder beside it
