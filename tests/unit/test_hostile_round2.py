@@ -476,3 +476,22 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
         "the last checkpoint (step 40) is kept: --resume continues from it"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no half-written folder beside it
+
+
+def test_a_converted_model_with_nan_weights_is_named_not_called_an_overflow(converted, tmp_path):
+    """The DiT stopped with "numerical overflow: try --dtype float32, or another seed": neither would help."""
+    from mlx_acestep.pipeline import ACEStep, ModelFolders
+
+    folder = _copy(converted, tmp_path, "acestep-v15-turbo")
+    path = sorted(folder.glob("*.safetensors"))[0]
+    weights = dict(mx.load(str(path)))
+    key = "decoder.norm_out.weight" if "decoder.norm_out.weight" in weights else sorted(weights)[-1]
+    weights[key] = mx.full(weights[key].shape, float("nan"), weights[key].dtype)
+    mx.save_safetensors(str(path), weights)
+    pipe = ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", folder, converted / "vae"))
+    with pytest.raises(AceStepError) as caught:
+        pipe.generate("x", duration=1.0, seed=1, thinking=False)
+    assert str(caught.value) == (
+        f"the diffusion (DiT) phase produced NaN or infinite values: the model's weights hold some ({path}: "
+        f"'{key}'); the converted model is damaged: convert it again; nothing was written"
+    )
