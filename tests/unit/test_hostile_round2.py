@@ -495,3 +495,44 @@ def test_a_converted_model_with_nan_weights_is_named_not_called_an_overflow(conv
         f"the diffusion (DiT) phase produced NaN or infinite values: the model's weights hold some ({path}: "
         f"'{key}'); the converted model is damaged: convert it again; nothing was written"
     )
+
+
+def test_a_run_with_an_adapter_and_non_default_options_replays_bit_for_bit(fixtures, converted, tmp_path, monkeypatch):
+    """Slip check: a flag the sidecar forgets (or records under another name) replays as its default. Every value
+    given is looked for in the replay section by its flag's name, and the replay must be the same file."""
+    import numpy as np
+    import soundfile as sf
+    from test_adapters_pipeline import make_adapter
+
+    adapter, _ = make_adapter(fixtures, "acestep-v15-turbo", tmp_path / "style", layers=[0])
+    monkeypatch.chdir(tmp_path)
+    given = {
+        "steps": 6,
+        "shift": 2.0,
+        "sampler": "heun",
+        "velocity_norm_threshold": 2.5,
+        "velocity_ema_factor": 0.2,
+        "retake_variance": 0.3,
+        "retake_seed": 11,
+        "dcw_mode": "low",
+        "dcw_scaler": 0.05,
+        "dcw_wavelet": "db2",
+        "bpm": 100,
+        "keyscale": "C major",  # by the name the replay records: --key's parameter is keyscale
+        "time_signature": "3",
+        "language": "fr",
+        "lyrics": "[verse]\nla la",
+    }
+    args = ["generate", "rain", "-m", converted, "--duration", 2, "--seed", 5, "--no-normalize", "--no-thinking"]
+    for name, value in given.items():
+        args += ["--key" if name == "keyscale" else f"--{name.replace('_', '-')}", value]
+    first = run_cli([*args, "--lora", f"{adapter}:0.7", "-o", "a.flac"])
+    assert first.returncode == 0, first.output
+    replay = json.loads((tmp_path / "a.json").read_text())["replay"]
+    for name, value in given.items():
+        assert str(replay.get(name)) == str(value), (name, replay.get(name))
+    assert replay["no_normalize"] is True and replay["loras"] == [f"{adapter}:0.7"]
+    again = run_cli(["generate", "--from-metadata", "a.json", "-o", "b.flac"])
+    assert again.returncode == 0, again.output
+    a, b = (sf.read(str(tmp_path / n))[0] for n in ("a.flac", "b.flac"))
+    assert a.shape == b.shape and np.array_equal(a, b)
