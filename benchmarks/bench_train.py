@@ -32,15 +32,15 @@ from benchmarks.common import (
 )
 
 
-def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int, rank: int) -> dict:
+def lora_decoder(config: dict, variant: str, frames: int, condition: int, rank: int):
+    """(decoder with a rank-r LoRA, its adapter stack, the value-and-grad of the flow loss, one crop's inputs)."""
     import mlx.core as mx
     import mlx.nn as nn
-    import mlx.optimizers as optim
 
     from mlx_acestep.models.dit import AceStepConfig, AceStepModel
     from mlx_acestep.models.dit.decoder import AceStepDiTModel
     from mlx_acestep.quantization import quantize_model
-    from mlx_acestep.training.lora import attach_lora, seed_dropout
+    from mlx_acestep.training.lora import attach_lora
     from mlx_acestep.training.objective import flow_loss
 
     dit = AceStepDiTModel(AceStepConfig(**config))
@@ -58,8 +58,17 @@ def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int,
     x, context, states = (mx.array(a).astype(dtype) for a in inputs(config, frames, condition))
     noise = mx.random.normal(x.shape).astype(dtype)
     t = mx.array([0.75])
+    return dit, stack, nn.value_and_grad(dit, lambda *a: flow_loss(dit, *a)), (x, noise, t, context, states)
+
+
+def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int, rank: int) -> dict:
+    import mlx.core as mx
+    import mlx.optimizers as optim
+
+    from mlx_acestep.training.lora import seed_dropout
+
+    dit, stack, step_fn, (x, noise, t, context, states) = lora_decoder(config, variant, frames, condition, rank)
     optimizer = optim.AdamW(learning_rate=1e-4, weight_decay=0.01)
-    step_fn = nn.value_and_grad(dit, lambda *a: flow_loss(dit, *a))
 
     seeds = iter(range(10**6))
 

@@ -14,6 +14,7 @@ Writing is atomic: a temporary file beside the target, renamed when complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import AceStepError
-from .files import atomic_file, remove_stale
+from .files import atomic_file, out_of_space, remove_stale
 from .limits import SAMPLE_RATE
 from .names import AUDIO_FORMATS
 
@@ -194,4 +195,6 @@ def sound_file(tmp: Path, path: Path, sample_rate: int, channels: int, subtype: 
                     setattr(f, key, str(value))
             yield f
     except (sf.LibsndfileError, RuntimeError) as e:
+        if out_of_space(tmp.parent):  # libsndfile says only "System error." when the disk fills
+            raise OSError(errno.ENOSPC, f"no space left on {tmp.parent}") from None
         raise OSError(str(e).split(": ", 1)[-1] or "write failed") from None

@@ -27,6 +27,11 @@ from .files import remove_stale
 from .names import CONVERSION_FILE
 
 CACHE_ENV = "MLX_ACESTEP_CACHE"
+# Beside the entries (`<cache>/.in-use/<entry>/<pid>`, so `converted/` holds only what the converter wrote), one file per
+# process using an entry, each locked by that process while it lives: `cache rm` leaves an entry alone while any is
+# locked (its files are read lazily for the whole run), and clears the stale ones.
+USERS = ".in-use"
+_held: dict[str, object] = {}  # entry path -> this process's open, locked file (released when the process ends)
 # What the converter writes at the top of every output folder: how it, the hub and `cache rm` recognise their own.
 _WHERE = "--cache-dir / $MLX_ACESTEP_CACHE"
 
@@ -109,7 +114,10 @@ def cached_entry(
                 f"{entry}: a cache entry without its {CONVERSION_FILE} (damaged); pass --reconvert to "
                 "convert it again, or delete the folder"
             )
+    if entry.is_symlink():  # `list` and `rm` never follow links: nor does a run
+        raise AceStepError(f"{entry}: a link, not a folder the converter wrote; remove the link to convert again")
     if (entry / CONVERSION_FILE).is_file() and not reconvert:
+        hold(entry)
         log(f"using the converted {label if only is None else ', '.join(only)} in {entry}")
         marker = entry / CONVERSION_FILE
         if marker.is_file():
@@ -123,7 +131,46 @@ def cached_entry(
         if reconvert or not (entry / CONVERSION_FILE).is_file():
             raise
         log(f"{entry} was converted meanwhile by another run: using it")
+    hold(entry)
     return entry
+
+
+def hold(entry: Path) -> None:
+    """Mark `entry` as used by this process until it ends (a lock the OS drops with the process, even a killed one)."""
+    import fcntl
+
+    if str(entry) in _held:
+        return
+    with contextlib.suppress(OSError):  # a read-only cache cannot be marked; nothing can remove from it either
+        _users(entry).mkdir(parents=True, exist_ok=True)
+        f = open(_users(entry) / str(os.getpid()), "w")  # noqa: SIM115 (held open while the process lives)
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _held[str(entry)] = f
+
+
+def _users(entry: Path) -> Path:
+    return entry.parent.parent / USERS / entry.name
+
+
+def holders(entry: Path) -> list[int]:
+    """The processes using `entry` now (their files still locked); the files of ended ones are removed."""
+    import fcntl
+
+    users = []
+    for marker in sorted(_users(entry).glob("*")) if _users(entry).is_dir() else []:
+        if str(entry) in _held and marker.name == str(os.getpid()):
+            continue  # this process: `cache rm` run from an app that generated
+        try:
+            with open(marker) as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            users.append(int(marker.name) if marker.name.isdigit() else -1)
+            continue
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            marker.unlink()
+    return users
 
 
 # -- listing and removal ------------------------------------------------------------------------
@@ -208,6 +255,11 @@ def remove_entries(names, remove_all: bool = False, cache_dir: str | Path | None
                 f"{name}: no such converted entry in {root / 'converted'} (see `mlx-acestep cache list`)"
             )
         targets.append(known[name])
+    for entry in targets:  # all or nothing: an entry in use stops the removal before anything goes
+        users = holders(entry)
+        if users:
+            who = ", ".join(f"process {u}" for u in users)
+            raise AceStepError(f"{entry.name}: in use by {who}; remove it once that run ends")
     return _removed(targets)  # checked above, now: a generator would check only when first iterated
 
 
@@ -232,3 +284,5 @@ def _remove_entry(entry: Path) -> None:
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     (entry / CONVERSION_FILE).unlink()
     entry.rmdir()
+    with contextlib.suppress(OSError):  # its users' folder, empty once `holders` cleared it
+        _users(entry).rmdir()

@@ -157,3 +157,17 @@ def remove_stale(folder: str | Path) -> list[Path]:
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             removed.append(entry)
     return removed
+
+
+def out_of_space(folder: str | Path, error: BaseException | None = None) -> bool:
+    """Whether a failed write was the disk filling: ENOSPC, or (libsndfile and MLX say only "System error" or the
+    like) less than a MiB left where it wrote."""
+    import errno
+    import shutil
+
+    if getattr(error, "errno", None) == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False

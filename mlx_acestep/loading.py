@@ -87,7 +87,8 @@ def check_weights(
         floating = mx.issubdtype(weights[k].dtype, mx.floating)
         if floating != mx.issubdtype(expected[k].dtype, mx.floating):
             wanted = "a floating-point" if not floating else f"an integer ({expected[k].dtype})"
-            raise AceStepError(f"{source}: key '{k}' is stored as {weights[k].dtype}, expected {wanted} tensor")
+            name = hint(k) if hint else f"'{k}'"
+            raise AceStepError(f"{source}: tensor {name} has dtype {weights[k].dtype}, expected {wanted} tensor")
 
 
 def load_checked(model: nn.Module, weights: dict[str, mx.array], source: str) -> None:

@@ -290,3 +290,14 @@ def _write_file(path: Path, outputs: list[Output], block_bytes: int, metadata: d
             out.produce = None  # drop the (now materialised) source tensor it refers to
         f.truncate(base + offset)
     return offset
+
+
+def first_non_finite(folder: Path, name: str) -> str | None:
+    """The first float tensor of a folder's weights holding NaN or inf, as `file: 'key'`; None when all are finite.
+    One tensor at a time (lazy): run after a phase produced NaN, to tell damaged files from a numerical overflow."""
+    files, _ = weight_files(folder, name)
+    for path in files:
+        for key, value in sorted(load_lazy(path).items()):
+            if mx.issubdtype(value.dtype, mx.floating) and not bool(mx.all(mx.isfinite(value)).item()):
+                return f"{path}: '{key}'"
+    return None

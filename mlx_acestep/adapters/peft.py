@@ -29,6 +29,10 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ATTENTION = {"self": "self_attn", "cross": "cross_attn"}  # the trainer's target kinds -> the decoder's module names
 
 
+# What PEFT reads for an `adapter_config.json` without `lora_alpha`: LoraConfig's default (peft 0.21), not the rank.
+PEFT_DEFAULT_ALPHA = 8
+
+
 def weight_key(path: str, part: str) -> str:
     """The key of one factor (`DOWN` or `UP`) of the layer at decoder path `path`, as PEFT saves it."""
     return f"{ROOT}{path}.{part}.weight"
@@ -96,7 +100,7 @@ def module_alpha(file: Path, config: dict, module: str, rank: int):
     want = _pattern_value(config.get("rank_pattern"), module, config.get("r", rank))
     if want != rank:
         raise AdapterError(f"{file}: {module}: rank {rank} in the weights, {want} in {CONFIG}")
-    return _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", rank))
+    return _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", PEFT_DEFAULT_ALPHA))
 
 
 def uses_rslora(config: dict | None) -> bool:

@@ -15,7 +15,7 @@ from . import songwriter
 from .common import PhaseBars, model_options, model_source, peak_rss_bytes, read_text_arg, user_errors
 from .flow_edit_options import FLOW_EDIT_FIELDS, flow_edit_options
 from .memory import memory_options, pipeline_options
-from .outputs import output_paths, parse_seeds
+from .outputs import checked_paths, parse_seeds
 from .repaint_options import REPAINT_FIELDS, repaint_options
 from .sampler_options import SAMPLER_FIELDS, schedule, upstream_sampler_options
 from .streamed import generate_streamed, sidecars, stream_option
@@ -237,11 +237,15 @@ def generate(**params):
             params["caption"] = None  # a caption file given beside the metadata replaces its caption
         if ctx.get_parameter_source("lyrics_file") is ParameterSource.COMMANDLINE:
             params["lyrics"] = None  # and a lyrics file its lyrics
-    _run(params)
+    from ..distributed import quiet_unless_leader
+
+    with quiet_unless_leader():  # under mlx.launch rank 0 reports (pipeline/spread.py)
+        _run(params)
 
 
 def _run(params: dict) -> None:
     from ..adapters import parse_lora_spec
+    from ..distributed import is_leader
 
     specs = [parse_lora_spec(spec) for spec in params["loras"]]  # a malformed --lora fails before anything loads
     request = _request(params)
@@ -251,15 +255,10 @@ def _run(params: dict) -> None:
     if not planner and (params["lm"] is not None or params["lm_quantize"] != "none"):
         raise AceStepError("--lm and --lm-quantize choose the planner; they mean nothing with --no-thinking")
     inputs = ("src_audio", "ref_audio", "lyrics_file", "prompt_file", "from_metadata")
-    paths = output_paths(
-        params["output"],
-        params["fmt"],
-        request.seed,
-        request.caption,
-        params["overwrite"],
-        {"--" + name.replace("_", "-"): params[name] for name in inputs},
-    )
+    paths = checked_paths(params, request, inputs)
     pipe, result = _render(params, request, specs, planner, paths)
+    if not is_leader():  # under mlx.launch rank 0 writes the files
+        return
     rendered = result.request or request  # with what the planner wrote (--sample, --format-input)
     _save(songwriter.rendered_params(params, rendered, bool(result.sheets)), rendered, pipe, result, paths)
     speed_hint()  # after the result: never between a user and a one-line error

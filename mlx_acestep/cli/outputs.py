@@ -60,6 +60,13 @@ def _fields(template: str) -> set[str]:
     return names
 
 
+def _is_folder(path: str) -> bool:
+    try:
+        return Path(path).is_dir()
+    except OSError:  # a name too long to look up: not a folder (the length check below names it)
+        return False
+
+
 def output_paths(
     output: str | None, fmt: str | None, seeds: list[int], caption: str, overwrite: bool, inputs: dict[str, str | None]
 ) -> list[Path]:
@@ -70,7 +77,7 @@ def output_paths(
     if output == "-":  # not a name: `-o -` wrote a file called `-.wav`
         raise AceStepError("-o -: audio is not written to standard output; give a file name (e.g. -o song.wav)")
     if output is not None and (
-        Path(output).name in ("", ".", "..") or output.endswith(("/", os.sep)) or Path(output).is_dir()
+        Path(output).name in ("", ".", "..") or output.endswith(("/", os.sep)) or _is_folder(output)
     ):  # `-o .` wrote hidden `..wav` / `..json`
         raise AceStepError(f"-o {output}: a folder, not a file name (e.g. -o {Path(output) / 'song.wav'})")
     template = output or DEFAULT_TEMPLATE
@@ -131,3 +138,15 @@ def output_paths(
             raise AceStepError(f"{sidecar}: already exists (pass --overwrite to replace it and {item.name})")
         check_output(item, overwrite)
     return names
+
+
+def checked_paths(params: dict, request, inputs: tuple[str, ...]) -> list[Path]:
+    """`output_paths` for generate's flags, checked in rank 0's folder under mlx.launch (it writes the files);
+    every rank stops on its error."""
+    from .. import distributed
+
+    if params["stream"] and distributed.size() > 1:
+        raise AceStepError("--stream writes as it renders, on one machine: run it without mlx.launch")
+    named = {"--" + name.replace("_", "-"): params[name] for name in inputs}
+    args = (params["output"], params["fmt"], request.seed, request.caption, params["overwrite"], named)
+    return [Path(p) for p in distributed.on_leader(lambda: [str(p) for p in output_paths(*args)])]

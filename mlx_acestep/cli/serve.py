@@ -44,7 +44,8 @@ def _option(name: str, *flags: str, type=None, envvar: str | None = None):
     "--cors-origin",
     "cors_origins",
     multiple=True,
-    help="Let browser pages of this origin call the server (http://host:port, or * for any); repeatable. Off by default.",
+    help="Let browser pages of this origin call the server (http://host:port, null for a page opened from a file, "
+    "or * for any); repeatable. Off by default.",
 )
 @user_errors  # outside model_options: a bad model flag is a one-line error too
 @model_options()

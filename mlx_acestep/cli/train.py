@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -86,6 +87,7 @@ def train(
     mlx-acestep train my-songs/ -o my-style --steps 1000
     mlx-acestep train my-songs/ -o my-style --resume --steps 2000
     mlx-acestep generate "my style, piano" --lora my-style -o test.wav
+    mlx.launch --hostfile hosts.json --backend ring -- mlx-acestep train my-songs/ -o my-style   # across Macs: README
     """
     from ..training import train_lora
 
@@ -113,10 +115,15 @@ def train(
     try:
         out = train_lora(dataset, output, config, source=source, resume=resume, callback=bars)
     except KeyboardInterrupt:
-        raise AceStepError("interrupted; --resume continues from the last checkpoint") from None
+        from ..training.state import resume_hint
+
+        raise AceStepError(f"interrupted; {resume_hint(Path(output).expanduser())}") from None
     finally:
         bars.close()
-    click.echo(f"wrote {out} (a PEFT adapter: mlx-acestep generate ... --lora {out})")
+    from .. import distributed
+
+    if distributed.is_leader():  # under mlx.launch the others wrote nothing
+        click.echo(f"wrote {out} (a PEFT adapter: mlx-acestep generate ... --lora {out})")
 
 
 class _TrainBars:
@@ -126,6 +133,9 @@ class _TrainBars:
         self.bar, self.phase = None, None
 
     def __call__(self, progress) -> None:
+        if progress.phase == "setup":
+            click.echo(progress.extra["batch"], err=True)
+            return
         if progress.phase != self.phase and progress.phase in ("preprocess", "train"):
             self.close()
             self.phase = progress.phase

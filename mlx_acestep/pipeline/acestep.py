@@ -50,7 +50,9 @@ from .render import RenderJob, render
 from .request import GenerationRequest, resolve_seeds, sampler_settings
 from .residency import PhaseMeter, Residency
 from .results import Generated, GenerationResult, ProgressCallback, reporter
+from .slow import slow_run_warning
 from .songwriter import audio_codes, check_writing, create_sample, format_sample, think, understand, write_first
+from .spread import check_share, generate_spread, spreads
 from .stream import GenerationStream, start_stream
 from .worker import Worker
 
@@ -250,8 +252,12 @@ class ACEStep:
         settings = request.sampler_settings(self.family, stacklevel=4)
         frames = source_frames(request.src_audio, request.src_latents)
         call_adapters = self.adapters.read_call(request.loras)  # bad adapter files fail before any work
+        run = planned_run(self, request, thinking, duration or (frames and seconds_of(frames)), settings)
         if self.check_memory:  # before anything loads: a run that cannot fit fails now, not minutes in
-            check_fit(self, planned_run(self, request, thinking, duration or (frames and seconds_of(frames)), settings))
+            check_fit(self, run)
+        slow = slow_run_warning(self, run.seconds, getattr(settings, "steps", None), run.batch * (1 + run.guided))
+        if slow:
+            warnings.warn(slow, stacklevel=3)
         return request, thinking, duration, settings, call_adapters
 
     def _limited(self, run):
@@ -266,14 +272,18 @@ class ACEStep:
         check_codebook(request, self.residency.codebook_size)
         check_writing(self, request)
 
-    def _generate(self, request, thinking, duration, settings, call_adapters, callback, stream=None):
+    def _generate(self, request, thinking, duration, settings, call_adapters, callback, stream=None, lead=None):
+        if lead is None and spreads(request, stream):  # under mlx.launch: each rank renders its share
+            return generate_spread(self._generate, request, thinking, duration, settings, call_adapters, callback)
         seeds = resolve_seeds(request.seed, request.batch_size)
         meter = PhaseMeter()
         report = reporter(callback, self._worker.cancel)
         interrupted = functools.partial(reporter(None, self._worker.cancel), "lm", 0, 0)  # Ctrl-C between tokens
-        request, sheets = write_first(self, request, seeds[0], meter, report)
+        request, sheets = write_first(self, request, seeds[0] if lead is None else lead, meter, report)
         duration = request.duration_for(thinking) if sheets else duration
-        prepared = prepare(self, request, thinking, duration, settings, seeds, meter, report, interrupted)
+        if lead is not None:
+            check_share(thinking, duration)
+        prepared = prepare(self, request, thinking, duration, settings, seeds, meter, report, interrupted, lead)
         frames = prepared.frames
         sink = None if stream is None else start_stream(stream, prepared, request, seeds, sheets)
         out = self._render(prepared.job, report, meter, call_adapters, sink)

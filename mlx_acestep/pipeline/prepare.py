@@ -21,6 +21,7 @@ from .flow_edit import flow_edit_job
 from .render import RenderJob
 from .request import GenerationRequest, resolve_seeds
 from .residency import PhaseMeter
+from .spread import batch_padding
 
 
 @dataclass
@@ -105,10 +106,15 @@ def plan(pipe, request: GenerationRequest, duration, seeds: list[int], meter: Ph
         return pipe.residency.run("planner", plan_all, meter)
 
 
-def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings, seeds, meter, report, interrupted):
-    """The render job of `request` (the model-dependent choices already resolved by the front)."""
-    job, batch = request.job, request.batch_size
-    source, source_wave, reference = encode_inputs(pipe, request, seeds[0], meter, report)
+def prepare(
+    pipe, request: GenerationRequest, thinking: bool, duration, settings, seeds, meter, report, interrupted, lead=None
+):
+    """The render job of `request` (the model-dependent choices already resolved by the front). `lead` is the
+    batch's first seed when `request` is one rank's share of a batch (`spread.py`): what the batch draws once
+    (the source's posterior, the timbre clips' order) is drawn from it, as on one machine."""
+    job, batch, share = request.job, request.batch_size, lead is not None
+    lead = seeds[0] if lead is None else lead
+    source, source_wave, reference = encode_inputs(pipe, request, lead, meter, report)
     follow_source = source is not None and duration is None
     if follow_source:
         duration = seconds_of(source.shape[0])
@@ -143,6 +149,8 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
         items = [lego_item(item, request) for item in items]
     with meter.phase("text"):
         tokens = tokenize_items(pipe.tokenizer, items, request.empty_caption)
+        if share and thinking:  # a share of a batch: its planned prompts padded as the batch's
+            tokens = batch_padding(tokens, pipe.tokenizer.pad_id)
         if request.flow_edit:
             flow = flow_edit_job(pipe.tokenizer, request, items, source, frames, silence, seeds)
     noise = initial_noise(seeds, frames, pipe.config.audio_acoustic_hidden_dim, pipe.dtype)
@@ -150,7 +158,7 @@ def prepare(pipe, request: GenerationRequest, thinking: bool, duration, settings
         others = resolve_seeds(request.retake_seed, batch, "retake_seed")
         other = initial_noise(others, frames, pipe.config.audio_acoustic_hidden_dim, pipe.dtype)
         noise = retake(noise, other, request.retake_variance)
-    condition = ConditionJob(items, frames, codes, sources, pipe.config.timbre_fix_frame, seeds[0])
+    condition = ConditionJob(items, frames, codes, sources, pipe.config.timbre_fix_frame, lead)
     render_job = RenderJob(tokens, noise, settings, condition, edit, alt_tokens, flow)
     # The DiT renders at least MIN_FRAMES; a shorter clip or source keeps its own length (the whole latent is
     # decoded, then cut). Given codes keep the codes' length, as upstream (duration_for gives it, at least MIN_FRAMES).

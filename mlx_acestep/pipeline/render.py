@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlx.core as mx
 
@@ -18,6 +19,8 @@ from ..diffusion.sampler import BaseSettings, TurboSettings, run_all, steps_of
 from ..engine import ConditionJob
 from ..errors import AceStepError
 from ..limits import seconds_of
+from ..loading import WEIGHTS_FILE
+from ..safetensors_io import first_non_finite
 from .flow_edit import FlowEditJob
 from .residency import PhaseMeter
 from .results import Generated
@@ -38,14 +41,26 @@ class RenderJob:
     flow_edit: FlowEditJob | None = None
 
 
-def check_finite(x: mx.array, phase: str) -> None:
+def check_finite(x: mx.array, phase: str, folder: Path | None = None) -> None:
     """NaN or inf out of a phase would be written as a file of clipped noise that looks like success (as the
-    reference checks since its NaN fix): stop here, naming the phase."""
+    reference checks since its NaN fix): stop here, naming the phase, and the damaged tensor when the phase's
+    model `folder` holds one (then it is not an overflow, and another dtype or seed would not help)."""
     if not bool(mx.all(mx.isfinite(x)).item()):
+        damaged = first_non_finite(folder, WEIGHTS_FILE) if folder is not None else None
+        if damaged:
+            raise AceStepError(
+                f"{phase} produced NaN or infinite values: the model's weights hold some ({damaged}); the "
+                "converted model is damaged: convert it again; nothing was written"
+            )
         raise AceStepError(
             f"{phase} produced NaN or infinite values (numerical overflow: try --dtype float32, "
             "or another seed); nothing was written"
         )
+
+
+def _folder(pipe, component: str) -> Path | None:
+    """The component's model folder, where the pipeline has one (a test's stand-in may not)."""
+    return getattr(getattr(pipe, "folders", None), component, None)
 
 
 def check_job(job: RenderJob, channels: int, silence_frames: int) -> None:
@@ -121,18 +136,20 @@ def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=(), sink=No
         pipe.adapters.drop_stale_fused()
         latents = residency.run("denoiser", sample, meter)
         condition = edit = alt = None  # freed before the VAE phase
-        check_finite(latents, "the diffusion (DiT) phase")
+        check_finite(latents, "the diffusion (DiT) phase", _folder(pipe, "dit"))
 
     with meter.phase("vae"):
         progress = lambda done, total: report("vae", done, total)  # noqa: E731
         chunk, overlap = pipe.vae_chunk, pipe.vae_overlap
         if sink is None:
             waveform = residency.run("vae", lambda vae: engine.decode(vae, latents, chunk, overlap, progress), meter)
-            check_finite(waveform, "the VAE decode")
+            check_finite(waveform, "the VAE decode", _folder(pipe, "vae"))
         else:
 
             def checked(item, start, audio):
-                check_finite(audio, "the VAE decode")  # before the window leaves: a stream cannot take it back
+                check_finite(
+                    audio, "the VAE decode", _folder(pipe, "vae")
+                )  # before the window leaves: a stream cannot take it back
                 sink(item, start, audio)
 
             waveform = None

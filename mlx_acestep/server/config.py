@@ -50,6 +50,8 @@ SERVER = Fields(
 )
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ORIGIN = re.compile(r"^https?://[^/\s?#]+$")  # what a browser sends as Origin: a scheme and a host, no path
+# "*": any page; "null": what a page opened from file:// sends (upstream allows it: api/route_setup.py:64)
+OPAQUE_ORIGINS = ("*", "null")
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,11 @@ class ServerConfig:
         object.__setattr__(self, "input_dirs", folders)
         origins = (self.cors_origins,) if isinstance(self.cors_origins, str) else tuple(self.cors_origins or ())
         for origin in origins:
-            if origin != "*" and not ORIGIN.match(origin):
-                raise AceStepError(f"--cors-origin {origin}: not an origin (give it as http://host:port, or *)")
+            if origin not in OPAQUE_ORIGINS and not ORIGIN.match(origin):
+                raise AceStepError(
+                    f"--cors-origin {origin}: not an origin (give it as http://host:port, null for a page opened "
+                    "from a file, or *)"
+                )
         object.__setattr__(self, "cors_origins", tuple(o.rstrip("/") for o in origins))
 
     @property

@@ -345,6 +345,14 @@ def task_name(f: dict, inputs) -> str:
     task = text(f.get("task_type"), "", "task_type") or REST_DEFAULTS["task_type"]
     if task in LEGACY_TASKS:
         return "cover-nofsq" if "src_audio" in inputs else "text2music"
+    if (
+        task == "cover"
+        and "src_audio" not in inputs
+        and text(f.get("audio_code_string"), "", "audio_code_string").strip()
+    ):
+        # a cover of given codes (ace-step-ui's audio-codes cover): upstream decodes the codes into the target
+        # whatever the task (conditioning_target.py:77-86), as its text2music with codes, which it makes a cover
+        return "text2music"
     return task
 
 
@@ -362,12 +370,10 @@ def flow_edit_fields(f: dict) -> dict:
     return out
 
 
+PATH_FIELDS = {"src_audio": "src_audio_path", "ref_audio": "reference_audio_path"}  # a file's name -> its path field
+
+
 def input_paths(body: dict) -> dict[str, str]:
     """The source / reference paths a body names (checked against the allowed folder by the app)."""
     f = lookup(body)
-    out = {}
-    if f.get("src_audio_path"):
-        out["src_audio"] = str(f["src_audio_path"])
-    if f.get("reference_audio_path"):
-        out["ref_audio"] = str(f["reference_audio_path"])
-    return out
+    return {name: str(f[field]) for name, field in PATH_FIELDS.items() if f.get(field)}

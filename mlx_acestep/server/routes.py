@@ -20,6 +20,7 @@ from .models import ServedModels
 from .protocol import (
     ALIASES,
     NESTED,
+    PATH_FIELDS,
     REST_NAMES,
     ProtocolError,
     envelope,
@@ -132,7 +133,7 @@ def _submit(server: Server, body: dict, uploads: dict) -> tuple[Job, int]:
     files = dict(uploads)
     for name, path in input_paths(body).items():
         if name not in files:
-            files[name] = server.inputs.allowed(path, name)
+            files[name] = server.inputs.allowed(path, PATH_FIELDS[name])  # named as the client sends it
     notes = []
     f = lookup(body)
     pipe = server.models.pick(f.get("model"), task_name(f, files))

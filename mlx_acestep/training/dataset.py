@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AceStepError
+from ..limits import SOURCE_SECONDS
 from ..names import INSTRUMENTAL
 from .config import MIN_CLIP_SECONDS
 
@@ -36,12 +37,22 @@ class Clip:
     seconds: float = 0.0
 
 
+def read_text(path: Path, what: str = "text") -> str:
+    """A text file of the dataset as UTF-8, or one line naming the file and where it is not."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise AceStepError(f"{path}: {what} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise AceStepError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+
+
 def _metadata(folder: Path) -> dict[str, dict]:
-    """file name -> its row, from metadata.jsonl or metadata.csv (or nothing)."""
-    rows: list[dict] = []
+    """file name -> its row, from metadata.jsonl or metadata.csv (or nothing); each row's values checked."""
+    rows: list[tuple[str, dict]] = []
     jsonl, table = folder / "metadata.jsonl", folder / "metadata.csv"
     if jsonl.is_file():
-        for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(read_text(jsonl, "metadata").splitlines(), 1):
             if line.strip():
                 try:
                     row = json.loads(line)
@@ -49,21 +60,34 @@ def _metadata(folder: Path) -> dict[str, dict]:
                     raise AceStepError(f"{jsonl}:{n}: not a JSON object ({e.msg})") from None
                 if not isinstance(row, dict):
                     raise AceStepError(f"{jsonl}:{n}: not a JSON object")
-                rows.append(row)
+                rows.append((f"{jsonl}:{n}", row))
     elif table.is_file():
+        read_text(table, "metadata")  # its encoding, checked with its name before the reader meets it
         with open(table, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+            rows = [(f"{table}:{n}", row) for n, row in enumerate(csv.DictReader(f), 2)]
     out = {}
-    for row in rows:
+    for where, row in rows:
         unknown = set(row) - set(METADATA_FIELDS)
         if unknown:
             raise AceStepError(
-                f"{folder}: metadata has unknown columns {sorted(unknown, key=str)} (known: {', '.join(METADATA_FIELDS)})"
+                f"{where}: unknown columns {sorted(str(u) for u in unknown)} (known: {', '.join(METADATA_FIELDS)})"
             )
+        _check_row(where, row)
         if not row.get("file"):
-            raise AceStepError(f"{folder}: a metadata row has no 'file': {row}")
+            raise AceStepError(f"{where}: the row has no 'file'")
         out[str(row["file"])] = row
     return out
+
+
+def _check_row(where: str, row: dict) -> None:
+    """Text where text belongs (a caption 123 is not "no caption"; a lyrics list is not a traceback later)."""
+    for name in ("file", "caption", "lyrics", "key", "language"):
+        if row.get(name) is not None and not isinstance(row[name], str):
+            raise AceStepError(f"{where}: '{name}' must be text, got {row[name]!r}")
+    for name in ("bpm", "time_signature"):
+        value = row.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+            raise AceStepError(f"{where}: '{name}' must be a number, got {value!r}")
 
 
 def _optional_int(value, what: str, where: Path) -> int | None:
@@ -71,7 +95,7 @@ def _optional_int(value, what: str, where: Path) -> int | None:
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity), which JSON rows can hold
         raise AceStepError(f"{where}: {what} must be a whole number, got {value!r}") from None
 
 
@@ -98,16 +122,18 @@ def scan_dataset(folder: str | Path) -> list[Clip]:
         seconds = info.frames / info.samplerate if info.samplerate else 0.0
         if seconds < MIN_CLIP_SECONDS:
             raise AceStepError(f"{path}: {seconds:.1f} s long; clips must be at least {MIN_CLIP_SECONDS:g} s")
+        if seconds > SOURCE_SECONDS[1]:  # found here, with its name, not after the models load
+            raise AceStepError(f"{path}: {seconds:.0f} s long; clips must be at most {SOURCE_SECONDS[1]:g} s")
         row = rows.get(path.name, {})
         caption = row.get("caption")
         if caption is None and path.with_suffix(".txt").is_file():
-            caption = path.with_suffix(".txt").read_text(encoding="utf-8")
+            caption = read_text(path.with_suffix(".txt"), "the caption")
         if not isinstance(caption, str) or not caption.strip():
             raise AceStepError(f"{path}: no caption (a metadata row, or {path.with_suffix('.txt').name} beside it)")
         lyrics = row.get("lyrics")
         sidecar = path.with_name(path.stem + ".lyrics.txt")
         if not lyrics and sidecar.is_file():
-            lyrics = sidecar.read_text(encoding="utf-8")
+            lyrics = read_text(sidecar, "the lyrics")
         clip = Clip(
             path=path,
             caption=caption.strip(),

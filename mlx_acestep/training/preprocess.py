@@ -102,7 +102,9 @@ def preprocess(
     made_by = json.dumps([str(folders.vae), str(folders.text_encoder), str(folders.dit)])
     files = [folder / f"{_cache_key(clip, made_by, seed)}.safetensors" for clip in clips]
     todo = [n for n, file in enumerate(files) if not file.is_file()]
-    done, total = [2 * (len(clips) - len(todo))], 2 * len(clips)  # two phases per clip; cached clips are done
+    mine = _my_share(todo)  # across ranks: the clips no rank has cached, split between them
+    done = [2 * (len(clips) - len(todo))]  # two phases per clip; cached clips are done, and other ranks' shares
+    total = done[0] + 2 * len(mine)
 
     def tick():
         done[0] += 1
@@ -113,12 +115,13 @@ def preprocess(
         progress(done[0], total)
     # a few clips at a time through both phases, each kept as soon as it is done: an interrupted run loses at most
     # one chunk, and each module is still loaded once per chunk, not once per clip
-    for first in range(0, len(todo), CHUNK_CLIPS):
-        chunk = todo[first : first + CHUNK_CLIPS]
+    for first in range(0, len(mine), CHUNK_CLIPS):
+        chunk = mine[first : first + CHUNK_CLIPS]
         for n, tensors in zip(chunk, encode_clips(checkpoint, [clips[n] for n in chunk], seed, engine, tick)):
             _save(files[n], {k: np.array(v.astype(mx.float32)) for k, v in tensors.items()}, folder)
         gc.collect()
         mx.clear_cache()  # the encoders' buffers go before training (or the next chunk) needs the memory
+    _share_cache(files, folder)
     out = []
     for clip, file in zip(clips, files):
         tensors = read_safetensors(file)
@@ -142,3 +145,38 @@ def _save(file: Path, tensors: dict, folder: Path) -> None:
         raise AceStepError(
             f"{folder}: cannot keep the preprocessed clips there ({e.strerror or e}); give a writable --cache-dir"
         ) from None
+
+
+# Across ranks (mlx.launch): each rank encodes its share of the clips into its own cache folder (on one machine the
+# ranks share it), then the clips a rank lacks are sent to it over the group and kept in its cache. Its own cache,
+# not a network folder, because two Macs rarely share one; kept, so a later run (or a --resume at another world
+# size) finds every clip on every machine.
+
+
+def _my_share(todo: list[int]) -> list[int]:
+    """This rank's share of the clips that no rank has cached (every rank's `todo` is gathered first)."""
+    from .. import distributed
+
+    if distributed.size() == 1:
+        return todo
+    with distributed.collective("preprocessing"):
+        lacking = [set(t) for t in distributed.gather_json(todo)]
+    nobody = sorted(set.intersection(*lacking))
+    return [n for k, n in enumerate(nobody) if k % distributed.size() == distributed.rank()]
+
+
+def _share_cache(files: list[Path], folder: Path) -> None:
+    """Each clip a rank lacks, from the first rank that has it, written to the lacking rank's cache."""
+    from .. import distributed
+
+    if distributed.size() == 1:
+        return
+    with distributed.collective("sharing the preprocessed clips"):
+        have = [set(h) for h in distributed.gather_json([n for n, f in enumerate(files) if f.is_file()])]
+        wanted = [n for n in range(len(files)) if any(n not in h for h in have)]
+        owner = {n: min(r for r, h in enumerate(have) if n in h) for n in wanted}
+        mine = {n: read_safetensors(files[n]) for n in wanted if owner[n] == distributed.rank()}
+        received = distributed.exchange_tensors(mine, wanted)
+    for n in wanted:
+        if not files[n].is_file():  # on one machine another rank may have written it meanwhile
+            _save(files[n], received[n], folder)

@@ -11,7 +11,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from ..errors import AceStepError, first_line
-from ..files import write_text
+from ..files import out_of_space, write_text
 from .config import TrainConfig
 
 STATE_FILE = "train_state.json"  # marks a folder this trainer wrote (and what --resume continues)
@@ -39,11 +39,31 @@ def save_checkpoint(folder: Path, stack, optimizer, state_path: Path, step: int,
     from ..adapters.peft import adapter_tensors
     from ..files import building_dir
 
-    with building_dir(folder, replace=folder.exists()) as tmp:
-        (tmp / "adapter.safetensors").write_bytes(save(adapter_tensors(stack)))
-        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-        (tmp / CHECKPOINT_STEP).write_text(json.dumps({"step": step}))
-    write_text(state_path, json.dumps({"step": step, "config": asdict(config), "model": str(model), "dit": dit}))
+    try:
+        with building_dir(folder, replace=folder.exists()) as tmp:
+            (tmp / "adapter.safetensors").write_bytes(save(adapter_tensors(stack)))
+            mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+            (tmp / CHECKPOINT_STEP).write_text(json.dumps({"step": step}))
+        write_text(state_path, json.dumps({"step": step, "config": asdict(config), "model": str(model), "dit": dit}))
+    except (OSError, RuntimeError) as e:  # a full disk: MLX raises RuntimeError, Python OSError (ENOSPC)
+        reason = "no space left on the device" if out_of_space(folder.parent, e) else first_line(e)
+        raise AceStepError(
+            f"{folder}: the checkpoint of step {step} could not be written ({reason}); {resume_hint(folder.parent)}"
+        ) from None
+
+
+def resume_hint(output: Path) -> str:
+    """What a stopped run leaves to resume from: the last checkpoint's step, or that there is none yet."""
+    from .. import distributed
+
+    if not distributed.is_leader():  # another machine's folder: its checkpoints are rank 0's to say
+        return "rank 0 keeps the run's checkpoints"
+    step_file = Path(output) / "checkpoint" / CHECKPOINT_STEP
+    try:
+        step = json.loads(step_file.read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no checkpoint was written yet, so nothing can be resumed (--save-every N writes one every N steps)"
+    return f"the last checkpoint (step {step}) is kept: --resume continues from it"
 
 
 def model_name(model) -> str:

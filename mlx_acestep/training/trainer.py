@@ -10,6 +10,8 @@
    continues exactly as an uninterrupted one.
 3. Save a PEFT folder (`adapters/peft.py`'s layout) that `--lora` loads, a model card, `train_log.jsonl`, and a
    resumable `checkpoint/` every `save_every` steps and at the end; previews render with the decoder in memory.
+4. Under `mlx.launch` the ranks share the preprocessing and each step's micro-batches (`parallel.py`); rank 0
+   alone checks and writes the run's folder and reports.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map, tree_unflatten
 
+from .. import distributed
 from ..adapters.peft import load_adapter_tensors, peft_config, save_peft_folder
 from ..diffusion.flow import training_times
 from ..errors import AceStepError, first_line
 from ..files import remove_stale, write_text
 from ..source import ModelSource
+from . import parallel
 from .config import TrainConfig
 from .dataset import scan_dataset
 from .lora import attach_lora, seed_dropout
@@ -43,6 +47,7 @@ from .state import (
     model_name,
     read_state,
     restore_swapped_checkpoint,
+    resume_hint,
     resumed_config,
     save_checkpoint,
 )
@@ -50,7 +55,8 @@ from .state import (
 
 @dataclass
 class TrainProgress:
-    """What `callback` receives: a phase ("preprocess", "train", "preview", "save") and where it stands."""
+    """What `callback` receives: a phase ("preprocess", "setup", "train", "preview", "save") and where it stands;
+    "setup" comes once before the first step, `extra["batch"]` saying what a step averages over."""
 
     phase: str
     step: int
@@ -124,7 +130,7 @@ def train_lora(
     """Train a LoRA on the songs in `dataset` and write it to `output` (a PEFT folder); returns `output`. The base
     model is `source` (a `ModelSource`: its planner is never loaded), or its fields `model`, `dit`, `dtype`,
     `quantize`, `cache_dir` as keywords."""
-    report = callback or (lambda p: None)
+    report = callback if callback is not None and distributed.is_leader() else (lambda p: None)  # rank 0 reports
     if source is None:
         source = ModelSource(model, dit, dtype, quantize, cache_dir=cache_dir)
     run = _prepare(dataset, output, config or TrainConfig(), source.replace(lm=None), resume, report)
@@ -132,7 +138,13 @@ def train_lora(
     decoder = dit_model.decoder
     decoder.checkpointing = run.config.checkpointing
     stack, optimizer, schedule = _adapter_and_optimizer(run, decoder, resume)
-    _train(run, dit_model, stack, optimizer, schedule, report)
+    try:
+        with distributed.stop_on_sigterm("training"):
+            _train(run, dit_model, stack, optimizer, schedule, report)
+    except distributed.RankLost as e:
+        raise AceStepError(f"{e}; {resume_hint(run.output)}") from None
+    if not distributed.is_leader():
+        return run.output
     config = run.config
     final = peft_config(config.rank, config.alpha, config.dropout, config.targets, f"{run.model}/{run.checkpoint.name}")
     card = _model_card(config, run.model, run.checkpoint.name, run.clips, run.total, run.output / "train_log.jsonl")
@@ -142,7 +154,8 @@ def train_lora(
 
 def _prepare(dataset, output, config, source: ModelSource, resume, report) -> Run:
     """Everything checked and preprocessed; the output folder appears only now, with the data and the model known
-    good: a run refused earlier leaves nothing behind that a second run would have to --resume or delete."""
+    good: a run refused earlier leaves nothing behind that a second run would have to --resume or delete. Across
+    ranks the run's folder is rank 0's: it alone reads and checks it (`on_leader`), every rank gets its verdict."""
     from ..cache import open_cache
     from ..checkpoint import Checkpoint
     from ..hub import resolve_source
@@ -150,22 +163,19 @@ def _prepare(dataset, output, config, source: ModelSource, resume, report) -> Ru
 
     output = Path(output).expanduser()
     clips = scan_dataset(dataset)
-    check_output(output, resume)
     model, dit = model_name(source.model), source.dit
-    state = {"step": 0}
+    state = distributed.on_leader(lambda: _run_state(output, resume))
     if resume:
-        restore_swapped_checkpoint(output / "checkpoint")
-        remove_stale(output)  # what runs killed while writing left (after the restore: it removes `.old` folders)
-        state = read_state(output / STATE_FILE)
         config = resumed_config(config, state, output / STATE_FILE, model, dit)
         if dit is not None and state.get("dit") not in (None, dit):
             raise AceStepError(
                 f"{output}: trained on the DiT {state['dit']}, not {dit}; resume with --dit {state['dit']}"
             )
         dit = dit or state.get("dit")  # the run's own DiT, found before anything loads
+    parallel.check_world(config, distributed.size())
     total = config.steps or math.ceil(config.epochs * math.ceil(len(clips) / config.batch) / config.grad_accum)
-    _check_resumable(output, state, total, resume)
-    checkpoint = Checkpoint(resolve_source(source.replace(dit=dit)))
+    distributed.on_leader(lambda: _check_resumable(output, state, total, resume))
+    checkpoint = Checkpoint(distributed.leader_first(lambda: resolve_source(source.replace(dit=dit))))
     if resume and state.get("dit") not in (None, checkpoint.name):
         raise AceStepError(
             f"{output}: trained on the DiT {state['dit']}, not {checkpoint.name}; resume with --dit {state['dit']}"
@@ -179,10 +189,21 @@ def _prepare(dataset, output, config, source: ModelSource, resume, report) -> Ru
     progress = lambda done, n: report(TrainProgress("preprocess", done, n))  # noqa: E731
     cached = preprocess(checkpoint, clips, open_cache(source.cache_dir) / "preprocessed", config.seed, progress)
     frames = min(int(config.crop_seconds * 25), min(c["target_latents"].shape[0] for c in cached))
-    output.mkdir(parents=True, exist_ok=True)
     run = Run(config, output, model, checkpoint, clips, cached, state, total, frames)
-    run.record(state["step"])
+    if distributed.is_leader():
+        output.mkdir(parents=True, exist_ok=True)
+        run.record(state["step"])
     return run
+
+
+def _run_state(output: Path, resume: bool) -> dict:
+    """The run folder checked (and a killed run's leftovers put right); its state, step 0 for a new run."""
+    check_output(output, resume)
+    if not resume:
+        return {"step": 0}
+    restore_swapped_checkpoint(output / "checkpoint")
+    remove_stale(output)  # what runs killed while writing left (after the restore: it removes `.old` folders)
+    return read_state(output / STATE_FILE)
 
 
 def _check_resumable(output: Path, state: dict, total: int, resume: bool) -> None:
@@ -197,22 +218,33 @@ def _check_resumable(output: Path, state: dict, total: int, resume: bool) -> Non
 
 
 def _adapter_and_optimizer(run: Run, decoder, resume: bool):
-    config, checkpoint = run.config, run.output / "checkpoint"
+    config = run.config
     stack = attach_lora(decoder, config.targets, config.rank, config.alpha, config.dropout, _key(config.seed, 0))
     schedule = _schedule(config)
     optimizer = optim.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
-    if resume and (checkpoint / "adapter.safetensors").is_file():
-        load_adapter_tensors(stack, checkpoint / "adapter.safetensors")
-        optimizer.init(decoder.trainable_parameters())
-        try:
-            saved = mx.load(str(checkpoint / "optimizer.safetensors"))
-        except (OSError, RuntimeError, ValueError) as e:
-            raise AceStepError(
-                f"{checkpoint / 'optimizer.safetensors'}: cannot be read ({first_line(e)}); the "
-                "checkpoint is damaged: start again in another folder"
-            ) from None
-        optimizer.state = tree_unflatten(list(saved.items()))
+    if resume and distributed.on_leader(lambda: _load_checkpoint(run.output / "checkpoint", stack, optimizer, decoder)):
+        if not distributed.is_leader():
+            optimizer.init(decoder.trainable_parameters())  # the same structure, to take rank 0's values
+        decoder.update(distributed.tree_from_leader(decoder.trainable_parameters()))
+        optimizer.state = distributed.tree_from_leader(optimizer.state)
     return stack, optimizer, schedule
+
+
+def _load_checkpoint(checkpoint: Path, stack, optimizer, decoder) -> bool:
+    """The adapter and optimizer state of a resumed run, if it saved a checkpoint; whether it had one."""
+    if not (checkpoint / "adapter.safetensors").is_file():
+        return False
+    load_adapter_tensors(stack, checkpoint / "adapter.safetensors")
+    optimizer.init(decoder.trainable_parameters())
+    try:
+        saved = mx.load(str(checkpoint / "optimizer.safetensors"))
+    except (OSError, RuntimeError, ValueError) as e:
+        raise AceStepError(
+            f"{checkpoint / 'optimizer.safetensors'}: cannot be read ({first_line(e)}); the "
+            "checkpoint is damaged: start again in another folder"
+        ) from None
+    optimizer.state = tree_unflatten(list(saved.items()))
+    return True
 
 
 class MicroBatches:
@@ -251,27 +283,32 @@ def _train(run: Run, dit_model, stack, optimizer, schedule, report) -> None:
     value_and_grad = nn.value_and_grad(decoder, lambda *batch: flow_loss(decoder, *batch))
     micro_batch = MicroBatches(run, dit_model)
     log_path = output / "train_log.jsonl"
-    if log_path.exists():  # a resumed run keeps the lines up to its checkpoint (none if it had not saved one)
+    leader = distributed.is_leader()  # it alone writes the log and the checkpoints
+    if leader and log_path.exists():  # a resumed run keeps the lines up to its checkpoint (none if it had none)
         write_text(log_path, "".join(line + "\n" for line in logged_until(log_path, run.state["step"])))
+    report(TrainProgress("setup", run.state["step"], run.total, extra={"batch": parallel.effective_batch(config)}))
     started = time.perf_counter()
     for step in range(run.state["step"], run.total):
         t0 = time.perf_counter()
         grads, loss_sum = None, 0.0
-        for j in range(config.grad_accum):
+        for j in parallel.my_micro_batches(config):
             seed_dropout(stack, int(np.random.default_rng([config.seed, step, j, 2]).integers(2**63)))
             loss, g = value_and_grad(*micro_batch(step, j))
             grads = g if grads is None else tree_map(mx.add, grads, g)
             mx.eval(loss, grads)
             loss_sum += loss.item()
+        grads, loss_sum = parallel.combine(grads, loss_sum, step, run.output)
         loss_value = loss_sum / config.grad_accum
         lr = _update(
             step, tree_map(lambda g: g / config.grad_accum, grads), loss_value, config, optimizer, schedule, decoder
         )
-        with open(log_path, "a") as f:
-            seconds = round(time.perf_counter() - t0, 4)
-            f.write(json.dumps({"step": step + 1, "loss": loss_value, "lr": lr, "seconds": seconds}) + "\n")
+        if leader:
+            with open(log_path, "a") as f:
+                seconds = round(time.perf_counter() - t0, 4)
+                f.write(json.dumps({"step": step + 1, "loss": loss_value, "lr": lr, "seconds": seconds}) + "\n")
         report(TrainProgress("train", step + 1, run.total, loss_value, lr, time.perf_counter() - started))
-        _after_step(run, step + 1, dit_model, stack, optimizer, report)
+        if leader:
+            _after_step(run, step + 1, dit_model, stack, optimizer, report)
 
 
 def _update(step: int, grads, loss_value: float, config: TrainConfig, optimizer, schedule, decoder) -> float:

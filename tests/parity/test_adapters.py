@@ -489,3 +489,20 @@ def test_one_delta_at_two_scales_in_two_entries_and_two_stacks(live, tmp_path):
     other.apply(two.decoder)  # after `twice` was applied: it must not change what `one` computes
     assert rel_err(our_output(one, *inputs), peft_at(1.2)) < TOLERANCE  # 0.3 + 0.9: LoRA is linear in its scale
     assert rel_err(our_output(two, *inputs), peft_at(0.5)) < TOLERANCE
+
+
+def test_a_peft_config_without_lora_alpha_takes_pefts_default(live, tmp_path):
+    """PEFT reads a missing `lora_alpha` as LoraConfig's default, 8 (peft 0.21 `LoraConfig.lora_alpha`), not as the
+    rank: at rank 4 the scale is 2, not 1. The file is PEFT's own, the reference is PEFT loading it."""
+    peft = require("peft")
+    transformer, root, config = live
+    assert peft.LoraConfig().lora_alpha == 8  # the default this test stands on
+    model = peft_model(transformer, seed=6, r=4, alpha=8)
+    folder = save_as_reference_trainer(model, tmp_path / "peft")
+    saved = json.loads((folder / "adapter_config.json").read_text())
+    del saved["lora_alpha"]
+    (folder / "adapter_config.json").write_text(json.dumps(saved))
+    inputs = dit_inputs(config, length=21, seed=7)
+    ours, stack = with_adapters(root / "f32" / "acestep-v15-turbo", (folder, 1.0))
+    assert stack.adapter("a0").deltas["layers.0.self_attn.q_proj"].scale == 2.0
+    assert rel_err(our_output(ours, *inputs), reference_output(model.get_base_model(), *inputs)) < TOLERANCE

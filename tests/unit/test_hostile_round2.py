@@ -32,7 +32,7 @@ def test_a_float_weight_stored_as_integers_names_its_key(converted, tmp_path):
     key = sorted(k for k in weights if k.endswith("weight"))[0]
     weights[key] = weights[key].astype(mx.int32)
     mx.save_safetensors(str(files[0]), weights)
-    with pytest.raises(AceStepError, match=rf"key '{key}' is stored as mlx.core.int32, expected a floating-point"):
+    with pytest.raises(AceStepError, match=rf"tensor '{key}' has dtype mlx.core.int32, expected a floating-point"):
         load_component(folder)
 
 
@@ -40,6 +40,7 @@ def test_a_float_weight_stored_as_integers_names_its_key(converted, tmp_path):
     ("name", "key", "value", "expected"),
     [
         ("acestep-v15-turbo", "hidden_size", "big", "a whole number"),
+        ("acestep-v15-turbo", "num_hidden_layers", True, "a whole number"),  # JSON true is not 1
         ("acestep-v15-turbo", "layer_types", "all", "a list"),
         ("vae", "decoder_channels", 16.5, "a whole number"),
         ("vae", "downsampling_ratios", [2, "four"], "a list"),
@@ -72,9 +73,13 @@ def test_a_shape_whose_size_wraps_around_is_not_an_empty_tensor(tmp_path):
     _safetensors(tmp_path / "a.safetensors", {"w": entry})
     with pytest.raises(AceStepError, match="tensor 'w' has an inconsistent byte range"):
         read_header(tmp_path / "a.safetensors")
-    _safetensors(tmp_path / "b.safetensors", {"w": entry | {"shape": [-2, -2], "data_offsets": [0, 16]}}, b"\0" * 16)
-    with pytest.raises(AceStepError, match="inconsistent byte range"):
-        read_header(tmp_path / "b.safetensors")
+    for shape in ([-2, -2], [-1, -1]):  # sizes that multiply to a positive count
+        size = 4 * shape[0] * shape[1]
+        _safetensors(
+            tmp_path / "b.safetensors", {"w": entry | {"shape": shape, "data_offsets": [0, size]}}, b"\0" * size
+        )
+        with pytest.raises(AceStepError, match="inconsistent byte range"):
+            read_header(tmp_path / "b.safetensors")
 
 
 @pytest.mark.parametrize("start", [b"PK\x03\x04", b"\x80\x02", b"\x80\x04"])
@@ -201,3 +206,333 @@ def test_a_users_adapter_scale_beyond_ten_is_refused(scale):
 
     with pytest.raises(AceStepError, match="must be a number from 0 to 10"):
         check_scale(scale)
+
+
+def _entry(cache, name="src-vae-0123456789ab"):
+    from mlx_acestep.names import CONVERSION_FILE
+
+    entry = cache / "converted" / name
+    (entry / "vae").mkdir(parents=True)
+    (entry / CONVERSION_FILE).write_text(json.dumps({"source": "src", "components": ["vae"]}))
+    return entry
+
+
+def test_a_cache_entry_in_use_by_another_process_is_not_removed(tmp_path):
+    """`cache rm` removed an entry another process was generating from; that run died after its diffusion."""
+    import subprocess
+    import sys
+
+    from mlx_acestep.cache import remove_entries
+
+    entry = _entry(tmp_path)
+    hold = f"import sys, pathlib; from mlx_acestep.cache import hold; hold(pathlib.Path({str(entry)!r}))"
+    user = subprocess.Popen(  # another run: holds the entry, as a pipeline loading from it does, until told to end
+        [sys.executable, "-c", hold + "; print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert user.stdout.readline().strip() == "held"
+        with pytest.raises(AceStepError, match=rf"{entry.name}: in use by process {user.pid}; remove it once"):
+            remove_entries([entry.name], cache_dir=tmp_path)
+        assert entry.is_dir()
+    finally:
+        user.communicate("")  # ends it: its lock goes with it
+    assert [name for name, _ in remove_entries([entry.name], cache_dir=tmp_path)] == [entry.name]
+    assert not entry.exists()
+
+
+def test_a_cache_entry_replaced_by_a_link_is_not_used(tmp_path):
+    """`list` and `rm` ignored a link in place of an entry, but `generate` loaded whatever it pointed at."""
+    from mlx_acestep.cache import cache_key, cached_entry
+    from mlx_acestep.convert import ConvertOptions
+
+    elsewhere = _entry(tmp_path / "other")
+    src = tmp_path / "src"
+    (src / "vae").mkdir(parents=True)
+    opts = ConvertOptions()
+    link = tmp_path / "cache" / "converted" / f"src-vae-{cache_key(src, [src / 'vae'], opts)}"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere)
+    with pytest.raises(AceStepError, match="a link, not a folder the converter wrote"):
+        cached_entry(src, "src-vae", ["vae"], [src / "vae"], opts, tmp_path / "cache", False, print)
+
+
+def test_a_full_disk_is_named_not_libsndfiles_system_error(tmp_path, monkeypatch):
+    """libsndfile says "System error." when the disk fills; the user read that and nothing else."""
+    import shutil
+    from collections import namedtuple
+
+    import numpy as np
+    import soundfile as sf
+
+    from mlx_acestep.audio import save_audio
+
+    class Full(sf.SoundFile):
+        def write(self, data):
+            raise sf.LibsndfileError(0, prefix="Error writing: ")  # what libsndfile raises, its text "System error."
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sf, "SoundFile", Full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2**30, 2**30, 4096))
+    with pytest.raises(OSError, match=f"no space left on {tmp_path}"):
+        save_audio(tmp_path / "a.wav", np.zeros((4800, 2), np.float32))
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2**30, 0, 2**30))  # room enough: another failure
+    with pytest.raises(OSError) as caught:
+        save_audio(tmp_path / "a.wav", np.zeros((4800, 2), np.float32))
+    assert "no space" not in str(caught.value)
+
+
+def test_the_dit_flop_count_is_the_models_own_projections(converted):
+    """Issue 33: the estimate behind the slow-run warning counts the decoder's matmul weights; here they are summed
+    from the loaded fixture model's linear layers (cross-attention K/V excluded: computed once per run)."""
+    import mlx.nn as nn
+
+    from mlx_acestep.pipeline.slow import dit_flops
+
+    model = load_component(converted / "acestep-v15-turbo")
+    weights = sum(
+        m.weight.size
+        for path, m in model.decoder.named_modules()
+        if isinstance(m, nn.Linear)
+        and path.startswith("layers.")
+        and ("attn" in path or "mlp" in path)
+        and not path.endswith(("cross_attn.k_proj", "cross_attn.v_proj"))
+    )
+    seconds, steps, rows = 7.68, 8, 2
+    tokens = seconds * 25 / 2  # 25 latent frames a second, two to a token (patch_size 2)
+    assert dit_flops(_config(converted), seconds, steps, rows) == pytest.approx(2 * weights * tokens * steps * rows)
+
+
+def _config(converted):
+    from mlx_acestep.models.dit import AceStepConfig
+
+    return AceStepConfig.from_dict(json.loads((converted / "acestep-v15-turbo" / "config.json").read_text()))
+
+
+def test_a_long_quantized_run_on_the_cpu_backend_is_said_before_it_starts(monkeypatch):
+    """A 10 s q8 song took 86 minutes on this CPU without a word (issue 33)."""
+    from types import SimpleNamespace
+
+    from mlx_acestep.models.dit import AceStepConfig
+    from mlx_acestep.pipeline.slow import slow_run_warning
+
+    real = AceStepConfig()  # the released 2B's sizes (its documented defaults)
+    q8 = SimpleNamespace(config=real, dtype=mx.float32, quantize="q8")
+    line = slow_run_warning(q8, 30.0, None, 1)
+    assert line.startswith("a q8 DiT runs about 40x slower than float32 on MLX's CPU backend") and " min" in line
+    assert "about 31 min, about 47 s with a float32 model" in slow_run_warning(q8, 10.0, None, 1)  # the issue's case
+    assert slow_run_warning(SimpleNamespace(config=real, dtype=mx.bfloat16, quantize=None), 30.0, None, 1)
+    assert slow_run_warning(SimpleNamespace(config=real, dtype=mx.float32, quantize=None), 30.0, None, 1) is None
+    assert slow_run_warning(q8, 0.5, 1, 1) is None  # short enough not to matter
+    monkeypatch.setattr(mx, "default_device", lambda: mx.gpu)  # Metal / CUDA: nothing to say
+    assert slow_run_warning(q8, 30.0, None, 1) is None
+
+
+# -- slips: tests that compare with an independent computation ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "strength", "switch"),
+    [  # upstream: cover_steps = int(num_steps * audio_cover_strength), Python floats (turbo :2091, base :1942)
+        (100, 0.29, 28),  # 28.999999999999996: truncation, not rounding, gives 28
+        (50, 0.57, 28),  # 28.499999999999996
+        (10, 0.3, 3),  # 3.0000000000000004
+        (8, 0.7, 5),  # 5.6: truncated
+        (8, 0.875, 7),
+        (8, 0.01, 0),  # below one step: every step follows the caption
+        (27, 0.5, 13),
+    ],
+)
+def test_the_cover_switch_step_truncates_as_upstream(steps, strength, switch):
+    from mlx_acestep.diffusion.edits import EditHooks
+
+    hooks = EditHooks(switch_fraction=strength, switch_to=("text2music",))
+    assert hooks.switch_step(steps) == switch
+    assert EditHooks(switch_fraction=1.0, switch_to=("x",)).switch_step(steps) is None  # strength 1: no switch
+
+
+@pytest.mark.parametrize(
+    ("layout", "alpha", "rank", "scale"),
+    [  # what each format defines when its optional scale field is absent
+        ("comfyui", None, 4, 1.0),  # kohya / ComfyUI: no .alpha means alpha = rank
+        ("comfyui", 2.0, 4, 0.5),
+        ("lokr", None, 4, 1.0),  # LyCORIS: no alpha, scale 1
+        ("lokr", 2.0, 4, 0.5),  # a low-rank factor: alpha / r
+    ],
+)
+def test_an_adapter_without_its_optional_scale_takes_the_formats_own(converted, tmp_path, layout, alpha, rank, scale):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from mlx_acestep.adapters.formats import read_adapter
+
+    config = _config(converted)
+    hidden, heads = config.hidden_size, config.num_attention_heads * config.head_dim
+    rng = np.random.default_rng(0)
+    if layout == "comfyui":
+        key = "diffusion_model.layers.0.self_attn.q_proj"
+        tensors = {
+            f"{key}.lora_down.weight": rng.standard_normal((rank, hidden)).astype(np.float32),
+            f"{key}.lora_up.weight": rng.standard_normal((heads, rank)).astype(np.float32),
+        }
+    else:
+        key = "lycoris_layers_0_self_attn_q_proj"
+        tensors = {
+            f"{key}.lokr_w1": rng.standard_normal((2, 2)).astype(np.float32),
+            f"{key}.lokr_w2_a": rng.standard_normal((heads // 2, rank)).astype(np.float32),
+            f"{key}.lokr_w2_b": rng.standard_normal((rank, hidden // 2)).astype(np.float32),
+        }
+    if alpha is not None:
+        tensors[f"{key}.alpha"] = np.array(alpha, np.float32)
+    save_file(tensors, str(tmp_path / "a.safetensors"), metadata={"algo": "lokr"} if layout == "lokr" else None)
+    adapter = read_adapter(tmp_path / "a.safetensors", {"layers.0.self_attn.q_proj": (heads, hidden)})
+    assert adapter.deltas["layers.0.self_attn.q_proj"].scale == scale
+
+
+# -- training (issue 32, bad 3) ----------------------------------------------------------------------------------
+
+
+def _clip(folder, name="song.wav", seconds=6.0, rate=100):
+    """A clip as long as asked at a tiny sample rate: the dataset scan reads lengths, not samples."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(exist_ok=True)
+    sf.write(str(folder / name), np.zeros((int(seconds * rate), 1), np.float32), rate, subtype="PCM_16")
+    return folder / name
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"song.txt": b"caf\xe9 piano"}, r"song.txt: the caption is not UTF-8 text \(byte 3"),
+        ({"song.txt": "piano", "song.lyrics.txt": b"\xff"}, r"song.lyrics.txt: the lyrics is not UTF-8 text"),
+        (
+            {"metadata.jsonl": '{"file": "song.wav", "caption": "x", "lyrics": ["la", "la"]}\n'},
+            r"metadata.jsonl:1: 'lyrics' must be text, got \['la', 'la'\]",
+        ),
+        (
+            {"metadata.jsonl": '\n{"file": "song.wav", "caption": 123}\n'},
+            r"metadata.jsonl:2: 'caption' must be text, got 123",
+        ),
+        ({"metadata.csv": b"file,caption\nsong.wav,caf\xe9\n"}, r"metadata.csv: metadata is not UTF-8 text"),
+        ({"metadata.jsonl": '{"file": "song.wav", "caption": "x", "bpm": [120]}\n'}, r"'bpm' must be a number"),
+    ],
+)
+def test_a_datasets_bad_text_names_its_file_and_row(tmp_path, files, message):
+    from mlx_acestep.training.dataset import scan_dataset
+
+    _clip(tmp_path)
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(AceStepError, match=message):
+        scan_dataset(tmp_path)
+
+
+def test_a_clip_too_long_to_train_on_is_named_before_any_model_loads(tmp_path):
+    from mlx_acestep.training.dataset import scan_dataset
+
+    _clip(tmp_path, "long.wav", seconds=700)
+    (tmp_path / "long.txt").write_text("piano")
+    with pytest.raises(AceStepError, match=r"long.wav: 700 s long; clips must be at most 600 s"):
+        scan_dataset(tmp_path)
+
+
+def test_a_stopped_run_says_whether_a_checkpoint_exists(tmp_path):
+    """Ctrl-C said "--resume continues from the last checkpoint" when none existed (5663 steps lost)."""
+    from mlx_acestep.training.state import CHECKPOINT_STEP, resume_hint
+
+    assert resume_hint(tmp_path).startswith("no checkpoint was written yet, so nothing can be resumed")
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / CHECKPOINT_STEP).write_text('{"step": 40}')
+    assert resume_hint(tmp_path) == "the last checkpoint (step 40) is kept: --resume continues from it"
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from mlx_acestep.training import state
+    from mlx_acestep.training.config import TrainConfig
+
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / state.CHECKPOINT_STEP).write_text('{"step": 40}')
+    monkeypatch.setattr("mlx_acestep.adapters.peft.adapter_tensors", lambda stack: {})
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    optimizer = SimpleNamespace(state={})
+    with pytest.raises(AceStepError) as caught:
+        state.save_checkpoint(folder, None, optimizer, tmp_path / "s.json", 80, TrainConfig(), "tiny", "turbo")
+    assert str(caught.value) == (
+        f"{folder}: the checkpoint of step 80 could not be written (no space left on the device); "
+        "the last checkpoint (step 40) is kept: --resume continues from it"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no half-written folder beside it
+
+
+def test_a_converted_model_with_nan_weights_is_named_not_called_an_overflow(converted, tmp_path):
+    """The DiT stopped with "numerical overflow: try --dtype float32, or another seed": neither would help."""
+    from mlx_acestep.pipeline import ACEStep, ModelFolders
+
+    folder = _copy(converted, tmp_path, "acestep-v15-turbo")
+    path = sorted(folder.glob("*.safetensors"))[0]
+    weights = dict(mx.load(str(path)))
+    key = "decoder.norm_out.weight" if "decoder.norm_out.weight" in weights else sorted(weights)[-1]
+    weights[key] = mx.full(weights[key].shape, float("nan"), weights[key].dtype)
+    mx.save_safetensors(str(path), weights)
+    pipe = ACEStep(ModelFolders(converted / "Qwen3-Embedding-0.6B", folder, converted / "vae"))
+    with pytest.raises(AceStepError) as caught:
+        pipe.generate("x", duration=1.0, seed=1, thinking=False)
+    assert str(caught.value) == (
+        f"the diffusion (DiT) phase produced NaN or infinite values: the model's weights hold some ({path}: "
+        f"'{key}'); the converted model is damaged: convert it again; nothing was written"
+    )
+
+
+def test_a_run_with_an_adapter_and_non_default_options_replays_bit_for_bit(fixtures, converted, tmp_path, monkeypatch):
+    """Slip check: a flag the sidecar forgets (or records under another name) replays as its default. Every value
+    given is looked for in the replay section by its flag's name, and the replay must be the same file."""
+    import numpy as np
+    import soundfile as sf
+    from test_adapters_pipeline import make_adapter
+
+    adapter, _ = make_adapter(fixtures, "acestep-v15-turbo", tmp_path / "style", layers=[0])
+    monkeypatch.chdir(tmp_path)
+    given = {
+        "steps": 6,
+        "shift": 2.0,
+        "sampler": "heun",
+        "velocity_norm_threshold": 2.5,
+        "velocity_ema_factor": 0.2,
+        "retake_variance": 0.3,
+        "retake_seed": 11,
+        "dcw_mode": "low",
+        "dcw_scaler": 0.05,
+        "dcw_wavelet": "db2",
+        "bpm": 100,
+        "keyscale": "C major",  # by the name the replay records: --key's parameter is keyscale
+        "time_signature": "3",
+        "language": "fr",
+        "lyrics": "[verse]\nla la",
+    }
+    args = ["generate", "rain", "-m", converted, "--duration", 2, "--seed", 5, "--no-normalize", "--no-thinking"]
+    for name, value in given.items():
+        args += ["--key" if name == "keyscale" else f"--{name.replace('_', '-')}", value]
+    first = run_cli([*args, "--lora", f"{adapter}:0.7", "-o", "a.flac"])
+    assert first.returncode == 0, first.output
+    replay = json.loads((tmp_path / "a.json").read_text())["replay"]
+    for name, value in given.items():
+        assert str(replay.get(name)) == str(value), (name, replay.get(name))
+    assert replay["no_normalize"] is True and replay["loras"] == [f"{adapter}:0.7"]
+    again = run_cli(["generate", "--from-metadata", "a.json", "-o", "b.flac"])
+    assert again.returncode == 0, again.output
+    a, b = (sf.read(str(tmp_path / n))[0] for n in ("a.flac", "b.flac"))
+    assert a.shape == b.shape and np.array_equal(a, b)
