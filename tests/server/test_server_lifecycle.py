@@ -151,33 +151,30 @@ def env(cache, tmp_path):
 
 
 def test_a_taken_port_a_bad_host_or_a_file_as_output_dir_is_one_line_before_loading(tmp_path):
+    # in this process: click reads the variables at the call, and a fresh interpreter per refusal cost seconds each
     cache = {"MLX_ACESTEP_CACHE": str(tmp_path / "cache")}
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         for args, env in ((["--port", port], {}), ([], {"ACESTEP_API_PORT": str(port)})):  # upstream's variable too
-            done = run_cli(["serve", "-m", "tiny", *args], tmp_path, env=cache | env, fresh_process=True, timeout=120)
+            done = run_cli(["serve", "-m", "tiny", *args], tmp_path, env=cache | env, timeout=120)
             assert_one_line_error(done, f"cannot listen on 127.0.0.1:{port}", "another program listens there")
         # the flag wins over the variable: the flag's port is the one refused
         done = run_cli(
             ["serve", "-m", "tiny", "--port", "70000"],
             tmp_path,
             env=cache | {"ACESTEP_API_PORT": str(port)},
-            fresh_process=True,
             timeout=120,
         )
         assert_one_line_error(done, "--port must be between 0 and 65535, got 70000")
-    done = run_cli(
-        ["serve", "-m", "tiny"], tmp_path, env=cache | {"ACESTEP_API_HOST": "no-such-host.invalid"}, fresh_process=True
-    )
+    done = run_cli(["serve", "-m", "tiny"], tmp_path, env=cache | {"ACESTEP_API_HOST": "no-such-host.invalid"})
     assert_one_line_error(done, "--host 'no-such-host.invalid' is not an address this machine can listen on")
     (tmp_path / "taken").write_text("a user's file")
     done = run_cli(
         ["serve", "-m", "tiny", "--port", free_port(), "--output-dir", tmp_path / "taken"],
         tmp_path,
         env=cache,
-        fresh_process=True,
         timeout=120,
     )
     assert_one_line_error(done, f"--output-dir {tmp_path / 'taken'} is a file, not a folder")
