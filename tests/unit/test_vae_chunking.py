@@ -76,7 +76,7 @@ def test_plain_path_used_on_metal_matches_the_cpu_path(load_converted):
     vae = load_converted("vae")
     rng = np.random.default_rng(3)
     z = mx.array(rng.standard_normal((1, 20, 64)).astype(np.float32))
-    x = mx.array((0.3 * rng.standard_normal((1, 1920 + 77, 2))).astype(np.float32))  # the plain CPU path is slow
+    x = mx.array((0.3 * rng.standard_normal((1, 2 * 1920 + 77, 2))).astype(np.float32))  # the plain CPU path is slow
     fast = np.array(vae.decode(z)), np.array(vae.encode_moments(x)[0])
     with kernels.use_plain():
         plain = np.array(vae.decode(z)), np.array(vae.encode_moments(x)[0])
