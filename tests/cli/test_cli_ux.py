@@ -10,6 +10,8 @@ import soundfile as sf
 from helpers import assert_one_line_error, run_cli
 
 
+# The runs here say --duration 5: the DiT renders its 128-frame minimum (5.12 s) anyway, and a longer song only
+# costs decode time; what is checked (files, sidecars, replays) does not depend on the length.
 def cli(args, cwd, stdin=None, fresh_process=False):
     return run_cli(args, cwd, env={"MLX_ACESTEP_CACHE": str(cwd / "cache")}, stdin=stdin, fresh_process=fresh_process)
 
@@ -24,7 +26,7 @@ def test_caption_from_a_file_and_from_stdin_with_the_short_model_flag(converted,
             "-m",
             str(converted),
             "--duration",
-            "10",
+            "5",
             "--seed",
             "2",
             "-o",
@@ -34,7 +36,7 @@ def test_caption_from_a_file_and_from_stdin_with_the_short_model_flag(converted,
     )
     assert done.returncode == 0, done.stderr
     piped = cli(
-        ["generate", "--prompt-file", "-", "-m", str(converted), "--duration", "10", "--seed", "2", "-o", "b.wav"],
+        ["generate", "--prompt-file", "-", "-m", str(converted), "--duration", "5", "--seed", "2", "-o", "b.wav"],
         tmp_path,
         stdin="soft rain on a tin roof\n",
     )
@@ -82,7 +84,7 @@ def test_the_linux_speed_hint_shows_only_without_openblas(converted, tmp_path, m
     assert "hint:" not in capsys.readouterr().err
     if "openblas" in os.environ.get("LD_PRELOAD", ""):
         fast = cli(  # a fresh process: what it checks is the process's own environment
-            ["generate", "x", "-m", str(converted), "--duration", "10", "--seed", "1", "-o", "fast.wav"],
+            ["generate", "x", "-m", str(converted), "--duration", "5", "--seed", "1", "-o", "fast.wav"],
             tmp_path,
             fresh_process=True,
         )
@@ -92,7 +94,7 @@ def test_the_linux_speed_hint_shows_only_without_openblas(converted, tmp_path, m
 def test_every_file_says_what_made_it_and_replays_bit_for_bit(converted, tmp_path):
     import json
 
-    base = ["-m", str(converted), "--duration", "10"]
+    base = ["-m", str(converted), "--duration", "5"]
     first = cli(["generate", "rain on a tin roof", *base, "--seed", "5", "--bpm", "90", "-o", "a.wav"], tmp_path)
     assert first.returncode == 0, first.stderr
     meta = json.loads((tmp_path / "a.json").read_text())
@@ -255,7 +257,7 @@ def test_dit_variants_of_one_source_share_its_vae_and_text_encoder_in_the_cache(
             "acestep-v15-base",
             "--no-thinking",
             "--duration",
-            "10",
+            "5",
             "--steps",
             "2",
             "-o",
@@ -273,7 +275,7 @@ def test_dit_variants_of_one_source_share_its_vae_and_text_encoder_in_the_cache(
 
 
 def test_names_follow_each_items_seed_and_the_placeholders(converted, tmp_path):
-    base = ["generate", "Soft Rain, on a tin roof!", "-m", str(converted), "--duration", "10"]
+    base = ["generate", "Soft Rain, on a tin roof!", "-m", str(converted), "--duration", "5"]
     batch = cli(base + ["--seed", "100", "--batch", "2"], tmp_path)
     assert batch.returncode == 0, batch.stderr
     assert (tmp_path / "acestep-100.wav").is_file() and (tmp_path / "acestep-101.wav").is_file()
@@ -342,7 +344,7 @@ def test_bench_clean_removes_only_its_random_weights(tmp_path):
 def test_dcw_is_on_for_turbo_by_default_recorded_and_an_older_file_replays_without_it(converted, tmp_path):
     import json
 
-    base = ["generate", "rain on a tin roof", "-m", str(converted), "--duration", "10", "--seed", "3"]
+    base = ["generate", "rain on a tin roof", "-m", str(converted), "--duration", "5", "--seed", "3"]
     for name, extra in (("on", []), ("off", ["--no-dcw"])):
         done = cli([*base, *extra, "-o", f"{name}.wav"], tmp_path)
         assert done.returncode == 0, done.stderr
@@ -371,7 +373,7 @@ def test_a_bad_dcw_setting_names_its_flag(converted, tmp_path):
 def test_a_retake_records_each_items_retake_seed_and_replays_bit_for_bit(converted, tmp_path):
     import json
 
-    base = ["generate", "rain", "-m", str(converted), "--duration", "10", "--seed", "3", "--batch", "2"]
+    base = ["generate", "rain", "-m", str(converted), "--duration", "5", "--seed", "3", "--batch", "2"]
     done = cli([*base, "--retake-variance", "0.4", "-o", "r.wav"], tmp_path)  # no --retake-seed: drawn, recorded
     assert done.returncode == 0, done.stderr
     first, second = (json.loads((tmp_path / f"r_{i}.json").read_text())["replay"] for i in (0, 1))
@@ -395,7 +397,7 @@ def test_a_retake_records_each_items_retake_seed_and_replays_bit_for_bit(convert
 def test_heun_with_the_velocity_stabilisers_runs_from_the_cli_and_is_recorded(converted, tmp_path):
     import json
 
-    base = ["generate", "rain", "-m", str(converted), "--duration", "10", "--seed", "3", "--no-dcw"]
+    base = ["generate", "rain", "-m", str(converted), "--duration", "5", "--seed", "3", "--no-dcw"]
     done = cli([*base, "--sampler", "heun", "--velocity-ema-factor", "0.2", "-o", "h.wav"], tmp_path)
     assert done.returncode == 0, done.stderr
     replay = json.loads((tmp_path / "h.json").read_text())["replay"]
@@ -411,7 +413,7 @@ def test_base_models_take_heun_and_the_velocity_stabilisers(converted, tmp_path)
     import json
 
     flags = ["--sampler", "heun", "--velocity-norm-threshold", "0.4", "--velocity-ema-factor", "0.2", "--dcw"]
-    run = ["generate", "rain", "-m", str(converted), "--dit", "acestep-v15-base", "--steps", "2", "--duration", "10"]
+    run = ["generate", "rain", "-m", str(converted), "--dit", "acestep-v15-base", "--steps", "2", "--duration", "5"]
     done = cli([*run, "--no-thinking", "--seed", "3", *flags, "-o", "b.wav"], tmp_path)
     assert done.returncode == 0, done.stderr
     replay = json.loads((tmp_path / "b.json").read_text())["replay"]
@@ -445,7 +447,7 @@ def test_a_wav_too_small_for_its_settings_names_its_sidecar_and_replays_through_
     import json
 
     lyrics = "[verse]\n" + "la la la la la la la la\n" * 120  # ~3 kB: no WAV comment holds it
-    done = cli(["generate", "rain", "-m", str(converted), "--duration", "10", "--seed", "2", "--lyrics", lyrics, "-o",
+    done = cli(["generate", "rain", "-m", str(converted), "--duration", "5", "--seed", "2", "--lyrics", lyrics, "-o",
                 "a.wav"], tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     tag = json.loads(sf.SoundFile(str(tmp_path / "a.wav")).comment)

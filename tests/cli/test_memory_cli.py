@@ -8,7 +8,17 @@ from helpers import assert_one_line_error, run_cli
 from mlx_acestep.pipeline import fit
 from mlx_acestep.pipeline.memory import Device
 
-SONG = ("generate", "piano", "--model", "tiny", "--no-thinking", "--duration", 10, "--seed", 3)
+SONG = (
+    "generate",
+    "piano",
+    "--model",
+    "tiny",
+    "--no-thinking",
+    "--duration",
+    6,
+    "--seed",
+    3,
+)  # 150 frames: 64-frame VAE windows still split it
 
 
 def test_a_small_device_refuses_then_force_runs_and_the_window_leaves_the_song_alone(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ def cli(*args, cwd):
 
 def test_a_sample_is_written_printed_recorded_and_replayed(tmp_path):
     song = "a melancholic folk song about leaving home"
-    result = cli("generate", "--sample", song, *TINY, "--duration", 10, "--seed", 3, "-o", "folk.wav", cwd=tmp_path)
+    result = cli("generate", "--sample", song, *TINY, "--duration", 5, "--seed", 3, "-o", "folk.wav", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     wrote = [line for line in result.output.splitlines() if line.startswith("  planner wrote (create): bpm ")]
     assert len(wrote) == 1 and "planner writes" in result.output  # its progress bar
@@ -42,7 +42,7 @@ def test_a_sample_is_written_printed_recorded_and_replayed(tmp_path):
 
 def test_format_input_keeps_the_given_values_and_no_thinking_still_writes(tmp_path):
     args = ("generate", "lofi, rain", "--lyrics", "[verse]\nla", "--format-input", "--bpm", 90, "--no-thinking")
-    result = cli(*args, *TINY, "--duration", 10, "-o", "lofi.wav", cwd=tmp_path)
+    result = cli(*args, *TINY, "--duration", 5, "-o", "lofi.wav", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     assert "  planner wrote (format): bpm 90" in result.output and "  planner: " not in result.output
 

@@ -1,5 +1,6 @@
 """`generate --stream`: the file written window by window is the file `generate` writes, and a run that fails part
-way leaves nothing (cli/streamed.py, audio_stream.py). 10 s of tiny audio in 32-frame windows (12 of them)."""
+way leaves nothing (cli/streamed.py, audio_stream.py). 6 s of tiny audio (150 frames) in 32-frame windows (10 of
+them)."""
 
 import json
 
@@ -12,7 +13,7 @@ from mlx_acestep import ACEStep
 from mlx_acestep.engine import Engine
 from mlx_acestep.errors import AceStepError
 
-GEN = ("generate", "soft rain", "--model", "tiny", "--no-thinking", "--duration", 10, "--seed", 3)
+GEN = ("generate", "soft rain", "--model", "tiny", "--no-thinking", "--duration", 6, "--seed", 3)
 
 
 @pytest.fixture(scope="module")

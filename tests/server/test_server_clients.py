@@ -183,7 +183,7 @@ def test_the_daws_lego_clip_gets_its_tracks_instruction(converted, serve, tmp_pa
         ({"track_name": "vocals", "instruction": TEXT2MUSIC}, LEGO_VOCALS),  # upstream's default: the template
     ):
         seen.clear()
-        raw, kind = multipart(lego | extra, {"src_audio": wav_bytes(2.0)})
+        raw, kind = multipart(lego | extra, {"src_audio": wav_bytes(1.6)})  # short: each run encodes it
         status, env = client.json("POST", "/release_task", raw=raw, content_type=kind)
         assert status == 200, env
         state, items = client.wait(env["data"]["task_id"])

@@ -139,7 +139,7 @@ def test_progress_is_one_figure_that_never_goes_back(server, pipe, monkeypatch):
         return generate
 
     patch_generation(monkeypatch, pipe, wrap)
-    _, env = server.json("POST", "/release_task", {"prompt": "x", "audio_duration": 10, "batch_size": 1})
+    _, env = server.json("POST", "/release_task", {"prompt": "x", "audio_duration": 5, "batch_size": 1})
     task["id"] = env["data"]["task_id"]
     started.set()
     assert server.wait(task["id"])[0] == 1
@@ -153,7 +153,7 @@ def test_progress_is_one_figure_that_never_goes_back(server, pipe, monkeypatch):
 
 
 def test_a_cancelled_job_says_cancelled(server, held):
-    body = {"prompt": "x", "audio_duration": 10, "batch_size": 1}
+    body = {"prompt": "x", "audio_duration": 5, "batch_size": 1}
     running = server.json("POST", "/release_task", body)[1]["data"]["task_id"]
     waiting = server.json("POST", "/release_task", body)[1]["data"]["task_id"]
     for task in (waiting, running):
@@ -173,7 +173,7 @@ def test_a_restarted_server_answers_for_the_jobs_of_the_last(pipe, serve, held, 
     from mlx_acestep.server import make_app
 
     first = serve(make_app(pipe, tmp_path / "out"))
-    body = {"prompt": "x", "audio_duration": 10, "batch_size": 1, "seed": 5, "audio_format": "wav"}
+    body = {"prompt": "x", "audio_duration": 5, "batch_size": 1, "seed": 5, "audio_format": "wav"}
     held.set()
     done = first.json("POST", "/release_task", body)[1]["data"]["task_id"]
     _, before = first.wait(done)
@@ -205,7 +205,7 @@ def test_a_restarted_server_answers_for_the_jobs_of_the_last(pipe, serve, held, 
 
 def test_a_tasks_events_follow_it_to_its_result(server, held):
     """The extension's Server-Sent Events: progress events, never going back, then the result /query_result gives."""
-    _, env = server.json("POST", "/release_task", {"prompt": "x", "audio_duration": 10, "batch_size": 1})
+    _, env = server.json("POST", "/release_task", {"prompt": "x", "audio_duration": 5, "batch_size": 1})
     task = env["data"]["task_id"]
     assert server.call("GET", "/v1/tasks/nope/events")[0] == 404
     assert server.call("GET", f"/v1/tasks/{task}/events", key=None)[0] == 401

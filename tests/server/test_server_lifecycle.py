@@ -16,7 +16,22 @@ from helpers import assert_one_line_error, run_cli
 from test_server_jobs import multipart, wav_bytes
 
 KEY = "k3y"
-LONG = {"prompt": "x", "audio_duration": 120, "batch_size": 1}  # some seconds on the tiny model: time to signal
+SONG = {"prompt": "x", "audio_duration": 5, "batch_size": 1}  # short: a gate, not the song's length, holds it
+# The served process with a gate on its jobs' progress: while the file MLX_ACESTEP_TEST_GATE names exists, a job
+# that reported a phase waits there, so a test signals the server while a job is surely running, then opens the
+# gate (rather than a 120 s song that might end first, and costs ~20 CPU-s to finish).
+GATED_SERVE = """
+import os, runpy, time
+from mlx_acestep.server import jobs
+real, gate = jobs._progress, os.environ["MLX_ACESTEP_TEST_GATE"]
+def gated(job, p):
+    real(job, p)
+    while os.path.exists(gate):
+        time.sleep(0.05)
+    return not job.cancel.is_set()
+jobs._progress = gated
+runpy.run_module("mlx_acestep.cli", run_name="__main__", alter_sys=True)
+"""
 
 
 def uploads(folder):
@@ -31,14 +46,15 @@ def free_port() -> int:
 
 
 class Served:
-    """`mlx-acestep serve ARGS` in a subprocess; its stderr is collected line by line."""
+    """`mlx-acestep serve ARGS` in a subprocess, its jobs behind the gate `env` names; its stderr is collected line
+    by line."""
 
     def __init__(self, args, env):
         import os
 
         self.port = int(env["ACESTEP_API_PORT"])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlx_acestep.cli", "serve", *map(str, args)],
+            [sys.executable, "-c", GATED_SERVE, "serve", *map(str, args)],
             env={**os.environ, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -130,37 +146,35 @@ def env(cache, tmp_path):
         "ACESTEP_API_PORT": str(free_port()),
         "ACESTEP_API_KEY": KEY,
         "TMPDIR": str(tmp_path / "temp"),
+        "MLX_ACESTEP_TEST_GATE": str(tmp_path / "gate"),
     }
 
 
 def test_a_taken_port_a_bad_host_or_a_file_as_output_dir_is_one_line_before_loading(tmp_path):
+    # in this process: click reads the variables at the call, and a fresh interpreter per refusal cost seconds each
     cache = {"MLX_ACESTEP_CACHE": str(tmp_path / "cache")}
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         for args, env in ((["--port", port], {}), ([], {"ACESTEP_API_PORT": str(port)})):  # upstream's variable too
-            done = run_cli(["serve", "-m", "tiny", *args], tmp_path, env=cache | env, fresh_process=True, timeout=120)
+            done = run_cli(["serve", "-m", "tiny", *args], tmp_path, env=cache | env, timeout=120)
             assert_one_line_error(done, f"cannot listen on 127.0.0.1:{port}", "another program listens there")
         # the flag wins over the variable: the flag's port is the one refused
         done = run_cli(
             ["serve", "-m", "tiny", "--port", "70000"],
             tmp_path,
             env=cache | {"ACESTEP_API_PORT": str(port)},
-            fresh_process=True,
             timeout=120,
         )
         assert_one_line_error(done, "--port must be between 0 and 65535, got 70000")
-    done = run_cli(
-        ["serve", "-m", "tiny"], tmp_path, env=cache | {"ACESTEP_API_HOST": "no-such-host.invalid"}, fresh_process=True
-    )
+    done = run_cli(["serve", "-m", "tiny"], tmp_path, env=cache | {"ACESTEP_API_HOST": "no-such-host.invalid"})
     assert_one_line_error(done, "--host 'no-such-host.invalid' is not an address this machine can listen on")
     (tmp_path / "taken").write_text("a user's file")
     done = run_cli(
         ["serve", "-m", "tiny", "--port", free_port(), "--output-dir", tmp_path / "taken"],
         tmp_path,
         env=cache,
-        fresh_process=True,
         timeout=120,
     )
     assert_one_line_error(done, f"--output-dir {tmp_path / 'taken'} is a file, not a folder")
@@ -178,13 +192,16 @@ def test_ctrl_c_finishes_the_running_job_drops_the_waiting_and_a_restart_answers
     assert status == 401 and body["detail"] == "Missing ai_token or Authorization header"
     assert sum(p.stat().st_size for p in temp.rglob("*") if p.is_file()) < 2**20  # none of its 32 MB
 
-    running = served.submit(LONG)
+    gate = tmp_path / "gate"
+    gate.touch()  # the jobs wait at their first phase until the test has signalled
+    running = served.submit(SONG)
     cover, kind = multipart([("prompt", "y"), ("task_type", "cover")], [("src_audio", "take.wav", wav_bytes())])
     waiting = served.submit(raw=cover, content_type=kind)
     assert len(uploads(temp)) == 1
     served.wait_running(running)
     served.signal_until(signal.SIGINT, f"finishing the running job {running} (Ctrl-C again to drop it)")
     served.wait_for("dropped 1 waiting job(s)")
+    gate.unlink()
     assert uploads(temp) == []
     with pytest.raises(OSError):  # no new requests meanwhile (refused, or reset)
         served.call("/health")
@@ -205,10 +222,12 @@ def test_ctrl_c_finishes_the_running_job_drops_the_waiting_and_a_restart_answers
     entry, item = again.query(waiting)
     assert entry["status"] == 2 and item["error"] == "cancelled: the server stopped before this job ran"
 
-    dropped = again.submit(LONG)  # a second Ctrl-C drops the running job
+    gate.touch()
+    dropped = again.submit(SONG)  # a second Ctrl-C drops the running job
     again.wait_running(dropped)
     again.signal_until(signal.SIGINT, f"finishing the running job {dropped}")
     again.signal_until(signal.SIGINT, f"stopping: dropping the running job {dropped} at its next step")
+    gate.unlink()
     again.stopped(timeout=120)
 
     third = launch(["-m", "tiny", "--output-dir", out], env)
@@ -217,9 +236,11 @@ def test_ctrl_c_finishes_the_running_job_drops_the_waiting_and_a_restart_answers
     assert (
         entry["status"] == 2 and entry["progress_text"] == "cancelled" and item["error"].startswith("cancelled during")
     )
-    terminated = third.submit(LONG)  # SIGTERM (a service manager stopping it) drops the running job at once
+    gate.touch()
+    terminated = third.submit(SONG)  # SIGTERM (a service manager stopping it) drops the running job at once
     third.wait_running(terminated)
     third.signal_until(signal.SIGTERM, f"stopping: dropping the running job {terminated} at its next step")
+    gate.unlink()
     third.stopped(timeout=120)
     record = json.loads((out / "jobs" / f"{terminated}.json").read_text())
     assert record["state"] == "cancelled" and record["files"] == []

@@ -26,7 +26,7 @@ def short_answers(monkeypatch):
 
 def test_sample_mode_writes_the_song_first_and_the_result_shows_it(server):
     body = {"sample_mode": True, "sample_query": "a calm french song", "prompt": "ignored", "bpm": 70, "seed": 2}
-    status, env = server.json("POST", "/release_task", {**body, "audio_duration": 10, "batch_size": 1})
+    status, env = server.json("POST", "/release_task", {**body, "audio_duration": 5, "batch_size": 1})
     assert status == 200, env
     state, items = server.wait(env["data"]["task_id"])
     assert state == 1, items

@@ -154,18 +154,27 @@ def test_check_memory_off_runs_what_the_estimate_refuses(converted, monkeypatch)
     from mlx_acestep.pipeline import ACEStep
 
     small_device(monkeypatch, 2**20)
-    result = ACEStep(folders(converted), check_memory=False).generate("piano", duration=10, seed=1, thinking=False)
+    result = ACEStep(folders(converted), check_memory=False).generate("piano", duration=5, seed=1, thinking=False)
     assert result.audio.shape[0] == 1
 
 
 @pytest.mark.parametrize("seconds,batch", [(30, 1), (40, 2)])
 def test_the_estimate_is_not_below_the_measured_peak(kept, seconds, batch):
     # MLX's own peak over the run's phases (weights included: they are kept loaded) on the fixture model; the
-    # estimate may err high (about 1.6-1.7x here), never low, or the check would pass a run that dies
+    # estimate may err high (about 1.6-1.7x here), never low, or the check would pass a run that dies.
+    # MLX's peak is the process's: what other tests of this worker still hold (session caches, garbage) is
+    # measured before the run, with this pipeline's own weights unloaded so that the run's peak counts them.
+    import gc
+
+    import mlx.core as mx
+
+    kept.unload()
+    gc.collect()
+    foreign = mx.get_active_memory()
     result = kept.generate("piano", duration=seconds, batch_size=batch, seed=1, thinking=False)
     need = fit.estimate(kept, run_of(kept, duration=seconds, batch_size=batch), memory.device())[0]
-    peak = max(result.peak_memory.values())
-    print(f"estimate {need / 2**20:.1f} MB, measured peak {peak / 2**20:.1f} MB")
+    peak = max(result.peak_memory.values()) - foreign
+    print(f"estimate {need / 2**20:.1f} MB, measured peak {peak / 2**20:.1f} MB, others' {foreign / 2**20:.1f} MB")
     assert peak <= need <= 3 * peak
 
 

@@ -127,7 +127,7 @@ def test_the_caption_prompt_is_cut_at_256_tokens_with_a_warning(pipe):
     def song(caption, expect_cut):
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            out = pipe.generate(caption, duration=10, seed=2, thinking=False).latents
+            out = pipe.generate(caption, duration=5, seed=2, thinking=False).latents  # 5 s: the DiT's minimum
         cut = [str(w.message) for w in seen if "truncated to 256" in str(w.message)]
         assert bool(cut) == expect_cut, [str(w.message) for w in seen]
         return out
@@ -142,10 +142,10 @@ def test_the_caption_prompt_is_cut_at_256_tokens_with_a_warning(pipe):
 
 
 def test_each_item_of_a_batch_is_normalised_on_its_own(pipe):
-    pair = pipe.generate("gentle piano", duration=10, seed=[11, 40], batch_size=2)
+    pair = pipe.generate("gentle piano", duration=5, seed=[11, 40], batch_size=2)
     peaks = np.abs(pair.audio).max(axis=(1, 2))
     np.testing.assert_allclose(peaks, [MINUS_1_DBFS] * 2, rtol=1e-5)
-    raw = np.abs(pipe.generate("gentle piano", duration=10, seed=[11, 40], batch_size=2, normalize=False).audio)
+    raw = np.abs(pipe.generate("gentle piano", duration=5, seed=[11, 40], batch_size=2, normalize=False).audio)
     assert abs(raw[0].max() / raw[1].max() - 1) > 1e-3  # the items differ in level, so one factor would show
 
 
@@ -198,11 +198,11 @@ def test_planner_items_get_the_cover_instruction_and_the_planner_caption(thinker
             return super().condition(dit, text, job)
 
     monkeypatch.setattr(thinker, "engine", Spy(thinker.silence_latent))
-    result = thinker.generate("gentle piano", duration=10, seed=3)
+    result = thinker.generate("gentle piano", duration=5, seed=3)
     (items,) = seen
     assert [i.instruction for i in items] == [COVER_INSTRUCTION]
     assert items[0].caption == result.metadata[0]["caption"] != "gentle piano"
     seen.clear()
-    thinker.generate("gentle piano", duration=10, seed=3, thinking=False)
+    thinker.generate("gentle piano", duration=5, seed=3, thinking=False)
     assert [i.instruction for i in seen[0]] == [TEXT2MUSIC_INSTRUCTION]
     assert seen[0][0].caption == "gentle piano"

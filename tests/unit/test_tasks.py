@@ -18,7 +18,7 @@ from mlx_acestep.diffusion.loop import Step
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.pipeline import ACEStep, ModelFolders
 
-SOURCE_FRAMES = 260  # 10.4 s
+SOURCE_FRAMES = 200  # 8 s: room for the repaint regions below and their ramps, short to be quick
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_explicit_latent_crossfade_is_the_blend_of_that_width(turbo, source):
 
 
 def test_explicit_wav_crossfade_is_the_splice_of_that_length(turbo, monkeypatch):
-    """The waveform splice by hand: the source outside [50, 87) frames, 0.1 s (4800 samples, upstream's
+    """The waveform splice by hand: the source outside [12, 37) frames, 0.1 s (4800 samples, upstream's
     int(d * 48000)) ramps just outside the region, on the VAE's output as the splice receives it."""
     from mlx_acestep.pipeline import postprocess
 
@@ -170,11 +170,11 @@ def test_explicit_wav_crossfade_is_the_splice_of_that_length(turbo, monkeypatch)
     result, wave = _repaint_wave(turbo, repaint_wav_crossfade_sec=0.1)
     out = result.audio[0]
     (generated, (_, a, b, xfade)), n = seen[0], out.shape[0]
-    assert (a, b, xfade) == (50, 87, 0.1)
+    assert (a, b, xfade) == (12, 37, 0.1)
     w = np.zeros(n, np.float32)
-    w[50 * 1920 : 87 * 1920] = 1.0
-    w[50 * 1920 - 4800 : 50 * 1920] = np.linspace(0, 1, 4802)[1:-1]
-    w[87 * 1920 : 87 * 1920 + 4800] = np.linspace(1, 0, 4802)[1:-1]
+    w[12 * 1920 : 37 * 1920] = 1.0
+    w[12 * 1920 - 4800 : 12 * 1920] = np.linspace(0, 1, 4802)[1:-1]
+    w[37 * 1920 : 37 * 1920 + 4800] = np.linspace(1, 0, 4802)[1:-1]
     want = w[:, None] * generated + (1 - w[:, None]) * wave[:n]
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
 
@@ -187,10 +187,11 @@ def test_crossfades_are_for_repaint_and_lego(turbo, source):
 
 
 def _repaint_wave(turbo, **kw):
-    """A repaint of [2, 3.5) s (frames [50, 87)) of a 5.5 s recording (137 frames, above the 128 minimum)."""
-    wave = np.random.default_rng(1).uniform(-0.3, 0.3, (int(48000 * 5.5), 2)).astype(np.float32)
+    """A repaint of [0.5, 1.5) s (frames [12, 37)) of a 2.5 s recording (62 whole frames): short, as the VAE
+    encode of the source is most of the run's cost."""
+    wave = np.random.default_rng(1).uniform(-0.3, 0.3, (int(48000 * 2.5), 2)).astype(np.float32)
     result = turbo.generate(
-        "calm piano", task="repaint", src_audio=wave, repaint_start=2, repaint_end=3.5, seed=2, normalize=False, **kw
+        "calm piano", task="repaint", src_audio=wave, repaint_start=0.5, repaint_end=1.5, seed=2, normalize=False, **kw
     )
     return result, wave
 
@@ -198,11 +199,11 @@ def _repaint_wave(turbo, **kw):
 def test_repaint_splices_the_source_waveform(turbo):
     result, wave = _repaint_wave(turbo)
     out = result.audio[0]
-    assert out.shape == (137 * 1920, 2)
-    fade = int(0.025 * 48000)  # balanced mode: 0.025 s cross-fades just outside the region, frames [50, 87)
-    np.testing.assert_array_equal(out[: 50 * 1920 - fade], wave[: 50 * 1920 - fade])
-    np.testing.assert_array_equal(out[87 * 1920 + fade :], wave[87 * 1920 + fade : out.shape[0]])
-    assert np.abs(out[50 * 1920 : 87 * 1920] - wave[50 * 1920 : 87 * 1920]).max() > 0.1  # the region is new
+    assert out.shape == (62 * 1920, 2)
+    fade = int(0.025 * 48000)  # balanced mode: 0.025 s cross-fades just outside the region, frames [12, 37)
+    np.testing.assert_array_equal(out[: 12 * 1920 - fade], wave[: 12 * 1920 - fade])
+    np.testing.assert_array_equal(out[37 * 1920 + fade :], wave[37 * 1920 + fade : out.shape[0]])
+    assert np.abs(out[12 * 1920 : 37 * 1920] - wave[12 * 1920 : 37 * 1920]).max() > 0.1  # the region is new
 
 
 def test_base_only_tasks_need_a_base_model(turbo, base, source):
@@ -299,7 +300,7 @@ def test_bad_task_input_is_one_line_and_writes_nothing(args, needle, tmp_path, m
 def test_cover_noise_starts_near_the_source_and_is_for_covers_only(turbo):
     """cover_noise_strength c: the run starts from the source noised to the schedule time nearest 1 - c, so a high
     c stays closer to the source than a plain cover (upstream's option; its MLX path drops it)."""
-    source = np.random.default_rng(0).standard_normal((250, 64)).astype(np.float32)
+    source = np.random.default_rng(0).standard_normal((130, 64)).astype(np.float32)  # 5.2 s: the DiT's 128 frames
     kw = dict(task="cover", src_latents=source, seed=4, dcw=False)
     plain = turbo.generate("piano", **kw).latents[0]
     near = turbo.generate("piano", cover_noise_strength=0.9, **kw).latents[0]
@@ -322,7 +323,7 @@ def test_cover_nofsq_is_cover_from_the_raw_source_latents(turbo, monkeypatch):
             return states, seen["context"]
 
     monkeypatch.setattr(turbo, "engine", Spy(turbo.silence_latent))
-    source = np.random.default_rng(1).standard_normal((250, 64)).astype(np.float32)
+    source = np.random.default_rng(1).standard_normal((130, 64)).astype(np.float32)  # 5.2 s: the DiT's 128 frames
     turbo.generate("piano", task="cover-nofsq", src_latents=source, seed=2)
     assert seen[Task("cover").instruction()] == [False]  # cover's instruction, no FSQ
     np.testing.assert_allclose(np.array(seen["context"][0, :, :64]), source, atol=1e-6)  # the raw latents
@@ -343,7 +344,7 @@ def test_repaint_leaves_the_chunk_mask_at_one_by_default_and_marks_the_region_wh
             return states, seen["context"]
 
     monkeypatch.setattr(turbo, "engine", Spy(turbo.silence_latent))
-    source = np.random.default_rng(1).standard_normal((250, 64)).astype(np.float32)
+    source = np.random.default_rng(1).standard_normal((130, 64)).astype(np.float32)  # 5.2 s: the DiT's 128 frames
     kw = dict(task="repaint", src_latents=source, repaint_start=2, repaint_end=4, seed=2)
     auto = turbo.generate("piano", **kw).latents
     assert (np.array(seen["context"][0, :, 64:]) == 1).all()
@@ -360,9 +361,10 @@ def test_an_older_repaint_sidecar_replays_with_the_explicit_mask_it_was_made_wit
 
     monkeypatch.setenv("MLX_ACESTEP_CACHE", str(tmp_path.parent / "task-cache"))
     monkeypatch.chdir(tmp_path)
-    sf.write("src.wav", np.random.default_rng(3).uniform(-0.3, 0.3, (int(3 * 44100), 1)).astype(np.float32), 44100)
-    base = ["rain", "--model", "tiny", "--task", "repaint", "--src-audio", "src.wav", "--repaint-start", "1"]
-    base += ["--repaint-end", "2", "--seed", 4, "--no-dcw"]
+    # 1.5 s: the source's VAE encode (twice) is most of the test; [0.5, 1) leaves source on both sides of the region
+    sf.write("src.wav", np.random.default_rng(3).uniform(-0.3, 0.3, (int(1.5 * 44100), 1)).astype(np.float32), 44100)
+    base = ["rain", "--model", "tiny", "--task", "repaint", "--src-audio", "src.wav", "--repaint-start", "0.5"]
+    base += ["--repaint-end", "1", "--seed", 4, "--no-dcw"]
     result = cli(*base, "--chunk-mask-mode", "explicit", "-o", "explicit.wav", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     explicit = sf.read("explicit.wav")[0]
