@@ -58,6 +58,8 @@ def _metadata(folder: Path) -> dict[str, dict]:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise AceStepError(f"{jsonl}:{n}: not a JSON object ({e.msg})") from None
+                except RecursionError:  # nested deeper than the parser goes
+                    raise AceStepError(f"{jsonl}:{n}: not a JSON object (nested too deep)") from None
                 if not isinstance(row, dict):
                     raise AceStepError(f"{jsonl}:{n}: not a JSON object")
                 rows.append((f"{jsonl}:{n}", row))
@@ -94,7 +96,10 @@ def _optional_int(value, what: str, where: Path) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)
+        whole = int(value)
+        if isinstance(value, float) and value != whole:  # 1.5 BPM is not 1
+            raise ValueError
+        return whole
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity), which JSON rows can hold
         raise AceStepError(f"{where}: {what} must be a whole number, got {value!r}") from None
 

@@ -358,11 +358,6 @@ def _write_dataset(folder: Path, files: dict) -> None:
             (folder / name).write_bytes(raw)
 
 
-# The dataset reader is training's (mlx_acestep/training/, its own change under issue 32's item 3): what the fuzzing
-# found there that this change does not fix is marked until training's change fixes it (an XPASS says: drop the mark).
-TRAINING_FIX = pytest.mark.xfail(reason="issue 32: left to the dataset reader's owner (training)", strict=True)
-
-
 @seeded
 @settings(50)
 @given(files=dataset_folders())
@@ -384,7 +379,7 @@ def test_any_dataset_folder_is_scanned_or_refused_in_one_line(files):
         {"a.wav": None, "metadata.csv": b"file,caption\na.wav,\xff"},  # UnicodeDecodeError
         {"a.wav": None, "metadata.jsonl": b'{"file": "a.wav", "caption": "rain", "lyrics": ["la"]}'},  # AttributeError
         {"a.wav": None, "metadata.jsonl": b'{"file": "a.wav", "caption": "rain", "bpm": Infinity}'},  # OverflowError
-        pytest.param({"a.wav": None, "metadata.jsonl": deep()}, marks=TRAINING_FIX),  # RecursionError
+        {"a.wav": None, "metadata.jsonl": deep()},  # RecursionError
     ],
     ids=[
         "sidecar-not-utf8",
@@ -405,7 +400,7 @@ def test_found_dataset_folders_are_refused_in_one_line(tmp_path, files):
     [
         {"language": ["en"]},
         {"language": 7},
-        pytest.param({"bpm": 1.5}, marks=TRAINING_FIX),
+        {"bpm": 1.5},
         {"bpm": True},
         {"caption": 123},
     ],
