@@ -107,16 +107,19 @@ def read_adapter(path: str | Path, targets: dict[str, tuple[int, int]], name: st
 
 def _check_values(file: Path, adapter: Adapter) -> None:
     """Finite factors and file scales within ADAPTER_VALUE_MAX, named by layer (see limits.py for why)."""
+    parts = []
     for path, delta in adapter.deltas.items():
         if not math.isfinite(delta.scale) or abs(delta.scale) > ADAPTER_VALUE_MAX:
             raise AdapterError(f"{file}: {path}: scale (alpha / rank) {delta.scale:g} is not a usable number")
-        for part, value in tree_flatten(delta.parameters()):
-            biggest = mx.abs(value.astype(mx.float32)).max().item()
-            if not math.isfinite(biggest) or biggest > ADAPTER_VALUE_MAX:
-                what = "non-finite values" if not math.isfinite(biggest) else f"values up to {biggest:.3g}"
-                raise AdapterError(
-                    f"{file}: {path}.{part} holds {what} (a trained adapter's are of order 1): damaged or not an adapter"
-                )
+        parts += [(f"{path}.{part}", value) for part, value in tree_flatten(delta.parameters())]
+    # every factor's largest magnitude in one evaluation (NaN propagates through max), not one sync per tensor
+    biggest = mx.stack([mx.abs(v.astype(mx.float32)).max() for _, v in parts]).tolist()
+    for (name, _), value in zip(parts, biggest):
+        if not math.isfinite(value) or value > ADAPTER_VALUE_MAX:
+            what = "non-finite values" if not math.isfinite(value) else f"values up to {value:.3g}"
+            raise AdapterError(
+                f"{file}: {name} holds {what} (a trained adapter's are of order 1): damaged or not an adapter"
+            )
 
 
 # -- PEFT / ComfyUI LoRA ----------------------------------------------------------------------------------
