@@ -20,11 +20,16 @@ class LoRADelta(nn.Module):
         self.down, self.up = down, up
         self.scale = float(scale)  # the file's alpha / r; the user's scale comes with each call (`strength`)
         self.dropout = 0.0  # training only: dropout on the adapter's input (PEFT's lora_dropout)
-        # The dropout mask's seed (a plain int, so not a parameter): a checkpointed layer recomputes its forward in
-        # the backward pass, and only a mask drawn from the same key there gives the gradient of the forward's loss.
-        self.dropout_seed: int | None = None
+        # The dropout mask's key (underscored, so not a parameter, but part of `state`: a compiled training step
+        # reads the key each micro-batch sets): a checkpointed layer recomputes its forward in the backward pass,
+        # and only a mask drawn from the same key there gives the gradient of the forward's loss.
+        self._dropout_key: mx.array | None = None
         if magnitude is not None:
             self.magnitude = magnitude
+
+    def set_dropout_key(self, key: mx.array) -> None:
+        """The key of the dropout mask of the next forward (and of its recomputation in the backward pass)."""
+        self._dropout_key = key
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -36,8 +41,11 @@ class LoRADelta(nn.Module):
 
     def __call__(self, x: mx.array, strength: float = 1.0) -> mx.array:
         if self.dropout and self.training:
-            key = None if self.dropout_seed is None else mx.random.key(self.dropout_seed)
-            x = x * mx.random.bernoulli(1 - self.dropout, x.shape, key=key).astype(x.dtype) / (1 - self.dropout)
+            x = (
+                x
+                * mx.random.bernoulli(1 - self.dropout, x.shape, key=self._dropout_key).astype(x.dtype)
+                / (1 - self.dropout)
+            )
         # the scale multiplies the rank-r intermediate, not the [.., out] result: one pass over r columns. The
         # factors compute in x's dtype: applied, they already are (no-op casts); trained, they stay float32
         down, up = self.down.astype(x.dtype), self.up.astype(x.dtype)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -111,9 +114,16 @@ def train(
         preview_every=preview_every,
         checkpointing=not no_checkpointing,
     )
+    from ..training import TrainingStopped
+
     bars = _TrainBars()
     try:
-        out = train_lora(dataset, output, config, source=source, resume=resume, callback=bars)
+        with _stop_on_first_interrupt(bars) as stop:
+            out = train_lora(dataset, output, config, source=source, resume=resume, callback=bars, stop=stop)
+    except TrainingStopped as e:
+        bars.close()
+        click.echo(str(e), err=True)
+        sys.exit(130)  # what a shell reports for Ctrl-C
     except KeyboardInterrupt:
         from ..training.state import resume_hint
 
@@ -126,14 +136,42 @@ def train(
         click.echo(f"wrote {out} (a PEFT adapter: mlx-acestep generate ... --lora {out})")
 
 
+@contextlib.contextmanager
+def _stop_on_first_interrupt(bars: _TrainBars):
+    """Once training has begun, the first Ctrl-C asks the run to stop after the step under way and save a
+    checkpoint of it (the trainer's `stop`); a second one, or one while preprocessing, stops at once. Across ranks
+    (mlx.launch) Ctrl-C stops at once: the ranks would not all see it at the same step."""
+    from .. import distributed
+
+    stop = threading.Event()
+    if distributed.size() > 1 or threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+
+    def interrupted(signum, frame):
+        if stop.is_set() or not bars.training:
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo(
+            "\nstopping after this step and saving a checkpoint of it (Ctrl-C again stops now, without one)", err=True
+        )
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _TrainBars:
     """Stderr progress bars for the trainer's phases (preprocessing, training), and a line per save and preview."""
 
     def __init__(self):
-        self.bar, self.phase = None, None
+        self.bar, self.phase, self.training = None, None, False
 
     def __call__(self, progress) -> None:
         if progress.phase == "setup":
+            self.training = True
             click.echo(progress.extra["batch"], err=True)
             return
         if progress.phase != self.phase and progress.phase in ("preprocess", "train"):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import mlx.core as mx
 
+from .. import compiling
 from .flow import FlowMatching, StepNoise
 from .guidance import NoGuidance
 
@@ -27,18 +28,24 @@ if TYPE_CHECKING:
 
 
 class Denoiser:
-    """One DiT evaluation with the condition's cross-attention K/V computed once for every step."""
+    """One DiT evaluation with the condition's cross-attention K/V computed once for every step.
+
+    Compiled (`compiling.enabled("dit_step")`), the forward is traced once per batch shape of the generation, with
+    the decoder's state as its input: built per generation, so an adapter or a strength set since then is traced
+    anew, never served from an older trace; the time goes in as an array, so the steps share one trace."""
 
     def __init__(self, decoder: AceStepDiTModel, encoder_hidden_states: mx.array, context: mx.array):
         self.decoder = decoder
         self.kv = decoder.cross_key_values(encoder_hidden_states)
         self.context = context
+        forward = decoder.__call__
+        self.forward = mx.compile(forward, inputs=decoder.state) if compiling.enabled("dit_step") else forward
 
     def __call__(self, x: mx.array, t: float, rows: slice | None = None) -> mx.array:
         kv = self.kv if rows is None else [(k[rows], v[rows]) for k, v in self.kv]
         context = self.context if rows is None else self.context[rows]
         tt = mx.full((x.shape[0],), t, dtype=x.dtype)
-        return self.decoder(x, tt, tt, context, kv)
+        return self.forward(x, tt, tt, context, kv)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import importlib
 _EXPORTS = {
     "TrainConfig": ".config",
     "TrainProgress": ".trainer",
+    "TrainingStopped": ".trainer",
     "train_lora": ".trainer",
     "Clip": ".dataset",
     "scan_dataset": ".dataset",

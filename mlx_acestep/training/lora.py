@@ -50,4 +50,4 @@ def attach_lora(
 def seed_dropout(deltas: dict[str, LoRADelta], seed: int) -> None:
     """Fix every adapter layer's dropout mask for the next forward (and its recomputation in the backward pass)."""
     for delta, value in zip(deltas.values(), np.random.default_rng(seed).integers(0, 2**63, len(deltas))):
-        delta.dropout_seed = int(value)
+        delta.set_dropout_key(mx.random.key(int(value)))

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_map, tree_unflatten
+from mlx.utils import tree_unflatten
 
 from .. import distributed
 from ..adapters.peft import load_adapter_tensors, peft_config, save_peft_folder
@@ -39,7 +39,6 @@ from . import parallel
 from .config import TrainConfig
 from .dataset import scan_dataset
 from .lora import attach_lora, seed_dropout
-from .objective import flow_loss
 from .state import (
     STATE_FILE,
     check_output,
@@ -51,6 +50,15 @@ from .state import (
     resumed_config,
     save_checkpoint,
 )
+from .step import TrainStep
+
+
+class TrainingStopped(AceStepError):
+    """The run stopped as asked (`train_lora`'s `stop`), after a step, with a checkpoint of that step saved."""
+
+    def __init__(self, step: int, hint: str):
+        super().__init__(f"stopped after step {step} as asked; {hint}")
+        self.step = step
 
 
 @dataclass
@@ -126,11 +134,15 @@ def train_lora(
     cache_dir: str | Path | None = None,
     resume: bool = False,
     callback: Callable[[TrainProgress], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Path:
     """Train a LoRA on the songs in `dataset` and write it to `output` (a PEFT folder); returns `output`. The base
     model is `source` (a `ModelSource`: its planner is never loaded), or its fields `model`, `dit`, `dtype`,
-    `quantize`, `cache_dir` as keywords."""
+    `quantize`, `cache_dir` as keywords. `stop`: once set, the run ends after the step under way, saves a
+    checkpoint of it and raises `TrainingStopped` (`--resume` continues it); on one machine only (the ranks of a
+    distributed run would not stop at the same step)."""
     report = callback if callback is not None and distributed.is_leader() else (lambda p: None)  # rank 0 reports
+    stop = stop if distributed.size() == 1 else None
     if source is None:
         source = ModelSource(model, dit, dtype, quantize, cache_dir=cache_dir)
     run = _prepare(dataset, output, config or TrainConfig(), source.replace(lm=None), resume, report)
@@ -140,7 +152,7 @@ def train_lora(
     stack, optimizer, schedule = _adapter_and_optimizer(run, decoder, resume)
     try:
         with distributed.stop_on_sigterm("training"):
-            _train(run, dit_model, stack, optimizer, schedule, report)
+            _train(run, dit_model, stack, optimizer, schedule, report, stop)
     except distributed.RankLost as e:
         raise AceStepError(f"{e}; {resume_hint(run.output)}") from None
     if not distributed.is_leader():
@@ -278,9 +290,9 @@ class MicroBatches:
         return x0, noise, t, self.context[: len(rows)], states
 
 
-def _train(run: Run, dit_model, stack, optimizer, schedule, report) -> None:
+def _train(run: Run, dit_model, stack, optimizer, schedule, report, stop=None) -> None:
     config, output, decoder = run.config, run.output, dit_model.decoder
-    value_and_grad = nn.value_and_grad(decoder, lambda *batch: flow_loss(decoder, *batch))
+    step_fn = TrainStep(decoder, optimizer, config)
     micro_batch = MicroBatches(run, dit_model)
     log_path = output / "train_log.jsonl"
     leader = distributed.is_leader()  # it alone writes the log and the checkpoints
@@ -290,46 +302,34 @@ def _train(run: Run, dit_model, stack, optimizer, schedule, report) -> None:
     started = time.perf_counter()
     for step in range(run.state["step"], run.total):
         t0 = time.perf_counter()
-        grads, loss_sum = None, 0.0
-        for j in parallel.my_micro_batches(config):
-            seed_dropout(stack, int(np.random.default_rng([config.seed, step, j, 2]).integers(2**63)))
-            loss, g = value_and_grad(*micro_batch(step, j))
-            grads = g if grads is None else tree_map(mx.add, grads, g)
-            mx.eval(loss, grads)
-            loss_sum += loss.item()
-        grads, loss_sum = parallel.combine(grads, loss_sum, step, run.output)
-        loss_value = loss_sum / config.grad_accum
-        lr = _update(
-            step, tree_map(lambda g: g / config.grad_accum, grads), loss_value, config, optimizer, schedule, decoder
-        )
+
+        def batches():
+            for j in parallel.my_micro_batches(config):
+                seed_dropout(stack, int(np.random.default_rng([config.seed, step, j, 2]).integers(2**63)))
+                yield micro_batch(step, j)
+
+        loss, grads = step_fn.gradients(batches())
+        grads, loss_sum = parallel.combine(grads, loss.item(), step, run.output)
+        loss_value = step_fn.update(step, grads, loss_sum)
+        lr = float(schedule(mx.array(step))) if callable(schedule) else schedule
         if leader:
             with open(log_path, "a") as f:
                 seconds = round(time.perf_counter() - t0, 4)
                 f.write(json.dumps({"step": step + 1, "loss": loss_value, "lr": lr, "seconds": seconds}) + "\n")
         report(TrainProgress("train", step + 1, run.total, loss_value, lr, time.perf_counter() - started))
+        stopping = stop is not None and stop.is_set() and step + 1 < run.total
         if leader:
-            _after_step(run, step + 1, dit_model, stack, optimizer, report)
+            _after_step(run, step + 1, dit_model, stack, optimizer, report, save=stopping)
+        if stopping:
+            raise TrainingStopped(step + 1, resume_hint(run.output))
 
 
-def _update(step: int, grads, loss_value: float, config: TrainConfig, optimizer, schedule, decoder) -> float:
-    """Clip and apply one step's gradient; returns the learning rate it used."""
-    clipped, norm = optim.clip_grad_norm(grads, config.grad_clip or math.inf)
-    norm = norm.item()
-    if not math.isfinite(loss_value) or not math.isfinite(norm):  # before the update: the adapter stays finite
-        what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else f"the gradient norm is {norm}"
-        raise AceStepError(f"step {step + 1}: {what} (try a lower --lr); the last checkpoint is kept")
-    lr = float(schedule(mx.array(step))) if callable(schedule) else schedule
-    optimizer.update(decoder, clipped if config.grad_clip else grads)
-    mx.eval(decoder.trainable_parameters(), optimizer.state)
-    return lr
-
-
-def _after_step(run: Run, step: int, dit_model, stack, optimizer, report) -> None:
-    """The checkpoint and the preview due after `step`."""
+def _after_step(run: Run, step: int, dit_model, stack, optimizer, report, save: bool = False) -> None:
+    """The checkpoint (due, or asked for by `save`) and the preview due after `step`."""
     from .preview import render_preview
 
     config, last = run.config, step == run.total
-    if last or (config.save_every and step % config.save_every == 0):
+    if save or last or (config.save_every and step % config.save_every == 0):
         save_checkpoint(
             run.output / "checkpoint", stack, optimizer, run.state_path, step, config, run.model, run.checkpoint.name
         )

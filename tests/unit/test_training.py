@@ -5,6 +5,7 @@ import importlib
 import json
 import os
 import shutil
+import threading
 from types import SimpleNamespace
 
 import mlx.core as mx
@@ -30,7 +31,7 @@ from mlx_acestep.engine import Engine
 from mlx_acestep.errors import AceStepError
 from mlx_acestep.loading import load_component
 from mlx_acestep.pipeline import ACEStep, ModelFolders
-from mlx_acestep.training import TrainConfig, scan_dataset, train_lora
+from mlx_acestep.training import TrainConfig, TrainingStopped, scan_dataset, train_lora
 from mlx_acestep.training.lora import attach_lora
 from mlx_acestep.training.objective import flow_loss
 from mlx_acestep.training.preprocess import clip_condition, preprocess
@@ -511,3 +512,25 @@ def test_train_then_generate_with_the_adapter_from_the_cli(converted, dataset, c
     assert gen.returncode == 0, gen.stderr
     bad = cli(["train", str(tmp_path / "nowhere"), "-o", "x", "--model", str(converted)], tmp_path, cache)
     assert_one_line_error(bad, "not a folder")
+
+
+def test_a_run_asked_to_stop_saves_the_step_it_finished_and_resumes_from_it(converted, dataset, cache, tmp_path):
+    """The first Ctrl-C of `mlx-acestep train` sets `stop`: the run ends after that step with a checkpoint of it
+    (none was due: --save-every 0), and --resume continues from there to the end."""
+    stop = threading.Event()
+
+    def callback(progress):
+        if progress.phase == "train" and progress.step == 2:
+            stop.set()
+
+    config = TrainConfig(rank=4, steps=4, grad_accum=1, crop_seconds=5, save_every=0)
+    with pytest.raises(TrainingStopped) as caught:
+        train_lora(dataset, tmp_path / "out", config, model=converted, cache_dir=cache, callback=callback, stop=stop)
+    assert str(caught.value) == (
+        "stopped after step 2 as asked; the last checkpoint (step 2) is kept: --resume continues from it"
+    )
+    assert json.loads((tmp_path / "out" / "train_state.json").read_text())["step"] == 2
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()  # the final adapter is the end's
+    train_lora(dataset, tmp_path / "out", config, model=converted, cache_dir=cache, resume=True)
+    log = [json.loads(line)["step"] for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4]
