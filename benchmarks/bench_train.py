@@ -4,9 +4,10 @@ peft), same shapes, each side in a fresh process.
     python benchmarks/bench_train.py                         # 30 s crop, rank 64, float32, mlx and torch
     python benchmarks/bench_train.py --layers 4              # 4 of 24 layers built, times scaled to 24
     python benchmarks/bench_train.py --sides mlx-bf16,mlx-q8 --layers 2   # the frozen base in bf16 / q8 (QLoRA)
+    python benchmarks/bench_train.py --sides mlx,mlx-eager --layers 2   # the trainer's step compiled / eager
     python benchmarks/bench_train.py --tiny                  # a tiny config (checks the script runs)
 
-A step is the trainer's: the flow-matching loss on a `[1, T, 64]` crop with a 640-token condition, its
+A step is the trainer's own (`training/step.py`): the flow-matching loss on a `[1, T, 64]` crop with a 640-token condition, its
 gradient with respect to a rank-r LoRA on all attention projections (self and cross, q/k/v/o), and an AdamW
 update. MLX recomputes decoder layers in the backward pass (`mx.checkpoint`, as `mlx-acestep train` does);
 torch keeps its activations (peft's defaults). One warm-up step, then the mean of the timed ones.
@@ -41,7 +42,6 @@ def lora_decoder(config: dict, variant: str, frames: int, condition: int, rank: 
     from mlx_acestep.models.dit.decoder import AceStepDiTModel
     from mlx_acestep.quantization import quantize_model
     from mlx_acestep.training.lora import attach_lora
-    from mlx_acestep.training.objective import flow_loss
 
     dit = AceStepDiTModel(AceStepConfig(**config))
     dit.update(nn.utils.tree_map(lambda p: p * 0.5, dit.parameters()))
@@ -58,26 +58,28 @@ def lora_decoder(config: dict, variant: str, frames: int, condition: int, rank: 
     x, context, states = (mx.array(a).astype(dtype) for a in inputs(config, frames, condition))
     noise = mx.random.normal(x.shape).astype(dtype)
     t = mx.array([0.75])
-    return dit, stack, nn.value_and_grad(dit, lambda *a: flow_loss(dit, *a)), (x, noise, t, context, states)
+    return dit, stack, (x, noise, t, context, states)
 
 
 def run_mlx(config: dict, variant: str, frames: int, condition: int, steps: int, rank: int) -> dict:
     import mlx.core as mx
     import mlx.optimizers as optim
 
+    from mlx_acestep.compiling import use_compiled
+    from mlx_acestep.training import TrainConfig
     from mlx_acestep.training.lora import seed_dropout
+    from mlx_acestep.training.step import TrainStep
 
-    dit, stack, step_fn, (x, noise, t, context, states) = lora_decoder(config, variant, frames, condition, rank)
+    dit, stack, batch = lora_decoder(config, variant, frames, condition, rank)
     optimizer = optim.AdamW(learning_rate=1e-4, weight_decay=0.01)
-
+    with use_compiled(variant != "eager"):  # mlx-eager: the trainer's step without mx.compile
+        train_step = TrainStep(dit, optimizer, TrainConfig(grad_accum=1, grad_clip=1.0))
     seeds = iter(range(10**6))
 
     def step():
         seed_dropout(stack, next(seeds))  # as the trainer does: the recomputed layers redraw the same masks
-        loss, grads = step_fn(x, noise, t, context, states)
-        grads, _ = optim.clip_grad_norm(grads, 1.0)
-        optimizer.update(dit, grads)
-        mx.eval(loss, dit.trainable_parameters(), optimizer.state)
+        loss, grads = train_step.gradients(iter([batch]))
+        train_step.update(0, grads, loss.item())
 
     mx.reset_peak_memory()
     return {"step_s": timed(step, steps), "peak_gb": mx.get_peak_memory() / 1e9}
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument(
         "--sides",
         default="mlx,torch",
-        help="mlx, mlx-nockpt (no gradient checkpointing), mlx-bf16, mlx-q8, mlx-q4, torch",
+        help="mlx, mlx-eager (the step without mx.compile), mlx-nockpt (no gradient checkpointing), mlx-bf16, "
+        "mlx-q8, mlx-q4, torch",
     )
     p.add_argument("--rank", type=int, default=64)
     add_step_arguments(p)

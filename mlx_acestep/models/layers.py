@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.qwen3 import MLP
+from mlx_lm.models.activations import swiglu
+from mlx_lm.models.qwen3 import MLP as Qwen3MLP
 
 from .. import kernels
+from ..kernels.activations import swiglu as cpu_swiglu
 from ..kernels.attention import attention as cpu_attention
 
 
@@ -40,6 +42,14 @@ def attention(q, k, v, scale: float, mask=None, band: int | None = None):
     if kernels.enabled():
         return cpu_attention(q, k, v, scale, mask, band)
     return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+
+
+class MLP(Qwen3MLP):
+    """Qwen3's SwiGLU MLP (the same weights and names), its activation on the CPU split over two streams."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        act = cpu_swiglu if kernels.enabled() else swiglu
+        return self.down_proj(act(self.gate_proj(x), self.up_proj(x)))
 
 
 class AceStepAttention(nn.Module):

@@ -182,3 +182,16 @@ def test_banded_sliding_attention_equals_the_masked_one(length, window, heads, k
     np.testing.assert_allclose(
         np.array(attention(q, k, v, 0.25, mask, band=window)), np.array(cpu_attention(q, k, v, 0.25, mask)), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("shape", [(1, 375, 1024), (2, 257, 1031), (65, 4096)])
+def test_swiglu_on_two_streams_equals_the_fused_one(shape):
+    """The CPU fast path splits the tokens over two streams: the same values, bit for bit, odd halves included
+    (and the sizes are past the split's threshold, so the split really runs)."""
+    from mlx_lm.models.activations import swiglu
+
+    from mlx_acestep.kernels import activations
+
+    gate, up = (mx.random.normal(shape, key=mx.random.key(i)) for i in (1, 2))
+    assert gate.size >= activations._SPLIT_MIN
+    np.testing.assert_array_equal(np.array(activations.swiglu(gate, up)), np.array(swiglu(gate, up)))

@@ -15,9 +15,8 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.qwen3 import MLP
 
-from ..layers import AceStepAttention, additive_mask
+from ..layers import MLP, AceStepAttention, additive_mask
 from .config import AceStepConfig
 
 TIMESTEP_FEATURES = 256
