@@ -78,3 +78,13 @@ def test_bench_needs_a_model_choice():
     assert_one_line_error(result, "choose --random-weights, --tiny or --model")
     shown = run_cli(["bench", "--help"], fresh_process=True)
     assert shown.returncode == 0 and "--random-weights" in shown.stdout
+
+
+def test_the_step_profile_runs_on_a_tiny_config(capsys):
+    """`benchmarks/profile_step.py --tiny`: every op of both layer kinds timed, the training phases beside them."""
+    from benchmarks import profile_step
+
+    profile_step.main(["--tiny", "--frames", "40", "--repeats", "1", "--rank", "4"])
+    out = capsys.readouterr().out
+    assert out.count("| WHOLE LAYER (one graph) |") == 2 and "of the matmul peak" in out
+    assert "| 2 layers | forward + backward (recomputed) |" in out
