@@ -1,0 +1,61 @@
+"""Which hot paths run through `mx.compile`, behind one switch, each with its eager fallback.
+
+`mx.compile` traces a function once per input shape and fuses its elementwise ops into fewer kernels: on a GPU
+(Metal, CUDA) that removes kernel launches and passes over memory, which is where a DiT step's non-matmul time
+goes there, and mlx-lm compiles its training step for the same reason. On MLX's CPU backend a fused kernel is
+still scalar code (no faster `exp`), and the measured gain is nil or negative for some paths
+(`benchmarks/RESULTS.md`, "Compiled paths"), so each path's CPU default is what measured faster or equal here.
+
+`MLX_ACESTEP_COMPILE=on|off` in the environment (or `use_compiled()` in code, per thread) forces every path one
+way: `off` is the eager formulation, the one to compare against when a compiled result looks wrong. Every compiled
+path is tested equal to its eager result (`tests/unit/test_compiled.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import mlx.core as mx
+
+ENV = "MLX_ACESTEP_COMPILE"
+PATHS = ("dit_step", "guidance", "vae_window", "train_step")
+# What measured faster or equal with MLX's CPU backend on this project's benchmark machine (2-core x86-64):
+# the DiT step compiled is ~5% slower there (its fused kernels are scalar, and the eager graph already overlaps
+# its two streams), the training step compiled is faster (its backward pass has many small elementwise ops).
+CPU_DEFAULTS = {"dit_step": False, "guidance": True, "vae_window": False, "train_step": True}
+_state = threading.local()
+
+
+def _forced() -> bool | None:
+    on = getattr(_state, "on", None)
+    if on is not None:
+        return on
+    value = os.environ.get(ENV, "").strip().lower()
+    if value in ("on", "1", "true", "yes"):
+        return True
+    if value in ("off", "0", "false", "no"):
+        return False
+    return None
+
+
+def enabled(path: str) -> bool:
+    """Whether `path` (one of `PATHS`) runs compiled here."""
+    if path not in PATHS:
+        raise ValueError(f"unknown compiled path {path!r}")
+    forced = _forced()
+    if forced is not None:
+        return forced
+    return mx.default_device() != mx.cpu or CPU_DEFAULTS[path]
+
+
+@contextlib.contextmanager
+def use_compiled(on: bool = True):
+    """Within the block (this thread), every path compiled (`on`) or eager."""
+    previous = getattr(_state, "on", None)
+    _state.on = on
+    try:
+        yield
+    finally:
+        _state.on = previous
