@@ -24,7 +24,7 @@ PATHS = ("dit_step", "guidance", "vae_window", "train_step")
 # What measured faster or equal with MLX's CPU backend on this project's benchmark machine (2-core x86-64):
 # the DiT step compiled is ~5% slower there (its fused kernels are scalar, and the eager graph already overlaps
 # its two streams), the training step compiled is faster (its backward pass has many small elementwise ops).
-CPU_DEFAULTS = {"dit_step": False, "guidance": True, "vae_window": False, "train_step": True}
+CPU_DEFAULTS = {"dit_step": False, "guidance": False, "vae_window": False, "train_step": True}
 _state = threading.local()
 
 
