@@ -23,8 +23,10 @@ ENV = "MLX_ACESTEP_COMPILE"
 PATHS = ("dit_step", "guidance", "vae_window", "train_step")
 # What measured faster or equal with MLX's CPU backend on this project's benchmark machine (2-core x86-64):
 # the DiT step compiled is ~5% slower there (its fused kernels are scalar, and the eager graph already overlaps
-# its two streams), the training step compiled is faster (its backward pass has many small elementwise ops).
-CPU_DEFAULTS = {"dit_step": False, "guidance": True, "vae_window": False, "train_step": True}
+# its two streams), APG and ADG compiled are 1.5-2.8x slower (scalar sin/cos/arctan2, broadcast indexing; under a
+# millisecond a step either way), a VAE window compiled is no faster and holds 0.9 GB more (the fast path's
+# intermediate evaluations cannot run inside a trace); the training step compiled is ~17% faster.
+CPU_DEFAULTS = {"dit_step": False, "guidance": False, "vae_window": False, "train_step": True}
 _state = threading.local()
 
 
@@ -59,3 +61,19 @@ def use_compiled(on: bool = True):
         yield
     finally:
         _state.on = previous
+
+
+def restoring(module, fn):
+    """`fn` (a compiled function reading `module`'s state), such that an error inside its trace leaves `module` as
+    it was: MLX 0.32 leaves trace placeholders in the module's weights when a traced function raises (a Ctrl-C
+    included), and a module kept loaded (a server's, an app's) would be unusable after it."""
+
+    def run(*args):
+        weights = module.parameters()  # references, not copies
+        try:
+            return fn(*args)
+        except BaseException:
+            module.update(weights)
+            raise
+
+    return run

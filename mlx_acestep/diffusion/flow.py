@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from .. import compiling
 from ..errors import AceStepError
 from ..names import SAMPLING_METHODS, SOLVERS
 from .schedules import TURBO_TRAINING_TABLE, base_timesteps, turbo_timesteps
@@ -26,9 +27,27 @@ from .schedules import TURBO_TRAINING_TABLE, base_timesteps, turbo_timesteps
 TIMESTEP_MU, TIMESTEP_SIGMA = -0.4, 1.0
 
 
-def interpolate(x0, noise, t):
-    """The point at time `t` between clean latents and noise: t * noise + (1 - t) * x0 (the one place it is written)."""
-    return t * noise + (1 - t) * x0
+def interpolate(x0, noise, t, rest=None):
+    """The point at time `t` between clean latents and noise: t * noise + (1 - t) * x0 (the one place it is written).
+    `rest`: 1 - t already formed (a compiled step takes it as an input, rounded from the Python float as eager
+    rounds it)."""
+    return t * noise + ((1 - t) if rest is None else rest) * x0
+
+
+def _ode_step(x, v, dt):
+    return x - v * dt
+
+
+def _sde_step(x, v, t, noise, t_to, rest):
+    return interpolate(x - v * t, noise, t_to, rest)
+
+
+# compiled once (traced once per shape); the step's times come in as 0-d arrays, never closed over
+_COMPILED = {_ode_step: mx.compile(_ode_step), _sde_step: mx.compile(_sde_step)}
+
+
+def _update(fn, *args):
+    return (_COMPILED[fn] if compiling.enabled("guidance") else fn)(*args)
 
 
 def retake(noise: mx.array, other: mx.array, variance: float) -> mx.array:
@@ -113,10 +132,13 @@ class FlowMatching:
         """x at `times[k + 1]` from x at `times[k]` and the velocity there."""
         t, t_next = self.times[k], self.times[k + 1]
         if self.method == "ode":
-            return x - v * (t - t_next)
-        x0 = x - v * t
+            return _update(_ode_step, x, v, mx.array(t - t_next, dtype=v.dtype))
         t_to = self.renoise_to[k]
-        return x0 if t_to == 0 else interpolate(x0, fresh_noise(k), t_to)
+        if t_to == 0:
+            return x - v * t
+        noise = fresh_noise(k)
+        scalars = mx.array(t, dtype=v.dtype), mx.array(t_to, dtype=noise.dtype), mx.array(1 - t_to, dtype=x.dtype)
+        return _update(_sde_step, x, v, scalars[0], noise, *scalars[1:])
 
 
 def _rounded(times: Sequence[float], dtype: mx.Dtype) -> list[float]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
+from .. import compiling
 from ..errors import AceStepError
 from ..names import GUIDANCE_KINDS
 
@@ -21,34 +22,78 @@ ADG_ANGLE_CLIP = 3.14 / 6  # the reference's constant, not pi/6
 
 @dataclass
 class MomentumBuffer:
+    """APG's running difference: each step's is its own plus `momentum` times the previous one's."""
+
     momentum: float = -0.75
     running: mx.array | float = 0.0
 
     def update(self, value: mx.array) -> mx.array:
-        self.running = value + self.momentum * self.running
+        self.running = _advance(value, self.momentum, self.running)
         return self.running
+
+
+def _advance(value, momentum, running):
+    return value + momentum * running
+
+
+def _scalar(value: float, dtype: mx.Dtype) -> mx.array:
+    """A Python float as a 0-d array of what `value * array` rounds it to (`dtype` the array's), so a compiled rule
+    takes it as an input (a closed-over float would be baked in at its first trace) and computes what eager does."""
+    return mx.array(value, dtype=dtype)
+
+
+def _rule(fn):
+    """`fn` compiled once (traced at its first call per shape), or as written when `compiling` says eager."""
+    compiled = mx.compile(fn)
+
+    def run(*args):
+        return (compiled if compiling.enabled("guidance") else fn)(*args)
+
+    return run
+
+
+def _apg_rule(v_cond, v_uncond, running, momentum, scale_m1, eta, threshold=None):
+    diff = _advance(v_cond - v_uncond, momentum, running)  # the momentum's running value, in and out as state
+    new_running = diff
+    if threshold is not None:
+        norm = mx.sqrt(mx.sum(diff * diff, axis=1, keepdims=True))
+        diff = diff * mx.minimum(1.0, threshold / norm)
+    unit = v_cond / mx.maximum(mx.sqrt(mx.sum(v_cond * v_cond, axis=1, keepdims=True)), 1e-12)
+    parallel = mx.sum(diff * unit, axis=1, keepdims=True) * unit
+    return v_cond + scale_m1 * ((diff - parallel) + eta * parallel), new_running
+
+
+_apg = _rule(_apg_rule)
 
 
 def apg(v_cond, v_uncond, scale: float, buffer: MomentumBuffer | None, norm_threshold: float = 2.5, eta: float = 0.0):
     """Adaptive projected guidance along the time axis (axis 1), per row and channel."""
-    diff = v_cond - v_uncond
-    if buffer is not None:
-        diff = buffer.update(diff)
+    dt = v_cond.dtype
+    if buffer is None:  # no momentum: the running term is 0 * 0, which leaves the difference exact
+        buffer = MomentumBuffer(0.0)
+    running = buffer.running if isinstance(buffer.running, mx.array) else _scalar(buffer.running, dt)
+    args = (v_cond, v_uncond, running, _scalar(buffer.momentum, dt), _scalar(scale - 1, dt), _scalar(eta, dt))
     if norm_threshold > 0:
-        norm = mx.sqrt(mx.sum(diff * diff, axis=1, keepdims=True))
-        diff = diff * mx.minimum(1.0, norm_threshold / norm)
-    unit = v_cond / mx.maximum(mx.sqrt(mx.sum(v_cond * v_cond, axis=1, keepdims=True)), 1e-12)
-    parallel = mx.sum(diff * unit, axis=1, keepdims=True) * unit
-    return v_cond + (scale - 1) * ((diff - parallel) + eta * parallel)
+        out, buffer.running = _apg(*args, _scalar(norm_threshold, dt))
+    else:
+        out, buffer.running = _apg(*args)
+    return out
 
 
-def cfg(v_cond, v_uncond, scale: float):
+@_rule
+def _cfg(v_cond, v_uncond, scale):
     return v_uncond + scale * (v_cond - v_uncond)
 
 
-def adg(x, v_cond, v_uncond, t: float, scale: float, angle_clip: float = ADG_ANGLE_CLIP):
-    """Angle-based dynamic guidance (per latent frame, over the channel axis)."""
-    weight = max(scale - 1, 0) + 1e-3
+def cfg(v_cond, v_uncond, scale: float):
+    return _cfg(v_cond, v_uncond, _scalar(scale, v_cond.dtype))
+
+
+ADG_COS_LIMIT = math.acos(1.0 - 1e-6)  # the reference clamps cos to +-(1 - 1e-6)
+
+
+@_rule
+def _adg(x, v_cond, v_uncond, t, t32, weight, angle_clip):
     # The two x0 estimates and their difference are formed in the input's dtype, as upstream forms them in the
     # model dtype (acestep/models/common/apg_guidance.py:164-166), and only then widened for the angles.
     x0_c, x0_u = x - t * v_cond, x - t * v_uncond
@@ -63,15 +108,21 @@ def adg(x, v_cond, v_uncond, t: float, scale: float, angle_clip: float = ADG_ANG
     theta = 2 * mx.arctan2(
         mx.sqrt(mx.sum((a - b) ** 2, -1, keepdims=True)), mx.sqrt(mx.sum((a + b) ** 2, -1, keepdims=True))
     )
-    limit = math.acos(1.0 - 1e-6)  # the reference clamps cos to +-(1 - 1e-6)
-    theta = mx.clip(theta, limit, math.pi - limit)
+    theta = mx.clip(theta, ADG_COS_LIMIT, math.pi - ADG_COS_LIMIT)
     theta_new = mx.clip(weight * theta, -angle_clip, angle_clip)
     parallel = mx.sum(diff * x0_u, -1, keepdims=True) / (mx.sum(x0_u * x0_u, -1, keepdims=True) + 1e-8) * x0_u
     perp = diff - parallel
     sin = mx.sin(theta)
     perp_new = mx.where(sin > 1e-3, perp * mx.sin(theta_new) / sin, perp * weight)
     x0_new = mx.cos(theta_new) * x0_c + perp_new
-    return (x.astype(mx.float32) - x0_new) / t
+    return (x.astype(mx.float32) - x0_new) / t32
+
+
+def adg(x, v_cond, v_uncond, t: float, scale: float, angle_clip: float = ADG_ANGLE_CLIP):
+    """Angle-based dynamic guidance (per latent frame, over the channel axis)."""
+    weight = max(scale - 1, 0) + 1e-3
+    wide = (_scalar(v, mx.float32) for v in (t, weight, angle_clip))
+    return _adg(x, v_cond, v_uncond, _scalar(t, x.dtype), *wide)
 
 
 @dataclass

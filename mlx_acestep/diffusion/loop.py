@@ -39,7 +39,9 @@ class Denoiser:
         self.kv = decoder.cross_key_values(encoder_hidden_states)
         self.context = context
         forward = decoder.__call__
-        self.forward = mx.compile(forward, inputs=decoder.state) if compiling.enabled("dit_step") else forward
+        if compiling.enabled("dit_step"):
+            forward = compiling.restoring(decoder, mx.compile(forward, inputs=decoder.state))
+        self.forward = forward
 
     def __call__(self, x: mx.array, t: float, rows: slice | None = None) -> mx.array:
         kv = self.kv if rows is None else [(k[rows], v[rows]) for k, v in self.kv]

@@ -18,6 +18,7 @@ anyway. Fewer full-size temporaries are alive at once, too. Convolutions run as
 from __future__ import annotations
 
 import math
+import threading
 
 import mlx.core as mx
 
@@ -96,11 +97,16 @@ def snake_then_conv(snake_module, conv, parts: Parts) -> mx.array:
     return conv1d(conv, join(snake(snake_module, parts), pad=conv.padding), prepadded=True)
 
 
+# `on` while `mx.compile` traces the stack (`models.vae.windows.compiled_window`): a trace cannot evaluate mid-graph,
+# so the compiled window goes without the evaluation points and holds more activations alive at once
+tracing = threading.local()
+
+
 def _sync_if_large(parts: Parts) -> Parts:
     # Evaluated as one graph, a residual unit split over two streams keeps ~7
     # full-size activations alive (buffers crossing streams wait for the streams
     # to meet); evaluating at these two points keeps it to ~3, at no measurable cost.
-    if len(parts) > 1:
+    if len(parts) > 1 and not getattr(tracing, "on", False):
         mx.eval(parts)
     return parts
 

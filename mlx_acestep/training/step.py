@@ -48,8 +48,8 @@ class TrainStep:
         state = [decoder.state, optimizer.state]
         if self.compiled:  # value_and_grad puts its own parameter arrays in the model: the state is an output too
             compiled = partial(mx.compile, inputs=decoder.state, outputs=decoder.state)
-            first, more = compiled(first), compiled(more)
-            self._apply = partial(mx.compile, inputs=state, outputs=state)(self._apply)
+            first, more = (compiling.restoring(decoder, compiled(f)) for f in (first, more))
+            self._apply = compiling.restoring(decoder, partial(mx.compile, inputs=state, outputs=state)(self._apply))
         self._first, self._more = first, more
 
     def gradients(self, batches) -> tuple[mx.array, dict]:

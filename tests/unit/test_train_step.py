@@ -126,3 +126,17 @@ def test_the_first_ctrl_c_of_training_asks_for_a_stop_and_the_second_stops_at_on
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_an_error_inside_the_compiled_dit_step_leaves_the_decoder_whole(converted):
+    """A trace that raises leaves MLX's placeholders in the module's weights (a server keeps its decoder loaded)."""
+    from mlx_acestep.diffusion.loop import Denoiser
+
+    config = json.loads((converted / "acestep-v15-turbo" / "config.json").read_text())
+    dit = load_component(converted / "acestep-v15-turbo", "dit").decoder
+    x0, _, context, states = (mx.array(a) for a in dit_inputs(config, length=18, seed=3))
+    want = np.array(Denoiser(dit, states, context)(x0, 0.5))
+    with use_compiled(True):
+        with pytest.raises(ValueError):
+            Denoiser(dit, states, context)(x0[..., :5], 0.5)  # a latent of the wrong width fails inside the trace
+    np.testing.assert_array_equal(np.array(Denoiser(dit, states, context)(x0, 0.5)), want)

@@ -24,7 +24,7 @@ from ...errors import AceStepError
 from ...kernels import oobleck as cpu
 from ...limits import VAE_CHUNK, VAE_CLEAR_EVERY, VAE_OVERLAP
 from ..base import FromDict
-from .windows import plan_windows
+from .windows import compiled_window, plan_windows
 
 
 @dataclass
@@ -299,10 +299,10 @@ class AutoencoderOobleck(nn.Module):
         hop = self.config.hop_length
         windows = plan_windows(latents.shape[1], chunk, overlap)
         total = latents.shape[0] * len(windows)
-        done = 0
+        done, decode = 0, compiled_window(self, "decode")
         for b in range(latents.shape[0]):
             for w in windows:
-                audio = self.decode(latents[b : b + 1, w.start : w.stop])[0]
+                audio = decode(latents[b : b + 1, w.start : w.stop])[0]
                 audio = audio[(w.core_start - w.start) * hop : (w.core_stop - w.start) * hop]
                 # Evaluate per window so only one window's activations live at a time. The
                 # buffer cache is kept between neighbours (the next window reuses the same sizes;
@@ -353,7 +353,7 @@ class AutoencoderOobleck(nn.Module):
         frames = n_samples // hop
         windows = plan_windows(frames, chunk, overlap)
         means, stds = [], []
-        total, done = audio.shape[0] * len(windows), 0
+        total, done, encode = audio.shape[0] * len(windows), 0, compiled_window(self, "encode_moments")
         if progress is not None:
             progress(0, total)  # a bar from the start: one window of a long source takes a while on a CPU
         for b in range(audio.shape[0]):
@@ -362,7 +362,7 @@ class AutoencoderOobleck(nn.Module):
                 # The last window runs to the end of the audio: the samples past
                 # the last whole frame still reach it through the padding.
                 stop = n_samples if w.stop == frames else w.stop * hop
-                m, s = self.encode_moments(audio[b : b + 1, w.start * hop : stop])
+                m, s = encode(audio[b : b + 1, w.start * hop : stop])
                 keep = slice(w.core_start - w.start, w.core_stop - w.start)
                 m, s = m[0, keep], s[0, keep]
                 mx.eval(m, s)
