@@ -3,6 +3,7 @@
     python benchmarks/bench_compiled.py              # guidance at a 30 s song's shape, one real-size 256-frame window
     python benchmarks/bench_compiled.py --tiny       # small shapes: a quick check that both paths run
     python benchmarks/bench_compiled.py --only guidance --rounds 9
+    python benchmarks/bench_compiled.py --only dit,train   # 2 real-size DiT layers: a step, a LoRA training step
 
 Each variant is timed in rounds, eager and compiled alternating, and the best round is kept (the machine may be
 shared: the best is the least disturbed). The first compiled call of each shape (trace, and on the CPU the
@@ -125,20 +126,88 @@ def vae_case(config: dict, frames: int, rounds: int, plain: bool) -> dict:
     return row
 
 
-def main() -> None:
+def decoder(config: dict, lora_rank: int = 0):
+    """The real (or tiny) DiT decoder with random weights; with a rank-r LoRA on every attention projection."""
+    import mlx.nn as nn
+
+    from mlx_acestep.models.dit import AceStepConfig
+    from mlx_acestep.models.dit.decoder import AceStepDiTModel
+    from mlx_acestep.training.lora import attach_lora
+
+    dit = AceStepDiTModel(AceStepConfig(**config))
+    dit.update(nn.utils.tree_map(lambda p: p * 0.5, dit.parameters()))
+    deltas = attach_lora(dit, ("self", "cross"), lora_rank, 2.0 * lora_rank, 0.1, mx.random.key(0)) if lora_rank else {}
+    mx.eval(dit.parameters())
+    return dit, deltas
+
+
+def dit_case(config: dict, frames: int, rounds: int) -> dict:
+    """One denoising step (`diffusion.loop.Denoiser`, what the sampler calls) on a 640-token condition."""
+    from benchmarks.bench_dit import inputs
+    from mlx_acestep.diffusion.loop import Denoiser
+
+    dit, _ = decoder(config)
+    x, context, states = (mx.array(a) for a in inputs(config, frames, 640))
+
+    def run_for(on):
+        with compiling.use_compiled(on):
+            denoiser = Denoiser(dit, states, context)
+        mx.eval(denoiser.kv)
+        return lambda: mx.eval(denoiser(x, 0.9))
+
+    return compare(f"DiT step, {config['num_hidden_layers']} layers, T={frames}", run_for, rounds)
+
+
+def train_case(config: dict, frames: int, rounds: int, rank: int = 64) -> dict:
+    """One optimisation step of the trainer (`training.step.TrainStep`): loss, gradient, clip, AdamW."""
+    import mlx.optimizers as optim
+
+    from benchmarks.bench_dit import inputs
+    from mlx_acestep.training import TrainConfig
+    from mlx_acestep.training.lora import seed_dropout
+    from mlx_acestep.training.step import TrainStep
+
+    x, context, states = (mx.array(a) for a in inputs(config, frames, 640))
+    batch = (x, mx.random.normal(x.shape), mx.array([0.75]), context, states)
+
+    def run_for(on):
+        dit, deltas = decoder(config, rank)
+        dit.checkpointing = True
+        with compiling.use_compiled(on):
+            step = TrainStep(dit, optim.AdamW(learning_rate=1e-4), TrainConfig(grad_accum=1))
+
+        def run():
+            seed_dropout(deltas, 1)
+            loss, grads = step.gradients(iter([batch]))
+            step.update(0, grads, loss.item())
+
+        return run
+
+    return compare(f"training step, {config['num_hidden_layers']} layers, T={frames}", run_for, rounds)
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="small shapes: a quick check")
-    p.add_argument("--only", choices=("guidance", "vae"), default=None)
+    p.add_argument("--only", default="guidance,vae,dit,train", help="comma list of guidance, vae, dit, train")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per variant (default 7, VAE 2)")
     p.add_argument("--plain", action="store_true", help="the VAE in the Metal formulation too (slow on a CPU)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     print(f"mlx {mx.__version__}, device {mx.default_device()}, kernels {'on' if kernels.enabled() else 'plain'}")
-    if args.only in (None, "guidance"):
+    only = args.only.split(",")
+    if "guidance" in only:
         guidance_cases((1, 50, 64) if args.tiny else (2, 750, 64), 8, args.rounds or 7)
-    if args.only in (None, "vae"):
+    from benchmarks.bench_dit import REAL_2B, TINY
+
+    layers = dict(num_hidden_layers=2, layer_types=["sliding_attention", "full_attention"])
+    if "dit" in only:
+        dit_case((TINY if args.tiny else REAL_2B) | layers, 50 if args.tiny else 750, args.rounds or 3)
+    if "train" in only:
+        train_case((TINY if args.tiny else REAL_2B) | layers, 50 if args.tiny else 750, args.rounds or 3)
+    if "vae" in only:
         config, frames = (TINY_VAE, 40) if args.tiny else (REAL_VAE, 256)
         vae_case(config, frames, args.rounds or 2, plain=False)
-        if args.plain or args.tiny:
+        if args.plain:
             vae_case(config, frames, args.rounds or 2, plain=True)
 
 

@@ -88,3 +88,12 @@ def test_the_step_profile_runs_on_a_tiny_config(capsys):
     out = capsys.readouterr().out
     assert out.count("| WHOLE LAYER (one graph) |") == 2 and "of the matmul peak" in out
     assert "| 2 layers | forward + backward (recomputed) |" in out
+
+
+def test_the_compiled_against_eager_benchmark_runs_every_path_on_tiny_shapes(capsys):
+    from benchmarks import bench_compiled
+
+    bench_compiled.main(["--tiny", "--rounds", "1"])
+    out = capsys.readouterr().out
+    for case in ("APG (momentum)", "ADG", "SDE update", "DiT step, 2 layers", "training step, 2 layers", "VAE window"):
+        assert case in out
