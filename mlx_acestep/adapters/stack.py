@@ -70,6 +70,18 @@ class AdaptedLinear(nn.Module):
         return out
 
 
+def has_dora(module: nn.Module) -> bool:
+    """Whether a DoRA adapter is applied anywhere in `module`: its row gain is cached between calls by evaluating
+    it, which a compiled (traced) forward cannot do."""
+    return any(
+        "magnitude" in delta
+        for m in module.modules()
+        if isinstance(m, AdaptedLinear)
+        for name, delta in m.adapters.items()
+        if m._scales.get(name)
+    )
+
+
 def _mode(layer: nn.QuantizedLinear) -> dict:
     """The quantization mode as a keyword for `mx.(de)quantize` (none for affine: older MLX has no `mode`)."""
     mode = getattr(layer, "mode", "affine")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import AceStepError
 from ..training.config import TRAIN, TrainConfig
 from .common import model_options, user_errors
 
@@ -124,10 +124,12 @@ def train(
         bars.close()
         click.echo(str(e), err=True)
         sys.exit(130)  # what a shell reports for Ctrl-C
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training began: at once
         from ..training.state import resume_hint
 
-        raise AceStepError(f"interrupted; {resume_hint(Path(output).expanduser())}") from None
+        bars.close()
+        click.echo(f"interrupted; {resume_hint(Path(output).expanduser())}", err=True)
+        sys.exit(130)
     finally:
         bars.close()
     from .. import distributed
@@ -152,9 +154,9 @@ def _stop_on_first_interrupt(bars: _TrainBars):
         if stop.is_set() or not bars.training:
             raise KeyboardInterrupt
         stop.set()
-        click.echo(
-            "\nstopping after this step and saving a checkpoint of it (Ctrl-C again stops now, without one)", err=True
-        )
+        # os.write, not click.echo: a handler that writes to a buffered stream the bar may be writing to can fail
+        message = "\nstopping once the step under way is done and saved (Ctrl-C again stops now, without saving it)\n"
+        os.write(sys.stderr.fileno(), message.encode())
 
     previous = signal.signal(signal.SIGINT, interrupted)
     try:

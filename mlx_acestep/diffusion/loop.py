@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 import mlx.core as mx
 
 from .. import compiling
+from ..adapters.stack import has_dora
 from .flow import FlowMatching, StepNoise
 from .guidance import NoGuidance
 
@@ -32,14 +33,15 @@ class Denoiser:
 
     Compiled (`compiling.enabled("dit_step")`), the forward is traced once per batch shape of the generation, with
     the decoder's state as its input: built per generation, so an adapter or a strength set since then is traced
-    anew, never served from an older trace; the time goes in as an array, so the steps share one trace."""
+    anew, never served from an older trace; the time goes in as an array, so the steps share one trace. A decoder
+    with a DoRA adapter runs eager (`has_dora`)."""
 
     def __init__(self, decoder: AceStepDiTModel, encoder_hidden_states: mx.array, context: mx.array):
         self.decoder = decoder
         self.kv = decoder.cross_key_values(encoder_hidden_states)
         self.context = context
         forward = decoder.__call__
-        if compiling.enabled("dit_step"):
+        if compiling.enabled("dit_step") and not has_dora(decoder):
             forward = compiling.restoring(decoder, mx.compile(forward, inputs=decoder.state))
         self.forward = forward
 

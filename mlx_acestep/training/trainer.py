@@ -317,27 +317,34 @@ def _train(run: Run, dit_model, stack, optimizer, schedule, report, stop=None) -
                 seconds = round(time.perf_counter() - t0, 4)
                 f.write(json.dumps({"step": step + 1, "loss": loss_value, "lr": lr, "seconds": seconds}) + "\n")
         report(TrainProgress("train", step + 1, run.total, loss_value, lr, time.perf_counter() - started))
-        stopping = stop is not None and stop.is_set() and step + 1 < run.total
-        if leader:
-            _after_step(run, step + 1, dit_model, stack, optimizer, report, save=stopping)
-        if stopping:
+        asked = lambda: stop is not None and stop.is_set() and step + 1 < run.total  # noqa: E731
+        saved = leader and _after_step(run, step + 1, dit_model, stack, optimizer, report, save=asked())
+        if asked():  # asked before this step ended, or while its checkpoint or preview was written
+            if leader and not saved:
+                _save(run, step + 1, stack, optimizer, report)
             raise TrainingStopped(step + 1, resume_hint(run.output))
 
 
-def _after_step(run: Run, step: int, dit_model, stack, optimizer, report, save: bool = False) -> None:
-    """The checkpoint (due, or asked for by `save`) and the preview due after `step`."""
+def _after_step(run: Run, step: int, dit_model, stack, optimizer, report, save: bool = False) -> bool:
+    """The checkpoint (due, or asked for by `save`) and the preview due after `step`; whether it saved."""
     from .preview import render_preview
 
     config, last = run.config, step == run.total
-    if save or last or (config.save_every and step % config.save_every == 0):
-        save_checkpoint(
-            run.output / "checkpoint", stack, optimizer, run.state_path, step, config, run.model, run.checkpoint.name
-        )
-        report(TrainProgress("save", step, run.total))
+    saving = save or last or bool(config.save_every and step % config.save_every == 0)
+    if saving:
+        _save(run, step, stack, optimizer, report)
     if config.preview_every and (step % config.preview_every == 0 or last):
         path = run.output / "previews" / f"step-{step}.wav"
         render_preview(run.checkpoint, dit_model, run.cached[0]["caption"], config.seed, path)
         report(TrainProgress("preview", step, run.total))
+    return saving
+
+
+def _save(run: Run, step: int, stack, optimizer, report) -> None:
+    save_checkpoint(
+        run.output / "checkpoint", stack, optimizer, run.state_path, step, run.config, run.model, run.checkpoint.name
+    )
+    report(TrainProgress("save", step, run.total))
 
 
 def _model_card(config: TrainConfig, model, dit: str, clips, steps: int, log_path: Path) -> str:

@@ -140,3 +140,36 @@ def test_an_error_inside_the_compiled_dit_step_leaves_the_decoder_whole(converte
         with pytest.raises(ValueError):
             Denoiser(dit, states, context)(x0[..., :5], 0.5)  # a latent of the wrong width fails inside the trace
     np.testing.assert_array_equal(np.array(Denoiser(dit, states, context)(x0, 0.5)), want)
+
+
+def test_a_decoder_with_a_dora_adapter_runs_the_dit_step_eager_and_stays_whole(converted):
+    """DoRA's row gain is cached by evaluating it, which a trace cannot: with the compiled DiT step forced on (a
+    GPU's default), a DoRA decoder must still give the eager result, and still work after."""
+    from pathlib import Path
+
+    from mlx_acestep.adapters import Adapter, AdapterStack, targets
+    from mlx_acestep.adapters.deltas import LoRADelta
+    from mlx_acestep.diffusion.loop import Denoiser
+
+    config = json.loads((converted / "acestep-v15-turbo" / "config.json").read_text())
+    dit = load_component(converted / "acestep-v15-turbo", "dit").decoder
+    rng = np.random.default_rng(8)
+    deltas = {
+        path: LoRADelta(
+            mx.array(rng.standard_normal((2, inp)).astype(np.float32) * 0.1),
+            mx.array(rng.standard_normal((out, 2)).astype(np.float32) * 0.1),
+            1.0,
+            mx.array(rng.uniform(0.5, 2.0, out).astype(np.float32)),
+        )
+        for path, (out, inp) in targets(dit).items()
+        if ".self_attn." in path
+    }
+    stack = AdapterStack()
+    stack.add_adapter(Adapter("dora", Path("dora"), "peft", deltas))
+    stack.apply(dit)
+    x0, _, context, states = (mx.array(a) for a in dit_inputs(config, length=18, seed=3))
+    want = np.array(Denoiser(dit, states, context)(x0, 0.5))
+    with use_compiled(True):
+        got = np.array(Denoiser(dit, states, context)(x0, 0.5))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.array(Denoiser(dit, states, context)(x0, 0.5)), want)

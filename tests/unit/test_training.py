@@ -514,21 +514,27 @@ def test_train_then_generate_with_the_adapter_from_the_cli(converted, dataset, c
     assert_one_line_error(bad, "not a folder")
 
 
-def test_a_run_asked_to_stop_saves_the_step_it_finished_and_resumes_from_it(converted, dataset, cache, tmp_path):
-    """The first Ctrl-C of `mlx-acestep train` sets `stop`: the run ends after that step with a checkpoint of it
-    (none was due: --save-every 0), and --resume continues from there to the end."""
-    stop = threading.Event()
+@pytest.mark.parametrize("phase, save_every", [("train", 0), ("save", 2)])
+def test_a_run_asked_to_stop_saves_the_step_it_finished_and_resumes_from_it(
+    converted, dataset, cache, tmp_path, phase, save_every
+):
+    """The first Ctrl-C of `mlx-acestep train` sets `stop`: the run ends after that step with one checkpoint of it
+    (none was due at --save-every 0; asked while the due one was written, no second step nor second save), and
+    --resume continues from there to the end."""
+    stop, saves = threading.Event(), []
 
     def callback(progress):
-        if progress.phase == "train" and progress.step == 2:
+        saves.extend([progress.step] if progress.phase == "save" else [])
+        if progress.phase == phase and progress.step == 2:
             stop.set()
 
-    config = TrainConfig(rank=4, steps=4, grad_accum=1, crop_seconds=5, save_every=0)
+    config = TrainConfig(rank=4, steps=4, grad_accum=1, crop_seconds=5, save_every=save_every)
     with pytest.raises(TrainingStopped) as caught:
         train_lora(dataset, tmp_path / "out", config, model=converted, cache_dir=cache, callback=callback, stop=stop)
     assert str(caught.value) == (
         "stopped after step 2 as asked; the last checkpoint (step 2) is kept: --resume continues from it"
     )
+    assert saves == [2]
     assert json.loads((tmp_path / "out" / "train_state.json").read_text())["step"] == 2
     assert not (tmp_path / "out" / "adapter_model.safetensors").exists()  # the final adapter is the end's
     train_lora(dataset, tmp_path / "out", config, model=converted, cache_dir=cache, resume=True)
