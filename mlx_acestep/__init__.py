@@ -11,7 +11,7 @@ model does.
 
 import importlib
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 _EXPORTS = {
     "ACEStep": "mlx_acestep.pipeline",
