@@ -4,6 +4,12 @@ import os
 import pytest
 from parity import fixtures_dir  # tests/ and tests/parity/ are on the path: pyproject's pythonpath
 
+# Two xdist workers share two cores, and OpenBLAS adds its own threads in each: oversubscribed, their idle threads
+# spin in the kernel (a third of the fast lane's CPU time was system time; one BLAS thread per worker took the
+# lane from 9:49 to 6:48). The workers, and the processes tests start, inherit this; a value already set wins.
+# A single-process run (-n0) loaded OpenBLAS before this line and keeps its threads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # (case, output, error relative to max|ref|[, allowed]) of every parity comparison, for the summary. A row is also attached to
 # the running test's report, so that the summary has every row when pytest-xdist runs the tests in workers.
 _running: dict = {}
