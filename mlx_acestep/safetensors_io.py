@@ -56,14 +56,16 @@ def read_header(path: str | Path) -> tuple[dict, dict, int]:
         head = f.read(8)
         if len(head) < 8:
             raise AceStepError(f"{path}: not a safetensors file (too short)")
-        if head.startswith(_PICKLE_STARTS):  # unpickling runs the file's code: never, whatever its name says
-            raise AceStepError(
-                f"{path}: a PyTorch pickle (torch.save), not safetensors: weights are read from .safetensors only "
-                "(unpickling can run code). Convert it where you trust the file: "
-                "safetensors.torch.save_file(torch.load(f, weights_only=True), 'x.safetensors')"
-            )
         (n,) = struct.unpack("<Q", head)
         if n == 0 or n > _MAX_HEADER or 8 + n > size:
+            # Only here: a safetensors header length can begin with the same bytes (640 is b"\x80\x02..."), while
+            # a pickle's or a zip's first 8 bytes never read as a length that fits the file.
+            if head.startswith(_PICKLE_STARTS):  # unpickling runs the file's code: never, whatever its name says
+                raise AceStepError(
+                    f"{path}: a PyTorch pickle (torch.save), not safetensors: weights are read from .safetensors "
+                    "only (unpickling can run code). Convert it where you trust the file: "
+                    "safetensors.torch.save_file(torch.load(f, weights_only=True), 'x.safetensors')"
+                )
             raise AceStepError(f"{path}: corrupt or truncated safetensors header")
         raw = f.read(n)
     try:

@@ -92,6 +92,24 @@ def test_a_pickled_adapter_is_called_a_pickle_and_never_unpickled(tmp_path, star
         read_adapter(path, {})
 
 
+@pytest.mark.parametrize("header_bytes", [640, 896, 1152, 1408 + 65536])
+def test_a_safetensors_header_whose_length_begins_like_a_pickle_loads(tmp_path, header_bytes):
+    """A header of 640 bytes is b"\x80\x02..." as a length, a pickle's first bytes: the file is still read."""
+    import json
+    import struct
+
+    import numpy as np
+
+    from mlx_acestep.safetensors_io import read_header
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header += b" " * (header_bytes - len(header))  # the format pads its header with spaces
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", header_bytes) + header + np.ones(2, np.float32).tobytes())
+    entries, _, offset = read_header(path)
+    assert list(entries) == ["w"] and offset == 8 + header_bytes
+
+
 @pytest.mark.parametrize(
     ("patterns", "message"),
     [
