@@ -106,6 +106,10 @@ def cached_entry(
 
     opts.validate()
     entry = cache / "converted" / f"{label}-{cache_key(src, sources, opts)}"
+    if entry.is_symlink():  # `list` and `rm` never follow links: nor does a run (before `is_dir`, which would)
+        raise AceStepError(f"{entry}: a link, not a folder the converter wrote; remove the link to convert again")
+    if reconvert and entry.is_dir():  # --reconvert replaces the entry: not while another run reads from it
+        refuse_if_held(entry)
     if entry.is_dir() and not (entry / CONVERSION_FILE).is_file():
         with contextlib.suppress(OSError):  # empty: claimed by a run killed before it renamed its conversion in
             entry.rmdir()
@@ -114,8 +118,6 @@ def cached_entry(
                 f"{entry}: a cache entry without its {CONVERSION_FILE} (damaged); pass --reconvert to "
                 "convert it again, or delete the folder"
             )
-    if entry.is_symlink():  # `list` and `rm` never follow links: nor does a run
-        raise AceStepError(f"{entry}: a link, not a folder the converter wrote; remove the link to convert again")
     if (entry / CONVERSION_FILE).is_file() and not reconvert:
         hold(entry)
         log(f"using the converted {label if only is None else ', '.join(only)} in {entry}")
@@ -256,11 +258,16 @@ def remove_entries(names, remove_all: bool = False, cache_dir: str | Path | None
             )
         targets.append(known[name])
     for entry in targets:  # all or nothing: an entry in use stops the removal before anything goes
-        users = holders(entry)
-        if users:
-            who = ", ".join(f"process {u}" for u in users)
-            raise AceStepError(f"{entry.name}: in use by {who}; remove it once that run ends")
+        refuse_if_held(entry)
     return _removed(targets)  # checked above, now: a generator would check only when first iterated
+
+
+def refuse_if_held(entry: Path) -> None:
+    """An entry another live process generates from is neither removed nor replaced (its files load lazily)."""
+    users = holders(entry)
+    if users:
+        who = ", ".join(f"process {u}" for u in users)
+        raise AceStepError(f"{entry.name}: in use by {who}; remove it once that run ends")
 
 
 def _removed(targets: list[Path]) -> Iterator[tuple[str, int]]:

@@ -64,6 +64,21 @@ def use_compiled(on: bool = True):
         _state.on = previous
 
 
+def switched(path: str):
+    """A decorator: the function compiled once (traced at its first call per shape), or run as written when `path`
+    says eager at that call. Its per-call values must come in as arrays: a closed-over float is baked into a trace."""
+
+    def wrap(fn):
+        compiled = mx.compile(fn)
+
+        def run(*args):
+            return (compiled if enabled(path) else fn)(*args)
+
+        return run
+
+    return wrap
+
+
 def restoring(module, fn):
     """`fn` (a compiled function reading `module`'s state), such that an error inside its trace leaves `module` as
     it was: MLX 0.32 leaves trace placeholders in what a traced function assigned (the weights value_and_grad puts

@@ -231,7 +231,6 @@ class PhaseBars:
 def read_text_arg(path: str, what: str) -> str:
     """A caption or lyrics file (or `-`, stdin) as text, read up to what the models can use."""
     import codecs
-    import sys
 
     try:
         if path == "-":

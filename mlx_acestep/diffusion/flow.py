@@ -34,20 +34,14 @@ def interpolate(x0, noise, t, rest=None):
     return t * noise + ((1 - t) if rest is None else rest) * x0
 
 
+@compiling.switched("guidance")  # the step's times come in as 0-d arrays, never closed over
 def _ode_step(x, v, dt):
     return x - v * dt
 
 
+@compiling.switched("guidance")
 def _sde_step(x, v, t, noise, t_to, rest):
     return interpolate(x - v * t, noise, t_to, rest)
-
-
-# compiled once (traced once per shape); the step's times come in as 0-d arrays, never closed over
-_COMPILED = {_ode_step: mx.compile(_ode_step), _sde_step: mx.compile(_sde_step)}
-
-
-def _update(fn, *args):
-    return (_COMPILED[fn] if compiling.enabled("guidance") else fn)(*args)
 
 
 def retake(noise: mx.array, other: mx.array, variance: float) -> mx.array:
@@ -132,13 +126,13 @@ class FlowMatching:
         """x at `times[k + 1]` from x at `times[k]` and the velocity there."""
         t, t_next = self.times[k], self.times[k + 1]
         if self.method == "ode":
-            return _update(_ode_step, x, v, mx.array(t - t_next, dtype=v.dtype))
+            return _ode_step(x, v, mx.array(t - t_next, dtype=v.dtype))
         t_to = self.renoise_to[k]
         if t_to == 0:
             return x - v * t
         noise = fresh_noise(k)
         scalars = mx.array(t, dtype=v.dtype), mx.array(t_to, dtype=noise.dtype), mx.array(1 - t_to, dtype=x.dtype)
-        return _update(_sde_step, x, v, scalars[0], noise, *scalars[1:])
+        return _sde_step(x, v, scalars[0], noise, *scalars[1:])
 
 
 def _rounded(times: Sequence[float], dtype: mx.Dtype) -> list[float]:

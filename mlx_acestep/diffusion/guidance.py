@@ -42,14 +42,7 @@ def _scalar(value: float, dtype: mx.Dtype) -> mx.array:
     return mx.array(value, dtype=dtype)
 
 
-def _rule(fn):
-    """`fn` compiled once (traced at its first call per shape), or as written when `compiling` says eager."""
-    compiled = mx.compile(fn)
-
-    def run(*args):
-        return (compiled if compiling.enabled("guidance") else fn)(*args)
-
-    return run
+_rule = compiling.switched("guidance")
 
 
 def _apg_rule(v_cond, v_uncond, running, momentum, scale_m1, eta, threshold=None):

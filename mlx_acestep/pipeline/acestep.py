@@ -34,7 +34,7 @@ import numpy as np
 from ..checkpoint import Checkpoint
 from ..conditioning.inputs import ConditionInput, PromptTokens, tokenize_items
 from ..conditioning.sources import read_audio, source_frames
-from ..diffusion.sampler import BaseSettings, TurboSettings
+from ..diffusion.sampler import BaseSettings, TurboSettings, steps_of
 from ..engine import ConditionJob, Engine
 from ..hub import ModelFolders
 from ..limits import HOP, SAMPLE_RATE, SECONDS, VAE_OVERLAP, seconds_of
@@ -255,7 +255,7 @@ class ACEStep:
         run = planned_run(self, request, thinking, duration or (frames and seconds_of(frames)), settings)
         if self.check_memory:  # before anything loads: a run that cannot fit fails now, not minutes in
             check_fit(self, run)
-        slow = slow_run_warning(self, run.seconds, getattr(settings, "steps", None), run.batch * (1 + run.guided))
+        slow = slow_run_warning(self, run.seconds, steps_of(settings), run.batch * (1 + run.guided))
         if slow:
             warnings.warn(slow, stacklevel=3)
         return request, thinking, duration, settings, call_adapters

@@ -93,14 +93,10 @@ def _lm_size(folder: Path | None) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def _quantized(folder: Path) -> bool:
-    return bool(read_json(Path(folder) / "config.json").get("quantization"))  # None: recorded as not quantized
-
-
 def _alternatives(pipe, run: Run):
     """(what to pass, the run it makes): the cheaper runs of the same song a user can ask for."""
     weights = run.weights
-    if not _quantized(pipe.folders.dit) and pipe.dtype.size * 8 > Q8_BITS:
+    if not pipe.quantize and pipe.dtype.size * 8 > Q8_BITS:  # the folder's recorded mode (`Checkpoint`)
         yield (
             "--quantize q8",
             replace(run, weights={**weights, "dit": int(weights["dit"] * Q8_BITS / 8 / pipe.dtype.size)}),

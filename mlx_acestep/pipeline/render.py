@@ -147,9 +147,8 @@ def render(pipe, job: RenderJob, report, meter: PhaseMeter, adapters=(), sink=No
         else:
 
             def checked(item, start, audio):
-                check_finite(
-                    audio, "the VAE decode", _folder(pipe, "vae")
-                )  # before the window leaves: a stream cannot take it back
+                # before the window leaves: a stream cannot take it back
+                check_finite(audio, "the VAE decode", _folder(pipe, "vae"))
                 sink(item, start, audio)
 
             waveform = None

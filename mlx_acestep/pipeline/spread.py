@@ -105,7 +105,7 @@ def _joined(parts: list[dict], seeds: list[int], first, request) -> GenerationRe
     rank's (the batch took as long as its slowest share)."""
     phases = {k for p in parts for k in p["seconds"]}
     peaks = {k for p in parts for k in p["peak"]}
-    rendered = None if first is None or first.request is None else first.request
+    rendered = None if first is None else first.request
     if rendered is not None:  # the request as a single machine renders it, with what the planner wrote
         rendered = rendered.replace(seed=request.seed, batch_size=request.batch_size, retake_seed=request.retake_seed)
     return GenerationResult(

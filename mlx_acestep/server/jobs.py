@@ -156,9 +156,12 @@ class JobRunner:
         job = self.jobs.get(job_id)
         if job is None or job.state in FINISHED:
             return False
-        job.cancel.set()
-        if job.state == QUEUED:  # says so now, not once the jobs before it are done (the worker then skips it)
-            job.finish(CANCELLED, "cancelled before it started")
+        with self._lock:  # against the worker starting it meanwhile (`_run` checks the flag under the same lock)
+            job.cancel.set()
+            waiting = job.state == QUEUED
+            if waiting:  # says so now, not once the jobs before it are done (the worker then skips it)
+                job.finish(CANCELLED, "cancelled before it started")
+        if waiting:
             self._clean(job)  # its uploads and its record now
         return True
 
@@ -213,10 +216,12 @@ class JobRunner:
         from ..errors import AceStepError
         from ..pipeline import Cancelled
 
-        if job.cancel.is_set():
-            job.finish(CANCELLED, "cancelled before it started")
-            return
-        job.state, job.stage = RUNNING, "running"
+        with self._lock:  # a cancel either lands before this (the job is skipped) or finds it running
+            if job.cancel.is_set():
+                if job.state not in FINISHED:
+                    job.finish(CANCELLED, "cancelled before it started")
+                return
+            job.state, job.stage = RUNNING, "running"
         self.records.save(job)
         start = time.perf_counter()
         try:

@@ -103,7 +103,7 @@ def preprocess(
     files = [folder / f"{_cache_key(clip, made_by, seed)}.safetensors" for clip in clips]
     todo = [n for n, file in enumerate(files) if not file.is_file()]
     mine = _my_share(todo)  # across ranks: the clips no rank has cached, split between them
-    done = [2 * (len(clips) - len(todo))]  # two phases per clip; cached clips are done, and other ranks' shares
+    done = [2 * (len(clips) - len(todo))]  # this rank's bar, two phases per clip: the cached clips and its own share
     total = done[0] + 2 * len(mine)
 
     def tick():

@@ -236,13 +236,17 @@ def _entry(cache, name="src-vae-0123456789ab"):
 
 
 def test_a_cache_entry_in_use_by_another_process_is_not_removed(tmp_path):
-    """`cache rm` removed an entry another process was generating from; that run died after its diffusion."""
+    """`cache rm` removed an entry another process was generating from; that run died after its diffusion. The
+    same for `--reconvert`, which replaces the entry."""
     import subprocess
     import sys
 
-    from mlx_acestep.cache import remove_entries
+    from mlx_acestep.cache import cache_key, cached_entry, remove_entries
+    from mlx_acestep.convert import ConvertOptions
 
-    entry = _entry(tmp_path)
+    src, opts = tmp_path / "src", ConvertOptions()
+    (src / "vae").mkdir(parents=True)
+    entry = _entry(tmp_path, f"src-vae-{cache_key(src, [src / 'vae'], opts)}")
     hold = f"import sys, pathlib; from mlx_acestep.cache import hold; hold(pathlib.Path({str(entry)!r}))"
     user = subprocess.Popen(  # another run: holds the entry, as a pipeline loading from it does, until told to end
         [sys.executable, "-c", hold + "; print('held', flush=True); sys.stdin.read()"],
@@ -254,7 +258,9 @@ def test_a_cache_entry_in_use_by_another_process_is_not_removed(tmp_path):
         assert user.stdout.readline().strip() == "held"
         with pytest.raises(AceStepError, match=rf"{entry.name}: in use by process {user.pid}; remove it once"):
             remove_entries([entry.name], cache_dir=tmp_path)
-        assert entry.is_dir()
+        with pytest.raises(AceStepError, match=rf"{entry.name}: in use by process {user.pid}"):
+            cached_entry(src, "src-vae", ["vae"], [src / "vae"], opts, tmp_path, True, print)  # --reconvert
+        assert entry.is_dir() and (entry / "vae").is_dir()
     finally:
         user.communicate("")  # ends it: its lock goes with it
     assert [name for name, _ in remove_entries([entry.name], cache_dir=tmp_path)] == [entry.name]
