@@ -5,6 +5,11 @@ that cannot be decoded) is raised as `AceStepError` with a one-line message
 naming the file or key. The CLI prints it without a traceback.
 """
 
+import json
+
+# What reading outside JSON can raise besides OSError: bad bytes, bad JSON, or nesting past the parser's stack.
+BAD_JSON = (UnicodeDecodeError, json.JSONDecodeError, RecursionError)
+
 
 class AceStepError(Exception):
     """A problem with the user's input, files or options (not a bug)."""

@@ -18,7 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .errors import AceStepError
+from .errors import BAD_JSON, AceStepError
 from .models.dit import DIT_PARTS, AceStepConfig, AceStepModel
 from .models.planner_lm import PlannerLM, planner_args
 from .models.text_encoder import Qwen3TextEncoder, text_encoder_args
@@ -57,7 +57,7 @@ def read_json(path: Path) -> dict:
         raise AceStepError(f"{path}: file not found")
     try:
         data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deep
+    except BAD_JSON as e:
         raise AceStepError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise AceStepError(f"{path}: expected a JSON object")

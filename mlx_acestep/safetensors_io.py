@@ -24,7 +24,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .errors import AceStepError
+from .errors import BAD_JSON, AceStepError
 
 _DTYPES = {
     "F64": np.float64,
@@ -70,7 +70,7 @@ def read_header(path: str | Path) -> tuple[dict, dict, int]:
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested past the stack
+    except BAD_JSON:
         raise AceStepError(f"{path}: corrupt safetensors header (not JSON)") from None
     if not isinstance(header, dict):
         raise AceStepError(f"{path}: corrupt safetensors header")
@@ -137,7 +137,7 @@ def weight_files(folder: Path, name: str) -> tuple[list[Path], Path | None]:
         return [folder / name], None
     try:
         weight_map = json.loads(index.read_text()).get("weight_map")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError) as e:
+    except (OSError, AttributeError, *BAD_JSON) as e:
         raise AceStepError(f"{index}: not a valid shard index ({e})") from None
     if not isinstance(weight_map, dict) or not weight_map:
         raise AceStepError(f"{index}: no 'weight_map'")

@@ -17,7 +17,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from ..errors import AdapterError
+from ..errors import BAD_JSON, AdapterError
 from ..files import atomic_file, write_text
 from ..safetensors_io import read_safetensors
 from .deltas import LoRADelta
@@ -45,7 +45,7 @@ def read_config(file: Path) -> dict:
     """`adapter_config.json`, checked: a LoRA, with a positive finite `r` and `lora_alpha` where given."""
     try:
         config = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # Recursion: nested too deep
+    except (OSError, *BAD_JSON) as e:
         raise AdapterError(f"{file}: not a readable JSON file ({e.__class__.__name__})") from None
     if not isinstance(config, dict):
         raise AdapterError(f"{file}: not a JSON object")

@@ -270,14 +270,16 @@ class JobRunner:
         for job in expired:
             self._remove(job)
 
-    def delete(self, job_id: str) -> bool:
-        """Forget a finished job now, its files and record deleted as an expired one's; False: unknown or not done."""
+    def delete(self, job_id: str) -> str:
+        """Forget a finished job now, its files and record deleted as an expired one's. Says what it found, under one
+        lock: "deleted", "unknown" (never submitted, or expired), or "unfinished"."""
         with self._lock:
-            if job_id not in self.jobs or self.jobs[job_id].state not in FINISHED:
-                return False
-            job = self.jobs.pop(job_id)
+            job = self.jobs.get(job_id)
+            if job is None or job.state not in FINISHED:
+                return "unknown" if job is None else "unfinished"
+            del self.jobs[job_id]
         self._remove(job)
-        return True
+        return "deleted"
 
     def _remove(self, job: Job) -> None:
         """Only what the job wrote: its songs, their sidecars and its record (`files` are inside the output folder)."""

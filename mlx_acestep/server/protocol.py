@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..audio import WRITABLE
 from ..conditioning.prompts import instruction
+from ..errors import BAD_JSON
 from ..fields import is_int
 from ..limits import TURBO_STEP_RANGE
 from ..names import INSTRUMENTAL, REGION_TASKS, TRACKS
@@ -112,6 +113,7 @@ ALIASES = {
     "use_tiled_decode": ("use_tiled_decode", "useTiledDecode"),
 }
 # A request field -> the REST field a client sent it as, so an error names what the client wrote.
+PATH_FIELDS = {"src_audio": "src_audio_path", "ref_audio": "reference_audio_path"}  # a file's name -> its path field
 REST_NAMES = {
     "caption": "prompt",
     "duration": "audio_duration",
@@ -128,8 +130,7 @@ REST_NAMES = {
     "sampler": "sampler_mode",
     "dcw": "dcw_enabled",
     "flow_edit": "flow_edit_morph",
-    "src_audio": "src_audio_path",
-    "ref_audio": "reference_audio_path",
+    **PATH_FIELDS,
     "guidance_kind": "use_adg",
     "cfg_interval": "cfg_interval_start / cfg_interval_end",
     "audio_codes": "audio_code_string",
@@ -168,7 +169,7 @@ def _nested(body: dict) -> list[dict]:
         if isinstance(value, str) and value.strip():
             try:
                 value = json.loads(value)
-            except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past the stack
+            except BAD_JSON:
                 raise ProtocolError(f"{name} is not a JSON object") from None
         if isinstance(value, dict) and value:
             sources.append(value)
@@ -368,9 +369,6 @@ def flow_edit_fields(f: dict) -> dict:
     for name in ("flow_edit_n_min", "flow_edit_n_max", "flow_edit_n_avg"):
         out[name] = sent(f.get(name), as_int if name == "flow_edit_n_avg" else as_float)
     return out
-
-
-PATH_FIELDS = {"src_audio": "src_audio_path", "ref_audio": "reference_audio_path"}  # a file's name -> its path field
 
 
 def input_paths(body: dict) -> dict[str, str]:

@@ -12,6 +12,8 @@ import json
 import uuid
 from pathlib import Path
 
+from ..errors import BAD_JSON
+
 ECHOED = ("caption", "lyrics", "bpm", "duration", "key", "time_signature")  # what a result repeats of its request
 SAVED = (
     "id",
@@ -76,7 +78,7 @@ class JobRecords:
                 continue
             try:
                 record = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            except (OSError, *BAD_JSON):
                 continue
             if isinstance(record, dict) and record.get("id") == path.stem:
                 out.append(record)

@@ -10,6 +10,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import BAD_JSON
 from .adapters import FIELDS as ADAPTER_FIELDS
 from .adapters import AdapterRegistry
 from .analysis import analysis_job
@@ -198,7 +199,7 @@ def task_routes(app, server: Server) -> None:
         if isinstance(ids, str):
             try:
                 ids = json.loads(ids)
-            except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past the stack
+            except BAD_JSON:
                 ids = []
         data = []
         for task_id in ids if isinstance(ids, list) else []:
@@ -221,10 +222,13 @@ def task_routes(app, server: Server) -> None:
     async def delete_task(request: Request):
         body, _ = await read_body(request)
         gate.check(request, body)
-        task_id = str(body.get("task_id"))
-        if task_id not in runner.jobs:
+        if body.get("task_id") is None:
+            raise ProtocolError("give task_id: the task whose songs and record to delete")
+        task_id = str(body["task_id"])
+        found = runner.delete(task_id)
+        if found == "unknown":
             raise ProtocolError(f"unknown task {task_id!r}: not submitted to this server, or expired", 404)
-        if not runner.delete(task_id):
+        if found == "unfinished":
             raise ProtocolError(f"task {task_id!r} has not finished: cancel it first", 409)
         return envelope({"task_id": task_id, "deleted": True})
 

@@ -5,13 +5,15 @@
 No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at definition time.
 """
 
-from .protocol import ALIASES, ProtocolError, as_bool, as_float, as_int, envelope, lookup
-from .schema import TEXT, named, request_body
+from .protocol import ALIASES, NESTED, ProtocolError, as_bool, as_float, as_int, envelope, lookup
+from .schema import OBJECT, TEXT, named, request_body
 
 # What /format_input reads: its texts, and the metadata under every alias a task reads it by (lookup).
 METAS = ("bpm", "audio_duration", "key_scale", "time_signature", "vocal_language")
 FORMAT = request_body(
-    named("prompt", "lyrics", "ai_token", schema=TEXT) | named("temperature", *(a for m in METAS for a in ALIASES[m]))
+    named("prompt", "lyrics", "ai_token", schema=TEXT)
+    | named("temperature", *(a for m in METAS for a in ALIASES[m]))
+    | named(*NESTED, schema=OBJECT)  # lookup() reads the metadata nested under these too (the DAW's param_obj)
 )
 SAMPLE = request_body(named("query", "vocal_language", "ai_token", schema=TEXT) | named("instrumental", "temperature"))
 RANDOM = request_body(named("sample_type", "ai_token", schema=TEXT))

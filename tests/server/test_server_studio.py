@@ -87,6 +87,8 @@ def test_delete_removes_only_what_the_job_wrote(server):
     assert env["data"][0]["status"] == 2 and env["data"][0]["progress_text"] == "unknown task"
     status, env = server.json("POST", "/delete_task", {"task_id": task})
     assert status == 404 and "unknown task" in env["detail"]
+    status, env = server.json("POST", "/delete_task", {})
+    assert status == 400 and "give task_id" in env["detail"]  # not a 404 for a task named "None"
 
 
 def test_a_waiting_job_cancelled_says_so_at_once_and_may_be_deleted(server):

@@ -1,6 +1,7 @@
 // The Adapters tab: the LoRA / LoKr adapters loaded on the server, their scales, load and unload (upstream's LoRA
 // routes: GET /v1/lora/status's `adapters` and `scales`).
 import { $, h } from "./dom.js";
+import { typed } from "./request.js";
 
 export class Adapters {
   constructor(api) {
@@ -56,7 +57,7 @@ export class Adapters {
       active ? h("span.muted", {}, " (active)") : null,
       " scale ",
       input,
-      h("button.small", { type: "button", onclick: () => this.call("/v1/lora/scale", { adapter_name: name, scale: Number(input.value) }) }, "Set"),
+      h("button.small", { type: "button", onclick: () => this.call("/v1/lora/scale", { adapter_name: name, scale: typed(input.value) }) }, "Set"),
       " ",
       h("button.small", { type: "button", onclick: () => this.call("/v1/lora/unload", { name }) }, "Unload"),
     );
