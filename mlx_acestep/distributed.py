@@ -111,14 +111,19 @@ def step_patience() -> float:
         raise AceStepError(f"{PATIENCE_ENV}={os.environ[PATIENCE_ENV]!r} is not a number of seconds") from None
 
 
-@functools.cache
+_watching: list[threading.Thread] = []  # the watcher, once started (on the main thread only)
+
+
 def _start_watcher() -> None:
-    if threading.current_thread() is not threading.main_thread():
+    if _watching or threading.current_thread() is not threading.main_thread():
         return  # the wakeup fd is the main thread's to set; a worker's collectives rely on the ring raising
     wake, signals = socket.socketpair()
     wake.setblocking(False)
     signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
-    threading.Thread(target=_watcher, args=(signals, wake), daemon=True, name="mlx-acestep rank watch").start()
+    _watching.append(
+        threading.Thread(target=_watcher, args=(signals, wake), daemon=True, name="mlx-acestep rank watch")
+    )
+    _watching[0].start()
 
 
 def _watcher(signals: socket.socket, wake: socket.socket) -> None:

@@ -12,6 +12,7 @@ Lyrics default to `[Instrumental]`. Any file libsndfile reads counts as audio (w
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,12 @@ class Clip:
     seconds: float = 0.0
 
 
-def read_text(path: Path, what: str = "text") -> str:
-    """A text file of the dataset as UTF-8, or one line naming the file and where it is not."""
+def read_text(path: Path, what: str = "text", newline: str | None = None) -> str:
+    """A text file of the dataset as UTF-8, or one line naming the file and where it is not (`newline` as `open`'s:
+    "" keeps line endings as written, which the csv reader needs)."""
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline=newline) as f:
+            return f.read()
     except UnicodeDecodeError as e:
         raise AceStepError(f"{path}: {what} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:
@@ -64,9 +67,8 @@ def _metadata(folder: Path) -> dict[str, dict]:
                     raise AceStepError(f"{jsonl}:{n}: not a JSON object")
                 rows.append((f"{jsonl}:{n}", row))
     elif table.is_file():
-        read_text(table, "metadata")  # its encoding, checked with its name before the reader meets it
-        with open(table, newline="", encoding="utf-8") as f:
-            rows = [(f"{table}:{n}", row) for n, row in enumerate(csv.DictReader(f), 2)]
+        text = read_text(table, "metadata", newline="")  # one read: its encoding checked, with its name
+        rows = [(f"{table}:{n}", row) for n, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), 2)]
     out = {}
     for where, row in rows:
         unknown = set(row) - set(METADATA_FIELDS)

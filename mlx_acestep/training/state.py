@@ -39,14 +39,19 @@ def save_checkpoint(folder: Path, stack, optimizer, state_path: Path, step: int,
     from ..adapters.peft import adapter_tensors
     from ..files import building_dir
 
+    full = False
     try:
         with building_dir(folder, replace=folder.exists()) as tmp:
-            (tmp / "adapter.safetensors").write_bytes(save(adapter_tensors(stack)))
-            mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-            (tmp / CHECKPOINT_STEP).write_text(json.dumps({"step": step}))
+            try:
+                (tmp / "adapter.safetensors").write_bytes(save(adapter_tensors(stack)))
+                mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+                (tmp / CHECKPOINT_STEP).write_text(json.dumps({"step": step}))
+            except (OSError, RuntimeError) as e:  # judged now: MLX's error has no errno, and the free space it
+                full = out_of_space(folder.parent, e)  # lacked comes back once the staging folder is removed
+                raise
         write_text(state_path, json.dumps({"step": step, "config": asdict(config), "model": str(model), "dit": dit}))
     except (OSError, RuntimeError) as e:  # a full disk: MLX raises RuntimeError, Python OSError (ENOSPC)
-        reason = "no space left on the device" if out_of_space(folder.parent, e) else first_line(e)
+        reason = "no space left on the device" if full or out_of_space(folder.parent, e) else first_line(e)
         raise AceStepError(
             f"{folder}: the checkpoint of step {step} could not be written ({reason}); {resume_hint(folder.parent)}"
         ) from None

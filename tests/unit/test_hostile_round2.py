@@ -3,6 +3,7 @@ result before its fix; each is now one line naming the problem, found before any
 
 import json
 import shutil
+from pathlib import Path
 
 import mlx.core as mx
 import pytest
@@ -500,6 +501,33 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
         "the last checkpoint (step 40) is kept: --resume continues from it"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no half-written folder beside it
+
+
+def test_a_full_disk_under_mlxs_own_write_is_named_though_the_cleanup_frees_space(tmp_path, monkeypatch):
+    """MLX's save error has no errno; once the half-written staging folder is removed the disk has room again, so
+    the space must be judged before that cleanup."""
+    import shutil
+    from collections import namedtuple
+    from types import SimpleNamespace
+
+    from mlx_acestep.training import state
+    from mlx_acestep.training.config import TrainConfig
+
+    monkeypatch.setattr("mlx_acestep.adapters.peft.adapter_tensors", lambda stack: {})
+
+    def filling(path, arrays):
+        Path(path).write_bytes(b"\0" * 1024)  # what fitted before the disk was full
+        raise RuntimeError("[save_safetensors] Failed to write to file")
+
+    usage = namedtuple("usage", "total used free")
+    staged = lambda: any(tmp_path.rglob("optimizer.safetensors"))  # noqa: E731
+    monkeypatch.setattr(state.mx, "save_safetensors", filling)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2**30, 2**30, 0 if staged() else 2**29))
+    with pytest.raises(AceStepError, match=r"could not be written \(no space left on the device\)"):
+        state.save_checkpoint(
+            tmp_path / "checkpoint", None, SimpleNamespace(state={}), tmp_path / "s.json", 3, TrainConfig(), "m", "d"
+        )
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left
 
 
 def test_a_converted_model_with_nan_weights_is_named_not_called_an_overflow(converted, tmp_path):
