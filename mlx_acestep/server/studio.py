@@ -16,7 +16,7 @@ from ..limits import BPM, GUIDANCE, MAX_BATCH, SAMPLE_RATE, SECONDS, SHIFT, STEP
 from ..names import KEYSCALES, TASKS, TIME_SIGNATURES, TRACKS
 from ..pipeline.request import MODEL_DEFAULTS
 from .protocol import envelope
-from .values import FALLBACK_SECONDS, FORMAT_NAMES, REST_DEFAULTS
+from .values import FALLBACK_SECONDS, REST_DEFAULTS, default_format, writable_formats
 
 STATIC = Path(__file__).parent / "studio"
 # Everything the page loads comes from this server (the media are blob: URLs of fetched audio, so that a key in the
@@ -32,12 +32,12 @@ def settings(pipe) -> dict:
     family = getattr(pipe, "family", "turbo")
     sampler = MODEL_DEFAULTS.get(family, MODEL_DEFAULTS["turbo"])
     steps = TURBO_STEP_RANGE if family == "turbo" else STEPS
-    formats = [name for name, (suffix, _) in FORMAT_NAMES.items() if suffix in WRITABLE]
     return {
         "model": {"name": pipe.name, "family": family, "planner": pipe.folders.lm is not None},
         "sample_rate": SAMPLE_RATE,  # the songs' (the page decodes them at it, for the waveform and the WAV export)
         "defaults": REST_DEFAULTS
-        | {"audio_duration": FALLBACK_SECONDS, "shift": sampler.shift, "guidance_scale": sampler.guidance},
+        | {"audio_duration": FALLBACK_SECONDS, "shift": sampler.shift, "guidance_scale": sampler.guidance}
+        | {"audio_format": default_format(WRITABLE)},  # not mp3 where this libsndfile cannot write it
         "limits": {
             "audio_duration": list(SECONDS),
             "bpm": list(BPM),
@@ -47,7 +47,7 @@ def settings(pipe) -> dict:
             "guidance_scale": list(GUIDANCE),
         },
         "choices": {
-            "audio_format": formats,
+            "audio_format": writable_formats(WRITABLE),
             "vocal_language": sorted(LANGUAGES),
             "key_scale": list(KEYSCALES),
             "time_signature": list(TIME_SIGNATURES),

@@ -131,12 +131,21 @@ def seeds(value, batch, random: bool):
     return (listed + [secrets.randbits(32) for _ in range(batch)])[: max(batch, 1)]
 
 
+def writable_formats(writable) -> list[str]:
+    """The `audio_format` names whose files this server's libsndfile can write (`writable`: their suffixes)."""
+    return [name for name, (suffix, _) in FORMAT_NAMES.items() if suffix in writable]
+
+
+def default_format(writable) -> str:
+    """Upstream's default format, or flac where this libsndfile cannot write it."""
+    return REST_DEFAULTS["audio_format"] if REST_DEFAULTS["audio_format"] in writable else "flac"
+
+
 def audio_format(value, writable) -> tuple[str, str | None]:
     """(the file's suffix, its libsndfile subtype) of `audio_format`; one that this server cannot write is refused."""
-    default = REST_DEFAULTS["audio_format"] if REST_DEFAULTS["audio_format"] in writable else "flac"
-    name = (text(value, "", "audio_format") or default).strip().lower()
+    name = (text(value, "", "audio_format") or default_format(writable)).strip().lower()
     if name in FORMAT_NAMES and FORMAT_NAMES[name][0] in writable:
         return FORMAT_NAMES[name]
-    offered = ", ".join(n for n, (suffix, _) in FORMAT_NAMES.items() if suffix in writable)
+    offered = ", ".join(writable_formats(writable))
     known = "this server's libsndfile cannot encode it" if name in FORMAT_NAMES or name == "aac" else "unknown"
     raise RequestError("audio_format", f"@name@ {name!r}: {known} (use {offered})")

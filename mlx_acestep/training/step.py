@@ -33,7 +33,6 @@ class TrainStep:
 
     def __init__(self, decoder: nn.Module, optimizer: optim.Optimizer, config: TrainConfig):
         self.decoder, self.optimizer, self.config = decoder, optimizer, config
-        self.compiled = compiling.enabled("train_step")
         value_and_grad = nn.value_and_grad(decoder, lambda *batch: flow_loss(decoder, *batch))
 
         def first(batch):
@@ -46,7 +45,7 @@ class TrainStep:
         # the compiled update needs the state's whole structure before its first trace (a resumed state is kept)
         optimizer.init(decoder.trainable_parameters())
         state = [decoder.state, optimizer.state]
-        if self.compiled:  # value_and_grad puts its own parameter arrays in the model: the state is an output too
+        if compiling.enabled("train_step"):  # value_and_grad puts its own parameter arrays in the model: the state is an output too
             compiled = partial(mx.compile, inputs=decoder.state, outputs=decoder.state)
             first, more = (compiling.restoring(decoder, compiled(f)) for f in (first, more))
             self._apply = compiling.restoring(decoder, partial(mx.compile, inputs=state, outputs=state)(self._apply))

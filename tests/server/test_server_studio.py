@@ -110,6 +110,28 @@ def test_a_waiting_job_cancelled_says_so_at_once_and_may_be_deleted(server):
         assert server.json("POST", "/delete_task", {"task_id": task})[0] == 200
 
 
+def test_the_default_format_is_one_this_server_writes(monkeypatch):
+    """The form's default format is upstream's mp3 only where libsndfile can write it (else flac, what the REST
+    side falls back to), never a choice the page has no option for."""
+    from types import SimpleNamespace
+
+    from mlx_acestep.server import studio
+
+    pipe = SimpleNamespace(family="turbo", name="t", folders=SimpleNamespace(lm=None))
+    monkeypatch.setattr(studio, "WRITABLE", {".wav", ".flac"})
+    s = studio.settings(pipe)
+    assert s["defaults"]["audio_format"] == "flac" and "mp3" not in s["choices"]["audio_format"]
+
+
+def test_the_pages_instrumental_marker_is_the_packages():
+    """request.js holds `[Instrumental]` itself (its pure functions are tested under Node, without the server's
+    settings): it must be names.INSTRUMENTAL, the marker the pipeline reads."""
+    from mlx_acestep.names import INSTRUMENTAL
+
+    source = (STATIC / "js" / "request.js").read_text()
+    assert f'export const INSTRUMENTAL = "{INSTRUMENTAL}";' in source
+
+
 def test_the_package_ships_every_page_file():
     """pyproject's package-data globs cover every file of the page (a wheel without one breaks `/`)."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
